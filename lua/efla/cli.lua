@@ -1,0 +1,1 @@
+return {main=function(a) print(require("efla.cdef")) return 0 end}
