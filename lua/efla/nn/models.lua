@@ -1,0 +1,123 @@
+-- models.lua: whole models built from a plain config table, so that a checkpoint's stored
+-- config is enough to rebuild them (efla.load_model). Every model keeps its config in
+-- self.config and its builder's name in config.type.
+local efla = require 'efla'
+local class = require 'efla.class'
+local Module = require 'efla.nn.module'
+local layers = require 'efla.nn.layers'
+local blocks = require 'efla.nn.blocks'
+local DeltaAttention = require 'efla.nn.attention'
+
+local models = {}
+
+local function attention_config(cfg)
+  return {
+    d_model = cfg.d_model, n_heads = cfg.n_heads or 1, head_dim = cfg.head_dim, order = cfg.order or 'exact',
+    key_norm = cfg.key_norm, query_norm = cfg.query_norm, short_conv = cfg.short_conv,
+    output_norm = cfg.output_norm, output_gate = cfg.output_gate, beta_bias = cfg.beta_bias,
+    chunk_size = cfg.chunk_size, algorithm = cfg.algorithm, dtype = cfg.dtype,
+  }
+end
+
+--- SequenceClassifier{input_dim = 1, seq_len = 784, d_model = 64, n_classes = 10, n_heads = 1,
+---   order = 'exact', key_norm, query_norm = 'l2', beta_bias = -2, ...}: the paper's sMNIST
+--- model: input projection + learned position embedding, GELU, one delta-rule attention
+--- layer with a residual connection, LayerNorm, and a classifier on the last token.
+models.SequenceClassifier = class.new('SequenceClassifier', Module)
+function models.SequenceClassifier:__init(cfg)
+  Module.__init(self)
+  cfg = cfg or {}
+  local c = {
+    type = 'SequenceClassifier', input_dim = cfg.input_dim or 1, seq_len = cfg.seq_len or 784,
+    d_model = cfg.d_model or 64, n_classes = cfg.n_classes or 10, n_heads = cfg.n_heads or 1,
+    head_dim = cfg.head_dim, order = cfg.order or 'exact', key_norm = cfg.key_norm,
+    query_norm = cfg.query_norm or 'l2', beta_bias = cfg.beta_bias or -2, short_conv = cfg.short_conv,
+    output_norm = cfg.output_norm, output_gate = cfg.output_gate, chunk_size = cfg.chunk_size,
+    algorithm = cfg.algorithm, dtype = cfg.dtype,
+  }
+  self.config = c
+  self:add_module('input_proj', layers.Linear(c.input_dim, c.d_model, { dtype = c.dtype }))
+  self:add_module('pos_emb', layers.Embedding(c.seq_len, c.d_model, { dtype = c.dtype, std = 0.02 }))
+  self:add_module('attn', DeltaAttention(attention_config(c)))
+  self:add_module('norm', layers.LayerNorm(c.d_model, { dtype = c.dtype }))
+  self:add_module('classifier', layers.Linear(c.d_model, c.n_classes, { dtype = c.dtype }))
+end
+
+--- forward(x [B, T] or [B, T, input_dim]) -> logits [B, n_classes]
+function models.SequenceClassifier:forward(x)
+  if x:dim() == 2 then x = x:unsqueeze(3) end
+  local B, T = x:size(1), x:size(2)
+  if T > self.config.seq_len then
+    error(string.format('SequenceClassifier: sequence length %d exceeds the model\'s seq_len %d', T, self.config.seq_len), 2)
+  end
+  local pos = self.pos_emb.weight:narrow(1, 1, T)
+  local h = (self.input_proj:forward(x) + pos):gelu()
+  local a = self.attn:forward(h)
+  h = self.norm:forward(h + a)
+  return self.classifier:forward(h:select(2, T))
+end
+
+--- CausalLM{vocab_size, d_model, n_layers, n_heads, order, tie_weights = false, ...}:
+--- embedding, N blocks of (pre-norm attention + residual, pre-norm SwiGLU + residual),
+--- final RMSNorm and the output head.
+models.CausalLM = class.new('CausalLM', Module)
+local Block = class.new('Block', Module)
+function Block:__init(c)
+  Module.__init(self)
+  self:add_module('attn_norm', layers.RMSNorm(c.d_model, { dtype = c.dtype }))
+  self:add_module('attn', DeltaAttention(attention_config(c)))
+  self:add_module('mlp_norm', layers.RMSNorm(c.d_model, { dtype = c.dtype }))
+  self:add_module('mlp', blocks.SwiGLU(c.d_model, c.mlp_hidden, { dtype = c.dtype }))
+end
+function Block:forward(x, state)
+  local a, s = self.attn:forward(self.attn_norm:forward(x), state)
+  x = x + a
+  return x + self.mlp:forward(self.mlp_norm:forward(x)), s
+end
+
+function models.CausalLM:__init(cfg)
+  Module.__init(self)
+  cfg = cfg or {}
+  local c = {
+    type = 'CausalLM', vocab_size = cfg.vocab_size or 256, d_model = cfg.d_model or 128,
+    n_layers = cfg.n_layers or 2, n_heads = cfg.n_heads or 2, head_dim = cfg.head_dim,
+    order = cfg.order or 'exact', key_norm = cfg.key_norm, query_norm = cfg.query_norm or 'l2',
+    short_conv = cfg.short_conv ~= false, output_norm = cfg.output_norm ~= false,
+    output_gate = cfg.output_gate, beta_bias = cfg.beta_bias or 0, mlp_hidden = cfg.mlp_hidden,
+    tie_weights = cfg.tie_weights or false, chunk_size = cfg.chunk_size, algorithm = cfg.algorithm,
+    dtype = cfg.dtype,
+  }
+  self.config = c
+  self:add_module('embed', layers.Embedding(c.vocab_size, c.d_model, { dtype = c.dtype, std = 0.02 }))
+  local list = Module()
+  for i = 1, c.n_layers do list:add_module(i, Block(c)) end
+  self:add_module('layers', list)
+  self:add_module('norm', layers.RMSNorm(c.d_model, { dtype = c.dtype }))
+  if not c.tie_weights then
+    self:add_module('head', layers.Linear(c.d_model, c.vocab_size, { bias = false, dtype = c.dtype }))
+  end
+end
+
+--- forward(tokens int64 [B, T] [, states]) -> logits [B, T, vocab], new states (one per layer).
+function models.CausalLM:forward(tokens, states)
+  local h = self.embed:forward(tokens)
+  local out_states = {}
+  for i = 1, self.config.n_layers do
+    h, out_states[i] = self.layers[tostring(i)]:forward(h, states and states[i])
+  end
+  h = self.norm:forward(h)
+  local logits = self.head and self.head:forward(h) or h:matmul(self.embed.weight:t())
+  return logits, out_states
+end
+
+--- Build a model from its config table (config.type names the builder).
+function models.build(config)
+  local builder = models[config and config.type or '']
+  if not builder then
+    error(string.format("models.build: unknown model type '%s' (known: SequenceClassifier, CausalLM)",
+      tostring(config and config.type)), 2)
+  end
+  return builder(config)
+end
+
+return models
