@@ -348,6 +348,12 @@ int efla_copy_(efla_tensor *dst, const efla_tensor *src) {
                          efla_tshape(src), efla_tshape(dst));
     if (efla_grad_enabled() && dst->requires_grad && !dst->grad_fn)
         return efla_fail("copy_: in-place write into a leaf that requires grad; do it inside no_grad");
+    /* copy_ records no history: writing into a tensor that requires grad (e.g. a view of such
+     * a leaf) would silently change its values under autograd's feet. */
+    if (efla_grad_enabled() && dst->requires_grad)
+        return efla_fail("copy_: in-place write into a tensor (shape %s) that requires grad (output of %s); "
+                         "copy_ is not recorded by autograd: do it inside no_grad, or build a new tensor",
+                         efla_tshape(dst), dst->grad_fn->name);
     efla_tensor *s = efla_expand(src, dst->ndim, dst->shape);
     if (!s) return -1;
     efla_tensor *plain = efla_tensor_alias(s);  /* the kernel needs no history */

@@ -215,6 +215,7 @@ efla_tensor *efla_expand(const efla_tensor *t, int ndim, const int64_t *shape) {
             s[i] = want; st[i] = 0;
         } else {
             if (want == -1) want = t->shape[j];
+            if (want < 0) return efla_fail_null("expand: negative size %lld at dim %d", (long long)want, i);
             if (t->shape[j] == want) { s[i] = want; st[i] = t->strides[j]; }
             else if (t->shape[j] == 1) { s[i] = want; st[i] = 0; }
             else {
