@@ -1,0 +1,99 @@
+-- tasks/report.lua: the files a study writes: loss curves and robustness tables as CSV,
+-- PNG plots (gnuplot), a JSON summary, and the summary table printed at the end.
+local csv = require 'efla.csv'
+local plot = require 'efla.plot'
+local json = require 'efla.json'
+
+local R = {}
+
+local LABELS = { scale = 'intensity scale', noise = 'Gaussian noise std', dropout = 'pixel dropout p' }
+R.LABELS = LABELS
+
+--- loss(out_dir, runs): runs = { {name =, history = {...}}, ... } -> loss.csv, loss.png
+function R.loss(out_dir, runs)
+  local header, rows, series = { 'step' }, {}, {}
+  local longest = 0
+  for _, r in ipairs(runs) do longest = math.max(longest, #r.history) end
+  local smoothed = {}
+  for i, r in ipairs(runs) do
+    header[#header + 1] = r.name
+    header[#header + 1] = r.name .. '_smoothed'
+    smoothed[i] = plot.smooth(r.history, math.max(5, math.floor(#r.history / 20)))
+  end
+  for s = 1, longest do
+    local row = { s }
+    for i, r in ipairs(runs) do
+      row[#row + 1] = r.history[s] or ''
+      row[#row + 1] = smoothed[i][s] or ''
+    end
+    rows[s] = row
+  end
+  csv.write(out_dir .. '/loss.csv', header, rows)
+  for i, r in ipairs(runs) do
+    local steps = {}
+    for s = 1, #r.history do steps[s] = s end
+    series[#series + 1] = { name = r.name .. ' (raw)', x = steps, y = r.history, style = 'lines lw 1' }
+    series[#series + 1] = { name = r.name .. ' (smoothed)', x = steps, y = smoothed[i], style = 'lines' }
+  end
+  return plot.lines { path = out_dir .. '/loss.png', title = 'training loss', xlabel = 'step',
+    ylabel = 'cross-entropy', series = series, points = false }
+end
+
+--- robustness(out_dir, runs, prefix): runs = { {name =, results = S.robustness(...)}, ... }
+--- -> robustness_<kind>.csv and acc_vs_<kind>.png for each kind.
+function R.robustness(out_dir, runs, prefix)
+  prefix = prefix or ''
+  local written = {}
+  for _, kind in ipairs({ 'scale', 'noise', 'dropout' }) do
+    if runs[1].results[kind] then
+      local header, rows, series = { kind }, {}, {}
+      for _, r in ipairs(runs) do header[#header + 1] = r.name end
+      for li, entry in ipairs(runs[1].results[kind]) do
+        local row = { entry[1] }
+        for _, r in ipairs(runs) do row[#row + 1] = r.results[kind][li][2] end
+        rows[li] = row
+      end
+      csv.write(string.format('%s/%srobustness_%s.csv', out_dir, prefix, kind), header, rows)
+      for _, r in ipairs(runs) do
+        local xs, ys = {}, {}
+        for li, entry in ipairs(r.results[kind]) do xs[li], ys[li] = entry[1], entry[2] end
+        series[#series + 1] = { name = r.name, x = xs, y = ys }
+      end
+      local png, err = plot.lines { path = string.format('%s/%sacc_vs_%s.png', out_dir, prefix, kind),
+        title = 'test accuracy vs ' .. LABELS[kind], xlabel = LABELS[kind], ylabel = 'accuracy',
+        series = series, yrange = { 0, 1 } }
+      written[#written + 1] = png or err
+    end
+  end
+  return written
+end
+
+--- summary_table(runs) -> text: one row per run: clean accuracy and accuracy at the
+--- harshest setting of each corruption.
+function R.summary_table(runs)
+  local lines = {}
+  local function row(cells) lines[#lines + 1] = string.format('| %-22s | %9s | %9s | %9s | %9s | %9s |', unpack(cells)) end
+  row({ 'run', 'clean', 'scale x5', 'scale x10', 'noise 0.5', 'drop 0.5' })
+  lines[#lines + 1] = '|' .. string.rep('-', 24) .. ('|' .. string.rep('-', 11)):rep(5) .. '|'
+  local function at(r, kind, level)
+    for _, e in ipairs(r.results[kind] or {}) do
+      if math.abs(e[1] - level) < 1e-9 then return string.format('%.4f', e[2]) end
+    end
+    return '-'
+  end
+  for _, r in ipairs(runs) do
+    row({ r.name, at(r, 'scale', 1), at(r, 'scale', 5), at(r, 'scale', 10), at(r, 'noise', 0.5), at(r, 'dropout', 0.5) })
+  end
+  return table.concat(lines, '\n')
+end
+
+--- write_json(path, value): atomic.
+function R.write_json(path, value)
+  local tmp = path .. '.tmp'
+  local f = assert(io.open(tmp, 'w'))
+  f:write(json.encode(value), '\n')
+  f:close()
+  assert(os.rename(tmp, path))
+end
+
+return R

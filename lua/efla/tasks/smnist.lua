@@ -1,0 +1,182 @@
+-- tasks/smnist.lua: the sequential-MNIST robustness study of the EFLA paper, as a library
+-- that the recipes (smnist, ablations, sweeps, eval) share.
+--
+-- A one-layer sequence classifier reads a 28x28 image pixel by pixel (T = 784). After
+-- training on clean images it is tested on corrupted ones: intensity scaled x1..x10,
+-- additive Gaussian noise std 0..1, pixel dropout p 0..1 (the corruptions are seeded, so
+-- every model sees the same corrupted images).
+local efla = require 'efla'
+local data = require 'efla.data'
+local transforms = require 'efla.data.transforms'
+local checkpoint = require 'efla.checkpoint'
+local progress = require 'efla.progress'
+
+local S = {}
+
+--- What distinguishes the methods: integration order, key normalisation, default rate.
+S.METHODS = {
+  efla = { order = 'exact', key_norm = 'none', lr = 3e-3 },
+  deltanet = { order = 1, key_norm = 'l2', lr = 1e-3 },
+}
+
+--- The corruption grids of the paper.
+S.GRIDS = {
+  scale = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 },
+  noise = { 0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0 },
+  dropout = { 0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0 },
+}
+S.KINDS = { 'scale', 'noise', 'dropout' }
+
+local function device_of(name)
+  if name == nil or name == 'cpu' then return 'cpu' end
+  if name:match('^cuda') then
+    if not efla.has_cuda() or efla.device_count('cuda') == 0 then
+      error("--device " .. name .. ": no CUDA device is available (this efla was built without CUDA, or no GPU is visible); use --device cpu", 0)
+    end
+    return name
+  end
+  error("--device must be cpu or cuda[:N], got '" .. tostring(name) .. "'", 0)
+end
+S.device_of = device_of
+
+--- load(dataset, split, n) -> Dataset of float32 images [N, 784] in [0, 1] and labels.
+--- n (optional) takes the first n (class balanced for MNIST).
+function S.load(dataset, split, n)
+  local ds
+  if dataset == 'mnist' then ds = data.mnist { split = split, flatten = true }
+  elseif dataset == 'fashion' then ds = data.fashion { split = split, flatten = true }
+  else error("dataset must be 'mnist' or 'fashion', got '" .. tostring(dataset) .. "'", 0) end
+  if n and n > 0 and n < ds:size() then ds = ds:subset(n) end
+  return ds
+end
+
+--- model_config(method, opts) -> the SequenceClassifier config (plain table, stored in
+--- checkpoints). opts: order, key_norm, d_model, chunk_size.
+function S.model_config(method, opts)
+  local m = S.METHODS[method]
+  if not m then error("method must be 'efla' or 'deltanet', got '" .. tostring(method) .. "'", 0) end
+  opts = opts or {}
+  return {
+    type = 'SequenceClassifier', input_dim = 1, seq_len = 784, d_model = opts.d_model or 64,
+    n_classes = 10, n_heads = 1, order = opts.order or m.order, key_norm = opts.key_norm or m.key_norm,
+    query_norm = 'l2', beta_bias = -2, chunk_size = opts.chunk_size or 64, algorithm = 'auto',
+  }
+end
+
+local function to_device(t, device)
+  if device == 'cpu' then return t end
+  return t:to(device)
+end
+
+--- accuracy(model, images [N, 784] float32, labels [N], {batch = 256, device}) -> fraction correct
+function S.accuracy(model, images, labels, opts)
+  opts = opts or {}
+  local batch, device = opts.batch or 256, opts.device or 'cpu'
+  local n, correct = images:size(1), 0
+  model:evaluate()
+  efla.no_grad(function()
+    for start = 1, n, batch do
+      local len = math.min(batch, n - start + 1)
+      local x = to_device(images:narrow(1, start, len), device)
+      local pred = model:forward(x):argmax(2):cpu()
+      correct = correct + pred:eq(labels:narrow(1, start, len)):long():sum():item()
+    end
+  end)
+  model:train()
+  return correct / n
+end
+
+--- robustness(model, test_ds, {seed, batch, device, kinds, on_result}) -> results table:
+--- results[kind] = { {level, accuracy}, ... } for kind in scale, noise, dropout.
+function S.robustness(model, ds, opts)
+  opts = opts or {}
+  local fds = ds:float()
+  local images, labels = fds.images, fds.labels
+  local results = {}
+  for _, kind in ipairs(opts.kinds or S.KINDS) do
+    results[kind] = {}
+    for li, level in ipairs(S.GRIDS[kind]) do
+      -- One seed per (kind, level), independent of the model: identical corruptions for all.
+      local x = transforms.corrupt(images, kind, level, (opts.seed or 0) * 1000 + li)
+      local acc = S.accuracy(model, x, labels, opts)
+      results[kind][li] = { level, acc }
+      if opts.on_result then opts.on_result(kind, level, acc) end
+    end
+  end
+  return results
+end
+
+--- train(method, args, train_ds, {out_dir, device, resume}) -> model, info.
+--- args: lr, epochs, batch, seed, clip, weight_decay, save_every, order, key_norm, quiet.
+--- Checkpoints go to <out_dir>/<method>/ (the last 2 plus the final); a resume path
+--- restores the model, the optimiser, the RNG, the data order and the step exactly.
+function S.train(method, args, train_ds, opts)
+  opts = opts or {}
+  local device = device_of(opts.device)
+  local lr = args.lr or S.METHODS[method].lr
+  local config = S.model_config(method, args)
+  efla.manual_seed(args.seed or 0)
+  local model = efla.nn.build(config)
+  if device ~= 'cpu' then model:to(device) end
+  local optimizer = efla.optim.AdamW(efla.optim.param_groups(model, { weight_decay = args.weight_decay or 0.01 }), { lr = lr })
+  local loader = efla.data.DataLoader(train_ds, { batch_size = args.batch or 128, shuffle = true,
+    seed = args.seed or 0, drop_last = true, flatten = true })
+  local per_epoch = loader:num_batches()
+  if per_epoch == 0 then
+    error(string.format('the training set has %d samples, fewer than one batch of %d; use more --train-samples or a smaller --batch',
+      train_ds:size(), args.batch or 128), 0)
+  end
+  local total_steps = per_epoch * (args.epochs or 1)
+  local history, step = {}, 0
+  local manager = opts.out_dir and checkpoint.Manager { dir = opts.out_dir .. '/' .. method, keep_last = 2 }
+
+  if opts.resume then
+    local ck = checkpoint.load(opts.resume)
+    model:load_state_dict(ck.model)
+    optimizer:load_state_dict(ck.optim)
+    efla.set_rng_state(ck.rng)
+    loader:set_state(ck.extra.loader)
+    step, history = ck.step, ck.metrics.loss or {}
+    io.stderr:write(string.format('resumed %s from %s at step %d\n', method, opts.resume, step))
+  end
+
+  local function save(final)
+    if not manager then return end
+    return manager:save(step, {
+      model = model:state_dict(), optim = optimizer:state_dict(), rng = efla.rng_state(),
+      step = step, epoch = loader:state().epoch, metrics = { loss = history },
+      extra = { loader = loader:state() },
+      meta = { recipe = opts.recipe or 'smnist', config = config, args = args, method = method,
+        dataset = args.dataset, final = final or false },
+    })
+  end
+
+  local bar = progress.new { total = total_steps, title = method, every = args.log_every or 15, tty = not args.quiet and nil or false }
+  local tokens, t0 = 0, progress.wall()
+  model:train()
+  while step < total_steps do
+    for x, y in loader:iter() do
+      if step >= total_steps then break end
+      x = to_device(x, device)
+      local logits = model:forward(x)
+      local loss = efla.nn.functional.cross_entropy(logits, to_device(y, device))
+      optimizer:zero_grad()
+      loss:backward()
+      efla.optim.clip_grad_norm(model:parameters(), args.clip or 1.0)
+      optimizer:step()
+      step = step + 1
+      local l = loss:item()
+      history[step] = l
+      if l ~= l then error(string.format('%s: the loss became NaN at step %d (try a smaller --lr)', method, step), 0) end
+      tokens = tokens + x:size(1) * 784
+      local rate = tokens / math.max(1e-9, progress.wall() - t0)
+      bar:update(step, { { 'loss', string.format('%.4f', l) }, { 'tok/s', string.format('%.3gk', rate / 1000) } })
+      if args.save_every and args.save_every > 0 and step % args.save_every == 0 then save(false) end
+    end
+  end
+  local seconds = bar:finish()
+  local path = save(true)
+  return model, { history = history, seconds = seconds, steps = step, checkpoint = path, lr = lr, config = config }
+end
+
+return S
