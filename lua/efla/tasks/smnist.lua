@@ -179,4 +179,49 @@ function S.train(method, args, train_ds, opts)
   return model, { history = history, seconds = seconds, steps = step, checkpoint = path, lr = lr, config = config }
 end
 
+--- common_options: the options every sMNIST recipe takes (for efla.args.parse).
+function S.common_options(defaults)
+  defaults = defaults or {}
+  return {
+    { '--epochs', type = 'number', default = 1, help = 'training epochs per run' },
+    { '--batch', type = 'number', default = 128, help = 'batch size' },
+    { '--dataset', default = 'mnist', choices = { 'mnist', 'fashion' }, help = 'data set' },
+    { '--train-samples', type = 'number', default = defaults.train_samples or 1024, help = 'training images (0 = all)' },
+    { '--test-samples', type = 'number', default = defaults.test_samples or 256, help = 'test images (0 = all)' },
+    { '--seed', type = 'number', default = 1, help = 'seed for initialisation, shuffling and corruptions' },
+    { '--device', default = 'cpu', help = 'cpu or cuda[:N]' },
+    { '--weight-decay', type = 'number', default = 0.01, help = 'AdamW weight decay' },
+    { '--clip', type = 'number', default = 1.0, help = 'global gradient-norm clip' },
+    { '--quiet', type = 'boolean', help = 'plain log lines instead of a progress bar' },
+  }
+end
+
+--- run_variants(variants, args, out, opts) -> runs. Each variant = {name =, method =,
+--- overrides = {order =, key_norm =, lr =}}: trains it (checkpoints under out/<name>),
+--- evaluates it (robustness unless opts.clean_only) and returns one run per variant.
+function S.run_variants(variants, args, out, opts)
+  opts = opts or {}
+  local train_ds = S.load(args.dataset, 'train', args.train_samples)
+  local test_ds = S.load(args.dataset, 'test', args.test_samples)
+  local runs = {}
+  for _, v in ipairs(variants) do
+    local a = {}
+    for k, x in pairs(args) do a[k] = x end
+    for k, x in pairs(v.overrides or {}) do a[k] = x end
+    local model, info = S.train(v.method, a, train_ds, { out_dir = out .. '/' .. v.name, device = args.device, recipe = opts.recipe })
+    local run = { name = v.name, method = v.method, history = info.history, lr = info.lr, config = info.config,
+      checkpoint = info.checkpoint, seconds = info.seconds }
+    if opts.clean_only then
+      local f = test_ds:float()
+      run.results = { scale = { { 1, S.accuracy(model, f.images, f.labels, { device = S.device_of(args.device) }) } } }
+    else
+      run.results = S.robustness(model, test_ds, { seed = args.seed, device = S.device_of(args.device) })
+    end
+    run.final_loss = info.history[#info.history]
+    print(string.format('%s: clean accuracy %.4f, final loss %.4f, %.1f s', v.name, run.results.scale[1][2], run.final_loss or 0 / 0, info.seconds))
+    runs[#runs + 1] = run
+  end
+  return runs
+end
+
 return S
