@@ -1,6 +1,6 @@
 /* cpu_kernels.h: the CPU backend's kernels, one file per family (mirrored in cuda/):
  *   memory.c       alloc/free (64-byte aligned, counted)
- *   elementwise.c  fill copy unary binary clamp where tri arange rand adamw
+ *   elementwise.c  fill copy unary binary clamp where tri arange rand adamw (strided.h: the shared strided walk)
  *   reduce.c       reduce
  *   linalg.c       bmm (OpenBLAS for float32/float64)
  *   nn.c           softmax(+backward) norm(+backward) cross_entropy
@@ -60,15 +60,5 @@ EFLA_CPU_KERNEL int efla_cpu_delta_rule_bwd(const efla_delta_rule_args *a, const
                                             const void *chunk_states, const void *d_o,
                                             const void *d_s_final, void *dq, void *dk,
                                             void *dv, void *dalpha, void *ds0);
-
-/* A strided walk over the elements of up to three same-shaped tensors, for kernels that
- * have no contiguous fast path. Dims of size 1 are skipped. */
-typedef struct efla_strided_iter {
-    int ndim;
-    int64_t shape[EFLA_MAX_DIMS];
-    int64_t strides[3][EFLA_MAX_DIMS];
-    int64_t index[EFLA_MAX_DIMS];
-    int64_t offset[3];
-} efla_strided_iter;
 
 #endif
