@@ -1,0 +1,79 @@
+-- efla/ffi.lua: the one place that loads libefla through the LuaJIT FFI.
+--
+-- The declarations come from efla/cdef.lua, which the build generates from core/efla.h
+-- (scripts/gen_cdef.lua), so they never drift from the header. Inside the `efla` command
+-- libefla is linked into the executable and its symbols are in ffi.C; under a plain
+-- `luajit` the library is loaded by name ($EFLA_LIB, else "efla" on the library path).
+--
+-- Also here: how a failed C call becomes a Lua error. Every binding checks each result
+-- (pointer == nil, int < 0: in Lua every number is true) and calls raise(), which puts the
+-- position of the user's line (the first caller outside efla's own Lua files) in front of
+-- the library's message.
+local ffi = require 'ffi'
+
+ffi.cdef(require 'efla.cdef')
+
+local function find_library()
+  local ok = pcall(function() return ffi.C.efla_version end)
+  if ok then return ffi.C end
+  local name = os.getenv('EFLA_LIB') or 'efla'
+  local lib_ok, lib = pcall(ffi.load, name)
+  if not lib_ok then
+    error(string.format("efla: cannot load libefla (%s): %s\n" ..
+      "Run efla through the `efla` command, or set EFLA_LIB to the path of libefla.so", name, lib), 0)
+  end
+  return lib
+end
+
+local lib = find_library()
+
+-- The folder holding efla's own Lua files: frames from there are skipped when the
+-- position of an error is chosen. ("@/path/lua/efla/ffi.lua" -> "@/path/lua/efla/")
+local own_prefix = debug.getinfo(1, 'S').source:match('^(@.*[/\\]efla[/\\])[^/\\]*$')
+
+local function is_own(source)
+  return own_prefix ~= nil and source:sub(1, #own_prefix) == own_prefix
+end
+
+-- "file:line: " of the first Lua frame outside efla's files (the user's code), or "".
+local function user_position()
+  local level = 3
+  while true do
+    local info = debug.getinfo(level, 'Sl')
+    if not info then return '' end
+    if info.what ~= 'C' and info.currentline and info.currentline > 0 and not is_own(info.source) then
+      return info.short_src .. ':' .. info.currentline .. ': '
+    end
+    level = level + 1
+  end
+end
+
+local M = { ffi = ffi, lib = lib }
+
+--- raise(msg): error(msg) reported at the user's line (not inside efla's own files).
+function M.raise(msg)
+  error(user_position() .. tostring(msg), 0)
+end
+
+--- last_error(): the library's message for the failure that just happened.
+function M.last_error()
+  local s = ffi.string(lib.efla_last_error())
+  if s == '' then s = 'unknown error in libefla (no message was set)' end
+  return s
+end
+
+--- check(rc): rc when it is >= 0, else raises the library's message.
+function M.check(rc)
+  if rc < 0 then M.raise(M.last_error()) end
+  return rc
+end
+
+--- checkp(ptr): ptr when it is not NULL, else raises the library's message.
+function M.checkp(p)
+  if p == nil then M.raise(M.last_error()) end
+  return p
+end
+
+M.is_own_source = is_own
+
+return M

@@ -1,0 +1,74 @@
+-- efla/init.lua: `local efla = require 'efla'` returns this table (efla sets no globals).
+--
+-- It gathers the tensor functions (efla/tensor.lua), autograd (efla/autograd.lua) and
+-- help; submodules such as efla.nn or efla.optim load on first use (efla.nn is
+-- require 'efla.nn'). Every tensor method is also a function: efla.tanh(x) == x:tanh().
+local E = require 'efla.ffi'
+local Tn = require 'efla.tensor'
+local A = require 'efla.autograd'
+
+local efla = {}
+
+-- module-level tensor functions (creation, random numbers, library settings...)
+local internal_names = {
+  wrap = true, wrap_or_nil = true, adopt_borrowed = true, to_tensor = true, parse_dtype = true,
+  parse_device = true, device_name = true, shape_table = true, cdim = true,
+}
+for k, v in pairs(Tn) do
+  if type(v) == 'function' and not internal_names[k] and not k:match('^_') then efla[k] = v end
+end
+efla.Size = Tn.Size
+efla.dtypes = Tn.dtypes
+
+-- every method as a function: efla.matmul(a, b), efla.sum(x, 2), ... (except where a
+-- submodule has that name: efla.data is the data module, x:data() stays a method)
+for k, v in pairs(Tn.T) do
+  if efla[k] == nil and not package.searchpath('efla.' .. k, package.path) then efla[k] = v end
+end
+
+--- efla.Tensor: the table of tensor methods; add a function here to add a method.
+efla.Tensor = Tn.T
+
+-- autograd
+efla.autograd = {
+  Function = A.Function, gradcheck = A.gradcheck, no_grad = A.no_grad, enable_grad = A.enable_grad,
+  set_grad_enabled = A.set_grad_enabled, is_grad_enabled = A.is_grad_enabled,
+}
+efla.no_grad = A.no_grad
+efla.enable_grad = A.enable_grad
+efla.set_grad_enabled = A.set_grad_enabled
+efla.is_grad_enabled = A.is_grad_enabled
+efla.zero_grad = A.zero_grad
+efla.gradcheck = A.gradcheck
+efla.set_gc_callback = A.set_gc_callback
+
+--- efla.help([x]): an overview, or the documentation of a function, module or tensor.
+function efla.help(x) return require('efla.help').help(x) end
+
+-- For Lua bindings of further C functions (nn, delta rule, checkpoints): the FFI library,
+-- the cdata type, and the ownership/error helpers. wrap(ptr) takes over a new reference.
+efla.internal = {
+  ffi = E.ffi, lib = E.lib, raise = E.raise, check = E.check, checkp = E.checkp,
+  last_error = E.last_error, wrap = Tn.wrap, wrap_or_nil = Tn.wrap_or_nil, Tensor = Tn.Tensor,
+  is_tensor = Tn.is_tensor, to_tensor = Tn.to_tensor, parse_dtype = Tn.parse_dtype,
+  parse_device = Tn.parse_device, device_name = Tn.device_name, dtype_names = Tn.dtype_names,
+  shape_table = Tn.shape_table, cdim = Tn.cdim, c_index = Tn._c_index, getters = Tn.getters,
+  setters = Tn.setters,
+}
+
+-- The CUDA allocator asks Lua for a collection before it gives up on an allocation.
+if efla.has_cuda() and efla.device_count('cuda') > 0 then A.set_gc_callback(true) end
+
+-- efla.nn, efla.optim, ...: loaded on first use from lua/efla/<name>.lua or <name>/init.lua
+local not_submodules = { ffi = true, cdef = true, cli = true, repl = true, init = true }
+setmetatable(efla, {
+  __index = function(t, k)
+    if type(k) ~= 'string' or not_submodules[k] or not k:match('^[%w_]+$') then return nil end
+    if not package.searchpath('efla.' .. k, package.path) then return nil end
+    local m = require('efla.' .. k)
+    rawset(t, k, m)
+    return m
+  end,
+})
+
+return efla
