@@ -3,6 +3,7 @@
 -- time under $EFLA_TEST_TMP (else a fresh folder from os.tmpname).
 -- Run: build/efla tests/lua/test_data.lua   (prints "N passed, N failed")
 local ffi = require 'ffi'
+local efla = require 'efla'
 local data = require 'efla.data'
 local idx = require 'efla.data.idx'
 local cache = require 'efla.data.cache'
@@ -66,9 +67,10 @@ local function logged(fn)
   return table.concat(msgs, "\n")
 end
 
+-- The exact generator state (efla.rng_state() gives Lua numbers, which round 64-bit seeds).
 local function rng_state()
   local s, o = ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")
-  data.lib().efla_rng_get_state(s, o)
+  efla.internal.lib.efla_rng_get_state(s, o)
   return tostring(s[0]) .. "/" .. tostring(o[0])
 end
 
@@ -126,7 +128,7 @@ section("cache", function()
   check(data.exists(path) and not data.exists(path .. ".tmp." .. data.getpid()), "cache file written, no temporary left")
   local function same(t)
     return t and bytes_equal(data.ptr(t.x), payload, 1000) and bytes_equal(ffi.cast("uint8_t *", data.ptr(t.y)),
-           ffi.cast("uint8_t *", lab), 80) and data.shape(t.x)[2] == 100 and data.dtype(t.y) == "int64"
+           ffi.cast("uint8_t *", lab), 80) and t.x:size()[2] == 100 and t.y:dtype() == "int64"
   end
   check(same(a), "cache build returns the arrays")
   msg = logged(function() a = cache.load(opts) end)
@@ -178,20 +180,20 @@ section("fashion", function()
   for split, n in pairs(F) do
     local ds
     logged(function() ds = data.fashion { split = split, dir = fashion_dir, root = fashion_root } end)
-    local sh = data.shape(ds.images)
-    check(ds.n == n and sh[1] == n and sh[2] == 28 and sh[3] == 28 and data.dtype(ds.images) == "uint8",
+    local sh = ds.images:size()
+    check(ds.n == n and sh[1] == n and sh[2] == 28 and sh[3] == 28 and ds.images:dtype() == "uint8",
           "fashion " .. split .. " shape")
     check(bytes_equal(data.ptr(ds.images), fashion_pixels[split], n * 784), "fashion " .. split .. " pixels")
     local ok = true
     local lp = data.ptr(ds.labels)
     for i = 0, n - 1 do if lp[i] ~= fashion_labels[split][i] + 1 then ok = false end end
-    check(ok and data.dtype(ds.labels) == "int64", "fashion " .. split .. " labels (file class + 1)")
+    check(ok and ds.labels:dtype() == "int64", "fashion " .. split .. " labels (file class + 1)")
     check(data.exists(fashion_root .. "/cache/fashion-mnist-" .. split .. ".bin"), "fashion cache file")
   end
   local msg = logged(function()
     local ds = data.fashion { split = "test", dir = fashion_dir, root = fashion_root, flatten = true, dtype = "float32" }
-    local sh = data.shape(ds.images)
-    check(sh[1] == F.test and sh[2] == 784 and data.dtype(ds.images) == "float32", "fashion flatten + float32 shape")
+    local sh = ds.images:size()
+    check(sh[1] == F.test and sh[2] == 784 and ds.images:dtype() == "float32", "fashion flatten + float32 shape")
     local p = data.ptr(ds.images)
     check(math.abs(p[5] - fashion_pixels.test[5] / 255) < 1e-7, "fashion float32 = x/255")
   end)
@@ -259,7 +261,7 @@ section("mnist", function()
     end
     check(ok, "mnist " .. split .. " pixels and labels (digit + 1) equal the JSON, in round-robin order")
   end
-  check(data.shape(tr.images)[2] == 28 and data.shape(tr.images)[3] == 28, "mnist image shape [N,28,28]")
+  check(tr.images:size()[2] == 28 and tr.images:size()[3] == 28, "mnist image shape [N,28,28]")
   local first = tr:subset(10)
   local cc = first:class_counts()
   local balanced = true
@@ -278,25 +280,25 @@ section("loader", function()
     lab[i] = i
     for j = 0, 5 do img[i * 6 + j] = i end
   end
-  local ds = data.Dataset { images = data.tensor_from(img, { N, 2, 3 }, "uint8"),
-                            labels = data.tensor_from(lab, { N }, "int64"), name = "toy" }
+  local ds = data.Dataset { images = efla.from_buffer(img, { N, 2, 3 }, "uint8"),
+                            labels = efla.from_buffer(lab, { N }, "int64"), name = "toy" }
   check(ds:size() == N, "Dataset size")
   local im, l = ds:get(5)
-  check(l == 4 and data.ptr(im)[0] == 4 and #data.shape(im) == 2, "Dataset:get is 1-based and returns the sample shape")
+  check(l == 4 and data.ptr(im)[0] == 4 and im:dim() == 2, "Dataset:get is 1-based and returns the sample shape")
   local function labels_of(t)
     local p, out = data.ptr(t), {}
-    for i = 0, data.numel(t) - 1 do out[#out + 1] = tonumber(p[i]) end
+    for i = 0, t:numel() - 1 do out[#out + 1] = tonumber(p[i]) end
     return out
   end
   local function epoch_labels(loader)
     local all, shapes = {}, {}
     for x, y in loader:iter() do
-      shapes[#shapes + 1] = data.shape(x)
+      shapes[#shapes + 1] = x:size()
       local xs, ys = data.ptr(x), labels_of(y)
       for i, v in ipairs(ys) do
         all[#all + 1] = v
         -- x matches y: every pixel of row i is label/255
-        local d = data.shape(x)
+        local d = x:size()
         local row = 1
         for k = 2, #d do row = row * d[k] end
         if math.abs(xs[(i - 1) * row] - v / 255) > 1e-7 then all.mismatch = true end
@@ -325,7 +327,7 @@ section("loader", function()
   local L3 = data.DataLoader(ds, { batch_size = 5, seed = 8 })
   check(table.concat(epoch_labels(L3), ",") ~= table.concat(e1, ","), "different seed -> different order")
   -- efla.manual_seed does not change the loader's order
-  data.lib().efla_manual_seed(999)
+  efla.manual_seed(999)
   local L4 = data.DataLoader(ds, { batch_size = 5, seed = 7 })
   check(table.concat(epoch_labels(L4), ",") == table.concat(e1, ","), "order independent of the global seed")
   -- drop_last, no shuffle, flatten
@@ -367,9 +369,34 @@ section("loader", function()
   for _ in pairs(union) do cnt = cnt + 1 end
   check(c.n == 10 and d.n == 13 and cnt == N, "seeded split partitions the samples")
   local fl = ds:float()
-  check(data.dtype(fl.images) == "float32" and math.abs(data.ptr(fl.images)[6] - 1 / 255) < 1e-7, "Dataset:float")
+  check(fl.images:dtype() == "float32" and math.abs(data.ptr(fl.images)[6] - 1 / 255) < 1e-7, "Dataset:float")
+  -- the seeded permutation behind shuffling: 0-based, complete, reproducible, global stream untouched
+  local st = rng_state()
+  local P1, P2 = data.loader.permutation(N, 7, 23), data.loader.permutation(N, 7, 23)
+  local hit, same_perm = {}, true
+  for i = 0, N - 1 do
+    hit[tonumber(P1[i])] = true
+    if P1[i] ~= P2[i] then same_perm = false end
+  end
+  local complete = true
+  for i = 0, N - 1 do if not hit[i] then complete = false end end
+  check(complete and same_perm and rng_state() == st, "loader.permutation: a reproducible 0-based permutation")
+  local Lp = data.DataLoader(ds, { batch_size = 5, seed = 7 })
+  local p0 = Lp.sampler:order(1)
+  local P3, same_order = data.loader.permutation(N, 7, N), true
+  for i = 0, N - 1 do if p0[i] ~= P3[i] then same_order = false end end
+  check(same_order, "epoch e's order is the permutation at offset e * N")
+  -- devices: a number (efla.h's) or a name; the CPU leaves batches where they are
+  check(data.loader.device_name(0) == "cpu" and data.loader.device_name(1) == "cuda:0"
+        and data.loader.device_name("cuda:1") == "cuda:1", "device numbers become names")
+  for _, dev in ipairs({ 0, "cpu" }) do
+    local x, y = data.DataLoader(ds, { batch_size = 5, seed = 7, device = dev }):batch(0, 0)
+    check(x:device() == "cpu" and y:device() == "cpu" and x:size(1) == 5, "device " .. tostring(dev) .. " batches stay on the CPU")
+  end
+  -- data.ptr insists on a contiguous CPU tensor (a strided view's elements are not p[0..n-1])
+  errors(function() data.ptr(ds.images:view(N, 6):transpose(1, 2)) end, "contiguous CPU tensor", "data.ptr on a strided view")
   errors(function() ds:subset(24) end, "asked for 24 of 23", "subset too large")
-  errors(function() data.Dataset { images = ds.images, labels = data.tensor_from(lab, { 5 }, "int64") } end,
+  errors(function() data.Dataset { images = ds.images, labels = efla.from_buffer(lab, { 5 }, "int64") } end,
          "labels must be [23]", "Dataset label count mismatch")
 end)
 
@@ -378,12 +405,12 @@ section("transforms", function()
   local n = 200000
   local buf = ffi.new("float[?]", n)
   for i = 0, n - 1 do buf[i] = (i % 101) / 100 end
-  local x = data.tensor_from(buf, { 1000, 200 }, "float32")
+  local x = efla.from_buffer(buf, { 1000, 200 }, "float32")
   local before = rng_state()
   local s = T.scale(x, 0.5)
   local sp, exact = data.ptr(s), true
   for i = 0, n - 1 do if sp[i] ~= buf[i] * 0.5 then exact = false end end
-  check(exact and data.shape(s)[1] == 1000 and data.shape(s)[2] == 200, "scale is exact and keeps the shape")
+  check(exact and s:size()[1] == 1000 and s:size()[2] == 200, "scale is exact and keeps the shape")
   -- noise: mean and std of (noisy - x)
   local std = 0.3
   local nz = T.gaussian_noise(x, std, 42)
@@ -399,7 +426,7 @@ section("transforms", function()
   local nz3 = T.gaussian_noise(x, std, 43)
   check(data.ptr(nz3)[0] ~= np[0] or data.ptr(nz3)[1] ~= np[1], "different seed -> different noise")
   -- batch-wise corruption with offsets equals corrupting the whole set
-  local rows = data.cpu_contiguous(data.narrow(x, 300, 100))
+  local rows = x:narrow(1, 301, 100):contiguous()
   local part = T.gaussian_noise(rows, std, 42, { offset = 300 * 200 })
   local pp, same = data.ptr(part), true
   for i = 0, 100 * 200 - 1 do if pp[i] ~= np[300 * 200 + i] then same = false end end
@@ -407,7 +434,7 @@ section("transforms", function()
   -- dropout
   local ones = ffi.new("float[?]", n)
   for i = 0, n - 1 do ones[i] = 1 end
-  local o = data.tensor_from(ones, { n }, "float32")
+  local o = efla.from_buffer(ones, { n }, "float32")
   for _, p in ipairs({ 0.1, 0.5 }) do
     local dr = T.pixel_dropout(o, p, 9)
     local dp, zeros, ok = data.ptr(dr), 0, true
@@ -437,7 +464,7 @@ section("transforms", function()
   check(T.corrupt(x, "none") == x, "corrupt none is identity")
   errors(function() T.gaussian_noise(x, 0.1) end, "give a seed", "noise without a seed")
   errors(function() T.pixel_dropout(x, 1.5, 1) end, "p must be in [0, 1]", "dropout bad p")
-  local u8 = data.tensor_from(ffi.new("uint8_t[4]"), { 4 }, "uint8")
+  local u8 = efla.from_buffer(ffi.new("uint8_t[4]"), { 4 }, "uint8")
   errors(function() T.scale(u8, 2) end, "expects a floating tensor", "scale on uint8")
 end)
 
@@ -448,7 +475,7 @@ section("text", function()
   for i = 0, 255 do all[#all + 1] = string.char(i) end
   local s = table.concat(all) .. "héllo — wörld\0end"
   local ids = text.encode(s)
-  check(data.dtype(ids) == "int64" and data.numel(ids) == #s and data.ptr(ids)[0] == 1 and data.ptr(ids)[255] == 256,
+  check(ids:dtype() == "int64" and ids:numel() == #s and data.ptr(ids)[0] == 1 and data.ptr(ids)[255] == 256,
         "encode gives int64 ids byte + 1")
   check(text.decode(ids) == s, "decode(encode(s)) == s")
   check(text.decode({ 105, 106 }) == "hi", "decode a Lua array of ids")
@@ -469,10 +496,10 @@ section("text", function()
   logged(function() c = text.load { name = "moby-dick", root = root } end)
   local expect = "CHAPTER 1. Loomings.\n\nCall me Ishmael.\n\nCHAPTER 2.\nThe Carpet-Bag.\n\nCHAPTER 10. A Bosom Friend.\n"
   check(text.decode(c.bytes) == expect, "moby-dick chapters concatenated in numeric order")
-  check(data.dtype(c.bytes) == "uint8" and data.exists(root .. "/cache/text-moby-dick.bin"), "corpus cached as uint8")
+  check(c.bytes:dtype() == "uint8" and data.exists(root .. "/cache/text-moby-dick.bin"), "corpus cached as uint8")
   local nt, nv, ns = text.split_sizes(c.n)
-  check(nt == math.floor(0.9 * c.n) and nt + nv + ns == c.n and data.numel(c.train) == nt and data.numel(c.valid) == nv
-        and data.numel(c.test) == ns, "90/5/5 split sizes")
+  check(nt == math.floor(0.9 * c.n) and nt + nv + ns == c.n and c.train:numel() == nt and c.valid:numel() == nv
+        and c.test:numel() == ns, "90/5/5 split sizes")
   check(text.decode(c.train) .. text.decode(c.valid) .. text.decode(c.test) == expect, "splits are contiguous")
   local a, b, cc = text.split_sizes(1000)
   check(a == 900 and b == 50 and cc == 50, "split_sizes(1000) = 900/50/50")
@@ -491,13 +518,13 @@ section("text", function()
   -- windows: x is the window, y the window shifted by one
   local body = {}
   for i = 0, 999 do body[#body + 1] = string.char(i % 251) end
-  local t = data.tensor_from(table.concat(body), { 1000 }, "uint8")
+  local t = efla.from_buffer(table.concat(body), { 1000 }, "uint8")
   local L = text.Loader(t, { batch_size = 8, seq_len = 16, seed = 4 })
   check(L.num_windows == math.floor(999 / 16) and L:num_batches() == math.ceil(62 / 8), "window count 62, 8 batches")
   local shapes_ok, shift_ok, cover = true, true, {}
   local before = rng_state()
   for x, y in L:iter() do
-    local xs, ys = data.shape(x), data.shape(y)
+    local xs, ys = x:size(), y:size()
     if xs[2] ~= 16 or ys[2] ~= 16 or xs[1] ~= ys[1] or (xs[1] ~= 8 and xs[1] ~= 62 % 8) then shapes_ok = false end
     local xp, yp = data.ptr(x), data.ptr(y)
     for r = 0, xs[1] - 1 do
@@ -515,12 +542,12 @@ section("text", function()
   check(rng_state() == before, "text shuffling leaves the global generator alone")
   local w = L:windows(ffi.new("int64_t[2]", { 0, 3 }), 2)
   local wp = data.ptr(w)
-  check(data.shape(w)[2] == 17 and wp[0] == 1 and wp[16] == 17 and wp[17] == 49, "windows are [count, T+1] at k*T (ids = byte + 1)")
+  check(w:size()[2] == 17 and wp[0] == 1 and wp[16] == 17 and wp[17] == 49, "windows are [count, T+1] at k*T (ids = byte + 1)")
   local L2 = text.Loader(t, { batch_size = 8, seq_len = 16, seed = 4 })
   local x1 = L:batch(3, 2)
   local x2 = L2:batch(3, 2)
   check(text.decode(x1) == text.decode(x2), "text batches are deterministic per (seed, epoch, batch)")
-  errors(function() text.Loader(data.tensor_from("abc", { 3 }, "uint8"), { seq_len = 8 }) end, "too few", "text too short")
+  errors(function() text.Loader(efla.from_buffer("abc", { 3 }, "uint8"), { seq_len = 8 }) end, "too few", "text too short")
   errors(function() text.load { name = "shakespeare", root = root } end, "unknown corpus", "unknown corpus")
 end)
 

@@ -16,6 +16,7 @@
 -- whose CRC-32 differs) is rebuilt from the source with a message through data.log.
 local ffi = require 'ffi'
 local bit = require 'bit'
+local efla = require 'efla'
 local data = require 'efla.data'
 local idx = require 'efla.data.idx'
 
@@ -70,6 +71,12 @@ function cache.signature(key, paths)
   return cache.fnv1a64(table.concat(parts, "\n"))
 end
 
+-- dtype name <-> efla_dtype code (the entries store the code), and element sizes
+local E = efla.internal
+local dtype_code = {}
+for code, name in pairs(E.dtype_names) do dtype_code[name] = code end
+local function dtype_size(name) return tonumber(E.lib.efla_dtype_size(dtype_code[name])) end
+
 local function align(n) return math.ceil(n / ALIGN) * ALIGN end
 
 local function numel_of(shape)
@@ -91,10 +98,10 @@ function cache.write(path, arrays, signature)
     assert(#a.name < 32, "cache: array name too long: " .. a.name)
     assert(#a.shape <= 8, "cache: more than 8 dims")
     ffi.copy(e.name, a.name)
-    e.dtype = assert(data.dtype_codes[a.dtype], "cache: unknown dtype " .. tostring(a.dtype))
+    e.dtype = assert(dtype_code[a.dtype], "cache: unknown dtype " .. tostring(a.dtype))
     e.ndim = #a.shape
     for d, s in ipairs(a.shape) do e.shape[d - 1] = s end
-    local nbytes = numel_of(a.shape) * data.dtype_sizes[a.dtype]
+    local nbytes = numel_of(a.shape) * dtype_size(a.dtype)
     e.offset, e.nbytes = pos, nbytes
     e.crc = cache.crc32(a.data, nbytes)
     a._nbytes = nbytes
@@ -152,12 +159,12 @@ function cache.read(path, signature)
   for i = 0, count - 1 do
     local e = entries[i]
     local name = ffi.string(e.name)
-    local dtype = data.dtype_names[tonumber(e.dtype)]
+    local dtype = E.dtype_names[tonumber(e.dtype)]
     if not dtype or e.ndim > 8 then return nil, "bad entry for '" .. name .. "'" end
     local shape = {}
     for d = 0, e.ndim - 1 do shape[d + 1] = tonumber(e.shape[d]) end
     local off, nbytes = tonumber(e.offset), tonumber(e.nbytes)
-    if off + nbytes > #s or nbytes ~= numel_of(shape) * data.dtype_sizes[dtype] then
+    if off + nbytes > #s or nbytes ~= numel_of(shape) * dtype_size(dtype) then
       return nil, "array '" .. name .. "' runs past the end of the file"
     end
     local crc = cache.crc32(p + off, nbytes)
@@ -165,7 +172,7 @@ function cache.read(path, signature)
       return nil, string.format("checksum mismatch in '%s' (stored %08x, computed %08x)",
                                 name, tonumber(e.crc), crc)
     end
-    out[name] = data.tensor_from(p + off, shape, dtype)
+    out[name] = efla.from_buffer(p + off, shape, dtype)
   end
   return out
 end
@@ -189,7 +196,7 @@ function cache.load(opts)
   data.mkdir_p(dir)
   cache.write(path, built, sig)
   local out = {}
-  for _, a in ipairs(built) do out[a.name] = data.tensor_from(a.data, a.shape, a.dtype) end
+  for _, a in ipairs(built) do out[a.name] = efla.from_buffer(a.data, a.shape, a.dtype) end
   return out, path
 end
 

@@ -12,8 +12,8 @@
 --
 -- Submodules load on first use (data.idx, data.cache, data.loader, data.transforms,
 -- data.text, data.mnist), so they may require 'efla.data' themselves without a cycle.
--- This file also holds the small glue to efla's tensors (data.tensor_from & co): the rest
--- of the layer parses into plain FFI buffers and makes tensors only through it.
+-- Tensors are made and reshaped with efla's public tensor API; this file adds only the
+-- checked element pointer data.ptr and data.with_seed (scoped generator state).
 --
 -- Indices and labels follow efla's Lua convention: 1-based. Class labels are 1..C (digit
 -- d is label d + 1) and text token ids are byte + 1 (1..256), so both feed cross_entropy
@@ -141,115 +141,31 @@ end
 
 function data.getpid() return ffi.C.getpid() end
 
--- ---- glue to efla's tensors -----------------------------------------------------------------
--- Everything else in efla.data makes FFI buffers and goes through these few functions.
--- Tensors are the binding's boxes (a cdata whose .ptr is the efla_tensor*); C calls get
--- t.ptr, and every new C reference becomes a Lua tensor through efla.internal.wrap (the
--- binding's one place where ownership moves to Lua).
+-- ---- tensor helpers ---------------------------------------------------------------------------
+-- The rest of the layer parses into plain FFI buffers and makes tensors with the binding's
+-- public API (efla.from_buffer, efla.empty, t:view, t:narrow, t:to, t:contiguous, ...).
+-- Only what the binding has no equivalent for lives here.
 
-local internal
-local function I()
-  internal = internal or require("efla").internal
-  return internal
-end
+local efla = require 'efla'
 
---- data.lib() -> the libefla C namespace.
-function data.lib() return I().lib end
-
---- data.own(ptr, what) -> a Lua tensor owning a new C reference; NULL raises
--- "<what>: <the library's message>" at the user's line.
-function data.own(ptr, what)
-  local E = I()
-  if ptr == nil then E.raise((what or "efla.data") .. ": " .. E.last_error()) end
-  return E.wrap(ptr)
-end
-
-local dtype_codes = { float32 = 0, float64 = 1, bfloat16 = 2, int64 = 3, uint8 = 4, bool = 5 }
-local dtype_names = { [0] = "float32", "float64", "bfloat16", "int64", "uint8", "bool" }
-local dtype_ctypes = { float32 = "float", float64 = "double", int64 = "int64_t", uint8 = "uint8_t",
-                       bool = "uint8_t", bfloat16 = "uint16_t" }
-local dtype_sizes = { float32 = 4, float64 = 8, int64 = 8, uint8 = 1, bool = 1, bfloat16 = 2 }
-data.dtype_codes, data.dtype_names, data.dtype_ctypes, data.dtype_sizes =
-  dtype_codes, dtype_names, dtype_ctypes, dtype_sizes
-
-local function shape_array(shape)
-  local n = #shape
-  local s = ffi.new("int64_t[?]", math.max(n, 1))
-  local numel = 1
-  for i = 1, n do s[i - 1] = shape[i]; numel = numel * shape[i] end
-  return s, n, numel
-end
-data.shape_array = shape_array
-
---- data.tensor_from(ptr, shape, dtype) -> a new CPU tensor holding a copy of the buffer.
-function data.tensor_from(ptr, shape, dtype)
-  local code = assert(dtype_codes[dtype], "efla.data: unknown dtype " .. tostring(dtype))
-  local s, n, numel = shape_array(shape)
-  local nbytes = numel * dtype_sizes[dtype]
-  return data.own(data.lib().efla_from_buffer(n, s, code, ptr, nbytes), "from_buffer")
-end
-
---- data.empty(shape, dtype) -> tensor, typed pointer to its (contiguous CPU) elements.
-function data.empty(shape, dtype)
-  local code = assert(dtype_codes[dtype], "efla.data: unknown dtype " .. tostring(dtype))
-  local s, n = shape_array(shape)
-  local t = data.own(data.lib().efla_empty(n, s, code, 0), "empty")
-  return t, data.ptr(t)
-end
-
---- data.ptr(t) -> typed pointer to the elements of a contiguous CPU tensor, dtype name.
--- Keep t alive while the pointer is in use.
+--- data.ptr(t) -> t:data() (a typed pointer to the elements), t:dtype(); t must be a
+-- contiguous CPU tensor. t:data() alone also accepts a strided view, whose elements are not
+-- at p[0 .. numel-1], so the loaders read through this check. Keep t alive while using p.
 function data.ptr(t)
-  local lib, p = data.lib(), t.ptr
-  if lib.efla_tensor_device(p) ~= 0 or lib.efla_tensor_is_contiguous(p) == 0 then
+  if t:device() ~= "cpu" or not t:is_contiguous() then
     error("efla.data: expected a contiguous CPU tensor", 2)
   end
-  local dt = dtype_names[tonumber(lib.efla_tensor_dtype(p))]
-  return ffi.cast(dtype_ctypes[dt] .. " *", lib.efla_tensor_data(p)), dt
-end
-
---- data.shape(t) -> Lua array of sizes;  data.dtype(t) -> "float32", ...
-function data.shape(t)
-  local lib, p = data.lib(), t.ptr
-  local out = {}
-  for i = 0, lib.efla_tensor_ndim(p) - 1 do out[i + 1] = tonumber(lib.efla_tensor_size(p, i)) end
-  return out
-end
-function data.dtype(t) return dtype_names[tonumber(data.lib().efla_tensor_dtype(t.ptr))] end
-function data.numel(t) return tonumber(data.lib().efla_tensor_numel(t.ptr)) end
-function data.device(t) return tonumber(data.lib().efla_tensor_device(t.ptr)) end
-function data.is_contiguous(t) return data.lib().efla_tensor_is_contiguous(t.ptr) ~= 0 end
-
---- data.to(t, dtype, device) -> cast and/or move (a new tensor); nil keeps t's own.
-function data.to(t, dtype, device)
-  local lib = data.lib()
-  local code = dtype and dtype_codes[dtype] or lib.efla_tensor_dtype(t.ptr)
-  return data.own(lib.efla_to(t.ptr, code, device or lib.efla_tensor_device(t.ptr)), "to")
-end
-
---- data.view(t, shape) -> a view with that shape (no copy).
-function data.view(t, shape)
-  local s, n = shape_array(shape)
-  return data.own(data.lib().efla_view(t.ptr, n, s), "view")
-end
-
---- data.narrow(t, start, len) -> rows [start, start + len) of dim 1 (start 0-based), a view.
-function data.narrow(t, start, len)
-  return data.own(data.lib().efla_narrow(t.ptr, 0, start, len), "narrow")
-end
-
---- data.cpu_contiguous(t) -> t itself when it is a contiguous CPU tensor, else a copy that is.
-function data.cpu_contiguous(t)
-  if data.device(t) ~= 0 then t = data.to(t, nil, 0) end
-  if not data.is_contiguous(t) then t = data.own(data.lib().efla_contiguous(t.ptr), "contiguous") end
-  return t
+  return t:data(), t:dtype()
 end
 
 --- data.with_seed(seed, offset, fn, ...) -> fn(...) run with efla's generator at
 -- (seed, offset); the global stream is restored afterwards, even on error.
+-- The state is saved through the C calls, not efla.rng_state(): that one returns Lua
+-- numbers, which round 64-bit seeds (the library's default seed is one) and so would not
+-- restore the stream bit for bit.
 local rng_s, rng_o = ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")
 function data.with_seed(seed, offset, fn, ...)
-  local lib = data.lib()
+  local lib = efla.internal.lib
   lib.efla_rng_get_state(rng_s, rng_o)
   local s, o = rng_s[0], rng_o[0]
   lib.efla_rng_set_state(seed, offset or 0)
@@ -257,17 +173,6 @@ function data.with_seed(seed, offset, fn, ...)
   lib.efla_rng_set_state(s, o)
   if not res[1] then error(res[2], 0) end
   return unpack(res, 2, table.maxn(res))
-end
-
---- data.randperm(n, seed [, offset]) -> int64 buffer (0-based values) of a permutation, from
--- efla's Philox generator under the given seed, leaving the global stream untouched.
-function data.randperm(n, seed, offset)
-  return data.with_seed(seed, offset or 0, function()
-    local t = data.own(data.lib().efla_randperm(n, 0), "randperm")
-    local p = ffi.new("int64_t[?]", math.max(n, 1))
-    if n > 0 then ffi.copy(p, data.lib().efla_tensor_data(t.ptr), n * 8) end
-    return p
-  end)
 end
 
 -- ---- lazy submodules --------------------------------------------------------------------------

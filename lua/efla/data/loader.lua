@@ -14,9 +14,28 @@
 -- offset e*N), run with the global generator saved and restored, so it depends on
 -- (seed, epoch) only and never disturbs (or is disturbed by) other random draws.
 local ffi = require 'ffi'
+local efla = require 'efla'
 local data = require 'efla.data'
 
 local loader = {}
+
+--- loader.permutation(n, seed [, offset]) -> 0-based int64 buffer holding a permutation of
+-- 0..n-1: efla.randperm (1-based) drawn at generator state (seed, offset), with the global
+-- stream left untouched (data.with_seed).
+function loader.permutation(n, seed, offset)
+  local t = data.with_seed(seed, offset or 0, efla.randperm, n)
+  local p, out = data.ptr(t), ffi.new("int64_t[?]", math.max(n, 1))
+  for i = 0, n - 1 do out[i] = p[i] - 1 end
+  return out
+end
+local permutation = loader.permutation
+
+--- loader.device_name(d) -> d as a device name: 'cpu', 'cuda', 'cuda:N' pass through; a
+-- device number (0 = CPU, 1 = the first GPU, as in efla.h) is converted.
+function loader.device_name(d)
+  if type(d) == "number" then return efla.internal.device_name(d) end
+  return d
+end
 
 -- ---- Dataset ---------------------------------------------------------------------------------
 
@@ -28,15 +47,15 @@ loader.Dataset = setmetatable(Dataset, {
 
 --- Dataset.new{images = tensor [N, ...], labels = int64 tensor [N], name = string}
 function Dataset.new(t)
-  local ishape = data.shape(t.images)
+  local ishape = t.images:size():totable()
   local n = ishape[1]
   assert(n, "Dataset: images must have a leading sample dimension")
-  local lshape = data.shape(t.labels)
+  local lshape = t.labels:size():totable()
   if #lshape ~= 1 or lshape[1] ~= n then
     error(string.format("Dataset: labels must be [%d] to match images [%s], got [%s]", n,
                         table.concat(ishape, ","), table.concat(lshape, ",")), 2)
   end
-  if data.dtype(t.labels) ~= "int64" then error("Dataset: labels must be int64, got " .. data.dtype(t.labels), 2) end
+  if t.labels:dtype() ~= "int64" then error("Dataset: labels must be int64, got " .. t.labels:dtype(), 2) end
   local self = setmetatable({ images = t.images, labels = t.labels, name = t.name or "dataset", n = n }, Dataset)
   self.sample_shape = { unpack(ishape, 2) }
   self.sample_numel = 1
@@ -47,7 +66,7 @@ end
 function Dataset:size() return self.n end
 function Dataset:__tostring()
   return string.format("Dataset(%s: %d x [%s] %s)", self.name, self.n, table.concat(self.sample_shape, ","),
-                       data.dtype(self.images))
+                       self.images:dtype())
 end
 
 --- ds:gather(index, count [, dtype]) -> images [count, ...], labels [count]
@@ -56,8 +75,9 @@ function Dataset:gather(index, count, dtype)
   local src, sdt = data.ptr(self.images)
   dtype = dtype or sdt
   local shape = { count, unpack(self.sample_shape) }
-  local x, xp = data.empty(shape, dtype)
-  local y, yp = data.empty({ count }, "int64")
+  local x = efla.empty(shape, { dtype = dtype })
+  local y = efla.empty({ count }, { dtype = "int64" })
+  local xp, yp = x:data(), y:data()
   local lab = data.ptr(self.labels)
   local d, n = self.sample_numel, self.n
   local scale = (sdt == "uint8" and dtype ~= "uint8") and 1 / 255 or 1
@@ -67,7 +87,7 @@ function Dataset:gather(index, count, dtype)
     yp[i] = lab[r]
     local so, dst = r * d, i * d
     if dtype == sdt then
-      ffi.copy(xp + dst, src + so, d * data.dtype_sizes[dtype])
+      ffi.copy(xp + dst, src + so, d * x:element_size())
     else
       for j = 0, d - 1 do xp[dst + j] = src[so + j] * scale end
     end
@@ -99,7 +119,7 @@ end
 function Dataset:subset(n, seed)
   if n > self.n or n < 0 then error(string.format("subset: asked for %d of %d samples", n, self.n), 2) end
   if seed == nil then return self:select(range(0, n), n) end
-  return self:select(data.randperm(self.n, seed), n)
+  return self:select(permutation(self.n, seed), n)
 end
 
 --- ds:split(first [, seed]) -> a, b. first: a count, or a fraction in (0, 1). Without a seed
@@ -110,7 +130,7 @@ function Dataset:split(first, seed)
   if na < 0 or na > self.n or na ~= math.floor(na) then
     error(string.format("split: cannot take %s of %d samples", tostring(first), self.n), 2)
   end
-  local order = seed and data.randperm(self.n, seed) or range(0, self.n)
+  local order = seed and permutation(self.n, seed) or range(0, self.n)
   local a = self:select(order, na)
   local b = self:select(order + na, self.n - na)
   return a, b
@@ -123,7 +143,7 @@ function Dataset:get(i)
   end
   local b = ffi.new("int64_t[1]", i - 1)
   local x, y = self:gather(b, 1)
-  return data.view(x, self.sample_shape), tonumber(data.ptr(y)[0])
+  return x:view(self.sample_shape), tonumber(y:data()[0])
 end
 
 --- ds:float() -> a Dataset with float32 images in [0, 1] (x/255 for uint8).
@@ -134,7 +154,7 @@ end
 
 --- ds:flatten() -> a Dataset whose images are [N, prod(sample shape)] (a view, no copy).
 function Dataset:flatten()
-  local x = data.view(self.images, { self.n, self.sample_numel })
+  local x = self.images:view(self.n, self.sample_numel)
   return Dataset.new { images = x, labels = self.labels, name = self.name }
 end
 
@@ -177,7 +197,7 @@ end
 function Sampler:order(epoch)
   if self._order_epoch ~= epoch then
     if self.shuffle then
-      self._order = data.randperm(self.n, self.seed, epoch * self.n)
+      self._order = permutation(self.n, self.seed, epoch * self.n)
     else
       self._order = range(0, self.n)
     end
@@ -225,7 +245,8 @@ loader.DataLoader = setmetatable(DataLoader, { __call = function(_, ds, opts) re
 
 --- DataLoader.new(dataset, {batch_size=64, shuffle=true, seed=0, drop_last=false,
 --   dtype='float32' (uint8 pixels become x/255; 'uint8' keeps bytes), flatten=false,
---   device=nil (a device number moves each batch there), transform=function(x) -> x})
+--   device=nil (a device name such as 'cuda:0', or a device number, moves each batch there),
+--   transform=function(x) -> x})
 function DataLoader.new(ds, opts)
   opts = opts or {}
   local self = setmetatable({}, DataLoader)
@@ -236,6 +257,7 @@ function DataLoader.new(ds, opts)
   self.dtype = opts.dtype or "float32"
   self.flatten = opts.flatten or false
   self.device = opts.device
+  self._device = loader.device_name(opts.device)
   self.transform = opts.transform
   return self
 end
@@ -253,10 +275,10 @@ end
 function DataLoader:_make(p, count)
   local x, y = self.dataset:gather(p, count, self.dtype)
   if self.flatten then
-    x = data.view(x, { count, self.dataset.sample_numel })
+    x = x:view(count, self.dataset.sample_numel)
   end
-  if self.device and self.device ~= 0 then
-    x, y = data.to(x, nil, self.device), data.to(y, nil, self.device)
+  if self._device and self._device ~= "cpu" then
+    x, y = x:to(self._device), y:to(self._device)
   end
   if self.transform then x = self.transform(x) end
   return x, y

@@ -23,6 +23,7 @@
 -- stacks batch_size of them, shuffled per epoch like efla.data.DataLoader (the same
 -- Sampler: seeded, resumable, drop_last).
 local ffi = require 'ffi'
+local efla = require 'efla'
 local data = require 'efla.data'
 local cache = require 'efla.data.cache'
 local loader = require 'efla.data.loader'
@@ -97,7 +98,8 @@ local function build_corpus(spec, files)
            { name = "doc_starts", dtype = "int64", shape = { #docs + 1 }, data = starts } }
 end
 
-local narrow = data.narrow
+-- rows [start, start + len) of a 1-d tensor, start 0-based (a view)
+local function narrow(t, start, len) return t:narrow(1, start + 1, len) end
 
 --- text.split_sizes(n) -> ntrain, nvalid, ntest (contiguous 90/5/5; floors, test gets the rest)
 function text.split_sizes(n)
@@ -108,7 +110,7 @@ end
 
 --- text.corpus(bytes_tensor [, name]) -> {name, bytes, n, train, valid, test}; the splits are views.
 function text.corpus(bytes, name, doc_starts)
-  local n = data.numel(bytes)
+  local n = bytes:numel()
   local ntrain, nvalid, ntest = text.split_sizes(n)
   return {
     name = name or "text", bytes = bytes, n = n, doc_starts = doc_starts,
@@ -147,7 +149,8 @@ end
 --- text.encode(str) -> int64 tensor [#str] of token ids (byte + 1)
 function text.encode(s)
   local n = #s
-  local t, p = data.empty({ n }, "int64")
+  local t = efla.empty({ n }, { dtype = "int64" })
+  local p = t:data()
   local b = ffi.cast("const uint8_t *", s)
   for i = 0, n - 1 do p[i] = b[i] + 1 end
   return t
@@ -164,9 +167,9 @@ function text.decode(ids)
     end
     return table.concat(chars)
   end
-  local t = data.cpu_contiguous(ids)
+  local t = ids:cpu():contiguous()
   local p, dt = data.ptr(t)
-  local n = data.numel(t)
+  local n = t:numel()
   if dt == "uint8" then return ffi.string(p, n) end
   if dt ~= "int64" then error("text.decode: expected int64 token ids or uint8 bytes, got " .. dt, 2) end
   local out = ffi.new("uint8_t[?]", math.max(n, 1))
@@ -190,9 +193,9 @@ function Loader.new(bytes, opts)
   local self = setmetatable({}, Loader)
   self.seq_len = opts.seq_len or error("text.Loader: seq_len is required", 2)
   if self.seq_len < 1 then error("text.Loader: seq_len must be >= 1", 2) end
-  local t = data.cpu_contiguous(bytes)
+  local t = bytes:cpu():contiguous()
   self.bytes = t
-  self.n = data.numel(t)
+  self.n = t:numel()
   self.num_windows = math.max(0, math.floor((self.n - 1) / self.seq_len))
   if self.num_windows == 0 then
     error(string.format("text.Loader: %d bytes are too few for one window of seq_len %d + 1", self.n, self.seq_len), 2)
@@ -201,6 +204,7 @@ function Loader.new(bytes, opts)
     shuffle = opts.shuffle, seed = opts.seed, drop_last = opts.drop_last })
   self.batch_size = self.sampler.batch_size
   self.device = opts.device
+  self._device = loader.device_name(opts.device)
   return self
 end
 
@@ -212,7 +216,8 @@ function Loader:set_state(s) self.sampler:set_state(s) end
 -- int64 buffer of window numbers; window k covers bytes [k*T, k*T + T].
 function Loader:windows(index, count)
   local T = self.seq_len
-  local w, wp = data.empty({ count, T + 1 }, "int64")
+  local w = efla.empty({ count, T + 1 }, { dtype = "int64" })
+  local wp = w:data()
   local src = data.ptr(self.bytes)
   for i = 0, count - 1 do
     local s = index[i] * T
@@ -224,8 +229,9 @@ end
 
 function Loader:_make(p, count)
   local T = self.seq_len
-  local x, xp = data.empty({ count, T }, "int64")
-  local y, yp = data.empty({ count, T }, "int64")
+  local x = efla.empty({ count, T }, { dtype = "int64" })
+  local y = efla.empty({ count, T }, { dtype = "int64" })
+  local xp, yp = x:data(), y:data()
   local src = data.ptr(self.bytes)
   for i = 0, count - 1 do
     local s = p[i] * T
@@ -235,7 +241,7 @@ function Loader:_make(p, count)
       yp[d + j] = src[s + j + 1] + 1
     end
   end
-  if self.device and self.device ~= 0 then x, y = data.to(x, nil, self.device), data.to(y, nil, self.device) end
+  if self._device and self._device ~= "cpu" then x, y = x:to(self._device), y:to(self._device) end
   return x, y
 end
 

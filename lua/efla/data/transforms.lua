@@ -13,36 +13,30 @@
 -- Element i of x uses counter offset + i: corrupting a whole test set with offset 0 is
 -- the same as corrupting its batches one by one with offset = first_row * row_numel.
 -- No clamping unless asked ({clamp = true} clamps to [0, 1]).
-local ffi = require 'ffi'
+local efla = require 'efla'
 local data = require 'efla.data'
 
 local T = {}
 
-local lib = function() return data.lib() end
-
-local function shape_of(x)
-  local s = data.shape(x)
-  local a, n = data.shape_array(s)
-  return a, n
-end
-
 local function floating(x, who)
-  local dt = data.dtype(x)
+  local dt = x:dtype()
   if dt ~= "float32" and dt ~= "float64" and dt ~= "bfloat16" then
     error(string.format("%s: expects a floating tensor of pixels in [0, 1], got %s (convert uint8 images with x/255 first)", who, dt), 3)
   end
 end
 
 local function maybe_clamp(y, opts)
-  if opts and opts.clamp then return data.own(lib().efla_clamp(y.ptr, 0, 1), "clamp") end
+  if opts and opts.clamp then return y:clamp(0, 1) end
   return y
 end
+
+-- shape, dtype and device of x, for drawing random numbers like it
+local function like(x) return x:size(), { dtype = x:dtype(), device = x:device() } end
 
 --- T.scale(x, s [, opts]) -> x * s
 function T.scale(x, s, opts)
   floating(x, "scale")
-  local L = lib()
-  return maybe_clamp(data.own(L.efla_binary_scalar(L.EFLA_MUL, x.ptr, s, 0), "scale"), opts)
+  return maybe_clamp(x * s, opts)
 end
 
 --- T.gaussian_noise(x, std, seed [, {offset=0, clamp=false}]) -> x + std * N(0, 1)
@@ -50,13 +44,8 @@ function T.gaussian_noise(x, std, seed, opts)
   floating(x, "gaussian_noise")
   if std < 0 then error("gaussian_noise: std must be >= 0, got " .. std, 2) end
   if seed == nil then error("gaussian_noise: give a seed, so that every model sees the same noise", 2) end
-  local L = lib()
-  local shape, nd = shape_of(x)
-  local noise = data.with_seed(seed, opts and opts.offset or 0, function()
-    return data.own(L.efla_randn(nd, shape, L.efla_tensor_dtype(x.ptr), L.efla_tensor_device(x.ptr)), "gaussian_noise")
-  end)
-  local scaled = data.own(L.efla_binary_scalar(L.EFLA_MUL, noise.ptr, std, 0), "gaussian_noise")
-  return maybe_clamp(data.own(L.efla_binary(L.EFLA_ADD, x.ptr, scaled.ptr), "gaussian_noise"), opts)
+  local noise = data.with_seed(seed, opts and opts.offset or 0, efla.randn, like(x))
+  return maybe_clamp(x + noise * std, opts)
 end
 
 --- T.pixel_dropout(x, p, seed [, {offset=0}]) -> x with each element zeroed with probability p
@@ -64,21 +53,16 @@ function T.pixel_dropout(x, p, seed, opts)
   floating(x, "pixel_dropout")
   if not (p >= 0 and p <= 1) then error("pixel_dropout: p must be in [0, 1], got " .. tostring(p), 2) end
   if seed == nil then error("pixel_dropout: give a seed, so that every model sees the same mask", 2) end
-  local L = lib()
-  local shape, nd = shape_of(x)
-  local keep = data.with_seed(seed, opts and opts.offset or 0, function()
-    return data.own(L.efla_bernoulli(nd, shape, 1 - p, L.efla_tensor_dtype(x.ptr), L.efla_tensor_device(x.ptr)), "pixel_dropout")
-  end)
-  return data.own(L.efla_binary(L.EFLA_MUL, x.ptr, keep.ptr), "pixel_dropout")
+  local shape, o = like(x)
+  local keep = data.with_seed(seed, opts and opts.offset or 0, efla.bernoulli, shape, 1 - p, o)
+  return x * keep
 end
 
 --- T.normalise(x, mean, std) -> (x - mean) / std  (numbers)
 function T.normalise(x, mean, std)
   floating(x, "normalise")
   if not (std > 0) then error("normalise: std must be > 0, got " .. tostring(std), 2) end
-  local L = lib()
-  local c = data.own(L.efla_binary_scalar(L.EFLA_SUB, x.ptr, mean, 0), "normalise")
-  return data.own(L.efla_binary_scalar(L.EFLA_DIV, c.ptr, std, 0), "normalise")
+  return (x - mean) / std
 end
 T.normalize = T.normalise
 
@@ -86,9 +70,9 @@ T.normalize = T.normalise
 -- Dataset or a contiguous CPU tensor (uint8 counts as x/255). Computed in double.
 function T.mean_std(x)
   local t = type(x) == "table" and x.images or x
-  t = data.cpu_contiguous(t)
+  t = t:cpu():contiguous()
   local p, dt = data.ptr(t)
-  local n = data.numel(t)
+  local n = t:numel()
   local s, ss = 0, 0
   local k = dt == "uint8" and 1 / 255 or 1
   for i = 0, n - 1 do
