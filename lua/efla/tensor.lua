@@ -508,16 +508,31 @@ end
 
 -- ---- random numbers ----------------------------------------------------------------------------------
 function M.manual_seed(seed) lib.efla_manual_seed(seed) end
+-- The generator's state is two uint64s. Values above 2^53 do not fit a Lua number (nor
+-- JSON), so they travel as decimal strings; small ones stay numbers.
+local function u64_out(v)
+  if v < 9007199254740992ULL then return tonumber_(v) end
+  return (tostring(v):gsub('ULL$', ''))
+end
+local function u64_in(v, what)
+  if type_(v) == 'number' then return v end
+  if type_(v) ~= 'string' or not v:match('^%d+$') then
+    raise('set_rng_state: ' .. what .. ' must be a number or a decimal string, got ' .. tostring(v))
+  end
+  local x = 0ULL
+  for d in v:gmatch('%d') do x = x * 10ULL + (d:byte() - 48) end
+  return x
+end
 function M.rng_state()
   local s, o = ffi.new('uint64_t[1]'), ffi.new('uint64_t[1]')
   lib.efla_rng_get_state(s, o)
-  return { seed = tonumber_(s[0]), offset = tonumber_(o[0]) }
+  return { seed = u64_out(s[0]), offset = u64_out(o[0]) }
 end
 function M.set_rng_state(st)
   if type_(st) ~= 'table' or st.seed == nil or st.offset == nil then
     raise('set_rng_state: expected the table returned by efla.rng_state()')
   end
-  lib.efla_rng_set_state(st.seed, st.offset)
+  lib.efla_rng_set_state(u64_in(st.seed, 'seed'), u64_in(st.offset, 'offset'))
 end
 
 --- efla.bernoulli(size..., p [, opts]) or efla.bernoulli(probs): 1 with probability p.
