@@ -1,0 +1,457 @@
+/* delta_rule.cu: the delta rule (EFLA, DeltaNet, Runge-Kutta orders) on CUDA; same
+ * contract and results (up to rounding) as core/cpu/delta_rule.c, including the layout of
+ * the chunk states ([sum_n ceil(len_n/C), H, dk, dv], the state entering each block of C
+ * tokens), so saved states are interchangeable with the CPU's.
+ *
+ * This first version is a column-parallel scan (efla-math §1), not the tensor-core WY
+ * form: every column j of the dk x dv state evolves on its own,
+ *     S[:,j] += k_t * alpha_t (v_tj - S[:,j].k_t),   o_tj = scale S_t[:,j].q_t,
+ * so a block owns a tile of TJ = 32 columns of one (sequence, head) pair, keeps that tile
+ * of S in shared memory and walks the tokens; its NW = 4 warps split the dk rows and add
+ * their partial dot products through shared memory. The update is fused as on the CPU:
+ * one pass over the tile per token updates S, accumulates o_t and the next token's S^T k.
+ *
+ * Backward (the recurrent rules of delta_rule_impl.h): chunks of C tokens in reverse. A
+ * chunk starts from its saved (or recomputed) state, re-runs its forward keeping
+ * u_t = v_t - S_{t-1}^T k_t in shared memory, then walks back token by token rebuilding
+ * S_{t-1} = S_t - alpha_t k_t u_t^T (exact up to rounding over at most C steps) while the
+ * state gradient G (dk x dv, column-local too) moves back. Per token:
+ *   column phase: G += q dos^T, du = alpha G^T k          (dos = scale do_t)
+ *   row phase:    dq = S_t dos, gu = G u, dk = alpha gu - S_{t-1} du, dalpha = k.gu,
+ *                 G -= k du^T, S <- S_{t-1}
+ * dq, dk and dalpha sum over column tiles: atomics into zeroed float/double accumulators.
+ *
+ * float32 and float64, and bfloat16 inputs with float32 state and accumulation. */
+#include "kernels.cuh"
+#include <string.h>
+#include <vector>
+
+namespace {
+
+const int TJ = 32;        /* state columns per block */
+const int NW = 4;         /* warps per block */
+const int LDS = TJ + 1;   /* padded row of the shared state tile (no bank conflicts across rows) */
+
+__device__ __forceinline__ float ldv(const float *p) { return *p; }
+__device__ __forceinline__ double ldv(const double *p) { return *p; }
+__device__ __forceinline__ float ldv(const bf16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void stv(float *p, float v) { *p = v; }
+__device__ __forceinline__ void stv(double *p, double v) { *p = v; }
+__device__ __forceinline__ void stv(bf16 *p, float v) { *p = __float2bfloat16(v); }
+
+struct DRParams {
+    int64_t H, dk, dv, C, ntiles;
+    const int64_t *seq;      /* device, per sequence: first token row (b*T+start)*H, length, first chunk */
+    double scale;
+    const void *q, *k, *v, *al, *s0, *d_o, *dsf;
+    void *o, *sf, *cs, *dvo, *ds0;
+    void *dq_acc, *dk_acc, *da_acc;   /* A-typed accumulators (zeroed) */
+    const void *states;               /* backward: chunk states (A) */
+};
+
+/* Shared memory carve-up; the same for both kernels (the forward leaves G and U unused). */
+template <typename A> struct Smem {
+    A *S, *G, *U, *kt, *qt, *kn, *po, *pu, *wv, *dos, *du;
+    __device__ Smem(A *base, int64_t dk, int64_t C, bool bwd) {
+        S = base;
+        G = S + dk * LDS;
+        U = G + (bwd ? dk * LDS : 0);
+        kt = U + (bwd ? C * TJ : 0);
+        qt = kt + dk;
+        kn = qt + dk;
+        po = kn + dk;
+        pu = po + NW * TJ;
+        wv = pu + NW * TJ;
+        dos = wv + TJ;
+        du = dos + TJ;
+    }
+    static size_t bytes(int64_t dk, int64_t C, bool bwd) {
+        int64_t n = dk * LDS + (bwd ? dk * LDS + C * TJ : 0) + 3 * dk + 2 * NW * TJ + 3 * TJ;
+        return sizeof(A) * (size_t)n;
+    }
+};
+
+/* Block-cooperative copy of a dk-vector (token row `row` of a [.,dk] buffer) into shared. */
+template <typename T, typename A>
+__device__ __forceinline__ void stage(A *dst, const T *src, int64_t dk, bool zero) {
+    for (int64_t i = threadIdx.x; i < dk; i += blockDim.x) dst[i] = zero ? (A)0 : (A)ldv(src + i);
+}
+
+/* Runs tokens [t0, t1) of one pair over the tile, starting from the tile in sm.S.
+ * row(t) = token row index of token t (for q/k/v/o: row*d; alpha: row).
+ * Writes o (when o != NULL), the chunk states (when cs != NULL; chunk c at cs + c*cs_stride)
+ * and, when U != NULL, u_t of token t0+m into U[m*TJ + lane]. Ends synchronised. */
+template <typename T, typename A>
+__device__ void fwd_steps(const DRParams &p, Smem<A> &sm, int64_t row0, int64_t t0, int64_t t1, int j0, int tj,
+                          T *o, A *cs, int64_t cs_stride, A *U) {
+    const int64_t dk = p.dk, dv = p.dv, H = p.H, C = p.C;
+    const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v, *al = (const T *)p.al;
+    const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t rpw = (dk + NW - 1) / NW, i0 = w * rpw, i1 = i0 + rpw < dk ? i0 + rpw : dk;
+    const bool col = lane < tj;
+    const int64_t j = j0 + lane;
+    if (t0 >= t1) return;
+    /* u_{t0} = v_{t0} - S^T k_{t0} */
+    stage<T, A>(sm.kn, k + (row0 + t0 * H) * dk, dk, false);
+    __syncthreads();
+    {
+        A uacc = 0;
+        if (col)
+            for (int64_t i = i0; i < i1; i++) uacc += sm.kn[i] * sm.S[i * LDS + lane];
+        sm.pu[w * TJ + lane] = uacc;
+    }
+    __syncthreads();
+    if (w == 0 && col) {
+        A s = 0;
+        for (int x = 0; x < NW; x++) s += sm.pu[x * TJ + lane];
+        int64_t r = row0 + t0 * H;
+        A u = (A)ldv(v + r * dv + j) - s;
+        if (U) U[lane] = u;
+        sm.wv[lane] = (A)ldv(al + r) * u;
+    }
+    for (int64_t t = t0; t < t1; t++) {
+        if (cs && t % C == 0) {
+            __syncthreads();
+            A *dst = cs + (t / C) * cs_stride;
+            for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
+                int64_t i = e / tj, jj = e % tj;
+                dst[i * dv + j0 + jj] = sm.S[i * LDS + jj];
+            }
+        }
+        const int64_t r = row0 + t * H;
+        __syncthreads();
+        stage<T, A>(sm.kt, k + r * dk, dk, false);
+        stage<T, A>(sm.qt, q + r * dk, dk, o == nullptr);
+        stage<T, A>(sm.kn, k + (r + H) * dk, dk, t + 1 >= t1);
+        __syncthreads();
+        {
+            A oacc = 0, uacc = 0;
+            if (col) {
+                const A wj = sm.wv[lane];
+                for (int64_t i = i0; i < i1; i++) {
+                    A s = sm.S[i * LDS + lane] + sm.kt[i] * wj;
+                    sm.S[i * LDS + lane] = s;
+                    oacc += sm.qt[i] * s;
+                    uacc += sm.kn[i] * s;
+                }
+            }
+            sm.po[w * TJ + lane] = oacc;
+            sm.pu[w * TJ + lane] = uacc;
+        }
+        __syncthreads();
+        if (w == 0 && col) {
+            A so = 0, su = 0;
+            for (int x = 0; x < NW; x++) { so += sm.po[x * TJ + lane]; su += sm.pu[x * TJ + lane]; }
+            if (o) stv(o + r * dv + j, (A)p.scale * so);
+            if (t + 1 < t1) {
+                A u = (A)ldv(v + (r + H) * dv + j) - su;
+                if (U) U[(t + 1 - t0) * TJ + lane] = u;
+                sm.wv[lane] = (A)ldv(al + r + H) * u;
+            }
+        }
+    }
+    __syncthreads();
+}
+
+/* One block per (pair, column tile). */
+template <typename T, typename A>
+__global__ void __launch_bounds__(NW * 32) dr_fwd_kernel(DRParams p) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    Smem<A> sm((A *)smem_raw, p.dk, p.C, false);
+    const int64_t pair = blockIdx.x / p.ntiles, tile = blockIdx.x % p.ntiles;
+    const int64_t n = pair / p.H, h = pair % p.H, dk = p.dk, dv = p.dv, sz = dk * dv;
+    const int64_t row0 = p.seq[3 * n] + h, L = p.seq[3 * n + 1], coff = p.seq[3 * n + 2];
+    const int j0 = (int)(tile * TJ), tj = (int)(dv - j0 < TJ ? dv - j0 : TJ);
+    const A *s0 = (const A *)p.s0;
+    for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
+        int64_t i = e / tj, jj = e % tj;
+        sm.S[i * LDS + jj] = s0 ? s0[pair * sz + i * dv + j0 + jj] : (A)0;
+    }
+    __syncthreads();
+    A *cs = p.cs ? (A *)p.cs + (coff * p.H + h) * sz : nullptr;
+    fwd_steps<T, A>(p, sm, row0, 0, L, j0, tj, (T *)p.o, cs, p.H * sz, nullptr);
+    if (p.sf) {
+        A *sf = (A *)p.sf + pair * sz;
+        for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
+            int64_t i = e / tj, jj = e % tj;
+            sf[i * dv + j0 + jj] = sm.S[i * LDS + jj];
+        }
+    }
+}
+
+template <typename A> __device__ __forceinline__ A warp_sum(A v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+template <typename T, typename A>
+__global__ void __launch_bounds__(NW * 32) dr_bwd_kernel(DRParams p) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    Smem<A> sm((A *)smem_raw, p.dk, p.C, true);
+    const int64_t pair = blockIdx.x / p.ntiles, tile = blockIdx.x % p.ntiles;
+    const int64_t n = pair / p.H, h = pair % p.H, dk = p.dk, dv = p.dv, sz = dk * dv, H = p.H, C = p.C;
+    const int64_t row0 = p.seq[3 * n] + h, L = p.seq[3 * n + 1], coff = p.seq[3 * n + 2];
+    const int j0 = (int)(tile * TJ), tj = (int)(dv - j0 < TJ ? dv - j0 : TJ);
+    const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t rpw = (dk + NW - 1) / NW, i0 = w * rpw, i1 = i0 + rpw < dk ? i0 + rpw : dk;
+    const bool col = lane < tj;
+    const int64_t j = j0 + lane;
+    const T *q = (const T *)p.q, *k = (const T *)p.k, *al = (const T *)p.al, *d_o = (const T *)p.d_o;
+    T *dvo = (T *)p.dvo;
+    A *dq = (A *)p.dq_acc, *dkk = (A *)p.dk_acc, *da = (A *)p.da_acc;
+    const A *states = (const A *)p.states + (coff * H + h) * sz;
+
+    const A *dsf = (const A *)p.dsf;
+    for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
+        int64_t i = e / tj, jj = e % tj;
+        sm.G[i * LDS + jj] = dsf ? dsf[pair * sz + i * dv + j0 + jj] : (A)0;
+    }
+    const int64_t nch = (L + C - 1) / C;
+    for (int64_t ci = nch - 1; ci >= 0; ci--) {
+        const int64_t c0 = ci * C, nn = L - c0 < C ? L - c0 : C;
+        __syncthreads();
+        const A *st = states + ci * H * sz;
+        for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
+            int64_t i = e / tj, jj = e % tj;
+            sm.S[i * LDS + jj] = st[i * dv + j0 + jj];
+        }
+        __syncthreads();
+        fwd_steps<T, A>(p, sm, row0, c0, c0 + nn, j0, tj, nullptr, nullptr, 0, sm.U);
+        for (int64_t m = nn - 1; m >= 0; m--) {
+            const int64_t t = c0 + m, r = row0 + t * H;
+            const A a = (A)ldv(al + r);
+            __syncthreads();
+            stage<T, A>(sm.kt, k + r * dk, dk, false);
+            stage<T, A>(sm.qt, q + r * dk, dk, false);
+            if (w == 0) {
+                A u = col ? sm.U[m * TJ + lane] : (A)0;
+                sm.dos[lane] = col ? (A)p.scale * (A)ldv(d_o + r * dv + j) : (A)0;
+                sm.wv[lane] = a * u;
+            }
+            __syncthreads();
+            /* column phase: G += q dos^T; partial G^T k */
+            {
+                A gk = 0;
+                if (col) {
+                    const A ds = sm.dos[lane];
+                    for (int64_t i = i0; i < i1; i++) {
+                        A g = sm.G[i * LDS + lane] + sm.qt[i] * ds;
+                        sm.G[i * LDS + lane] = g;
+                        gk += sm.kt[i] * g;
+                    }
+                }
+                sm.po[w * TJ + lane] = gk;
+            }
+            __syncthreads();
+            if (w == 0) {
+                A s = 0;
+                for (int x = 0; x < NW; x++) s += sm.po[x * TJ + lane];
+                A du = col ? a * s : (A)0;
+                sm.du[lane] = du;
+                if (col) stv(dvo + r * dv + j, du);
+            }
+            __syncthreads();
+            /* row phase: rows lane + 32*(w + NW*m2) */
+            A dap = 0;
+            for (int64_t i = lane + 32 * w; i < dk; i += 32 * NW) {
+                const A ki = sm.kt[i];
+                A sq = 0, su = 0, sd = 0;
+                A *Srow = sm.S + i * LDS, *Grow = sm.G + i * LDS;
+                const A *Urow = sm.U + m * TJ;
+                for (int c = 0; c < tj; c++) {
+                    A s = Srow[c], g = Grow[c], d = sm.du[c];
+                    sq += s * sm.dos[c];
+                    su += g * Urow[c];
+                    A sp = s - ki * sm.wv[c];
+                    sd += sp * d;
+                    Srow[c] = sp;
+                    Grow[c] = g - ki * d;
+                }
+                atomicAdd(dq + r * dk + i, sq);
+                atomicAdd(dkk + r * dk + i, a * su - sd);
+                dap += ki * su;
+            }
+            dap = warp_sum(dap);
+            if (lane == 0) atomicAdd(da + r, dap);
+        }
+    }
+    __syncthreads();
+    if (p.ds0) {
+        A *ds0 = (A *)p.ds0 + pair * sz;
+        for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
+            int64_t i = e / tj, jj = e % tj;
+            ds0[i * dv + j0 + jj] = sm.G[i * LDS + jj];
+        }
+    }
+}
+
+/* A-typed accumulator -> T-typed output. */
+template <typename T, typename A> __global__ void convert_kernel(T *dst, const A *src, int64_t n) {
+    CU_GRID_STRIDE(i, n) stv(dst + i, src[i]);
+}
+
+int check_args(const char *op, const efla_delta_rule_args *a) {
+    if (a->dtype != EFLA_FLOAT32 && a->dtype != EFLA_FLOAT64 && a->dtype != EFLA_BFLOAT16)
+        return efla_fail("%s: dtype %s is not supported (use float32, float64 or bfloat16)", op,
+                         efla_dtype_name(a->dtype));
+    efla_dtype want = a->dtype == EFLA_BFLOAT16 ? EFLA_FLOAT32 : a->dtype;
+    if (a->state_dtype != want)
+        return efla_fail("%s: the cuda kernels keep the state in %s for %s inputs, got %s", op, efla_dtype_name(want),
+                         efla_dtype_name(a->dtype), efla_dtype_name(a->state_dtype));
+    if (a->chunk_size != 16 && a->chunk_size != 32 && a->chunk_size != 64 && a->chunk_size != 128)
+        return efla_fail("%s: chunk_size %d is not allowed; use 16, 32, 64 or 128", op, a->chunk_size);
+    if (a->algorithm != EFLA_ALGO_CHUNKED && a->algorithm != EFLA_ALGO_RECURRENT)
+        return efla_fail("%s: the kernel needs algorithm chunked (1) or recurrent (2), got %d", op, a->algorithm);
+    return 0;
+}
+
+/* The per-sequence table on the device: first token row, length, first chunk. */
+int upload_seqs(const efla_delta_rule_args *a, int device, CuBuffer &buf, int64_t *total_chunks) {
+    std::vector<int64_t> tab((size_t)(3 * a->N));
+    int64_t c = 0;
+    for (int64_t n = 0; n < a->N; n++) {
+        tab[3 * n] = (a->seq_batch[n] * a->T + a->seq_start[n]) * a->H;
+        tab[3 * n + 1] = a->seq_len[n];
+        tab[3 * n + 2] = c;
+        c += (a->seq_len[n] + a->chunk_size - 1) / a->chunk_size;
+    }
+    *total_chunks = c;
+    TRY(buf.alloc(sizeof(int64_t) * tab.size(), device));
+    CU_CHECK(cudaMemcpy(buf.ptr, tab.data(), sizeof(int64_t) * tab.size(), cudaMemcpyHostToDevice));
+    return 0;
+}
+
+template <typename K> int prepare_launch(K kernel, size_t smem, const char *op, int64_t dk) {
+    int dev = 0, maxs = 0;
+    CU_CHECK(cudaGetDevice(&dev));
+    CU_CHECK(cudaDeviceGetAttribute(&maxs, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    if (smem > (size_t)maxs)
+        return efla_fail("%s: dk = %lld needs %zu bytes of shared memory per block, the device has %d; use a "
+                         "smaller head size, a smaller chunk_size, or float32", op, (long long)dk, smem, maxs);
+    if (smem > 48 * 1024) CU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    return 0;
+}
+
+template <typename T, typename A>
+int fwd_launch(const efla_delta_rule_args *a, DRParams &p) {
+    size_t smem = Smem<A>::bytes(a->dk, a->chunk_size, false);
+    TRY(prepare_launch(dr_fwd_kernel<T, A>, smem, "delta_rule", a->dk));
+    dr_fwd_kernel<T, A><<<(unsigned)(a->N * a->H * p.ntiles), NW * 32, smem>>>(p);
+    CU_CHECK_LAUNCH("delta_rule_fwd");
+    return 0;
+}
+
+template <typename T, typename A>
+int bwd_run(const efla_delta_rule_args *a, DRParams &p, int device, void *dq, void *dk, void *dal) {
+    int64_t bth = a->B * a->T * a->H;
+    CuBuffer acc;
+    if (sizeof(T) == sizeof(A)) {
+        p.dq_acc = dq; p.dk_acc = dk; p.da_acc = dal;
+    } else {
+        TRY(acc.alloc(sizeof(A) * (size_t)(bth * (2 * a->dk + 1)), device));
+        p.dq_acc = acc.as<A>();
+        p.dk_acc = acc.as<A>() + bth * a->dk;
+        p.da_acc = acc.as<A>() + 2 * bth * a->dk;
+    }
+    CU_CHECK(cudaMemsetAsync(p.dq_acc, 0, sizeof(A) * (size_t)(bth * a->dk), 0));
+    CU_CHECK(cudaMemsetAsync(p.dk_acc, 0, sizeof(A) * (size_t)(bth * a->dk), 0));
+    CU_CHECK(cudaMemsetAsync(p.da_acc, 0, sizeof(A) * (size_t)bth, 0));
+    size_t smem = Smem<A>::bytes(a->dk, a->chunk_size, true);
+    TRY(prepare_launch(dr_bwd_kernel<T, A>, smem, "delta_rule backward", a->dk));
+    dr_bwd_kernel<T, A><<<(unsigned)(a->N * a->H * p.ntiles), NW * 32, smem>>>(p);
+    CU_CHECK_LAUNCH("delta_rule_bwd");
+    if (sizeof(T) != sizeof(A)) {
+        convert_kernel<T, A><<<cu_blocks(bth * a->dk, 256), 256>>>((T *)dq, (const A *)p.dq_acc, bth * a->dk);
+        convert_kernel<T, A><<<cu_blocks(bth * a->dk, 256), 256>>>((T *)dk, (const A *)p.dk_acc, bth * a->dk);
+        convert_kernel<T, A><<<cu_blocks(bth, 256), 256>>>((T *)dal, (const A *)p.da_acc, bth);
+        CU_CHECK_LAUNCH("delta_rule_bwd_convert");
+    }
+    return 0;
+}
+
+DRParams base_params(const efla_delta_rule_args *a, const int64_t *seq) {
+    DRParams p;
+    memset(&p, 0, sizeof p);
+    p.H = a->H; p.dk = a->dk; p.dv = a->dv; p.C = a->chunk_size;
+    p.ntiles = (a->dv + TJ - 1) / TJ;
+    p.seq = seq;
+    p.scale = a->scale;
+    return p;
+}
+
+int device_of_current(void) {
+    int d = 0;
+    cudaGetDevice(&d);
+    return EFLA_DEVICE_CUDA0 + d;
+}
+
+} // namespace
+
+/* The backend contract has no device argument here: the front end's tensors live on the
+ * current device (made current by the ops that allocated them). */
+int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const void *q, const void *k, const void *v,
+                             const void *alpha, const void *s0, void *o, void *s_final, void *chunk_states) {
+    TRY(check_args("delta_rule", a));
+    int device = device_of_current();
+    TRY(cu_set_device(device));
+    size_t es = efla_dtype_size(a->dtype);
+    if (a->dk == 0 && o) CU_CHECK(cudaMemsetAsync(o, 0, es * (size_t)(a->B * a->T * a->H * a->dv), 0));
+    if (a->N * a->H == 0 || a->dk == 0 || a->dv == 0) return 0;
+    CuBuffer seq;
+    int64_t nch;
+    TRY(upload_seqs(a, device, seq, &nch));
+    DRParams p = base_params(a, seq.as<int64_t>());
+    p.q = q; p.k = k; p.v = v; p.al = alpha; p.s0 = s0; p.o = o; p.sf = s_final; p.cs = chunk_states;
+    switch (a->dtype) {
+    case EFLA_FLOAT32: return fwd_launch<float, float>(a, p);
+    case EFLA_FLOAT64: return fwd_launch<double, double>(a, p);
+    default: return fwd_launch<bf16, float>(a, p);
+    }
+}
+
+int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const void *q, const void *k, const void *v,
+                             const void *alpha, const void *s0, const void *chunk_states, const void *d_o,
+                             const void *d_s_final, void *dq, void *dk, void *dv, void *dalpha, void *ds0) {
+    TRY(check_args("delta_rule backward", a));
+    int device = device_of_current();
+    TRY(cu_set_device(device));
+    size_t es = efla_dtype_size(a->dtype), bth = (size_t)(a->B * a->T * a->H);
+    if (a->dk == 0 || a->dv == 0) {   /* degenerate heads: every gradient is zero */
+        CU_CHECK(cudaMemsetAsync(dv, 0, es * bth * (size_t)a->dv, 0));
+        CU_CHECK(cudaMemsetAsync(dalpha, 0, es * bth, 0));
+        if (a->dk) {
+            CU_CHECK(cudaMemsetAsync(dk, 0, es * bth * (size_t)a->dk, 0));
+            CU_CHECK(cudaMemsetAsync(dq, 0, es * bth * (size_t)a->dk, 0));
+        }
+        return 0;
+    }
+    if (a->N * a->H == 0) return 0;
+    CuBuffer seq, states;
+    int64_t nch;
+    TRY(upload_seqs(a, device, seq, &nch));
+    DRParams p = base_params(a, seq.as<int64_t>());
+    p.q = q; p.k = k; p.v = v; p.al = alpha; p.s0 = s0;
+    size_t ses = a->dtype == EFLA_FLOAT64 ? 8 : 4;
+    if (!chunk_states) {
+        /* recompute the chunk states with a state-only forward */
+        TRY(states.alloc(ses * (size_t)(nch * a->H * a->dk * a->dv), device));
+        p.cs = states.ptr;
+        int rc;
+        switch (a->dtype) {
+        case EFLA_FLOAT32: rc = fwd_launch<float, float>(a, p); break;
+        case EFLA_FLOAT64: rc = fwd_launch<double, double>(a, p); break;
+        default: rc = fwd_launch<bf16, float>(a, p); break;
+        }
+        TRY(rc);
+        chunk_states = states.ptr;
+        p.cs = nullptr;
+    }
+    p.states = chunk_states;
+    p.d_o = d_o; p.dsf = d_s_final; p.dvo = dv; p.ds0 = ds0;
+    switch (a->dtype) {
+    case EFLA_FLOAT32: return bwd_run<float, float>(a, p, device, dq, dk, dalpha);
+    case EFLA_FLOAT64: return bwd_run<double, double>(a, p, device, dq, dk, dalpha);
+    default: return bwd_run<bf16, float>(a, p, device, dq, dk, dalpha);
+    }
+}
