@@ -106,6 +106,21 @@ static void expect_close(const char *what, efla_tensor *got, efla_tensor *ref, d
     efla_tensor_release(ref);
 }
 
+/* got against ref by the norm of the difference alone, ||got - ref|| / ||ref|| <= tol: for
+ * long float32 reductions and recurrences (the delta rule over hundreds of tokens, TF32
+ * products), where summation order moves single small elements by more than 1e-5 of the
+ * tensor's scale but not the tensor as a whole. Consumes both. */
+static void expect_close_norm(const char *what, efla_tensor *got, efla_tensor *ref, double tol) {
+    if (!got || !ref || !same_shape(got, ref)) {
+        CHECK(0, "%s: an op failed or shapes differ", what);
+    } else {
+        double n = norm_rel_diff(got, ref);
+        CHECK(n <= tol, "%s: norm rel diff %.3g > %.3g", what, n, tol);
+    }
+    efla_tensor_release(got);
+    efla_tensor_release(ref);
+}
+
 /* A non-contiguous view: transpose of a [n1, n0] tensor, so it reads as [n0, n1]. */
 static efla_tensor *transposed(efla_tensor *t_n1_n0) {
     efla_tensor *v = MUST(efla_transpose(t_n1_n0, 0, 1));
@@ -413,8 +428,8 @@ static void test_matmul(void) {
     CHECK(prev == 0, "tf32 starts off");
     efla_tensor *ga = gpu(a), *gbt = MUST(efla_transpose(ga, 0, 1));
     efla_tensor *r = efla_matmul(ga, gbt), *ref = efla_matmul(a, bt);
-    double d = r && ref ? max_rel_diff(r, ref) : INFINITY;
-    CHECK(d < 1e-2, "tf32 matmul within 1e-2 (%.3g)", d);
+    double d = r && ref ? norm_rel_diff(r, ref) : INFINITY;
+    CHECK(d < 5e-3, "tf32 matmul within 5e-3 by norm (%.3g)", d);
     efla_tensor_release(r);
     CHECK(efla_cuda_set_tf32(0) == 1, "set_tf32 returns the previous setting");
     expect_close("matmul float32 after tf32 off", efla_matmul(ga, gbt), ref, 2e-5);
@@ -840,15 +855,18 @@ static void dr_compare(const char *label, int B, int T, int H, int dk, int dv, i
     o.recompute_states = recompute;
     dr_result rg = dr_run(in, cu, wo, ws, GPU, dt, &o);
     double tol = dt == EFLA_FLOAT64 ? 1e-10 : dt == EFLA_FLOAT32 ? 1e-5 : 3e-2;
+    /* float32: relative error by norm (efla-math §5), see expect_close_norm */
+    void (*cmp)(const char *, efla_tensor *, efla_tensor *, double) =
+        dt == EFLA_FLOAT32 ? expect_close_norm : expect_close;
     char what[160];
     const char *gn[5] = { "dq", "dk", "dv", "dbeta", "ds0" };
     snprintf(what, sizeof what, "delta_rule %s %s o", label, efla_dtype_name(dt));
-    expect_close(what, rg.o ? MUST(efla_to(rg.o, cdt, GPU)) : NULL, rc.o, tol);
+    cmp(what, rg.o ? MUST(efla_to(rg.o, cdt, GPU)) : NULL, rc.o, tol);
     snprintf(what, sizeof what, "delta_rule %s %s final state", label, efla_dtype_name(dt));
-    expect_close(what, rg.sf, rc.sf, tol);
+    cmp(what, rg.sf, rc.sf, tol);
     for (int i = 0; i < 5; i++) {
         snprintf(what, sizeof what, "delta_rule %s %s %s", label, efla_dtype_name(dt), gn[i]);
-        expect_close(what, rg.g[i] ? MUST(efla_to(rg.g[i], cdt, GPU)) : NULL, rc.g[i], tol);
+        cmp(what, rg.g[i] ? MUST(efla_to(rg.g[i], cdt, GPU)) : NULL, rc.g[i], tol);
         efla_tensor_release(rg.g[i]);
     }
     efla_tensor_release(rg.o);
@@ -875,8 +893,8 @@ static void dr_chunk_states(void) {
     MUST_OK(bg->delta_rule_fwd(&a, dptr(gq), dptr(gk), dptr(gv),
                                dptr(gal), dptr(gs0), dptr(og), NULL,
                                dptr(csg)));
-    expect_close("delta_rule chunk states: same layout and values as the cpu", csg, csc, 1e-5);
-    expect_close("delta_rule forward through the table", og, oc, 1e-5);
+    expect_close_norm("delta_rule chunk states: same layout and values as the cpu", csg, csc, 1e-5);
+    expect_close_norm("delta_rule forward through the table", og, oc, 1e-5);
     efla_tensor_release(q); efla_tensor_release(k); efla_tensor_release(v); efla_tensor_release(al); efla_tensor_release(s0);
     efla_tensor_release(gq); efla_tensor_release(gk); efla_tensor_release(gv); efla_tensor_release(gal); efla_tensor_release(gs0);
 }
