@@ -124,6 +124,7 @@ void *efla_tensor_data(const efla_tensor *t) {
 }
 
 int efla_tensor_is_contiguous(const efla_tensor *t) {
+    if (efla_tensor_numel(t) == 0) return 1;   /* nothing to lay out */
     int64_t expect = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] == 1) continue;
