@@ -7,8 +7,7 @@ local loss = {}
 --- cross_entropy(logits [N, C], target int64 [N], {ignore_index = -100, label_smoothing = 0})
 --- -> 0-d mean loss over the targets that are not ignored.
 function loss.cross_entropy(logits, target, opts)
-  opts = opts or {}
-  return logits:cross_entropy(target, opts.ignore_index or -100, opts.label_smoothing or 0)
+  return logits:cross_entropy(target, opts)
 end
 
 --- mse(a, b) -> mean squared error.
