@@ -87,7 +87,10 @@ typedef struct efla_backend {
     int (*gather)(efla_tensor *out, const efla_tensor *in, int dim, const efla_tensor *index);
     int (*scatter_add)(efla_tensor *out, int dim, const efla_tensor *index, const efla_tensor *src);
 
-    /* the delta rule (contiguous raw buffers; see efla_delta_rule_args) */
+    /* the delta rule (contiguous raw buffers; see efla_delta_rule_args). chunk_states holds
+     * the state entering every chunk_size-token block, [sum_n ceil(seq_len[n]/C), H, dk, dv],
+     * sequence by sequence (what the forward saves is what the backward reads). s0, s_final,
+     * d_s_final, ds0 may be NULL (zero state / not wanted). */
     int (*delta_rule_fwd)(const efla_delta_rule_args *a, const void *q, const void *k,
                           const void *v, const void *alpha, const void *s0, void *o,
                           void *s_final, void *chunk_states /* may be NULL */);

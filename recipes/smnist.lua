@@ -61,8 +61,9 @@ for _, method in ipairs(methods) do
     checkpoint = info.checkpoint, config = info.config, lr = info.lr }
 end
 
-report.loss(out, runs)
+local loss_png, loss_err = report.loss(out, runs)
 local plots = report.robustness(out, runs)
+table.insert(plots, 1, loss_png or loss_err)
 report.write_json(out .. '/results.json', { args = args, runs = runs })
 print('\n' .. report.summary_table(runs))
 print(string.format('\nwrote %s: loss.csv, robustness_*.csv, results.json, %s', out, table.concat(plots, ', ')))

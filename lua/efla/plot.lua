@@ -38,21 +38,27 @@ function plot.lines(opts)
   if opts.yrange then script[#script + 1] = string.format('set yrange [%g:%g]', opts.yrange[1], opts.yrange[2]) end
   local parts = {}
   for si, s in ipairs(opts.series) do
-    parts[#parts + 1] = string.format('%s index %d with %s lw 2 title %s', quote(data), si - 1,
-      s.style or (opts.points == false and 'lines' or 'linespoints'), quote(s.name))
+    local style = s.style or (opts.points == false and 'lines' or 'linespoints')
+    if not style:find('lw') then style = style .. ' lw 2' end
+    parts[#parts + 1] = string.format('%s index %d with %s title %s', quote(data), si - 1, style, quote(s.name))
   end
   script[#script + 1] = 'plot ' .. table.concat(parts, ', ')
   local gp = opts.path .. '.gp'
   local g = assert(io.open(gp, 'w'))
   g:write(table.concat(script, '\n'), '\n')
   g:close()
-  local ok = os.execute('gnuplot ' .. gp .. ' 2>/dev/null')
-  os.remove(gp)
-  os.remove(data)
+  local ok = os.execute('gnuplot ' .. gp .. ' 2>' .. gp .. '.err')
   if not (ok == 0 or ok == true) then
     os.remove(png_tmp)
-    return nil, 'gnuplot failed for ' .. opts.path
+    local f = io.open(gp .. '.err')
+    local why = f and f:read('*a') or ''
+    if f then f:close() end
+    os.remove(gp .. '.err')
+    return nil, 'gnuplot failed for ' .. opts.path .. ': ' .. why:gsub('%s+$', '')
   end
+  os.remove(gp .. '.err')
+  os.remove(gp)
+  os.remove(data)
   assert(os.rename(png_tmp, opts.path))
   return opts.path
 end
