@@ -11,9 +11,7 @@
 #define EFLA_CPU_KERNELS_H
 #include "../backend.h"
 
-/* Until every family lands, a missing kernel is a weak NULL entry in the table and the
- * front end reports "not implemented on cpu". */
-#define EFLA_CPU_KERNEL __attribute__((weak))
+#define EFLA_CPU_KERNEL /* every CPU kernel is defined; the marker keeps the list greppable */
 
 void *efla_cpu_alloc(size_t nbytes, int device);
 void efla_cpu_free(void *ptr, size_t nbytes, int device);

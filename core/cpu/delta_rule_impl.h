@@ -1,0 +1,603 @@
+/* delta_rule_impl.h: the CPU delta-rule kernels, written once for a real type R.
+ * Included twice by delta_rule.c (R = float, R = double); see there for the overview and
+ * /work/shared/design/efla-math.md (docs: efla-math) for the maths.
+ *
+ * One "pair" is one (sequence, head): L tokens whose rows sit ld* elements apart in the
+ * [B,T,H,d] buffers. Every function below works on one pair with one thread; the caller
+ * runs pairs in parallel. S is the dk x dv state, row-major (row i = key coordinate i).
+ *
+ * Notation per chunk of n <= C tokens (rows = tokens): K, Q (n x dk), V (n x dv), a (n),
+ * S the state entering the chunk.
+ *   G  = K K^T (lower), L = strictly-lower(diag(a) G)
+ *   R  = V - K S                  (row t: v_t - S^T k_t, as if S had not moved in the chunk)
+ *   V' = (I + L)^-1 diag(a) R     (row t: alpha_t (v_t - S_{t-1}^T k_t); a triangular solve)
+ *   O  = scale (Q S + tril_incl(Q K^T) V')
+ *   S <- S + K^T V'
+ * (efla-math §4 writes V' = U - W S with W = T K, U = T V, T = (I+L)^-1 diag(a); that is
+ * the same matrix, T (V - K S). Solving with (I+L) directly skips forming T, W and U.)
+ */
+#define DR_CAT2(a, b) a##b
+#define DR_CAT(a, b) DR_CAT2(a, b)
+#define F(name) DR_CAT(name, DR_SFX)
+
+/* ---- small dense kernels ------------------------------------------------------------------
+ * Everything here is at most 128 x 128 and sits in L1/L2, so a register-tiled loop nest
+ * beats a BLAS call (whose packing and dispatch cost as much as the work at these sizes,
+ * and whose triangular solve is slow on small matrices). V is a 64-byte vector of R;
+ * GCC/Clang lower it to whatever the target has (zmm with AVX-512). */
+typedef R F(vec) __attribute__((vector_size(64), aligned(sizeof(R)), may_alias));
+#define V F(vec)
+#define VL ((int64_t)(64 / sizeof(R)))
+#define LDV(p) (*(const V *)(p))
+#define STV(p, x) (*(V *)(p) = (x))
+
+static inline R F(dot)(const R *restrict x, const R *restrict y, int64_t n) {
+    R s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
+/* rows of n x d (row stride ld) -> dst (row stride d), each row times a[i*lda] (or 1) */
+static inline void F(copy_rows)(R *restrict dst, const R *restrict src, int64_t n, int64_t d,
+                                int64_t ld, const R *restrict a, int64_t lda) {
+    for (int64_t i = 0; i < n; i++) {
+        R s = a ? a[i * lda] : (R)1;
+        const R *restrict sr = src + i * ld;
+        R *restrict dr = dst + i * d;
+        for (int64_t j = 0; j < d; j++) dr[j] = s * sr[j];
+    }
+}
+
+/* dst (cols x rows, row stride ldd) = src^T, src rows x cols with row stride lds.
+ * Whole VL x VL blocks go through registers (log2(VL) rounds of two-vector shuffles that
+ * interleave blocks of 1, 2, 4, ... elements); the ragged edges element by element. */
+static void F(transpose)(R *restrict dst, int64_t ldd, const R *restrict src, int64_t lds,
+                         int64_t rows, int64_t cols) {
+    int64_t i0 = 0;
+#if defined(__GNUC__) && !defined(__clang__)
+    typedef DR_INT IV __attribute__((vector_size(64)));
+    /* the interleave masks of each round: lo, hi for blocks of 1, 2, 4 (, 8) */
+    static const DR_INT masks[][VL] = DR_TRANSPOSE_MASKS;
+    enum { ROUNDS = sizeof masks / sizeof masks[0] / 2 };
+    IV lo[ROUNDS], hi[ROUNDS];
+    for (int st = 0; st < ROUNDS; st++) {
+        memcpy(&lo[st], masks[2 * st], sizeof(IV));
+        memcpy(&hi[st], masks[2 * st + 1], sizeof(IV));
+    }
+    for (; i0 + VL <= rows; i0 += VL) {
+        int64_t j0 = 0;
+        for (; j0 + VL <= cols; j0 += VL) {
+            V r[VL];
+#pragma GCC unroll 16
+            for (int i = 0; i < VL; i++) r[i] = LDV(src + (i0 + i) * lds + j0);
+#pragma GCC unroll 4
+            for (int st = 0; st < ROUNDS; st++) {
+                const int b = 1 << st;
+#pragma GCC unroll 16
+                for (int i = 0; i < VL; i++)
+                    if (!(i & b)) {
+                        V x = r[i], y = r[i + b];
+                        r[i] = __builtin_shuffle(x, y, lo[st]);
+                        r[i + b] = __builtin_shuffle(x, y, hi[st]);
+                    }
+            }
+#pragma GCC unroll 16
+            for (int j = 0; j < VL; j++) STV(dst + (j0 + j) * ldd + i0, r[j]);
+        }
+        for (int64_t i = i0; i < i0 + VL; i++)
+            for (int64_t j = j0; j < cols; j++) dst[j * ldd + i] = src[i * lds + j];
+    }
+#endif
+    for (int64_t i = i0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) dst[j * ldd + i] = src[i * lds + j];
+}
+
+/* One MR x (NV vectors) tile of C = beta C + alpha op(A) B over p in [p0, p1).
+ * A(i,p) = A[i*sai + p*sap] (so a transposed A costs nothing); B row-major. */
+static inline __attribute__((always_inline)) void
+F(tile)(const int MR, const int NV, int64_t p0, int64_t p1, const R *restrict A, int64_t sai,
+        int64_t sap, const R *restrict B, int64_t ldb, R *restrict C, int64_t ldc, R alpha, R beta) {
+    V acc[4][4];   /* fixed size: a VLA would not live in registers */
+    for (int i = 0; i < MR; i++)
+        for (int v = 0; v < NV; v++) acc[i][v] = (V){0};
+    for (int64_t p = p0; p < p1; p++) {
+        const R *b = B + p * ldb;
+        V bv[4];
+        for (int v = 0; v < NV; v++) bv[v] = LDV(b + v * VL);
+        for (int i = 0; i < MR; i++) {
+            const R a = A[i * sai + p * sap];
+            for (int v = 0; v < NV; v++) acc[i][v] += a * bv[v];
+        }
+    }
+    for (int i = 0; i < MR; i++)
+        for (int v = 0; v < NV; v++) {
+            R *c = C + i * ldc + v * VL;
+            STV(c, beta == 0 ? alpha * acc[i][v] : beta * LDV(c) + alpha * acc[i][v]);
+        }
+}
+
+/* C (M x N) = beta C + alpha op(A) B, op(A) = A or A^T (ta), A(i,p) / B(p,j) row-major.
+ * tri_a = 1: op(A) is lower triangular (p <= i), 2: upper (p >= i); the other entries must
+ * be zero, they are skipped. tri_c = 1: only C's lower triangle (j <= i) is wanted; the
+ * columns past it may be left unwritten. beta == 0 never reads C. */
+static void F(mm)(int ta, int64_t M, int64_t N, int64_t K, R alpha, const R *A, int64_t lda,
+                  const R *B, int64_t ldb, R beta, R *C, int64_t ldc, int tri_a, int tri_c) {
+    const int64_t sai = ta ? 1 : lda, sap = ta ? lda : 1;
+    for (int64_t i0 = 0; i0 < M; i0 += 4) {
+        const int64_t mr = M - i0 < 4 ? M - i0 : 4;
+        const int64_t p0 = tri_a == 2 ? i0 : 0;
+        const int64_t p1 = tri_a == 1 ? (K < i0 + mr ? K : i0 + mr) : K;
+        int64_t nmax = N;
+        if (tri_c) {
+            nmax = (i0 + mr + VL - 1) / VL * VL;
+            if (nmax > N) nmax = N;
+        }
+        const R *Ai = A + i0 * sai;
+        R *Ci = C + i0 * ldc;
+        int64_t j0 = 0;
+        if (mr == 4) {
+            for (; j0 + 4 * VL <= nmax; j0 += 4 * VL) F(tile)(4, 4, p0, p1, Ai, sai, sap, B + j0, ldb, Ci + j0, ldc, alpha, beta);
+            for (; j0 + VL <= nmax; j0 += VL) F(tile)(4, 1, p0, p1, Ai, sai, sap, B + j0, ldb, Ci + j0, ldc, alpha, beta);
+        } else {
+            for (int64_t i = 0; i < mr; i++) {
+                int64_t j = j0;
+                for (; j + 4 * VL <= nmax; j += 4 * VL)
+                    F(tile)(1, 4, p0, p1, Ai + i * sai, sai, sap, B + j, ldb, Ci + i * ldc + j, ldc, alpha, beta);
+                for (; j + VL <= nmax; j += VL)
+                    F(tile)(1, 1, p0, p1, Ai + i * sai, sai, sap, B + j, ldb, Ci + i * ldc + j, ldc, alpha, beta);
+            }
+            j0 = nmax / VL * VL;
+        }
+        for (int64_t i = 0; i < mr; i++)      /* columns past the last whole vector */
+            for (int64_t j = j0; j < nmax; j++) {
+                R acc = 0;
+                for (int64_t p = p0; p < p1; p++) acc += Ai[i * sai + p * sap] * B[p * ldb + j];
+                R *c = Ci + i * ldc + j;
+                *c = beta == 0 ? alpha * acc : beta * *c + alpha * acc;
+            }
+    }
+}
+
+/* X (n x d, row stride ldx) <- (I + L)^-1 X      (trans = 0: forward substitution, L given)
+ *                              (I + L)^-T X      (trans = 1: backward substitution, given
+ *                                                 U = L^T, so that rows are read, not columns)
+ * L strictly lower / U strictly upper (row stride ldl), unit diagonal implied. */
+static inline __attribute__((always_inline)) void
+F(solve_cols)(const int NV, int trans, int64_t n, const R *restrict L, int64_t ldl, R *restrict X,
+              int64_t ldx) {
+    for (int64_t s = 0; s < n; s++) {
+        const int64_t i = trans ? n - 1 - s : s;
+        V acc[4];
+        for (int v = 0; v < NV; v++) acc[v] = LDV(X + i * ldx + v * VL);
+        if (!trans)
+            for (int64_t j = 0; j < i; j++) {
+                const R l = L[i * ldl + j];
+                for (int v = 0; v < NV; v++) acc[v] -= l * LDV(X + j * ldx + v * VL);
+            }
+        else
+            for (int64_t j = i + 1; j < n; j++) {
+                const R l = L[i * ldl + j];
+                for (int v = 0; v < NV; v++) acc[v] -= l * LDV(X + j * ldx + v * VL);
+            }
+        for (int v = 0; v < NV; v++) STV(X + i * ldx + v * VL, acc[v]);
+    }
+}
+
+static void F(solve)(int trans, int64_t n, int64_t d, const R *L, int64_t ldl, R *X, int64_t ldx) {
+    int64_t j0 = 0;
+    for (; j0 + 4 * VL <= d; j0 += 4 * VL) F(solve_cols)(4, trans, n, L, ldl, X + j0, ldx);
+    for (; j0 + VL <= d; j0 += VL) F(solve_cols)(1, trans, n, L, ldl, X + j0, ldx);
+    for (; j0 < d; j0++)
+        for (int64_t s = 0; s < n; s++) {
+            const int64_t i = trans ? n - 1 - s : s;
+            R acc = X[i * ldx + j0];
+            if (!trans) for (int64_t j = 0; j < i; j++) acc -= L[i * ldl + j] * X[j * ldx + j0];
+            else for (int64_t j = i + 1; j < n; j++) acc -= L[i * ldl + j] * X[j * ldx + j0];
+            X[i * ldx + j0] = acc;
+        }
+}
+
+/* ---- chunked forward --------------------------------------------------------------------- */
+/* Runs one pair through all its chunks. S: in = initial state, out = final state.
+ * o may be NULL (state-only pass, used by the backward's recompute). cs (may be NULL)
+ * receives the state entering chunk c at cs + c*cs_stride. work: F(work_fwd). */
+static void F(fwd_chunked)(const efla_delta_rule_args *A, int64_t L, const R *q, const R *k,
+                           const R *v, const R *al, R *o, R *S, R *cs, int64_t cs_stride,
+                           R *work) {
+    const int64_t dk = A->dk, dv = A->dv, C = A->chunk_size;
+    const int64_t ldk = A->H * dk, ldv = A->H * dv, lda = A->H;
+    const R scale = (R)A->scale;
+    R *G = work, *Am = G + C * C, *Vp = Am + C * C, *Kt = Vp + C * dv;
+    for (int64_t c0 = 0, ci = 0; c0 < L; c0 += C, ci++) {
+        const int64_t n = L - c0 < C ? L - c0 : C;
+        const R *Kc = k + c0 * ldk, *Qc = q + c0 * ldk, *Vc = v + c0 * ldv, *ac = al + c0 * lda;
+        if (cs) memcpy(cs + ci * cs_stride, S, sizeof(R) * (size_t)(dk * dv));
+        F(transpose)(Kt, C, Kc, ldk, n, dk);
+        /* L = strictly-lower(diag(a) K K^T); the solve uses a unit diagonal */
+        F(mm)(0, n, n, dk, 1, Kc, ldk, Kt, C, 0, G, C, 0, 1);
+        for (int64_t i = 1; i < n; i++) {
+            R ai = ac[i * lda];
+            for (int64_t j = 0; j < i; j++) G[i * C + j] *= ai;
+        }
+        /* V' = (I+L)^-1 diag(a) (V - K S) */
+        F(copy_rows)(Vp, Vc, n, dv, ldv, NULL, 0);
+        F(mm)(0, n, dv, dk, -1, Kc, ldk, S, dv, 1, Vp, dv, 0, 0);
+        for (int64_t i = 0; i < n; i++) {
+            R ai = ac[i * lda];
+            for (int64_t j = 0; j < dv; j++) Vp[i * dv + j] *= ai;
+        }
+        F(solve)(0, n, dv, G, C, Vp, dv);
+        if (o) {
+            /* O = scale (Q S + tril_incl(Q K^T) V') */
+            R *Oc = o + c0 * ldv;
+            F(mm)(0, n, dv, dk, scale, Qc, ldk, S, dv, 0, Oc, ldv, 0, 0);
+            F(mm)(0, n, n, dk, scale, Qc, ldk, Kt, C, 0, Am, C, 0, 1);
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = i + 1; j < n; j++) Am[i * C + j] = 0;
+            F(mm)(0, n, dv, n, 1, Am, C, Vp, dv, 1, Oc, ldv, 1, 0);
+        }
+        /* S <- S + K^T V' */
+        F(mm)(1, dk, dv, n, 1, Kc, ldk, Vp, dv, 1, S, dv, 0, 0);
+    }
+}
+
+/* ---- chunked backward ----------------------------------------------------------------------- */
+/* states: the state entering chunk c at states + c*st_stride (saved or recomputed).
+ * dS: in = gradient of the final state, out = gradient of the initial state.
+ * work: F(work_bwd). */
+static void F(bwd_chunked)(const efla_delta_rule_args *A, int64_t L, const R *q, const R *k,
+                           const R *v, const R *al, const R *states, int64_t st_stride,
+                           const R *d_o, R *dq, R *dkk, R *dvv, R *dal, R *dS, R *work) {
+    const int64_t dk = A->dk, dv = A->dv, C = A->chunk_size;
+    const int64_t ldk = A->H * dk, ldv = A->H * dv, lda = A->H;
+    const R scale = (R)A->scale;
+    R *Gk = work, *Lm = Gk + C * C, *Mq = Lm + C * C, *dM = Mq + C * C, *E = dM + C * C;
+    R *Rr = E + C * C, *Vp = Rr + C * dv, *dOs = Vp + C * dv, *dVp = dOs + C * dv;
+    R *Kt = dVp + C * dv, *Vpt = Kt + dk * C, *St = Vpt + dv * C, *dSt = St + dv * dk;
+    const int64_t nch = (L + C - 1) / C;
+    for (int64_t ci = nch - 1; ci >= 0; ci--) {
+        const int64_t c0 = ci * C;
+        const int64_t n = L - c0 < C ? L - c0 : C;
+        const R *Kc = k + c0 * ldk, *Qc = q + c0 * ldk, *Vc = v + c0 * ldv, *ac = al + c0 * lda;
+        const R *S = states + ci * st_stride;
+        R *dQc = dq + c0 * ldk, *dKc = dkk + c0 * ldk, *dVc = dvv + c0 * ldv, *dac = dal + c0 * lda;
+        /* recompute the chunk's forward quantities */
+        F(transpose)(Kt, C, Kc, ldk, n, dk);
+        F(transpose)(St, dk, S, dv, dk, dv);
+        F(mm)(0, n, n, dk, 1, Kc, ldk, Kt, C, 0, Gk, C, 0, 1);
+        for (int64_t i = 1; i < n; i++) {
+            R ai = ac[i * lda];
+            for (int64_t j = 0; j < i; j++) Lm[i * C + j] = ai * Gk[i * C + j];
+        }
+        F(copy_rows)(Rr, Vc, n, dv, ldv, NULL, 0);
+        F(mm)(0, n, dv, dk, -1, Kc, ldk, S, dv, 1, Rr, dv, 0, 0);
+        F(copy_rows)(Vp, Rr, n, dv, dv, ac, lda);
+        F(solve)(0, n, dv, Lm, C, Vp, dv);
+        F(transpose)(Vpt, C, Vp, dv, n, dv);
+        F(mm)(0, n, n, dk, 1, Qc, ldk, Kt, C, 0, Mq, C, 0, 1);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = i + 1; j < n; j++) Mq[i * C + j] = 0;
+        F(copy_rows)(dOs, d_o + c0 * ldv, n, dv, ldv, NULL, 0);
+        for (int64_t i = 0; i < n * dv; i++) dOs[i] *= scale;
+        /* O = Q S + M V' (scaled):  dQ = dOs S^T + dM K,  dM = tril_incl(dOs V'^T) */
+        F(mm)(0, n, dk, dv, 1, dOs, dv, St, dk, 0, dQc, ldk, 0, 0);
+        F(mm)(0, n, n, dv, 1, dOs, dv, Vpt, C, 0, dM, C, 0, 1);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = i + 1; j < n; j++) dM[i * C + j] = 0;
+        F(mm)(0, n, dk, n, 1, dM, C, Kc, ldk, 1, dQc, ldk, 1, 0);
+        /* dK = dM^T Q + V' dS^T ;  dV' = M^T dOs + K dS   (dS: gradient of the state after the chunk) */
+        F(transpose)(dSt, dk, dS, dv, dk, dv);
+        F(mm)(1, n, dk, n, 1, dM, C, Qc, ldk, 0, dKc, ldk, 2, 0);
+        F(mm)(0, n, dk, dv, 1, Vp, dv, dSt, dk, 1, dKc, ldk, 0, 0);
+        F(mm)(1, n, dv, n, 1, Mq, C, dOs, dv, 0, dVp, dv, 2, 0);
+        F(mm)(0, n, dv, dk, 1, Kc, ldk, dS, dv, 1, dVp, dv, 0, 0);
+        /* the state before the chunk feeds O directly: dS += Q^T dOs */
+        F(mm)(1, dk, dv, n, 1, Qc, ldk, dOs, dv, 1, dS, dv, 0, 0);
+        /* (I+L) V' = diag(a) R:  Y = (I+L)^-T dV';  dR = diag(a) Y;  da_i = Y_i.R_i;
+         * dL = -Y V'^T (strictly lower) -> da_i += sum_j dL_ij G_ij, dK += P K + P^T K, P = diag(a) dL */
+        F(transpose)(Mq, C, Lm, C, n, n);      /* Mq is free now: it holds L^T */
+        F(solve)(1, n, dv, Mq, C, dVp, dv);
+        F(mm)(0, n, n, dv, 1, dVp, dv, Vpt, C, 0, E, C, 0, 1);
+        for (int64_t i = 0; i < n; i++) {
+            const R ai = ac[i * lda];
+            R *restrict e = E + i * C;
+            const R *restrict g = Gk + i * C;
+            R da = 0;
+#pragma omp simd reduction(+ : da)
+            for (int64_t j = 0; j < i; j++) {
+                R dl = -e[j];
+                da += dl * g[j];
+                e[j] = ai * dl;                /* P = diag(a) dL, strictly lower */
+            }
+            /* zero the rest of the row: the triangular products below read the corners of
+             * their 4-row tiles */
+            for (int64_t j = i; j < n; j++) e[j] = 0;
+            dac[i * lda] = da + F(dot)(dVp + i * dv, Rr + i * dv, dv);
+        }
+        F(mm)(0, n, dk, n, 1, E, C, Kc, ldk, 1, dKc, ldk, 1, 0);   /* P K   */
+        F(mm)(1, n, dk, n, 1, E, C, Kc, ldk, 1, dKc, ldk, 2, 0);   /* P^T K */
+        /* R = V - K S:  dV = dR,  dK -= dR S^T,  dS -= K^T dR */
+        for (int64_t i = 0; i < n; i++) {
+            R ai = ac[i * lda];
+            for (int64_t j = 0; j < dv; j++) dVc[i * ldv + j] = ai * dVp[i * dv + j];
+        }
+        F(mm)(0, n, dk, dv, -1, dVc, ldv, St, dk, 1, dKc, ldk, 0, 0);
+        F(mm)(1, dk, dv, n, -1, Kc, ldk, dVc, ldv, 1, dS, dv, 0, 0);
+    }
+}
+
+/* ---- recurrent forward ------------------------------------------------------------------------ */
+/* One token's state update fused with the output and the next token's S^T k: a single pass
+ * over S per token, done in column blocks of W so the accumulators stay in registers.
+ * Inlined with a literal W so the j loops unroll into whole vectors. */
+static inline __attribute__((always_inline)) void
+F(rec_cols)(R *restrict S, int64_t dk, int64_t dv, int64_t jb, const int W, const R *restrict kt,
+            const R *restrict qt, const R *restrict kn, const R *restrict w, R *restrict oacc_out,
+            R *restrict uacc_out) {
+    R oacc[128 / sizeof(R)], uacc[128 / sizeof(R)];   /* W <= 128 / sizeof(R) */
+    for (int j = 0; j < W; j++) { oacc[j] = 0; uacc[j] = 0; }
+    for (int64_t i = 0; i < dk; i++) {
+        R *restrict row = S + i * dv + jb;
+        const R ki = kt[i], qi = qt[i], kni = kn[i];
+        for (int j = 0; j < W; j++) {
+            R r = row[j] + ki * w[jb + j];
+            row[j] = r;
+            oacc[j] += qi * r;
+            uacc[j] += kni * r;
+        }
+    }
+    for (int j = 0; j < W; j++) { oacc_out[jb + j] = oacc[j]; uacc_out[jb + j] = uacc[j]; }
+}
+
+/* One pass over S for one token: S += kt w^T, ob = S^T qt, ub = S^T kn (after the update).
+ * Out of line on purpose: the first token's S^T k goes through this very code (with
+ * kt = 0), so that the rounding of u never depends on where a sequence was cut. */
+static __attribute__((noinline)) void F(rec_pass)(R *restrict S, int64_t dk, int64_t dv,
+                                                  const R *restrict kt, const R *restrict qt,
+                                                  const R *restrict kn, const R *restrict w,
+                                                  R *restrict ob, R *restrict ub) {
+    enum { WB = 2 * VL };   /* columns per block: 2 vectors */
+    int64_t jb = 0;
+    for (; jb + WB <= dv; jb += WB) F(rec_cols)(S, dk, dv, jb, WB, kt, qt, kn, w, ob, ub);
+    for (; jb + VL <= dv; jb += VL) F(rec_cols)(S, dk, dv, jb, VL, kt, qt, kn, w, ob, ub);
+    for (; jb < dv; jb++) F(rec_cols)(S, dk, dv, jb, 1, kt, qt, kn, w, ob, ub);
+}
+
+/* Same as fwd_chunked's contract, one token at a time (efla-math §1). work: 5*dv + dk. */
+static void F(fwd_recurrent)(const efla_delta_rule_args *A, int64_t L, const R *q, const R *k,
+                             const R *v, const R *al, R *o, R *S, R *cs, int64_t cs_stride,
+                             R *work) {
+    const int64_t dk = A->dk, dv = A->dv, C = A->chunk_size;
+    const int64_t ldk = A->H * dk, ldv = A->H * dv, lda = A->H;
+    const R scale = (R)A->scale;
+    R *u = work, *w = u + dv, *ob = w + dv, *ub = ob + dv, *zero = ub + dv;
+    if (L <= 0) return;
+    for (int64_t i = 0; i < dk; i++) zero[i] = 0;
+    for (int64_t j = 0; j < dv; j++) w[j] = 0;
+    /* u = v_0 - S^T k_0 (a pass that adds 0 to S) */
+    F(rec_pass)(S, dk, dv, zero, zero, k, w, ob, ub);
+    for (int64_t j = 0; j < dv; j++) u[j] = v[j] - ub[j];
+    for (int64_t t = 0; t < L; t++) {
+        if (cs && t % C == 0) memcpy(cs + (t / C) * cs_stride, S, sizeof(R) * (size_t)(dk * dv));
+        const R a = al[t * lda];
+        const R *kt = k + t * ldk, *qt = q + t * ldk;
+        const R *kn = t + 1 < L ? kt + ldk : zero;
+        for (int64_t j = 0; j < dv; j++) w[j] = a * u[j];
+        F(rec_pass)(S, dk, dv, kt, qt, kn, w, ob, ub);
+        if (o) {
+            R *ot = o + t * ldv;
+            for (int64_t j = 0; j < dv; j++) ot[j] = scale * ob[j];
+        }
+        if (t + 1 < L) {
+            const R *vn = v + (t + 1) * ldv;
+            for (int64_t j = 0; j < dv; j++) u[j] = vn[j] - ub[j];
+        }
+    }
+}
+
+/* ---- recurrent backward ------------------------------------------------------------------------ */
+/* Reverse scan over blocks of C tokens: each block's states are recomputed from its
+ * checkpoint (states + c*st_stride) with the forward's own pass (so they are the forward's
+ * states bit for bit), then the tokens run backwards (efla-math §1):
+ *   G += scale q do^T;  dq = scale S_t do;  dalpha = k^T G u;  du = alpha G^T k;
+ *   dk = alpha G u - S_{t-1} du;  dv = du;  G -= k du^T          (u = v - S_{t-1}^T k)
+ * work: F(work_bwd). */
+static void F(bwd_recurrent)(const efla_delta_rule_args *A, int64_t L, const R *q, const R *k,
+                             const R *v, const R *al, const R *states, int64_t st_stride,
+                             const R *d_o, R *dq, R *dkk, R *dvv, R *dal, R *G, R *work) {
+    const int64_t dk = A->dk, dv = A->dv, C = A->chunk_size, sz = dk * dv;
+    const int64_t ldk = A->H * dk, ldv = A->H * dv, lda = A->H;
+    const R scale = (R)A->scale;
+    R *Sb = work, *U = Sb + (C + 1) * sz, *dos = U + C * dv, *gk = dos + dv, *gu = gk + dv;
+    R *w = gu + dk, *ob = w + dv, *ub = ob + dv, *zero = ub + dv;   /* zero: max(dk, dv) */
+    for (int64_t i = 0; i < (dk > dv ? dk : dv); i++) zero[i] = 0;
+    const int64_t nch = (L + C - 1) / C;
+    for (int64_t ci = nch - 1; ci >= 0; ci--) {
+        const int64_t c0 = ci * C;
+        const int64_t n = L - c0 < C ? L - c0 : C;
+        /* recompute S_0..S_n of the block and u_t, exactly as fwd_recurrent did */
+        memcpy(Sb, states + ci * st_stride, sizeof(R) * (size_t)sz);
+        F(rec_pass)(Sb, dk, dv, zero, zero, k + c0 * ldk, zero, ob, ub);
+        for (int64_t c = 0; c < dv; c++) U[c] = v[c0 * ldv + c] - ub[c];
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t t = c0 + j;
+            const R a = al[t * lda];
+            R *Sn = Sb + (j + 1) * sz;
+            memcpy(Sn, Sn - sz, sizeof(R) * (size_t)sz);
+            for (int64_t c = 0; c < dv; c++) w[c] = a * U[j * dv + c];
+            F(rec_pass)(Sn, dk, dv, k + t * ldk, zero, t + 1 < L ? k + (t + 1) * ldk : zero, w, ob, ub);
+            if (j + 1 < n)
+                for (int64_t c = 0; c < dv; c++) U[(j + 1) * dv + c] = v[(t + 1) * ldv + c] - ub[c];
+        }
+        for (int64_t j = n - 1; j >= 0; j--) {
+            const int64_t t = c0 + j;
+            const R *kt = k + t * ldk, *qt = q + t * ldk, *u = U + j * dv;
+            const R *Sp = Sb + j * sz, *St = Sp + sz;
+            const R a = al[t * lda];
+            R *dqt = dq + t * ldk, *dkt = dkk + t * ldk, *dvt = dvv + t * ldv;
+            for (int64_t c = 0; c < dv; c++) { dos[c] = scale * d_o[t * ldv + c]; gk[c] = 0; }
+            /* pass 1: G += q dos^T; dq = S_t dos; gu = G u; gk = G^T k */
+            for (int64_t i = 0; i < dk; i++) {
+                R *restrict g = G + i * dv;
+                const R *restrict srow = St + i * dv;
+                const R qi = qt[i], ki = kt[i];
+                R sq = 0, su = 0;
+#pragma omp simd reduction(+ : sq, su)
+                for (int64_t c = 0; c < dv; c++) {
+                    R gv = g[c] + qi * dos[c];
+                    g[c] = gv;
+                    sq += srow[c] * dos[c];
+                    su += gv * u[c];
+                    gk[c] += ki * gv;
+                }
+                dqt[i] = sq;
+                gu[i] = su;
+            }
+            R da = 0;
+            for (int64_t i = 0; i < dk; i++) da += kt[i] * gu[i];
+            dal[t * lda] = da;
+            for (int64_t c = 0; c < dv; c++) { gk[c] *= a; dvt[c] = gk[c]; }   /* gk is now du */
+            /* pass 2: dk = a G u - S_{t-1} du;  G -= k du^T */
+            for (int64_t i = 0; i < dk; i++) {
+                R *restrict g = G + i * dv;
+                const R *restrict prow = Sp + i * dv;
+                const R ki = kt[i];
+                R sd = 0;
+#pragma omp simd reduction(+ : sd)
+                for (int64_t c = 0; c < dv; c++) {
+                    sd += prow[c] * gk[c];
+                    g[c] -= ki * gk[c];
+                }
+                dkt[i] = a * gu[i] - sd;
+            }
+        }
+    }
+}
+
+/* ---- one call: every (sequence, head) pair --------------------------------------------------- */
+static int64_t F(work_fwd)(const efla_delta_rule_args *A) {
+    const int64_t C = A->chunk_size;
+    return A->algorithm == EFLA_ALGO_RECURRENT ? 5 * A->dv + A->dk : 2 * C * C + C * A->dv + A->dk * C;
+}
+static int64_t F(work_bwd)(const efla_delta_rule_args *A) {
+    const int64_t C = A->chunk_size, dk = A->dk, dv = A->dv;
+    return A->algorithm == EFLA_ALGO_RECURRENT ? (C + 1) * dk * dv + C * dv + 5 * dv + dk + (dk > dv ? dk : dv)
+                                               : 5 * C * C + 4 * C * dv + dk * C + dv * C + 2 * dv * dk;
+}
+
+static int F(fwd_all)(const efla_delta_rule_args *A, const R *q, const R *k, const R *v,
+                      const R *al, const R *s0, R *o, R *s_final, R *cs) {
+    const int64_t H = A->H, dk = A->dk, dv = A->dv, sz = dk * dv;
+    const int64_t NP = A->N * H;
+    int64_t *coff = chunk_offsets(A);
+    if (!coff) return -1;
+    const int64_t wsz = F(work_fwd)(A) + sz;
+    int failed = 0;
+    int nt = pick_threads(A);
+#pragma omp parallel num_threads(nt)
+    {
+        R *work = aligned_alloc(64, round64(sizeof(R) * (size_t)wsz));
+        if (!work) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t p = 0; p < NP; p++) {
+            if (!work) continue;
+            const int64_t n = p / H, h = p % H, L = A->seq_len[n];
+            const int64_t tok = (A->seq_batch[n] * A->T + A->seq_start[n]) * H + h;
+            R *S = work + F(work_fwd)(A);
+            if (s0) memcpy(S, s0 + p * sz, sizeof(R) * (size_t)sz);
+            else memset(S, 0, sizeof(R) * (size_t)sz);
+            R *csp = cs ? cs + (coff[n] * H + h) * sz : NULL;
+            if (A->algorithm == EFLA_ALGO_RECURRENT)
+                F(fwd_recurrent)(A, L, q + tok * dk, k + tok * dk, v + tok * dv, al + tok,
+                                 o + tok * dv, S, csp, H * sz, work);
+            else
+                F(fwd_chunked)(A, L, q + tok * dk, k + tok * dk, v + tok * dv, al + tok,
+                               o + tok * dv, S, csp, H * sz, work);
+            if (s_final) memcpy(s_final + p * sz, S, sizeof(R) * (size_t)sz);
+        }
+        free(work);
+    }
+    free(coff);
+    return failed ? efla_fail("delta_rule: out of memory for the kernel's work buffers") : 0;
+}
+
+static int F(bwd_all)(const efla_delta_rule_args *A, const R *q, const R *k, const R *v,
+                      const R *al, const R *s0, const R *cs, const R *d_o, const R *d_sf, R *dq,
+                      R *dkk, R *dvv, R *dal, R *ds0) {
+    const int64_t H = A->H, dk = A->dk, dv = A->dv, sz = dk * dv, C = A->chunk_size;
+    const int64_t NP = A->N * H;
+    int64_t *coff = chunk_offsets(A);
+    if (!coff) return -1;
+    int64_t maxch = 0;
+    for (int64_t n = 0; n < A->N; n++) {
+        int64_t c = (A->seq_len[n] + C - 1) / C;
+        if (c > maxch) maxch = c;
+    }
+    const int rec = A->algorithm == EFLA_ALGO_RECURRENT;
+    const int64_t wb = F(work_bwd)(A);
+    const int64_t wf = F(work_fwd)(A);
+    /* work layout: [backward work | forward work | dS | S | recomputed states] */
+    const int64_t wsz = wb + wf + 2 * sz + (cs ? 0 : maxch * sz);
+    int failed = 0;
+    int nt = pick_threads(A);
+#pragma omp parallel num_threads(nt)
+    {
+        R *work = aligned_alloc(64, round64(sizeof(R) * (size_t)wsz));
+        if (!work) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t p = 0; p < NP; p++) {
+            if (!work) continue;
+            const int64_t n = p / H, h = p % H, L = A->seq_len[n];
+            const int64_t tok = (A->seq_batch[n] * A->T + A->seq_start[n]) * H + h;
+            R *dS = work + wb + wf, *S = dS + sz, *sts = S + sz;
+            const R *states;
+            int64_t st_stride;
+            if (cs) {
+                states = cs + (coff[n] * H + h) * sz;
+                st_stride = H * sz;
+            } else {
+                if (s0) memcpy(S, s0 + p * sz, sizeof(R) * (size_t)sz);
+                else memset(S, 0, sizeof(R) * (size_t)sz);
+                if (rec)
+                    F(fwd_recurrent)(A, L, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, NULL,
+                                     S, sts, sz, work + wb);
+                else
+                    F(fwd_chunked)(A, L, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, NULL,
+                                   S, sts, sz, work + wb);
+                states = sts;
+                st_stride = sz;
+            }
+            if (d_sf) memcpy(dS, d_sf + p * sz, sizeof(R) * (size_t)sz);
+            else memset(dS, 0, sizeof(R) * (size_t)sz);
+            if (rec)
+                F(bwd_recurrent)(A, L, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, states,
+                                 st_stride, d_o + tok * dv, dq + tok * dk, dkk + tok * dk,
+                                 dvv + tok * dv, dal + tok, dS, work);
+            else
+                F(bwd_chunked)(A, L, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, states,
+                               st_stride, d_o + tok * dv, dq + tok * dk, dkk + tok * dk,
+                               dvv + tok * dv, dal + tok, dS, work);
+            if (ds0) memcpy(ds0 + p * sz, dS, sizeof(R) * (size_t)sz);
+        }
+        free(work);
+    }
+    free(coff);
+    return failed ? efla_fail("delta_rule backward: out of memory for the kernel's work buffers") : 0;
+}
+
+#undef F
+#undef DR_CAT
+#undef DR_CAT2
+#undef V
+#undef VL
+#undef DR_INT
+#undef DR_TRANSPOSE_MASKS
+#undef LDV
+#undef STV

@@ -1,0 +1,33 @@
+/* delta_rule.h: what the delta-rule front end (ops_delta_rule.c) shares with the alpha
+ * code (delta_rule_alpha.c). Not public: users see efla_delta_rule_alpha in efla.h. */
+#ifndef EFLA_DELTA_RULE_H
+#define EFLA_DELTA_RULE_H
+#include "internal.h"
+
+/* The reference option's constants (the published EFLA code clamps lambda >= 1e-6 and
+ * adds 1e-6 to the denominator). */
+#define EFLA_REF_EPS 1e-6
+
+/* alpha = beta * phi_order(beta * lambda) in double (efla-math §2-3), with its partial
+ * derivatives when d_beta / d_lambda are not NULL. order: EFLA_ORDER_EXACT or 1..4.
+ * reference_eps (exact order only): alpha = (1 - exp(-beta*lc)) / (lc + 1e-6), lc =
+ * max(lambda, 1e-6), the clamp passing no gradient below 1e-6. */
+void efla_alpha_eval(double beta, double lambda, int order, int reference_eps, double *alpha,
+                     double *d_beta, double *d_lambda);
+
+/* phi_order(x) and its derivative (exposed for the tests' formula checks). */
+double efla_phi(int order, double x);
+double efla_phi_prime(int order, double x);
+
+/* Over n contiguous elements: beta (dtype dt), lambda (double) -> alpha (dtype dt). */
+void efla_alpha_fill(efla_dtype dt, int64_t n, const void *beta, const double *lambda, int order,
+                     int reference_eps, void *alpha);
+/* Chain rule over n contiguous elements: g = dL/dalpha (dtype dt) -> dL/dbeta (dtype dt,
+ * may be NULL) and dL/dlambda (double, may be NULL). */
+void efla_alpha_backward(efla_dtype dt, int64_t n, const void *beta, const double *lambda,
+                         int order, int reference_eps, const void *g, void *d_beta,
+                         double *d_lambda);
+
+/* "order 7 is not supported ..." unless order is EFLA_ORDER_EXACT or 1..4. */
+int efla_check_order(const char *op, int order);
+#endif

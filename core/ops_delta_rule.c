@@ -1,0 +1,518 @@
+/* ops_delta_rule.c: the delta-rule operator's front ends (EFLA, DeltaNet and the
+ * Runge-Kutta orders in between; the maths is efla-math in the design docs).
+ *
+ *   efla_delta_rule       q, k [B,T,H,dk], v [B,T,H,dv], beta [B,T,H] -> o [B,T,H,dv]
+ *   efla_delta_rule_step  one token, for decoding: the sequence form with T = 1
+ *
+ * Work split: this file checks arguments, makes contiguous copies, computes
+ * lambda = |k|^2 and alpha = beta * phi(beta * lambda) (delta_rule_alpha.c), and hands
+ * raw buffers to backend->delta_rule_fwd / delta_rule_bwd. Autograd records ONE fused
+ * node whose backward calls the backend's backward kernel and then chains the
+ * gradient of alpha into beta and into k (through lambda: dk += 2 k dlambda).
+ *
+ * lambda and the alpha chain run on the host for cpu tensors (plain loops); on another
+ * device lambda and dk's extra term use front-end ops and only the B*T*H scalars of
+ * beta/lambda/alpha travel to the host. */
+#include "autograd.h"
+#include "backend.h"
+#include "delta_rule.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void efla_delta_rule_default_opts(efla_delta_rule_opts *o) {
+    if (!o) return;
+    o->order = EFLA_ORDER_EXACT;
+    o->scale = 0;                 /* dk^-0.5 */
+    o->chunk_size = 64;
+    o->algorithm = EFLA_ALGO_AUTO;
+    o->reference_eps = 0;
+    o->output_final_state = 0;
+    o->recompute_states = 0;
+}
+
+/* ---- the auto rule ----------------------------------------------------------------------------
+ * Per-pair timings on one core of the 2-core dev machine (float32, T = 2048; bench/
+ * delta_rule_cpu.c gives the whole-batch view). Forward: the recurrent pass does 6 dk dv
+ * FLOPs per token in one sweep over the state and wins while the state is small (16x16:
+ * 47 vs 62 ns/token, 32x32: 109 vs 137) or sequences are shorter than 16 tokens; from
+ * 64x64 up the chunked form is as fast or faster (64x64: ~0.39 vs ~0.40 us at C = 64, 0.29
+ * at C = 16; 128x128: 1.7-2.2 vs 1.2-1.5 us). Forward + backward: chunked at every size
+ * (its backward is matrix products, the recurrent one matrix-vector passes; 64x64: ~1.5-2.2
+ * vs ~3.1-5 us, 16x16: 0.3-0.6 vs 0.6-0.9 us). Other devices: chunked. */
+static int choose_algorithm(int64_t max_len, int64_t dk, int64_t dv, int device, int want_grad) {
+    if (device != EFLA_DEVICE_CPU) return EFLA_ALGO_CHUNKED;
+    if (max_len <= 1) return EFLA_ALGO_RECURRENT;
+    if (want_grad) return EFLA_ALGO_CHUNKED;
+    if (dk * dv <= 32 * 32 || max_len < 16) return EFLA_ALGO_RECURRENT;
+    return EFLA_ALGO_CHUNKED;
+}
+
+/* ---- argument checks ---------------------------------------------------------------------------- */
+static int check_4d(const char *op, const char *name, const efla_tensor *t, const char *layout) {
+    if (!t) return efla_fail("%s: %s is NULL", op, name);
+    if (t->ndim != 4)
+        return efla_fail("%s: %s must be %s (4 dims), got shape %s", op, name, layout, efla_tshape(t));
+    return 0;
+}
+
+static int check_dtype(const char *op, const char *name, const efla_tensor *t, efla_dtype want,
+                       const efla_tensor *q) {
+    if (t->dtype != want)
+        return efla_fail("%s: %s is %s but q is %s; q, k, v, beta and the state must share one dtype "
+                         "(cast with :float() or :double())", op, name, efla_dtype_name(t->dtype),
+                         efla_dtype_name(q->dtype));
+    return 0;
+}
+
+static int check_device(const char *op, const char *name, const efla_tensor *t, const efla_tensor *q) {
+    if (t->device != q->device)
+        return efla_fail("%s: %s is on %s but q is on %s; move every input to one device with :to()",
+                         op, name, efla_device_name(t->device), efla_device_name(q->device));
+    return 0;
+}
+
+/* The N sequences: from cu_seqlens (B = 1, packed along T) or one per batch row. */
+typedef struct seqs {
+    int64_t N, max_len, *batch, *start, *len;   /* batch/start/len share one allocation */
+} seqs;
+
+static int read_seqs(const char *op, const efla_tensor *cu, int64_t B, int64_t T, seqs *s) {
+    int64_t *cs = NULL;
+    if (cu) {
+        if (cu->dtype != EFLA_INT64 || cu->ndim != 1 || cu->shape[0] < 1)
+            return efla_fail("%s: cu_seqlens must be a 1-d int64 tensor [N+1] of sequence offsets, "
+                             "got %s of shape %s", op, efla_dtype_name(cu->dtype), efla_tshape(cu));
+        if (B != 1)
+            return efla_fail("%s: with cu_seqlens the batch size must be 1 (sequences are packed "
+                             "along T), got B = %lld", op, (long long)B);
+        s->N = cu->shape[0] - 1;
+        cs = malloc(sizeof(int64_t) * (size_t)(s->N + 1));
+        if (!cs) return efla_fail("%s: out of memory", op);
+        if (efla_to_buffer(cu, cs, sizeof(int64_t) * (size_t)(s->N + 1))) { free(cs); return -1; }
+        if (cs[0] != 0 || cs[s->N] != T) {
+            int rc = efla_fail("%s: cu_seqlens must start at 0 and end at T = %lld, got %lld .. %lld",
+                               op, (long long)T, (long long)cs[0], (long long)cs[s->N]);
+            free(cs);
+            return rc;
+        }
+        for (int64_t n = 0; n < s->N; n++)
+            if (cs[n + 1] < cs[n]) {
+                int rc = efla_fail("%s: cu_seqlens must be non-decreasing, but entry %lld (%lld) > "
+                                   "entry %lld (%lld)", op, (long long)n, (long long)cs[n],
+                                   (long long)(n + 1), (long long)cs[n + 1]);
+                free(cs);
+                return rc;
+            }
+    } else {
+        s->N = B;
+    }
+    s->batch = malloc(sizeof(int64_t) * (size_t)(3 * s->N + 1));
+    if (!s->batch) { free(cs); return efla_fail("%s: out of memory", op); }
+    s->start = s->batch + s->N;
+    s->len = s->start + s->N;
+    s->max_len = 0;
+    for (int64_t n = 0; n < s->N; n++) {
+        s->batch[n] = cu ? 0 : n;
+        s->start[n] = cu ? cs[n] : 0;
+        s->len[n] = cu ? cs[n + 1] - cs[n] : T;
+        if (s->len[n] > s->max_len) s->max_len = s->len[n];
+    }
+    free(cs);
+    return 0;
+}
+
+static int check_inputs(const char *op, const efla_tensor *q, const efla_tensor *k,
+                        const efla_tensor *v, const efla_tensor *beta, const efla_tensor *s0,
+                        const efla_delta_rule_opts *o) {
+    if (check_4d(op, "q", q, "[B,T,H,dk]") || check_4d(op, "k", k, "[B,T,H,dk]") ||
+        check_4d(op, "v", v, "[B,T,H,dv]"))
+        return -1;
+    if (!beta) return efla_fail("%s: beta is NULL", op);
+    for (int d = 0; d < 3; d++)
+        if (k->shape[d] != q->shape[d])
+            return efla_fail("%s: q %s and k %s differ in B, T or H (dim %d: %lld vs %lld); both are "
+                             "[B,T,H,dk]", op, efla_tshape(q), efla_tshape(k), d,
+                             (long long)q->shape[d], (long long)k->shape[d]);
+    if (k->shape[3] != q->shape[3])
+        return efla_fail("%s: dk of q (%lld) and k (%lld) differ: q %s, k %s", op,
+                         (long long)q->shape[3], (long long)k->shape[3], efla_tshape(q), efla_tshape(k));
+    for (int d = 0; d < 3; d++)
+        if (v->shape[d] != q->shape[d])
+            return efla_fail("%s: v %s must be [B,T,H,dv] with the B, T, H of q %s (dim %d: %lld vs "
+                             "%lld)", op, efla_tshape(v), efla_tshape(q), d, (long long)v->shape[d],
+                             (long long)q->shape[d]);
+    if (beta->ndim != 3 || beta->shape[0] != q->shape[0] || beta->shape[1] != q->shape[1] ||
+        beta->shape[2] != q->shape[2])
+        return efla_fail("%s: beta %s must be [B,T,H] = [%lld,%lld,%lld] (one step size per token and "
+                         "head; q is %s)", op, efla_tshape(beta), (long long)q->shape[0],
+                         (long long)q->shape[1], (long long)q->shape[2], efla_tshape(q));
+    if (check_device(op, "k", k, q) || check_device(op, "v", v, q) || check_device(op, "beta", beta, q) ||
+        (s0 && check_device(op, "initial_state", s0, q)))
+        return -1;
+    if (!efla_dtype_is_floating(q->dtype))
+        return efla_fail("%s: q is %s; the delta rule needs float32 or float64 inputs", op,
+                         efla_dtype_name(q->dtype));
+    if (check_dtype(op, "k", k, q->dtype, q) || check_dtype(op, "v", v, q->dtype, q) ||
+        check_dtype(op, "beta", beta, q->dtype, q))
+        return -1;
+    if (q->dtype == EFLA_BFLOAT16 && q->device == EFLA_DEVICE_CPU)
+        return efla_fail("%s: bfloat16 inputs are not supported on the cpu; cast q, k, v and beta to "
+                         "float32 first (:float())", op);
+    if (s0) {
+        efla_dtype sdt = q->dtype == EFLA_BFLOAT16 ? EFLA_FLOAT32 : q->dtype;
+        if (check_dtype(op, "initial_state", s0, sdt, q)) return -1;
+    }
+    if (efla_check_order(op, o->order)) return -1;
+    if (o->chunk_size != 0 && o->chunk_size != 16 && o->chunk_size != 32 && o->chunk_size != 64 &&
+        o->chunk_size != 128)
+        return efla_fail("%s: chunk_size %d is not allowed; use 16, 32, 64 or 128", op, o->chunk_size);
+    if (o->algorithm != EFLA_ALGO_AUTO && o->algorithm != EFLA_ALGO_CHUNKED &&
+        o->algorithm != EFLA_ALGO_RECURRENT)
+        return efla_fail("%s: algorithm %d is unknown; use 0 (auto), 1 (chunked) or 2 (recurrent)", op,
+                         o->algorithm);
+    if (!(o->scale == o->scale) || isinf(o->scale))
+        return efla_fail("%s: scale %g is not a finite number (<= 0 means dk^-0.5)", op, o->scale);
+    return 0;
+}
+
+/* ---- lambda and alpha ----------------------------------------------------------------------------- */
+/* contiguous, history-free version of t (t itself when it already is) */
+static efla_tensor *plain(const efla_tensor *t) {
+    efla_tensor *d = efla_detach(t);
+    if (!d) return NULL;
+    efla_tensor *c = efla_contiguous(d);
+    efla_tensor_release(d);
+    return c;
+}
+
+/* A CPU copy of a tensor (any device), contiguous, no history. */
+static efla_tensor *host_copy(const efla_tensor *t, efla_dtype dt) {
+    efla_tensor *d = efla_detach(t);
+    if (!d) return NULL;
+    efla_tensor *c = efla_to(d, dt, EFLA_DEVICE_CPU);
+    efla_tensor_release(d);
+    if (!c) return NULL;
+    efla_tensor *cc = efla_contiguous(c);
+    efla_tensor_release(c);
+    return cc;
+}
+
+/* |k|^2 of one key, in double. Kept out of line so that every token gets the very same
+ * instructions (a vectorised main loop and a scalar tail could round differently, and the
+ * single-token step must match the sequence form bit for bit). */
+static __attribute__((noinline)) double sumsq_f32(const float *k, int64_t n) {
+    double s = 0;
+    for (int64_t d = 0; d < n; d++) s += (double)k[d] * k[d];
+    return s;
+}
+static __attribute__((noinline)) double sumsq_f64(const double *k, int64_t n) {
+    double s = 0;
+    for (int64_t d = 0; d < n; d++) s += k[d] * k[d];
+    return s;
+}
+
+/* lambda = |k|^2 per token and head as a float64 tensor [B,T,H] on the cpu; kc is contiguous. */
+static efla_tensor *compute_lambda(const efla_tensor *kc) {
+    int64_t shape[3] = {kc->shape[0], kc->shape[1], kc->shape[2]}, dk = kc->shape[3];
+    if (kc->device == EFLA_DEVICE_CPU) {
+        efla_tensor *lam = efla_empty(3, shape, EFLA_FLOAT64, EFLA_DEVICE_CPU);
+        if (!lam) return NULL;
+        int64_t n = efla_numel_of(3, shape);
+        double *l = efla_tensor_data(lam);
+        if (kc->dtype == EFLA_FLOAT32) {
+            const float *k = efla_tensor_data(kc);
+#pragma omp parallel for if (n * dk > 65536) schedule(static)
+            for (int64_t i = 0; i < n; i++) l[i] = sumsq_f32(k + i * dk, dk);
+        } else {
+            const double *k = efla_tensor_data(kc);
+#pragma omp parallel for if (n * dk > 65536) schedule(static)
+            for (int64_t i = 0; i < n; i++) l[i] = sumsq_f64(k + i * dk, dk);
+        }
+        return lam;
+    }
+    /* another device: reduce there (in float32 at least), bring the scalars home */
+    efla_tensor *sq = efla_unary(EFLA_SQUARE, kc);
+    int dim = 3;
+    efla_tensor *lam = sq ? efla_reduce(EFLA_SUM, sq, 1, &dim, 0, 0) : NULL;
+    efla_tensor_release(sq);
+    if (!lam) return NULL;
+    efla_tensor *h = host_copy(lam, EFLA_FLOAT64);
+    efla_tensor_release(lam);
+    return h;
+}
+
+/* alpha [B,T,H] in dtype dt on `device`, from beta (contiguous, same device) and lambda (host) */
+static efla_tensor *compute_alpha(const efla_tensor *bc, const efla_tensor *lam, int order, int ref,
+                                  efla_dtype dt, int device) {
+    efla_tensor *bh = device == EFLA_DEVICE_CPU ? (efla_tensor_retain((efla_tensor *)bc), (efla_tensor *)bc)
+                                                : host_copy(bc, dt);
+    if (!bh) return NULL;
+    efla_tensor *ah = efla_empty(3, lam->shape, dt, EFLA_DEVICE_CPU);
+    if (ah)
+        efla_alpha_fill(dt, efla_tensor_numel(lam), efla_tensor_data(bh), efla_tensor_data(lam), order,
+                        ref, efla_tensor_data(ah));
+    efla_tensor_release(bh);
+    if (!ah || device == EFLA_DEVICE_CPU) return ah;
+    efla_tensor *a = efla_to(ah, dt, device);
+    efla_tensor_release(ah);
+    return a;
+}
+
+/* ---- autograd ----------------------------------------------------------------------------------------- */
+enum { SL_Q, SL_K, SL_V, SL_ALPHA, SL_BETA, SL_LAMBDA, SL_S0, SL_CS, SL_COUNT };
+
+typedef struct dr_ctx {
+    efla_delta_rule_args args;    /* seq_* point into seq */
+    int64_t *seq;
+    int order, reference_eps, has_s0, has_cs;
+} dr_ctx;
+
+static void dr_ctx_free(void *p) {
+    dr_ctx *c = p;
+    if (!c) return;
+    free(c->seq);
+    free(c);
+}
+
+/* dk += 2 k dlambda, then dbeta: the chain through alpha (efla-math §3). dalpha is contiguous. */
+static int chain_alpha(const dr_ctx *c, const efla_tensor *kc, const efla_tensor *betac,
+                       const efla_tensor *lam, const efla_tensor *dalpha, efla_tensor *dk,
+                       efla_tensor **dbeta_out) {
+    efla_dtype dt = kc->dtype;
+    int64_t n = efla_tensor_numel(lam), dkk = kc->shape[3];
+    double *dl = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    if (!dl) return efla_fail("delta_rule backward: out of memory");
+    int rc = -1;
+    efla_tensor *bh = NULL, *gh = NULL, *dbh = NULL;
+    if (kc->device == EFLA_DEVICE_CPU) {
+        bh = (efla_tensor *)betac; efla_tensor_retain(bh);
+        gh = (efla_tensor *)dalpha; efla_tensor_retain(gh);
+    } else {
+        bh = host_copy(betac, dt);
+        gh = host_copy(dalpha, dt);
+        if (!bh || !gh) goto out;
+    }
+    dbh = efla_empty(3, lam->shape, dt, EFLA_DEVICE_CPU);
+    if (!dbh) goto out;
+    efla_alpha_backward(dt, n, efla_tensor_data(bh), efla_tensor_data(lam), c->order, c->reference_eps,
+                        efla_tensor_data(gh), efla_tensor_data(dbh), dl);
+    if (kc->device == EFLA_DEVICE_CPU) {
+        if (dt == EFLA_FLOAT32) {
+            const float *k = efla_tensor_data(kc);
+            float *g = efla_tensor_data(dk);
+#pragma omp parallel for if (n * dkk > 65536) schedule(static)
+            for (int64_t i = 0; i < n; i++) {
+                float s = (float)(2 * dl[i]);
+                for (int64_t d = 0; d < dkk; d++) g[i * dkk + d] += s * k[i * dkk + d];
+            }
+        } else {
+            const double *k = efla_tensor_data(kc);
+            double *g = efla_tensor_data(dk);
+#pragma omp parallel for if (n * dkk > 65536) schedule(static)
+            for (int64_t i = 0; i < n; i++) {
+                double s = 2 * dl[i];
+                for (int64_t d = 0; d < dkk; d++) g[i * dkk + d] += s * k[i * dkk + d];
+            }
+        }
+        *dbeta_out = dbh;
+        dbh = NULL;
+    } else {
+        int64_t s4[4] = {lam->shape[0], lam->shape[1], lam->shape[2], 1};
+        efla_tensor *dlh = efla_from_buffer(4, s4, EFLA_FLOAT64, dl, sizeof(double) * (size_t)n);
+        efla_tensor *dld = dlh ? efla_to(dlh, dt, kc->device) : NULL;
+        efla_tensor *t1 = dld ? efla_binary(EFLA_MUL, kc, dld) : NULL;
+        efla_tensor *t2 = t1 ? efla_binary_scalar(EFLA_MUL, t1, 2.0, 0) : NULL;
+        int r2 = t2 ? efla_binary_(EFLA_ADD, dk, t2) : -1;
+        efla_tensor_release(dlh); efla_tensor_release(dld); efla_tensor_release(t1); efla_tensor_release(t2);
+        if (r2) goto out;
+        *dbeta_out = efla_to(dbh, dt, kc->device);
+        if (!*dbeta_out) goto out;
+    }
+    rc = 0;
+out:
+    free(dl);
+    efla_tensor_release(bh); efla_tensor_release(gh); efla_tensor_release(dbh);
+    return rc;
+}
+
+static int dr_backward(efla_node *node, efla_tensor *const *go, efla_tensor **gi) {
+    dr_ctx *c = efla_node_ctx(node);
+    const efla_delta_rule_args *a = &c->args;
+    efla_tensor *sv[SL_COUNT] = {0};
+    efla_tensor *dO = NULL, *dSf = NULL, *dq = NULL, *dk = NULL, *dv = NULL, *dal = NULL, *ds0 = NULL,
+                *dbeta = NULL;
+    int rc = -1;
+    for (int i = 0; i < SL_COUNT; i++) {
+        if ((i == SL_S0 && !c->has_s0) || (i == SL_CS && !c->has_cs)) continue;
+        int slot = i - (i > SL_S0 && !c->has_s0);
+        if (!(sv[i] = efla_node_saved(node, slot))) goto out;
+    }
+    const efla_tensor *q = sv[SL_Q], *k = sv[SL_K], *v = sv[SL_V];
+    const efla_backend *b = efla_backend_for("delta_rule backward", q->device);
+    if (!b) goto out;
+    if (!b->delta_rule_bwd) { efla_no_kernel("delta_rule backward", q->device); goto out; }
+    if (!(dO = plain(go[0]))) goto out;
+    if (node->n_outputs > 1 && !(dSf = plain(go[1]))) goto out;
+    dq = efla_empty(4, q->shape, q->dtype, q->device);
+    dk = efla_empty(4, k->shape, k->dtype, k->device);
+    dv = efla_empty(4, v->shape, v->dtype, v->device);
+    dal = efla_empty(3, sv[SL_ALPHA]->shape, q->dtype, q->device);
+    if (c->has_s0) ds0 = efla_empty(4, sv[SL_S0]->shape, sv[SL_S0]->dtype, q->device);
+    if (!dq || !dk || !dv || !dal || (c->has_s0 && !ds0)) goto out;
+    const efla_tensor *s0 = sv[SL_S0], *cs = sv[SL_CS];
+    if (b->delta_rule_bwd(a, efla_cpu_ptr(q), efla_cpu_ptr(k), efla_cpu_ptr(v),
+                          efla_cpu_ptr(sv[SL_ALPHA]), s0 ? efla_cpu_ptr(s0) : NULL,
+                          cs ? efla_cpu_ptr(cs) : NULL, efla_cpu_ptr(dO), dSf ? efla_cpu_ptr(dSf) : NULL,
+                          efla_cpu_ptr(dq), efla_cpu_ptr(dk), efla_cpu_ptr(dv), efla_cpu_ptr(dal),
+                          ds0 ? efla_cpu_ptr(ds0) : NULL))
+        goto out;
+    if (chain_alpha(c, k, sv[SL_BETA], sv[SL_LAMBDA], dal, dk, &dbeta)) goto out;
+    efla_tensor *grads[5] = {dq, dk, dv, dbeta, ds0};
+    for (int i = 0; i < 5; i++) {
+        if (efla_node_needs_grad(node, i)) {
+            gi[i] = grads[i];
+            if (i == 3) dbeta = NULL; else if (i == 4) ds0 = NULL;
+            else if (i == 0) dq = NULL; else if (i == 1) dk = NULL; else dv = NULL;
+        }
+    }
+    rc = 0;
+out:
+    for (int i = 0; i < SL_COUNT; i++) efla_tensor_release(sv[i]);
+    efla_tensor_release(dO); efla_tensor_release(dSf); efla_tensor_release(dq); efla_tensor_release(dk);
+    efla_tensor_release(dv); efla_tensor_release(dal); efla_tensor_release(ds0); efla_tensor_release(dbeta);
+    return rc;
+}
+
+/* ---- the operator ------------------------------------------------------------------------------------- */
+int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tensor *v,
+                    const efla_tensor *beta, const efla_tensor *initial_state,
+                    const efla_tensor *cu_seqlens, const efla_delta_rule_opts *opts,
+                    efla_tensor **out, efla_tensor **final_state) {
+    const char *op = "delta_rule";
+    efla_delta_rule_opts o;
+    if (opts) o = *opts; else efla_delta_rule_default_opts(&o);
+    if (!out) return efla_fail("%s: the out pointer is NULL", op);
+    *out = NULL;
+    if (final_state) *final_state = NULL;
+    if (o.output_final_state && !final_state)
+        return efla_fail("%s: output_final_state is set but the final_state pointer is NULL", op);
+    if (check_inputs(op, q, k, v, beta, initial_state, &o)) return -1;
+    const int64_t B = q->shape[0], T = q->shape[1], H = q->shape[2], dkk = q->shape[3], dvv = v->shape[3];
+    seqs s = {0};
+    if (read_seqs(op, cu_seqlens, B, T, &s)) return -1;
+    if (initial_state && (initial_state->ndim != 4 || initial_state->shape[0] != s.N ||
+                          initial_state->shape[1] != H || initial_state->shape[2] != dkk ||
+                          initial_state->shape[3] != dvv)) {
+        free(s.batch);
+        return efla_fail("%s: initial_state %s must be [N,H,dk,dv] = [%lld,%lld,%lld,%lld] (N = %s)", op,
+                         efla_tshape(initial_state), (long long)s.N, (long long)H, (long long)dkk,
+                         (long long)dvv, cu_seqlens ? "number of sequences in cu_seqlens" : "B");
+    }
+    const efla_backend *b = efla_backend_for(op, q->device);
+    if (!b) { free(s.batch); return -1; }
+    if (!b->delta_rule_fwd) { free(s.batch); return efla_no_kernel(op, q->device); }
+
+    efla_delta_rule_args a = {0};
+    a.B = B; a.T = T; a.H = H; a.dk = dkk; a.dv = dvv; a.N = s.N;
+    a.seq_batch = s.batch; a.seq_start = s.start; a.seq_len = s.len;
+    a.scale = o.scale > 0 ? o.scale : (dkk > 0 ? 1.0 / sqrt((double)dkk) : 1.0);
+    a.chunk_size = o.chunk_size ? o.chunk_size : 64;
+    efla_tensor *in[5] = {(efla_tensor *)q, (efla_tensor *)k, (efla_tensor *)v, (efla_tensor *)beta,
+                          (efla_tensor *)initial_state};
+    const int want_grad = efla_any_requires_grad(5, in);
+    a.algorithm = o.algorithm != EFLA_ALGO_AUTO
+                      ? o.algorithm
+                      : choose_algorithm(s.max_len, dkk, dvv, q->device, want_grad);
+    a.dtype = q->dtype;
+    a.state_dtype = q->dtype == EFLA_BFLOAT16 ? EFLA_FLOAT32 : q->dtype;
+
+    const int save_cs = want_grad && !o.recompute_states;
+    efla_tensor *qc = plain(q), *kc = plain(k), *vc = plain(v), *bc = plain(beta);
+    efla_tensor *sc = initial_state ? plain(initial_state) : NULL;
+    efla_tensor *lam = NULL, *alpha = NULL, *o_t = NULL, *sf = NULL, *cs = NULL;
+    int rc = -1;
+    if (!qc || !kc || !vc || !bc || (initial_state && !sc)) goto out;
+    if (!(lam = compute_lambda(kc))) goto out;
+    if (!(alpha = compute_alpha(bc, lam, o.order, o.reference_eps, q->dtype, q->device))) goto out;
+    int64_t oshape[4] = {B, T, H, dvv}, sshape[4] = {s.N, H, dkk, dvv};
+    if (!(o_t = efla_empty(4, oshape, q->dtype, q->device))) goto out;
+    if (o.output_final_state && !(sf = efla_empty(4, sshape, a.state_dtype, q->device))) goto out;
+    if (save_cs) {
+        int64_t nch = 0;
+        for (int64_t n = 0; n < s.N; n++) nch += (s.len[n] + a.chunk_size - 1) / a.chunk_size;
+        int64_t cshape[4] = {nch, H, dkk, dvv};
+        if (!(cs = efla_empty(4, cshape, a.state_dtype, q->device))) goto out;
+    }
+    if (b->delta_rule_fwd(&a, efla_cpu_ptr(qc), efla_cpu_ptr(kc), efla_cpu_ptr(vc), efla_cpu_ptr(alpha),
+                          sc ? efla_cpu_ptr(sc) : NULL, efla_cpu_ptr(o_t), sf ? efla_cpu_ptr(sf) : NULL,
+                          cs ? efla_cpu_ptr(cs) : NULL))
+        goto out;
+
+    if (want_grad) {
+        efla_tensor *outs[2] = {o_t, sf};
+        efla_clear_error();
+        efla_node *node = efla_node_record(op, dr_backward, 5, in, sf ? 2 : 1, outs);
+        if (!node) goto out;   /* want_grad guarantees a node unless recording failed */
+        dr_ctx *c = calloc(1, sizeof *c);
+        if (!c) { efla_fail("%s: out of memory", op); goto out; }
+        c->args = a;
+        c->seq = s.batch;
+        s.batch = NULL;        /* the node owns the sequence table now */
+        c->order = o.order;
+        c->reference_eps = o.reference_eps != 0;
+        c->has_s0 = sc != NULL;
+        c->has_cs = cs != NULL;
+        efla_node_set_ctx(node, c, dr_ctx_free);
+        efla_tensor *save[SL_COUNT] = {qc, kc, vc, alpha, bc, lam, sc, cs};
+        for (int i = 0; i < SL_COUNT; i++)
+            if (save[i] && efla_node_save(node, save[i]) < 0) goto out;
+    }
+    *out = o_t;
+    o_t = NULL;
+    if (final_state) { *final_state = sf; sf = NULL; }
+    rc = 0;
+out:
+    free(s.batch);
+    efla_tensor_release(qc); efla_tensor_release(kc); efla_tensor_release(vc); efla_tensor_release(bc);
+    efla_tensor_release(sc); efla_tensor_release(lam); efla_tensor_release(alpha);
+    efla_tensor_release(o_t); efla_tensor_release(sf); efla_tensor_release(cs);
+    return rc;
+}
+
+/* ---- one token ---------------------------------------------------------------------------------------- */
+/* The sequence form with T = 1 and the recurrent kernel, so it matches a recurrent pass
+ * over a sequence bit for bit; views carry the gradients. */
+int efla_delta_rule_step(const efla_tensor *q, const efla_tensor *k, const efla_tensor *v,
+                         const efla_tensor *beta, const efla_tensor *state,
+                         const efla_delta_rule_opts *opts, efla_tensor **out, efla_tensor **new_state) {
+    const char *op = "delta_rule_step";
+    if (!out || !new_state) return efla_fail("%s: out and new_state must not be NULL", op);
+    *out = NULL;
+    *new_state = NULL;
+    if (!q || !k || !v || !beta) return efla_fail("%s: q, k, v and beta must not be NULL", op);
+    if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3 || beta->ndim != 2)
+        return efla_fail("%s: one token needs q, k [B,H,dk], v [B,H,dv], beta [B,H]; got q %s, k %s, "
+                         "v %s, beta %s", op, efla_tshape(q), efla_tshape(k), efla_tshape(v),
+                         efla_tshape(beta));
+    if (state && state->ndim != 4)
+        return efla_fail("%s: state %s must be [B,H,dk,dv]", op, efla_tshape(state));
+    efla_delta_rule_opts o;
+    if (opts) o = *opts; else efla_delta_rule_default_opts(&o);
+    if (o.algorithm == EFLA_ALGO_AUTO) o.algorithm = EFLA_ALGO_RECURRENT;
+    o.output_final_state = 1;
+    efla_tensor *q4 = efla_unsqueeze(q, 1), *k4 = efla_unsqueeze(k, 1), *v4 = efla_unsqueeze(v, 1);
+    efla_tensor *b3 = efla_unsqueeze(beta, 1), *o4 = NULL;
+    int rc = -1;
+    if (q4 && k4 && v4 && b3) {
+        rc = efla_delta_rule(q4, k4, v4, b3, state, NULL, &o, &o4, new_state);
+        if (rc) efla_error_prefix(op);
+    }
+    if (!rc) {
+        *out = efla_squeeze(o4, 1);
+        if (!*out) { rc = -1; efla_tensor_release(*new_state); *new_state = NULL; }
+    }
+    efla_tensor_release(q4); efla_tensor_release(k4); efla_tensor_release(v4); efla_tensor_release(b3);
+    efla_tensor_release(o4);
+    return rc;
+}
