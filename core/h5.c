@@ -798,7 +798,7 @@ static int load_names(const char *op, efla_h5 *f) {
     int rc = walk_group(op, f, "/", &l, &seen, 0);
     free(seen.addrs);
     if (rc) { str_list_free(&l); return -1; }
-    qsort(l.items, (size_t)l.n, sizeof(char *), cmp_names);
+    if (l.n) qsort(l.items, (size_t)l.n, sizeof(char *), cmp_names);   /* qsort(NULL, 0) is UB */
     f->names = l.items;
     f->n_names = l.n;
     f->names_valid = 1;

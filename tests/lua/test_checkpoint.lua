@@ -375,4 +375,4 @@ end
 
 os.execute("rm -rf '" .. dir .. "'")
 print(string.format('%d passed, %d failed', passed, failed))
-if failed > 0 then os.exit(1) end
+if failed > 0 then os.exit(1, true) end

@@ -186,6 +186,10 @@ end)
 test('plain luajit loads efla through EFLA_LIB', function()
   local has = os.execute('command -v luajit > /dev/null 2>&1')
   if has ~= 0 and has ~= true then t.skip('plain luajit', 'no luajit on PATH'); return end
+  if os.getenv('ASAN_OPTIONS') then
+    -- an ASan-built libefla cannot be loaded into an uninstrumented luajit
+    t.skip('plain luajit', 'AddressSanitizer build'); return
+  end
   local build = exe:match('^(.*)/[^/]*$')
   local src = package.searchpath('efla.tensor', package.path):match('^(.*)/efla/tensor%.lua$')
   local lib = build .. '/libefla.so'

@@ -578,4 +578,4 @@ section("paths", function()
 end)
 
 print(string.format("%d passed, %d failed", passed, failed))
-os.exit(failed == 0 and 0 or 1)
+os.exit(failed == 0 and 0 or 1, true)  -- true: close the state so finalisers run (leak checks)

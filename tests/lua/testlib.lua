@@ -128,7 +128,7 @@ function M.done()
   if M.failed > 0 then
     print('failed: ' .. table.concat(M.failures, ', '))
     io.stdout:flush()
-    os.exit(1)
+    os.exit(1, true)
   end
 end
 
