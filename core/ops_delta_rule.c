@@ -32,14 +32,14 @@ void efla_delta_rule_default_opts(efla_delta_rule_opts *o) {
 }
 
 /* ---- the auto rule ----------------------------------------------------------------------------
- * Per-pair timings on one core of the 2-core dev machine (float32, T = 2048; bench/
- * delta_rule_cpu.c gives the whole-batch view). Forward: the recurrent pass does 6 dk dv
- * FLOPs per token in one sweep over the state and wins while the state is small (16x16:
- * 47 vs 62 ns/token, 32x32: 109 vs 137) or sequences are shorter than 16 tokens; from
- * 64x64 up the chunked form is as fast or faster (64x64: ~0.39 vs ~0.40 us at C = 64, 0.29
- * at C = 16; 128x128: 1.7-2.2 vs 1.2-1.5 us). Forward + backward: chunked at every size
- * (its backward is matrix products, the recurrent one matrix-vector passes; 64x64: ~1.5-2.2
- * vs ~3.1-5 us, 16x16: 0.3-0.6 vs 0.6-0.9 us). Other devices: chunked. */
+ * Measured with bench/delta_rule_cpu.c (float32, 2 threads, T = 784 and 2048) on the 2-core
+ * dev machine and on a quiet 16-core Sapphire Rapids. Forward only: the recurrent pass
+ * (6 dk dv FLOPs per token, one sweep over the state) ties with the chunked form up to
+ * dk = dv = 32 (16: 5.2 vs 8.3 ms and 6.7 vs 6.5 ms; 32: 11.0 vs 13.5, 13.9 vs 11.9) and
+ * wins on sequences too short to fill a chunk; from 64 up chunked is clearly faster (64:
+ * 35 vs 46 ms, 27 vs 40; 128: 88 vs 143, 57 vs 110). Forward + backward: chunked (its
+ * backward is matrix products, the recurrent one matrix-vector passes; 64: 126 vs 280 ms,
+ * 95 vs 230). Other devices: chunked. */
 static int choose_algorithm(int64_t max_len, int64_t dk, int64_t dv, int device, int want_grad) {
     if (device != EFLA_DEVICE_CPU) return EFLA_ALGO_CHUNKED;
     if (max_len <= 1) return EFLA_ALGO_RECURRENT;

@@ -523,7 +523,9 @@ static void compare_forms(int64_t B, int64_t T, int64_t H, int64_t dk, int64_t d
         double e1 = fmax(rel_err(oc, orr, nv), rel_err(sc, sr, ns));
         double e2 = fmax(rel_err(oc, oref, nv), rel_err(sc, sref, ns));
         double e3 = fmax(rel_err(orr, oref, nv), rel_err(sr, sref, ns));
-        if (getenv("DR_VERBOSE")) fprintf(stderr, "%s o%d C%d T%lld dk%lld dv%lld: %.2g %.2g %.2g\n", efla_dtype_name(dt), order, C, (long long)T, (long long)dk, (long long)dv, e1, e2, e3);
+        if (getenv("DR_VERBOSE"))   /* DR_VERBOSE=1 prints the errors of every configuration */
+            fprintf(stderr, "%s order %d C %d T %lld dk %lld dv %lld: %.2g %.2g %.2g\n", efla_dtype_name(dt),
+                    order, C, (long long)T, (long long)dk, (long long)dv, e1, e2, e3);
         CHECK(e1 <= tol && e2 <= tol && e3 <= tol,
               "%s order %d C %d T %lld H %lld dk %lld dv %lld: chunked-recurrent %.3g, chunked-ref %.3g, "
               "recurrent-ref %.3g", efla_dtype_name(dt), order, C, (long long)T, (long long)H,
