@@ -3,14 +3,17 @@
 -- runs Class.__init(self, ...).
 local class = {}
 
+-- Metamethods are looked up raw in the instance's metatable (the class), never through
+-- its __index chain, so a subclass copies its parent's down when it is made.
+local METAMETHODS = { "__tostring", "__call", "__len", "__eq", "__concat", "__newindex" }
+
 local function new_class(name, parent)
   local cls = {}
   cls.__index = cls
   cls.__name = name
   cls.__parent = parent
   if parent then
-    -- Metamethods are looked up raw in the instance's metatable, so copy them down.
-    for _, mm in ipairs({ "__tostring", "__call", "__len", "__eq", "__concat" }) do
+    for _, mm in ipairs(METAMETHODS) do
       if parent[mm] then cls[mm] = parent[mm] end
     end
     if type(parent.__index) == "function" then cls.__index = parent.__index end
@@ -38,6 +41,12 @@ function class.is_instance(obj, cls)
     c = rawget(c, "__parent")
   end
   return false
+end
+
+--- class.name(obj) -> the class name of an instance (or nil).
+function class.name(obj)
+  local c = type(obj) == "table" and getmetatable(obj)
+  return c and rawget(c, "__name") or nil
 end
 
 return class

@@ -1,10 +1,14 @@
 -- attention.lua: the multi-head EFLA / DeltaNet token mixer.
 --
--- q, k, v and beta come from projections of x; beta = sigmoid(b_proj(x)) in (0, 1). The
--- delta-rule operator (efla.ops.delta_rule) integrates the memory ODE with the chosen
--- order: 'exact' is EFLA, 1 is DeltaNet's Euler step, 2-4 Runge-Kutta (efla-math §2).
--- EFLA can leave keys unnormalised (its transition e^{-beta*lambda} stays in (0, 1]);
--- DeltaNet needs L2-normalised keys, hence the per-method defaults below.
+-- q, k, v and beta come from projections of x; beta = sigmoid(b_proj(x)) in (0, 1), one
+-- per head and token. The delta-rule operator (efla.ops.delta_rule) integrates the memory
+-- ODE with the chosen order: 'exact' is EFLA, 1 is DeltaNet's Euler step, 2-4 Runge-Kutta
+-- (efla-math §2). EFLA can leave keys unnormalised (its transition e^{-beta*lambda} stays
+-- in (0, 1]); DeltaNet needs L2-normalised keys, hence the per-order default of key_norm.
+--
+--   x -> q_proj, k_proj, v_proj [-> causal short convs + SiLU] -> split heads
+--     -> [L2 norm of q] [L2 norm of k] -> delta rule (beta = sigmoid(b_proj(x)))
+--     -> [RMSNorm per head] [* SiLU(g_proj(x))] -> merge heads -> o_proj
 local efla = require 'efla'
 local class = require 'efla.class'
 local Module = require 'efla.nn.module'
@@ -14,65 +18,118 @@ local init = require 'efla.nn.init_fns'
 
 local DeltaAttention = class.new('DeltaAttention', Module)
 
+--- x / sqrt(sum(x^2) + eps) over the last dim (flash-linear-attention's l2norm).
 local function l2_normalise(x, eps)
-  return x * (x:square():sum(x:dim(), true) + (eps or 1e-6)):rsqrt()
+  return x * (x:square():sum(-1, true) + (eps or 1e-6)):rsqrt()
+end
+DeltaAttention.l2_normalise = l2_normalise
+
+local function parse_order(order)
+  if order == nil or order == 'exact' then return 'exact' end
+  local n = tonumber(order)
+  if n and n >= 1 and n <= 4 and n % 1 == 0 then return n end
+  error(string.format("DeltaAttention: order must be 'exact' or 1, 2, 3, 4 (got %s)", tostring(order)), 4)
+end
+
+local function parse_norm(v, what, default)
+  if v == nil then return default end
+  if v == false then return 'none' end
+  if v == 'none' or v == 'l2' then return v end
+  error(string.format("DeltaAttention: %s must be 'none' or 'l2' (got %s)", what, tostring(v)), 4)
 end
 
 --- DeltaAttention{d_model, n_heads = 1, head_dim = d_model / n_heads, order = 'exact',
----   key_norm = ('none' for exact, 'l2' otherwise), query_norm = 'l2', short_conv = false,
----   output_norm = false, output_gate = false, beta_bias = 0, chunk_size = 64,
----   algorithm = 'auto', dtype}
+---   key_norm = ('none' for 'exact', 'l2' otherwise), query_norm = 'l2', short_conv = false,
+---   conv_size = 4, output_norm = false, output_gate = false, beta_bias = 0, scale
+---   (default head_dim^-0.5), chunk_size = 64, algorithm = 'auto', dtype}
 function DeltaAttention:__init(cfg)
   Module.__init(self)
-  assert(type(cfg) == 'table' and cfg.d_model, 'DeltaAttention{d_model = ..., ...}: d_model is required')
-  local d = cfg.d_model
-  self.n_heads = cfg.n_heads or 1
-  self.head_dim = cfg.head_dim or math.floor(d / self.n_heads)
-  if self.head_dim * self.n_heads ~= d and not cfg.head_dim then
-    error(string.format('DeltaAttention: d_model %d is not divisible by n_heads %d', d, self.n_heads), 2)
+  if type(cfg) ~= 'table' or type(cfg.d_model) ~= 'number' then
+    error('DeltaAttention{d_model = ..., n_heads = ..., ...}: d_model (a number) is required', 3)
   end
-  self.order = cfg.order or 'exact'
-  self.key_norm = cfg.key_norm or (self.order == 'exact' and 'none' or 'l2')
-  self.query_norm = cfg.query_norm or 'l2'
+  local d = cfg.d_model
+  self.d_model = d
+  self.n_heads = cfg.n_heads or 1
+  if cfg.head_dim then
+    self.head_dim = cfg.head_dim
+  elseif d % self.n_heads ~= 0 then
+    error(string.format('DeltaAttention: d_model %d is not divisible by n_heads %d (or give head_dim)', d, self.n_heads), 3)
+  else
+    self.head_dim = d / self.n_heads
+  end
+  self.order = parse_order(cfg.order)
+  self.key_norm = parse_norm(cfg.key_norm, 'key_norm', self.order == 'exact' and 'none' or 'l2')
+  self.query_norm = parse_norm(cfg.query_norm, 'query_norm', 'l2')
+  self.scale = cfg.scale
   self.chunk_size, self.algorithm = cfg.chunk_size or 64, cfg.algorithm or 'auto'
-  local inner, opts = self.n_heads * self.head_dim, { dtype = cfg.dtype }
-  self:add_module('q_proj', layers.Linear(d, inner, { bias = false, dtype = cfg.dtype }))
-  self:add_module('k_proj', layers.Linear(d, inner, { bias = false, dtype = cfg.dtype }))
-  self:add_module('v_proj', layers.Linear(d, inner, { bias = false, dtype = cfg.dtype }))
-  self:add_module('b_proj', layers.Linear(d, self.n_heads, opts))
+  local inner = self.n_heads * self.head_dim
+  local nobias = { bias = false, dtype = cfg.dtype }
+  self:add_module('q_proj', layers.Linear(d, inner, nobias))
+  self:add_module('k_proj', layers.Linear(d, inner, nobias))
+  self:add_module('v_proj', layers.Linear(d, inner, nobias))
+  self:add_module('b_proj', layers.Linear(d, self.n_heads, { dtype = cfg.dtype }))
   init.constant(self.b_proj.bias, cfg.beta_bias or 0)
   if cfg.short_conv then
     for _, n in ipairs({ 'q_conv', 'k_conv', 'v_conv' }) do
-      self:add_module(n, blocks.ShortConv(inner, { kernel = 4, activation = 'silu', dtype = cfg.dtype }))
+      self:add_module(n, blocks.ShortConv(inner, { kernel = cfg.conv_size or 4, activation = 'silu', dtype = cfg.dtype }))
     end
   end
-  if cfg.output_norm then self:add_module('o_norm', layers.RMSNorm(self.head_dim, opts)) end
-  if cfg.output_gate then self:add_module('g_proj', layers.Linear(d, inner, { bias = false, dtype = cfg.dtype })) end
-  self:add_module('o_proj', layers.Linear(inner, d, { bias = false, dtype = cfg.dtype }))
+  if cfg.output_norm then self:add_module('o_norm', layers.RMSNorm(self.head_dim, { dtype = cfg.dtype })) end
+  if cfg.output_gate then self:add_module('g_proj', layers.Linear(d, inner, nobias)) end
+  self:add_module('o_proj', layers.Linear(inner, d, nobias))
 end
 
---- forward(x [B, T, D] [, state [B, H, dk, dv]]) -> y [B, T, D], final state.
+--- forward(x [B, T, d_model] [, state]) -> y [B, T, d_model], new_state.
+--- state carries everything recurrent inference needs: {S = [B, H, head_dim, head_dim]
+--- (the delta-rule memory), q_conv, k_conv, v_conv = [B, conv_size-1, H*head_dim] (the
+--- short convolutions' last inputs, when short_conv is on)}. nil starts from zeros; a
+--- bare tensor is taken as S. Feeding a sequence in pieces (even token by token), each
+--- call given the previous new_state, gives the same outputs as one call.
 function DeltaAttention:forward(x, state)
+  if not efla.is_tensor(x) or x:dim() ~= 3 or x:size(3) ~= self.d_model then
+    error(string.format('DeltaAttention: expected x [B, T, %d], got %s', self.d_model,
+      efla.is_tensor(x) and ('[' .. table.concat(x:size(), ',') .. ']') or type(x)), 2)
+  end
+  if efla.is_tensor(state) then state = { S = state } end
+  if state ~= nil and type(state) ~= 'table' then
+    error('DeltaAttention: state must be nil, a tensor or the table a previous call returned, got ' .. type(state), 2)
+  end
+  state = state or {}
   local B, T = x:size(1), x:size(2)
   local H, dh = self.n_heads, self.head_dim
+  local new_state = {}
   local q, k, v = self.q_proj:forward(x), self.k_proj:forward(x), self.v_proj:forward(x)
-  if self.q_conv then q, k, v = self.q_conv:forward(q), self.k_conv:forward(k), self.v_conv:forward(v) end
-  q, k, v = q:view(B, T, H, dh), k:view(B, T, H, dh), v:view(B, T, H, dh)
+  if self.q_conv then
+    q, new_state.q_conv = self.q_conv:forward(q, state.q_conv)
+    k, new_state.k_conv = self.k_conv:forward(k, state.k_conv)
+    v, new_state.v_conv = self.v_conv:forward(v, state.v_conv)
+  end
+  q, k, v = q:reshape(B, T, H, dh), k:reshape(B, T, H, dh), v:reshape(B, T, H, dh)
   if self.query_norm == 'l2' then q = l2_normalise(q) end
   if self.key_norm == 'l2' then k = l2_normalise(k) end
   local beta = self.b_proj:forward(x):sigmoid()
-  local o, final = efla.ops.delta_rule(q, k, v, beta, {
-    order = self.order, initial_state = state, output_final_state = true,
+  -- the CPU operator has no bfloat16 kernels: compute in float32 there (the state is
+  -- float32 for bfloat16 inputs on every device)
+  local low = q:dtype() == 'bfloat16' and q:device() == 'cpu'
+  if low then q, k, v, beta = q:float(), k:float(), v:float(), beta:float() end
+  local o
+  o, new_state.S = efla.ops.delta_rule(q, k, v, beta, {
+    order = self.order, scale = self.scale, initial_state = state.S, output_final_state = true,
     chunk_size = self.chunk_size, algorithm = self.algorithm,
   })
+  if low then o = o:bfloat16() end
   if self.o_norm then o = self.o_norm:forward(o) end
-  if self.g_proj then o = o * self.g_proj:forward(x):view(B, T, H, dh):silu() end
-  return self.o_proj:forward(o:reshape(B, T, H * dh)), final
+  if self.g_proj then o = o * self.g_proj:forward(x):reshape(B, T, H, dh):silu() end
+  return self.o_proj:forward(o:reshape(B, T, H * dh)), new_state
 end
 
 function DeltaAttention:extra_repr()
-  return string.format('heads=%d, head_dim=%d, order=%s, key_norm=%s, query_norm=%s',
-    self.n_heads, self.head_dim, tostring(self.order), self.key_norm, self.query_norm)
+  local extras = ''
+  if self.q_conv then extras = extras .. ', short_conv=' .. self.q_conv.kernel end
+  if self.o_norm then extras = extras .. ', output_norm' end
+  if self.g_proj then extras = extras .. ', output_gate' end
+  return string.format('heads=%d, head_dim=%d, order=%s, key_norm=%s, query_norm=%s%s',
+    self.n_heads, self.head_dim, tostring(self.order), self.key_norm, self.query_norm, extras)
 end
 
 return DeltaAttention

@@ -1,4 +1,4 @@
--- blocks.lua: SwiGLU MLP and the causal depthwise short convolution of DeltaNet layers.
+-- blocks.lua: the SwiGLU MLP and the causal depthwise short convolution of DeltaNet layers.
 local efla = require 'efla'
 local class = require 'efla.class'
 local Module = require 'efla.nn.module'
@@ -7,39 +7,72 @@ local init = require 'efla.nn.init_fns'
 
 local blocks = {}
 
---- SwiGLU(dim, hidden): down(silu(gate(x)) * up(x)); hidden defaults to 8/3 * dim
---- rounded up to a multiple of 8.
+--- SwiGLU(dim [, hidden [, {dtype}]]): down(silu(gate(x)) * up(x)), no biases; hidden
+--- defaults to 8/3 * dim rounded up to a multiple of 8 (the same parameter count as a
+--- 4x GELU MLP).
 blocks.SwiGLU = class.new('SwiGLU', Module)
 function blocks.SwiGLU:__init(dim, hidden, opts)
   Module.__init(self)
+  if type(dim) ~= 'number' or dim < 1 or dim % 1 ~= 0 then
+    error('SwiGLU(dim [, hidden]): dim must be a positive integer, got ' .. tostring(dim), 3)
+  end
   hidden = hidden or math.ceil(dim * 8 / 3 / 8) * 8
   self.dim, self.hidden = dim, hidden
-  self:add_module('gate', layers.Linear(dim, hidden, { bias = false, dtype = opts and opts.dtype }))
-  self:add_module('up', layers.Linear(dim, hidden, { bias = false, dtype = opts and opts.dtype }))
-  self:add_module('down', layers.Linear(hidden, dim, { bias = false, dtype = opts and opts.dtype }))
+  local o = { bias = false, dtype = opts and opts.dtype }
+  self:add_module('gate', layers.Linear(dim, hidden, o))
+  self:add_module('up', layers.Linear(dim, hidden, o))
+  self:add_module('down', layers.Linear(hidden, dim, o))
 end
 function blocks.SwiGLU:forward(x)
   return self.down:forward(self.gate:forward(x):silu() * self.up:forward(x))
 end
 function blocks.SwiGLU:extra_repr() return string.format('%d -> %d -> %d', self.dim, self.hidden, self.dim) end
 
---- ShortConv(channels, {kernel = 4, activation = 'silu'|nil, bias = false}): a causal
---- depthwise convolution along time of x [B, T, C]: y[t] = sum_j w[:, j] * x[t - K + 1 + j].
---- Built from pad + narrow + multiply-add, so autograd differentiates it as is.
+--- ShortConv(channels, {kernel = 4, activation = 'silu'|nil, bias = false, dtype}): a
+--- causal depthwise convolution along time of x [B, T, C]:
+---   y[t, c] = act(sum_{j=1..K} w[c, j] * x[t - K + j, c] + b[c])     (x[s] = 0 for s < 1)
+--- The weight [C, K] starts U(-1/sqrt(K), 1/sqrt(K)).
+---
+--- forward(x [, cache]) -> y, new_cache. cache [B, K-1, C] holds the K-1 inputs before x
+--- (zeros when nil), so a sequence fed piece by piece, each call given the previous
+--- call's new_cache, gives the same y as one call on the whole sequence (recurrent
+--- inference). Built from cat + narrow + multiply-add, so autograd differentiates it as is.
 blocks.ShortConv = class.new('ShortConv', Module)
 function blocks.ShortConv:__init(channels, opts)
   Module.__init(self)
   opts = opts or {}
+  if type(channels) ~= 'number' or channels < 1 or channels % 1 ~= 0 then
+    error('ShortConv(channels): channels must be a positive integer, got ' .. tostring(channels), 3)
+  end
   self.channels, self.kernel = channels, opts.kernel or 4
+  if type(self.kernel) ~= 'number' or self.kernel < 1 or self.kernel % 1 ~= 0 then
+    error('ShortConv: kernel must be a positive integer, got ' .. tostring(self.kernel), 3)
+  end
+  if opts.activation ~= nil and opts.activation ~= 'silu' then
+    error("ShortConv: activation must be 'silu' or nil, got " .. tostring(opts.activation), 3)
+  end
   self.activation = opts.activation
-  local w = efla.empty({ channels, self.kernel }, { dtype = opts.dtype or efla.get_default_dtype() })
-  self:register_parameter('weight', init.uniform(w, 1 / math.sqrt(self.kernel)))
-  if opts.bias then self:register_parameter('bias', efla.zeros({ channels }, { dtype = w:dtype() })) end
+  local dt = opts.dtype or efla.get_default_dtype()
+  self:register_parameter('weight', init.uniform(efla.empty({ channels, self.kernel }, { dtype = dt }), 1 / math.sqrt(self.kernel)))
+  if opts.bias then self:register_parameter('bias', efla.zeros({ channels }, { dtype = dt })) end
 end
-function blocks.ShortConv:forward(x)
+
+function blocks.ShortConv:forward(x, cache)
+  if not efla.is_tensor(x) or x:dim() ~= 3 or x:size(3) ~= self.channels then
+    error(string.format('ShortConv(%d): expected x [B, T, %d], got %s', self.channels, self.channels,
+      efla.is_tensor(x) and ('[' .. table.concat(x:size(), ',') .. ']') or type(x)), 2)
+  end
   local B, T, C, K = x:size(1), x:size(2), x:size(3), self.kernel
-  local pad = efla.zeros({ B, K - 1, C }, { dtype = x:dtype(), device = x:device() })
-  local xp = efla.cat({ pad, x }, 2)
+  local xp = x
+  if K > 1 then
+    if cache == nil then
+      cache = efla.zeros({ B, K - 1, C }, { dtype = x:dtype(), device = x:device() })
+    elseif not efla.is_tensor(cache) or cache:dim() ~= 3 or cache:size(1) ~= B or cache:size(2) ~= K - 1 or cache:size(3) ~= C then
+      error(string.format('ShortConv(%d): the cache must be [B, K-1, C] = [%d,%d,%d], got %s', C, B, K - 1, C,
+        efla.is_tensor(cache) and ('[' .. table.concat(cache:size(), ',') .. ']') or type(cache)), 2)
+    end
+    xp = efla.cat({ cache, x }, 2)
+  end
   local y
   for j = 1, K do
     local term = xp:narrow(2, j, T) * self.weight:select(2, j)
@@ -47,10 +80,12 @@ function blocks.ShortConv:forward(x)
   end
   if self.bias then y = y + self.bias end
   if self.activation == 'silu' then y = y:silu() end
-  return y
+  local new_cache = K > 1 and xp:narrow(2, T + 1, K - 1) or nil
+  return y, new_cache
 end
 function blocks.ShortConv:extra_repr()
-  return string.format('%d, kernel=%d%s', self.channels, self.kernel, self.activation and (', ' .. self.activation) or '')
+  return string.format('%d, kernel=%d%s%s', self.channels, self.kernel, self.activation and (', ' .. self.activation) or '',
+    self.bias and ', bias' or '')
 end
 
 return blocks

@@ -6,8 +6,25 @@ for k, v in pairs(require 'efla.nn.layers') do nn[k] = v end
 for k, v in pairs(require 'efla.nn.blocks') do nn[k] = v end
 nn.DeltaAttention = require 'efla.nn.attention'
 local models = require 'efla.nn.models'
-nn.SequenceClassifier, nn.CausalLM, nn.build = models.SequenceClassifier, models.CausalLM, models.build
+nn.SequenceClassifier, nn.CausalLM, nn.Block, nn.build = models.SequenceClassifier, models.CausalLM, models.Block, models.build
 local loss = require 'efla.nn.loss'
 nn.CrossEntropyLoss, nn.MSELoss = loss.CrossEntropyLoss, loss.MSELoss
-nn.functional = { cross_entropy = loss.cross_entropy, mse = loss.mse }
+nn.functional = { cross_entropy = loss.cross_entropy, mse = loss.mse, l2_normalise = nn.DeltaAttention.l2_normalise }
+
+nn.__doc = [[
+efla.nn: modules that own their parameters.
+  Layers:  Linear(in, out, {bias}), Embedding(n, d), LayerNorm(d), RMSNorm(d), Dropout(p),
+           GELU() SiLU() ReLU() Tanh() Sigmoid() Identity(), Sequential(m...), ModuleList(m...),
+           Residual(m), SwiGLU(d [, hidden]), ShortConv(channels, {kernel = 4, activation})
+  Mixer:   DeltaAttention{d_model, n_heads, order = 'exact'|1..4, key_norm, query_norm,
+           short_conv, output_norm, output_gate}: forward(x [, state]) -> y, state
+  Models:  SequenceClassifier{...} (sMNIST), CausalLM{...}; nn.build(config)
+  Losses:  functional.cross_entropy(logits, target, {ignore_index, label_smoothing}),
+           functional.mse(a, b), CrossEntropyLoss(opts), MSELoss()
+  Init:    nn.init.xavier_uniform/xavier_normal/normal/uniform/zeros/ones/constant
+  Every module: m(x) = m:forward(x), parameters(), named_parameters(), num_parameters(),
+           train(), evaluate(), state_dict(), load_state_dict(sd [, strict]), zero_grad(),
+           to(dtype|device), tostring(m).
+Options take opts.dtype; efla.manual_seed(s) before building makes the weights reproducible.]]
+
 return nn

@@ -1,34 +1,76 @@
--- init_fns.lua: parameter initialisations, drawn from efla's seeded global generator
--- (efla.manual_seed(s) makes them reproducible). Each fills `t` in place and returns it.
+-- init_fns.lua (efla.nn.init): parameter initialisations. Each fills `t` in place (with
+-- gradient recording off) and returns it. The values come from efla's global Philox
+-- generator, so efla.manual_seed(s) before building a model makes its initial weights
+-- reproducible, on any device.
+--
+--   xavier_uniform(t [, gain=1])   U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))
+--   xavier_normal(t [, gain=1])    N(0, s^2), s = gain * sqrt(2 / (fan_in + fan_out))
+--   normal(t [, std=0.02 [, mean=0]])
+--   uniform(t, bound) or uniform(t, low, high)
+--   zeros(t), ones(t), constant(t, value)
+--
+-- Fans follow PyTorch: for a weight [out, in, k...], fan_in = in * k..., fan_out = out * k...
 local efla = require 'efla'
 local init = {}
 
---- Xavier/Glorot uniform: U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out)), for a
---- [fan_out, fan_in] weight.
+local function check_tensor(t, fn)
+  if not efla.is_tensor(t) then error(string.format('nn.init.%s: expected a tensor, got %s', fn, type(t)), 3) end
+  if not t:is_floating_point() then error(string.format('nn.init.%s: expected a floating-point tensor, got %s', fn, t:dtype()), 3) end
+end
+
+-- A fresh draw of t's shape on t's device (bfloat16 is drawn in float32 and rounded by copy_).
+local function draw(kind, t)
+  local dt = t:dtype() == 'bfloat16' and 'float32' or t:dtype()
+  return efla[kind](t:size(), { dtype = dt, device = t:device() })
+end
+
+local function fill(t, values)
+  efla.no_grad(function() t:copy_(values) end)
+  return t
+end
+
+--- init.fans(t) -> fan_in, fan_out
+function init.fans(t)
+  if t:dim() < 2 then
+    error(string.format('nn.init: fan_in and fan_out need a tensor of at least 2 dims, got shape [%s]',
+      table.concat(t:size(), ',')), 3)
+  end
+  local receptive = 1
+  for d = 3, t:dim() do receptive = receptive * t:size(d) end
+  return t:size(2) * receptive, t:size(1) * receptive
+end
+
 function init.xavier_uniform(t, gain)
-  gain = gain or 1
-  local fan_out, fan_in = t:size(1), t:dim() > 1 and t:size(2) or 1
-  local a = gain * math.sqrt(6 / (fan_in + fan_out))
-  efla.no_grad(function()
-    t:copy_(efla.rand(t:size(), { dtype = t:dtype() }) * (2 * a) - a)
-  end)
-  return t
+  check_tensor(t, 'xavier_uniform')
+  local fan_in, fan_out = init.fans(t)
+  local a = (gain or 1) * math.sqrt(6 / (fan_in + fan_out))
+  return fill(t, draw('rand', t) * (2 * a) - a)
 end
 
---- N(0, std^2).
-function init.normal(t, std)
-  std = std or 0.02
-  efla.no_grad(function() t:copy_(efla.randn(t:size(), { dtype = t:dtype() }) * std) end)
-  return t
+function init.xavier_normal(t, gain)
+  check_tensor(t, 'xavier_normal')
+  local fan_in, fan_out = init.fans(t)
+  return fill(t, draw('randn', t) * ((gain or 1) * math.sqrt(2 / (fan_in + fan_out))))
 end
 
---- U(-bound, bound).
-function init.uniform(t, bound)
-  efla.no_grad(function() t:copy_(efla.rand(t:size(), { dtype = t:dtype() }) * (2 * bound) - bound) end)
-  return t
+function init.normal(t, std, mean)
+  check_tensor(t, 'normal')
+  return fill(t, draw('randn', t) * (std or 0.02) + (mean or 0))
 end
 
-function init.zeros(t) efla.no_grad(function() t:zero_() end) return t end
-function init.constant(t, value) efla.no_grad(function() t:fill_(value) end) return t end
+function init.uniform(t, a, b)
+  check_tensor(t, 'uniform')
+  if a == nil then error('nn.init.uniform(t, bound) or (t, low, high): give a bound', 2) end
+  local low, high = b and a or -a, b or a
+  return fill(t, draw('rand', t) * (high - low) + low)
+end
+
+function init.zeros(t) check_tensor(t, 'zeros'); efla.no_grad(function() t:zero_() end) return t end
+function init.ones(t) check_tensor(t, 'ones'); efla.no_grad(function() t:fill_(1) end) return t end
+function init.constant(t, value)
+  check_tensor(t, 'constant')
+  efla.no_grad(function() t:fill_(value) end)
+  return t
+end
 
 return init

@@ -13,8 +13,8 @@ local models = {}
 local function attention_config(cfg)
   return {
     d_model = cfg.d_model, n_heads = cfg.n_heads or 1, head_dim = cfg.head_dim, order = cfg.order or 'exact',
-    key_norm = cfg.key_norm, query_norm = cfg.query_norm, short_conv = cfg.short_conv,
-    output_norm = cfg.output_norm, output_gate = cfg.output_gate, beta_bias = cfg.beta_bias,
+    key_norm = cfg.key_norm, query_norm = cfg.query_norm, short_conv = cfg.short_conv, conv_size = cfg.conv_size,
+    output_norm = cfg.output_norm, output_gate = cfg.output_gate, beta_bias = cfg.beta_bias, scale = cfg.scale,
     chunk_size = cfg.chunk_size, algorithm = cfg.algorithm, dtype = cfg.dtype,
   }
 end
@@ -32,8 +32,8 @@ function models.SequenceClassifier:__init(cfg)
     d_model = cfg.d_model or 64, n_classes = cfg.n_classes or 10, n_heads = cfg.n_heads or 1,
     head_dim = cfg.head_dim, order = cfg.order or 'exact', key_norm = cfg.key_norm,
     query_norm = cfg.query_norm or 'l2', beta_bias = cfg.beta_bias or -2, short_conv = cfg.short_conv,
-    output_norm = cfg.output_norm, output_gate = cfg.output_gate, chunk_size = cfg.chunk_size,
-    algorithm = cfg.algorithm, dtype = cfg.dtype,
+    conv_size = cfg.conv_size, output_norm = cfg.output_norm, output_gate = cfg.output_gate,
+    scale = cfg.scale, chunk_size = cfg.chunk_size, algorithm = cfg.algorithm, dtype = cfg.dtype,
   }
   self.config = c
   self:add_module('input_proj', layers.Linear(c.input_dim, c.d_model, { dtype = c.dtype }))
@@ -45,10 +45,16 @@ end
 
 --- forward(x [B, T] or [B, T, input_dim]) -> logits [B, n_classes]
 function models.SequenceClassifier:forward(x)
-  if x:dim() == 2 then x = x:unsqueeze(3) end
-  local B, T = x:size(1), x:size(2)
-  if T > self.config.seq_len then
-    error(string.format('SequenceClassifier: sequence length %d exceeds the model\'s seq_len %d', T, self.config.seq_len), 2)
+  local c = self.config
+  if not efla.is_tensor(x) then error('SequenceClassifier: expected a tensor input, got ' .. type(x), 2) end
+  if x:dim() == 2 and c.input_dim == 1 then x = x:unsqueeze(3) end
+  if x:dim() ~= 3 or x:size(3) ~= c.input_dim then
+    error(string.format('SequenceClassifier: expected x [B, T, %d]%s, got [%s]', c.input_dim,
+      c.input_dim == 1 and ' or [B, T]' or '', table.concat(x:size(), ',')), 2)
+  end
+  local T = x:size(2)
+  if T > c.seq_len then
+    error(string.format("SequenceClassifier: sequence length %d exceeds the model's seq_len %d", T, c.seq_len), 2)
   end
   local pos = self.pos_emb.weight:narrow(1, 1, T)
   local h = (self.input_proj:forward(x) + pos):gelu()
@@ -57,11 +63,15 @@ function models.SequenceClassifier:forward(x)
   return self.classifier:forward(h:select(2, T))
 end
 
---- CausalLM{vocab_size, d_model, n_layers, n_heads, order, tie_weights = false, ...}:
---- embedding, N blocks of (pre-norm attention + residual, pre-norm SwiGLU + residual),
---- final RMSNorm and the output head.
+--- CausalLM{vocab_size = 256, d_model = 128, n_layers = 2, n_heads = 2, order = 'exact',
+---   short_conv = true, output_norm = true, mlp_hidden, tie_weights = false, ...}: token
+--- embedding, n_layers blocks of (x + attn(RMSNorm(x)), then x + SwiGLU(RMSNorm(x))), a
+--- final RMSNorm and the output head (the embedding matrix itself when tie_weights).
 models.CausalLM = class.new('CausalLM', Module)
+
+--- Block: one pre-norm layer of the causal LM.
 local Block = class.new('Block', Module)
+models.Block = Block
 function Block:__init(c)
   Module.__init(self)
   self:add_module('attn_norm', layers.RMSNorm(c.d_model, { dtype = c.dtype }))
@@ -69,6 +79,7 @@ function Block:__init(c)
   self:add_module('mlp_norm', layers.RMSNorm(c.d_model, { dtype = c.dtype }))
   self:add_module('mlp', blocks.SwiGLU(c.d_model, c.mlp_hidden, { dtype = c.dtype }))
 end
+--- forward(x [, state]) -> x', the attention's new state
 function Block:forward(x, state)
   local a, s = self.attn:forward(self.attn_norm:forward(x), state)
   x = x + a
@@ -82,15 +93,15 @@ function models.CausalLM:__init(cfg)
     type = 'CausalLM', vocab_size = cfg.vocab_size or 256, d_model = cfg.d_model or 128,
     n_layers = cfg.n_layers or 2, n_heads = cfg.n_heads or 2, head_dim = cfg.head_dim,
     order = cfg.order or 'exact', key_norm = cfg.key_norm, query_norm = cfg.query_norm or 'l2',
-    short_conv = cfg.short_conv ~= false, output_norm = cfg.output_norm ~= false,
+    short_conv = cfg.short_conv ~= false, conv_size = cfg.conv_size, output_norm = cfg.output_norm ~= false,
     output_gate = cfg.output_gate, beta_bias = cfg.beta_bias or 0, mlp_hidden = cfg.mlp_hidden,
-    tie_weights = cfg.tie_weights or false, chunk_size = cfg.chunk_size, algorithm = cfg.algorithm,
-    dtype = cfg.dtype,
+    tie_weights = cfg.tie_weights or false, scale = cfg.scale, chunk_size = cfg.chunk_size,
+    algorithm = cfg.algorithm, dtype = cfg.dtype,
   }
   self.config = c
   self:add_module('embed', layers.Embedding(c.vocab_size, c.d_model, { dtype = c.dtype, std = 0.02 }))
-  local list = Module()
-  for i = 1, c.n_layers do list:add_module(i, Block(c)) end
+  local list = layers.ModuleList()
+  for i = 1, c.n_layers do list:add(Block(c)) end
   self:add_module('layers', list)
   self:add_module('norm', layers.RMSNorm(c.d_model, { dtype = c.dtype }))
   if not c.tie_weights then
@@ -98,12 +109,21 @@ function models.CausalLM:__init(cfg)
   end
 end
 
---- forward(tokens int64 [B, T] [, states]) -> logits [B, T, vocab], new states (one per layer).
+--- forward(tokens int64 [B, T] (1-based ids) [, states]) -> logits [B, T, vocab_size], states.
+--- states holds one attention state per layer (see DeltaAttention:forward); pass the
+--- returned states to the next call to continue the sequence (recurrent generation).
 function models.CausalLM:forward(tokens, states)
+  if not efla.is_tensor(tokens) or tokens:dim() ~= 2 or tokens:dtype() ~= 'int64' then
+    error(string.format('CausalLM: expected tokens int64 [B, T], got %s',
+      efla.is_tensor(tokens) and ('[' .. table.concat(tokens:size(), ',') .. '] ' .. tokens:dtype()) or type(tokens)), 2)
+  end
+  if states ~= nil and (type(states) ~= 'table' or #states ~= self.config.n_layers) then
+    error(string.format('CausalLM: states must be the list of %d layer states a previous call returned', self.config.n_layers), 2)
+  end
   local h = self.embed:forward(tokens)
   local out_states = {}
   for i = 1, self.config.n_layers do
-    h, out_states[i] = self.layers[tostring(i)]:forward(h, states and states[i])
+    h, out_states[i] = self.layers[i]:forward(h, states and states[i])
   end
   h = self.norm:forward(h)
   local logits = self.head and self.head:forward(h) or h:matmul(self.embed.weight:t())

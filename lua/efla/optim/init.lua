@@ -7,43 +7,84 @@ local adam = require 'efla.optim.adam'
 optim.Adam, optim.AdamW = adam.Adam, adam.AdamW
 optim.schedule = require 'efla.optim.schedule'
 
---- clip_grad_norm(params, max_norm) -> the total norm before clipping. Scales every
---- gradient by max_norm / total when total exceeds max_norm.
-function optim.clip_grad_norm(params, max_norm)
-  local total = 0
-  for _, p in ipairs(params) do
-    local g = p.grad
-    if g then total = total + g:double():square():sum():item() end
+-- a module, a list of tensors or a list of parameter groups -> a flat list of tensors
+local function flat_params(params, fn)
+  if type(params) == 'table' and type(params.parameters) == 'function' then return params:parameters() end
+  if type(params) ~= 'table' then error(fn .. ': expected a module, a list of tensors or parameter groups, got ' .. type(params), 3) end
+  if params[1] ~= nil and not efla.is_tensor(params[1]) and type(params[1]) == 'table' and params[1].params then
+    local out = {}
+    for _, g in ipairs(params) do for _, p in ipairs(g.params) do out[#out + 1] = p end end
+    return out
   end
-  total = math.sqrt(total)
-  if max_norm and total > max_norm then
+  return params
+end
+
+--- clip_grad_norm(params, max_norm) -> the global L2 norm of all gradients, before
+--- clipping (computed in float64). When it exceeds max_norm every gradient is scaled in
+--- place by max_norm / (norm + 1e-6). A non-finite norm is returned as it is and the
+--- gradients are left alone, so that the caller can skip the step.
+function optim.clip_grad_norm(params, max_norm)
+  params = flat_params(params, 'clip_grad_norm')
+  if max_norm ~= nil and (type(max_norm) ~= 'number' or not (max_norm > 0)) then
+    error('clip_grad_norm: max_norm must be a number > 0, got ' .. tostring(max_norm), 2)
+  end
+  -- one sum of squares on the gradients' device, read once (one sync on a GPU)
+  local grads, sumsq = {}, nil
+  efla.no_grad(function()
+    for _, p in ipairs(params) do
+      local g = p.grad
+      if g then
+        grads[#grads + 1] = g
+        local s = g:double():square():sum()
+        sumsq = sumsq and sumsq + s:to(sumsq:device()) or s
+      end
+    end
+  end)
+  local total = sumsq and math.sqrt(sumsq:item()) or 0
+  if max_norm and total > max_norm and total < math.huge then
     local coef = max_norm / (total + 1e-6)
     efla.no_grad(function()
-      for _, p in ipairs(params) do
-        local g = p.grad
-        if g then g:copy_(g * coef) end
-      end
+      for _, g in ipairs(grads) do g:mul_(coef) end
     end)
   end
   return total
 end
 
---- param_groups(model, {weight_decay = wd}) -> two groups: weights that decay, and biases,
---- norm weights and other 1-d parameters that don't (the usual AdamW practice).
+--- param_groups(model, {weight_decay = 0.01, no_decay = fn(name, p) -> bool}) -> two
+--- groups: {params = weights that decay, weight_decay = wd, names = {...}} and
+--- {params = biases, norm weights and other < 2-d parameters, weight_decay = 0, names}
+--- (the usual AdamW practice). Empty groups are left out.
 function optim.param_groups(model, opts)
-  local decay, no_decay = {}, {}
+  if type(model) ~= 'table' or type(model.named_parameters) ~= 'function' then
+    error('param_groups(model, opts): expected an nn module', 2)
+  end
+  opts = opts or {}
+  local no_decay_fn = opts.no_decay or function(name, p)
+    return p:dim() < 2 or name:match('norm[^.]*%.[^.]+$') ~= nil or name:match('bias$') ~= nil
+  end
+  local decay, no_decay, decay_names, no_decay_names = {}, {}, {}, {}
   for _, np in ipairs(model:named_parameters()) do
     local name, p = np[1], np[2]
-    if p:dim() < 2 or name:find('norm') or name:match('bias$') then
-      no_decay[#no_decay + 1] = p
+    if no_decay_fn(name, p) then
+      no_decay[#no_decay + 1], no_decay_names[#no_decay_names + 1] = p, name
     else
-      decay[#decay + 1] = p
+      decay[#decay + 1], decay_names[#decay_names + 1] = p, name
     end
   end
   local groups = {}
-  if #decay > 0 then groups[#groups + 1] = { params = decay, weight_decay = (opts and opts.weight_decay) or 0.01 } end
-  if #no_decay > 0 then groups[#groups + 1] = { params = no_decay, weight_decay = 0 } end
+  if #decay > 0 then groups[#groups + 1] = { params = decay, weight_decay = opts.weight_decay or 0.01, names = decay_names } end
+  if #no_decay > 0 then groups[#groups + 1] = { params = no_decay, weight_decay = 0, names = no_decay_names } end
   return groups
 end
+
+optim.__doc = [[
+efla.optim: SGD(params, {lr, momentum, dampening, weight_decay, nesterov}),
+  Adam(params, {lr, betas, eps, weight_decay}), AdamW(... weight_decay = 0.01, decoupled);
+  params: a module, a list of tensors, or groups {{params = {...}, weight_decay = 0}, ...}
+  (optim.param_groups(model, {weight_decay}) splits off biases and norms).
+  opt:zero_grad(), opt:step(), opt:set_lr(lr), opt:state_dict(), opt:load_state_dict(sd).
+  optim.clip_grad_norm(params, max_norm) -> the norm before clipping.
+  optim.schedule.Constant{lr}, WarmupCosine{lr, total_steps, warmup_steps, min_lr},
+  Step{lr, step_size, gamma}: sched:step(opt) before each opt:step(); sched:state_dict().]]
 
 return optim
