@@ -7,7 +7,8 @@
 #   bash scripts/gpu_study.sh mnist            the main study on MNIST (whole splits)
 #   bash scripts/gpu_study.sh fashion          the same on Fashion-MNIST
 #   bash scripts/gpu_study.sh ablations        key-norm ablation, order and lr sweeps (MNIST)
-# Results go to ${OUT:-out}/study-<part>/ and, packed, to ${OUT:-out}/study-<part>.tgz.
+# Results go to ${STUDY_DIR:-out}/study-<part>/ and, packed without checkpoints, to
+# ${OUT:-out}/study-<part>.tgz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${EFLA_BUNDLE:-bundle}
@@ -17,7 +18,7 @@ mkdir -p "$OUTDIR"
 EFLA="$B/bin/efla"
 export EFLA_PROGRESS=plain
 for part in "$@"; do
-  dir="$OUTDIR/study-$part"
+  dir="${STUDY_DIR:-$OUTDIR}/study-$part"
   mkdir -p "$dir"
   start=$(date +%s)
   case $part in
@@ -33,5 +34,5 @@ for part in "$@"; do
   esac
   echo "== $part: $(( $(date +%s) - start )) s"
   # checkpoints stay out of the archive (they are large and reproducible)
-  tar czf "$OUTDIR/study-$part.tgz" --exclude='*.h5' -C "$OUTDIR" "study-$part"
+  tar czf "$OUTDIR/study-$part.tgz" --exclude='*.h5' -C "$(dirname "$dir")" "study-$part"
 done

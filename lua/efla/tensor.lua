@@ -1123,8 +1123,12 @@ function M.cuda_memory_stats(dev)
 end
 function M.cuda_empty_cache(dev) check(lib.efla_cuda_empty_cache(parse_device(dev or 'cuda'))) end
 function M.cuda_reset_peak(dev) check(lib.efla_cuda_reset_peak(parse_device(dev or 'cuda'))) end
---- efla.cuda_set_tf32(flag): TF32 tensor cores for float32 matmuls; returns the previous setting
-function M.cuda_set_tf32(flag) return check(lib.efla_cuda_set_tf32(flag and 1 or 0)) == 1 end
+--- efla.cuda_set_tf32(flag): TF32 tensor cores for float32 matmuls (true/false, or 1/0:
+--- in Lua 0 is true, so numbers are compared); returns the previous setting
+function M.cuda_set_tf32(flag)
+  local on = flag == true or (type_(flag) == 'number' and flag ~= 0)
+  return check(lib.efla_cuda_set_tf32(on and 1 or 0)) == 1
+end
 
 -- ---- the module ---------------------------------------------------------------------------------------------------------
 M._chunk = this_chunk
