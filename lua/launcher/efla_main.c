@@ -29,6 +29,25 @@ static void exe_dir(char *out, size_t cap) {
     if (slash) *slash = 0;
 }
 
+/* Debian's OpenBLAS 0.3.21 does not know recent AVX-512 Xeons (seen: Sapphire Rapids
+ * VMs) and falls back to its SSE3 "Prescott" kernels, 5-7x slower for sgemm. OpenBLAS
+ * picks its kernels when it is loaded, before main(), so the only fix from here is to set
+ * OPENBLAS_CORETYPE and exec ourselves once. A user's own OPENBLAS_CORETYPE is kept. */
+static void prefer_avx512_blas(char **argv) {
+#if defined(__x86_64__)
+    if (getenv("OPENBLAS_CORETYPE") || getenv("EFLA_NO_BLAS_TUNING")) return;
+    __builtin_cpu_init();
+    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+          __builtin_cpu_supports("avx512cd")))
+        return;
+    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+    execv("/proc/self/exe", argv);   /* returns only on failure: then go on as we are */
+#else
+    (void)argv;
+#endif
+}
+
 static int traceback(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (!msg) msg = "(error object is not a string)";
@@ -37,6 +56,7 @@ static int traceback(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
+    prefer_avx512_blas(argv);
     char dir[PATH_MAX], lua_dir[PATH_MAX + 32], path[4 * PATH_MAX + 256];
     exe_dir(dir, sizeof dir);
     snprintf(lua_dir, sizeof lua_dir, "%s/../share/efla/lua", dir);
