@@ -8,3 +8,4 @@ __attribute__((weak)) int efla_cuda_memory_stats(int device, efla_memory_stats *
 __attribute__((weak)) int efla_cuda_empty_cache(int device) { return NO_CUDA("cuda_empty_cache"); }
 __attribute__((weak)) int efla_cuda_reset_peak(int device) { return NO_CUDA("cuda_reset_peak"); }
 __attribute__((weak)) int efla_cuda_set_tf32(int enabled) { return NO_CUDA("cuda_set_tf32"); }
+__attribute__((weak)) int efla_cuda_device_props(int device, efla_device_props *props) { return NO_CUDA("cuda_device_props"); }

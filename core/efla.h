@@ -292,6 +292,12 @@ int efla_cuda_reset_peak(int device);
 /* Called by the allocator before it gives up on an allocation (Lua runs a full GC). */
 void efla_set_gc_callback(void (*callback)(void));
 int efla_cuda_set_tf32(int enabled);
+typedef struct efla_device_props {
+    char name[256];
+    int64_t total_memory;           /* bytes */
+    int multiprocessors, cc_major, cc_minor;
+} efla_device_props;
+int efla_cuda_device_props(int device, efla_device_props *props);
 
 /* EFLA_CDEF_END */
 

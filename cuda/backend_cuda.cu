@@ -61,6 +61,18 @@ int cu_set_device(int device) {
     return 0;
 }
 
+extern "C" int efla_cuda_device_props(int device, efla_device_props *props) {
+    TRY(cu_set_device(device));
+    cudaDeviceProp p;
+    CU_CHECK(cudaGetDeviceProperties(&p, device - EFLA_DEVICE_CUDA0));
+    snprintf(props->name, sizeof props->name, "%s", p.name);
+    props->total_memory = (int64_t)p.totalGlobalMem;
+    props->multiprocessors = p.multiProcessorCount;
+    props->cc_major = p.major;
+    props->cc_minor = p.minor;
+    return 0;
+}
+
 int cu_cublas(int device, cublasHandle_t *out) {
     TRY(cu_set_device(device));
     int idx = device - EFLA_DEVICE_CUDA0;

@@ -52,7 +52,7 @@ smoke() {   # name, lua code
   note "smoke $1: rc=$rc"
 }
 : > "$LOG/smoke.log"
-smoke version "print(efla.version(), 'cuda devices:', efla.device_count('cuda'), 'has_cuda:', efla.has_cuda())"
+smoke version "print(efla.version(), 'cuda devices:', efla.cuda.device_count(), 'available:', efla.cuda.is_available()); local p = efla.cuda.properties(); print(p.name, p.total_memory, p.multiprocessors, p.compute_capability)"
 smoke matmul "
 local x = efla.randn(256, 128)
 local g = x:cuda()

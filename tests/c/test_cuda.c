@@ -962,6 +962,16 @@ static void test_memory(void) {
     CHECK(efla_synchronize(GPU) == 0, "synchronize: %s", efla_last_error());
 }
 
+/* Device properties are read and plausible; a missing device is an error, not a crash. */
+static void test_props(void) {
+    efla_device_props p;
+    CHECK(efla_cuda_device_props(GPU, &p) == 0, "device props");
+    CHECK(strlen(p.name) > 0 && p.total_memory > (1LL << 30) && p.multiprocessors > 0 && p.cc_major >= 5,
+          "props: %s, %lld bytes, %d SMs, cc %d.%d", p.name, (long long)p.total_memory, p.multiprocessors,
+          p.cc_major, p.cc_minor);
+    CHECK_ERROR(efla_cuda_device_props(EFLA_DEVICE_CUDA0 + 63, &p) < 0, "does not exist");
+}
+
 int main(void) {
     if (efla_device_count(1) < 1) {
         printf("skipped: no CUDA device\n");
@@ -969,6 +979,7 @@ int main(void) {
         return 0;
     }
     int64_t live0 = efla_live_tensors();
+    test_props();
     test_copy_cast();
     test_unary();
     test_binary();
