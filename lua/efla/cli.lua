@@ -41,6 +41,10 @@ Environment:
   EFLA_LIB          libefla to load when efla is used from a plain luajit
   OMP_NUM_THREADS   threads of the CPU kernels (also efla.set_num_threads(n))
   LUA_PATH          extra places for require (efla's own folders come first)
+  EFLA_DATA         data folder (npm packages, caches; default <repo>/data)
+  EFLA_FASHION_DIR  Fashion-MNIST .gz files (default /usr/share/datasets/fashion-mnist)
+  EFLA_PROGRESS     'plain' or 'bar': force the recipes' progress display
+  EFLA_NO_BLAS_TUNING  set to keep OpenBLAS's own CPU detection (see docs/BENCHMARKS.md)
 ]==]
 
 local function stderr(...) io.stderr:write(...) end
