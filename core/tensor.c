@@ -157,8 +157,17 @@ static int check_shape(const char *op, int ndim, const int64_t *shape) {
 efla_tensor *efla_empty(int ndim, const int64_t *shape, efla_dtype dtype, int device) {
     if (check_shape("empty", ndim, shape)) return NULL;
     if (!valid_dtype(dtype)) return efla_fail_null("empty: invalid dtype %d", (int)dtype);
-    int64_t n = efla_numel_of(ndim, shape);
-    efla_storage *s = efla_storage_new((size_t)n * efla_dtype_size(dtype), device);
+    /* The element and byte counts must not wrap around (a wrapped size would allocate a
+     * small block and let kernels write far past it). */
+    int64_t n = 1, nbytes;
+    bool overflow = false;
+    for (int i = 0; i < ndim && !overflow; i++) overflow = __builtin_mul_overflow(n, shape[i], &n);
+    if (overflow || __builtin_mul_overflow(n, (int64_t)efla_dtype_size(dtype), &nbytes)) {
+        char b[EFLA_SHAPE_BUF];
+        return efla_fail_null("empty: shape %s of %s is too large to address (more than 2^63 bytes); "
+                              "out of memory", efla_shape_str(b, sizeof b, ndim, shape), efla_dtype_name(dtype));
+    }
+    efla_storage *s = efla_storage_new((size_t)nbytes, device);
     if (!s) return NULL;
     int64_t strides[EFLA_MAX_DIMS];
     efla_contiguous_strides(ndim, shape, strides);

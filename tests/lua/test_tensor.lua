@@ -545,4 +545,11 @@ test('help lists tensor methods', function()
   ok(h.text():find('Creation', 1, true))
 end)
 
+t.test('out of memory and sizes that overflow are errors, not crashes', function()
+  t.raises(function() return efla.empty(2 ^ 40) end, 'out of memory')
+  t.raises(function() return efla.zeros(2 ^ 31, 2 ^ 31) end, 'too large to address')
+  t.raises(function() return efla.empty(2 ^ 62, 16) end, 'too large to address')
+  t.eq(efla.ones(3):sum():item(), 3, 'the process is still usable')
+end)
+
 t.done()
