@@ -55,11 +55,33 @@ function M.raise(msg)
   error(user_position() .. tostring(msg), 0)
 end
 
---- last_error(): the library's message for the failure that just happened.
+-- libefla counts dims, rows and indices from 0; the Lua side counts them from 1. The
+-- library's messages of those shapes are restated in Lua's terms here, at the one place
+-- they cross over, so that a user reads the numbers they typed. Negative dims stay as they are.
+local function one_based(d) d = tonumber(d) return d >= 0 and d + 1 or d end
+local rewrites = {
+  { 'dim (%-?%d+) is out of range for a tensor of (%d+) dims %(use 0%.%.%d+ or %-%d+%.%.%-1%)', function(d, n)
+      return string.format('dim %d is out of range for a tensor of %s dims (use 1..%s or -%s..-1)', one_based(d), n, n, n) end },
+  { 'index (%-?%d+) is out of range for dim (%d+) of size (%d+)', function(i, d, n)
+      return string.format('index %d is out of range for dim %d of size %s (valid: 1..%s)', one_based(i), one_based(d), n, n) end },
+  { 'dim (%d+) appears twice', function(d) return string.format('dim %d appears twice', one_based(d)) end },
+  { 'target (%-?%d+) in row (%d+) is outside the (%d+) classes %[0, %d+%) and is not ignore_index %((%-?%d+)%)',
+    function(t, r, c, ig)
+      return string.format('target %d in row %d is outside the %s classes 1..%s and is not ignore_index (%d)',
+        tonumber(t) + 1, tonumber(r) + 1, c, c, tonumber(ig) + 1) end },
+}
+local function lua_terms(msg)
+  for _, r in ipairs(rewrites) do msg = msg:gsub(r[1], r[2]) end
+  return msg
+end
+M.lua_terms = lua_terms
+
+--- last_error(): the library's message for the failure that just happened, in Lua's
+--- 1-based terms.
 function M.last_error()
   local s = ffi.string(lib.efla_last_error())
   if s == '' then s = 'unknown error in libefla (no message was set)' end
-  return s
+  return lua_terms(s)
 end
 
 --- check(rc): rc when it is >= 0, else raises the library's message.

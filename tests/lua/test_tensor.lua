@@ -552,4 +552,13 @@ t.test('out of memory and sizes that overflow are errors, not crashes', function
   t.eq(efla.ones(3):sum():item(), 3, 'the process is still usable')
 end)
 
+t.test('error messages count dims, rows and indices from 1, as Lua does', function()
+  t.raises(function() return efla.randn(3, 4):sum(7) end, 'dim 7 is out of range for a tensor of 2 dims (use 1..2 or -2..-1)')
+  t.raises(function() return efla.randn(2, 3, 4):permute(1, 1, 2) end, 'dim 1 appears twice')
+  t.raises(function() return efla.randn(5, 3):index_select(1, efla.tensor({ 9 }, { dtype = 'int64' })) end,
+    'index 9 is out of range for dim 1 of size 5')
+  t.raises(function() return efla.randn(2, 3):cross_entropy(efla.tensor({ 1, 7 }, { dtype = 'int64' })) end,
+    'target 7 in row 2 is outside the 3 classes 1..3')
+end)
+
 t.done()
