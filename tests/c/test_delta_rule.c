@@ -1057,7 +1057,6 @@ int main(void) {
     test_huge_keys();
     test_empty();
     test_bad_input();
-    CHECK(efla_live_tensors() == live0, "no tensor leaked (%lld live, %lld at start)",
-          (long long)efla_live_tensors(), (long long)live0);
+    CHECK_NO_LEAK(live0);
     TEST_SUMMARY();
 }

@@ -63,12 +63,6 @@ static double max_err(const double *got, const double *want, int64_t n) {
     return worst;
 }
 
-static int same_shape_as(const efla_tensor *t, int nd, const int64_t *shape) {
-    if (efla_tensor_ndim(t) != nd) return 0;
-    for (int i = 0; i < nd; i++) if (efla_tensor_size(t, i) != shape[i]) return 0;
-    return 1;
-}
-
 /* Index into a (possibly broadcast) operand of shape s (ns dims) for output position i of
  * shape o (no dims). */
 static int64_t bindex(int64_t i, int no, const int64_t *o, int ns, const int64_t *s) {
@@ -80,11 +74,6 @@ static int64_t bindex(int64_t i, int no, const int64_t *o, int ns, const int64_t
         if (sd >= 0) { if (s[sd] != 1) idx += c * mul; mul *= s[sd]; }
     }
     return idx;
-}
-
-static void shape_of(const efla_tensor *t, int *nd, int64_t *s) {
-    *nd = efla_tensor_ndim(t);
-    for (int i = 0; i < *nd; i++) s[i] = efla_tensor_size(t, i);
 }
 
 static double tol_for(efla_dtype dt) { return dt == F64 ? 1e-12 : dt == BF16 ? 1e-2 : 2e-6; }
@@ -220,7 +209,7 @@ static void check_binary(int op, const efla_tensor *a, const efla_tensor *b, con
     if (!o) return;
     int na, nb, no;
     int64_t sa[8], sb[8], so[8];
-    shape_of(a, &na, sa); shape_of(b, &nb, sb); shape_of(o, &no, so);
+    na = shape_of(a, sa); nb = shape_of(b, sb); no = shape_of(o, so);
     double *av = vals(a), *bv = vals(b), *ov = vals(o);
     int64_t n = efla_tensor_numel(o);
     double *want = malloc(sizeof(double) * (size_t)(n ? n : 1));
@@ -290,7 +279,7 @@ static void test_binary(void) {
         efla_tensor *w = MUST(efla_where(e, e, r));
         double zv;
         MUST_OK(efla_item(ez, &zv));
-        CHECK(same_shape_as(o, 2, s03) && same_shape_as(u, 2, s03) && same_shape_as(w, 2, s03) &&
+        CHECK(has_shape(o, 2, s03) && has_shape(u, 2, s03) && has_shape(w, 2, s03) &&
               efla_tensor_ndim(ez) == 0 && zv == 4, "empty and 0-d operands");
         efla_tensor *ts[] = { e, r, o, u, z, ez, w, NULL };
         for (int k = 0; ts[k]; k++) efla_tensor_release(ts[k]);
@@ -479,7 +468,7 @@ static void test_clamp_where_tri(void) {
     efla_tensor *w = MUST(efla_where(cond, a, b));
     double *cv2 = vals(cond), *av = vals(a), *wv = vals(w), want[12];
     for (int i = 0; i < 12; i++) want[i] = cv2[bindex(i, 2, so, 2, sc)] ? av[bindex(i, 2, so, 2, sa)] : 7.5;
-    CHECK(same_shape_as(w, 2, so) && efla_tensor_dtype(w) == F64 && max_err(wv, want, 12) == 0, "where broadcast");
+    CHECK(has_shape(w, 2, so) && efla_tensor_dtype(w) == F64 && max_err(wv, want, 12) == 0, "where broadcast");
     free(cv2); free(av); free(wv);
     /* a float condition means nonzero; uint8 too */
     double fc[4] = { 0, 2, -1, 0 };
@@ -826,7 +815,7 @@ static void gradcheck(const char *name, fn_t f, const void *ctx, int n_in, efla_
     if (!o) return;
     int nd;
     int64_t s[8];
-    shape_of(o, &nd, s);
+    nd = shape_of(o, s);
     efla_tensor *wt = rnd(nd, s, F64, -1, 1);
     double *w = vals(wt);
     int rc = efla_backward(o, wt, 0);
@@ -844,7 +833,7 @@ static void gradcheck(const char *name, fn_t f, const void *ctx, int n_in, efla_
         int64_t n = efla_tensor_numel(in[i]);
         int ndi;
         int64_t si[8], idx[8];
-        shape_of(in[i], &ndi, si);
+        ndi = shape_of(in[i], si);
         for (int64_t j = 0; j < n; j++) {
             int64_t r = j;
             for (int d = ndi - 1; d >= 0; d--) { idx[d] = r % si[d]; r /= si[d]; }
@@ -1022,7 +1011,6 @@ int main(void) {
     test_adamw();
     test_errors();
     test_gradients();
-    CHECK(efla_live_tensors() == live0, "no tensor leaked: %lld alive, %lld at start",
-          (long long)efla_live_tensors(), (long long)live0);
+    CHECK_NO_LEAK(live0);
     TEST_SUMMARY();
 }

@@ -8,10 +8,7 @@
 
 /* ---- helpers ------------------------------------------------------------------------- */
 static uint64_t lcg_state = 12345;
-static uint64_t lcg(void) {
-    lcg_state = lcg_state * 6364136223846793005ULL + 1442695040888963407ULL;
-    return lcg_state >> 33;
-}
+static uint64_t lcg(void) { return lcg_next(&lcg_state); }
 static double urand(void) { return (double)lcg() / 2147483648.0; }   /* [0,1) */
 
 static const efla_dtype all_dtypes[] = { EFLA_FLOAT32, EFLA_FLOAT64, EFLA_BFLOAT16, EFLA_INT64, EFLA_UINT8, EFLA_BOOL };
@@ -61,28 +58,6 @@ static efla_tensor *index_of(int64_t n, const int64_t *vals) {
     return MUST(efla_from_buffer(1, &n, EFLA_INT64, vals, (size_t)n * sizeof(int64_t)));
 }
 
-static double get(const efla_tensor *t, const int64_t *idx) {
-    double v = NAN;
-    if (efla_get(t, idx, &v)) { fprintf(stderr, "get failed: %s\n", efla_last_error()); exit(1); }
-    return v;
-}
-
-/* Row-major multi-index counter; returns 0 after the last element. */
-static int next_idx(int nd, const int64_t *shape, int64_t *idx) {
-    for (int d = nd - 1; d >= 0; d--) {
-        if (++idx[d] < shape[d]) return 1;
-        idx[d] = 0;
-    }
-    return 0;
-}
-
-static int same_shape(const efla_tensor *t, int nd, const int64_t *shape) {
-    if (efla_tensor_ndim(t) != nd) return 0;
-    for (int i = 0; i < nd; i++)
-        if (efla_tensor_size(t, i) != shape[i]) return 0;
-    return 1;
-}
-
 /* ---- index_select ------------------------------------------------------------------------ */
 /* Max |out - reference| of index_select(t, d, idx), element by element. */
 static double check_index_select(const efla_tensor *t, int d, const efla_tensor *idx, const efla_tensor *out) {
@@ -90,7 +65,7 @@ static double check_index_select(const efla_tensor *t, int d, const efla_tensor 
     int64_t shape[EFLA_MAX_DIMS], p[EFLA_MAX_DIMS] = {0}, q[EFLA_MAX_DIMS];
     for (int i = 0; i < nd; i++) shape[i] = efla_tensor_size(t, i);
     shape[d] = efla_tensor_size(idx, 0);
-    if (!same_shape(out, nd, shape)) return INFINITY;
+    if (!has_shape(out, nd, shape)) return INFINITY;
     for (int i = 0; i < nd; i++) if (shape[i] == 0) return 0;
     double worst = 0;
     do {
@@ -162,7 +137,7 @@ static double check_gather(const efla_tensor *t, int d, const efla_tensor *idx, 
     int nd = efla_tensor_ndim(idx);
     int64_t shape[EFLA_MAX_DIMS], p[EFLA_MAX_DIMS] = {0}, q[EFLA_MAX_DIMS];
     for (int i = 0; i < nd; i++) shape[i] = efla_tensor_size(idx, i);
-    if (!same_shape(out, nd, shape)) return INFINITY;
+    if (!has_shape(out, nd, shape)) return INFINITY;
     for (int i = 0; i < nd; i++) if (shape[i] == 0) return 0;
     double worst = 0;
     do {
@@ -236,7 +211,7 @@ static double check_scatter_add(const efla_tensor *t, int d, const efla_tensor *
     int nd = efla_tensor_ndim(t);
     int64_t tsh[EFLA_MAX_DIMS], ish[EFLA_MAX_DIMS], p[EFLA_MAX_DIMS] = {0};
     for (int i = 0; i < nd; i++) { tsh[i] = efla_tensor_size(t, i); ish[i] = efla_tensor_size(idx, i); }
-    if (!same_shape(out, nd, tsh)) return INFINITY;
+    if (!has_shape(out, nd, tsh)) return INFINITY;
     int64_t n = efla_tensor_numel(t);
     double *ref = calloc((size_t)n, sizeof *ref);
     int64_t k = 0;
@@ -377,7 +352,7 @@ static void test_embedding(void) {
     efla_tensor *idx = index_tensor(2, ish, 10);
     efla_tensor *out = efla_embedding(w, idx);
     int64_t osh[3] = { 2, 3, 4 };
-    CHECK(out && same_shape(out, 3, osh), "embedding shape [2,3,4]");
+    CHECK(out && has_shape(out, 3, osh), "embedding shape [2,3,4]");
     double worst = 0;
     if (out) {
         int64_t p[3] = {0};
@@ -430,7 +405,7 @@ static void test_one_hot(void) {
     efla_tensor *idx = MUST(efla_from_buffer(2, ish, EFLA_INT64, vals, sizeof vals));
     efla_tensor *oh = efla_one_hot(idx, 5);
     int64_t osh[3] = { 2, 3, 5 };
-    CHECK(oh && same_shape(oh, 3, osh) && efla_tensor_dtype(oh) == EFLA_INT64, "one_hot shape/dtype");
+    CHECK(oh && has_shape(oh, 3, osh) && efla_tensor_dtype(oh) == EFLA_INT64, "one_hot shape/dtype");
     int ok = oh != NULL;
     if (oh) {
         int64_t p[3] = {0};
@@ -467,7 +442,7 @@ static void test_cat(void) {
         int dim = dd ? -1 : 1;
         efla_tensor *out = efla_cat(3, ts, dim);
         int64_t osh[2] = { 2, 9 };
-        CHECK(out && same_shape(out, 2, osh) && efla_tensor_dtype(out) == EFLA_FLOAT32, "cat shape and promoted dtype");
+        CHECK(out && has_shape(out, 2, osh) && efla_tensor_dtype(out) == EFLA_FLOAT32, "cat shape and promoted dtype");
         int ok = out != NULL;
         if (out) {
             int64_t p[2] = {0};
@@ -513,7 +488,7 @@ static void test_stack(void) {
         efla_tensor *out = efla_stack(3, t, dim);
         int64_t osh[3];
         for (int i = 0, k = 0; i < 3; i++) osh[i] = i == d ? 3 : (k++ ? 3 : 2);
-        CHECK(out && same_shape(out, 3, osh) && efla_tensor_dtype(out) == EFLA_FLOAT64, "stack dim %d shape", dim);
+        CHECK(out && has_shape(out, 3, osh) && efla_tensor_dtype(out) == EFLA_FLOAT64, "stack dim %d shape", dim);
         int ok = out != NULL;
         if (out) {
             int64_t p[3] = {0};
@@ -575,16 +550,6 @@ static void test_errors(void) {
 /* ---- gradients against central finite differences (float64) ----------------------------------------------- */
 typedef efla_tensor *(*fwd_fn)(efla_tensor *const *in, void *ctx);
 
-static double weighted_sum(const efla_tensor *out, const double *w) {
-    int nd = efla_tensor_ndim(out);
-    int64_t shape[EFLA_MAX_DIMS], p[EFLA_MAX_DIMS] = {0}, k = 0;
-    for (int i = 0; i < nd; i++) shape[i] = efla_tensor_size(out, i);
-    if (efla_tensor_numel(out) == 0) return 0;
-    double s = 0;
-    do s += get(out, p) * w[k++]; while (next_idx(nd, shape, p));
-    return s;
-}
-
 /* Max |analytic - numeric| over the inputs flagged in `check` (float64 contiguous leaves). */
 static double grad_check(int n, efla_tensor *const *in, const int *check, fwd_fn f, void *ctx) {
     for (int i = 0; i < n; i++) if (check[i]) MUST_OK(efla_set_requires_grad(in[i], 1));
@@ -613,10 +578,10 @@ static double grad_check(int n, efla_tensor *const *in, const int *check, fwd_fn
             double x0 = x[e];
             x[e] = x0 + h;
             efla_tensor *op = MUST(f(in, ctx));
-            double sp = weighted_sum(op, w);   /* before x changes again (views would see it) */
+            double sp = weighted_total(op, w);   /* before x changes again (views would see it) */
             x[e] = x0 - h;
             efla_tensor *om = MUST(f(in, ctx));
-            double sm = weighted_sum(om, w);
+            double sm = weighted_total(om, w);
             x[e] = x0;
             double num = (sp - sm) / (2 * h);
             worst = fmax(worst, fabs(num - ga[e]));
@@ -755,7 +720,6 @@ int main(void) {
     test_stack();
     test_errors();
     test_gradients();
-    CHECK(efla_live_tensors() == live0, "no tensor leaked: %lld live, %lld at start",
-          (long long)efla_live_tensors(), (long long)live0);
+    CHECK_NO_LEAK(live0);
     TEST_SUMMARY();
 }

@@ -6,10 +6,7 @@
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static double urand(void) {
-    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
-    return (double)((rng_state * 2685821657736338717ull) >> 11) * 0x1.0p-53;
-}
+static double urand(void) { return xorshift_u01(&rng_state); }
 
 static efla_tensor *rand_tensor(int nd, const int64_t *shape, efla_dtype dt) {
     efla_tensor *t = MUST(efla_empty(nd, shape, EFLA_FLOAT64, EFLA_DEVICE_CPU));
@@ -20,25 +17,6 @@ static efla_tensor *rand_tensor(int nd, const int64_t *shape, efla_dtype dt) {
     efla_tensor *c = MUST(efla_to(t, dt, EFLA_DEVICE_CPU));
     efla_tensor_release(t);
     return c;
-}
-
-static double *to_doubles(const efla_tensor *t) {
-    int nd = efla_tensor_ndim(t);
-    int64_t n = efla_tensor_numel(t), idx[EFLA_MAX_DIMS] = {0};
-    double *v = malloc(sizeof(double) * (size_t)(n ? n : 1));
-    for (int64_t i = 0; i < n; i++) {
-        MUST_OK(efla_get(t, idx, &v[i]));
-        for (int d = nd - 1; d >= 0; d--) {
-            if (++idx[d] < efla_tensor_size(t, d)) break;
-            idx[d] = 0;
-        }
-    }
-    return v;
-}
-
-static int shape_of(const efla_tensor *t, int64_t *s) {
-    for (int d = 0; d < efla_tensor_ndim(t); d++) s[d] = efla_tensor_size(t, d);
-    return efla_tensor_ndim(t);
 }
 
 /* ---- the reference: numpy matmul with plain loops --------------------------------------------- */
@@ -233,52 +211,14 @@ static void test_errors(void) {
 }
 
 /* ---- gradients ------------------------------------------------------------------------------- */
+static efla_tensor *rand_weights(int nd, const int64_t *shape) { return rand_tensor(nd, shape, EFLA_FLOAT64); }
+static efla_tensor *f_matmul(efla_tensor *const *in, const void *ctx) { (void)ctx; return efla_matmul(in[0], in[1]); }
+
 /* L = sum(matmul(a, b) * w): autograd vs central differences for both inputs (float64). */
 static double gradcheck(efla_tensor *a, efla_tensor *b) {
     efla_tensor *in[2] = { a, b };
     for (int i = 0; i < 2; i++) { MUST_OK(efla_set_grad(in[i], NULL)); MUST_OK(efla_set_requires_grad(in[i], 1)); }
-    efla_tensor *y = efla_matmul(a, b);
-    if (!y) return INFINITY;
-    int64_t ys[EFLA_MAX_DIMS];
-    int yn = shape_of(y, ys);
-    efla_tensor *w = rand_tensor(yn, ys, EFLA_FLOAT64);
-    double *wv = to_doubles(w), worst = 0, h = 1e-6;
-    if (efla_backward(y, w, 0)) { fprintf(stderr, "backward: %s\n", efla_last_error()); return INFINITY; }
-    int prev = efla_set_grad_enabled(0);
-    for (int t = 0; t < 2; t++) {
-        efla_tensor *g = efla_grad(in[t]);
-        if (!g) { worst = INFINITY; break; }
-        double *gv = to_doubles(g);
-        int nd = efla_tensor_ndim(in[t]);
-        int64_t idx[EFLA_MAX_DIMS] = {0};
-        for (int64_t i = 0; i < efla_tensor_numel(in[t]); i++) {
-            double orig, l[2];
-            MUST_OK(efla_get(in[t], idx, &orig));
-            for (int s = 0; s < 2; s++) {
-                MUST_OK(efla_set(in[t], idx, orig + (s ? -h : h)));
-                efla_tensor *yy = MUST(efla_matmul(a, b));
-                double *yv = to_doubles(yy);
-                l[s] = 0;
-                for (int64_t j = 0; j < efla_tensor_numel(yy); j++) l[s] += yv[j] * wv[j];
-                free(yv);
-                efla_tensor_release(yy);
-            }
-            MUST_OK(efla_set(in[t], idx, orig));
-            double num = (l[0] - l[1]) / (2 * h), e = fabs(num - gv[i]) / fmax(1.0, fabs(num));
-            if (!(e <= worst)) worst = e;
-            for (int d = nd - 1; d >= 0; d--) {
-                if (++idx[d] < efla_tensor_size(in[t], d)) break;
-                idx[d] = 0;
-            }
-        }
-        free(gv);
-        efla_tensor_release(g);
-    }
-    efla_set_grad_enabled(prev);
-    free(wv);
-    efla_tensor_release(w);
-    efla_tensor_release(y);
-    return worst;
+    return fd_gradcheck(f_matmul, 2, in, NULL, rand_weights);
 }
 
 static void grad_case(const char *what, int na, const int64_t *sa, int nb, const int64_t *sb) {

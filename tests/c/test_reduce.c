@@ -6,10 +6,7 @@
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 static uint64_t rng_state = 88172645463325252ull;
-static double urand(void) {   /* xorshift64*, uniform [0,1) */
-    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
-    return (double)((rng_state * 2685821657736338717ull) >> 11) * 0x1.0p-53;
-}
+static double urand(void) { return xorshift_u01(&rng_state); }   /* uniform [0,1) */
 
 /* A tensor of dtype dt with values lo + (hi-lo) u (rounded for int64). */
 static efla_tensor *rand_tensor(int nd, const int64_t *shape, efla_dtype dt, double lo, double hi) {
@@ -22,21 +19,6 @@ static efla_tensor *rand_tensor(int nd, const int64_t *shape, efla_dtype dt, dou
         else if (dt == EFLA_INT64) ((int64_t *)efla_tensor_data(t))[i] = (int64_t)floor(v);
     }
     return t;
-}
-
-/* All elements of t (any strides) in row-major order, as doubles. */
-static double *to_doubles(const efla_tensor *t) {
-    int nd = efla_tensor_ndim(t);
-    int64_t n = efla_tensor_numel(t), idx[EFLA_MAX_DIMS] = {0};
-    double *v = malloc(sizeof(double) * (size_t)(n ? n : 1));
-    for (int64_t i = 0; i < n; i++) {
-        MUST_OK(efla_get(t, idx, &v[i]));
-        for (int d = nd - 1; d >= 0; d--) {
-            if (++idx[d] < efla_tensor_size(t, d)) break;
-            idx[d] = 0;
-        }
-    }
-    return v;
 }
 
 /* ---- the reference ------------------------------------------------------------------------------ */
@@ -362,48 +344,18 @@ static void test_errors(void) {
 }
 
 /* ---- gradients ---------------------------------------------------------------------------------- */
-/* d/dx of L = sum(reduce(x) * w) by autograd vs central differences, float64. */
+typedef struct { efla_reduce_op op; double param; int k, dims[EFLA_MAX_DIMS], keepdim; } reduce_ctx;
+static efla_tensor *f_reduce(efla_tensor *const *in, const void *ctx) {
+    const reduce_ctx *c = ctx;
+    return efla_reduce(c->op, in[0], c->k, c->dims, c->keepdim, c->param);
+}
+static efla_tensor *rand_weights(int nd, const int64_t *shape) { return rand_tensor(nd, shape, EFLA_FLOAT64, -1, 1); }
+
+/* d/dx of L = sum(reduce(x) * w) by autograd vs central differences, float64 (x requires grad). */
 static double gradcheck(efla_reduce_op op, double param, efla_tensor *x, uint32_t mask, int keepdim) {
-    int nd = efla_tensor_ndim(x), dims[EFLA_MAX_DIMS], k = 0;
-    for (int d = 0; d < nd; d++) if (mask & (1u << d)) dims[k++] = d;
-    MUST_OK(efla_set_grad(x, NULL));
-    efla_tensor *y = efla_reduce(op, x, k, dims, keepdim, param);
-    if (!y) return INFINITY;
-    int64_t ys[EFLA_MAX_DIMS];
-    for (int d = 0; d < efla_tensor_ndim(y); d++) ys[d] = efla_tensor_size(y, d);
-    efla_tensor *w = rand_tensor(efla_tensor_ndim(y), ys, EFLA_FLOAT64, -1, 1);
-    double *wv = to_doubles(w);
-    if (efla_backward(y, w, 0)) { fprintf(stderr, "backward: %s\n", efla_last_error()); return INFINITY; }
-    efla_tensor *g = efla_grad(x);
-    if (!g) return INFINITY;
-    double *gv = to_doubles(g);
-    int prev = efla_set_grad_enabled(0);
-    double worst = 0, h = 1e-6;
-    int64_t n = efla_tensor_numel(x), idx[EFLA_MAX_DIMS] = {0};
-    for (int64_t i = 0; i < n; i++) {
-        double orig, lp = 0, lm = 0;
-        MUST_OK(efla_get(x, idx, &orig));
-        for (int s = 0; s < 2; s++) {
-            MUST_OK(efla_set(x, idx, orig + (s ? -h : h)));
-            efla_tensor *yy = MUST(efla_reduce(op, x, k, dims, keepdim, param));
-            double *yv = to_doubles(yy), acc = 0;
-            for (int64_t j = 0; j < efla_tensor_numel(yy); j++) acc += yv[j] * wv[j];
-            if (s) lm = acc; else lp = acc;
-            free(yv);
-            efla_tensor_release(yy);
-        }
-        MUST_OK(efla_set(x, idx, orig));
-        double num = (lp - lm) / (2 * h), e = fabs(num - gv[i]) / fmax(1.0, fabs(num));
-        if (!(e <= worst)) worst = e;
-        for (int d = nd - 1; d >= 0; d--) {
-            if (++idx[d] < efla_tensor_size(x, d)) break;
-            idx[d] = 0;
-        }
-    }
-    efla_set_grad_enabled(prev);
-    free(wv); free(gv);
-    efla_tensor_release(g); efla_tensor_release(w); efla_tensor_release(y);
-    return worst;
+    reduce_ctx c = { .op = op, .param = param, .keepdim = keepdim };
+    for (int d = 0; d < efla_tensor_ndim(x); d++) if (mask & (1u << d)) c.dims[c.k++] = d;
+    return fd_gradcheck(f_reduce, 1, &x, &c, rand_weights);
 }
 
 static void test_gradients(void) {

@@ -8,35 +8,11 @@
 
 /* ---- helpers ------------------------------------------------------------------------- */
 static uint64_t lcg_state = 777;
-static uint64_t lcg(void) {
-    lcg_state = lcg_state * 6364136223846793005ULL + 1442695040888963407ULL;
-    return lcg_state >> 33;
-}
+static uint64_t lcg(void) { return lcg_next(&lcg_state); }
 static double urand(void) { return (double)lcg() / 2147483648.0; }
 
 static const efla_dtype all_dtypes[] = { EFLA_FLOAT32, EFLA_FLOAT64, EFLA_BFLOAT16, EFLA_INT64, EFLA_UINT8, EFLA_BOOL };
 enum { N_DTYPES = 6 };
-
-static double get(const efla_tensor *t, const int64_t *idx) {
-    double v = NAN;
-    if (efla_get(t, idx, &v)) { fprintf(stderr, "get failed: %s\n", efla_last_error()); exit(1); }
-    return v;
-}
-
-static int next_idx(int nd, const int64_t *shape, int64_t *idx) {
-    for (int d = nd - 1; d >= 0; d--) {
-        if (++idx[d] < shape[d]) return 1;
-        idx[d] = 0;
-    }
-    return 0;
-}
-
-static int has_shape(const efla_tensor *t, int nd, const int64_t *shape) {
-    if (!t || efla_tensor_ndim(t) != nd) return 0;
-    for (int i = 0; i < nd; i++)
-        if (efla_tensor_size(t, i) != shape[i]) return 0;
-    return 1;
-}
 
 /* float64 tensor of the given shape holding 0, 1, 2, ... in row-major order. */
 static efla_tensor *iota(int nd, const int64_t *shape) {
@@ -540,16 +516,6 @@ static void test_rng(void) {
 /* ---- backward of views vs central finite differences (float64) ------------------------------------------------- */
 typedef efla_tensor *(*fwd_fn)(efla_tensor *x);
 
-static double weighted_sum(const efla_tensor *out, const double *w) {
-    int nd = efla_tensor_ndim(out);
-    int64_t shape[EFLA_MAX_DIMS], p[EFLA_MAX_DIMS] = {0}, k = 0;
-    for (int i = 0; i < nd; i++) shape[i] = efla_tensor_size(out, i);
-    if (efla_tensor_numel(out) == 0) return 0;
-    double s = 0;
-    do s += get(out, p) * w[k++]; while (next_idx(nd, shape, p));
-    return s;
-}
-
 /* max |analytic - numeric| of d/dx sum(w * f(x)) for a float64 leaf x */
 static double grad_check(efla_tensor *x, fwd_fn f, double h) {
     MUST_OK(efla_set_requires_grad(x, 1));
@@ -575,10 +541,10 @@ static double grad_check(efla_tensor *x, fwd_fn f, double h) {
         /* read each output before the next change of x: a view would see it */
         xd[e] = x0 + h;
         efla_tensor *op = MUST(f(x));
-        double sp = weighted_sum(op, w);
+        double sp = weighted_total(op, w);
         xd[e] = x0 - h;
         efla_tensor *om = MUST(f(x));
-        double sm = weighted_sum(om, w);
+        double sm = weighted_total(om, w);
         xd[e] = x0;
         worst = fmax(worst, fabs((sp - sm) / (2 * h) - ga[e]));
         efla_tensor_release(op);
@@ -685,7 +651,6 @@ int main(void) {
     test_creation();
     test_rng();
     test_view_gradients();
-    CHECK(efla_live_tensors() == live0, "no tensor leaked: %lld live, %lld at start",
-          (long long)efla_live_tensors(), (long long)live0);
+    CHECK_NO_LEAK(live0);
     TEST_SUMMARY();
 }
