@@ -3,7 +3,6 @@
 local efla = require 'efla'
 local S = require 'efla.tasks.smnist'
 local report = require 'efla.tasks.report'
-local plot = require 'efla.plot'
 local csv = require 'efla.csv'
 
 local spec = S.common_options()
@@ -34,8 +33,7 @@ for mi, method in ipairs({ 'efla', 'deltanet' }) do
   series[#series + 1] = { name = method, x = rates, y = ys }
 end
 csv.write(args.out .. '/accuracy_vs_lr.csv', { 'method', 'lr', 'clean_accuracy', 'final_loss' }, rows)
-plot.lines { path = args.out .. '/accuracy_vs_lr.png', title = 'final accuracy vs learning rate', xlabel = 'learning rate',
-  ylabel = 'clean test accuracy', logx = true, yrange = { 0, 1 }, series = series }
+report.lr_plot(args.out, series)
 report.loss(args.out, runs)
 print('')
 for _, r in ipairs(rows) do print(string.format('%-9s lr %-8g accuracy %.4f  final loss %.4f', r[1], r[2], r[3], r[4] or 0 / 0)) end

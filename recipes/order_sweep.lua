@@ -5,7 +5,6 @@
 local efla = require 'efla'
 local S = require 'efla.tasks.smnist'
 local report = require 'efla.tasks.report'
-local plot = require 'efla.plot'
 local csv = require 'efla.csv'
 
 local spec = S.common_options()
@@ -40,9 +39,7 @@ for i, r in ipairs(runs) do
   rows[i] = { orders[i], clean[i], scale10[i], r.final_loss }
 end
 csv.write(args.out .. '/accuracy_vs_order.csv', { 'order', 'clean', 'scale_x10', 'final_loss' }, rows)
-plot.lines { path = args.out .. '/accuracy_vs_order.png', title = 'accuracy vs integration order (exact drawn at 8)',
-  xlabel = 'order', ylabel = 'accuracy', logx = true, yrange = { 0, 1 },
-  series = { { name = 'clean', x = xs, y = clean }, { name = 'scale x10', x = xs, y = scale10 } } }
+report.order_plot(args.out, xs, clean, scale10)
 report.write_json(args.out .. '/results.json', { args = args, runs = runs })
 print('\n' .. report.summary_table(runs))
 print('\nwrote ' .. args.out .. ': accuracy_vs_order.{csv,png}, robustness_*.csv, acc_vs_*.png')

@@ -7,7 +7,6 @@
 -- accuracy_vs_lr.csv and accuracy_vs_order.csv give their own plots.
 local efla = require 'efla'
 local report = require 'efla.tasks.report'
-local plot = require 'efla.plot'
 local csv = require 'efla.csv'
 local json = require 'efla.json'
 
@@ -20,15 +19,13 @@ if #args._ == 0 then
   os.exit(2)
 end
 
-local function exists(p) local f = io.open(p) if f then f:close() return true end return false end
+local exists = efla.data.exists
 local function say(what, err) print(what and ('  wrote ' .. what) or ('  ' .. tostring(err))) end
 
 for _, dir in ipairs(args._) do
   print(dir)
   if exists(dir .. '/results.json') then
-    local f = assert(io.open(dir .. '/results.json'))
-    local res = json.decode(f:read('*a'))
-    f:close()
+    local res = json.decode(assert(efla.data.read_file(dir .. '/results.json')))
     local with_history = {}
     for _, r in ipairs(res.runs) do if r.history and #r.history > 0 then with_history[#with_history + 1] = r end end
     if #with_history > 0 then say(report.loss(dir, with_history)) end
@@ -45,15 +42,12 @@ for _, dir in ipairs(args._) do
     end
     local series = {}
     for _, m in ipairs({ 'efla', 'deltanet' }) do if by[m] then series[#series + 1] = by[m] end end
-    say(plot.lines { path = dir .. '/accuracy_vs_lr.png', title = 'final accuracy vs learning rate', xlabel = 'learning rate',
-      ylabel = 'clean test accuracy', logx = true, yrange = { 0, 1 }, series = series })
+    say(report.lr_plot(dir, series))
   end
   if exists(dir .. '/accuracy_vs_order.csv') then
     local _, rows = csv.read(dir .. '/accuracy_vs_order.csv')
     local xs, clean, s10 = {}, {}, {}
     for i, r in ipairs(rows) do xs[i] = r[1] == 'exact' and 8 or r[1]; clean[i] = r[2]; s10[i] = r[3] end
-    say(plot.lines { path = dir .. '/accuracy_vs_order.png', title = 'accuracy vs integration order (exact drawn at 8)',
-      xlabel = 'order', ylabel = 'accuracy', logx = true, yrange = { 0, 1 },
-      series = { { name = 'clean', x = xs, y = clean }, { name = 'scale x10', x = xs, y = s10 } } })
+    say(report.order_plot(dir, xs, clean, s10))
   end
 end

@@ -430,20 +430,17 @@ function M.info(path)
 end
 
 -- ---- the random generator ------------------------------------------------------------------------------
---- checkpoint.rng_state() -> {seed =, offset =}: the global generator's state (uint64 cdata,
---- stored exactly), for contents.rng.
-function M.rng_state()
-  local seed, offset = ffi.new('uint64_t[1]'), ffi.new('uint64_t[1]')
-  lib.efla_rng_get_state(seed, offset)
-  return { seed = seed[0], offset = offset[0] }
-end
+--- checkpoint.rng_state() -> {seed =, offset =}: the global generator's state, for
+--- contents.rng. The same as efla.rng_state(): exact, with values above 2^53 as decimal strings.
+function M.rng_state() return efla.rng_state() end
 
---- checkpoint.restore_rng(rng): set the global generator from a loaded contents.rng.
+--- checkpoint.restore_rng(rng): set the global generator from a loaded contents.rng (numbers,
+--- decimal strings, or the 64-bit integers that files written before efla.rng_state hold).
 function M.restore_rng(rng)
   if type(rng) ~= 'table' or rng.seed == nil or rng.offset == nil then
     fail('checkpoint.restore_rng: expected {seed =, offset =} (contents.rng of a checkpoint saved with checkpoint.rng_state())')
   end
-  lib.efla_rng_set_state(rng.seed, rng.offset)
+  efla.set_rng_state(rng)
 end
 
 -- ---- validation ---------------------------------------------------------------------------------------
@@ -512,15 +509,15 @@ function M.validate_state_dict(expected, loaded, where)
 end
 
 -- ---- files and folders (for the Manager) ---------------------------------------------------------------
-local function declare(name, decl)
-  if not pcall(function() return ffi.C[name] end) then ffi.cdef(decl) end
-end
+-- exists, mkdir_p, getpid and declare are efla.data's file helpers; list_dir stays here
+-- (readdir through the FFI: no shell, any file name).
+local data = require 'efla.data'
+local exists = data.exists
+local function declare(name, decl) data.declare(ffi.C, name, decl) end
 declare('opendir', 'void *opendir(const char *name);')
 declare('readdir', 'void *readdir(void *dir);')
 declare('closedir', 'int closedir(void *dir);')
-declare('mkdir', 'int mkdir(const char *path, unsigned int mode);')
 declare('link', 'int link(const char *oldpath, const char *newpath);')
-declare('getpid', 'int getpid(void);')
 -- glibc's struct dirent on 64-bit Linux (x86-64 and aarch64 share it)
 if not pcall(ffi.typeof, 'struct efla_ckpt_dirent') then
   ffi.cdef [[ struct efla_ckpt_dirent { uint64_t d_ino; int64_t d_off; unsigned short d_reclen;
@@ -543,18 +540,7 @@ local function list_dir(dir)
 end
 
 local function mkdir_p(dir)
-  local acc = dir:sub(1, 1) == '/' and '' or '.'
-  for part in dir:gmatch('[^/]+') do
-    acc = acc .. '/' .. part
-    ffi.C.mkdir(acc, tonumber('755', 8))
-  end
-  if not list_dir(dir) then fail('checkpoint.Manager: cannot create the folder ' .. dir) end
-end
-
-local function exists(path)
-  local fh = io.open(path, 'rb')
-  if fh then fh:close() return true end
-  return false
+  if not pcall(data.mkdir_p, dir) then fail('checkpoint.Manager: cannot create the folder ' .. dir) end
 end
 
 local function copy_file(src, dst)
@@ -621,7 +607,7 @@ function Manager:_path(step) return string.format('%s/step-%06d.h5', self.dir, s
 function Manager:_remove_stale_temporaries()
   for _, name in ipairs(list_dir(self.dir) or {}) do
     local pid = name:match('%.tmp%-(%d+)%-%x+$') or name:match('^best%.h5%.tmp%-(%d+)$')
-    if pid and tonumber(pid) ~= ffi.C.getpid() and not list_dir('/proc/' .. pid) then
+    if pid and tonumber(pid) ~= data.getpid() and not list_dir('/proc/' .. pid) then
       os.remove(self.dir .. '/' .. name)
     end
   end
@@ -662,7 +648,7 @@ end
 -- so best.h5 is always a whole checkpoint.
 function Manager:_set_best(path)
   local best = self.dir .. '/best.h5'
-  local tmp = string.format('%s.tmp-%d', best, ffi.C.getpid())
+  local tmp = string.format('%s.tmp-%d', best, data.getpid())
   os.remove(tmp)
   if ffi.C.link(path, tmp) ~= 0 and not copy_file(path, tmp) then
     os.remove(tmp)

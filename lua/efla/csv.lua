@@ -1,5 +1,7 @@
 -- csv.lua: write (and read back) simple CSV tables: a header row and rows of numbers or
 -- strings. Writes are atomic (temporary file, then rename).
+local data = require 'efla.data'   -- write_atomic
+
 local csv = {}
 
 local function cell(v)
@@ -14,18 +16,15 @@ end
 
 --- write(path, header, rows): header = {'scale', 'efla', 'deltanet'}, rows = {{1, 0.98, 0.97}, ...}
 function csv.write(path, header, rows)
-  local tmp = path .. '.tmp'
-  local f = assert(io.open(tmp, 'w'))
+  local lines = {}
   local function line(r)
     local parts = {}
     for i = 1, #header do parts[i] = cell(r[i]) end
-    f:write(table.concat(parts, ','), '\n')
+    lines[#lines + 1] = table.concat(parts, ',') .. '\n'
   end
   line(header)
   for _, r in ipairs(rows) do line(r) end
-  f:close()
-  assert(os.rename(tmp, path))
-  return path
+  return data.write_atomic(path, table.concat(lines))
 end
 
 --- read(path) -> header, rows (numbers converted where they parse).

@@ -509,13 +509,16 @@ end
 -- ---- random numbers ----------------------------------------------------------------------------------
 function M.manual_seed(seed) lib.efla_manual_seed(seed) end
 -- The generator's state is two uint64s. Values above 2^53 do not fit a Lua number (nor
--- JSON), so they travel as decimal strings; small ones stay numbers.
+-- JSON), so they travel as decimal strings; small ones stay numbers. set_rng_state also
+-- takes 64-bit integer cdata: checkpoints written by older code hold the state as JSON
+-- integers, which efla.json decodes to such cdata when they exceed 2^53.
 local function u64_out(v)
   if v < 9007199254740992ULL then return tonumber_(v) end
   return (tostring(v):gsub('ULL$', ''))
 end
 local function u64_in(v, what)
   if type_(v) == 'number' then return v end
+  if type_(v) == 'cdata' and (ffi.istype('uint64_t', v) or ffi.istype('int64_t', v)) then return v end
   if type_(v) ~= 'string' or not v:match('^%d+$') then
     raise('set_rng_state: ' .. what .. ' must be a number or a decimal string, got ' .. tostring(v))
   end

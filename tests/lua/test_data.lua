@@ -67,7 +67,8 @@ local function logged(fn)
   return table.concat(msgs, "\n")
 end
 
--- The exact generator state (efla.rng_state() gives Lua numbers, which round 64-bit seeds).
+-- The exact generator state as one string, read from the C library itself (independent of
+-- the binding under test).
 local function rng_state()
   local s, o = ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")
   efla.internal.lib.efla_rng_get_state(s, o)

@@ -91,6 +91,17 @@ function data.read_file(path)
   return s
 end
 
+--- data.write_atomic(path, text) -> path: text goes to <path>.tmp, which is then renamed
+-- over path, so a reader (or a run killed mid-write) never sees half a file.
+function data.write_atomic(path, text)
+  local tmp = path .. ".tmp"
+  local f = assert(io.open(tmp, "w"))
+  f:write(text)
+  f:close()
+  assert(os.rename(tmp, path))
+  return path
+end
+
 --- data.list_dir(path) -> sorted array of entry names (no . or ..), or nil.
 function data.list_dir(path)
   local p = io.popen("ls -1A '" .. path:gsub("'", "'\\''") .. "' 2>/dev/null")
@@ -159,18 +170,13 @@ function data.ptr(t)
 end
 
 --- data.with_seed(seed, offset, fn, ...) -> fn(...) run with efla's generator at
--- (seed, offset); the global stream is restored afterwards, even on error.
--- The state is saved through the C calls, not efla.rng_state(): that one returns Lua
--- numbers, which round 64-bit seeds (the library's default seed is one) and so would not
--- restore the stream bit for bit.
-local rng_s, rng_o = ffi.new("uint64_t[1]"), ffi.new("uint64_t[1]")
+-- (seed, offset); the global stream is restored afterwards, even on error (exactly:
+-- efla.rng_state keeps 64-bit values such as the library's default seed).
 function data.with_seed(seed, offset, fn, ...)
-  local lib = efla.internal.lib
-  lib.efla_rng_get_state(rng_s, rng_o)
-  local s, o = rng_s[0], rng_o[0]
-  lib.efla_rng_set_state(seed, offset or 0)
+  local saved = efla.rng_state()
+  efla.set_rng_state({ seed = seed, offset = offset or 0 })
   local res = { pcall(fn, ...) }
-  lib.efla_rng_set_state(s, o)
+  efla.set_rng_state(saved)
   if not res[1] then error(res[2], 0) end
   return unpack(res, 2, table.maxn(res))
 end

@@ -3,6 +3,7 @@
 local csv = require 'efla.csv'
 local plot = require 'efla.plot'
 local json = require 'efla.json'
+local data = require 'efla.data'
 
 local R = {}
 
@@ -68,6 +69,20 @@ function R.robustness(out_dir, runs, prefix)
   return written
 end
 
+-- The sweep plots, drawn by the sweep recipes and again by recipes/replot.lua from their CSVs.
+--- lr_plot(out_dir, series) -> accuracy_vs_lr.png; series = { {name = method, x = rates, y = accuracies}, ... }
+function R.lr_plot(out_dir, series)
+  return plot.lines { path = out_dir .. '/accuracy_vs_lr.png', title = 'final accuracy vs learning rate',
+    xlabel = 'learning rate', ylabel = 'clean test accuracy', logx = true, yrange = { 0, 1 }, series = series }
+end
+
+--- order_plot(out_dir, xs, clean, scale10) -> accuracy_vs_order.png (exact drawn at x = 8)
+function R.order_plot(out_dir, xs, clean, scale10)
+  return plot.lines { path = out_dir .. '/accuracy_vs_order.png', title = 'accuracy vs integration order (exact drawn at 8)',
+    xlabel = 'order', ylabel = 'accuracy', logx = true, yrange = { 0, 1 },
+    series = { { name = 'clean', x = xs, y = clean }, { name = 'scale x10', x = xs, y = scale10 } } }
+end
+
 --- summary_table(runs) -> text: one row per run: clean accuracy and accuracy at the
 --- harshest setting of each corruption.
 function R.summary_table(runs)
@@ -89,11 +104,7 @@ end
 
 --- write_json(path, value): atomic.
 function R.write_json(path, value)
-  local tmp = path .. '.tmp'
-  local f = assert(io.open(tmp, 'w'))
-  f:write(json.encode(value), '\n')
-  f:close()
-  assert(os.rename(tmp, path))
+  data.write_atomic(path, json.encode(value) .. '\n')
 end
 
 return R
