@@ -18,18 +18,6 @@ uint64_t efla_rng_reserve(uint64_t n, uint64_t *seed) {
     return start;
 }
 
-void efla_philox4x32(uint64_t ctr, uint64_t seed, uint32_t out[4]) {
-    uint32_t c0 = (uint32_t)ctr, c1 = (uint32_t)(ctr >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-        c1 = (uint32_t)p1; c3 = (uint32_t)p0; c0 = n0; c2 = n2;
-        k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
-    }
-    out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
-}
-
 static efla_tensor *draw(const char *op, int ndim, const int64_t *shape, efla_dtype dtype, int device,
                          int dist, double p0, double p1) {
     efla_tensor *t = efla_empty(ndim, shape, dtype, device);

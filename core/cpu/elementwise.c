@@ -515,20 +515,6 @@ int efla_cpu_arange(efla_tensor *out, double start, double step) {
 /* ---- rand ---------------------------------------------------------------------------------------- */
 typedef struct { int dist; uint64_t seed, offset; double p0, p1; } rand_ctx;
 
-/* The same Philox4x32-10 as efla_philox4x32 (rng.c), inlined so that the uniform and
- * bernoulli loops vectorise; test_elementwise checks the two agree. */
-static inline void philox(uint64_t ctr, uint64_t seed, uint32_t out[4]) {
-    uint32_t c0 = (uint32_t)ctr, c1 = (uint32_t)(ctr >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-        c1 = (uint32_t)p1; c3 = (uint32_t)p0; c0 = n0; c2 = n2;
-        k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
-    }
-    out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
-}
-
 static inline double u53(uint32_t hi, uint32_t lo) {
     return (double)((((uint64_t)hi << 32) | lo) >> 11) * 0x1p-53;
 }
@@ -557,7 +543,7 @@ static inline double normal53(const uint32_t r[4]) {
 #define NORM_BOOL(r) normal53(r)
 
 #define RAND_LOOP(EXPR) for (int64_t j = 0; j < len; j++) { uint32_t r[4]; \
-    philox(c->offset + (uint64_t)(lin + j), c->seed, r); o[j * s] = (EXPR); }
+    efla_philox4x32(c->offset + (uint64_t)(lin + j), c->seed, r); o[j * s] = (EXPR); }
 #define DEF_RAND(K) \
 static void rand_row_##K(void *ctx, char *const *p, const int64_t *st, int64_t len, int64_t lin) { \
     const rand_ctx *c = ctx; K##_S *o = (K##_S *)p[0]; int64_t s = st[0]; \

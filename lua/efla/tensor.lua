@@ -337,26 +337,21 @@ function M.full(...)
 end
 
 -- zeros_like(x [, opts]) etc.: same shape, x's dtype and device unless opts say otherwise.
+local function like_opts(x, opts, name)
+  need_tensor(x, name, 'x')
+  return { dtype = (opts and opts.dtype) or tdtype(x.ptr),
+    device = (opts and opts.device) or device_name(lib.efla_tensor_device(x.ptr)),
+    requires_grad = opts and opts.requires_grad }
+end
 local function like(name, fn)
-  M[name] = function(x, opts)
-    need_tensor(x, name, 'x')
-    local o = { dtype = (opts and opts.dtype) or tdtype(x.ptr),
-      device = (opts and opts.device) or device_name(lib.efla_tensor_device(x.ptr)),
-      requires_grad = opts and opts.requires_grad }
-    return fn(shape_table(x), o)
-  end
+  M[name] = function(x, opts) return fn(shape_table(x), like_opts(x, opts, name)) end
 end
 like('zeros_like', M.zeros)
 like('ones_like', M.ones)
 like('empty_like', M.empty)
 like('rand_like', M.rand)
 like('randn_like', M.randn)
-function M.full_like(x, value, opts)
-  local o = { dtype = (opts and opts.dtype) or tdtype(x.ptr),
-    device = (opts and opts.device) or device_name(lib.efla_tensor_device(x.ptr)),
-    requires_grad = opts and opts.requires_grad }
-  return M.full(shape_table(x), value, o)
-end
+function M.full_like(x, value, opts) return M.full(shape_table(x), value, like_opts(x, opts, 'full_like')) end
 
 -- Walks a nested table: its shape, and checks that it is rectangular.
 local function nested_shape(data, op)
