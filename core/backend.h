@@ -106,6 +106,15 @@ typedef struct efla_backend {
     /* memory statistics (CUDA) */
     int (*memory_stats)(int device, efla_memory_stats *stats);
     int (*empty_cache)(int device);
+
+    /* lambda = |k|^2 and alpha of n token rows of dk on the device, and the chain rule through
+     * alpha (dbeta, dk += 2 k dlambda), so no per-token scalar visits the host. k, beta, alpha,
+     * dalpha, dk, dbeta in dtype dt; lambda float64. NULL (the CPU): the front end's host loops. */
+    int (*delta_rule_alpha_fwd)(int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta,
+                                int order, int reference_eps, void *alpha, void *lambda);
+    int (*delta_rule_alpha_bwd)(int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta,
+                                const void *lambda, const void *dalpha, int order, int reference_eps,
+                                void *dk_inout, void *dbeta);
 } efla_backend;
 
 /* core/backend.c */

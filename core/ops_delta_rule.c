@@ -10,9 +10,9 @@
  * node whose backward calls the backend's backward kernel and then chains the
  * gradient of alpha into beta and into k (through lambda: dk += 2 k dlambda).
  *
- * lambda and the alpha chain run on the host for cpu tensors (plain loops); on another
- * device lambda and dk's extra term use front-end ops and only the B*T*H scalars of
- * beta/lambda/alpha travel to the host. */
+ * lambda and the alpha chain run on the host for cpu tensors (plain loops); a backend with
+ * delta_rule_alpha_fwd/bwd (CUDA) computes them on its device, so a training step never
+ * synchronises with the host here. */
 #include "autograd.h"
 #include "backend.h"
 #include "delta_rule.h"
@@ -367,7 +367,16 @@ static int dr_backward(efla_node *node, efla_tensor *const *go, efla_tensor **gi
                           efla_cpu_ptr(dq), efla_cpu_ptr(dk), efla_cpu_ptr(dv), efla_cpu_ptr(dal),
                           ds0 ? efla_cpu_ptr(ds0) : NULL))
         goto out;
-    if (chain_alpha(c, k, sv[SL_BETA], sv[SL_LAMBDA], dal, dk, &dbeta)) goto out;
+    if (b->delta_rule_alpha_bwd) {
+        const efla_tensor *beta = sv[SL_BETA];
+        if (!(dbeta = efla_empty(3, beta->shape, beta->dtype, beta->device))) goto out;
+        if (b->delta_rule_alpha_bwd(efla_tensor_numel(beta), a->dk, q->dtype, efla_cpu_ptr(k), efla_cpu_ptr(beta),
+                                    efla_cpu_ptr(sv[SL_LAMBDA]), efla_cpu_ptr(dal), c->order, c->reference_eps,
+                                    efla_cpu_ptr(dk), efla_cpu_ptr(dbeta)))
+            goto out;
+    } else if (chain_alpha(c, k, sv[SL_BETA], sv[SL_LAMBDA], dal, dk, &dbeta)) {
+        goto out;
+    }
     efla_tensor *grads[5] = {dq, dk, dv, dbeta, ds0};
     for (int i = 0; i < 5; i++) {
         if (efla_node_needs_grad(node, i)) {
@@ -433,8 +442,16 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
     efla_tensor *lam = NULL, *alpha = NULL, *o_t = NULL, *sf = NULL, *cs = NULL;
     int rc = -1;
     if (!qc || !kc || !vc || !bc || (initial_state && !sc)) goto out;
-    if (!(lam = compute_lambda(kc))) goto out;
-    if (!(alpha = compute_alpha(bc, lam, o.order, o.reference_eps, q->dtype, q->device))) goto out;
+    if (b->delta_rule_alpha_fwd) {
+        if (!(lam = efla_empty(3, q->shape, EFLA_FLOAT64, q->device))) goto out;
+        if (!(alpha = efla_empty(3, q->shape, q->dtype, q->device))) goto out;
+        if (b->delta_rule_alpha_fwd(B * T * H, dkk, q->dtype, efla_cpu_ptr(kc), efla_cpu_ptr(bc), o.order,
+                                    o.reference_eps != 0, efla_cpu_ptr(alpha), efla_cpu_ptr(lam)))
+            goto out;
+    } else {
+        if (!(lam = compute_lambda(kc))) goto out;
+        if (!(alpha = compute_alpha(bc, lam, o.order, o.reference_eps, q->dtype, q->device))) goto out;
+    }
     int64_t oshape[4] = {B, T, H, dvv}, sshape[4] = {s.N, H, dkk, dvv};
     if (!(o_t = efla_empty(4, oshape, q->dtype, q->device))) goto out;
     if (o.output_final_state && !(sf = efla_empty(4, sshape, a.state_dtype, q->device))) goto out;

@@ -144,6 +144,8 @@ extern "C" const efla_backend efla_cuda_backend = {
     /* .adamw = */ efla_cuda_adamw,
     /* .memory_stats = */ efla_cuda_backend_memory_stats,
     /* .empty_cache = */ efla_cuda_backend_empty_cache,
+    /* .delta_rule_alpha_fwd = */ efla_cuda_delta_rule_alpha_fwd,
+    /* .delta_rule_alpha_bwd = */ efla_cuda_delta_rule_alpha_bwd,
 };
 
 /* Registration when libefla is loaded (no CUDA call here: that waits for first use). */

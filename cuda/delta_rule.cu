@@ -3,6 +3,9 @@
  * the chunk states ([sum_n ceil(len_n/C), H, dk, dv], the state entering each block of C
  * tokens), so saved states are interchangeable with the CPU's.
  *
+ * bfloat16 inputs in the chunked algorithm go to the tensor-core WY kernels of
+ * delta_rule_chunk.cu where they cover the shape; everything else runs here.
+ *
  * This first version is a column-parallel scan (efla-math §1), not the tensor-core WY
  * form: every column j of the dk x dv state evolves on its own,
  *     S[:,j] += k_t * alpha_t (v_tj - S[:,j].k_t),   o_tj = scale S_t[:,j].q_t,
@@ -401,6 +404,10 @@ int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const void *q, const
     CuBuffer seq;
     int64_t nch;
     TRY(upload_seqs(a, device, seq, &nch));
+    /* the tensor-core chunked path (delta_rule_chunk.cu) when it covers these arguments */
+    int fast = efla_cuda_delta_rule_chunk_fwd(a, seq.as<int64_t>(), nch, device, q, k, v, alpha, s0, o, s_final,
+                                              chunk_states);
+    if (fast <= 0) return fast;
     DRParams p = base_params(a, seq.as<int64_t>());
     p.q = q; p.k = k; p.v = v; p.al = alpha; p.s0 = s0; p.o = o; p.sf = s_final; p.cs = chunk_states;
     switch (a->dtype) {
@@ -430,6 +437,9 @@ int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const void *q, const
     CuBuffer seq, states;
     int64_t nch;
     TRY(upload_seqs(a, device, seq, &nch));
+    int fast = efla_cuda_delta_rule_chunk_bwd(a, seq.as<int64_t>(), nch, device, q, k, v, alpha, s0, chunk_states,
+                                              d_o, d_s_final, dq, dk, dv, dalpha, ds0);
+    if (fast <= 0) return fast;
     DRParams p = base_params(a, seq.as<int64_t>());
     p.q = q; p.k = k; p.v = v; p.al = alpha; p.s0 = s0;
     size_t ses = a->dtype == EFLA_FLOAT64 ? 8 : 4;

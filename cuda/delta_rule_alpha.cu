@@ -1,0 +1,164 @@
+/* delta_rule_alpha.cu: lambda = |k|^2, the step size alpha and the chain rule through alpha
+ * on the device, so that a CUDA training step never copies per-token scalars to the host
+ * (docs/MATH.md §3; the same formulas as core/delta_rule_alpha.c, evaluated in double).
+ *
+ *   forward:  lambda_i = |k_i|^2,  alpha_i = beta_i * phi_order(beta_i * lambda_i)
+ *   backward: dbeta_i = g_i * dalpha/dbeta,  dk_i += 2 k_i g_i dalpha/dlambda
+ * One warp per token row (dk elements), lanes split the row and reduce with shuffles. */
+#include "kernels.cuh"
+
+namespace {
+
+const double REF_EPS = 1e-6;   /* the published reference's clamp (delta_rule.h) */
+
+__device__ double phi(int order, double x) {
+    switch (order) {
+    case 1: return 1.0;
+    case 2: return 1.0 - x / 2;
+    case 3: return 1.0 + x * (-1.0 / 2 + x / 6);
+    case 4: return 1.0 + x * (-1.0 / 2 + x * (1.0 / 6 - x / 24));
+    default:
+        if (fabs(x) < 1e-4) return 1.0 + x * (-1.0 / 2 + x * (1.0 / 6 - x / 24));
+        return -expm1(-x) / x;
+    }
+}
+
+/* phi'(x) = sum_n (-1)^(n+1) (n+1)/(n+2)! x^n below |x| = 0.5, the closed form above */
+__device__ double phi_prime(int order, double x) {
+    switch (order) {
+    case 1: return 0.0;
+    case 2: return -0.5;
+    case 3: return -0.5 + x / 3;
+    case 4: return -0.5 + x * (1.0 / 3 - x / 8);
+    default:
+        if (fabs(x) < 0.5) {
+            double r = 0, f = 2;   /* f = (n+2)! */
+            double term_sign = -1, xn = 1;
+            for (int n = 0; n < 18; n++) {
+                r += term_sign * (n + 1) / f * xn;
+                term_sign = -term_sign;
+                xn *= x;
+                f *= (n + 3);
+            }
+            return r;
+        }
+        if (x > 700) return -1.0 / (x * x);
+        return ((1 + x) * exp(-x) - 1) / (x * x);
+    }
+}
+
+__device__ double dalpha_dbeta(int order, double x) {
+    switch (order) {
+    case 1: return 1.0;
+    case 2: return 1.0 - x;
+    case 3: return 1.0 + x * (-1.0 + x / 2);
+    case 4: return 1.0 + x * (-1.0 + x * (1.0 / 2 - x / 6));
+    default: return exp(-x);
+    }
+}
+
+__device__ void alpha_eval(double beta, double lambda, int order, int ref, double *alpha, double *d_beta,
+                           double *d_lambda) {
+    if (ref && order == EFLA_ORDER_EXACT) {
+        double lc = lambda < REF_EPS ? REF_EPS : lambda;
+        if (isinf(lc)) { *alpha = 0; *d_beta = 0; *d_lambda = 0; return; }
+        double e = exp(-beta * lc), den = lc + REF_EPS;
+        *alpha = (1 - e) / den;
+        *d_beta = lc * e / den;
+        *d_lambda = lambda >= REF_EPS ? (beta * e * den - (1 - e)) / (den * den) : 0.0;
+        return;
+    }
+    double x = beta == 0 ? 0.0 : beta * lambda;
+    *alpha = beta * phi(order, x);
+    *d_beta = dalpha_dbeta(order, x);
+    *d_lambda = beta * beta * phi_prime(order, x);
+}
+
+__device__ __forceinline__ double ld(const float *p) { return *p; }
+__device__ __forceinline__ double ld(const double *p) { return *p; }
+__device__ __forceinline__ double ld(const bf16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void st(float *p, double v) { *p = (float)v; }
+__device__ __forceinline__ void st(double *p, double v) { *p = v; }
+__device__ __forceinline__ void st(bf16 *p, double v) { *p = __float2bfloat16((float)v); }
+
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+template <typename T>
+__global__ void alpha_fwd_kernel(int64_t n, int64_t dk, const T *k, const T *beta, int order, int ref, T *alpha,
+                                 double *lambda) {
+    const int lane = threadIdx.x % 32;
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
+    for (int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; row < n; row += warps) {
+        double s = 0;
+        for (int64_t d = lane; d < dk; d += 32) { double x = ld(k + row * dk + d); s += x * x; }
+        s = warp_sum_d(s);
+        if (lane == 0) {
+            double a, db, dl;
+            alpha_eval(ld(beta + row), s, order, ref, &a, &db, &dl);
+            lambda[row] = s;
+            st(alpha + row, a);
+        }
+    }
+}
+
+template <typename T>
+__global__ void alpha_bwd_kernel(int64_t n, int64_t dk, const T *k, const T *beta, const double *lambda,
+                                 const T *g, int order, int ref, T *dkk, T *dbeta) {
+    const int lane = threadIdx.x % 32;
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
+    for (int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; row < n; row += warps) {
+        double a, db, dl, gi = ld(g + row);
+        alpha_eval(ld(beta + row), lambda[row], order, ref, &a, &db, &dl);
+        if (lane == 0 && dbeta) st(dbeta + row, gi * db);
+        const double s = 2 * gi * dl;
+        if (s != 0)
+            for (int64_t d = lane; d < dk; d += 32) st(dkk + row * dk + d, ld(dkk + row * dk + d) + s * ld(k + row * dk + d));
+    }
+}
+
+template <typename T>
+int alpha_fwd_launch(int64_t n, int64_t dk, const void *k, const void *beta, int order, int ref, void *alpha,
+                     void *lambda) {
+    alpha_fwd_kernel<T><<<cu_blocks(n * 32, 256), 256>>>(n, dk, (const T *)k, (const T *)beta, order, ref,
+                                                          (T *)alpha, (double *)lambda);
+    CU_CHECK_LAUNCH("delta_rule_alpha_fwd");
+    return 0;
+}
+
+template <typename T>
+int alpha_bwd_launch(int64_t n, int64_t dk, const void *k, const void *beta, const void *lambda, const void *g,
+                     int order, int ref, void *dkk, void *dbeta) {
+    alpha_bwd_kernel<T><<<cu_blocks(n * 32, 256), 256>>>(n, dk, (const T *)k, (const T *)beta,
+                                                          (const double *)lambda, (const T *)g, order, ref,
+                                                          (T *)dkk, (T *)dbeta);
+    CU_CHECK_LAUNCH("delta_rule_alpha_bwd");
+    return 0;
+}
+
+} // namespace
+
+int efla_cuda_delta_rule_alpha_fwd(int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta,
+                                   int order, int reference_eps, void *alpha, void *lambda) {
+    if (n == 0) return 0;
+    switch (dt) {
+    case EFLA_FLOAT32: return alpha_fwd_launch<float>(n, dk, k, beta, order, reference_eps, alpha, lambda);
+    case EFLA_FLOAT64: return alpha_fwd_launch<double>(n, dk, k, beta, order, reference_eps, alpha, lambda);
+    case EFLA_BFLOAT16: return alpha_fwd_launch<bf16>(n, dk, k, beta, order, reference_eps, alpha, lambda);
+    default: return efla_fail("delta_rule: alpha on cuda needs float32, float64 or bfloat16, got %s", efla_dtype_name(dt));
+    }
+}
+
+int efla_cuda_delta_rule_alpha_bwd(int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta,
+                                   const void *lambda, const void *dalpha, int order, int reference_eps,
+                                   void *dk_inout, void *dbeta) {
+    if (n == 0) return 0;
+    switch (dt) {
+    case EFLA_FLOAT32: return alpha_bwd_launch<float>(n, dk, k, beta, lambda, dalpha, order, reference_eps, dk_inout, dbeta);
+    case EFLA_FLOAT64: return alpha_bwd_launch<double>(n, dk, k, beta, lambda, dalpha, order, reference_eps, dk_inout, dbeta);
+    case EFLA_BFLOAT16: return alpha_bwd_launch<bf16>(n, dk, k, beta, lambda, dalpha, order, reference_eps, dk_inout, dbeta);
+    default: return efla_fail("delta_rule backward: alpha on cuda needs float32, float64 or bfloat16, got %s", efla_dtype_name(dt));
+    }
+}
