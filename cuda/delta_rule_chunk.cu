@@ -29,6 +29,7 @@
  * (alpha = 0 there), which makes them no-ops in every product. */
 #include "kernels.cuh"
 #include <mma.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,7 +37,8 @@ namespace {
 
 using namespace nvcuda;
 
-const int THREADS = 256;
+const int THREADS = 512;   /* 16 warps: these kernels run one or two blocks per SM, so the
+                              * block itself must hide the latency of its short phases */
 const int NWARP = THREADS / 32;
 
 /* ---- shared-memory matrices ------------------------------------------------------------------ */
@@ -78,59 +80,108 @@ __device__ void mm(Bm A, Bm B, Fm Cm, int M, int N, int K, bool acc) {
     }
 }
 
-/* rows [0, C) x cols [0, n) of a token-major global matrix (row r at src + r*stride) into
- * shared bf16; rows >= len are zero. mult scales the values. */
-__device__ void load_rows(Bm dst, const bf16 *src, int64_t stride, int C, int n, int len, float mult = 1.0f) {
-    const int vec = n / 8;   /* 16-byte vectors per row */
-    for (int e = threadIdx.x; e < C * vec; e += THREADS) {
-        const int r = e / vec, c8 = (e % vec) * 8;
+/* f(r, c) over a ROWS x COLS index space, spread over the block (compile-time sizes: the
+ * divisions are shifts) */
+template <int ROWS, int COLS, class F> __device__ __forceinline__ void each(F f) {
+    for (int e = threadIdx.x; e < ROWS * COLS; e += THREADS) f(e / COLS, e % COLS);
+}
+
+/* rows [0, R) x cols [0, N) of a token-major global matrix (row r at src + r*stride) into
+ * shared bf16 in 16-byte vectors; rows >= len are zero. mult scales the values. */
+template <int R, int N>
+__device__ void load_rows(Bm dst, const bf16 *src, int64_t stride, int len, float mult = 1.0f) {
+    each<R, N / 8>([&](int r, int v) {
         uint4 val = make_uint4(0, 0, 0, 0);
-        if (r < len) val = *(const uint4 *)(src + r * stride + c8);
-        if (mult != 1.0f && r < len) {
+        if (r < len) val = *(const uint4 *)(src + r * stride + v * 8);
+        if (mult != 1.0f) {
             bf16 *h = (bf16 *)&val;
             for (int x = 0; x < 8; x++) h[x] = __float2bfloat16(__bfloat162float(h[x]) * mult);
         }
-        *(uint4 *)(dst.p + r * dst.ld + c8) = val;
-    }
+        *(uint4 *)(dst.p + r * dst.ld + v * 8) = val;
+    });
 }
 
-/* a contiguous rows x cols float32 global matrix (leading dimension ldg) into shared bf16 */
-__device__ void load_state_bf16(Bm dst, const float *src, int64_t ldg, int rows, int cols) {
-    for (int e = threadIdx.x; e < rows * cols; e += THREADS) {
-        const int r = e / cols, c = e % cols;
-        dst.p[r * dst.ld + c] = __float2bfloat16(src[r * ldg + c]);
-    }
+__device__ __forceinline__ void put4(bf16 *dst, float4 x) {
+    __nv_bfloat162 a = __floats2bfloat162_rn(x.x, x.y), b = __floats2bfloat162_rn(x.z, x.w);
+    uint2 u;
+    u.x = *(unsigned *)&a;
+    u.y = *(unsigned *)&b;
+    *(uint2 *)dst = u;
+}
+__device__ __forceinline__ float4 scale4(float4 x, float m) { return make_float4(x.x * m, x.y * m, x.z * m, x.w * m); }
+
+/* a row-major R x N float32 global matrix (leading dimension ldg) into shared bf16 */
+template <int R, int N>
+__device__ void load_state_bf16(Bm dst, const float *src, int64_t ldg) {
+    each<R, N / 4>([&](int r, int v) { put4(dst.p + r * dst.ld + v * 4, *(const float4 *)(src + r * ldg + v * 4)); });
 }
 
-/* shared float -> bf16, with an optional factor */
-__device__ void to_bf16(Bm dst, Fm src, int rows, int cols, float mult = 1.0f) {
-    for (int e = threadIdx.x; e < rows * cols; e += THREADS) {
-        const int r = e / cols, c = e % cols;
-        dst.p[r * dst.ld + c] = __float2bfloat16(src.p[r * src.ld + c] * mult);
-    }
+/* shared float -> shared bf16, with an optional factor */
+template <int R, int N>
+__device__ void to_bf16(Bm dst, Fm src, float mult = 1.0f) {
+    each<R, N / 4>([&](int r, int v) { put4(dst.p + r * dst.ld + v * 4, scale4(*(float4 *)(src.p + r * src.ld + v * 4), mult)); });
 }
 
 /* shared float rows [0, len) -> global bf16 token-major rows */
-__device__ void store_rows(bf16 *dst, int64_t stride, Fm src, int len, int n, float mult = 1.0f) {
-    for (int e = threadIdx.x; e < len * n; e += THREADS) {
-        const int r = e / n, c = e % n;
-        dst[r * stride + c] = __float2bfloat16(src.p[r * src.ld + c] * mult);
-    }
+template <int R, int N>
+__device__ void store_rows(bf16 *dst, int64_t stride, Fm src, int len, float mult = 1.0f) {
+    each<R, N / 4>([&](int r, int v) {
+        if (r < len) put4(dst + r * stride + v * 4, scale4(*(float4 *)(src.p + r * src.ld + v * 4), mult));
+    });
 }
 
-/* X = (I + L)^-1 for L_ij = a_i G_ij (i > j), by forward substitution over rows: after
- * step m row m is final and is subtracted from every later row. X is unit lower. */
-__device__ void unit_lower_inverse(Fm X, Fm G, const float *a, int C) {
-    for (int e = threadIdx.x; e < C * C; e += THREADS) {
-        const int r = e / C, c = e % C;
-        X.p[r * X.ld + c] = r == c ? 1.0f : 0.0f;
+/* shared float R x N -> global float rows (leading dimension ldg) */
+template <int R, int N>
+__device__ void store_state(float *dst, int64_t ldg, Fm src) {
+    each<R, N / 4>([&](int r, int v) { *(float4 *)(dst + r * ldg + v * 4) = *(float4 *)(src.p + r * src.ld + v * 4); });
+}
+
+/* global float R x N (leading dimension ldg) -> shared float; zero when src is NULL */
+template <int R, int N>
+__device__ void load_state(Fm dst, const float *src, int64_t ldg) {
+    each<R, N / 4>([&](int r, int v) {
+        *(float4 *)(dst.p + r * dst.ld + v * 4) = src ? *(const float4 *)(src + r * ldg + v * 4) : make_float4(0, 0, 0, 0);
+    });
+}
+
+/* X = (I + L)^-1 for L_ij = a_i G_ij (i > j), unit lower triangular, blockwise with 16 x 16
+ * blocks: each diagonal block by forward substitution inside one warp (warp barriers only),
+ * then the blocks below the diagonal, one sub-diagonal at a time:
+ *   X_ij = -X_ii sum_{j <= k < i} L_ik X_kj
+ * That is 2 C/16 - 1 block barriers instead of C - 1. scratch: (C/16 - 1) * 256 floats. */
+template <int C> __device__ void unit_lower_inverse(Fm X, Fm G, const float *a, float *scratch) {
+    constexpr int NB = C / 16;
+    each<C, C>([&](int r, int c) { X.p[r * X.ld + c] = r == c ? 1.0f : 0.0f; });
+    __syncthreads();
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (warp < NB) {
+        const int b0 = warp * 16;
+        for (int m = 0; m < 15; m++) {
+            const int cols = m + 1;
+            for (int e = lane; e < (15 - m) * cols; e += 32) {
+                const int i = b0 + m + 1 + e / cols, j = b0 + e % cols;
+                X.p[i * X.ld + j] -= a[i] * G.p[i * G.ld + b0 + m] * X.p[(b0 + m) * X.ld + j];
+            }
+            __syncwarp();
+        }
     }
     __syncthreads();
-    for (int m = 0; m < C - 1; m++) {
-        const int rows = C - 1 - m, cols = m + 1;
-        for (int e = threadIdx.x; e < rows * cols; e += THREADS) {
-            const int i = m + 1 + e / cols, j = e % cols;
-            X.p[i * X.ld + j] -= a[i] * G.p[i * G.ld + m] * X.p[m * X.ld + j];
+    for (int d = 1; d < NB; d++) {
+        /* Y(bj) = sum_{k=bj}^{bi-1} L[bi][k] X[k][bj] for the NB - d blocks (bi = bj + d) */
+        for (int e = threadIdx.x; e < (NB - d) * 256; e += THREADS) {
+            const int bj = e / 256, r = (e / 16) % 16, c = e % 16, bi = bj + d;
+            const int row = bi * 16 + r;
+            float y = 0;
+            for (int t = bj * 16; t < bi * 16; t++) y += G.p[row * G.ld + t] * X.p[t * X.ld + bj * 16 + c];
+            scratch[e] = a[row] * y;
+        }
+        __syncthreads();
+        /* X[bi][bj] = -X[bi][bi] Y(bj) */
+        for (int e = threadIdx.x; e < (NB - d) * 256; e += THREADS) {
+            const int bj = e / 256, r = (e / 16) % 16, c = e % 16, bi = bj + d;
+            float x = 0;
+            for (int t = 0; t < 16; t++) x += X.p[(bi * 16 + r) * X.ld + bi * 16 + t] * scratch[bj * 256 + t * 16 + c];
+            X.p[(bi * 16 + r) * X.ld + bj * 16 + c] = -x;
         }
         __syncthreads();
     }
@@ -176,27 +227,24 @@ __global__ void __launch_bounds__(THREADS) prep_kernel(Args p) {
     Fm G = cv.fm(C, C), X = cv.fm(C, C), F = cv.fm(C, DK > DV ? DK : DV);
     float *a = (float *)(smem + cv.off);
     const int64_t rs = p.H;   /* rows between consecutive tokens */
-    load_rows(K, p.k + cr.first * DK, rs * DK, C, DK, cr.len);
-    load_rows(V, p.v + cr.first * DV, rs * DV, C, DV, cr.len);
+    load_rows<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
+    load_rows<C, DV>(V, p.v + cr.first * DV, rs * DV, cr.len);
     for (int i = threadIdx.x; i < C; i += THREADS)
         a[i] = i < cr.len ? __bfloat162float(p.alpha[cr.first + i * rs]) : 0.0f;
     __syncthreads();
     mm<false, true>(K, K, G, C, C, DK, false);
     __syncthreads();
-    unit_lower_inverse(X, G, a, C);
-    for (int e = threadIdx.x; e < C * C; e += THREADS) {
-        const int r = e / C, c = e % C;
-        Tb.p[r * Tb.ld + c] = __float2bfloat16(X.p[r * X.ld + c] * a[c]);
-    }
+    unit_lower_inverse<C>(X, G, a, F.p);   /* F is free until W */
+    each<C, C>([&](int r, int c) { Tb.p[r * Tb.ld + c] = __float2bfloat16(X.p[r * X.ld + c] * a[c]); });
     __syncthreads();
     bf16 *w = p.w + (g * p.H + h) * C * DK, *u = p.u + (g * p.H + h) * C * DV;
     mm<false, false>(Tb, K, F, C, DK, C, false);
     __syncthreads();
-    store_rows(w, DK, F, C, DK);
+    store_rows<C, DK>(w, DK, F, C);
     __syncthreads();
     mm<false, false>(Tb, V, F, C, DV, C, false);
     __syncthreads();
-    store_rows(u, DV, F, C, DV);
+    store_rows<C, DV>(u, DV, F, C);
 }
 
 template <int C, int DK, int DV>
@@ -214,11 +262,7 @@ __global__ void __launch_bounds__(THREADS) fwd_scan_kernel(Args p) {
     Carver cv(smem);
     Fm S = cv.fm(DK, BV), P = cv.fm(C, C), F = cv.fm(C, BV);
     Bm Sb = cv.bm(DK, BV), Q = cv.bm(C, DK), K = cv.bm(C, DK), W = cv.bm(C, DK), U = cv.bm(C, BV), Pb = cv.bm(C, C);
-    /* the entering state */
-    for (int e = threadIdx.x; e < DK * BV; e += THREADS) {
-        const int r = e / BV, c = e % BV;
-        S.p[r * S.ld + c] = p.s0 ? p.s0[((n * p.H + h) * DK + r) * dv + j0 + c] : 0.0f;
-    }
+    load_state<DK, BV>(S, p.s0 ? p.s0 + (n * p.H + h) * DK * dv + j0 : nullptr, dv);   /* the entering state */
     const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
     const int64_t nchunks = (len + C - 1) / C;
     const int64_t rs = p.H;
@@ -227,31 +271,21 @@ __global__ void __launch_bounds__(THREADS) fwd_scan_kernel(Args p) {
         const int64_t row = p.seq[3 * n] + c * C * p.H + h;
         const int clen = (int)(len - c * C < C ? len - c * C : C);
         __syncthreads();   /* S final from the previous chunk; buffers free */
-        if (p.cs) {
-            float *dst = p.cs + (g * p.H + h) * DK * dv + j0;
-            for (int e = threadIdx.x; e < DK * BV; e += THREADS) {
-                const int r = e / BV, cc = e % BV;
-                dst[r * dv + cc] = S.p[r * S.ld + cc];
-            }
-        }
-        to_bf16(Sb, S, DK, BV);
-        load_rows(Q, p.q + row * DK, rs * DK, C, DK, clen);
-        load_rows(K, p.k + row * DK, rs * DK, C, DK, clen);
-        load_rows(W, p.w + (g * p.H + h) * C * DK, DK, C, DK, C);
-        load_rows(U, p.u + (g * p.H + h) * C * dv + j0, dv, C, BV, C);
+        if (p.cs) store_state<DK, BV>(p.cs + (g * p.H + h) * DK * dv + j0, dv, S);
+        to_bf16<DK, BV>(Sb, S);
+        load_rows<C, DK>(Q, p.q + row * DK, rs * DK, clen);
+        load_rows<C, DK>(K, p.k + row * DK, rs * DK, clen);
+        load_rows<C, DK>(W, p.w + (g * p.H + h) * C * DK, DK, C);
+        load_rows<C, BV>(U, p.u + (g * p.H + h) * C * dv + j0, dv, C);
         __syncthreads();
         /* V' = U - W S */
         mm<false, false>(W, Sb, F, C, BV, DK, false);
         mm<false, true>(Q, K, P, C, C, DK, false);
         __syncthreads();
-        for (int e = threadIdx.x; e < C * BV; e += THREADS) {
-            const int r = e / BV, cc = e % BV;
+        each<C, BV>([&](int r, int cc) {
             U.p[r * U.ld + cc] = __float2bfloat16(__bfloat162float(U.p[r * U.ld + cc]) - F.p[r * F.ld + cc]);
-        }
-        for (int e = threadIdx.x; e < C * C; e += THREADS) {
-            const int r = e / C, cc = e % C;
-            Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f);
-        }
+        });
+        each<C, C>([&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
         __syncthreads();
         /* O = scale (Q S + P V'),  S += K^T V' */
         mm<false, false>(Q, Sb, F, C, BV, DK, false);
@@ -259,14 +293,10 @@ __global__ void __launch_bounds__(THREADS) fwd_scan_kernel(Args p) {
         __syncthreads();
         mm<false, false>(Pb, U, F, C, BV, C, true);
         __syncthreads();
-        if (p.o) store_rows(p.o + row * dv + j0, rs * dv, F, clen, BV, p.scale);
+        if (p.o) store_rows<C, BV>(p.o + row * dv + j0, rs * dv, F, clen, p.scale);
     }
     __syncthreads();
-    if (p.sf)
-        for (int e = threadIdx.x; e < DK * BV; e += THREADS) {
-            const int r = e / BV, cc = e % BV;
-            p.sf[((n * p.H + h) * DK + r) * dv + j0 + cc] = S.p[r * S.ld + cc];
-        }
+    if (p.sf) store_state<DK, BV>(p.sf + (n * p.H + h) * DK * dv + j0, dv, S);
 }
 
 template <int C, int DK, int BV>
@@ -285,10 +315,7 @@ __global__ void __launch_bounds__(THREADS) bwd_scan_kernel(Args p) {
     Fm dS = cv.fm(DK, BV), P = cv.fm(C, C), F = cv.fm(C, BV);
     Bm dSb = cv.bm(DK, BV), Q = cv.bm(C, DK), K = cv.bm(C, DK), W = cv.bm(C, DK), dO = cv.bm(C, BV),
        dVn = cv.bm(C, BV), Pb = cv.bm(C, C);
-    for (int e = threadIdx.x; e < DK * BV; e += THREADS) {
-        const int r = e / BV, c = e % BV;
-        dS.p[r * dS.ld + c] = p.dsf ? p.dsf[((n * p.H + h) * DK + r) * dv + j0 + c] : 0.0f;
-    }
+    load_state<DK, BV>(dS, p.dsf ? p.dsf + (n * p.H + h) * DK * dv + j0 : nullptr, dv);
     const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
     const int64_t nchunks = (len + C - 1) / C;
     const int64_t rs = p.H;
@@ -297,52 +324,36 @@ __global__ void __launch_bounds__(THREADS) bwd_scan_kernel(Args p) {
         const int64_t row = p.seq[3 * n] + c * C * p.H + h;
         const int clen = (int)(len - c * C < C ? len - c * C : C);
         __syncthreads();
-        {   /* the gradient of the state leaving chunk g */
-            float *dst = p.dcs + (g * p.H + h) * DK * dv + j0;
-            for (int e = threadIdx.x; e < DK * BV; e += THREADS) {
-                const int r = e / BV, cc = e % BV;
-                dst[r * dv + cc] = dS.p[r * dS.ld + cc];
-            }
-        }
-        to_bf16(dSb, dS, DK, BV);
-        load_rows(Q, p.q + row * DK, rs * DK, C, DK, clen);
-        load_rows(K, p.k + row * DK, rs * DK, C, DK, clen);
-        load_rows(W, p.w + (g * p.H + h) * C * DK, DK, C, DK, C);
-        load_rows(dO, p.d_o + row * dv + j0, rs * dv, C, BV, clen, p.scale);
+        store_state<DK, BV>(p.dcs + (g * p.H + h) * DK * dv + j0, dv, dS);   /* the gradient leaving chunk g */
+        to_bf16<DK, BV>(dSb, dS);
+        load_rows<C, DK>(Q, p.q + row * DK, rs * DK, clen);
+        load_rows<C, DK>(K, p.k + row * DK, rs * DK, clen);
+        load_rows<C, DK>(W, p.w + (g * p.H + h) * C * DK, DK, C);
+        load_rows<C, BV>(dO, p.d_o + row * dv + j0, rs * dv, clen, p.scale);
         __syncthreads();
         mm<false, true>(Q, K, P, C, C, DK, false);
         __syncthreads();
-        for (int e = threadIdx.x; e < C * C; e += THREADS) {
-            const int r = e / C, cc = e % C;
-            Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f);
-        }
+        each<C, C>([&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
         __syncthreads();
-        /* dV' = P^T (scale dO) + K dS_out */
+        /* dV' = P^T (scale dO) + K dS_out (the same warp owns a tile in both products) */
         mm<true, false>(Pb, dO, F, C, BV, C, false);
-        __syncthreads();
         mm<false, false>(K, dSb, F, C, BV, DK, true);
         __syncthreads();
         {
             bf16 *dst = p.dvp + (g * p.H + h) * C * dv + j0;
-            for (int e = threadIdx.x; e < C * BV; e += THREADS) {
-                const int r = e / BV, cc = e % BV;
-                const float x = F.p[r * F.ld + cc];
-                dst[r * dv + cc] = __float2bfloat16(x);
-                dVn.p[r * dVn.ld + cc] = __float2bfloat16(-x);
-            }
+            each<C, BV / 4>([&](int r, int v) {
+                const float4 x = *(float4 *)(F.p + r * F.ld + v * 4);
+                put4(dst + r * dv + v * 4, x);
+                put4(dVn.p + r * dVn.ld + v * 4, scale4(x, -1.0f));
+            });
         }
         __syncthreads();
         /* dS_in = dS_out + Q^T (scale dO) - W^T dV' */
         mm<true, false>(Q, dO, dS, DK, BV, C, true);
-        __syncthreads();
         mm<true, false>(W, dVn, dS, DK, BV, C, true);
     }
     __syncthreads();
-    if (p.ds0)
-        for (int e = threadIdx.x; e < DK * BV; e += THREADS) {
-            const int r = e / BV, cc = e % BV;
-            p.ds0[((n * p.H + h) * DK + r) * dv + j0 + cc] = dS.p[r * dS.ld + cc];
-        }
+    if (p.ds0) store_state<DK, BV>(p.ds0 + (n * p.H + h) * DK * dv + j0, dv, dS);
 }
 
 template <int C, int DK, int BV>
@@ -374,7 +385,7 @@ __global__ void __launch_bounds__(THREADS) bwd_chunk_kernel(Args p) {
     float *da = a + C;
 
     /* phase 1: G, X, T */
-    load_rows(K, p.k + cr.first * DK, rs * DK, C, DK, cr.len);
+    load_rows<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
     for (int i = threadIdx.x; i < C; i += THREADS) {
         a[i] = i < cr.len ? __bfloat162float(p.alpha[cr.first + i * rs]) : 0.0f;
         da[i] = 0.0f;
@@ -382,83 +393,65 @@ __global__ void __launch_bounds__(THREADS) bwd_chunk_kernel(Args p) {
     __syncthreads();
     mm<false, true>(K, K, CC, C, C, DK, false);     /* CC = G */
     __syncthreads();
-    unit_lower_inverse(XG, CC, a, C);               /* XG = X */
-    for (int e = threadIdx.x; e < C * C; e += THREADS) {
-        const int r = e / C, c = e % C;
+    unit_lower_inverse<C>(XG, CC, a, F.p);          /* XG = X; F is free until phase 2 */
+    each<C, C>([&](int r, int c) {
         const float x = XG.p[r * XG.ld + c];
         Tb.p[r * C + c] = __float2bfloat16(x * a[c]);
         Xb.p[r * C + c] = __float2bfloat16(x);
-    }
+    });
     __syncthreads();
-    for (int e = threadIdx.x; e < C * C; e += THREADS) {   /* X is in Xb now: keep G in XG */
-        const int r = e / C, c = e % C;
-        XG.p[r * XG.ld + c] = CC.p[r * CC.ld + c];
-    }
+    each<C, C>([&](int r, int c) { XG.p[r * XG.ld + c] = CC.p[r * CC.ld + c]; });   /* X is in Xb now: G in XG */
     /* phase 2: D = V - K S_in (bufD), V' = T D (Vp) */
-    load_state_bf16(Mat, p.states + (g * p.H + h) * DK * DV, DV, DK, DV);
-    load_rows(bufD, p.v + cr.first * DV, rs * DV, C, DV, cr.len);
+    load_state_bf16<DK, DV>(Mat, p.states + (g * p.H + h) * DK * DV, DV);
+    load_rows<C, DV>(bufD, p.v + cr.first * DV, rs * DV, cr.len);
     __syncthreads();
     mm<false, false>(K, Mat, F, C, DV, DK, false);
     __syncthreads();
-    for (int e = threadIdx.x; e < C * DV; e += THREADS) {
-        const int r = e / DV, c = e % DV;
+    each<C, DV>([&](int r, int c) {
         bufD.p[r * bufD.ld + c] = __float2bfloat16(__bfloat162float(bufD.p[r * bufD.ld + c]) - F.p[r * F.ld + c]);
-    }
+    });
     __syncthreads();
     mm<false, false>(Tb, bufD, F, C, DV, C, false);
     __syncthreads();
-    to_bf16(Vp, F, C, DV);
+    to_bf16<C, DV>(Vp, F);
     /* phase 3: dP = tril(dO V'^T) with dO scaled (bufO), dQ = dO S^T + dP K */
-    load_rows(bufO, p.d_o + cr.first * DV, rs * DV, C, DV, cr.len, p.scale);
-    load_rows(Qb, p.q + cr.first * DK, rs * DK, C, DK, cr.len);
+    load_rows<C, DV>(bufO, p.d_o + cr.first * DV, rs * DV, cr.len, p.scale);
+    load_rows<C, DK>(Qb, p.q + cr.first * DK, rs * DK, cr.len);
     __syncthreads();
     mm<false, true>(bufO, Vp, CC, C, C, DV, false);
     __syncthreads();
-    for (int e = threadIdx.x; e < C * C; e += THREADS) {
-        const int r = e / C, c = e % C;
-        dPb.p[r * C + c] = __float2bfloat16(c <= r ? CC.p[r * CC.ld + c] : 0.0f);
-    }
+    each<C, C>([&](int r, int c) { dPb.p[r * C + c] = __float2bfloat16(c <= r ? CC.p[r * CC.ld + c] : 0.0f); });
     __syncthreads();
     mm<false, true>(bufO, Mat, F, C, DK, DV, false);
+    mm<false, false>(dPb, K, F, C, DK, C, true);     /* same tiles, same warp: no barrier needed */
     __syncthreads();
-    mm<false, false>(dPb, K, F, C, DK, C, true);
-    __syncthreads();
-    store_rows(p.dq + cr.first * DK, rs * DK, F, cr.len, DK);
+    store_rows<C, DK>(p.dq + cr.first * DK, rs * DK, F, cr.len);
     __syncthreads();
     /* phase 4: dV' (bufO, dO is done), dD = T^T dV' = dv, dT = dV' D^T, da from T */
-    load_rows(bufO, p.dvp + (g * p.H + h) * C * DV, DV, C, DV, C);
+    load_rows<C, DV>(bufO, p.dvp + (g * p.H + h) * C * DV, DV, C);
     __syncthreads();
     mm<true, false>(Tb, bufO, F, C, DV, C, false);
     mm<false, true>(bufO, bufD, CC, C, C, DV, false);   /* CC = dT */
     __syncthreads();
-    store_rows(p.dv_out + cr.first * DV, rs * DV, F, cr.len, DV);
-    to_bf16(bufD, F, C, DV, -1.0f);                    /* bufD = -dD (D is done) */
+    store_rows<C, DV>(p.dv_out + cr.first * DV, rs * DV, F, cr.len);
+    to_bf16<C, DV>(bufD, F, -1.0f);                    /* bufD = -dD (D is done) */
     for (int j = threadIdx.x; j < C; j += THREADS) {   /* da_j += sum_i X_ij dT_ij */
         float s = 0;
         for (int i = j; i < C; i++) s += __bfloat162float(Xb.p[i * C + j]) * CC.p[i * CC.ld + j];
         da[j] += s;
     }
-    for (int e = threadIdx.x; e < C * C; e += THREADS) {
-        const int r = e / C, c = e % C;
-        dXb.p[r * C + c] = __float2bfloat16(CC.p[r * CC.ld + c] * a[c]);
-    }
+    each<C, C>([&](int r, int c) { dXb.p[r * C + c] = __float2bfloat16(CC.p[r * CC.ld + c] * a[c]); });
     __syncthreads();
     /* phase 5: dK = dP^T Q - dD S^T + V' dS_out^T + (dG + dG^T) K */
     mm<true, false>(dPb, Qb, F, C, DK, C, false);
-    __syncthreads();
     mm<false, true>(bufD, Mat, F, C, DK, DV, true);
     __syncthreads();
-    load_state_bf16(Mat, p.dcs + (g * p.H + h) * DK * DV, DV, DK, DV);   /* Mat = dS_out */
+    load_state_bf16<DK, DV>(Mat, p.dcs + (g * p.H + h) * DK * DV, DV);   /* Mat = dS_out */
     __syncthreads();
     mm<false, true>(Vp, Mat, F, C, DK, DV, true);
     mm<false, true>(dXb, Xb, CC, C, C, C, false);      /* CC = Y = dX X^T */
     __syncthreads();
-    {   /* Y -> bf16 in dXb (dX is done) */
-        for (int e = threadIdx.x; e < C * C; e += THREADS) {
-            const int r = e / C, c = e % C;
-            dXb.p[r * C + c] = __float2bfloat16(CC.p[r * CC.ld + c]);
-        }
-    }
+    each<C, C>([&](int r, int c) { dXb.p[r * C + c] = __float2bfloat16(CC.p[r * CC.ld + c]); });   /* Y, bf16 */
     __syncthreads();
     mm<true, false>(Xb, dXb, CC, C, C, C, false);      /* CC = X^T Y = -dL */
     __syncthreads();
@@ -467,18 +460,16 @@ __global__ void __launch_bounds__(THREADS) bwd_chunk_kernel(Args p) {
         for (int j = 0; j < i; j++) s -= CC.p[i * CC.ld + j] * XG.p[i * XG.ld + j];
         da[i] += s;
     }
-    __syncthreads();
-    for (int e = threadIdx.x; e < C * C; e += THREADS) {   /* dGs = dG + dG^T into dXb */
-        const int r = e / C, c = e % C;
+    each<C, C>([&](int r, int c) {                    /* dGs = dG + dG^T into dXb */
         float x = 0;
         if (r > c) x = -a[r] * CC.p[r * CC.ld + c];
         else if (c > r) x = -a[c] * CC.p[c * CC.ld + r];
         dXb.p[r * C + c] = __float2bfloat16(x);
-    }
+    });
     __syncthreads();
     mm<false, false>(dXb, K, F, C, DK, C, true);
     __syncthreads();
-    store_rows(p.dk_out + cr.first * DK, rs * DK, F, cr.len, DK);
+    store_rows<C, DK>(p.dk_out + cr.first * DK, rs * DK, F, cr.len);
     for (int i = threadIdx.x; i < cr.len; i += THREADS) p.dalpha[cr.first + i * rs] = __float2bfloat16(da[i]);
 }
 
@@ -499,6 +490,27 @@ template <typename K> int set_smem(K kernel, size_t bytes, bool *fits) {
     return 0;
 }
 
+/* EFLA_DELTA_RULE_PROFILE=1: each kernel's time on stderr (events around each launch; the
+ * synchronisation this adds makes it a measuring aid only) */
+struct Profile {
+    bool on = getenv("EFLA_DELTA_RULE_PROFILE") != nullptr;
+    cudaEvent_t ev[8];
+    const char *names[8];
+    int n = 0;
+    Profile() { if (on) for (int i = 0; i < 8; i++) cudaEventCreate(&ev[i]); }
+    void mark(const char *name) { if (on && n < 8) { names[n] = name; cudaEventRecord(ev[n++]); } }
+    ~Profile() {
+        if (!on || n < 2) return;
+        cudaEventSynchronize(ev[n - 1]);
+        for (int i = 1; i < n; i++) {
+            float ms = 0;
+            cudaEventElapsedTime(&ms, ev[i - 1], ev[i]);
+            fprintf(stderr, "delta_rule_chunk %-10s %8.3f ms\n", names[i], ms);
+        }
+        for (int i = 0; i < 8; i++) cudaEventDestroy(ev[i]);
+    }
+};
+
 /* dv tile of the scans: 64 when dv allows it (fewer redundant Q K^T products), else dv */
 template <int DV> struct Tile { static const int BV = DV >= 64 ? 64 : DV; };
 
@@ -513,10 +525,14 @@ int run_fwd(Args &p, int64_t nseq, int device, bool *done) {
     TRY(wbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * C * (DK + DV)), device));
     p.w = wbuf.as<bf16>();
     p.u = p.w + p.nch * p.H * C * DK;
+    Profile prof;
+    prof.mark("start");
     prep_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_smem<C, DK, DV>()>>>(p);
     CU_CHECK_LAUNCH("delta_rule_chunk_prep");
+    prof.mark("prep");
     fwd_scan_kernel<C, DK, BV><<<dim3((unsigned)(nseq * p.H), DV / BV), THREADS, fwd_scan_smem<C, DK, BV>()>>>(p);
     CU_CHECK_LAUNCH("delta_rule_chunk_fwd_scan");
+    prof.mark("fwd_scan");
     *done = true;
     return 0;
 }
@@ -539,6 +555,8 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
     p.dvp = dvpbuf.as<bf16>();
     TRY(dcsbuf.alloc(sizeof(float) * state_elems, device));
     p.dcs = dcsbuf.as<float>();
+    Profile prof;
+    prof.mark("start");
     prep_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_smem<C, DK, DV>()>>>(p);
     CU_CHECK_LAUNCH("delta_rule_chunk_prep");
     if (!p.states) {   /* recompute the chunk states with a state-only forward */
@@ -549,10 +567,13 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
         CU_CHECK_LAUNCH("delta_rule_chunk_fwd_scan");
         p.states = csbuf.as<float>();
     }
+    prof.mark("prep+fwd");
     bwd_scan_kernel<C, DK, BV><<<dim3((unsigned)(nseq * p.H), DV / BV), THREADS, bwd_scan_smem<C, DK, BV>()>>>(p);
     CU_CHECK_LAUNCH("delta_rule_chunk_bwd_scan");
+    prof.mark("bwd_scan");
     bwd_chunk_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, bwd_chunk_smem<C, DK, DV>()>>>(p);
     CU_CHECK_LAUNCH("delta_rule_chunk_bwd_chunk");
+    prof.mark("bwd_chunk");
     *done = true;
     return 0;
 }
