@@ -210,6 +210,11 @@ function suite.run(paths, opts)
   data.mkdir_p(out)
   local files = suite.find_checkpoints(paths)
   parse_tasks(opts.tasks)
+  -- a checkpoint that is readable but not a language model is a usage error: say so first
+  for _, path in ipairs(files) do
+    local ok, info = pcall(require('efla.checkpoint').info, path)
+    if ok and not lm_model.is_lm(info) then lm_model.load(path) end
+  end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   o.out = out
