@@ -196,8 +196,12 @@ end
 --- suite.provenance(opts, rows) -> what produced the numbers: efla version, date, seed,
 --- the options and the sample counts per checkpoint.
 function suite.provenance(opts)
+  local plain = {}
+  for k, v in pairs(opts) do
+    if type(v) == 'string' or type(v) == 'number' or type(v) == 'boolean' or (type(v) == 'table' and k == 'corpora') then plain[k] = v end
+  end
   return { efla_version = efla.version(), date = os.date('!%Y-%m-%dT%H:%M:%SZ'), seed = opts.seed or suite.DEFAULTS.seed,
-    options = opts, tasks = opts.tasks or table.concat(suite.TASKS, ','),
+    options = plain, tasks = opts.tasks or table.concat(suite.TASKS, ','),
     chance = { cloze_acc = 1 / C.DEFAULTS.n_candidates, cloze_rank = (C.DEFAULTS.n_candidates + 1) / 2, wordnet = W.CHANCE } }
 end
 

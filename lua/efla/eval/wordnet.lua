@@ -46,19 +46,18 @@ function W.definition(gloss)
   return (d:gsub('%s+$', ''))
 end
 
---- W.load({dir, pos = W.POS}) -> synsets {word =, words = {...}, definition =, pos =} that
+--- W.load({dir, pos = W.POS}) -> synsets (parts of speech whose file is missing are skipped;
+--- none at all is an error) {word =, words = {...}, definition =, pos =} that
 --- qualify as items (see the top of this file).
 function W.load(opts)
   opts = opts or {}
   local dir = opts.dir or W.dir()
-  local out = {}
+  local out, found = {}, 0
   for _, pos in ipairs(opts.pos or W.POS) do
     local path = dir .. '/data.' .. pos
     local f = io.open(path, 'r')
-    if not f then
-      data.missing('WordNet', path, 'install the Debian package wordnet-base (scripts/install-deps.sh) or set EFLA_WORDNET_DIR')
-    end
-    for line in f:lines() do
+    if f then found = found + 1 end
+    for line in (f and f:lines() or function() end) do
       local s = W.parse_line(line)
       if s then
         local word = s.words[1]
@@ -69,7 +68,10 @@ function W.load(opts)
         end
       end
     end
-    f:close()
+    if f then f:close() end
+  end
+  if found == 0 then
+    data.missing('WordNet', dir .. '/data.noun', 'install the Debian package wordnet-base (scripts/install-deps.sh) or set EFLA_WORDNET_DIR')
   end
   if #out == 0 then error('wordnet: no usable synsets under ' .. dir, 2) end
   return out
