@@ -29,7 +29,7 @@ local LM = {}
 
 --- The named model sizes (docs/LM.md has the table). Every field can be overridden.
 LM.SIZES = {
-  tiny = { d_model = 64, n_layers = 2, n_heads = 2, context = 128, batch = 16, steps = 300, lr = 3e-3, warmup = 30 },
+  tiny = { d_model = 64, n_layers = 2, n_heads = 2, context = 128, batch = 16, steps = 600, lr = 3e-3, warmup = 30 },
   small = { d_model = 256, n_layers = 4, n_heads = 4, context = 256, batch = 32, steps = 2000, lr = 2e-3, warmup = 100 },
   medium = { d_model = 512, n_layers = 8, n_heads = 8, context = 512, batch = 32, steps = 5000, lr = 1e-3, warmup = 250 },
 }
@@ -171,10 +171,11 @@ end
 
 -- ---- training -----------------------------------------------------------------------------------------
 
---- train(method, args, d, {out_dir, device, resume, recipe, argv}) -> model, info.
+--- train(method, args, d, {out_dir, device, resume, recipe, argv, stop_at}) -> model, info.
 --- args (see recipes/lm.lua): steps, batch, accum, context, lr, warmup, min_lr, weight_decay,
 --- clip, seed, eval_every, valid_tokens, plus the model fields. d: LM.prepare_data's table.
---- Checkpoints go to <out_dir>/<method>/ (best.h5 = lowest validation loss).
+--- Checkpoints go to <out_dir>/<method>/ (best.h5 = lowest validation loss). stop_at: end
+--- after that step as if interrupted (the schedule still spans args.steps), checkpointing it.
 function LM.train(method, args, d, opts)
   opts = opts or {}
   local device = LM.device_of(opts.device or args.device)
@@ -249,7 +250,8 @@ function LM.train(method, args, d, opts)
   local t0, start_tokens = progress.wall(), tokens_seen
   local last_valid = valid[#valid]
   model:train()
-  while step < total do
+  local stop = math.min(total, opts.stop_at or total)
+  while step < stop do
     optimizer:zero_grad()
     local lr = sched:step(optimizer)
     local step_loss = 0
@@ -268,7 +270,7 @@ function LM.train(method, args, d, opts)
     if step_loss ~= step_loss then
       error(string.format('%s: the loss became NaN at step %d (try a smaller --lr than %g)', method, step, args.lr), 0)
     end
-    if step % eval_every == 0 or step == total then
+    if step % eval_every == 0 or step == stop then
       last_valid = validate()
       save(step == total)
     end
