@@ -49,6 +49,7 @@ local args = efla.args.parse(arg, {
   { '--valid-tokens', type = 'number', default = 32768, help = 'validation tokens per evaluation (0 = the whole split)' },
   { '--seed', type = 'number', default = 1, help = 'seed for initialisation and data order' },
   { '--device', default = 'cpu', help = 'cpu or cuda[:N]' },
+  { '--threads', type = 'number', help = 'CPU threads (default: OMP_NUM_THREADS or every core; 1 is faster on a busy machine)' },
   { '--out', help = 'output folder (default checkpoints/lm-<corpus>)' },
   { '--resume', help = 'continue from this checkpoint (with --method efla or deltanet and the same flags)' },
   { '--sample-tokens', type = 'number', default = 200, help = 'length of the sample printed at the end (0 = none)' },
@@ -64,6 +65,10 @@ local ok, err = pcall(function()
     error('--resume continues one run: give --method efla or --method deltanet too', 0)
   end
   LM.resolve_args(args)
+  if args.threads then
+    if args.threads < 1 or args.threads % 1 ~= 0 then error('--threads must be a whole number >= 1, got ' .. args.threads, 0) end
+    efla.set_num_threads(args.threads)
+  end
   local device = LM.device_of(args.device)
   local name = args.text and (args.text:match('([^/]+)$'):gsub('%.[^.]*$', '')) or args.corpus
   local out = args.out or ('checkpoints/lm-' .. name)
