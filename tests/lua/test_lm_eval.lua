@@ -236,7 +236,12 @@ t.test('extrapolation: bucket means by position, multipliers that do not fit are
   t.eq(#got, 4)
   for b = 1, 4 do t.near(got[b], sums[b] / (4 * nw), 1e-10) end
   t.eq(r.summary[2].windows, nw)
-  local png_or_nil = X.write(r, dir .. '/x.csv', dir .. '/x.png')
+  -- default buckets: powers of two
+  local lg = X.evaluate(toy, tok, text, { context = 8, multipliers = { 4 } })
+  local b = lg.buckets
+  t.eq({ b[1].from, b[1].to, b[2].from, b[2].to, b[3].from, b[3].to, b[#b].to }, { 1, 1, 2, 3, 4, 7, 32 })
+  t.near(b[2].loss, -(toy:lp(ids[2], ids[3]) + toy:lp(ids[3], ids[4]) + toy:lp(ids[34], ids[35]) + toy:lp(ids[35], ids[36])) / 4, 1e-10)
+  X.write(r, dir .. '/x.csv', dir .. '/x.png')
   t.ok(data.exists(dir .. '/x.csv'))
 end)
 

@@ -40,9 +40,7 @@ function M.load(path, opts)
   local model, tok
   local has_task, lm = pcall(require, 'efla.tasks.lm')
   if has_task and type(lm) == 'table' and lm.load_checkpoint then
-    model, tok, meta = lm.load_checkpoint(path)
-    if opts.device and opts.device ~= 'cpu' then model:to(opts.device) end
-    model:evaluate()
+    model, tok, meta = lm.load_checkpoint(path, { device = opts.device })
   else
     model = efla.load_model(path, { device = opts.device })
     tok = meta.tokenizer and tokenizer.from_meta(meta.tokenizer) or tokenizer.byte()

@@ -15,7 +15,7 @@ local suite = {}
 
 suite.TASKS = { 'ppl', 'cloze', 'wordnet', 'extrap' }
 --- Defaults sized for a few minutes on 2 CPU cores; 0 means "all" for the byte limits.
-suite.DEFAULTS = { ppl_bytes = 100000, cloze_items = 200, wordnet_items = 500, extrap_tokens = 16384,
+suite.DEFAULTS = { ppl_bytes = 100000, cloze_items = 200, wordnet_items = 500, extrap_tokens = 32768,
   batch = 16, seed = 1234, device = 'cpu' }
 
 --- suite.label(path) -> a short name for a checkpoint: its folder and file name.
@@ -63,10 +63,10 @@ function suite.corpus_of(meta, override)
     if data.exists(override) and not data.is_dir(override) then return { text = override, label = override } end
     return { name = override, label = override }
   end
-  if meta.text then return { text = meta.text, label = meta.text } end
-  if type(meta.corpus) == 'string' then return { name = meta.corpus, label = meta.corpus } end
   local a = meta.args or {}
+  if meta.text then return { text = meta.text, label = meta.text } end
   if a.text then return { text = a.text, label = a.text } end
+  if type(meta.corpus) == 'string' then return { name = meta.corpus, label = meta.corpus } end
   if a.corpus then return { name = a.corpus, label = a.corpus } end
   error('lm_eval: the checkpoint records no corpus; pass --corpus NAME', 0)
 end
@@ -263,9 +263,9 @@ function suite.run(paths, opts)
   for _, r in ipairs(rows) do
     if r.extrap_buckets and #r.extrap_buckets > 0 then
       local top = r.extrap_buckets[#r.extrap_buckets].multiplier
-      local s = { name = r.label .. ' (' .. top .. 'x)', x = {}, y = {} }
+      local s = { name = r.label:gsub('_', '-') .. ' (' .. top .. 'x)', x = {}, y = {} }
       for _, b in ipairs(r.extrap_buckets) do
-        if b.multiplier == top then s.x[#s.x + 1] = (b.from + b.to) / 2; s.y[#s.y + 1] = b.loss end
+        if b.multiplier == top then s.x[#s.x + 1] = math.sqrt(b.from * b.to); s.y[#s.y + 1] = b.loss end
       end
       series[#series + 1] = s
     end
