@@ -55,7 +55,7 @@ function ll.token_logprobs(model, rows, opts)
       if device ~= 'cpu' then x, y = x:to(device), y:to(device) end
       local logits = model:forward(x)
       local logp = logits:log_softmax(3)
-      local picked = logp:gather(3, y:unsqueeze(3)):squeeze(3):to('cpu', { dtype = 'float64' }):contiguous()
+      local picked = logp:gather(3, y:unsqueeze(3)):squeeze(3):cpu():double():contiguous()
       local best = logp:argmax(3):cpu():contiguous()
       y = y:cpu():contiguous()
       local pp, bp, tp = picked:data(), best:data(), y:data()
