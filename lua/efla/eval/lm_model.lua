@@ -38,10 +38,9 @@ function M.load(path, opts)
       .. 'checkpoints written by recipes/lm.lua; evaluate this one with recipes/eval.lua', path, describe(meta)), 0)
   end
   local model, tok
-  local has_task, lm = pcall(require, 'efla.tasks.lm')
-  if has_task and type(lm) == 'table' and lm.load_checkpoint then
-    model, tok, meta = lm.load_checkpoint(path, { device = opts.device })
-  else
+  if meta.task == 'lm' then
+    model, tok, meta = require('efla.tasks.lm').load_checkpoint(path, { device = opts.device })
+  else -- a CausalLM saved by other code: the stored config, and its tokenizer or bytes
     model = efla.load_model(path, { device = opts.device })
     tok = meta.tokenizer and tokenizer.from_meta(meta.tokenizer) or tokenizer.byte()
   end

@@ -11,20 +11,13 @@ local P = {}
 
 --- P.load_split(spec, {split = 'test', max_bytes = 0, root}) -> the split as a Lua string
 --- (its first max_bytes bytes when max_bytes > 0). spec: a corpus name ('sotu', 'brown',
---- 'moby-dick', ...) or {name =} or {text = FILE}. Splits come from efla.data.corpus (held
---- out by document, as recipes/lm.lua trains) when it is present, else efla.data.text.
+--- 'moby-dick', 'gcide') or {name =} or {text = FILE}; the splits are efla.data.corpus's
+--- (held out by document), the ones recipes/lm.lua trains on.
 function P.load_split(spec, opts)
   opts = opts or {}
   if type(spec) == 'string' then spec = { name = spec } end
   local which = opts.split or 'test'
-  local has_corpus, corpus = pcall(require, 'efla.data.corpus')
-  local c
-  if has_corpus and type(corpus) == 'table' and corpus.load then
-    c = corpus.load { name = spec.name, text = spec.text, root = opts.root }
-  else
-    if spec.text then error('perplexity: --text corpora need efla.data.corpus', 2) end
-    c = require('efla.data.text').load { name = spec.name, root = opts.root }
-  end
+  local c = require('efla.data.corpus').load { name = spec.name, text = spec.text, root = opts.root }
   local split = c[which]
   if not split then error("perplexity: split must be 'train', 'valid' or 'test', got " .. tostring(which), 2) end
   if opts.max_bytes and opts.max_bytes > 0 and opts.max_bytes < split:numel() then

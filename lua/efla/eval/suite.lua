@@ -94,6 +94,7 @@ function suite.evaluate(path, opts, cache)
     corpus = own.label, tokenizer = tok.kind or '?', vocab = tok.vocab_size, context = ctx,
     params = lm_model.params(model), step = meta.step, counts = {} }
   local run = { batch = o.batch, device = o.device, max_len = ctx }
+  local note = o.on_task or function() end
   local function test_text(spec, max_bytes)
     return cached(cache, 'text:' .. (spec.name or spec.text) .. ':' .. max_bytes, function()
       return P.load_split(spec, { max_bytes = max_bytes })
@@ -109,6 +110,7 @@ function suite.evaluate(path, opts, cache)
       if (spec.label or spec.name) == own.label or #list == 1 then row.ppl, row.bpb, row.loss = r.ppl, r.bpb, r.loss end
       row.counts['ppl:' .. (spec.label or spec.name)] = r.tokens
     end
+    note(string.format('bpb %.3f', row.bpb or 0 / 0))
   end
   if tasks.cloze then
     local items = cached(cache, 'cloze:' .. own.label, function()
@@ -118,6 +120,7 @@ function suite.evaluate(path, opts, cache)
     row.cloze = { greedy = r.greedy, acc = r.acc, acc_norm = r.acc_norm, rank = r.rank, n = r.n,
       chance_acc = r.chance_acc, chance_rank = r.chance_rank, n_candidates = r.n_candidates }
     row.counts.cloze = r.n
+    note(string.format('cloze acc %.3f', r.acc))
   end
   if tasks.wordnet then
     local items = cached(cache, 'wordnet', function()
@@ -126,6 +129,7 @@ function suite.evaluate(path, opts, cache)
     local r = W.evaluate(model, tok, items, run)
     row.wordnet = { acc = r.acc, acc_norm = r.acc_norm, n = r.n, chance = r.chance }
     row.counts.wordnet = r.n
+    note(string.format('wordnet acc %.3f', r.acc))
   end
   if tasks.extrap then
     local r = X.evaluate(model, tok, test_text(own, 0), { context = ctx, max_tokens = o.extrap_tokens,
@@ -140,6 +144,7 @@ function suite.evaluate(path, opts, cache)
     end
     row.counts.extrap_windows = {}
     for m, s in pairs(r.summary) do row.counts.extrap_windows[tostring(m)] = s.windows end
+    note('extrapolation')
   end
   return row
 end
@@ -224,6 +229,7 @@ function suite.run(paths, opts)
   o.out = out
   local rows, cache = {}, {}
   local log = opts.log or io.stdout
+  o.on_task = function(what) log:write(what, ', '); log:flush() end
   for i, path in ipairs(files) do
     log:write(string.format('[%d/%d] %s ... ', i, #files, path))
     log:flush()
