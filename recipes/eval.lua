@@ -23,6 +23,7 @@ local args = efla.args.parse(arg, {
   { '--seed', type = 'number', default = 1, help = 'seed of the corruptions' },
   { '--device', default = 'cpu', help = 'cpu or cuda[:N]' },
   { '--out', default = 'checkpoints/eval', help = 'where eval.csv, eval.json and the plots go' },
+  { '--lm-tasks', default = 'ppl,cloze,wordnet,extrap', help = 'for language-model checkpoints: the recipes/lm_eval.lua tasks to run' },
 })
 if #args._ == 0 then
   io.stderr:write('eval.lua: give at least one checkpoint file (see --help)\n')
@@ -38,7 +39,7 @@ for _, path in ipairs(args._) do
   if ok and lm_model.is_lm(info) then lm_files[#lm_files + 1] = path else others[#others + 1] = path end
 end
 if #lm_files > 0 then
-  local rows, written, md = require('efla.eval.suite').run(lm_files, { device = args.device, out = args.out })
+  local rows, written, md = require('efla.eval.suite').run(lm_files, { device = args.device, out = args.out, tasks = args.lm_tasks })
   print('\n' .. md .. '\n\nwrote ' .. table.concat(written, ' '))
   if #others == 0 then os.exit(0) end
   print('')

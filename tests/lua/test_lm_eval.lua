@@ -312,5 +312,23 @@ t.test('suite end to end on a tiny checkpoint (moby-dick test split, WordNet fix
   t.ok(data.exists(dir .. '/out/lm_eval.csv'))
 end)
 
+t.test('recipes/eval.lua sends LM checkpoints to the LM suite and sMNIST ones to the robustness suite', function()
+  local bin = os.getenv('EFLA_BIN') or 'build/efla'
+  if not pcall(P.load_split, 'moby-dick', { max_bytes = 10 }) then return t.skip('eval routing', 'moby-dick is not installed') end
+  save_lm(dir .. '/route-lm.h5')
+  local out = dir .. '/route'
+  local cmd = string.format('OMP_NUM_THREADS=1 %s recipes/eval.lua --lm-tasks ppl --suite clean --test-samples 10 --out %s %s %s 2>&1',
+    bin, out, dir .. '/route-lm.h5', dir .. '/smnist.h5')
+  local p = io.popen(cmd)
+  local log = p:read('*a')
+  p:close()
+  t.ok(log:find('| route-lm.h5 | efla | moby-dick | 16 |', 1, true) or log:find('/route-lm.h5 | efla | moby-dick | 16 |', 1, true), log)
+  t.ok(data.exists(out .. '/lm_eval.csv') and data.exists(out .. '/eval.csv'), log)
+  local header, rows = require('efla.csv').read(out .. '/lm_eval.csv')
+  t.eq(#rows, 1)
+  local _, srows = require('efla.csv').read(out .. '/eval.csv')
+  t.eq(#srows, 1, 'the sMNIST checkpoint is in the robustness table')
+end)
+
 os.execute('rm -rf ' .. dir)
 t.done()
