@@ -152,6 +152,8 @@ t.test('cloze: items end at a sentence-final word; greedy, acc and rank by hand'
   for _, it in ipairs(items) do
     t.eq(it.choices[it.gold], it.word)
     t.eq(#it.choices, 4)
+    local low = {}
+    for _, c in ipairs(it.choices) do t.ok(not low[c:lower()], 'distinct candidates'); low[c:lower()] = true end
     local at = text:find(it.context .. it.word, 1, true)
     t.ok(at, 'the context and word are consecutive text')
     t.ok(text:sub(at + #it.context + #it.word):match('^[%.!?]'), 'the word ends a sentence')

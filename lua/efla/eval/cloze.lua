@@ -51,10 +51,12 @@ function C.build(text, opts)
       end
       local context = text:sub(start, s - 1)
       local word = text:sub(s, e - 1)
-      local distractors = rng:sample(pool, o.n_candidates - 1, nil)
-      local choices = {}
-      for _, d in ipairs(distractors) do if d:lower() ~= word:lower() then choices[#choices + 1] = d end end
-      while #choices > o.n_candidates - 1 do choices[#choices] = nil end
+      local choices, used, tries = {}, { [word:lower()] = true }, 0
+      while #choices < o.n_candidates - 1 and tries < 100 * o.n_candidates do
+        tries = tries + 1
+        local d = rng:choice(pool)
+        if not used[d:lower()] then used[d:lower()] = true; choices[#choices + 1] = d end
+      end
       local gold = rng:int(#choices + 1) + 1
       table.insert(choices, gold, word)
       if #choices >= 2 and context:match('%S') then

@@ -67,17 +67,4 @@ function Stream:shuffle(list)
   return list
 end
 
---- stream:sample(list, k [, exclude]) -> k distinct elements of list (by position), none
---- equal to exclude; fewer when the list has fewer.
-function Stream:sample(list, k, exclude)
-  local out, seen, tries = {}, {}, 0
-  while #out < k and tries < 50 * (k + 1) do
-    tries = tries + 1
-    local i = self:int(#list) + 1
-    local v = list[i]
-    if not seen[v] and v ~= exclude then seen[v] = true; out[#out + 1] = v end
-  end
-  return out
-end
-
 return random
