@@ -275,6 +275,8 @@ t.test('recipes: lm.lua --method both on a --text file, then generate.lua; error
   t.ok(log:find('efla sample', 1, true), 'a sample is printed')
   local results = json.decode(require('efla.data').read_file(out .. '/results.json'))
   t.eq(#results.runs, 2)
+  t.eq(results.comparison.runs, { 'efla', 'deltanet' })
+  t.ok(math.abs(results.comparison.valid_loss_difference - (results.runs[2].valid_loss - results.runs[1].valid_loss)) < 1e-12)
   t.ok(results.provenance.efla_version and results.provenance.git_revision and results.provenance.date, 'provenance')
   t.eq(results.provenance.seed, 1)
   t.ok(require('efla.data').exists(out .. '/valid.csv') and require('efla.data').exists(out .. '/train.csv'), 'CSVs')
