@@ -149,9 +149,10 @@ local data_byte = LM.prepare_data { text = corpus_file, tokenizer = 'byte' }
 t.test('training: accumulation, validation, checkpoints; an interrupted run resumes bit-identically', function()
   local _, full = LM.train('efla', args_copy(), data_byte, { out_dir = tmp .. '/full' })
   t.eq(full.steps, 6)
-  t.eq(#full.valid, 6)
+  t.eq(#full.valid, 7, 'validation before training and after each step')
+  t.eq(full.valid[1].step, 0)
   t.eq(full.tokens, 6 * 4 * 2 * 16)
-  t.ok(full.valid[6].loss < full.valid[1].loss, 'validation loss falls')
+  t.ok(full.valid[7].loss < full.valid[1].loss, 'validation loss falls')
   -- the same run stopped after step 3 (as if killed), then resumed from its checkpoint
   local _, part = LM.train('efla', args_copy(), data_byte, { out_dir = tmp .. '/part', stop_at = 3 })
   t.eq(part.steps, 3)

@@ -248,6 +248,8 @@ function LM.train(method, args, d, opts)
   local bar = progress.new { total = total, title = method, every = args.log_every or 15, tty = not args.quiet and nil or false }
   local eval_every = args.eval_every or math.max(1, math.floor(total / 6))
   local t0, start_tokens = progress.wall(), tokens_seen
+  -- the untrained model's score first, so the curve starts where training does
+  if step == 0 and #valid == 0 then validate() end
   local last_valid = valid[#valid]
   model:train()
   local stop = math.min(total, opts.stop_at or total)
