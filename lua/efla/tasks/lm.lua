@@ -49,13 +49,22 @@ LM.device_of = S.device_of
 -- ids for BPE.
 local function tokenize_split(tok, bytes)
   if tok.kind == 'byte' then return bytes end
-  local s = text.decode(bytes)
-  local n, ids = 0, {}
-  tok:encode_each(s, function(id) n = n + 1; ids[n] = id end)
-  local t = efla.empty({ math.max(n, 1) }, { dtype = 'int64' })
-  local p = t:data()
-  for i = 1, n do p[i - 1] = ids[i] end
-  return n > 0 and t or t:narrow(1, 1, 0)
+  local ffi = require 'ffi'
+  -- ids go straight into a growing C buffer (a Lua table of tens of millions of ids would
+  -- strain the Lua heap)
+  local cap, n = math.max(1024, math.floor(bytes:numel() / 2)), 0
+  local buf = ffi.new('int64_t[?]', cap)
+  tok:encode_each(text.decode(bytes), function(id)
+    if n == cap then
+      local bigger = ffi.new('int64_t[?]', cap * 2)
+      ffi.copy(bigger, buf, cap * 8)
+      buf, cap = bigger, cap * 2
+    end
+    buf[n] = id
+    n = n + 1
+  end)
+  if n == 0 then return efla.empty({ 0 }, { dtype = 'int64' }) end
+  return efla.from_buffer(buf, { n }, 'int64')
 end
 
 --- prepare_data{corpus = name | text = FILE, tokenizer = 'byte'|'bpe', vocab = 1024,
