@@ -72,7 +72,7 @@ end
 --- {corpus = c (efla.data.corpus), tok, train, valid, test (token tensors), name}.
 --- BPE is learned on the training split only.
 function LM.prepare_data(opts)
-  local c = corpus.load { name = opts.corpus, text = opts.text, root = opts.root }
+  local c = corpus.load { name = not opts.text and opts.corpus or nil, text = opts.text, root = opts.root }
   local tok
   if (opts.tokenizer or 'byte') == 'byte' then
     tok = tokenizer.byte()
@@ -147,6 +147,10 @@ end
 --- no more than max_tokens targets; max_tokens 0 = all).
 function LM.evaluate(model, tokens, tok, opts)
   local T, batch, device = opts.context, opts.batch or 16, LM.device_of(opts.device)
+  if tokens:numel() < T + 1 then
+    error(string.format('evaluate: the split has %d tokens, fewer than one window of context %d + 1; use a smaller ' ..
+      '--context or a corpus with more (or longer) documents', tokens:numel(), T), 0)
+  end
   local L = text.Loader(tokens, { seq_len = T, batch_size = 1, shuffle = false })
   local nw = L.num_windows
   local want = nw
