@@ -289,6 +289,10 @@ t.test('recipes: lm.lua --method both on a --text file, then generate.lua; error
   t.ok(not sh(string.format('%s recipes/generate.lua --checkpoint %s/smnist.h5 --prompt x > %s/bad.txt 2>&1', bin, tmp, tmp)),
     'an sMNIST checkpoint makes generate.lua fail')
   t.ok(require('efla.data').read_file(tmp .. '/bad.txt'):find('not a language-model checkpoint', 1, true))
+  for _, r in ipairs({ 'lm', 'generate' }) do
+    t.ok(sh(string.format('%s recipes/%s.lua --help > %s/help.txt 2>&1', bin, r, tmp)), r .. ' --help exits 0')
+    t.ok(require('efla.data').read_file(tmp .. '/help.txt'):find('usage: efla recipes/' .. r .. '.lua', 1, true), r .. ' usage')
+  end
   t.ok(not sh(string.format('%s recipes/lm.lua --text %s/missing.txt > %s/bad2.txt 2>&1', bin, tmp, tmp)), 'missing --text fails')
   t.ok(require('efla.data').read_file(tmp .. '/bad2.txt'):find('cannot read the file', 1, true))
 end)
