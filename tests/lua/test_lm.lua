@@ -119,6 +119,42 @@ t.test('corpus: an installed corpus splits by document (moby-dick)', function()
   t.eq(text.decode(c.valid:narrow(1, 1, #doc10)), doc10)
 end)
 
+t.test('corpus: gcide entries from a dictd file (index offsets, shared entries, tags dropped)', function()
+  local ffi = require 'ffi'
+  local dir = tmp .. '/dictd'
+  os.execute('mkdir -p ' .. dir .. ' ' .. tmp .. '/gcide-root')
+  local entries = {
+    '00-database-short\n   A dictionary\n',
+    'Whale \\Whale\\, n.\n   A large sea animal.\n   [1913 Webster]\n\n         Quoth the sailor. --Melville.\n   [1913 Webster]\n',
+    'Ship \\Ship\\, n.\n   A vessel. [Obs.]\n   [WordNet 1.5]\n',
+  }
+  local body = table.concat(entries)
+  local f = assert(io.open(dir .. '/gcide.dict', 'wb')); f:write(body); f:close()
+  os.execute('gzip -f ' .. dir .. '/gcide.dict && mv ' .. dir .. '/gcide.dict.gz ' .. dir .. '/gcide.dict.dz')
+  local A = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+  local function b64(n)
+    local s = ''
+    repeat local d = n % 64; s = A:sub(d + 1, d + 1) .. s; n = math.floor(n / 64) until n == 0
+    return s
+  end
+  local lines, pos = {}, 0
+  local heads = { { '00-database-short' }, { 'Whale', 'whales' }, { 'Ship' } }
+  for i, e in ipairs(entries) do
+    for _, h in ipairs(heads[i]) do lines[#lines + 1] = h .. '\t' .. b64(pos) .. '\t' .. b64(#e) end
+    pos = pos + #e
+  end
+  f = assert(io.open(dir .. '/gcide.index', 'wb')); f:write(table.concat(lines, '\n'), '\n'); f:close()
+  pcall(ffi.cdef, 'int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);')
+  local saved = os.getenv('EFLA_GCIDE_DIR')
+  ffi.C.setenv('EFLA_GCIDE_DIR', dir, 1)
+  local ok, c = pcall(corpus.load, { name = 'gcide', root = tmp .. '/gcide-root' })
+  if saved then ffi.C.setenv('EFLA_GCIDE_DIR', saved, 1) else ffi.C.unsetenv('EFLA_GCIDE_DIR') end
+  t.ok(ok, tostring(c))
+  t.eq(c.n_docs, 2, 'the 00-database entry is skipped; two headwords of one entry make one document')
+  t.eq(text.decode(c.bytes), 'Whale \\Whale\\, n.\nA large sea animal.\n\nQuoth the sailor. --Melville.\n\n' ..
+    'Ship \\Ship\\, n.\nA vessel. [Obs.]\n')
+end)
+
 t.test('bad input: unknown or missing corpora, missing or too small --text file', function()
   raises(function() corpus.load { name = 'shakespeare' } end, "unknown corpus 'shakespeare'", 'unknown corpus')
   raises(function() corpus.load { name = 'sotu', root = tmp .. '/empty' } end, 'scripts/install-deps.sh', 'missing npm corpus')
