@@ -59,6 +59,7 @@ local function each_piece(s, fn)
     fn(s:sub(start + 1, i))
   end
 end
+--- tokenizer.each_piece(s, fn): calls fn(piece) for the pieces BPE works within, in order.
 tokenizer.each_piece = each_piece
 
 -- ---- the tokenizer object ------------------------------------------------------------------------
