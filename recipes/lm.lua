@@ -33,6 +33,7 @@ local args = efla.args.parse(arg, {
   { '--heads', type = 'number', help = 'attention heads' },
   { '--mlp-hidden', type = 'number', help = 'SwiGLU hidden width (default 8/3 d_model)' },
   { '--context', type = 'number', help = 'training window length in tokens' },
+  { '--conv-size', type = 'number', default = 4, help = 'width of the causal short convolutions on q, k, v' },
   { '--chunk-size', type = 'number', default = 64, help = 'delta-rule chunk length' },
   { '--tie-weights', type = 'boolean', help = 'share the embedding and output matrices' },
   { '--order', help = 'integration order override: exact, 1, 2, 3, 4 (default: exact for EFLA, 1 for DeltaNet)' },

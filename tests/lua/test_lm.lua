@@ -119,6 +119,42 @@ t.test('corpus: an installed corpus splits by document (moby-dick)', function()
   t.eq(text.decode(c.valid:narrow(1, 1, #doc10)), doc10)
 end)
 
+t.test('corpus: gcide entries from a dictd file (index offsets, shared entries, tags dropped)', function()
+  local ffi = require 'ffi'
+  local dir = tmp .. '/dictd'
+  os.execute('mkdir -p ' .. dir .. ' ' .. tmp .. '/gcide-root')
+  local entries = {
+    '00-database-short\n   A dictionary\n',
+    'Whale \\Whale\\, n.\n   A large sea animal.\n   [1913 Webster]\n\n         Quoth the sailor. --Melville.\n   [1913 Webster]\n',
+    'Ship \\Ship\\, n.\n   A vessel. [Obs.]\n   [WordNet 1.5]\n',
+  }
+  local body = table.concat(entries)
+  local f = assert(io.open(dir .. '/gcide.dict', 'wb')); f:write(body); f:close()
+  os.execute('gzip -f ' .. dir .. '/gcide.dict && mv ' .. dir .. '/gcide.dict.gz ' .. dir .. '/gcide.dict.dz')
+  local A = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+  local function b64(n)
+    local s = ''
+    repeat local d = n % 64; s = A:sub(d + 1, d + 1) .. s; n = math.floor(n / 64) until n == 0
+    return s
+  end
+  local lines, pos = {}, 0
+  local heads = { { '00-database-short' }, { 'Whale', 'whales' }, { 'Ship' } }
+  for i, e in ipairs(entries) do
+    for _, h in ipairs(heads[i]) do lines[#lines + 1] = h .. '\t' .. b64(pos) .. '\t' .. b64(#e) end
+    pos = pos + #e
+  end
+  f = assert(io.open(dir .. '/gcide.index', 'wb')); f:write(table.concat(lines, '\n'), '\n'); f:close()
+  pcall(ffi.cdef, 'int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);')
+  local saved = os.getenv('EFLA_GCIDE_DIR')
+  ffi.C.setenv('EFLA_GCIDE_DIR', dir, 1)
+  local ok, c = pcall(corpus.load, { name = 'gcide', root = tmp .. '/gcide-root' })
+  if saved then ffi.C.setenv('EFLA_GCIDE_DIR', saved, 1) else ffi.C.unsetenv('EFLA_GCIDE_DIR') end
+  t.ok(ok, tostring(c))
+  t.eq(c.n_docs, 2, 'the 00-database entry is skipped; two headwords of one entry make one document')
+  t.eq(text.decode(c.bytes), 'Whale \\Whale\\, n.\nA large sea animal.\n\nQuoth the sailor. --Melville.\n\n' ..
+    'Ship \\Ship\\, n.\nA vessel. [Obs.]\n')
+end)
+
 t.test('bad input: unknown or missing corpora, missing or too small --text file', function()
   raises(function() corpus.load { name = 'shakespeare' } end, "unknown corpus 'shakespeare'", 'unknown corpus')
   raises(function() corpus.load { name = 'sotu', root = tmp .. '/empty' } end, 'scripts/install-deps.sh', 'missing npm corpus')
@@ -149,9 +185,10 @@ local data_byte = LM.prepare_data { text = corpus_file, tokenizer = 'byte' }
 t.test('training: accumulation, validation, checkpoints; an interrupted run resumes bit-identically', function()
   local _, full = LM.train('efla', args_copy(), data_byte, { out_dir = tmp .. '/full' })
   t.eq(full.steps, 6)
-  t.eq(#full.valid, 6)
+  t.eq(#full.valid, 7, 'validation before training and after each step')
+  t.eq(full.valid[1].step, 0)
   t.eq(full.tokens, 6 * 4 * 2 * 16)
-  t.ok(full.valid[6].loss < full.valid[1].loss, 'validation loss falls')
+  t.ok(full.valid[7].loss < full.valid[1].loss, 'validation loss falls')
   -- the same run stopped after step 3 (as if killed), then resumed from its checkpoint
   local _, part = LM.train('efla', args_copy(), data_byte, { out_dir = tmp .. '/part', stop_at = 3 })
   t.eq(part.steps, 3)
@@ -275,6 +312,8 @@ t.test('recipes: lm.lua --method both on a --text file, then generate.lua; error
   t.ok(log:find('efla sample', 1, true), 'a sample is printed')
   local results = json.decode(require('efla.data').read_file(out .. '/results.json'))
   t.eq(#results.runs, 2)
+  t.eq(results.comparison.runs, { 'efla', 'deltanet' })
+  t.ok(math.abs(results.comparison.valid_loss_difference - (results.runs[2].valid_loss - results.runs[1].valid_loss)) < 1e-12)
   t.ok(results.provenance.efla_version and results.provenance.git_revision and results.provenance.date, 'provenance')
   t.eq(results.provenance.seed, 1)
   t.ok(require('efla.data').exists(out .. '/valid.csv') and require('efla.data').exists(out .. '/train.csv'), 'CSVs')
@@ -286,6 +325,10 @@ t.test('recipes: lm.lua --method both on a --text file, then generate.lua; error
   t.ok(not sh(string.format('%s recipes/generate.lua --checkpoint %s/smnist.h5 --prompt x > %s/bad.txt 2>&1', bin, tmp, tmp)),
     'an sMNIST checkpoint makes generate.lua fail')
   t.ok(require('efla.data').read_file(tmp .. '/bad.txt'):find('not a language-model checkpoint', 1, true))
+  for _, r in ipairs({ 'lm', 'generate' }) do
+    t.ok(sh(string.format('%s recipes/%s.lua --help > %s/help.txt 2>&1', bin, r, tmp)), r .. ' --help exits 0')
+    t.ok(require('efla.data').read_file(tmp .. '/help.txt'):find('usage: efla recipes/' .. r .. '.lua', 1, true), r .. ' usage')
+  end
   t.ok(not sh(string.format('%s recipes/lm.lua --text %s/missing.txt > %s/bad2.txt 2>&1', bin, tmp, tmp)), 'missing --text fails')
   t.ok(require('efla.data').read_file(tmp .. '/bad2.txt'):find('cannot read the file', 1, true))
 end)

@@ -21,7 +21,8 @@
 --   --text F   a UTF-8 or ASCII file of your own (paragraphs, separated by blank lines)
 -- The npm corpora come from efla.data.text (cached there); gcide is read from
 -- /usr/share/dictd (or $EFLA_GCIDE_DIR), cleaned (source tags such as "[1913 Webster]"
--- and indentation dropped) and cached once in <root>/cache/text-gcide.bin.
+-- and indentation dropped) and cached once in <root>/cache/text-gcide.bin; where the
+-- package is missing, that cache file alone (copied from another machine) is enough.
 local ffi = require 'ffi'
 local efla = require 'efla'
 local data = require 'efla.data'
@@ -141,8 +142,12 @@ local function load_gcide(root)
   local dir = gcide_dir()
   local dict, index = dir .. '/gcide.dict.dz', dir .. '/gcide.index'
   if not data.exists(dict) or not data.exists(index) then
+    -- a machine without the package (a GPU node) can use a cache copied from one with it
+    local cached = cache.read(data.cache_dir(root) .. '/text-gcide.bin')
+    if cached and cached.bytes and cached.doc_starts then return cached.bytes, cached.doc_starts end
     data.missing('the gcide corpus (gcide.dict.dz and gcide.index)', dir,
-      'install the Debian package dict-gcide (scripts/install-deps.sh does), or set EFLA_GCIDE_DIR')
+      'install the Debian package dict-gcide (scripts/install-deps.sh does), set EFLA_GCIDE_DIR, or copy ' ..
+      'data/cache/text-gcide.bin from a machine that has it into ' .. data.cache_dir(root))
   end
   local arrays = cache.load { name = 'text-gcide', key = 'text-gcide-v1', sources = { dict, index },
     dir = data.cache_dir(root), build = function() return pack_documents(gcide_documents(dict, index)) end }

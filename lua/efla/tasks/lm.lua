@@ -49,13 +49,22 @@ LM.device_of = S.device_of
 -- ids for BPE.
 local function tokenize_split(tok, bytes)
   if tok.kind == 'byte' then return bytes end
-  local s = text.decode(bytes)
-  local n, ids = 0, {}
-  tok:encode_each(s, function(id) n = n + 1; ids[n] = id end)
-  local t = efla.empty({ math.max(n, 1) }, { dtype = 'int64' })
-  local p = t:data()
-  for i = 1, n do p[i - 1] = ids[i] end
-  return n > 0 and t or t:narrow(1, 1, 0)
+  local ffi = require 'ffi'
+  -- ids go straight into a growing C buffer (a Lua table of tens of millions of ids would
+  -- strain the Lua heap)
+  local cap, n = math.max(1024, math.floor(bytes:numel() / 2)), 0
+  local buf = ffi.new('int64_t[?]', cap)
+  tok:encode_each(text.decode(bytes), function(id)
+    if n == cap then
+      local bigger = ffi.new('int64_t[?]', cap * 2)
+      ffi.copy(bigger, buf, cap * 8)
+      buf, cap = bigger, cap * 2
+    end
+    buf[n] = id
+    n = n + 1
+  end)
+  if n == 0 then return efla.empty({ 0 }, { dtype = 'int64' }) end
+  return efla.from_buffer(buf, { n }, 'int64')
 end
 
 --- prepare_data{corpus = name | text = FILE, tokenizer = 'byte'|'bpe', vocab = 1024,
@@ -63,7 +72,7 @@ end
 --- {corpus = c (efla.data.corpus), tok, train, valid, test (token tensors), name}.
 --- BPE is learned on the training split only.
 function LM.prepare_data(opts)
-  local c = corpus.load { name = opts.corpus, text = opts.text, root = opts.root }
+  local c = corpus.load { name = not opts.text and opts.corpus or nil, text = opts.text, root = opts.root }
   local tok
   if (opts.tokenizer or 'byte') == 'byte' then
     tok = tokenizer.byte()
@@ -138,6 +147,10 @@ end
 --- no more than max_tokens targets; max_tokens 0 = all).
 function LM.evaluate(model, tokens, tok, opts)
   local T, batch, device = opts.context, opts.batch or 16, LM.device_of(opts.device)
+  if tokens:numel() < T + 1 then
+    error(string.format('evaluate: the split has %d tokens, fewer than one window of context %d + 1; use a smaller ' ..
+      '--context or a corpus with more (or longer) documents', tokens:numel(), T), 0)
+  end
   local L = text.Loader(tokens, { seq_len = T, batch_size = 1, shuffle = false })
   local nw = L.num_windows
   local want = nw
@@ -248,6 +261,8 @@ function LM.train(method, args, d, opts)
   local bar = progress.new { total = total, title = method, every = args.log_every or 15, tty = not args.quiet and nil or false }
   local eval_every = args.eval_every or math.max(1, math.floor(total / 6))
   local t0, start_tokens = progress.wall(), tokens_seen
+  -- the untrained model's score first, so the curve starts where training does
+  if step == 0 and #valid == 0 then validate() end
   local last_valid = valid[#valid]
   model:train()
   local stop = math.min(total, opts.stop_at or total)

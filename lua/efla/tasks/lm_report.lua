@@ -66,7 +66,13 @@ function R.write(out_dir, runs, args)
       valid_loss = r.final.loss, bits_per_byte = r.final.bpb, perplexity = r.final.ppl, valid = r.valid,
       checkpoint = r.checkpoint, best = r.best }
   end
-  report.write_json(out_dir .. '/results.json', { provenance = R.provenance(args), args = args, runs = out_runs })
+  local result = { provenance = R.provenance(args), args = args, runs = out_runs }
+  if #runs == 2 then
+    result.comparison = { runs = { runs[1].name, runs[2].name }, tokens = runs[1].tokens,
+      valid_loss_difference = runs[2].final.loss - runs[1].final.loss,
+      bits_per_byte_difference = runs[2].final.bpb - runs[1].final.bpb, text = R.comparison(runs[1], runs[2]) }
+  end
+  report.write_json(out_dir .. '/results.json', result)
   files[#files + 1] = 'results.json'
   return files
 end
