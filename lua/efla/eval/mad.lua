@@ -193,12 +193,10 @@ function M.run(task, method, opts)
   local lr = opts.lr or t.lr
   local sampler = require('efla.data.loader').Sampler.new(train.n, { batch_size = math.min(batch, train.n),
     shuffle = true, seed = seed, drop_last = true })
-  local loader = { num_batches = function() return sampler:num_batches() end }
-  local per_epoch = loader:num_batches()
-  local total = per_epoch * epochs
+  local total = sampler:num_batches() * epochs
   local optimizer = efla.optim.AdamW(model:parameters(), { lr = lr, weight_decay = opts.weight_decay or t.weight_decay })
   local sched = efla.optim.schedule.warmup_cosine { lr = lr, total_steps = total, min_lr = math.min(lr, t.min_lr) }
-  local bar = progress.new { total = total, title = string.format('%s %s', method, task), tty = not opts.quiet and nil or false, every = 30 }
+  local bar = progress.new { total = total, title = string.format('%s %s', method, task), tty = opts.quiet and false or nil, every = 30 }
   local step, last = 0, nil
   model:train()
   for _ = 1, epochs do
