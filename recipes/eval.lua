@@ -6,7 +6,9 @@
 -- Each model is rebuilt from its checkpoint alone (efla.load_model) and tested on the test
 -- split of the data set it was trained on. A file that cannot be read or rebuilt gets a
 -- row saying why, and the batch goes on. Writes eval.csv, eval.json and, for the
--- robustness suite, one combined plot per corruption to --out.
+-- robustness suite, one combined plot per corruption to --out. Language-model checkpoints
+-- (from recipes/lm.lua) go to the downstream evaluation of recipes/lm_eval.lua instead (one
+-- row per checkpoint in its own table; lm_eval.csv/json/md in --out).
 local efla = require 'efla'
 local S = require 'efla.tasks.smnist'
 local report = require 'efla.tasks.report'
@@ -21,12 +23,28 @@ local args = efla.args.parse(arg, {
   { '--seed', type = 'number', default = 1, help = 'seed of the corruptions' },
   { '--device', default = 'cpu', help = 'cpu or cuda[:N]' },
   { '--out', default = 'checkpoints/eval', help = 'where eval.csv, eval.json and the plots go' },
+  { '--lm-tasks', default = 'ppl,cloze,wordnet,extrap', help = 'for language-model checkpoints: the recipes/lm_eval.lua tasks to run' },
 })
 if #args._ == 0 then
   io.stderr:write('eval.lua: give at least one checkpoint file (see --help)\n')
   os.exit(2)
 end
 efla.data.mkdir_p(args.out)
+
+-- Language models: their own suite (efla.eval.suite); the rest stay in this loop.
+local lm_model = require 'efla.eval.lm_model'
+local lm_files, others = {}, {}
+for _, path in ipairs(args._) do
+  local ok, info = pcall(require('efla.checkpoint').info, path)
+  if ok and lm_model.is_lm(info) then lm_files[#lm_files + 1] = path else others[#others + 1] = path end
+end
+if #lm_files > 0 then
+  local rows, written, md = require('efla.eval.suite').run(lm_files, { device = args.device, out = args.out, tasks = args.lm_tasks })
+  print('\n' .. md .. '\n\nwrote ' .. table.concat(written, ' '))
+  if #others == 0 then os.exit(0) end
+  print('')
+end
+args._ = others
 
 local test_sets = {}
 local function test_set(name)

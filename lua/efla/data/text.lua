@@ -17,6 +17,7 @@
 -- chapter number; brown by file name = by genre) separated by a blank line, as raw bytes
 -- (UTF-8 stays as its bytes), and cached once as uint8 in <root>/cache/text-<name>.bin.
 -- Splits are contiguous: train = the first 90% of bytes, valid the next 5%, test the rest.
+-- (efla.data.corpus splits the same corpora by document instead, for language models.)
 --
 -- Windows: the split is cut into windows of seq_len + 1 bytes starting every seq_len
 -- bytes (consecutive windows share one byte, so no byte is a target twice); a batch
@@ -187,13 +188,20 @@ local Loader = {}
 Loader.__index = Loader
 text.Loader = setmetatable(Loader, { __call = function(_, t, opts) return Loader.new(t, opts) end })
 
---- text.Loader(bytes_tensor, {batch_size=, seq_len=, shuffle=true, seed=0, drop_last=false, device=})
+--- text.Loader(tokens, {batch_size=, seq_len=, shuffle=true, seed=0, drop_last=false, device=})
+--- tokens: a uint8 tensor of bytes (ids are byte + 1), or an int64 tensor of token ids
+--- (1-based, used as they are: the output of a tokenizer such as BPE).
 function Loader.new(bytes, opts)
   opts = opts or {}
   local self = setmetatable({}, Loader)
   self.seq_len = opts.seq_len or error("text.Loader: seq_len is required", 2)
   if self.seq_len < 1 then error("text.Loader: seq_len must be >= 1", 2) end
   local t = bytes:cpu():contiguous()
+  local dt = t:dtype()
+  if dt ~= "uint8" and dt ~= "int64" then
+    error("text.Loader: expected uint8 bytes or int64 token ids, got " .. dt, 2)
+  end
+  self.id_offset = dt == "uint8" and 1 or 0
   self.bytes = t
   self.n = t:numel()
   self.num_windows = math.max(0, math.floor((self.n - 1) / self.seq_len))
@@ -218,11 +226,11 @@ function Loader:windows(index, count)
   local T = self.seq_len
   local w = efla.empty({ count, T + 1 }, { dtype = "int64" })
   local wp = w:data()
-  local src = data.ptr(self.bytes)
+  local src, off = data.ptr(self.bytes), self.id_offset
   for i = 0, count - 1 do
     local s = index[i] * T
     local d = i * (T + 1)
-    for j = 0, T do wp[d + j] = src[s + j] + 1 end
+    for j = 0, T do wp[d + j] = src[s + j] + off end
   end
   return w
 end
@@ -232,13 +240,13 @@ function Loader:_make(p, count)
   local x = efla.empty({ count, T }, { dtype = "int64" })
   local y = efla.empty({ count, T }, { dtype = "int64" })
   local xp, yp = x:data(), y:data()
-  local src = data.ptr(self.bytes)
+  local src, off = data.ptr(self.bytes), self.id_offset
   for i = 0, count - 1 do
     local s = p[i] * T
     local d = i * T
     for j = 0, T - 1 do
-      xp[d + j] = src[s + j] + 1
-      yp[d + j] = src[s + j + 1] + 1
+      xp[d + j] = src[s + j] + off
+      yp[d + j] = src[s + j + 1] + off
     end
   end
   if self._device and self._device ~= "cpu" then x, y = x:to(self._device), y:to(self._device) end
