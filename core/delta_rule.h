@@ -4,9 +4,7 @@
 #define EFLA_DELTA_RULE_H
 #include "internal.h"
 
-/* The reference option's constants (the published EFLA code clamps lambda >= 1e-6 and
- * adds 1e-6 to the denominator). */
-#define EFLA_REF_EPS 1e-6
+#include "alpha_formulas.h"   /* EFLA_REF_EPS and the inline formulas */
 
 /* alpha = beta * phi_order(beta * lambda) in double (efla-math §2-3), with its partial
  * derivatives when d_beta / d_lambda are not NULL. order: EFLA_ORDER_EXACT or 1..4.

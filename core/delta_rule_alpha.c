@@ -1,21 +1,12 @@
-/* delta_rule_alpha.c: the step size alpha of the delta rule and its derivatives
- * (efla-math §2-3), plus the public, differentiable efla_delta_rule_alpha.
- *
- *   x = beta * lambda,  alpha = beta * phi_s(x),  phi_s(x) = sum_{j<s} (-x)^j / (j+1)!
- *   exact (EFLA):  phi(x) = -expm1(-x)/x, by its series below |x| = 1e-4, so that alpha is
- *                  exactly beta at lambda = 0, never divides by zero and never cancels.
- *   d alpha / d beta   = e^{-x}  (exact),  sum_{j<s} (-x)^j / j!  (order s)
- *   d alpha / d lambda = beta^2 phi'(x)
+/* delta_rule_alpha.c: the step size alpha of the delta rule over arrays, the chain rule
+ * through it, and the public, differentiable efla_delta_rule_alpha. The scalar formulas
+ * (docs/MATH.md §2-3) live in alpha_formulas.h, shared with the CUDA kernels.
  *
  * Everything is evaluated in double, whatever the tensors' dtype: alpha is one scalar per
- * token and head, so this costs nothing next to the kernels, and float32 gains digits.
- *
- * phi' of the exact step is computed from its Taylor series for |x| < 0.5 (18 terms, to
- * double precision) and from ((1+x)e^{-x} - 1)/x^2 above: that closed form loses about
- * log10(2/x^2) digits to cancellation, so using it down to x = 1e-4 would leave only ~8
- * correct digits in float64 there. */
+ * token and head, so this costs nothing next to the kernels, and float32 gains digits. */
 #include "autograd.h"
 #include "backend.h"
+#include "alpha_formulas.h"
 #include "delta_rule.h"
 #include <math.h>
 #include <stdlib.h>
@@ -27,77 +18,13 @@ int efla_check_order(const char *op, int order) {
                      "1, 2, 3, 4 (Runge-Kutta; 1 = DeltaNet's Euler step)", op, order);
 }
 
-/* ---- scalar formulas ------------------------------------------------------------------------- */
-double efla_phi(int order, double x) {
-    switch (order) {
-    case 1: return 1.0;
-    case 2: return 1.0 - x / 2;
-    case 3: return 1.0 + x * (-1.0 / 2 + x / 6);
-    case 4: return 1.0 + x * (-1.0 / 2 + x * (1.0 / 6 - x / 24));
-    default:
-        if (fabs(x) < 1e-4) return 1.0 + x * (-1.0 / 2 + x * (1.0 / 6 - x / 24));
-        return -expm1(-x) / x;
-    }
-}
-
-/* phi'(x) = sum_n (-1)^(n+1) (n+1)/(n+2)! x^n */
-static const double phi_prime_series[18] = {
-    -0.5, 0.3333333333333333, -0.125, 0.03333333333333333, -0.006944444444444444,
-    0.0011904761904761906, -0.00017361111111111112, 2.2045855379188714e-05, -2.48015873015873e-06,
-    2.505210838544172e-07, -2.296443268665491e-08, 1.9270852604185937e-09, -1.4911969277048643e-10,
-    1.0706029224547743e-11, -7.169215998581078e-13, 4.498331606952833e-14, -2.6552651846596585e-15,
-    1.4797143443923793e-16,
-};
-
-double efla_phi_prime(int order, double x) {
-    switch (order) {
-    case 1: return 0.0;
-    case 2: return -0.5;
-    case 3: return -0.5 + x / 3;
-    case 4: return -0.5 + x * (1.0 / 3 - x / 8);
-    default:
-        if (fabs(x) < 0.5) {
-            double r = phi_prime_series[17];
-            for (int n = 16; n >= 0; n--) r = r * x + phi_prime_series[n];
-            return r;
-        }
-        if (x > 700) return -1.0 / (x * x);     /* e^{-x} underflows; avoids inf * 0 */
-        return ((1 + x) * exp(-x) - 1) / (x * x);
-    }
-}
-
-/* d alpha / d beta = d(x phi(x))/dx = truncated (or full) e^{-x} */
-static double dalpha_dbeta(int order, double x) {
-    switch (order) {
-    case 1: return 1.0;
-    case 2: return 1.0 - x;
-    case 3: return 1.0 + x * (-1.0 + x / 2);
-    case 4: return 1.0 + x * (-1.0 + x * (1.0 / 2 - x / 6));
-    default: return exp(-x);
-    }
-}
+/* ---- scalar formulas (alpha_formulas.h, shared with the CUDA kernels) ------------------------ */
+double efla_phi(int order, double x) { return efla_phi_of(order, x); }
+double efla_phi_prime(int order, double x) { return efla_phi_prime_of(order, x); }
 
 void efla_alpha_eval(double beta, double lambda, int order, int reference_eps, double *alpha,
                      double *d_beta, double *d_lambda) {
-    if (reference_eps && order == EFLA_ORDER_EXACT) {
-        /* the published reference, literally: (1 - exp(-beta*lc)) / (lc + 1e-6) */
-        double lc = lambda < EFLA_REF_EPS ? EFLA_REF_EPS : lambda;
-        if (isinf(lc)) {   /* an overflowed key: the limit, not inf/inf */
-            *alpha = 0;
-            if (d_beta) *d_beta = 0;
-            if (d_lambda) *d_lambda = 0;
-            return;
-        }
-        double e = exp(-beta * lc), den = lc + EFLA_REF_EPS;
-        *alpha = (1 - e) / den;
-        if (d_beta) *d_beta = lc * e / den;
-        if (d_lambda) *d_lambda = lambda >= EFLA_REF_EPS ? (beta * e * den - (1 - e)) / (den * den) : 0.0;
-        return;
-    }
-    double x = beta == 0 ? 0.0 : beta * lambda;   /* beta = 0, lambda = inf: no NaN */
-    *alpha = beta * efla_phi(order, x);
-    if (d_beta) *d_beta = dalpha_dbeta(order, x);
-    if (d_lambda) *d_lambda = beta * beta * efla_phi_prime(order, x);
+    efla_alpha_eval_of(beta, lambda, order, reference_eps, alpha, d_beta, d_lambda);
 }
 
 /* ---- array versions (the front end's contiguous buffers) ------------------------------------- */

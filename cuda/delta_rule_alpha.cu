@@ -1,77 +1,18 @@
 /* delta_rule_alpha.cu: lambda = |k|^2, the step size alpha and the chain rule through alpha
  * on the device, so that a CUDA training step never copies per-token scalars to the host
- * (docs/MATH.md §3; the same formulas as core/delta_rule_alpha.c, evaluated in double).
+ * (docs/MATH.md §3; the formulas are core/alpha_formulas.h, the host's own, in double).
  *
  *   forward:  lambda_i = |k_i|^2,  alpha_i = beta_i * phi_order(beta_i * lambda_i)
  *   backward: dbeta_i = g_i * dalpha/dbeta,  dk_i += 2 k_i g_i dalpha/dlambda
  * One warp per token row (dk elements), lanes split the row and reduce with shuffles. */
 #include "kernels.cuh"
+#include "../core/alpha_formulas.h"
 
 namespace {
 
-const double REF_EPS = 1e-6;   /* the published reference's clamp (delta_rule.h) */
-
-__device__ double phi(int order, double x) {
-    switch (order) {
-    case 1: return 1.0;
-    case 2: return 1.0 - x / 2;
-    case 3: return 1.0 + x * (-1.0 / 2 + x / 6);
-    case 4: return 1.0 + x * (-1.0 / 2 + x * (1.0 / 6 - x / 24));
-    default:
-        if (fabs(x) < 1e-4) return 1.0 + x * (-1.0 / 2 + x * (1.0 / 6 - x / 24));
-        return -expm1(-x) / x;
-    }
-}
-
-/* phi'(x) = sum_n (-1)^(n+1) (n+1)/(n+2)! x^n below |x| = 0.5, the closed form above */
-__device__ double phi_prime(int order, double x) {
-    switch (order) {
-    case 1: return 0.0;
-    case 2: return -0.5;
-    case 3: return -0.5 + x / 3;
-    case 4: return -0.5 + x * (1.0 / 3 - x / 8);
-    default:
-        if (fabs(x) < 0.5) {
-            double r = 0, f = 2;   /* f = (n+2)! */
-            double term_sign = -1, xn = 1;
-            for (int n = 0; n < 18; n++) {
-                r += term_sign * (n + 1) / f * xn;
-                term_sign = -term_sign;
-                xn *= x;
-                f *= (n + 3);
-            }
-            return r;
-        }
-        if (x > 700) return -1.0 / (x * x);
-        return ((1 + x) * exp(-x) - 1) / (x * x);
-    }
-}
-
-__device__ double dalpha_dbeta(int order, double x) {
-    switch (order) {
-    case 1: return 1.0;
-    case 2: return 1.0 - x;
-    case 3: return 1.0 + x * (-1.0 + x / 2);
-    case 4: return 1.0 + x * (-1.0 + x * (1.0 / 2 - x / 6));
-    default: return exp(-x);
-    }
-}
-
 __device__ void alpha_eval(double beta, double lambda, int order, int ref, double *alpha, double *d_beta,
                            double *d_lambda) {
-    if (ref && order == EFLA_ORDER_EXACT) {
-        double lc = lambda < REF_EPS ? REF_EPS : lambda;
-        if (isinf(lc)) { *alpha = 0; *d_beta = 0; *d_lambda = 0; return; }
-        double e = exp(-beta * lc), den = lc + REF_EPS;
-        *alpha = (1 - e) / den;
-        *d_beta = lc * e / den;
-        *d_lambda = lambda >= REF_EPS ? (beta * e * den - (1 - e)) / (den * den) : 0.0;
-        return;
-    }
-    double x = beta == 0 ? 0.0 : beta * lambda;
-    *alpha = beta * phi(order, x);
-    *d_beta = dalpha_dbeta(order, x);
-    *d_lambda = beta * beta * phi_prime(order, x);
+    efla_alpha_eval_of(beta, lambda, order, ref, alpha, d_beta, d_lambda);
 }
 
 __device__ __forceinline__ double ld(const float *p) { return *p; }
