@@ -217,6 +217,10 @@ t.test('training: accumulation, validation, checkpoints; an interrupted run resu
   t.eq(a.meta.order, 'exact')
   t.eq(a.meta.key_norm, 'none')
   t.eq(a.meta.tokenizer, { type = 'byte', vocab_size = 256 })
+  -- the held-out split an evaluation reads back from the checkpoint alone
+  local _, tok, meta = LM.load_checkpoint(string.format('%s/full/efla/step-000006.h5', tmp))
+  local test_tokens = LM.held_out(meta, tok, 'test')
+  t.eq(text.decode(test_tokens), text.decode(data_byte.test))
 end)
 
 t.test('load_checkpoint and generation: the recurrent logits equal the parallel forward', function()

@@ -67,6 +67,21 @@ local function tokenize_split(tok, bytes)
   return efla.from_buffer(buf, { n }, 'int64')
 end
 
+--- tokenize(tok, bytes uint8 tensor) -> the tokens a model reads: the bytes themselves for
+--- the byte tokenizer (text.Loader adds 1), int64 ids for BPE.
+LM.tokenize = tokenize_split
+
+--- held_out(meta, tok [, split = 'test']) -> tokens, corpus: a split of the corpus a
+--- checkpoint was trained on (meta from load_checkpoint; a --text run's file, meta.text, is
+--- read again), encoded with the checkpoint's own tokenizer.
+function LM.held_out(meta, tok, split)
+  local file = meta.text or (meta.args and meta.args.text)
+  local c = corpus.load { name = not file and meta.corpus or nil, text = file }
+  local part = c[split or 'test']
+  if not part then error("held_out: split must be 'train', 'valid' or 'test', got " .. tostring(split), 2) end
+  return tokenize_split(tok, part), c
+end
+
 --- prepare_data{corpus = name | text = FILE, tokenizer = 'byte'|'bpe', vocab = 1024,
 ---   bpe_sample = bytes of training text to learn merges from (0 = all), quiet} ->
 --- {corpus = c (efla.data.corpus), tok, train, valid, test (token tensors), name}.
@@ -85,7 +100,7 @@ function LM.prepare_data(opts)
   else
     error("--tokenizer must be 'byte' or 'bpe', got '" .. tostring(opts.tokenizer) .. "'", 0)
   end
-  local d = { corpus = c, tok = tok, name = c.name }
+  local d = { corpus = c, tok = tok, name = c.name, text = opts.text }
   for _, s in ipairs({ 'train', 'valid', 'test' }) do d[s] = tokenize_split(tok, c[s]) end
   d.bytes = { train = c.train:numel(), valid = c.valid:numel(), test = c.test:numel() }
   return d
@@ -247,7 +262,7 @@ function LM.train(method, args, d, opts)
       metrics = { loss = history, valid = valid, valid_loss = valid_losses() },
       extra = { loader = loader:state() },
       meta = { recipe = opts.recipe or 'lm', task = 'lm', config = config, args = args, method = method,
-        order = tostring(config.order), key_norm = config.key_norm, tokenizer = d.tok:to_meta(), corpus = d.name,
+        order = tostring(config.order), key_norm = config.key_norm, tokenizer = d.tok:to_meta(), corpus = d.name, text = d.text,
         context = T, tokens_seen = tokens_seen, argv = opts.argv, final = final or false },
     })
   end
