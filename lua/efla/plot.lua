@@ -13,6 +13,8 @@ end
 
 local function quote(s) return "'" .. tostring(s):gsub("'", "''") .. "'" end
 
+--- plot.lines{path, title, xlabel, ylabel, series = {{name, x, y}, ...}, logx} -> path, or nil and
+--- why (gnuplot missing): a line plot written atomically as PNG (see the top of plot.lua).
 function plot.lines(opts)
   if not has_gnuplot() then return nil, 'gnuplot not found (apt-get install gnuplot-nox); skipped ' .. opts.path end
   local data = opts.path .. '.dat'

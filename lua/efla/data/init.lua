@@ -68,12 +68,14 @@ end
 
 -- ---- small file helpers -------------------------------------------------------------------
 
+--- data.exists(path) -> true when path can be opened for reading.
 function data.exists(path)
   local f = io.open(path, "rb")
   if f then f:close() return true end
   return false
 end
 
+--- data.is_dir(path) -> true when path is a directory.
 function data.is_dir(path)
   -- io.open succeeds on a directory on Linux, but reading from it fails.
   local f = io.open(path, "rb")
@@ -83,6 +85,7 @@ function data.is_dir(path)
   return ok == nil and code == 21   -- EISDIR
 end
 
+--- data.read_file(path) -> its whole contents as a string, or nil and the error.
 function data.read_file(path)
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
@@ -150,6 +153,7 @@ function data.stat(path)
   return tonumber(size), tonumber(mtime[0]), tonumber(mtime[1])
 end
 
+--- data.getpid() -> this process's id (for unique temporary names).
 function data.getpid() return ffi.C.getpid() end
 
 -- ---- tensor helpers ---------------------------------------------------------------------------

@@ -63,6 +63,7 @@ function Dataset.new(t)
   return self
 end
 
+--- ds:size() -> the number of examples.
 function Dataset:size() return self.n end
 function Dataset:__tostring()
   return string.format("Dataset(%s: %d x [%s] %s)", self.name, self.n, table.concat(self.sample_shape, ","),
@@ -188,6 +189,7 @@ function Sampler.new(n, opts)
   return self
 end
 
+--- sampler:num_batches() -> batches per epoch (drop_last drops a short last one).
 function Sampler:num_batches()
   if self.drop_last then return math.floor(self.n / self.batch_size) end
   return math.ceil(self.n / self.batch_size)
@@ -214,7 +216,9 @@ function Sampler:batch_indices(epoch, b)
 end
 
 --- sampler:state() -> {epoch=, batch=, seed=}: the next batch to produce.
+--- sampler:state() -> {epoch, batch, seed}: the position, for a checkpoint.
 function Sampler:state() return { epoch = self.epoch, batch = self.batch, seed = self.seed } end
+--- sampler:set_state(s): resumes at a position from state().
 function Sampler:set_state(s)
   self.epoch, self.batch = s.epoch or 0, s.batch or 0
   if s.seed then self.seed = s.seed; self._order_epoch = nil end
@@ -262,8 +266,11 @@ function DataLoader.new(ds, opts)
   return self
 end
 
+--- loader:num_batches() -> batches per epoch.
 function DataLoader:num_batches() return self.sampler:num_batches() end
+--- loader:state() -> {epoch, batch, seed}: the position, for a checkpoint (resume exactly).
 function DataLoader:state() return self.sampler:state() end
+--- loader:set_state(s): resumes at a position from state().
 function DataLoader:set_state(s) self.sampler:set_state(s) end
 
 --- loader:batch(epoch, b) -> x, y for batch b (0-based) of that epoch, without moving the position.

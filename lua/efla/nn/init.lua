@@ -10,6 +10,7 @@ nn.SequenceClassifier, nn.CausalLM, nn.Block, nn.build = models.SequenceClassifi
 local loss = require 'efla.nn.loss'
 nn.CrossEntropyLoss, nn.MSELoss = loss.CrossEntropyLoss, loss.MSELoss
 nn.functional = { cross_entropy = loss.cross_entropy, mse = loss.mse, l2_normalise = nn.DeltaAttention.l2_normalise }
+nn.functional.__doc = 'efla.nn.functional: losses and helpers as plain functions: cross_entropy(logits, target, opts), mse(a, b), l2_normalise(x [, eps]).'
 
 nn.__doc = [[
 efla.nn: modules that own their parameters.

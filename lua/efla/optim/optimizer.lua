@@ -13,6 +13,8 @@
 local efla = require 'efla'
 local class = require 'efla.class'
 
+--- Optimizer(params, defaults): the base class of SGD, Adam and AdamW (see the top of
+--- optimizer.lua for what a subclass implements).
 local Optimizer = class.new('Optimizer')
 
 local function fail(msg, level) error(msg, (level or 1) + 1) end
@@ -51,6 +53,8 @@ function Optimizer:__init(params, defaults)
 end
 
 --- Subclasses check their hyperparameters here (raise with a clear message).
+--- opt:check_group(group): raises an error naming a bad hyperparameter of one group
+--- (subclasses check theirs; called when the optimiser is made).
 function Optimizer:check_group(group) end
 
 --- Iterate (index, param, group) over every parameter in group order.
@@ -178,6 +182,8 @@ function Optimizer:step(closure)
   return ret
 end
 
+--- opt:update(p, grad, state, group): one parameter's step; every optimiser class defines it
+--- (the base raises an error).
 function Optimizer:update()
   error(getmetatable(self).__name .. ': update() is not implemented', 2)
 end
