@@ -76,6 +76,16 @@ local function rng_state()
 end
 
 -- ---- IDX ------------------------------------------------------------------------------------------
+section("loader keeps int64 inputs", function()
+  local ds = efla.data.Dataset { images = efla.randint(1, 50, { 12, 5 }), labels = efla.zeros(12, { dtype = "int64" }) }
+  local L = efla.data.DataLoader(ds, { batch_size = 4, shuffle = false })
+  local x, y = L:batch(1, 0)
+  check(x:dtype() == "int64" and y:dtype() == "int64", "token ids became " .. x:dtype())
+  check(x:eq(ds.images:narrow(1, 1, 4)):all(), "token ids changed on the way")
+  local Lf = efla.data.DataLoader(ds, { batch_size = 4, dtype = "float32" })
+  check(Lf:batch(1, 0):dtype() == "float32", "an explicit dtype is not honoured")
+end)
+
 section("idx", function()
   local img = random_bytes(5 * 3 * 4)
   for _, gz in ipairs({ false, true }) do

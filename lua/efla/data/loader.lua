@@ -248,7 +248,8 @@ DataLoader.__index = DataLoader
 loader.DataLoader = setmetatable(DataLoader, { __call = function(_, ds, opts) return DataLoader.new(ds, opts) end })
 
 --- DataLoader.new(dataset, {batch_size=64, shuffle=true, seed=0, drop_last=false,
---   dtype='float32' (uint8 pixels become x/255; 'uint8' keeps bytes), flatten=false,
+--   dtype='float32' (uint8 pixels become x/255; 'uint8' keeps bytes; int64 inputs such as
+--   token ids stay int64 by default), flatten=false,
 --   device=nil (a device name such as 'cuda:0', or a device number, moves each batch there),
 --   transform=function(x) -> x})
 function DataLoader.new(ds, opts)
@@ -258,7 +259,8 @@ function DataLoader.new(ds, opts)
   self.sampler = Sampler.new(ds.n, { batch_size = opts.batch_size or 64, shuffle = opts.shuffle,
                                      seed = opts.seed, drop_last = opts.drop_last })
   self.batch_size = self.sampler.batch_size
-  self.dtype = opts.dtype or "float32"
+  -- int64 inputs are token ids: they stay int64 unless a dtype is asked for
+  self.dtype = opts.dtype or (ds.images:dtype() == "int64" and "int64" or "float32")
   self.flatten = opts.flatten or false
   self.device = opts.device
   self._device = loader.device_name(opts.device)
