@@ -68,8 +68,8 @@ function ops.delta_rule(q, k, v, beta, opts)
   return o_t
 end
 
---- ops.delta_rule_step(q, k, v, beta, state [, {order, scale}]) -> o [B,1,H,dv], new_state: one
---- token of recurrent inference (q, k [B,1,H,dk], v [B,1,H,dv], beta [B,1,H], state [B,H,dk,dv]).
+--- ops.delta_rule_step(q, k, v, beta, state [, {order, scale}]) -> o [B,H,dv], new_state: one
+--- token of recurrent inference (q, k [B,H,dk], v [B,H,dv], beta [B,H], state [B,H,dk,dv]).
 function ops.delta_rule_step(q, k, v, beta, state, opts)
   local o = fill_opts(opts, 'delta_rule_step')
   local out, new_state = ffi.new('efla_tensor*[1]'), ffi.new('efla_tensor*[1]')
