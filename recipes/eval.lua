@@ -20,7 +20,7 @@ local args = efla.args.parse(arg, {
   { '--dataset', help = "override the data set recorded in each checkpoint (mnist|fashion)" },
   { '--seed', type = 'number', default = 1, help = 'seed of the corruptions' },
   { '--device', default = 'cpu', help = 'cpu or cuda[:N]' },
-  { '--out', default = 'checkpoints/eval', help = 'where eval.csv, eval.json and the plots go' },
+  { '--out', default = efla.data.user_cache_dir() .. '/eval', help = 'where eval.csv, eval.json and the plots go (default: <user cache>/eval, see EFLA_CACHE)' },
 })
 if #args._ == 0 then
   io.stderr:write('eval.lua: give at least one checkpoint file (see --help)\n')

@@ -586,6 +586,13 @@ section("paths", function()
     check(data.is_dir(root:gsub("/data$", "") .. "/lua/efla/data") , "data.root() is <repo>/data: " .. root .. " (" .. here .. ")")
   end
   check(data.npm_dir("/x") == "/x/npm/node_modules" and data.cache_dir("/x") == "/x/cache", "npm and cache folders")
+  -- the default caches live in the user cache folder, not in the checkout
+  check(data.cache_dir() == data.user_cache_dir() .. "/data", "default cache folder " .. data.cache_dir())
+  check(not data.cache_dir():find(data.root(), 1, true) or os.getenv("HOME") == nil, "caches inside the data folder")
+  local xdg, cache = os.getenv("XDG_CACHE_HOME"), os.getenv("EFLA_CACHE")
+  if cache and cache ~= "" then check(data.user_cache_dir() == cache:gsub("/+$", ""), "EFLA_CACHE is honoured")
+  elseif xdg and xdg ~= "" then check(data.user_cache_dir() == xdg:gsub("/+$", "") .. "/efla", "XDG_CACHE_HOME is honoured")
+  else check(data.user_cache_dir() == os.getenv("HOME") .. "/.cache/efla", "~/.cache/efla by default") end
 end)
 
 print(string.format("%d passed, %d failed", passed, failed))
