@@ -106,6 +106,13 @@ typedef struct efla_backend {
     /* memory statistics (CUDA) */
     int (*memory_stats)(int device, efla_memory_stats *stats);
     int (*empty_cache)(int device);
+
+    /* scans and sorting over the last dim of a contiguous [rows, n] input (ops_scan.c);
+     * NULL where a backend has none yet (the front end then names the op and says :cpu()) */
+    int (*cumsum)(efla_tensor *out, const efla_tensor *in);
+    /* values like in; indices int64, 0-based positions in the row; stable; NaN sorts last
+     * ascending and first descending */
+    int (*sort)(efla_tensor *values, efla_tensor *indices, const efla_tensor *in, int descending);
 } efla_backend;
 
 /* core/backend.c */

@@ -52,6 +52,8 @@ H.topics = {
     'all', 'any', 'allclose' } },
   { 'Linear algebra and nn', { 'matmul', 'softmax', 'log_softmax', 'cross_entropy', 'layer_norm', 'rms_norm' } },
   { 'Indexing and joining', { 'index_select', 'gather', 'scatter_add', 'embedding', 'one_hot', 'cat', 'stack' } },
+  { 'Scans, sorting, sampling, convolution', { 'cumsum', 'sort', 'topk', 'multinomial', 'einsum', 'pad', 'softplus',
+    'log_sigmoid', 'conv1d' } },
   { 'Autograd', { 'backward', 'grad', 'requires_grad', 'requires_grad_', 'grad_fn', 'detach', 'zero_grad',
     'no_grad', 'enable_grad', 'set_grad_enabled', 'autograd.Function', 'gradcheck' } },
   { 'Library', { 'version', 'set_default_dtype', 'get_default_dtype', 'num_threads', 'set_num_threads',

@@ -72,4 +72,8 @@ setmetatable(efla, {
   end,
 })
 
+-- cumsum, sort, topk, multinomial, einsum, pad, softplus, log_sigmoid, conv1d (efla/ops_extra.lua)
+package.loaded.efla = efla
+require('efla.ops_extra').install(efla)
+
 return efla
