@@ -55,6 +55,25 @@ for i, b in ipairs(blocks) do
   end)
 end
 
+test('the same blocks pasted into the REPL run without an error', function()
+  local tmp = (os.getenv('EFLA_TEST_TMP') or '/tmp') .. '/lua_test_tutorial'
+  os.execute("mkdir -p '" .. tmp .. "'")
+  local parts = {}
+  for _, b in ipairs(blocks) do
+    if not b.info:find('gpu', 1, true) then parts[#parts + 1] = b.code end
+  end
+  local input = tmp .. '/blocks.lua'
+  local f = assert(io.open(input, 'w'))
+  f:write(table.concat(parts))
+  f:close()
+  local exe = require('efla.cli').executable()
+  os.execute(string.format("'%s' < '%s' > '%s/out.txt' 2> '%s/err.txt'", exe, input, tmp, tmp))
+  local function slurp(p) local h = io.open(p); local s = h and h:read('*a') or ''; if h then h:close() end; return s end
+  local err, out = slurp(tmp .. '/err.txt'), slurp(tmp .. '/out.txt')
+  ok(err == '', 'the REPL reported:\n' .. err)
+  ok(out:find('next-token loss of an untrained model', 1, true), 'the REPL did not reach the last block:\n' .. out)
+end)
+
 test('what the text promises', function()
   ok(env.final_loss < 0.05, 'the training loop did not fit sin(3x): loss ' .. tostring(env.final_loss))
   ok(env.test_err < 0.3, 'evaluation error ' .. tostring(env.test_err))
