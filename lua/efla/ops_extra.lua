@@ -59,7 +59,8 @@ end
 --- efla.multinomial(probs, n [, {replacement = false}]) -> int64 1-based categories: n draws per
 --- row of probs ([C] or [B, C]; non-negative weights, not necessarily normalised). Without
 --- replacement every category appears at most once (Gumbel top-k); with it, by inverse CDF.
---- Uses efla's generator: efla.manual_seed makes it reproducible.
+--- Uses efla's generator: efla.manual_seed makes it reproducible. Draws on the CPU and
+--- returns the result on probs' device.
 function X.multinomial(probs, n, opts)
   need_tensor(probs, 'multinomial', 'probs')
   opts = opts or {}
@@ -70,7 +71,10 @@ function X.multinomial(probs, n, opts)
     I.raise('multinomial: n (the number of draws) must be a whole number >= 1, got ' .. tostring(n))
   end
   local one_row = probs:dim() == 1
-  local p = efla.no_grad(function() return (one_row and probs:unsqueeze(1) or probs):double() end)
+  -- drawn on the CPU (cumsum and sort have CPU kernels only; the generator is the same on
+  -- every device), returned on probs' device
+  local device = probs:device()
+  local p = efla.no_grad(function() return (one_row and probs:unsqueeze(1) or probs):to({ dtype = 'float64', device = 'cpu' }) end)
   local C = p:size(2)
   local bad = efla.no_grad(function()
     return (p:lt(0):any() and 'negative') or ((p - p):ne(0):any() and 'NaN or infinite')
@@ -82,7 +86,7 @@ function X.multinomial(probs, n, opts)
     out = efla.no_grad(function()
       local cdf = X.cumsum(p, 2)
       cdf = cdf / cdf:narrow(2, C, 1)                       -- [B, C], last column 1
-      local u = efla.rand(p:size(1), n, 1, { dtype = 'float64', device = p:device() })
+      local u = efla.rand(p:size(1), n, 1, { dtype = 'float64' })
       -- the category is 1 + the number of cdf entries below u (at most C)
       return cdf:unsqueeze(2):lt(u):long():sum(3):add(1):clamp(1, C)
     end)
@@ -92,13 +96,14 @@ function X.multinomial(probs, n, opts)
       I.raise(string.format('multinomial: %d draws without replacement, but a row has only %d categories of positive weight (use {replacement = true})', n, nonzero))
     end
     out = efla.no_grad(function()
-      local g = -(-(efla.rand(p:size(1), C, { dtype = 'float64', device = p:device() }):clamp(1e-300, nil)):log()):log()
+      local g = -(-(efla.rand(p:size(1), C, { dtype = 'float64' }):clamp(1e-300, nil)):log()):log()
       local keys = p:log() + g                                -- log(0) = -inf never wins
       local _, idx = X.topk(keys, n, 2, true)
       return idx
     end)
   end
-  return one_row and out:squeeze(1) or out
+  out = one_row and out:squeeze(1) or out
+  return device == 'cpu' and out or out:to(device)
 end
 
 -- ---- einsum -----------------------------------------------------------------------------------------

@@ -187,6 +187,8 @@ test('cumsum and sort on a device without kernels say how to fix it', function()
   if not efla.cuda.is_available() then print('  (no CUDA device: checked on the GPU run)'); return end
   raises(function() efla.ones(3):cuda():cumsum() end, ':cpu()')
   raises(function() efla.ones(3):cuda():sort() end, ':cpu()')
+  local m = efla.multinomial(efla.tensor({ 0, 1, 0 }):cuda(), 2, { replacement = true })
+  eq(m:device(), 'cuda:0'); eq(m:cpu():totable(), { 2, 2 })
   local v = efla.einsum('ij,jk->ik', efla.ones(2, 3):cuda(), efla.ones(3, 2):cuda())
   eq(v:cpu():totable(), { { 3, 3 }, { 3, 3 } })
 end)
