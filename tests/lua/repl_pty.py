@@ -16,26 +16,30 @@ if pid == 0:
     os.execve(exe, [exe], env)
 
 seen = b''
+pos = 0   # what the checks have matched so far ends here
 
 
 def read_until(needle, timeout=10.0):
-    """Reads the terminal until needle appears in what came since the last call."""
-    global seen
-    start = len(seen)
+    """Reads the terminal until needle appears after the previous match; moves past it."""
+    global seen, pos
+    want = needle.encode()
     end = time.time() + timeout
-    while time.time() < end:
-        if needle.encode() in seen[start:]:
+    while True:
+        i = seen.find(want, pos)
+        if i >= 0:
+            pos = i + len(want)
             return True
+        if time.time() >= end:
+            return False
         r, _, _ = select.select([fd], [], [], 0.05)
         if r:
             try:
                 chunk = os.read(fd, 4096)
             except OSError:
-                break
+                return seen.find(want, pos) >= 0
             if not chunk:
-                break
+                return seen.find(want, pos) >= 0
             seen += chunk
-    return needle.encode() in seen[start:]
 
 
 def fail(step):
