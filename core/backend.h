@@ -115,6 +115,13 @@ typedef struct efla_backend {
     int (*delta_rule_alpha_bwd)(int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta,
                                 const void *lambda, const void *dalpha, int order, int reference_eps,
                                 void *dk_inout, void *dbeta);
+
+    /* scans and sorting over the last dim of a contiguous [rows, n] input (ops_scan.c);
+     * NULL where a backend has none yet (the front end then names the op and says :cpu()) */
+    int (*cumsum)(efla_tensor *out, const efla_tensor *in);
+    /* values like in; indices int64, 0-based positions in the row; stable; NaN sorts last
+     * ascending and first descending */
+    int (*sort)(efla_tensor *values, efla_tensor *indices, const efla_tensor *in, int descending);
 } efla_backend;
 
 /* core/backend.c */

@@ -178,6 +178,13 @@ efla_tensor *efla_layer_norm(const efla_tensor *x, const efla_tensor *weight,
                              const efla_tensor *bias, double eps);
 efla_tensor *efla_rms_norm(const efla_tensor *x, const efla_tensor *weight, double eps);
 
+/* ---- scans and sorting (ops_scan.c) ------------------------------------------------- */
+/* running sum along dim (0-based here); bool/uint8 give int64; differentiable */
+efla_tensor *efla_cumsum(const efla_tensor *t, int dim);
+/* stable sort along dim: *values like t, *indices int64 0-based positions along dim;
+ * NaN sorts last (first when descending). Records no gradient. Returns 0 or -1. */
+int efla_sort(const efla_tensor *t, int dim, int descending, efla_tensor **values, efla_tensor **indices);
+
 /* ---- indexing, joining ---------------------------------------------------------------- */
 efla_tensor *efla_index_select(const efla_tensor *t, int dim, const efla_tensor *index);
 efla_tensor *efla_gather(const efla_tensor *t, int dim, const efla_tensor *index);

@@ -22,7 +22,7 @@ local args = efla.args.parse(arg, {
   { '--dataset', help = "override the data set recorded in each checkpoint (mnist|fashion)" },
   { '--seed', type = 'number', default = 1, help = 'seed of the corruptions' },
   { '--device', default = 'cpu', help = 'cpu or cuda[:N]' },
-  { '--out', default = 'checkpoints/eval', help = 'where eval.csv, eval.json and the plots go' },
+  { '--out', default = efla.data.user_cache_dir() .. '/eval', help = 'where eval.csv, eval.json and the plots go (default: <user cache>/eval, see EFLA_CACHE)' },
   { '--lm-tasks', default = 'ppl,cloze,wordnet,extrap', help = 'for language-model checkpoints: the recipes/lm_eval.lua tasks to run' },
 })
 if #args._ == 0 then
@@ -54,8 +54,7 @@ end
 
 local rows, runs = {}, {}
 for i, path in ipairs(args._) do
-  io.stdout:write(string.format('[%d/%d] %s ... ', i, #args._, path))
-  io.stdout:flush()
+  print(string.format('[%d/%d] %s', i, #args._, path))
   local row = { file = path }
   local ok, err = pcall(function()
     local model, ck = efla.load_model(path, { device = S.device_of(args.device) })
@@ -70,17 +69,20 @@ for i, path in ipairs(args._) do
       local f = ds:float()
       row.clean = S.accuracy(model, f.images, f.labels, { device = S.device_of(args.device) })
     else
-      local results = S.robustness(model, ds, { seed = args.seed, device = S.device_of(args.device) })
+      local results = S.robustness(model, ds, { seed = args.seed, device = S.device_of(args.device),
+        title = row.method .. ' eval' })
       row.results = results
       row.clean = results.scale[1][2]
-      runs[#runs + 1] = { name = string.format('%s (%s)', row.method, path:match('[^/]+/[^/]+$') or path), results = results }
+      row.test_samples = ds:size()
+      runs[#runs + 1] = { path = path, method = row.method, results = results,
+        about = string.format('%s, %d test images, seed %d', row.dataset, ds:size(), args.seed) }
     end
   end)
   if ok then
-    print(string.format('accuracy %.4f', row.clean))
+    print(string.format('  accuracy %.4f', row.clean))
   else
     row.error = tostring(err):gsub('\n', ' ')
-    print('skipped: ' .. row.error)
+    print('  skipped: ' .. row.error)
   end
   rows[#rows + 1] = row
 end
@@ -109,7 +111,9 @@ for _, r in ipairs(rows) do
   table_rows[#table_rows + 1] = t
 end
 csv.write(args.out .. '/eval.csv', header, table_rows)
-report.write_json(args.out .. '/eval.json', { suite = args.suite, rows = rows })
+report.write_json(args.out .. '/eval.json', { suite = args.suite, rows = rows,
+  provenance = report.provenance { seed = args.seed, test_samples = args.test_samples,
+    samples_note = '0 samples = the whole split; each row has its own test_samples', dataset = args.dataset } })
 
 print('')
 local widths = {}
@@ -120,19 +124,41 @@ for c, h in ipairs(header) do
     widths[c] = math.max(widths[c], math.min(#s, 60))
   end
 end
+-- A Markdown table (pastes into docs as is): | inside a cell is escaped.
 local function line(cells)
   local parts = {}
   for c, v in ipairs(cells) do
     local s = type(v) == 'number' and string.format('%.4g', v) or tostring(v)
-    parts[c] = string.format('%-' .. widths[c] .. 's', s:sub(1, 60))
+    s = s:sub(1, 60):gsub('|', '\\|')
+    parts[c] = string.format('%-' .. widths[c] .. 's', s)
   end
   print('| ' .. table.concat(parts, ' | ') .. ' |')
 end
 line(header)
+local rule = {}
+for c = 1, #header do rule[c] = string.rep('-', math.max(3, widths[c])) end
+print('|-' .. table.concat(rule, '-|-') .. '-|')
 for _, t in ipairs(table_rows) do line(t) end
 
+-- Legend names: the method and the shortest end of the path that tells the files apart.
+local function unique_names(list)
+  for depth = 1, 8 do
+    local seen, clash = {}, false
+    for _, r in ipairs(list) do
+      local parts = {}
+      for part in r.path:gmatch('[^/]+') do parts[#parts + 1] = part end
+      r.name = string.format('%s (%s)', r.method, table.concat(parts, '/', math.max(1, #parts - depth + 1)))
+      if seen[r.name] then clash = true end
+      seen[r.name] = true
+    end
+    if not clash then return end
+  end
+end
 local plots = {}
-if #runs > 0 then plots = report.robustness(args.out, runs, 'eval_') end
+if #runs > 0 then
+  unique_names(runs)
+  plots = report.robustness(args.out, runs, 'eval_')
+end
 local failed = 0
 for _, r in ipairs(rows) do if r.error then failed = failed + 1 end end
 print(string.format('\n%d checkpoint(s) evaluated, %d skipped; wrote %s/eval.csv, %s/eval.json %s', #rows - failed,

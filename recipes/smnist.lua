@@ -62,6 +62,7 @@ for _, method in ipairs(methods) do
     checkpoint = info.checkpoint, config = info.config, lr = info.lr }
 end
 
+for _, r in ipairs(runs) do r.about = S.describe(args, train_ds, test_ds) end   -- plot titles name data, sizes, seed
 local loss_png, loss_err = report.loss(out, runs)
 local plots = report.robustness(out, runs)
 table.insert(plots, 1, loss_png or loss_err)

@@ -36,4 +36,6 @@ const efla_backend efla_cpu_backend = {
     .adamw = efla_cpu_adamw,
     .memory_stats = NULL,
     .empty_cache = NULL,
+    .cumsum = efla_cpu_cumsum,
+    .sort = efla_cpu_sort,
 };

@@ -6,6 +6,7 @@
  *   nn.c           softmax(+backward) norm(+backward) cross_entropy
  *   index.c        index_select index_add gather scatter_add
  *   delta_rule.c   delta_rule_fwd delta_rule_bwd
+ *   scan.c         cumsum sort
  * Signatures are those of efla_backend (backend.h). */
 #ifndef EFLA_CPU_KERNELS_H
 #define EFLA_CPU_KERNELS_H
@@ -45,6 +46,8 @@ EFLA_CPU_KERNEL int efla_cpu_norm_backward(efla_tensor *grad_x, efla_tensor *gra
 EFLA_CPU_KERNEL int efla_cpu_cross_entropy(efla_tensor *loss, efla_tensor *grad, const efla_tensor *logits,
                                            const efla_tensor *target, int64_t ignore_index, double smoothing);
 
+EFLA_CPU_KERNEL int efla_cpu_cumsum(efla_tensor *out, const efla_tensor *in);
+EFLA_CPU_KERNEL int efla_cpu_sort(efla_tensor *values, efla_tensor *indices, const efla_tensor *in, int descending);
 EFLA_CPU_KERNEL int efla_cpu_index_select(efla_tensor *out, const efla_tensor *in, int dim, const efla_tensor *index);
 EFLA_CPU_KERNEL int efla_cpu_index_add(efla_tensor *out, int dim, const efla_tensor *index, const efla_tensor *src);
 EFLA_CPU_KERNEL int efla_cpu_gather(efla_tensor *out, const efla_tensor *in, int dim, const efla_tensor *index);

@@ -13,6 +13,7 @@ local args = {}
 
 local function key_of(flag) return (flag:gsub('^%-%-', ''):gsub('%-', '_')) end
 
+--- args.usage(spec) -> the --help text of an option spec (what args.parse prints for --help).
 local function usage(spec)
   local lines = { string.format('usage: efla %s [options]%s', spec.name or 'script.lua', spec.positional and (' ' .. spec.positional) or '') }
   if spec.description then lines[#lines + 1] = '\n' .. spec.description end

@@ -241,10 +241,15 @@ local function write_all(f, path, c)
   write_string(f, path, 'sections_json', json.encode(json.array(sections)))
 end
 
---- checkpoint.save(path, contents): write atomically (see the top of this file).
+--- checkpoint.save(path, contents): write atomically (see the top of this file); missing
+--- parent folders are created.
 function M.save(path, contents)
   if type(path) ~= 'string' or path == '' then fail('checkpoint.save: path must be a non-empty string') end
   if type(contents) ~= 'table' then fail('checkpoint.save: contents must be a table, got ' .. type(contents)) end
+  local dir = path:match('^(.*)/[^/]*$')
+  if dir and dir ~= '' and not pcall(require('efla.data').mkdir_p, dir) then
+    fail('checkpoint.save: cannot create the folder ' .. dir .. ' for ' .. path)
+  end
   local f = lib.efla_h5_create(path)
   if f == nil then fail(c_error(path)) end
   local ok, err = pcall(write_all, f, path, contents)

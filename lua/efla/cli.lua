@@ -34,14 +34,18 @@ Examples:
   echo 'efla.ones(2):sum()' | efla       the prompt reads from a pipe too
 
 Inside the prompt: expressions print their value; `exit` or Ctrl-D quits;
+Ctrl-C stops a running entry (the session and its variables stay) or clears the line;
 help(x) describes a tensor, function or module.
 
 Environment:
   EFLA_HISTORY      history file of the prompt (default ~/.efla_history)
   EFLA_LIB          libefla to load when efla is used from a plain luajit
   OMP_NUM_THREADS   threads of the CPU kernels (also efla.set_num_threads(n))
+  OMP_WAIT_POLICY   efla sets 'passive' unless you set it (idle threads sleep, not spin)
   LUA_PATH          extra places for require (efla's own folders come first)
-  EFLA_DATA         data folder (npm packages, caches; default <repo>/data)
+  EFLA_DATA         data folder (npm packages; default <repo>/data)
+  EFLA_CACHE        cache folder (data caches, eval outputs; default $XDG_CACHE_HOME/efla,
+                    else ~/.cache/efla)
   EFLA_FASHION_DIR  Fashion-MNIST .gz files (default /usr/share/datasets/fashion-mnist)
   EFLA_PROGRESS     'plain' or 'bar': force the recipes' progress display
   EFLA_NO_BLAS_TUNING  set to keep OpenBLAS's own CPU detection (see docs/BENCHMARKS.md)

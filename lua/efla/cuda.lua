@@ -13,14 +13,18 @@ local ffi, lib = I.ffi, I.lib
 
 local cuda = {}
 
+--- cuda.is_available() -> true when efla has a CUDA backend and sees at least one device.
 function cuda.is_available() return efla.has_cuda() and efla.device_count('cuda') > 0 end
+--- cuda.device_count() -> the number of CUDA devices (0 without a GPU).
 function cuda.device_count() return efla.device_count('cuda') end
+--- cuda.synchronize([dev='cuda']): waits until the device has finished its queued work.
 function cuda.synchronize(dev) return efla.synchronize(dev or 'cuda') end
 cuda.memory_stats = efla.cuda_memory_stats
 cuda.empty_cache = efla.cuda_empty_cache
 cuda.reset_peak = efla.cuda_reset_peak
 cuda.set_tf32 = efla.cuda_set_tf32
 
+--- cuda.properties([dev]) -> {name, total_memory, multiprocessors, compute_capability}.
 function cuda.properties(dev)
   local p = ffi.new('efla_device_props')
   if lib.efla_cuda_device_props(I.parse_device(dev or 'cuda'), p) < 0 then I.raise(I.last_error()) end

@@ -4,7 +4,35 @@
 --   help(x)           a tensor: what it is, and its methods by topic
 --   help(efla.randn)  a function: its signature and what it does
 --   help('view')      by name; help(efla.nn) a module: its fields
+--   help(efla.nn.DeltaAttention)   a class: its doc and its methods
+--
+-- Tensor methods have the short texts below (H.docs); everything else is documented by
+-- the `---` comments above its definition in the Lua sources (efla/docstrings.lua reads
+-- them on demand), and a module by the comment at the top of its file.
+local docstrings = require 'efla.docstrings'
 local H = {}
+
+-- Names that modules load on first access (a metatable __index), so pairs() misses them.
+H.lazy_fields = {
+  ['efla.data'] = { 'idx', 'cache', 'loader', 'transforms', 'text', 'Dataset', 'DataLoader', 'Sampler', 'mnist', 'fashion' },
+}
+
+-- The modules under efla, for the overview and for the test that everything has help.
+H.modules = {
+  { 'nn', 'modules: layers, DeltaAttention, SequenceClassifier, CausalLM, losses, nn.build, nn.register' },
+  { 'ops', 'the delta-rule operator: delta_rule, delta_rule_step, delta_rule_alpha' },
+  { 'optim', 'SGD, Adam, AdamW, gradient clipping, learning-rate schedules' },
+  { 'data', 'MNIST / Fashion-MNIST, text corpora, DataLoader, corruptions' },
+  { 'checkpoint', 'HDF5 checkpoints: save, load, a last-N-plus-best manager' },
+  { 'load_model', 'efla.load_model(path): a model rebuilt from a checkpoint' },
+  { 'autograd', 'custom Functions, gradcheck, no_grad' },
+  { 'cuda', 'GPU devices, memory statistics, synchronize' },
+  { 'args', 'command-line options with --help for scripts' },
+  { 'progress', 'progress bars' },
+  { 'plot', 'gnuplot line plots' },
+  { 'csv', 'CSV files' },
+  { 'json', 'JSON encode/decode' },
+}
 
 -- Topics, in order, for the overview and for help(tensor).
 H.topics = {
@@ -24,6 +52,8 @@ H.topics = {
     'all', 'any', 'allclose' } },
   { 'Linear algebra and nn', { 'matmul', 'softmax', 'log_softmax', 'cross_entropy', 'layer_norm', 'rms_norm' } },
   { 'Indexing and joining', { 'index_select', 'gather', 'scatter_add', 'embedding', 'one_hot', 'cat', 'stack' } },
+  { 'Scans, sorting, sampling, convolution', { 'cumsum', 'sort', 'topk', 'multinomial', 'einsum', 'pad', 'softplus',
+    'log_sigmoid', 'conv1d' } },
   { 'Autograd', { 'backward', 'grad', 'requires_grad', 'requires_grad_', 'grad_fn', 'detach', 'zero_grad',
     'no_grad', 'enable_grad', 'set_grad_enabled', 'autograd.Function', 'gradcheck' } },
   { 'Library', { 'version', 'set_default_dtype', 'get_default_dtype', 'num_threads', 'set_num_threads',
@@ -49,8 +79,8 @@ D.from_buffer = "efla.from_buffer(data, sizes [, dtype]): a CPU tensor copied fr
 D.rand = "efla.rand(size... [, opts]): uniform in [0, 1). The generator is counter-based (Philox): same seed, same numbers on every device."
 D.randn = "efla.randn(size... [, opts]): standard normal."
 D.bernoulli = "efla.bernoulli(size..., p [, opts]) or efla.bernoulli(probs): 1 with probability p, else 0."
-D.randint = "efla.randint(low, high, size... [, opts]): int64 in [low, high); efla.randint(high, {sizes}) starts at 0."
-D.randperm = "efla.randperm(n [, opts]): a random permutation of 1..n (int64)."
+D.randint = "efla.randint(low, high, size... [, opts]): int64 in [low, high), high excluded (Python's and PyTorch's rule); efla.randint(high, {sizes}) draws from [0, high). For 1-based indices or class labels 1..n use efla.randint(1, n + 1, ...)."
+D.randperm = "efla.randperm(n [, opts]): a random permutation of 1..n (int64), 1-based so that it indexes directly (x:index_select(1, efla.randperm(x:size(1)))); note the contrast with randint's half-open [low, high)."
 D.manual_seed = "efla.manual_seed(seed): restarts the generator."
 D.rng_state = "efla.rng_state() -> {seed=, offset=}: the generator state (plain numbers, fit for a checkpoint)."
 D.set_rng_state = "efla.set_rng_state(state): restores a state from efla.rng_state()."
@@ -167,8 +197,8 @@ D.gradcheck = "efla.gradcheck(f, inputs [, {eps=1e-6, atol=1e-5, rtol=1e-4}]) ->
 D.version = "efla.version() -> the library version."
 D.set_default_dtype = "efla.set_default_dtype('float64'): the dtype of new floating tensors (float32 at start)."
 D.get_default_dtype = "efla.get_default_dtype()."
-D.num_threads = "efla.num_threads(): OpenMP threads of CPU kernels."
-D.set_num_threads = "efla.set_num_threads(n)."
+D.num_threads = "efla.num_threads() -> the OpenMP threads CPU kernels use (default: the cores, or OMP_NUM_THREADS)."
+D.set_num_threads = "efla.set_num_threads(n): CPU kernels use at most n threads from now on (OpenBLAS follows). Kernels on small tensors (below ~32K elements) run on one thread whatever n is, since waking threads costs more than it saves; idle threads sleep (the efla command sets OMP_WAIT_POLICY=passive unless you set it), so a small experiment runs at single-thread speed or better. Set 1 when you run several processes side by side."
 D.has_cuda = "efla.has_cuda(): true when the CUDA backend is built in."
 D.device_count = "efla.device_count('cuda'): number of CUDA devices."
 D.synchronize = "efla.synchronize([device='cuda']): waits for queued work."
@@ -176,18 +206,51 @@ D.live_tensors = "efla.live_tensors(): tensor structs alive in C (leak checks)."
 D.cpu_live_bytes = "efla.cpu_live_bytes(): bytes held by CPU storages."
 D.set_gc_callback = "efla.set_gc_callback([enable=true]): lets the CUDA allocator run a Lua GC before giving up (on by default with CUDA)."
 D.help = "help([x]): this overview; help(x) for a tensor, function, module or name."
+-- further methods and functions
+D.byte = "x:byte(): as uint8."
+D.float32 = "x:float32(): as float32 (the same as x:float())."
+D.float64 = "x:float64(): as float64 (the same as x:double())."
+D.int64 = "x:int64(): as int64 (the same as x:long())."
+D.element_size = "x:element_size() -> bytes per element of x's dtype."
+D.expand_as = "x:expand_as(y): x broadcast to y's shape (a view)."
+D.view_as = "x:view_as(y): x:view with y's shape."
+D.reshape_as = "x:reshape_as(y): x:reshape with y's shape."
+D.is_cuda = "x:is_cuda() -> true when x lives on a CUDA device."
+D.is_floating_point = "x:is_floating_point() -> true for float32, float64 and bfloat16."
+D.is_same_storage = "x:is_same_storage(y) -> true when x and y are views of one storage."
+D.storage_offset = "x:storage_offset() -> the offset of x's first element in its storage (elements, 0-based as in C)."
+D.lerp = "x:lerp(y, w): x + (y - x) * w (w a number or a tensor; differentiable)."
+D.maximum_ = "x:maximum_(y): x = max(x, y) elementwise, in place."
+D.minimum_ = "x:minimum_(y): x = min(x, y) elementwise, in place."
+D.pow_ = "x:pow_(y): x = x ^ y in place."
+D.empty_like = "efla.empty_like(x [, opts]): uninitialised values with x's shape, dtype and device."
+D.rand_like = "efla.rand_like(x [, opts]): uniform [0, 1) values with x's shape, dtype and device."
+D.randn_like = "efla.randn_like(x [, opts]): standard normal values with x's shape, dtype and device."
+D.is_tensor = "efla.is_tensor(v) -> true when v is an efla tensor."
+D.is_grad_enabled = "efla.is_grad_enabled() -> true when operations record history for backward."
+D['autograd.is_grad_enabled'] = D.is_grad_enabled
+D.cuda_empty_cache = "efla.cuda_empty_cache([dev='cuda']): gives the CUDA allocator's cached free blocks back to the driver (also efla.cuda.empty_cache)."
+D.cuda_reset_peak = "efla.cuda_reset_peak([dev='cuda']): restarts the peak-memory statistic (also efla.cuda.reset_peak)."
+D.Size = "efla.Size: the table x:size() returns: a list of sizes with :numel(), :totable() and == by value."
+D['Size.numel'] = "size:numel() -> the product of the sizes."
+D['Size.totable'] = "size:totable() -> a plain Lua list of the sizes."
 
--- A reverse map function -> name, built from the efla table (and its submodules).
-local function find_name(fn, efla)
-  for k, v in pairs(efla) do if v == fn then return k end end
-  for k, v in pairs(efla.Tensor) do if v == fn then return k end end
-  for k, v in pairs(efla.autograd) do if v == fn then return 'autograd.' .. k end end
+-- The names a function is known by (efla.lt and x:less are one function), from the
+-- efla table and its submodules.
+local function find_names(fn, efla)
+  local names = {}
+  for k, v in pairs(efla) do if v == fn then names[#names + 1] = k end end
+  for k, v in pairs(efla.Tensor) do if v == fn then names[#names + 1] = k end end
+  for k, v in pairs(efla.autograd) do if v == fn then names[#names + 1] = 'autograd.' .. k end end
   for k, v in pairs(package.loaded) do
     if type(v) == 'table' and type(k) == 'string' and k:match('^efla%.') then
-      for k2, v2 in pairs(v) do if v2 == fn then return k:sub(6) .. '.' .. k2 end end
+      for k2, v2 in pairs(v) do if v2 == fn then names[#names + 1] = k:sub(6) .. '.' .. k2 end end
     end
   end
+  table.sort(names)
+  return names
 end
+local function find_name(fn, efla) return find_names(fn, efla)[1] end
 
 local function wrap_text(s, indent, width)
   width = width or 78
@@ -220,7 +283,10 @@ local function overview()
     lines[#lines + 1] = wrap_text(table.concat(topic[2], ' '), '  ')
   end
   lines[#lines + 1] = ''
-  lines[#lines + 1] = 'Modules: efla.nn, efla.optim, ... (help(efla.nn) lists one).'
+  lines[#lines + 1] = 'Modules (help(efla.nn) etc. describes one):'
+  for _, m in ipairs(H.modules) do
+    lines[#lines + 1] = string.format('  efla.%-11s %s', m[1], m[2])
+  end
   return table.concat(lines, '\n')
 end
 
@@ -245,12 +311,137 @@ local function tensor_help(x, efla)
   return table.concat(lines, '\n')
 end
 
+-- A class: made by class.new (it has __name), or a callable table that is its own
+-- __index (data.DataLoader); either way its metatable makes it callable.
+local function is_class(t)
+  if type(t) ~= 'table' then return false end
+  if type(rawget(t, '__name')) ~= 'string' and rawget(t, '__index') ~= t then return false end
+  local mt = getmetatable(t)
+  return mt ~= nil and mt.__call ~= nil
+end
+
+-- The public fields of a table, sorted (no _private names, no metamethods).
+local function public_keys(t)
+  local keys = {}
+  for k in pairs(t) do
+    if type(k) == 'string' and not k:match('^_') then keys[#keys + 1] = k end
+  end
+  table.sort(keys)
+  return keys
+end
+
+-- One line per public field: "  name  summary".
+local function field_lines(t, lines)
+  for _, k in ipairs(public_keys(t)) do
+    local v = t[k]
+    local doc = H.doc_of(v)
+    local summary = doc and docstrings.summary(doc) or type(v)
+    lines[#lines + 1] = string.format('  %-18s %s', k, summary)
+  end
+end
+
+--- help.method_doc(cls, name) -> the doc of method `name` of class cls; an override
+--- without its own doc has the doc of the method it overrides.
+function H.method_doc(cls, name)
+  local c = cls
+  while c do
+    local f = rawget(c, name)
+    local doc = f and docstrings.of_function(f)
+    if doc then return doc end
+    c = rawget(c, '__parent')
+  end
+  return nil
+end
+
+-- The name a table has in the module that exports it ('DataLoader'), if any.
+local function loaded_field_name(t)
+  for k, m in pairs(package.loaded) do
+    if type(m) == 'table' and type(k) == 'string' and k:match('^efla') then
+      for k2, v in pairs(m) do if v == t and type(k2) == 'string' then return k2 end end
+    end
+  end
+end
+
+local function class_help(cls)
+  local lines = { 'class ' .. (rawget(cls, '__name') or loaded_field_name(cls) or '?') .. (rawget(cls, '__parent') and (' (a ' .. cls.__parent.__name .. ')') or '') }
+  local doc = H.doc_of(cls)
+  if doc then lines[#lines + 1] = doc end
+  local own = {}
+  for _, k in ipairs(public_keys(cls)) do
+    if type(cls[k]) == 'function' and k ~= 'extra_repr' then own[#own + 1] = k end
+  end
+  if #own > 0 then
+    lines[#lines + 1] = ''
+    lines[#lines + 1] = 'Methods:'
+    for _, k in ipairs(own) do
+      local d = H.method_doc(cls, k)
+      lines[#lines + 1] = string.format('  %-18s %s', k, d and docstrings.summary(d) or '')
+    end
+  end
+  if rawget(cls, '__parent') then
+    lines[#lines + 1] = string.format('Inherited: help(%s) for the methods of %s.',
+      cls.__parent.__name == 'Module' and 'efla.nn.Module' or cls.__parent.__name, cls.__parent.__name)
+  end
+  return table.concat(lines, '\n')
+end
+
 local function module_help(m, name)
   if type(m.__doc) == 'string' then return m.__doc end
-  local keys = {}
-  for k in pairs(m) do if type(k) == 'string' and not k:match('^_') then keys[#keys + 1] = k end end
-  table.sort(keys)
-  return wrap_text((name and (name .. ': ') or 'A table with: ') .. table.concat(keys, ' '), '')
+  local lines = {}
+  local doc = name and docstrings.of_module(name)
+  lines[#lines + 1] = doc or ((name or 'A table') .. ':')
+  lines[#lines + 1] = ''
+  lines[#lines + 1] = 'Fields:'
+  field_lines(m, lines)
+  return table.concat(lines, '\n')
+end
+
+-- The module name a table was loaded as ('efla.nn'), if any.
+local function loaded_name(t)
+  for k, v in pairs(package.loaded) do
+    if v == t and type(k) == 'string' and k ~= '_G' then return k end
+  end
+end
+
+--- help.doc_of(v) -> the documentation text of a public value (function, class, module),
+--- or nil when it has none. The test of "every public name has help" asks this.
+function H.doc_of(v)
+  local efla = require 'efla'
+  if type(v) == 'function' then
+    local doc = docstrings.of_function(v)
+    if doc then return doc end
+    for _, name in ipairs(find_names(v, efla)) do
+      if D[name] then return D[name] end
+    end
+    return nil
+  end
+  if is_class(v) then
+    if type(rawget(v, '__doc')) == 'string' then return v.__doc end
+    local init = rawget(v, '__init') or rawget(v, 'new')
+    return (init and docstrings.of_function(init)) or (rawget(v, '__name') and docstrings.of_class(v)) or nil
+  end
+  if type(v) == 'table' then
+    if type(rawget(v, '__doc')) == 'string' then return v.__doc end
+    for k, w in pairs(efla) do
+      if w == v and D[k] then return D[k] end
+    end
+    local name = loaded_name(v)
+    return name and docstrings.of_module(name) or nil
+  end
+  return nil
+end
+
+-- efla.nn.Linear from 'nn.Linear' or 'efla.nn.Linear' (nil when there is no such name).
+local function resolve(path)
+  local efla = require 'efla'
+  local v = efla
+  for part in path:gsub('^efla%.', ''):gmatch('[^%.:]+') do
+    if type(v) ~= 'table' then return nil end
+    local ok, w = pcall(function() return v[part] end)
+    if not ok or w == nil then return nil end
+    v = w
+  end
+  return v
 end
 
 --- help.text(x) -> the help text for x (what help(x) prints)
@@ -261,23 +452,81 @@ function H.text(x)
   if type(x) == 'string' then
     local key = x:gsub('^efla%.', ''):gsub('^Tensor[.:]', ''):gsub('^x:', '')
     if D[key] then return D[key] end
-    local v = rawget(efla, key)
-    if type(v) == 'table' then return module_help(v, 'efla.' .. key) end
+    local v = resolve(x)
+    if v ~= nil and v ~= x then return H.text(v) end
     return 'No help for "' .. x .. '". help() lists what there is.'
   end
   if type(x) == 'function' then
+    local doc = H.doc_of(x)
+    if doc then return doc end
     local name = find_name(x, efla)
-    if name and D[name] then return D[name] end
     if name then return name .. ': no description yet.' end
     return 'A Lua function (not one of efla\'s).'
   end
+  if is_class(x) then return class_help(x) end
   if type(x) == 'table' then
     if x == efla then return overview() end
-    local name
-    for k, v in pairs(package.loaded) do if v == x and type(k) == 'string' then name = k end end
-    return module_help(x, name)
+    return module_help(x, loaded_name(x))
   end
   return 'A ' .. type(x) .. ': ' .. tostring(x)
+end
+
+-- A plain table with functions is an API table (nn.functional); one without is data.
+local function has_functions(t)
+  for _, v in pairs(t) do if type(v) == 'function' then return true end end
+  return false
+end
+
+--- help.public_values() -> { {name, value [, class, method]}, ... }: every public name of efla: the
+--- functions of efla and efla.Tensor, the modules of H.modules, their functions and
+--- classes, the classes' own methods and nested tables (efla.nn.functional, ...).
+function H.public_values()
+  local efla = require 'efla'
+  local out, seen = {}, {}
+  local function add(name, v) out[#out + 1] = { name, v } end
+  local function walk(prefix, t, depth)
+    if seen[t] or depth > 3 then return end
+    seen[t] = true
+    for _, k in ipairs(H.lazy_fields[prefix] or {}) do local _ = t[k] end
+    for _, k in ipairs(public_keys(t)) do
+      local v = t[k]
+      local name = prefix .. '.' .. k
+      if type(v) == 'function' then
+        add(name, v)
+      elseif is_class(v) then
+        if not seen[v] then
+          seen[v] = true
+          add(name, v)
+          for _, m in ipairs(public_keys(v)) do
+            if type(rawget(v, m)) == 'function' and m ~= 'extra_repr' then
+              out[#out + 1] = { name .. ':' .. m, rawget(v, m), v, m }
+            end
+          end
+        end
+      elseif k:match('_mt$') then
+        -- a metatable (json.array_mt): not documentation material
+      elseif type(v) == 'table' and (v.__doc or getmetatable(v) == nil and has_functions(v)) then
+        if not seen[v] then add(name, v); walk(name, v, depth + 1) end
+      end
+    end
+  end
+  seen[efla.internal] = true
+  seen[efla.dtypes] = true
+  seen[efla.Tensor] = true
+  for _, m in ipairs(H.modules) do
+    local v = efla[m[1]]
+    add('efla.' .. m[1], v)
+    if type(v) == 'table' then walk('efla.' .. m[1], v, 1) end
+  end
+  walk('efla', efla, 1)
+  for _, k in ipairs(public_keys(efla.Tensor)) do add('efla.Tensor.' .. k, efla.Tensor[k]) end
+  return out
+end
+
+--- help.entry_doc(entry) -> the doc of one entry of help.public_values(), or nil.
+function H.entry_doc(e)
+  if e[3] then return H.method_doc(e[3], e[4]) end
+  return H.doc_of(e[2])
 end
 
 --- help(x): prints the help text for x

@@ -34,6 +34,7 @@ efla.autograd = {
   Function = A.Function, gradcheck = A.gradcheck, no_grad = A.no_grad, enable_grad = A.enable_grad,
   set_grad_enabled = A.set_grad_enabled, is_grad_enabled = A.is_grad_enabled,
 }
+efla.autograd.__doc = 'efla.autograd: Function{forward=, backward=} (a differentiable function written in Lua), gradcheck(f, inputs), no_grad(fn), enable_grad(fn), set_grad_enabled(flag), is_grad_enabled().'
 efla.no_grad = A.no_grad
 efla.enable_grad = A.enable_grad
 efla.set_grad_enabled = A.set_grad_enabled
@@ -70,5 +71,9 @@ setmetatable(efla, {
     return m
   end,
 })
+
+-- cumsum, sort, topk, multinomial, einsum, pad, softplus, log_sigmoid, conv1d (efla/ops_extra.lua)
+package.loaded.efla = efla
+require('efla.ops_extra').install(efla)
 
 return efla

@@ -5,6 +5,9 @@
 -- is executed: the config is JSON.
 local checkpoint = require 'efla.checkpoint'
 
+--- efla.load_model(path [, {device = 'cpu'}]) -> model, checkpoint: rebuilds the model a
+--- checkpoint's stored config describes (nn.build; user classes need efla.nn.register(name,
+--- class) first), loads its weights and puts it in evaluation mode.
 return function(path, opts)
   local nn = require 'efla.nn'
   local ck = checkpoint.load(path)

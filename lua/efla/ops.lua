@@ -47,6 +47,13 @@ local function ptr(t, name, fn)
   return t.ptr
 end
 
+--- ops.delta_rule(q, k, v, beta [, opts]) -> o [B,T,H,dv], final_state [N,H,dk,dv]: the delta rule
+--- over whole sequences. q, k [B,T,H,dk], v [B,T,H,dv], beta [B,T,H]. opts: order = 'exact'
+--- (EFLA) | 1 (DeltaNet) | 2..4 (Runge-Kutta); scale (of q, default 1); initial_state;
+--- output_final_state = true; chunk_size = 64; algorithm = 'auto' | 'chunked' | 'recurrent';
+--- cu_seqlens (packed variable-length sequences, B = 1); reference_eps (the published
+--- reference's epsilon); recompute_states (less memory, more time in backward).
+--- Differentiable in q, k, v, beta and initial_state. The maths: docs/MATH.md.
 function ops.delta_rule(q, k, v, beta, opts)
   local o, raw = fill_opts(opts, 'delta_rule')
   local cu = raw.cu_seqlens
@@ -61,6 +68,8 @@ function ops.delta_rule(q, k, v, beta, opts)
   return o_t
 end
 
+--- ops.delta_rule_step(q, k, v, beta, state [, {order, scale}]) -> o [B,H,dv], new_state: one
+--- token of recurrent inference (q, k [B,H,dk], v [B,H,dv], beta [B,H], state [B,H,dk,dv]).
 function ops.delta_rule_step(q, k, v, beta, state, opts)
   local o = fill_opts(opts, 'delta_rule_step')
   local out, new_state = ffi.new('efla_tensor*[1]'), ffi.new('efla_tensor*[1]')
@@ -71,6 +80,9 @@ function ops.delta_rule_step(q, k, v, beta, state, opts)
   return I.wrap(out[0]), I.wrap(new_state[0])
 end
 
+--- ops.delta_rule_alpha(beta, lambda, order [, reference_eps]) -> alpha: the scalar step
+--- alpha = beta * phi(beta * lambda) of the rank-1 update (lambda = |k|^2); for 'exact'
+--- phi(x) = (1 - e^-x) / x, computed without an epsilon (docs/MATH.md). Differentiable.
 function ops.delta_rule_alpha(beta, lambda, order, reference_eps)
   return I.wrap(lib.efla_delta_rule_alpha(ptr(beta, 'beta', 'delta_rule_alpha'), ptr(lambda, 'lambda', 'delta_rule_alpha'),
     order_code(order, 'delta_rule_alpha'), reference_eps and 1 or 0))

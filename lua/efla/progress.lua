@@ -13,12 +13,14 @@ pcall(ffi.cdef, [[
   int clock_gettime(int clk, efla_timespec *ts);
 ]])
 local ts = ffi.new('efla_timespec')
+--- progress.wall() -> monotonic wall-clock seconds, sub-millisecond resolution (for timing).
 local function wall()
   ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
   return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
 end
 progress.wall = wall
 
+--- progress.is_terminal() -> true when stdout is a terminal (EFLA_PROGRESS=plain|bar forces it).
 function progress.is_terminal()
   if os.getenv('EFLA_PROGRESS') == 'plain' then return false end
   if os.getenv('EFLA_PROGRESS') == 'bar' then return true end
@@ -26,6 +28,7 @@ function progress.is_terminal()
   return ok and r == 1
 end
 
+--- progress.fmt_time(seconds) -> 'mm:ss' or 'h:mm:ss' ('--:--' when unknown).
 local function fmt_time(s)
   if s ~= s or s == math.huge then return '--:--' end
   s = math.floor(s + 0.5)

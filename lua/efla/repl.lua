@@ -5,9 +5,18 @@
 -- early (Lua's "... near '<eof>'") continues on the next line with the ">> " prompt. An
 -- error prints its message and the session goes on. `exit`, exit() or Ctrl-D quits.
 --
+-- Ctrl-C while an entry runs stops it with "interrupted!" and keeps the session (the
+-- launcher's SIGINT handler sets a count hook; entries run with the JIT off, because
+-- compiled loops never look at hooks); Ctrl-C at the prompt clears the line. A second
+-- Ctrl-C while the first is still waiting for Lua code (stuck in one C call) ends efla.
+--
 -- Line editing and a persistent history come from libreadline through the FFI (history
--- in $EFLA_HISTORY, else ~/.efla_history). Without readline, or when stdin is not a
--- terminal (a pipe, a test), lines come from io.read and no prompts are printed.
+-- in $EFLA_HISTORY, else ~/.efla_history; each line is appended as soon as it is
+-- entered, so a killed session keeps it). Debian's lua-readline module was tried and not
+-- used: it cannot let a Ctrl-C end the line being read, it reads ~/.rl_lua_history when it
+-- is loaded, and its save_history appends every new line again on each call. Without
+-- readline, or when stdin is not a terminal (a pipe, a test), lines come from io.read, no
+-- prompts are printed and Ctrl-C keeps its default action.
 local ffi = require 'ffi'
 
 local R = {}
@@ -17,6 +26,7 @@ try_cdef 'int isatty(int fd);'
 try_cdef 'void free(void *ptr);'
 try_cdef 'void *malloc(size_t size);'
 try_cdef 'char *strdup(const char *s);'
+try_cdef 'long read(int fd, void *buf, size_t count);'
 
 local function stdin_is_tty()
   local ok, r = pcall(function() return ffi.C.isatty(0) == 1 end)
@@ -34,6 +44,11 @@ local function load_readline()
         int read_history(const char *filename);
         int write_history(const char *filename);
         int history_truncate_file(const char *filename, int nlines);
+        int append_history(int nelements, const char *filename);
+        void rl_replace_line(const char *text, int clear_undo);
+        typedef int rl_getc_func_t(void *);
+        extern rl_getc_func_t *rl_getc_function;
+        extern int rl_catch_signals;
       ]]
       try_cdef [[
         typedef char **rl_completion_func_t(const char *, int, int);
@@ -42,7 +57,16 @@ local function load_readline()
         extern int rl_completion_append_character;
       ]]
       local fine = pcall(function() return lib.readline, lib.add_history, lib.write_history end)
-      if fine then return lib end
+      if fine then
+        -- LuaJIT unloads ffi.load'ed libraries when the Lua state closes; readline's
+        -- never-freed buffers would then be reported by LeakSanitizer from an unnamed
+        -- module, beyond the reach of tests/lsan.supp. RTLD_NODELETE keeps it mapped.
+        pcall(function()
+          try_cdef 'void *dlopen(const char *file, int mode);'
+          ffi.C.dlopen(name:find('%.so') and name or 'libreadline.so.8', 0x00001 + 0x01000)  -- RTLD_LAZY | RTLD_NODELETE
+        end)
+        return lib
+      end
     end
   end
   return nil
@@ -146,13 +170,50 @@ local function install_completion(rl, env)
   return ok
 end
 
+local EINTR = 4
+local launcher = rawget(_G, '_EFLA_LAUNCHER')  -- the efla command's Ctrl-C controls; nil under plain luajit
+
+-- readline's getc: one byte from stdin; a Ctrl-C (a read interrupted while the launcher
+-- has seen SIGINT) clears the line and reports end of input, which the reader turns into
+-- "interrupted" rather than "quit".
+local getc_state
+local function install_getc(rl, reader)
+  local ok = pcall(function()
+    local byte = ffi.new('unsigned char[1]')
+    local getc = ffi.cast('rl_getc_func_t *', function(_)
+      while true do
+        local n = ffi.C.read(0, byte, 1)
+        if n == 1 then return byte[0] end
+        if n == 0 then return -1 end
+        if ffi.errno() ~= EINTR then return -1 end
+        if launcher and launcher.take_interrupt() then
+          rl.rl_replace_line('', 0)
+          reader.interrupted = true
+          return -1
+        end
+      end
+    end)
+    rl.rl_catch_signals = 0   -- SIGINT goes to the launcher's handler, not readline's
+    rl.rl_getc_function = getc
+    getc_state = { getc, byte }
+  end)
+  return ok
+end
+
 local function readline_reader(rl, env)
   local path = history_path()
-  if path then rl.read_history(path) end
+  if path then
+    local f = io.open(path, 'a')   -- append_history needs the file to exist
+    if f then f:close() end
+    rl.read_history(path)
+    rl.history_truncate_file(path, 2000)
+  end
   install_completion(rl, env)
-  local reader = {}
+  local reader = { can_interrupt = launcher ~= nil }
+  if launcher and not install_getc(rl, reader) then reader.can_interrupt = false end
   -- jit.off: readline is a C call that can take a while and must not sit inside a trace
   local function read(prompt)
+    reader.interrupted = false
     local p = rl.readline(prompt)
     if p == nil then return nil end
     local s = ffi.string(p)
@@ -162,13 +223,13 @@ local function readline_reader(rl, env)
   jit.off(read)
   reader.read = read
   function reader.add_history(line)
-    if line:match('%S') then rl.add_history(line) end
+    if line:match('%S') then
+      rl.add_history(line)
+      if path then rl.append_history(1, path) end
+    end
   end
   function reader.close()
-    if path then
-      rl.write_history(path)
-      rl.history_truncate_file(path, 2000)
-    end
+    if path then rl.history_truncate_file(path, 2000) end
   end
   return reader
 end
@@ -251,17 +312,27 @@ function R.run(opts)
   local tty = stdin_is_tty()
   local rl = tty and load_readline() or nil
   local reader = rl and readline_reader(rl, env) or plain_reader(tty)
+  -- Ctrl-C handling only where readline reads the terminal (see the top of this file)
+  local interrupt_mode = function() end
+  if reader.can_interrupt then interrupt_mode = launcher.interrupt_mode end
   local quit = false
   -- REPL conveniences in the global table: help, exit
   if env.help == nil then env.help = efla_mod.help end
   env.exit = function() quit = true end
   env.quit = env.exit
   if tty then
-    print(string.format('efla %s (%s). help() for help, exit or Ctrl-D to quit.', efla_mod.version(), jit.version))
+    print(string.format('efla %s (%s). help() for help, Ctrl-C stops a running entry, exit or Ctrl-D quits.',
+      efla_mod.version(), jit.version))
   end
   local buffer
   while not quit do
+    interrupt_mode('prompt')
     local line = reader.read(buffer and '>> ' or 'efla> ')
+    if line == nil and reader.interrupted then
+      io.write('\n')   -- Ctrl-C at the prompt: drop the line (and any unfinished entry)
+      buffer = nil
+      goto continue
+    end
     if line == nil then
       if tty then io.write('\n') end
       break
@@ -284,7 +355,11 @@ function R.run(opts)
         end
       else
         buffer = nil
+        if reader.can_interrupt then jit.off(f, true) end  -- hooks never fire inside compiled loops
+        interrupt_mode('run')
         local res = pack(xpcall(f, function(e) return e end))
+        interrupt_mode('prompt')
+        if launcher then launcher.take_interrupt() end   -- a Ctrl-C that came as it ended
         if res[1] then
           print_results({ unpack(res, 2, res.n) }, res.n - 1)
         else
@@ -296,6 +371,7 @@ function R.run(opts)
     end
     ::continue::
   end
+  interrupt_mode('default')
   reader.close()
   return 0
 end

@@ -143,6 +143,7 @@ local function shape_table(x)
 end
 
 -- The size of a tensor: a plain array of numbers with a readable tostring.
+--- efla.Size: the table x:size() returns: a list of sizes with :numel(), :totable() and == by value.
 local Size = {}
 Size.__index = Size
 Size.__tostring = function(s) return 'efla.Size{' .. table.concat(s, ', ') .. '}' end
@@ -151,11 +152,13 @@ Size.__eq = function(a, b)
   for i = 1, #a do if a[i] ~= b[i] then return false end end
   return true
 end
+--- size:numel() -> the product of the sizes.
 function Size.numel(s)
   local n = 1
   for i = 1, #s do n = n * s[i] end
   return n
 end
+--- size:totable() -> a plain Lua list of the sizes.
 function Size.totable(s)
   local t = {}
   for i = 1, #s do t[i] = s[i] end

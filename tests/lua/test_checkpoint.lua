@@ -196,7 +196,6 @@ do
     '/model/a is already a dataset', 'name clash between a tensor and a group')
   check_error(function() checkpoint.save(path, { metrics = { loss = efla.ones(1) } }) end, 'metrics cannot be stored', 'tensor in metrics')
   check_error(function() checkpoint.save(path, { config = {} }) end, 'put configuration in meta', 'reserved top-level key')
-  check_error(function() checkpoint.save(P('no/such/dir/x.h5'), {}) end, 'does not exist', 'missing folder')
   check(read_file(path) == before, 'the target is unchanged after failed saves')
   check(#files_matching('%.tmp%-') == 0, 'failed saves leave no temporary file')
 end
@@ -371,6 +370,16 @@ print('h5py ok')
     check(out:find('rc=0', 1, true) and out:find('DATASET "weight"', 1, true) and out:find('ATTRIBUTE "config_json"', 1, true),
       'h5dump -H reads the checkpoint')
   end
+end
+
+-- save creates missing parent folders
+do
+  local nested = P('made/by/save/c.h5')
+  checkpoint.save(nested, { model = { w = efla.ones(2) } })
+  check(exists(nested), 'checkpoint.save did not create the missing folders')
+  check(checkpoint.load(nested).model.w:sum():item() == 2, 'the checkpoint in a new folder does not read back')
+  write_file(P('a_file'), 'x')
+  check_error(function() checkpoint.save(P('a_file/c.h5'), { model = {} }) end, 'checkpoint.save', 'a file where a folder should be')
 end
 
 os.execute("rm -rf '" .. dir .. "'")

@@ -76,6 +76,16 @@ local function rng_state()
 end
 
 -- ---- IDX ------------------------------------------------------------------------------------------
+section("loader keeps int64 inputs", function()
+  local ds = efla.data.Dataset { images = efla.randint(1, 50, { 12, 5 }), labels = efla.zeros(12, { dtype = "int64" }) }
+  local L = efla.data.DataLoader(ds, { batch_size = 4, shuffle = false })
+  local x, y = L:batch(1, 0)
+  check(x:dtype() == "int64" and y:dtype() == "int64", "token ids became " .. x:dtype())
+  check(x:eq(ds.images:narrow(1, 1, 4)):all(), "token ids changed on the way")
+  local Lf = efla.data.DataLoader(ds, { batch_size = 4, dtype = "float32" })
+  check(Lf:batch(1, 0):dtype() == "float32", "an explicit dtype is not honoured")
+end)
+
 section("idx", function()
   local img = random_bytes(5 * 3 * 4)
   for _, gz in ipairs({ false, true }) do
@@ -576,6 +586,13 @@ section("paths", function()
     check(data.is_dir(root:gsub("/data$", "") .. "/lua/efla/data") , "data.root() is <repo>/data: " .. root .. " (" .. here .. ")")
   end
   check(data.npm_dir("/x") == "/x/npm/node_modules" and data.cache_dir("/x") == "/x/cache", "npm and cache folders")
+  -- the default caches live in the user cache folder, not in the checkout
+  check(data.cache_dir() == data.user_cache_dir() .. "/data", "default cache folder " .. data.cache_dir())
+  check(not data.cache_dir():find(data.root(), 1, true) or os.getenv("HOME") == nil, "caches inside the data folder")
+  local xdg, cache = os.getenv("XDG_CACHE_HOME"), os.getenv("EFLA_CACHE")
+  if cache and cache ~= "" then check(data.user_cache_dir() == cache:gsub("/+$", ""), "EFLA_CACHE is honoured")
+  elseif xdg and xdg ~= "" then check(data.user_cache_dir() == xdg:gsub("/+$", "") .. "/efla", "XDG_CACHE_HOME is honoured")
+  else check(data.user_cache_dir() == os.getenv("HOME") .. "/.cache/efla", "~/.cache/efla by default") end
 end)
 
 print(string.format("%d passed, %d failed", passed, failed))

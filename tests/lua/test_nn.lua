@@ -591,6 +591,29 @@ test('nn.build rebuilds a model from its config; unknown types are named', funct
   raises(function() nn.build({ type = 'Transformer' }) end, "unknown model type 'Transformer'")
 end)
 
+test('nn.register: load_model rebuilds a user class; a missing class is named with the fix', function()
+  local class = require 'efla.class'
+  local Net = class.new('TestRegistryNet', nn.Module)
+  function Net:__init(cfg)
+    nn.Module.__init(self)
+    self.config = { type = 'TestRegistryNet', width = cfg.width }
+    self:add_module('fc', nn.Linear(3, cfg.width))
+  end
+  function Net:forward(x) return self.fc(x):tanh() end
+  local path = (os.getenv('EFLA_TEST_TMP') or '/tmp') .. '/test_nn_registry/net.h5'
+  efla.manual_seed(5)
+  local m = Net { width = 4 }
+  efla.checkpoint.save(path, { model = m:state_dict(), meta = { config = m.config } })
+  raises(function() efla.load_model(path) end, "efla.nn.register('TestRegistryNet', TestRegistryNet)")
+  eq(nn.register('TestRegistryNet', Net), Net)
+  local m2 = efla.load_model(path)
+  eq(getmetatable(m2), Net)
+  local x = efla.randn(2, 3)
+  ok(m2:forward(x):allclose(m:forward(x), 0, 0), 'the reloaded user model computes something else')
+  raises(function() nn.register('', Net) end, 'name must be a non-empty string')
+  raises(function() nn.register('X', 42) end, 'class must be callable')
+end)
+
 -- ---- losses ----------------------------------------------------------------------------------------------------
 local function ce_ref(logits, target, ignore, eps)
   local total, n = 0, 0

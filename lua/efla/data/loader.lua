@@ -63,6 +63,7 @@ function Dataset.new(t)
   return self
 end
 
+--- ds:size() -> the number of examples.
 function Dataset:size() return self.n end
 function Dataset:__tostring()
   return string.format("Dataset(%s: %d x [%s] %s)", self.name, self.n, table.concat(self.sample_shape, ","),
@@ -188,6 +189,7 @@ function Sampler.new(n, opts)
   return self
 end
 
+--- sampler:num_batches() -> batches per epoch (drop_last drops a short last one).
 function Sampler:num_batches()
   if self.drop_last then return math.floor(self.n / self.batch_size) end
   return math.ceil(self.n / self.batch_size)
@@ -214,7 +216,9 @@ function Sampler:batch_indices(epoch, b)
 end
 
 --- sampler:state() -> {epoch=, batch=, seed=}: the next batch to produce.
+--- sampler:state() -> {epoch, batch, seed}: the position, for a checkpoint.
 function Sampler:state() return { epoch = self.epoch, batch = self.batch, seed = self.seed } end
+--- sampler:set_state(s): resumes at a position from state().
 function Sampler:set_state(s)
   self.epoch, self.batch = s.epoch or 0, s.batch or 0
   if s.seed then self.seed = s.seed; self._order_epoch = nil end
@@ -244,7 +248,8 @@ DataLoader.__index = DataLoader
 loader.DataLoader = setmetatable(DataLoader, { __call = function(_, ds, opts) return DataLoader.new(ds, opts) end })
 
 --- DataLoader.new(dataset, {batch_size=64, shuffle=true, seed=0, drop_last=false,
---   dtype='float32' (uint8 pixels become x/255; 'uint8' keeps bytes), flatten=false,
+--   dtype='float32' (uint8 pixels become x/255; 'uint8' keeps bytes; int64 inputs such as
+--   token ids stay int64 by default), flatten=false,
 --   device=nil (a device name such as 'cuda:0', or a device number, moves each batch there),
 --   transform=function(x) -> x})
 function DataLoader.new(ds, opts)
@@ -254,7 +259,8 @@ function DataLoader.new(ds, opts)
   self.sampler = Sampler.new(ds.n, { batch_size = opts.batch_size or 64, shuffle = opts.shuffle,
                                      seed = opts.seed, drop_last = opts.drop_last })
   self.batch_size = self.sampler.batch_size
-  self.dtype = opts.dtype or "float32"
+  -- int64 inputs are token ids: they stay int64 unless a dtype is asked for
+  self.dtype = opts.dtype or (ds.images:dtype() == "int64" and "int64" or "float32")
   self.flatten = opts.flatten or false
   self.device = opts.device
   self._device = loader.device_name(opts.device)
@@ -262,8 +268,11 @@ function DataLoader.new(ds, opts)
   return self
 end
 
+--- loader:num_batches() -> batches per epoch.
 function DataLoader:num_batches() return self.sampler:num_batches() end
+--- loader:state() -> {epoch, batch, seed}: the position, for a checkpoint (resume exactly).
 function DataLoader:state() return self.sampler:state() end
+--- loader:set_state(s): resumes at a position from state().
 function DataLoader:set_state(s) self.sampler:set_state(s) end
 
 --- loader:batch(epoch, b) -> x, y for batch b (0-based) of that epoch, without moving the position.

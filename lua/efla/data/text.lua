@@ -216,8 +216,11 @@ function Loader.new(bytes, opts)
   return self
 end
 
+--- loader:num_batches() -> batches per epoch.
 function Loader:num_batches() return self.sampler:num_batches() end
+--- loader:state() -> {epoch, batch, seed}: the position, for a checkpoint.
 function Loader:state() return self.sampler:state() end
+--- loader:set_state(s): resumes at a position from state().
 function Loader:set_state(s) self.sampler:set_state(s) end
 
 --- loader:windows(index, count) -> int64 token ids [count, seq_len + 1]; index: 0-based

@@ -3,7 +3,7 @@
 -- q, k, v and beta come from projections of x; beta = sigmoid(b_proj(x)) in (0, 1), one
 -- per head and token. The delta-rule operator (efla.ops.delta_rule) integrates the memory
 -- ODE with the chosen order: 'exact' is EFLA, 1 is DeltaNet's Euler step, 2-4 Runge-Kutta
--- (efla-math §2). EFLA can leave keys unnormalised (its transition e^{-beta*lambda} stays
+-- (docs/MATH.md §2). EFLA can leave keys unnormalised (its transition e^{-beta*lambda} stays
 -- in (0, 1]); DeltaNet needs L2-normalised keys, hence the per-order default of key_norm.
 --
 --   x -> q_proj, k_proj, v_proj [-> causal short convs + SiLU] -> split heads

@@ -7,9 +7,11 @@ for k, v in pairs(require 'efla.nn.blocks') do nn[k] = v end
 nn.DeltaAttention = require 'efla.nn.attention'
 local models = require 'efla.nn.models'
 nn.SequenceClassifier, nn.CausalLM, nn.Block, nn.build = models.SequenceClassifier, models.CausalLM, models.Block, models.build
+nn.register = models.register
 local loss = require 'efla.nn.loss'
 nn.CrossEntropyLoss, nn.MSELoss = loss.CrossEntropyLoss, loss.MSELoss
 nn.functional = { cross_entropy = loss.cross_entropy, mse = loss.mse, l2_normalise = nn.DeltaAttention.l2_normalise }
+nn.functional.__doc = 'efla.nn.functional: losses and helpers as plain functions: cross_entropy(logits, target, opts), mse(a, b), l2_normalise(x [, eps]).'
 
 nn.__doc = [[
 efla.nn: modules that own their parameters.
@@ -18,7 +20,8 @@ efla.nn: modules that own their parameters.
            Residual(m), SwiGLU(d [, hidden]), ShortConv(channels, {kernel = 4, activation})
   Mixer:   DeltaAttention{d_model, n_heads, order = 'exact'|1..4, key_norm, query_norm,
            short_conv, output_norm, output_gate}: forward(x [, state]) -> y, state
-  Models:  SequenceClassifier{...} (sMNIST), CausalLM{...}; nn.build(config)
+  Models:  SequenceClassifier{...} (sMNIST), CausalLM{...}; nn.build(config);
+           nn.register(name, class) so that nn.build / efla.load_model rebuild your own class
   Losses:  functional.cross_entropy(logits, target, {ignore_index, label_smoothing}),
            functional.mse(a, b), CrossEntropyLoss(opts), MSELoss()
   Init:    nn.init.xavier_uniform/xavier_normal/normal/uniform/zeros/ones/constant

@@ -40,6 +40,7 @@ function init.fans(t)
   return t:size(2) * receptive, t:size(1) * receptive
 end
 
+--- init.xavier_uniform(t [, gain=1]) -> t: U(-a, a) in place, a = gain * sqrt(6 / (fan_in + fan_out)).
 function init.xavier_uniform(t, gain)
   check_tensor(t, 'xavier_uniform')
   local fan_in, fan_out = init.fans(t)
@@ -47,17 +48,20 @@ function init.xavier_uniform(t, gain)
   return fill(t, draw('rand', t) * (2 * a) - a)
 end
 
+--- init.xavier_normal(t [, gain=1]) -> t: N(0, s^2) in place, s = gain * sqrt(2 / (fan_in + fan_out)).
 function init.xavier_normal(t, gain)
   check_tensor(t, 'xavier_normal')
   local fan_in, fan_out = init.fans(t)
   return fill(t, draw('randn', t) * ((gain or 1) * math.sqrt(2 / (fan_in + fan_out))))
 end
 
+--- init.normal(t [, std=0.02 [, mean=0]]) -> t: N(mean, std^2) in place.
 function init.normal(t, std, mean)
   check_tensor(t, 'normal')
   return fill(t, draw('randn', t) * (std or 0.02) + (mean or 0))
 end
 
+--- init.uniform(t, bound) or init.uniform(t, low, high) -> t: uniform values in place.
 function init.uniform(t, a, b)
   check_tensor(t, 'uniform')
   if a == nil then error('nn.init.uniform(t, bound) or (t, low, high): give a bound', 2) end
@@ -65,8 +69,11 @@ function init.uniform(t, a, b)
   return fill(t, draw('rand', t) * (high - low) + low)
 end
 
+--- init.zeros(t) -> t: zeros in place.
 function init.zeros(t) check_tensor(t, 'zeros'); efla.no_grad(function() t:zero_() end) return t end
+--- init.ones(t) -> t: ones in place.
 function init.ones(t) check_tensor(t, 'ones'); efla.no_grad(function() t:fill_(1) end) return t end
+--- init.constant(t, value) -> t: every element = value, in place.
 function init.constant(t, value)
   check_tensor(t, 'constant')
   efla.no_grad(function() t:fill_(value) end)

@@ -120,6 +120,8 @@ function nn.Dropout:extra_repr() return string.format('p=%g', self.p) end
 for _, name in ipairs({ 'GELU', 'SiLU', 'ReLU', 'Tanh', 'Sigmoid' }) do
   local method = name:lower()
   local cls = class.new(name, Module)
+  cls.__doc = name .. '(): the ' .. method .. ' activation as a module, elementwise, no parameters' ..
+    (name == 'GELU' and ' (the exact erf form x * Phi(x))' or '') .. '.'
   function cls:forward(x) return need_tensor(x, name)[method](x) end
   nn[name] = cls
 end

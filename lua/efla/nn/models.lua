@@ -130,12 +130,39 @@ function models.CausalLM:forward(tokens, states)
   return logits, out_states
 end
 
---- Build a model from its config table (config.type names the builder).
+-- name -> class: what build (and so efla.load_model) can make
+local registry = { SequenceClassifier = models.SequenceClassifier, CausalLM = models.CausalLM }
+
+--- nn.register(name, class) -> class: lets nn.build and efla.load_model rebuild models of
+--- a user class from a stored config whose type is `name`. The class is called with the
+--- config table, so it should keep that table (with type = name) in self.config, and a
+--- checkpoint should store it as meta.config: checkpoint.save(path, {model =
+--- m:state_dict(), meta = {config = m.config}}). Registering a name again replaces it.
+function models.register(name, cls)
+  if type(name) ~= 'string' or name == '' then
+    error('nn.register(name, class): name must be a non-empty string, got ' .. tostring(name), 2)
+  end
+  local mt = type(cls) == 'table' and getmetatable(cls)
+  if type(cls) ~= 'function' and not (mt and mt.__call) then
+    error(string.format("nn.register('%s', class): class must be callable with a config table (a class made with efla.class or nn.Module's subclasses), got %s", name, type(cls)), 2)
+  end
+  registry[name] = cls
+  return cls
+end
+
+--- nn.build(config) -> a model: calls the class registered under config.type with config
+--- (the built-in SequenceClassifier and CausalLM, or any nn.register'ed class).
 function models.build(config)
-  local builder = models[config and config.type or '']
+  if type(config) ~= 'table' then
+    error('nn.build(config): config must be a table with a type field, got ' .. type(config), 2)
+  end
+  local builder = registry[config.type or '']
   if not builder then
-    error(string.format("models.build: unknown model type '%s' (known: SequenceClassifier, CausalLM)",
-      tostring(config and config.type)), 2)
+    local known = {}
+    for k in pairs(registry) do known[#known + 1] = k end
+    table.sort(known)
+    error(string.format("nn.build: unknown model type '%s': if it is your own class, call efla.nn.register('%s', %s) before building or loading it (registered: %s)",
+      tostring(config.type), tostring(config.type), tostring(config.type), table.concat(known, ', ')), 2)
   end
   return builder(config)
 end

@@ -13,6 +13,9 @@
 local efla = require 'efla'
 local class = require 'efla.class'
 
+--- Module: the base of every layer and model. A subclass calls Module.__init(self) in its
+--- __init, registers parameters (register_parameter) and children (add_module, or plain
+--- assignment m.name = module), and defines forward(...); m(x) is m:forward(x).
 local Module = class.new('Module')
 
 local function fail(msg, level) error(msg, (level or 1) + 1) end
@@ -25,6 +28,7 @@ function Module:__init()
   rawset(self, 'training', true)
 end
 
+--- nn.Module.is_module(v) -> true when v is a module (an instance of Module or a subclass).
 local function is_module(v) return class.is_instance(v, Module) end
 Module.is_module = is_module
 
@@ -95,6 +99,7 @@ function Module:__newindex(key, value)
   rawset(self, key, value)
 end
 
+--- m:forward(...) -> outputs: the module's computation; m(...) calls it.
 function Module:forward(...)
   error(string.format('%s: forward() is not implemented', getmetatable(self).__name), 2)
 end
@@ -237,9 +242,14 @@ function Module:to(...)
   end
   return self
 end
+--- m:cuda() / m:cpu() / m:double() / m:float() -> m: shorthands of m:to('cuda'), m:to('cpu'),
+--- m:to('float64'), m:to('float32').
 function Module:cuda() return self:to('cuda') end
+--- m:cpu() -> m: m:to('cpu').
 function Module:cpu() return self:to('cpu') end
+--- m:double() -> m: m:to('float64').
 function Module:double() return self:to('float64') end
+--- m:float() -> m: m:to('float32').
 function Module:float() return self:to('float32') end
 
 --- One-line description used by the tree printer; modules override it.

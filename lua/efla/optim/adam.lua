@@ -41,15 +41,22 @@ local function adam_update(p, grad, state, g, decoupled_wd, coupled_wd)
 end
 
 --- Adam(params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0})
+--- Adam(params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0}): Adam with
+--- L2 weight decay added to the gradient. params: a module, a list of tensors or parameter
+--- groups. Parameters with requires_grad = false are skipped.
 local Adam = class.new('Adam', Optimizer)
 function Adam:__init(params, opts) Optimizer.__init(self, params, defaults(opts, 0)) end
 Adam.check_group = check_group
+--- opt:update(p, grad, state, group): one parameter's Adam step (called by opt:step()).
 function Adam:update(p, grad, state, g) adam_update(p, grad, state, g, 0, g.weight_decay) end
 
 --- AdamW(params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0.01})
+--- AdamW(params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0.01}): Adam with
+--- decoupled weight decay (Loshchilov & Hutter), one fused kernel per parameter.
 local AdamW = class.new('AdamW', Optimizer)
 function AdamW:__init(params, opts) Optimizer.__init(self, params, defaults(opts, 0.01)) end
 AdamW.check_group = check_group
+--- opt:update(p, grad, state, group): one parameter's AdamW step (called by opt:step()).
 function AdamW:update(p, grad, state, g) adam_update(p, grad, state, g, g.weight_decay, 0) end
 
 return { Adam = Adam, AdamW = AdamW }

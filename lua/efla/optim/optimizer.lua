@@ -1,5 +1,6 @@
 -- optimizer.lua: the base of efla's optimisers. Parameters come as a module, a list of
--- tensors, or parameter groups ({ {params = {...}, weight_decay = 0}, ... }); every
+-- tensors, or parameter groups ({ {params = {...}, weight_decay = 0}, ... }); frozen
+-- parameters (requires_grad = false when the optimiser is made) are left out; every
 -- hyperparameter and every buffer lives in plain tables (self.param_groups, self.state)
 -- of numbers, booleans and tensors, so that a checkpoint can store them and
 -- load_state_dict can restore them exactly.
@@ -13,6 +14,8 @@
 local efla = require 'efla'
 local class = require 'efla.class'
 
+--- Optimizer(params, defaults): the base class of SGD, Adam and AdamW (see the top of
+--- optimizer.lua for what a subclass implements).
 local Optimizer = class.new('Optimizer')
 
 local function fail(msg, level) error(msg, (level or 1) + 1) end
@@ -26,7 +29,7 @@ function Optimizer:__init(params, defaults)
   end
   local groups = efla.is_tensor(params[1]) and { { params = params } } or params
   self.param_groups, self.state, self.defaults = {}, {}, defaults
-  local seen, count = {}, 0
+  local seen, count, frozen = {}, 0, 0
   for gi, g in ipairs(groups) do
     if type(g) ~= 'table' or type(g.params) ~= 'table' then
       fail(string.format('%s: group %d must be a table {params = {...}, ...}', name, gi), 4)
@@ -36,21 +39,31 @@ function Optimizer:__init(params, defaults)
     for k, v in pairs(g) do if k ~= 'params' then group[k] = v end end
     for pi, p in ipairs(g.params) do
       if not efla.is_tensor(p) then fail(string.format('%s: group %d, parameter %d is a %s, not a tensor', name, gi, pi, type(p)), 4) end
-      if not p.requires_grad or not p.is_leaf then
-        fail(string.format('%s: group %d, parameter %d %s is not a leaf that requires grad', name, gi, pi, shape_str(p)), 4)
+      if not p.is_leaf then
+        fail(string.format('%s: group %d, parameter %d %s is not a leaf (it was computed from other tensors; give the parameters themselves)', name, gi, pi, shape_str(p)), 4)
       end
       if seen[p] then fail(string.format('%s: group %d, parameter %d %s appears twice', name, gi, pi, shape_str(p)), 4) end
       seen[p] = true
-      group.params[pi] = p
-      count = count + 1
+      -- frozen parameters (requires_grad = false) are skipped: they never get a gradient
+      if p.requires_grad then
+        group.params[#group.params + 1] = p
+        count = count + 1
+      else
+        frozen = frozen + 1
+      end
     end
     self.param_groups[gi] = group
   end
-  if count == 0 then fail(name .. ': the parameter groups hold no parameters', 4) end
+  if count == 0 then
+    fail(name .. (frozen > 0 and (': every parameter is frozen (requires_grad = false); unfreeze some with p:requires_grad_() before making the optimiser')
+      or ': the parameter groups hold no parameters'), 4)
+  end
   for _, g in ipairs(self.param_groups) do self:check_group(g) end
 end
 
 --- Subclasses check their hyperparameters here (raise with a clear message).
+--- opt:check_group(group): raises an error naming a bad hyperparameter of one group
+--- (subclasses check theirs; called when the optimiser is made).
 function Optimizer:check_group(group) end
 
 --- Iterate (index, param, group) over every parameter in group order.
@@ -178,6 +191,8 @@ function Optimizer:step(closure)
   return ret
 end
 
+--- opt:update(p, grad, state, group): one parameter's step; every optimiser class defines it
+--- (the base raises an error).
 function Optimizer:update()
   error(getmetatable(self).__name .. ': update() is not implemented', 2)
 end

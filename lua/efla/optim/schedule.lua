@@ -22,6 +22,7 @@ local function need_number(s, key, kind, opt_min)
   end
 end
 
+--- Schedule: the base of the learning-rate schedules (see the top of schedule.lua).
 local Schedule = class.new('Schedule')
 schedule.Schedule = Schedule
 function Schedule:__init(opts)
@@ -31,6 +32,7 @@ function Schedule:__init(opts)
   self.last_step = 0
   self:check()
 end
+--- sched:check(): raises an error naming a bad setting (subclasses check theirs).
 function Schedule:check() need_number(self.settings, 'lr', getmetatable(self).__name, 0) end
 
 --- sched:step([optimizer]) -> the new rate: advances one step and sets the optimiser's lr.
@@ -43,11 +45,13 @@ end
 --- sched:get_lr() -> the rate at the current step
 function Schedule:get_lr() return self:lr(self.last_step) end
 
+--- sched:state_dict() -> {kind =, last_step =, settings = {...}}: plain values for a checkpoint.
 function Schedule:state_dict()
   local settings = {}
   for k, v in pairs(self.settings) do settings[k] = v end
   return { kind = getmetatable(self).__name, last_step = self.last_step, settings = settings }
 end
+--- sched:load_state_dict(s): restores the step counter and settings from state_dict().
 function Schedule:load_state_dict(s)
   local kind = getmetatable(self).__name
   if type(s) ~= 'table' or type(s.last_step) ~= 'number' then
@@ -70,10 +74,15 @@ function Schedule:__tostring()
   return string.format('%s{%s} at step %d', getmetatable(self).__name, table.concat(parts, ', '), self.last_step)
 end
 
+--- Constant{lr}: the same rate at every step.
 schedule.Constant = class.new('Constant', Schedule)
+--- sched:lr(step) -> the rate at that step.
 function schedule.Constant:lr() return self.settings.lr end
 
+--- WarmupCosine{lr, total_steps, warmup_steps = 0, min_lr = 0}: linear warm-up from 0, then a
+--- cosine decay to min_lr at total_steps.
 schedule.WarmupCosine = class.new('WarmupCosine', Schedule)
+--- sched:check(): checks lr, total_steps, warmup_steps, min_lr.
 function schedule.WarmupCosine:check()
   local s = self.settings
   s.warmup_steps, s.min_lr = s.warmup_steps or 0, s.min_lr or 0
@@ -85,6 +94,7 @@ function schedule.WarmupCosine:check()
     error(string.format('WarmupCosine: warmup_steps %d exceeds total_steps %d', s.warmup_steps, s.total_steps), 4)
   end
 end
+--- sched:lr(step) -> the rate at that step.
 function schedule.WarmupCosine:lr(step)
   local s = self.settings
   local warm, total = s.warmup_steps, s.total_steps
@@ -93,7 +103,9 @@ function schedule.WarmupCosine:lr(step)
   return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * progress))
 end
 
+--- Step{lr, step_size, gamma = 0.1}: lr * gamma^floor((step - 1) / step_size).
 schedule.Step = class.new('Step', Schedule)
+--- sched:check(): checks lr, step_size, gamma.
 function schedule.Step:check()
   local s = self.settings
   s.gamma = s.gamma or 0.1
@@ -101,13 +113,17 @@ function schedule.Step:check()
   need_number(s, 'step_size', 'Step', 1)
   need_number(s, 'gamma', 'Step', 0)
 end
+--- sched:lr(step) -> the rate at that step.
 function schedule.Step:lr(step)
   local s = self.settings
   return s.lr * s.gamma ^ math.floor((math.max(step, 1) - 1) / s.step_size)
 end
 
+--- schedule.constant{lr} -> a Constant schedule.
 function schedule.constant(opts) return schedule.Constant(opts) end
+--- schedule.warmup_cosine{lr, total_steps, warmup_steps, min_lr} -> a WarmupCosine schedule.
 function schedule.warmup_cosine(opts) return schedule.WarmupCosine(opts) end
+--- schedule.step{lr, step_size, gamma} -> a Step schedule.
 function schedule.step(opts) return schedule.Step(opts) end
 
 --- schedule.from_state(sd) -> a schedule rebuilt from a state_dict (e.g. a checkpoint's)

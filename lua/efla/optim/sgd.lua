@@ -17,6 +17,7 @@ function SGD:__init(params, opts)
     weight_decay = opts.weight_decay or 0, nesterov = opts.nesterov or false })
 end
 
+--- opt:check_group(group): checks lr, momentum, dampening, weight_decay of one group.
 function SGD:check_group(g)
   local function bad(what) error(string.format('SGD: %s (group settings: lr=%s, momentum=%s, dampening=%s, weight_decay=%s)',
     what, tostring(g.lr), tostring(g.momentum), tostring(g.dampening), tostring(g.weight_decay)), 6) end
@@ -26,6 +27,7 @@ function SGD:check_group(g)
   if g.nesterov and (g.momentum <= 0 or g.dampening ~= 0) then bad('nesterov needs momentum > 0 and dampening = 0') end
 end
 
+--- opt:update(p, grad, state, group): one parameter's SGD step (called by opt:step()).
 function SGD:update(p, grad, state, g)
   local d = grad
   if g.weight_decay ~= 0 then d = d + p * g.weight_decay end

@@ -10,7 +10,15 @@ local R = {}
 local LABELS = { scale = 'intensity scale', noise = 'Gaussian noise std', dropout = 'pixel dropout p' }
 R.LABELS = LABELS
 
---- loss(out_dir, runs): runs = { {name =, history = {...}}, ... } -> loss.csv, loss.png
+-- "title (about)" when the runs say what they were run on (run.about: data set, sample
+-- counts, seed; see S.describe).
+local function titled(title, runs)
+  local about = runs[1] and runs[1].about
+  return about and (title .. ' (' .. about .. ')') or title
+end
+
+--- loss(out_dir, runs): runs = { {name =, history = {...}, about = 'mnist, ...'}, ... } ->
+--- loss.csv, loss.png. Each run keeps one colour (plot.color(i)) in every plot.
 function R.loss(out_dir, runs)
   local header, rows, series = { 'step' }, {}, {}
   local longest = 0
@@ -33,10 +41,10 @@ function R.loss(out_dir, runs)
   for i, r in ipairs(runs) do
     local steps = {}
     for s = 1, #r.history do steps[s] = s end
-    series[#series + 1] = { name = r.name .. ' (raw)', x = steps, y = r.history, style = 'lines lw 1' }
-    series[#series + 1] = { name = r.name .. ' (smoothed)', x = steps, y = smoothed[i], style = 'lines' }
+    series[#series + 1] = { name = r.name .. ' (raw)', x = steps, y = r.history, style = 'lines lw 1', color = plot.color(i) }
+    series[#series + 1] = { name = r.name .. ' (smoothed)', x = steps, y = smoothed[i], style = 'lines', color = plot.color(i) }
   end
-  return plot.lines { path = out_dir .. '/loss.png', title = 'training loss', xlabel = 'step',
+  return plot.lines { path = out_dir .. '/loss.png', title = titled('training loss', runs), xlabel = 'step',
     ylabel = 'cross-entropy', series = series, points = false }
 end
 
@@ -55,13 +63,13 @@ function R.robustness(out_dir, runs, prefix)
         rows[li] = row
       end
       csv.write(string.format('%s/%srobustness_%s.csv', out_dir, prefix, kind), header, rows)
-      for _, r in ipairs(runs) do
+      for i, r in ipairs(runs) do
         local xs, ys = {}, {}
         for li, entry in ipairs(r.results[kind]) do xs[li], ys[li] = entry[1], entry[2] end
-        series[#series + 1] = { name = r.name, x = xs, y = ys }
+        series[#series + 1] = { name = r.name, x = xs, y = ys, color = plot.color(i) }
       end
       local png, err = plot.lines { path = string.format('%s/%sacc_vs_%s.png', out_dir, prefix, kind),
-        title = 'test accuracy vs ' .. LABELS[kind], xlabel = LABELS[kind], ylabel = 'accuracy',
+        title = titled('test accuracy vs ' .. LABELS[kind], runs), xlabel = LABELS[kind], ylabel = 'accuracy',
         series = series, yrange = { 0, 1 } }
       written[#written + 1] = png or err
     end
@@ -102,8 +110,41 @@ function R.summary_table(runs)
   return table.concat(lines, '\n')
 end
 
---- write_json(path, value): atomic.
+-- The git revision of the checkout efla runs from ('abc1234', '+dirty' when it has
+-- uncommitted changes), or nil outside a git checkout (an installed bundle).
+local function git_revision()
+  local init = package.searchpath('efla', package.path)
+  local dir = init and init:match('^(.*)/lua/efla/init%.lua$')
+  if not dir then return nil end
+  local q = "'" .. dir:gsub("'", "'\\''") .. "'"
+  local p = io.popen('git -C ' .. q .. ' rev-parse --short=12 HEAD 2>/dev/null')
+  local rev = p and p:read('*l')
+  if p then p:close() end
+  if not rev or rev == '' then return nil end
+  local d = io.popen('git -C ' .. q .. ' status --porcelain --untracked-files=no 2>/dev/null')
+  local dirty = d and d:read('*l')
+  if d then d:close() end
+  return rev .. ((dirty and dirty ~= '') and '+dirty' or '')
+end
+
+--- provenance([extra]) -> {efla_version, git_revision, date (UTC, ISO 8601), luajit, threads,
+--- ...extra}: what a results file needs to say how it was made.
+function R.provenance(extra)
+  local efla = require 'efla'
+  local p = { efla_version = efla.version(), git_revision = git_revision() or 'unknown',
+    date = os.date('!%Y-%m-%dT%H:%M:%SZ'), luajit = jit and jit.version or _VERSION, threads = efla.num_threads() }
+  for k, v in pairs(extra or {}) do p[k] = v end
+  return p
+end
+
+--- write_json(path, value): atomic. A table value without a provenance field gets one
+--- (R.provenance, plus seed, data set and sample counts from value.args when it has them).
 function R.write_json(path, value)
+  if type(value) == 'table' and value.provenance == nil then
+    local a = type(value.args) == 'table' and value.args or {}
+    value.provenance = R.provenance { seed = a.seed, dataset = a.dataset, train_samples = a.train_samples,
+      test_samples = a.test_samples, samples_note = a.test_samples ~= nil and '0 samples = the whole split' or nil }
+  end
   data.write_atomic(path, json.encode(value) .. '\n')
 end
 

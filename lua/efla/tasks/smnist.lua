@@ -86,13 +86,18 @@ function S.accuracy(model, images, labels, opts)
   return correct / n
 end
 
---- robustness(model, test_ds, {seed, batch, device, kinds, on_result}) -> results table:
---- results[kind] = { {level, accuracy}, ... } for kind in scale, noise, dropout.
+--- robustness(model, test_ds, {seed, batch, device, kinds, on_result, title, tty, out}) ->
+--- results table: results[kind] = { {level, accuracy}, ... } for kind in scale, noise,
+--- dropout. A progress bar (title, tty and out as in progress.new) counts the levels.
 function S.robustness(model, ds, opts)
   opts = opts or {}
   local fds = ds:float()
   local images, labels = fds.images, fds.labels
   local results = {}
+  local total = 0
+  for _, kind in ipairs(opts.kinds or S.KINDS) do total = total + #S.GRIDS[kind] end
+  local bar = progress.new { total = total, title = opts.title or 'robustness', every = 5, tty = opts.tty, out = opts.out }
+  local done = 0
   for _, kind in ipairs(opts.kinds or S.KINDS) do
     results[kind] = {}
     for li, level in ipairs(S.GRIDS[kind]) do
@@ -101,9 +106,18 @@ function S.robustness(model, ds, opts)
       local acc = S.accuracy(model, x, labels, opts)
       results[kind][li] = { level, acc }
       if opts.on_result then opts.on_result(kind, level, acc) end
+      done = done + 1
+      bar:update(done, { { kind, string.format('%g', level) }, { 'acc', string.format('%.4f', acc) } })
     end
   end
+  bar:finish()
   return results
+end
+
+--- progress_tty(args) -> whether the progress bars redraw one line: on a terminal unless
+--- --quiet (which asks for plain log lines).
+function S.progress_tty(args)
+  return not args.quiet and progress.is_terminal()
 end
 
 --- train(method, args, train_ds, {out_dir, device, resume}) -> model, info.
@@ -151,7 +165,7 @@ function S.train(method, args, train_ds, opts)
     })
   end
 
-  local bar = progress.new { total = total_steps, title = method, every = args.log_every or 15, tty = not args.quiet and nil or false }
+  local bar = progress.new { total = total_steps, title = method, every = args.log_every or 15, tty = S.progress_tty(args) }
   local tokens, t0 = 0, progress.wall()
   model:train()
   while step < total_steps do
@@ -196,6 +210,15 @@ function S.common_options(defaults)
   }
 end
 
+--- describe(args, train_ds, test_ds) -> 'mnist, 1024 train / 500 test images, seed 1': what
+--- plot titles and summaries say a study ran on (either data set may be nil).
+function S.describe(args, train_ds, test_ds)
+  local parts = {}
+  if train_ds then parts[#parts + 1] = train_ds:size() .. ' train' end
+  if test_ds then parts[#parts + 1] = test_ds:size() .. ' test' end
+  return string.format('%s, %s images, seed %s', args.dataset or '?', table.concat(parts, ' / '), tostring(args.seed))
+end
+
 --- run_variants(variants, args, out, opts) -> runs. Each variant = {name =, method =,
 --- overrides = {order =, key_norm =, lr =}}: trains it (checkpoints under out/<name>),
 --- evaluates it (robustness unless opts.clean_only) and returns one run per variant.
@@ -210,12 +233,13 @@ function S.run_variants(variants, args, out, opts)
     for k, x in pairs(v.overrides or {}) do a[k] = x end
     local model, info = S.train(v.method, a, train_ds, { out_dir = out .. '/' .. v.name, device = args.device, recipe = opts.recipe })
     local run = { name = v.name, method = v.method, history = info.history, lr = info.lr, config = info.config,
-      checkpoint = info.checkpoint, seconds = info.seconds }
+      checkpoint = info.checkpoint, seconds = info.seconds, about = S.describe(args, train_ds, test_ds) }
     if opts.clean_only then
       local f = test_ds:float()
       run.results = { scale = { { 1, S.accuracy(model, f.images, f.labels, { device = S.device_of(args.device) }) } } }
     else
-      run.results = S.robustness(model, test_ds, { seed = args.seed, device = S.device_of(args.device) })
+      run.results = S.robustness(model, test_ds, { seed = args.seed, device = S.device_of(args.device),
+        title = v.name .. ' eval', tty = S.progress_tty(args) })
     end
     run.final_loss = info.history[#info.history]
     print(string.format('%s: clean accuracy %.4f, final loss %.4f, %.1f s', v.name, run.results.scale[1][2], run.final_loss or 0 / 0, info.seconds))

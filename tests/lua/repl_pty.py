@@ -1,0 +1,94 @@
+#!/usr/bin/python3
+"""Drives the efla REPL through a pseudo-terminal, as a user at a keyboard would.
+
+    python3 tests/lua/repl_pty.py EFLA_EXE HISTORY_FILE
+
+Checks, in order: a line reaches the history file as soon as it is entered; Ctrl-C during
+`while true do end` returns to the prompt with a variable set before intact; Ctrl-C at the
+prompt clears the half-typed line; Ctrl-D quits with status 0. Prints "ok <step>" per
+check and exits 1 at the first failure (with what the terminal showed)."""
+import os, pty, select, sys, time
+
+exe, hist = sys.argv[1], sys.argv[2]
+env = dict(os.environ, EFLA_HISTORY=hist, TERM='dumb')
+pid, fd = pty.fork()
+if pid == 0:
+    os.execve(exe, [exe], env)
+
+seen = b''
+pos = 0   # what the checks have matched so far ends here
+
+
+def read_until(needle, timeout=10.0):
+    """Reads the terminal until needle appears after the previous match; moves past it."""
+    global seen, pos
+    want = needle.encode()
+    end = time.time() + timeout
+    while True:
+        i = seen.find(want, pos)
+        if i >= 0:
+            pos = i + len(want)
+            return True
+        if time.time() >= end:
+            return False
+        r, _, _ = select.select([fd], [], [], 0.05)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return seen.find(want, pos) >= 0
+            if not chunk:
+                return seen.find(want, pos) >= 0
+            seen += chunk
+
+
+def fail(step):
+    print('FAIL', step, '\n--- terminal ---\n' + seen.decode(errors='replace'))
+    try:
+        os.kill(pid, 9)
+    except OSError:
+        pass
+    sys.exit(1)
+
+
+def check(step, cond):
+    if not cond:
+        fail(step)
+    print('ok', step)
+
+
+def send(text):
+    os.write(fd, text.encode())
+
+
+check('prompt', read_until('efla> '))
+send('x = 42\n')
+check('prompt after an assignment', read_until('efla> '))
+with open(hist) as f:
+    check('history saved per line', 'x = 42' in f.read())
+
+send('while true do end\n')
+time.sleep(0.5)
+send('\x03')
+check('Ctrl-C stops a running loop', read_until('interrupted!'))
+check('prompt after the interrupt', read_until('efla> '))
+send('print(x + 1)\n')
+check('state kept after the interrupt', read_until('43'))
+
+send('for i = 1, 1e12 do local t = efla.ones(2) end\n')   # a loop that calls into C
+time.sleep(0.5)
+send('\x03')
+check('Ctrl-C stops a loop over efla calls', read_until('interrupted!'))
+check('prompt after the second interrupt', read_until('efla> '))
+
+send('this is not lua')
+time.sleep(0.2)
+send('\x03')
+time.sleep(0.2)
+send('print(x * 2)\n')
+check('Ctrl-C at the prompt clears the line', read_until('84'))
+check('no syntax error from the cleared line', b'not lua' not in seen.split(b'84')[-1] and b'syntax error' not in seen)
+
+send('\x04')
+_, status = os.waitpid(pid, 0)
+check('Ctrl-D quits with status 0', os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
