@@ -24,6 +24,7 @@
  * HDF5 from Debian is not thread-safe: use one efla_h5 from one thread at a time, and don't
  * use two concurrently. */
 #include "internal.h"
+#include "h5_check.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -677,15 +678,14 @@ efla_h5 *efla_h5_open(const char *path) {
     struct stat st;
     if (stat(path, &st) != 0) return efla_fail_null("h5_open: %s: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode)) return efla_fail_null("h5_open: %s is a folder, not an HDF5 file", path);
+    if (!S_ISREG(st.st_mode)) return efla_fail_null("h5_open: %s is not a regular file (a device, FIFO or socket)", path);
     int fd = open(path, O_RDONLY);
     if (fd < 0) return efla_fail_null("h5_open: %s: %s", path, strerror(errno));
     unsigned char head[8] = {0};
     ssize_t got = pread(fd, head, sizeof head, 0);
-    close(fd);
-    if (got < 0) return efla_fail_null("h5_open: %s: read failed (%s)", path, strerror(errno));
+    if (got < 0) { int err = errno; close(fd); return efla_fail_null("h5_open: %s: read failed (%s)", path, strerror(err)); }
     if (got < 8 || memcmp(head, hdf5_magic, 8) != 0) {
-        /* HDF5 also allows the signature after a user block (at 512, 1024, ...). */
-        if (got == 8 && H5Fis_hdf5(path) > 0) goto ok;
+        close(fd);
         if (got == 0) return efla_fail_null("h5_open: %s is not an HDF5 file (it is empty)", path);
         char shown[40];
         int k = 0;
@@ -694,7 +694,11 @@ efla_h5 *efla_h5_open(const char *path) {
         return efla_fail_null("h5_open: %s is not an HDF5 file (it starts with \"%s\", not the HDF5 "
                               "signature \\x89HDF\\r\\n\\x1a\\n)", path, shown);
     }
-ok:;
+    /* Before HDF5 sees the file: its metadata must be of the kinds efla writes (h5_check.c). */
+    char why[256];
+    int layout = efla_h5_check_layout(fd, why, sizeof why);
+    close(fd);
+    if (layout) return efla_fail_null("h5_open: %s is truncated or corrupt, or not an efla checkpoint: %s", path, why);
     efla_h5 *f = new_handle(path, 0);
     if (!f) return efla_fail_null("h5_open: %s: out of memory", path);
     hid_t fapl = make_fapl();
