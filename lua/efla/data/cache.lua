@@ -11,7 +11,7 @@
 --         char[32] name, uint32 dtype (efla_dtype code), uint32 ndim, int64 shape[8],
 --         uint64 offset (from the start of the file), uint64 nbytes, uint32 crc32, uint32 0
 --   then the payloads, each starting on a 64-byte boundary.
--- Written to <path>.tmp.<pid> and renamed over <path>, so a reader never sees half a file.
+-- Written atomically (data.write_atomic_parts), so a reader never sees half a file.
 -- A missing, stale or corrupt cache (bad magic, wrong version, wrong signature, a payload
 -- whose CRC-32 differs) is rebuilt from the source with a message through data.log.
 local ffi = require 'ffi'
@@ -107,36 +107,21 @@ function cache.write(path, arrays, signature)
     a._nbytes = nbytes
     pos = align(pos + nbytes)
   end
-  local tmp = string.format("%s.tmp.%d", path, data.getpid())
-  local f, err = io.open(tmp, "wb")
-  if not f then error("cache: cannot write " .. tmp .. ": " .. tostring(err), 0) end
-  local ok, werr = pcall(function()
+  local ok, werr = pcall(data.write_atomic_parts, path, function(put)
     local written = 0
-    local function put(s)
-      assert(f:write(s))
-      written = written + #s
+    local function put_counted(p, n)
+      put(p, n)
+      written = written + (n or #p)
     end
-    put(ffi.string(hdr, HEADER))
-    put(ffi.string(entries, ENTRY * #arrays))
+    put_counted(ffi.string(hdr, HEADER))
+    put_counted(ffi.string(entries, ENTRY * #arrays))
     for i, a in ipairs(arrays) do
-      put(string.rep("\0", tonumber(entries[i - 1].offset) - written))
-      -- in slices, so a big array never becomes one huge Lua string
-      local p, n = ffi.cast("const char *", a.data), a._nbytes
-      for o = 0, n - 1, 16777216 do put(ffi.string(p + o, math.min(16777216, n - o))) end
+      put_counted(string.rep("\0", tonumber(entries[i - 1].offset) - written))
+      put_counted(ffi.cast("const char *", a.data), a._nbytes)
       a._nbytes = nil
     end
-    assert(f:close())
   end)
-  if not ok then
-    pcall(f.close, f)
-    os.remove(tmp)
-    error("cache: writing " .. path .. " failed: " .. tostring(werr), 0)
-  end
-  local rok, rerr = os.rename(tmp, path)
-  if not rok then
-    os.remove(tmp)
-    error("cache: cannot rename " .. tmp .. " to " .. path .. ": " .. tostring(rerr), 0)
-  end
+  if not ok then error("cache: writing " .. path .. " failed: " .. tostring(werr), 0) end
 end
 
 --- cache.read(path [, signature]) -> {name = tensor, ...}  or  nil, reason
