@@ -16,10 +16,10 @@ local args = efla.args.parse(arg, {
   name = 'recipes/eval.lua', positional = 'CHECKPOINT.h5...',
   description = 'Evaluate checkpoints on a named suite and tabulate the results.',
   { '--suite', default = 'robustness', choices = { 'robustness', 'clean' }, help = 'what to measure' },
-  { '--test-samples', type = 'number', default = 0, help = 'subsample the test set (0 = all)' },
-  { '--dataset', help = "override the data set recorded in each checkpoint (mnist|fashion)" },
-  { '--seed', type = 'number', default = 1, help = 'seed of the corruptions' },
-  { '--device', default = 'cpu', help = 'cpu or cuda[:N]' },
+  { '--test-samples', type = 'number', integer = true, min = 0, default = 0, help = 'subsample the test set (0 = all)' },
+  { '--dataset', choices = { 'mnist', 'fashion' }, help = 'override the data set recorded in each checkpoint' },
+  { '--seed', type = 'number', integer = true, min = 0, default = 1, help = 'seed of the corruptions' },
+  { '--device', type = 'device', default = 'cpu', help = 'cpu or cuda[:N]' },
   { '--out', default = 'checkpoints/eval', help = 'where eval.csv, eval.json and the plots go' },
 })
 if #args._ == 0 then
