@@ -3,6 +3,8 @@
 #   bash scripts/fuzz.sh ci [SECONDS]     build, replay every saved input, fuzz SECONDS (60)
 #   bash scripts/fuzz.sh long [SECONDS]   a long campaign (1200 s) on one core, under nice
 #   bash scripts/fuzz.sh replay FILE...   run given inputs once (to reproduce a finding)
+#   bash scripts/fuzz.sh coverage         line coverage of the reader by the saved corpus
+#                                         (build-fuzz-cov, llvm-cov; no sanitizers)
 # Builds build-fuzz/ (tests/fuzz/CMakeLists.txt); the seed corpus is made by
 # tests/fuzz/make_seeds.lua with the efla command ($EFLA_BIN, default build/efla). A crash
 # input is left in build-fuzz/crashes/; copy it to tests/fuzz/regressions/ once fixed, so
@@ -14,6 +16,18 @@ root=$PWD
 out=$root/build-fuzz
 efla_bin=${EFLA_BIN:-$root/build/efla}
 command -v clang >/dev/null || { echo "fuzz.sh: clang is not installed (apt-get install clang)" >&2; exit 2; }
+
+if [[ $mode == coverage ]]; then
+  cov=$root/build-fuzz-cov
+  CC=clang cmake -S tests/fuzz -B "$cov" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEFLA_FUZZ_COVERAGE=ON >/dev/null
+  nice cmake --build "$cov" -j"$(nproc)" >/dev/null
+  rm -f "$cov"/*.profraw
+  LLVM_PROFILE_FILE="$cov/run-%p.profraw" "$cov/fuzz_checkpoint" -runs=0 "$out/corpus" "$out/seeds" tests/fuzz/regressions \
+    > "$cov/run.log" 2>&1 || { tail -n 20 "$cov/run.log"; exit 1; }
+  llvm-profdata merge -o "$cov/all.profdata" "$cov"/*.profraw
+  llvm-cov report "$cov/fuzz_checkpoint" -instr-profile="$cov/all.profdata" core/h5_check.c core/h5.c
+  exit 0
+fi
 
 CC=clang cmake -S tests/fuzz -B "$out" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 nice cmake --build "$out" -j"$(nproc)" >/dev/null
