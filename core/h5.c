@@ -658,6 +658,8 @@ efla_h5 *efla_h5_open(const char *path) {
     /* Before HDF5 sees the file: its metadata must be of the kinds efla writes (h5_check.c). */
     char why[256];
     int layout = efla_h5_check_layout(fd, why, sizeof why);
+    struct stat checked;
+    if (fstat(fd, &checked) != 0) memset(&checked, 0, sizeof checked);
     close(fd);
     if (layout) return efla_fail_null("h5_open: %s is truncated or corrupt, or not an efla checkpoint: %s", path, why);
     efla_h5 *f = new_handle(path, 0);
@@ -669,6 +671,14 @@ efla_h5 *efla_h5_open(const char *path) {
         efla_fail_null("h5_open: %s: cannot open the HDF5 file: it is truncated or corrupt (HDF5: %s)", path, h5_detail());
     H5Pclose(fapl);  /* after h5_detail: any HDF5 call clears the error stack */
     if (f->file < 0) { free_handle(f); return NULL; }
+    /* HDF5 opened the path again: it must still be the file that was checked */
+    struct stat now;
+    if (stat(path, &now) != 0 || now.st_dev != checked.st_dev || now.st_ino != checked.st_ino ||
+        now.st_size != checked.st_size || now.st_mtim.tv_sec != checked.st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != checked.st_mtim.tv_nsec) {
+        free_handle(f);
+        return efla_fail_null("h5_open: %s changed while it was being opened (another process is writing it?); try again", path);
+    }
     return f;
 }
 

@@ -84,8 +84,9 @@ typedef struct {
     uint64_t eof;                   /* the end of the file's data: min(file size, superblock EOF) */
     char *why;
     size_t cap;
-    uint64_t *seen;                 /* object headers and chunks already checked, by address */
-    size_t n_seen, cap_seen;
+    uint64_t *seen;                 /* object headers and chunks already checked, by address: */
+    size_t n_seen, cap_seen;        /* an open-addressing hash set (0 = empty slot; address 0 is
+                                     * the superblock, never an object) */
     size_t chunks;                  /* continuation chunks read so far (all objects) */
 } walk;
 
@@ -104,17 +105,30 @@ static uint64_t le(const uint8_t *p, int n) {
     return v;
 }
 
-/* 1 if addr was seen before, else records it; -1 when out of memory. */
+static size_t slot_of(const uint64_t *set, size_t cap, uint64_t addr) {
+    size_t i = (size_t)((addr * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+    while (set[i] && set[i] != addr) i = (i + 1) & (cap - 1);
+    return i;
+}
+
+/* 1 if addr was seen before, else records it; -1 when out of memory. A hash set, so that a
+ * file of a million tiny objects costs linear time, not quadratic. */
 static int seen_before(walk *w, uint64_t addr) {
-    for (size_t i = 0; i < w->n_seen; i++) if (w->seen[i] == addr) return 1;
-    if (w->n_seen == w->cap_seen) {
-        size_t cap = w->cap_seen ? 2 * w->cap_seen : 64;
-        uint64_t *p = realloc(w->seen, cap * sizeof *p);
+    if (addr == 0) return 1;        /* the superblock: never an object or chunk */
+    if (2 * (w->n_seen + 1) > w->cap_seen) {
+        size_t cap = w->cap_seen ? 2 * w->cap_seen : 256;
+        uint64_t *p = calloc(cap, sizeof *p);
         if (!p) return -1;
+        for (size_t i = 0; i < w->cap_seen; i++)
+            if (w->seen[i]) p[slot_of(p, cap, w->seen[i])] = w->seen[i];
+        free(w->seen);
         w->seen = p;
         w->cap_seen = cap;
     }
-    w->seen[w->n_seen++] = addr;
+    size_t i = slot_of(w->seen, w->cap_seen, addr);
+    if (w->seen[i]) return 1;
+    w->seen[i] = addr;
+    w->n_seen++;
     return 0;
 }
 
@@ -394,12 +408,14 @@ static int check_chunk(walk *w, object *o, uint64_t addr, uint64_t len, int firs
 
 static int check_object(walk *w, uint64_t addr, int depth, int must_be_group);
 
-/* A group's links: unique names, each target checked in turn. */
+static int cmp_link(const void *a, const void *b) { return strcmp(((const link_t *)a)->name, ((const link_t *)b)->name); }
+
+/* A group's links: unique names (sorted, so many links cost n log n), each target checked. */
 static int check_children(walk *w, object *o, int depth) {
-    for (size_t i = 0; i < o->n_links; i++)
-        for (size_t j = 0; j < i; j++)
-            if (!strcmp(o->links[i].name, o->links[j].name))
-                return bad(w, "group at %llu: two links named \"%s\"", (unsigned long long)o->addr, o->links[i].name);
+    if (o->n_links > 1) qsort(o->links, o->n_links, sizeof *o->links, cmp_link);
+    for (size_t i = 1; i < o->n_links; i++)
+        if (!strcmp(o->links[i].name, o->links[i - 1].name))
+            return bad(w, "group at %llu: two links named \"%s\"", (unsigned long long)o->addr, o->links[i].name);
     for (size_t i = 0; i < o->n_links; i++)
         if (check_object(w, o->links[i].addr, depth + 1, 0)) return -1;
     return 0;
@@ -407,6 +423,7 @@ static int check_children(walk *w, object *o, int depth) {
 
 static int check_object(walk *w, uint64_t addr, int depth, int must_be_group) {
     if (depth > MAX_DEPTH) return bad(w, "groups nested deeper than %d levels", MAX_DEPTH);
+    if (addr == 0 || addr >= w->eof) return bad(w, "a link to address %llu, where no object can be", (unsigned long long)addr);
     int s = seen_before(w, addr);
     if (s < 0) return bad(w, "out of memory");
     if (s) return 0;                /* hard links may share an object; each is checked once */
