@@ -37,9 +37,12 @@ static void on_free(const volatile void *p) { (void)p; }
 
 static char path[64];
 
+static void remove_scratch(void) { unlink(path); }
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc; (void)argv;
     snprintf(path, sizeof path, "/dev/shm/efla-fuzz-%d.h5", (int)getpid());
+    atexit(remove_scratch);
     __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
     return 0;
 }
