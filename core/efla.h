@@ -289,6 +289,14 @@ const char *efla_h5_read_attr_string(efla_h5 *f, const char *object, const char 
 int efla_h5_read_attr_double(efla_h5 *f, const char *object, const char *key, double *out);
 int efla_h5_close(efla_h5 *f);
 
+/* ---- atomic file writes (data caches, text reports): temporary file, fsync, rename --------
+ * Symlinks are followed; a target that is not a regular file is refused (atomic_file.c). */
+typedef struct efla_atomic_file efla_atomic_file;
+efla_atomic_file *efla_atomic_create(const char *path);
+int efla_atomic_write(efla_atomic_file *f, const void *data, size_t n);
+int efla_atomic_commit(efla_atomic_file *f);   /* closes f in every case */
+void efla_atomic_abort(efla_atomic_file *f);   /* closes f and removes the temporary file */
+
 /* ---- CUDA memory ------------------------------------------------------------------------ */
 typedef struct efla_memory_stats {
     int64_t live_bytes, peak_bytes, cached_bytes, num_allocs, num_cache_hits, num_ooms;

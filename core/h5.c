@@ -16,14 +16,17 @@
  *    HDF5's dense storage: simpler, and it avoids a crash in HDF5 1.10's error path for
  *    damaged dense groups (see make_cpl).
  *  - Datasets are listed by our own walk over hard links (see walk_group), sorted by name.
- *  - Writing goes to "<target>.tmp-<pid>-<random>" in the target's folder; commit flushes,
- *    closes, fsyncs, renames over the target and fsyncs the folder. A crash at any moment
- *    leaves the old target or the new one.
+ *  - Writing goes to a temporary file in the target's folder; commit flushes, closes,
+ *    fsyncs, renames over the target and fsyncs the folder (atomic_file.c: symlinks are
+ *    followed, devices/FIFOs/sockets/folders refused, stale temporaries removed). A crash
+ *    at any moment leaves the old target or the new one.
  *  - Reading never follows external links and never loads HDF5 filter plugins, so a file
  *    can't make the process open other files or load code.
  * HDF5 from Debian is not thread-safe: use one efla_h5 from one thread at a time, and don't
  * use two concurrently. */
 #include "internal.h"
+#include "atomic_file.h"
+#include "h5_check.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -57,6 +60,11 @@ struct efla_h5 {
 static void h5_quiet(void) {
     static int done;
     if (done) return;
+    /* No HDF5 clean-up at exit: after a write failed (disk full), H5Fclose fails and leaves
+     * the file half-closed, and HDF5's atexit handler then crashes on it (exit status 139
+     * with the data on disk fine). efla closes every file it opens, so there is nothing
+     * for that handler to do. Must come before any other HDF5 call. */
+    H5dont_atexit();
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     /* A file names filters by number; with plugins on, an unknown number makes HDF5 dlopen
      * a library from HDF5_PLUGIN_PATH. Checkpoints use no filters, so loading is off. */
@@ -314,30 +322,12 @@ static int make_groups(const char *op, efla_h5 *f, const char *path, int include
 efla_h5 *efla_h5_create(const char *path) {
     h5_quiet();
     if (!path || !path[0]) return efla_fail_null("h5_create: empty path");
-    /* The folder must exist: say so plainly instead of relaying HDF5's open error. */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash) { if (slash == dir) slash[1] = 0; else *slash = 0; } else snprintf(dir, sizeof dir, ".");
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return efla_fail_null("h5_create: %s: the folder %s does not exist; create it first", path, dir);
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        return efla_fail_null("h5_create: %s is a folder; give a file name", path);
-
-    efla_h5 *f = new_handle(path, 1);
-    if (!f) return efla_fail_null("h5_create: %s: out of memory", path);
-    uint64_t rnd = 0;
-    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        static _Atomic uint64_t counter;
-        rnd = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec ^ ++counter;
-    }
-    size_t n = strlen(path) + 64;
-    f->tmp = malloc(n);
-    if (!f->tmp) { free_handle(f); return efla_fail_null("h5_create: %s: out of memory", path); }
-    snprintf(f->tmp, n, "%s.tmp-%ld-%016llx", path, (long)getpid(), (unsigned long long)rnd);
+    char *target, *tmp;
+    if (efla_atomic_prepare("h5_create", path, &target, &tmp)) return NULL;
+    efla_h5 *f = new_handle(target, 1);
+    free(target);
+    if (!f) { free(tmp); return efla_fail_null("h5_create: %s: out of memory", path); }
+    f->tmp = tmp;
 
     hid_t fapl = make_fapl();
     if (fapl < 0) { efla_fail_null("h5_create: %s: HDF5 setup failed (%s)", path, h5_detail()); free_handle(f); return NULL; }
@@ -349,7 +339,7 @@ efla_h5 *efla_h5_create(const char *path) {
                        strerror(err), h5_detail());
         H5Pclose(fapl);  /* after h5_detail: any HDF5 call clears the error stack */
         if (fcpl >= 0) H5Pclose(fcpl);
-        unlink(f->tmp);
+        if (err != EEXIST) unlink(f->tmp);  /* an existing one is another writer's */
         free_handle(f);
         return NULL;
     }
@@ -601,11 +591,6 @@ int efla_h5_write_attr_double(efla_h5 *f, const char *object, const char *key, d
     return write_attr("h5_write_attr_double", f, object, key, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
 }
 
-static void fsync_path(const char *path, int flags) {
-    int fd = open(path, flags);
-    if (fd >= 0) { fsync(fd); close(fd); }
-}
-
 int efla_h5_commit(efla_h5 *f) {
     h5_quiet();
     if (check_writer("h5_commit", f)) return -1;
@@ -631,32 +616,9 @@ int efla_h5_commit(efla_h5 *f) {
         free_handle(f);
         return -1;
     }
-    /* Data on disk before the name points at it. */
-    int fd = open(f->tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        int err = errno;
-        if (fd >= 0) close(fd);
-        efla_fail("h5_commit: %s: fsync of %s failed (%s); the target is unchanged", f->path, f->tmp, strerror(err));
-        unlink(f->tmp);
-        free_handle(f);
-        return -1;
-    }
-    close(fd);
-    if (rename(f->tmp, f->path) != 0) {
-        int err = errno;
-        efla_fail("h5_commit: renaming %s over %s failed (%s); the target is unchanged", f->tmp, f->path, strerror(err));
-        unlink(f->tmp);
-        free_handle(f);
-        return -1;
-    }
-    /* The rename itself on disk: fsync the folder (best effort: some file systems refuse). */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", f->path);
-    char *slash = strrchr(dir, '/');
-    if (slash) { if (slash == dir) slash[1] = 0; else *slash = 0; } else snprintf(dir, sizeof dir, ".");
-    fsync_path(dir, O_RDONLY | O_DIRECTORY);
+    int rc = efla_atomic_finish("h5_commit", f->path, f->tmp);
     free_handle(f);
-    return 0;
+    return rc;
 }
 
 void efla_h5_abort(efla_h5 *f) {
@@ -677,15 +639,14 @@ efla_h5 *efla_h5_open(const char *path) {
     struct stat st;
     if (stat(path, &st) != 0) return efla_fail_null("h5_open: %s: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode)) return efla_fail_null("h5_open: %s is a folder, not an HDF5 file", path);
+    if (!S_ISREG(st.st_mode)) return efla_fail_null("h5_open: %s is not a regular file (a device, FIFO or socket)", path);
     int fd = open(path, O_RDONLY);
     if (fd < 0) return efla_fail_null("h5_open: %s: %s", path, strerror(errno));
     unsigned char head[8] = {0};
     ssize_t got = pread(fd, head, sizeof head, 0);
-    close(fd);
-    if (got < 0) return efla_fail_null("h5_open: %s: read failed (%s)", path, strerror(errno));
+    if (got < 0) { int err = errno; close(fd); return efla_fail_null("h5_open: %s: read failed (%s)", path, strerror(err)); }
     if (got < 8 || memcmp(head, hdf5_magic, 8) != 0) {
-        /* HDF5 also allows the signature after a user block (at 512, 1024, ...). */
-        if (got == 8 && H5Fis_hdf5(path) > 0) goto ok;
+        close(fd);
         if (got == 0) return efla_fail_null("h5_open: %s is not an HDF5 file (it is empty)", path);
         char shown[40];
         int k = 0;
@@ -694,7 +655,13 @@ efla_h5 *efla_h5_open(const char *path) {
         return efla_fail_null("h5_open: %s is not an HDF5 file (it starts with \"%s\", not the HDF5 "
                               "signature \\x89HDF\\r\\n\\x1a\\n)", path, shown);
     }
-ok:;
+    /* Before HDF5 sees the file: its metadata must be of the kinds efla writes (h5_check.c). */
+    char why[256];
+    int layout = efla_h5_check_layout(fd, why, sizeof why);
+    struct stat checked;
+    if (fstat(fd, &checked) != 0) memset(&checked, 0, sizeof checked);
+    close(fd);
+    if (layout) return efla_fail_null("h5_open: %s is truncated or corrupt, or not an efla checkpoint: %s", path, why);
     efla_h5 *f = new_handle(path, 0);
     if (!f) return efla_fail_null("h5_open: %s: out of memory", path);
     hid_t fapl = make_fapl();
@@ -704,6 +671,14 @@ ok:;
         efla_fail_null("h5_open: %s: cannot open the HDF5 file: it is truncated or corrupt (HDF5: %s)", path, h5_detail());
     H5Pclose(fapl);  /* after h5_detail: any HDF5 call clears the error stack */
     if (f->file < 0) { free_handle(f); return NULL; }
+    /* HDF5 opened the path again: it must still be the file that was checked */
+    struct stat now;
+    if (stat(path, &now) != 0 || now.st_dev != checked.st_dev || now.st_ino != checked.st_ino ||
+        now.st_size != checked.st_size || now.st_mtim.tv_sec != checked.st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != checked.st_mtim.tv_nsec) {
+        free_handle(f);
+        return efla_fail_null("h5_open: %s changed while it was being opened (another process is writing it?); try again", path);
+    }
     return f;
 }
 

@@ -241,6 +241,8 @@ efla_tensor *efla_from_buffer(int ndim, const int64_t *shape, efla_dtype dtype, 
         return efla_fail_null("from_buffer: %zu bytes given, but shape %s of %s needs %zu", nbytes,
                               efla_shape_str(s, sizeof s, ndim, shape), efla_dtype_name(dtype), need);
     }
+    if (need && !data) return efla_fail_null("from_buffer: data is missing (NULL) but shape %s needs %zu bytes",
+                                             efla_shape_str((char[EFLA_SHAPE_BUF]){0}, EFLA_SHAPE_BUF, ndim, shape), need);
     efla_tensor *t = efla_empty(ndim, shape, dtype, EFLA_DEVICE_CPU);
     if (t && need) memcpy(t->storage->data, data, need);
     return t;

@@ -14,7 +14,11 @@ local args = efla.args.parse(arg, spec)
 efla.data.mkdir_p(args.out)
 
 local rates, variants = {}, {}
-for r in args.rates:gmatch('[^,]+') do rates[#rates + 1] = assert(tonumber(r), '--rates: not a number: ' .. r) end
+for r in args.rates:gmatch('[^,]+') do
+  local lr = tonumber(r)
+  if not lr or lr ~= lr or lr <= 0 or lr == math.huge then error("--rates: '" .. r .. "' is not a learning rate (a number > 0)", 0) end
+  rates[#rates + 1] = lr
+end
 for _, method in ipairs({ 'efla', 'deltanet' }) do
   for _, lr in ipairs(rates) do
     variants[#variants + 1] = { name = string.format('%s_lr%g', method, lr), method = method, overrides = { lr = lr } }

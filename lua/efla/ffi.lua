@@ -62,8 +62,14 @@ local function one_based(d) d = tonumber(d) return d >= 0 and d + 1 or d end
 local rewrites = {
   { 'dim (%-?%d+) is out of range for a tensor of (%d+) dims %(use 0%.%.%d+ or %-%d+%.%.%-1%)', function(d, n)
       return string.format('dim %d is out of range for a tensor of %s dims (use 1..%s or -%s..-1)', one_based(d), n, n, n) end },
+  -- an index in the library's message is the user's index minus 1, negative ones too (the
+  -- library wraps negative positions before it checks, so a negative one here came from Lua)
   { 'index (%-?%d+) is out of range for dim (%d+) of size (%d+)', function(i, d, n)
-      return string.format('index %d is out of range for dim %d of size %s (valid: 1..%s)', one_based(i), one_based(d), n, n) end },
+      return string.format('index %d is out of range for dim %d of size %s (valid: 1..%s)', tonumber(i) + 1, one_based(d), n, n) end },
+  { 'class index (%-?%d+) is negative; classes are 0%.%.num_classes%-1', function(c)
+      return string.format('class %d is out of range: classes are 1..num_classes', tonumber(c) + 1) end },
+  { 'class index (%-?%d+) is out of range for num_classes (%d+)', function(c, n)
+      return string.format('class %d is out of range for num_classes %s (classes are 1..%s)', tonumber(c) + 1, n, n) end },
   { 'dim (%d+) appears twice', function(d) return string.format('dim %d appears twice', one_based(d)) end },
   { 'target (%-?%d+) in row (%d+) is outside the (%d+) classes %[0, %d+%) and is not ignore_index %((%-?%d+)%)',
     function(t, r, c, ig)

@@ -23,7 +23,7 @@ efla.dtypes = Tn.dtypes
 -- every method as a function: efla.matmul(a, b), efla.sum(x, 2), ... (except where a
 -- submodule has that name: efla.data is the data module, x:data() stays a method)
 for k, v in pairs(Tn.T) do
-  if efla[k] == nil and not package.searchpath('efla.' .. k, package.path) then efla[k] = v end
+  if efla[k] == nil and not package.searchpath('efla.' .. k, package.path) then efla[k] = Tn.first_arg_checked(k, v) end
 end
 
 --- efla.Tensor: the table of tensor methods; add a function here to add a method.
@@ -42,6 +42,9 @@ efla.is_grad_enabled = A.is_grad_enabled
 efla.zero_grad = A.zero_grad
 efla.gradcheck = A.gradcheck
 efla.set_gc_callback = A.set_gc_callback
+
+--- efla.set_debug_checks(on): NaN/Inf checks in efla.ops.delta_rule (names the first batch, token, head).
+efla.set_debug_checks = function(on) return require('efla.ops').set_debug_checks(on) end
 
 --- efla.help([x]): an overview, or the documentation of a function, module or tensor.
 function efla.help(x) return require('efla.help').help(x) end

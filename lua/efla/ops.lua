@@ -26,11 +26,21 @@ end
 
 local function fill_opts(opts, fn)
   opts = opts or {}
+  if type(opts) ~= 'table' then I.raise(string.format('%s: opts must be a table, got %s', fn, type(opts))) end
   local o = ffi.new('efla_delta_rule_opts')
   lib.efla_delta_rule_default_opts(o)
   o.order = order_code(opts.order, fn)
-  if opts.scale then o.scale = opts.scale end
-  if opts.chunk_size then o.chunk_size = opts.chunk_size end
+  local scale = opts.scale
+  if scale ~= nil and (type(scale) ~= 'number' or scale ~= scale or scale == math.huge or scale == -math.huge) then
+    I.raise(string.format('%s: opts.scale must be a finite number (default 1/sqrt(dk)), got %s', fn,
+      type(scale) == 'string' and string.format('the string %q', scale) or tostring(scale)))
+  end
+  if scale then o.scale = scale end
+  local cs = opts.chunk_size
+  if cs ~= nil and (type(cs) ~= 'number' or cs < 1 or cs % 1 ~= 0) then
+    I.raise(string.format('%s: opts.chunk_size must be a whole number >= 1, got %s', fn, tostring(cs)))
+  end
+  if cs then o.chunk_size = cs end
   if opts.algorithm then
     o.algorithm = ALGORITHMS[opts.algorithm] or
       I.raise(string.format("%s: algorithm must be 'auto', 'chunked' or 'recurrent' (got %s)", fn, tostring(opts.algorithm)))
@@ -43,27 +53,110 @@ end
 
 local function ptr(t, name, fn)
   if t == nil then return nil end
-  if not I.is_tensor(t) then I.raise(string.format('%s: %s must be a tensor, got %s', fn, name, type(t))) end
+  if not I.is_tensor(t) then
+    I.raise(string.format('%s: %s must be a tensor, got %s', fn, name, require('efla.tensor').describe_value(t)))
+  end
   return t.ptr
 end
 
+-- q, k, v, beta: required tensors, named when missing
+local function required(t, name, fn, layout)
+  if t == nil then I.raise(string.format('%s: %s is nil; expected a tensor %s', fn, name, layout)) end
+  return ptr(t, name, fn)
+end
+
+-- ---- the opt-in finite check ----------------------------------------------------------------------
+-- Off by default (it costs a pass over every input). When on, delta_rule names the first
+-- batch, token and head where a NaN or Inf enters q, k, v or beta, the sequence and head of
+-- a non-finite initial state, and the first token and head where the output stops being
+-- finite although the inputs were (the state overflowed: a too-large beta under DeltaNet).
+local debug_checks = false
+
+--- ops.set_debug_checks(on): turn the finite check of delta_rule on or off for every call
+--- (also efla.set_debug_checks). Per call: opts.check_finite = true. Returns the old setting.
+function ops.set_debug_checks(on)
+  local old = debug_checks
+  debug_checks = on and true or false
+  return old
+end
+
+-- The first position (1-based, over the leading nlead dims) where x holds a NaN or Inf, or nil.
+local function first_nonfinite(x, nlead)
+  return efla.no_grad(function()
+    local d = x:detach():double()
+    d = d - d                                  -- NaN where x is NaN or +-Inf, else 0
+    local bad = d:ne(d):double()
+    local nd = #x:size()
+    if nd > nlead then
+      local dims = {}
+      for i = nlead + 1, nd do dims[#dims + 1] = i end
+      bad = bad:sum(dims)
+    end
+    if bad:sum():item() == 0 then return nil end
+    local sizes = x:size()
+    local flat = bad:reshape({ -1 }):totable()
+    for i, v in ipairs(flat) do
+      if v ~= 0 then                           -- row-major position -> indices
+        local idx, rest = {}, i - 1
+        for dim = nlead, 1, -1 do
+          idx[dim] = rest % sizes[dim] + 1
+          rest = math.floor(rest / sizes[dim])
+        end
+        return idx
+      end
+    end
+  end)
+end
+
+local function check_inputs(fn, q, k, v, beta, state, state_what)
+  for _, item in ipairs { { 'q', q, 3 }, { 'k', k, 3 }, { 'v', v, 3 }, { 'beta', beta, 3 } } do
+    local at = item[2] and first_nonfinite(item[2], item[3])
+    if at then
+      I.raise(string.format('%s: %s has a NaN or Inf at batch %d, token %d, head %d (found by the finite check)',
+        fn, item[1], at[1], at[2], at[3]))
+    end
+  end
+  local at = state and first_nonfinite(state, 2)
+  if at then
+    I.raise(string.format('%s: %s has a NaN or Inf in sequence %d, head %d (found by the finite check)', fn, state_what, at[1], at[2]))
+  end
+end
+
+local function check_output(fn, o)
+  local at = first_nonfinite(o, 3)
+  if at then
+    I.raise(string.format('%s: the inputs are finite but the output is not from batch %d, token %d, head %d on: ' ..
+      'the state overflowed there (a smaller beta or learning rate, or order = \'exact\', keeps it bounded)',
+      fn, at[1], at[2], at[3]))
+  end
+end
+
+local QK, V, BETA = '[B,T,H,dk]', '[B,T,H,dv]', '[B,T,H]'
+
 --- ops.delta_rule(q, k, v, beta [, opts]) -> o [B,T,H,dv], final_state [N,H,dk,dv]: the delta rule
 --- over whole sequences. q, k [B,T,H,dk], v [B,T,H,dv], beta [B,T,H]. opts: order = 'exact'
---- (EFLA) | 1 (DeltaNet) | 2..4 (Runge-Kutta); scale (of q, default 1); initial_state;
+--- (EFLA) | 1 (DeltaNet) | 2..4 (Runge-Kutta); scale (default dk^-1/2); initial_state;
 --- output_final_state = true; chunk_size = 64; algorithm = 'auto' | 'chunked' | 'recurrent';
 --- cu_seqlens (packed variable-length sequences, B = 1); reference_eps (the published
 --- reference's epsilon); recompute_states (less memory, more time in backward).
---- Differentiable in q, k, v, beta and initial_state. The maths: docs/MATH.md.
+--- check_finite = true (or efla.set_debug_checks(true)) names the first batch, token and head
+--- where a NaN or Inf enters. Differentiable in q, k, v, beta and initial_state. On CUDA,
+--- bfloat16 inputs run on tensor cores (chunk 16/32/64, head sizes 32/64/128). The maths:
+--- docs/MATH.md.
 function ops.delta_rule(q, k, v, beta, opts)
-  local o, raw = fill_opts(opts, 'delta_rule')
+  local fn = 'delta_rule'
+  local o, raw = fill_opts(opts, fn)
+  local pq, pk, pv, pb = required(q, 'q', fn, QK), required(k, 'k', fn, QK), required(v, 'v', fn, V), required(beta, 'beta', fn, BETA)
   local cu = raw.cu_seqlens
   if cu ~= nil and not I.is_tensor(cu) then cu = efla.tensor(cu, { dtype = 'int64' }) end
+  local checking = debug_checks or raw.check_finite
+  if checking then check_inputs(fn, q, k, v, beta, raw.initial_state, 'initial_state') end
   local out, final = ffi.new('efla_tensor*[1]'), ffi.new('efla_tensor*[1]')
-  local rc = lib.efla_delta_rule(ptr(q, 'q', 'delta_rule'), ptr(k, 'k', 'delta_rule'), ptr(v, 'v', 'delta_rule'),
-    ptr(beta, 'beta', 'delta_rule'), ptr(raw.initial_state, 'initial_state', 'delta_rule'), ptr(cu, 'cu_seqlens', 'delta_rule'),
+  local rc = lib.efla_delta_rule(pq, pk, pv, pb, ptr(raw.initial_state, 'initial_state', fn), ptr(cu, 'cu_seqlens', fn),
     o, out, o.output_final_state ~= 0 and final or nil)
   if rc < 0 then I.raise(I.last_error()) end
   local o_t = I.wrap(out[0])
+  if checking then check_output(fn, o_t) end
   if o.output_final_state ~= 0 then return o_t, I.wrap(final[0]) end
   return o_t
 end
@@ -71,11 +164,13 @@ end
 --- ops.delta_rule_step(q, k, v, beta, state [, {order, scale}]) -> o [B,H,dv], new_state: one
 --- token of recurrent inference (q, k [B,H,dk], v [B,H,dv], beta [B,H], state [B,H,dk,dv]).
 function ops.delta_rule_step(q, k, v, beta, state, opts)
-  local o = fill_opts(opts, 'delta_rule_step')
+  local fn = 'delta_rule_step'
+  local o, raw = fill_opts(opts, fn)
+  local pq, pk, pv, pb = required(q, 'q', fn, QK), required(k, 'k', fn, QK), required(v, 'v', fn, V), required(beta, 'beta', fn, BETA)
+  local ps = required(state, 'state', fn, '[B,H,dk,dv]')
+  if debug_checks or raw.check_finite then check_inputs(fn, q, k, v, beta, state, 'state') end
   local out, new_state = ffi.new('efla_tensor*[1]'), ffi.new('efla_tensor*[1]')
-  local rc = lib.efla_delta_rule_step(ptr(q, 'q', 'delta_rule_step'), ptr(k, 'k', 'delta_rule_step'),
-    ptr(v, 'v', 'delta_rule_step'), ptr(beta, 'beta', 'delta_rule_step'), ptr(state, 'state', 'delta_rule_step'),
-    o, out, new_state)
+  local rc = lib.efla_delta_rule_step(pq, pk, pv, pb, ps, o, out, new_state)
   if rc < 0 then I.raise(I.last_error()) end
   return I.wrap(out[0]), I.wrap(new_state[0])
 end

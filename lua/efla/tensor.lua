@@ -307,11 +307,38 @@ local function to_tensor(v, like, op)
   raise(string.format('%s: expected a tensor or a number, got %s', op or 'efla', type_(v)))
 end
 
+-- describe_value(v): what a user passed, in words: "nil", "a string ('abc')", "a table".
+local function describe_value(v)
+  local tv = type_(v)
+  if tv == 'nil' then return 'nil' end
+  if tv == 'string' then return string.format("a string (%q)", #v > 20 and v:sub(1, 20) .. '...' or v) end
+  if tv == 'number' or tv == 'boolean' then return string.format('a %s (%s)', tv, tostring(v)) end
+  if tv == 'cdata' then return 'a cdata ' .. tostring(ffi.typeof(v)) end
+  return 'a ' .. tv
+end
+M.describe_value = describe_value
+
 local function need_tensor(v, op, what)
   if not is_tensor(v) then
-    raise(string.format('%s: %s must be a tensor, got %s', op, what or 'the argument', type_(v)))
+    raise(string.format('%s: %s must be a tensor, got %s', op, what or 'the argument', describe_value(v)))
   end
   return v
+end
+M.need_tensor = need_tensor
+
+--- first_arg_checked(name, fn): fn for efla.<name>(x, ...), where x must be a tensor (or,
+--- for the arithmetic ones, a number or a table of numbers): a string, nil or other value
+--- is named in the error instead of reaching the library as a NULL tensor.
+function M.first_arg_checked(name, fn)
+  return function(x, ...)
+    if not is_tensor(x) then
+      local tx = type_(x)
+      if not (tx == 'number' or (tx == 'table' and x[1] ~= nil)) then
+        raise(string.format('efla.%s: expected a tensor as the first argument, got %s', name, describe_value(x)))
+      end
+    end
+    return fn(x, ...)
+  end
 end
 
 -- ---- creation ------------------------------------------------------------------------------------
@@ -462,6 +489,12 @@ function M.from_buffer(data, sizes, opts)
   local numel = 1
   for i = 1, #sizes do numel = numel * sizes[i] end
   local nbytes = numel * tonumber_(lib.efla_dtype_size(dt))
+  if type_(data) ~= 'string' and type_(data) ~= 'cdata' then
+    raise(string.format('from_buffer: data must be a cdata pointer or a string of raw bytes, got %s', describe_value(data)))
+  end
+  if type_(data) == 'cdata' and data == nil and nbytes > 0 then
+    raise('from_buffer: data is a NULL pointer but the shape needs ' .. nbytes .. ' bytes')
+  end
   if type_(data) == 'string' then
     if #data ~= nbytes then
       raise(string.format('from_buffer: the string holds %d bytes, shape {%s} of %s needs %d', #data,

@@ -2,18 +2,21 @@
 --
 -- File layout (native little-endian; x86_64 and arm64 both are):
 --   0   char[8]  magic "EFLADATA"
---   8   uint32   format version (1)
+--   8   uint32   format version (2)
 --   12  uint32   number of arrays
 --   16  uint64   source signature: FNV-1a 64 of the sources' paths, sizes and mtimes
 --                plus the converter's key, so a changed source or converter rebuilds it
---   24  uint64   reserved (0)
+--   24  uint32   CRC-32 of the header (with this field 0) and the entry table: a flipped
+--                bit that turns int64 labels into float64, or a lower count that drops
+--                arrays, is caught before any entry is used
+--   28  uint32   reserved (0)
 --   32  one 128-byte entry per array:
 --         char[32] name, uint32 dtype (efla_dtype code), uint32 ndim, int64 shape[8],
 --         uint64 offset (from the start of the file), uint64 nbytes, uint32 crc32, uint32 0
 --   then the payloads, each starting on a 64-byte boundary.
--- Written to <path>.tmp.<pid> and renamed over <path>, so a reader never sees half a file.
--- A missing, stale or corrupt cache (bad magic, wrong version, wrong signature, a payload
--- whose CRC-32 differs) is rebuilt from the source with a message through data.log.
+-- Written atomically (data.write_atomic_parts), so a reader never sees half a file.
+-- A missing, stale or corrupt cache (bad magic, wrong version, wrong signature, a header,
+-- entry table or payload whose CRC-32 differs) is rebuilt from the source with a message through data.log.
 local ffi = require 'ffi'
 local bit = require 'bit'
 local efla = require 'efla'
@@ -23,12 +26,12 @@ local idx = require 'efla.data.idx'
 local cache = {}
 
 cache.MAGIC = "EFLADATA"
-cache.VERSION = 1
+cache.VERSION = 2
 local HEADER, ENTRY, ALIGN = 32, 128, 64
 
 if not pcall(ffi.typeof, "efla_data_cache_header") then ffi.cdef [[
 typedef struct efla_data_cache_header {
-  char magic[8]; uint32_t version, count; uint64_t signature, reserved;
+  char magic[8]; uint32_t version, count; uint64_t signature; uint32_t meta_crc, reserved;
 } efla_data_cache_header;
 typedef struct efla_data_cache_entry {
   char name[32]; uint32_t dtype, ndim; int64_t shape[8]; uint64_t offset, nbytes;
@@ -107,36 +110,22 @@ function cache.write(path, arrays, signature)
     a._nbytes = nbytes
     pos = align(pos + nbytes)
   end
-  local tmp = string.format("%s.tmp.%d", path, data.getpid())
-  local f, err = io.open(tmp, "wb")
-  if not f then error("cache: cannot write " .. tmp .. ": " .. tostring(err), 0) end
-  local ok, werr = pcall(function()
+  hdr.meta_crc = cache.crc32(ffi.string(hdr, HEADER) .. ffi.string(entries, ENTRY * #arrays), HEADER + ENTRY * #arrays)
+  local ok, werr = pcall(data.write_atomic_parts, path, function(put)
     local written = 0
-    local function put(s)
-      assert(f:write(s))
-      written = written + #s
+    local function put_counted(p, n)
+      put(p, n)
+      written = written + (n or #p)
     end
-    put(ffi.string(hdr, HEADER))
-    put(ffi.string(entries, ENTRY * #arrays))
+    put_counted(ffi.string(hdr, HEADER))
+    put_counted(ffi.string(entries, ENTRY * #arrays))
     for i, a in ipairs(arrays) do
-      put(string.rep("\0", tonumber(entries[i - 1].offset) - written))
-      -- in slices, so a big array never becomes one huge Lua string
-      local p, n = ffi.cast("const char *", a.data), a._nbytes
-      for o = 0, n - 1, 16777216 do put(ffi.string(p + o, math.min(16777216, n - o))) end
+      put_counted(string.rep("\0", tonumber(entries[i - 1].offset) - written))
+      put_counted(ffi.cast("const char *", a.data), a._nbytes)
       a._nbytes = nil
     end
-    assert(f:close())
   end)
-  if not ok then
-    pcall(f.close, f)
-    os.remove(tmp)
-    error("cache: writing " .. path .. " failed: " .. tostring(werr), 0)
-  end
-  local rok, rerr = os.rename(tmp, path)
-  if not rok then
-    os.remove(tmp)
-    error("cache: cannot rename " .. tmp .. " to " .. path .. ": " .. tostring(rerr), 0)
-  end
+  if not ok then error("cache: writing " .. path .. " failed: " .. tostring(werr), 0) end
 end
 
 --- cache.read(path [, signature]) -> {name = tensor, ...}  or  nil, reason
@@ -153,7 +142,15 @@ function cache.read(path, signature)
   end
   if signature and hdr.signature ~= signature then return nil, "the source or the converter changed" end
   local count = tonumber(hdr.count)
-  if HEADER + ENTRY * count > #s then return nil, "truncated entry table" end
+  if HEADER + ENTRY * count > #s then return nil, "truncated entry table (or a damaged count)" end
+  local meta = ffi.new("uint8_t[?]", HEADER + ENTRY * count)
+  ffi.copy(meta, p, HEADER + ENTRY * count)
+  ffi.cast("efla_data_cache_header *", meta).meta_crc = 0
+  local meta_crc = cache.crc32(meta, HEADER + ENTRY * count)
+  if meta_crc ~= tonumber(hdr.meta_crc) then
+    return nil, string.format("header checksum mismatch (stored %08x, computed %08x): the header or entry table is damaged",
+                              tonumber(hdr.meta_crc), meta_crc)
+  end
   local entries = ffi.cast("const efla_data_cache_entry *", p + HEADER)
   local out = {}
   for i = 0, count - 1 do

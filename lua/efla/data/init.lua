@@ -112,14 +112,28 @@ function data.read_file(path)
   return s
 end
 
---- data.write_atomic(path, text) -> path: text goes to <path>.tmp, which is then renamed
--- over path, so a reader (or a run killed mid-write) never sees half a file.
+--- data.write_atomic(path, text) -> path: text goes to a temporary file that is then renamed
+-- over path (efla_atomic_*: symlinks followed, special files refused), so a reader (or a run
+-- killed mid-write) never sees half a file.
 function data.write_atomic(path, text)
-  local tmp = path .. ".tmp"
-  local f = assert(io.open(tmp, "w"))
-  f:write(text)
-  f:close()
-  assert(os.rename(tmp, path))
+  return data.write_atomic_parts(path, function(put) put(text) end)
+end
+
+--- data.write_atomic_parts(path, fill) -> path: fill(put) calls put(string) or put(pointer,
+-- nbytes) for each part; the file replaces path only when every part was written.
+function data.write_atomic_parts(path, fill)
+  local lib = require('efla').internal.lib
+  local function check(ok)
+    if not ok then error(ffi.string(lib.efla_last_error()):gsub("^atomic_%w+: ", ""), 0) end
+  end
+  local f = lib.efla_atomic_create(path)
+  check(f ~= nil)
+  local ok, err = pcall(fill, function(p, n)
+    if type(p) == "string" then n = #p end
+    check(lib.efla_atomic_write(f, p, n) == 0)
+  end)
+  if not ok then lib.efla_atomic_abort(f) error(err, 0) end
+  check(lib.efla_atomic_commit(f) == 0)
   return path
 end
 

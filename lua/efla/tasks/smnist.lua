@@ -146,6 +146,8 @@ function S.train(method, args, train_ds, opts)
 
   if opts.resume then
     local ck = checkpoint.load(opts.resume)
+    checkpoint.check_resume(ck, { method = method, config = config, args = { dataset = args.dataset, batch = args.batch } },
+      opts.resume, { chunk_size = true, algorithm = true })
     model:load_state_dict(ck.model)
     optimizer:load_state_dict(ck.optim)
     efla.set_rng_state(ck.rng)
@@ -197,15 +199,15 @@ end
 function S.common_options(defaults)
   defaults = defaults or {}
   return {
-    { '--epochs', type = 'number', default = 1, help = 'training epochs per run' },
-    { '--batch', type = 'number', default = 128, help = 'batch size' },
+    { '--epochs', type = 'number', integer = true, min = 1, default = 1, help = 'training epochs per run' },
+    { '--batch', type = 'number', integer = true, min = 1, default = 128, help = 'batch size' },
     { '--dataset', default = 'mnist', choices = { 'mnist', 'fashion' }, help = 'data set' },
-    { '--train-samples', type = 'number', default = defaults.train_samples or 1024, help = 'training images (0 = all)' },
-    { '--test-samples', type = 'number', default = defaults.test_samples or 256, help = 'test images (0 = all)' },
-    { '--seed', type = 'number', default = 1, help = 'seed for initialisation, shuffling and corruptions' },
-    { '--device', default = 'cpu', help = 'cpu or cuda[:N]' },
-    { '--weight-decay', type = 'number', default = 0.01, help = 'AdamW weight decay' },
-    { '--clip', type = 'number', default = 1.0, help = 'global gradient-norm clip' },
+    { '--train-samples', type = 'number', integer = true, min = 0, default = defaults.train_samples or 1024, help = 'training images (0 = all)' },
+    { '--test-samples', type = 'number', integer = true, min = 0, default = defaults.test_samples or 256, help = 'test images (0 = all)' },
+    { '--seed', type = 'number', integer = true, min = 0, default = 1, help = 'seed for initialisation, shuffling and corruptions' },
+    { '--device', type = 'device', default = 'cpu', help = 'cpu or cuda[:N]' },
+    { '--weight-decay', type = 'number', min = 0, default = 0.01, help = 'AdamW weight decay' },
+    { '--clip', type = 'number', above = 0, default = 1.0, help = 'global gradient-norm clip' },
     { '--quiet', type = 'boolean', help = 'plain log lines instead of a progress bar' },
   }
 end
