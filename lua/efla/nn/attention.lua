@@ -15,11 +15,14 @@ local Module = require 'efla.nn.module'
 local layers = require 'efla.nn.layers'
 local blocks = require 'efla.nn.blocks'
 local init = require 'efla.nn.init_fns'
+local fused = require 'efla.nn.fused'
 
 local DeltaAttention = class.new('DeltaAttention', Module)
 
 --- x / sqrt(sum(x^2) + eps) over the last dim (flash-linear-attention's l2norm).
+--- One fused node (saving x only) unless efla.nn.fused.enabled is false.
 local function l2_normalise(x, eps)
+  if fused.on(x) then return fused.l2_norm(x, eps or 1e-6) end
   return x * (x:square():sum(-1, true) + (eps or 1e-6)):rsqrt()
 end
 DeltaAttention.l2_normalise = l2_normalise
@@ -118,8 +121,14 @@ function DeltaAttention:forward(x, state)
     chunk_size = self.chunk_size, algorithm = self.algorithm,
   })
   if low then o = o:bfloat16() end
-  if self.o_norm then o = self.o_norm:forward(o) end
-  if self.g_proj then o = o * self.g_proj:forward(x):reshape(B, T, H, dh):silu() end
+  if self.o_norm and self.g_proj and fused.on(o) then
+    -- RMSNorm(o) * weight * SiLU(gate) as one node (saves o, the gate and the weight)
+    local on = self.o_norm
+    o = fused.rms_norm_gated(self:cast(o), self.g_proj:forward(x):reshape(B, T, H, dh), on:cast(on.weight), on.eps)
+  else
+    if self.o_norm then o = self.o_norm:forward(o) end
+    if self.g_proj then o = o * self.g_proj:forward(x):reshape(B, T, H, dh):silu() end
+  end
   return self.o_proj:forward(o:reshape(B, T, H * dh)), new_state
 end
 

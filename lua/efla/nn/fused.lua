@@ -18,6 +18,12 @@ local lib = I.lib
 
 local fused = { enabled = true }
 
+--- fused.on(x) -> whether modules should take the fused path for activations x: enabled,
+--- and not bfloat16 on the CPU (whose kernels compute float32/float64 only).
+function fused.on(x)
+  return fused.enabled and not (x:dtype() == 'bfloat16' and x:device() == 'cpu')
+end
+
 local function ptr(t, name, fn)
   if t == nil then return nil end
   if not I.is_tensor(t) then I.raise(string.format('%s: %s must be a tensor, got %s', fn, name, type(t))) end
