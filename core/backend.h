@@ -139,9 +139,13 @@ typedef struct efla_fused_kernels {
                                efla_tensor *dbias, const efla_tensor *dout, const efla_tensor *x,
                                const efla_tensor *cache, const efla_tensor *w,
                                const efla_tensor *bias, int silu);
-    /* out = x / sqrt(sum(x^2) + eps) over the last dim */
-    int (*l2norm)(efla_tensor *out, const efla_tensor *x, double eps);
-    int (*l2norm_backward)(efla_tensor *dx, const efla_tensor *dy, const efla_tensor *x, double eps);
+    /* out = x * rstd, rstd = 1 / sqrt(sum(x^2) + eps) over the last dim (rstd [rows], float32;
+     * float64 for float64 data). The backward reads the output and rstd, not x:
+     * dx = rstd * (dy - out * sum(out * dy)), so the node shares its saved tensor with
+     * the next op (the delta rule keeps the normalised q and k anyway). */
+    int (*l2norm)(efla_tensor *out, efla_tensor *rstd, const efla_tensor *x, double eps);
+    int (*l2norm_backward)(efla_tensor *dx, const efla_tensor *dy, const efla_tensor *out,
+                           const efla_tensor *rstd);
     /* out = x / sqrt(mean(x^2) + eps) * w * silu(g) over the last dim; w [D] */
     int (*rms_norm_gated)(efla_tensor *out, const efla_tensor *x, const efla_tensor *g,
                           const efla_tensor *w, double eps);

@@ -303,6 +303,9 @@ int efla_cuda_device_props(int device, efla_device_props *props);
  * backward needs (cheap intermediates are recomputed). Same dtype and device for every
  * floating input (cast parameters to the activations' dtype first). */
 efla_tensor *efla_swiglu(const efla_tensor *gate, const efla_tensor *up);     /* silu(gate) * up */
+/* (silu(gate) * up) @ weight^T, weight [N, M]: SwiGLU with its down projection, the product
+ * recomputed in backward instead of kept */
+efla_tensor *efla_swiglu_linear(const efla_tensor *gate, const efla_tensor *up, const efla_tensor *weight);
 /* causal depthwise conv along time of x [B,T,C] with weight [C,K], bias [C] or NULL,
  * cache [B,K-1,C] (the inputs before x) or NULL (zeros); silu 1 applies SiLU. */
 efla_tensor *efla_short_conv(const efla_tensor *x, const efla_tensor *weight, const efla_tensor *bias,

@@ -1,9 +1,9 @@
 /* ops_fused.c: front ends of the fused layers of a DeltaNet/EFLA language model (SwiGLU's
  * silu(gate)*up, the causal short convolution with its SiLU, the q/k L2 norm, the output
  * RMSNorm·SiLU(gate), and the output head fused with cross-entropy). Each is one autograd
- * node that saves only its inputs (contiguous aliases, so no copy when they already are)
- * and recomputes the cheap intermediates in its backward; the composed ops would save
- * every intermediate. The kernels live in a table of their own (efla_fused_kernels in
+ * node that saves only what its backward needs (inputs as contiguous aliases, so no copy when
+ * they already are; the L2 norm its output and rstd, which the delta rule keeps anyway) and
+ * recomputes the cheap intermediates; the composed ops would save every intermediate. The kernels live in a table of their own (efla_fused_kernels in
  * backend.h): core/cpu/fused.c and cuda/fused.cu. */
 #include "autograd.h"
 #include "backend.h"
@@ -83,6 +83,81 @@ efla_tensor *efla_swiglu(const efla_tensor *gate, const efla_tensor *up) {
     return out;
 }
 
+/* ---- SwiGLU and the down projection: (silu(gate) * up) @ weight^T ---------------------------
+ * The product silu(gate)*up is a temporary in the forward and is recomputed in the backward,
+ * so the node keeps gate, up and the weight only (a Linear after swiglu would keep the
+ * product as its input as well: hidden-size bytes per token). */
+static efla_tensor *rows2d(const efla_tensor *t, int64_t rows) {
+    int64_t s[2] = { rows, t->shape[t->ndim - 1] };
+    return efla_view(t, 2, s);
+}
+
+static int swiglu_linear_backward(efla_node *n, efla_tensor *const *go, efla_tensor **gi) {
+    efla_tensor *g = SAVED(n, 0), *u = g ? SAVED(n, 1) : NULL, *w = u ? SAVED(n, 2) : NULL;
+    efla_tensor *d = NULL, *d2 = NULL, *p = NULL, *p2 = NULL, *dt = NULL, *dp = NULL, *dg = NULL, *du = NULL;
+    int rc = -1;
+    if (!w) goto out;
+    const efla_fused_kernels *k = efla_fused_for("swiglu_linear_backward", g->device);
+    int64_t M = g->shape[g->ndim - 1], rows = M ? efla_tensor_numel(g) / M : 0;
+    if (!k || !(d = efla_contiguous(go[0])) || !(d2 = rows2d(d, rows)) || !(p = empty_as(g))) goto out;
+    if (efla_tensor_numel(p) && k->swiglu(p, g, u)) goto out;
+    if (!(p2 = rows2d(p, rows))) goto out;
+    if (efla_node_needs_grad(n, 2)) {
+        if (!(dt = efla_transpose(d2, 0, 1)) || !(gi[2] = efla_matmul(dt, p2))) goto out;
+    }
+    if (efla_node_needs_grad(n, 0) || efla_node_needs_grad(n, 1)) {
+        efla_tensor *dp2 = efla_matmul(d2, w);
+        dp = dp2 ? efla_reshape(dp2, g->ndim, g->shape) : NULL;
+        efla_tensor_release(dp2);
+        if (!dp || !(dg = empty_as(g)) || !(du = empty_as(u))) goto out;
+        if (efla_tensor_numel(g) && k->swiglu_backward(dg, du, dp, g, u)) goto out;
+        gi[0] = dg; gi[1] = du;
+        dg = du = NULL;
+    }
+    rc = 0;
+out:
+    efla_tensor_release(g); efla_tensor_release(u); efla_tensor_release(w); efla_tensor_release(d);
+    efla_tensor_release(d2); efla_tensor_release(p); efla_tensor_release(p2); efla_tensor_release(dt);
+    efla_tensor_release(dp); efla_tensor_release(dg); efla_tensor_release(du);
+    return rc;
+}
+
+efla_tensor *efla_swiglu_linear(const efla_tensor *gate, const efla_tensor *up, const efla_tensor *weight) {
+    const char *op = "swiglu_linear";
+    if (!gate || !up) return efla_fail_null("%s: %s is NULL", op, !gate ? "gate" : "up");
+    if (check_like(op, "gate", gate, gate) || check_like(op, "up", up, gate) || check_like(op, "weight", weight, gate))
+        return NULL;
+    if (!same_shape(gate, up) || gate->ndim < 1)
+        return efla_fail_null("%s: gate %s and up %s must have the same shape", op, efla_tshape(gate), efla_tshape(up));
+    int64_t M = gate->shape[gate->ndim - 1], rows = M ? efla_tensor_numel(gate) / M : 0;
+    if (weight->ndim != 2 || weight->shape[1] != M)
+        return efla_fail_null("%s: weight %s must be [N, %lld] (gate's last dim)", op, efla_tshape(weight), (long long)M);
+    const efla_fused_kernels *k = efla_fused_for(op, gate->device);
+    if (!k) return NULL;
+    int prev = efla_set_grad_enabled(0);
+    efla_tensor *g = efla_contiguous(gate), *u = g ? efla_contiguous(up) : NULL;
+    efla_tensor *p = u ? empty_as(g) : NULL, *p2 = NULL, *wt = NULL, *y2 = NULL, *y = NULL;
+    int rc = p ? 0 : -1;
+    if (!rc && efla_tensor_numel(p)) rc = k->swiglu(p, g, u);
+    if (!rc) rc = (p2 = rows2d(p, rows)) && (wt = efla_transpose(weight, 0, 1)) && (y2 = efla_matmul(p2, wt)) ? 0 : -1;
+    if (!rc) {
+        int64_t shape[EFLA_MAX_DIMS];
+        memcpy(shape, gate->shape, sizeof(int64_t) * (size_t)gate->ndim);
+        shape[gate->ndim - 1] = weight->shape[0];
+        rc = (y = efla_reshape(y2, gate->ndim, shape)) ? 0 : -1;
+    }
+    efla_set_grad_enabled(prev);
+    efla_node *n = NULL;
+    efla_tensor *ins[3] = { (efla_tensor *)gate, (efla_tensor *)up, (efla_tensor *)weight };
+    if (!rc && (efla_record1(op, swiglu_linear_backward, 3, ins, y, &n) ||
+                (n && (efla_node_save(n, g) < 0 || efla_node_save(n, u) < 0 || efla_node_save(n, weight) < 0))))
+        rc = -1;
+    efla_tensor_release(g); efla_tensor_release(u); efla_tensor_release(p); efla_tensor_release(p2);
+    efla_tensor_release(wt); efla_tensor_release(y2);
+    if (rc) { efla_tensor_release(y); return NULL; }
+    return y;
+}
+
 /* ---- causal depthwise short convolution (+ SiLU) ------------------------------------------- */
 enum { SC_X = 0, SC_W, SC_B, SC_CACHE };
 
@@ -150,12 +225,13 @@ efla_tensor *efla_short_conv(const efla_tensor *x, const efla_tensor *weight, co
 }
 
 /* ---- L2 norm over the last dim ------------------------------------------------------------- */
+/* saves the output (which the next op usually keeps too: one storage) and rstd, not x */
 static int l2norm_backward(efla_node *n, efla_tensor *const *go, efla_tensor **gi) {
-    efla_tensor *x = SAVED(n, 0), *d = x ? efla_contiguous(go[0]) : NULL, *dx = NULL;
-    const efla_fused_kernels *k = d ? efla_fused_for("l2_norm_backward", x->device) : NULL;
+    efla_tensor *y = SAVED(n, 0), *r = y ? SAVED(n, 1) : NULL, *d = r ? efla_contiguous(go[0]) : NULL, *dx = NULL;
+    const efla_fused_kernels *k = d ? efla_fused_for("l2_norm_backward", y->device) : NULL;
     int rc = -1;
-    if (k && (dx = empty_as(x))) rc = efla_tensor_numel(x) ? k->l2norm_backward(dx, d, x, n->params[0]) : 0;
-    efla_tensor_release(x); efla_tensor_release(d);
+    if (k && (dx = empty_as(y))) rc = efla_tensor_numel(y) ? k->l2norm_backward(dx, d, y, r) : 0;
+    efla_tensor_release(y); efla_tensor_release(r); efla_tensor_release(d);
     if (rc) { efla_tensor_release(dx); return -1; }
     gi[0] = dx;
     return 0;
@@ -170,15 +246,16 @@ efla_tensor *efla_l2_norm(const efla_tensor *x, double eps) {
     const efla_fused_kernels *k = efla_fused_for(op, x->device);
     if (!k) return NULL;
     int prev = efla_set_grad_enabled(0);
+    int64_t D = x->shape[x->ndim - 1], rows = D ? efla_tensor_numel(x) / D : 0;
     efla_tensor *xc = efla_contiguous(x), *out = xc ? empty_as(xc) : NULL;
-    int rc = out ? (efla_tensor_numel(out) ? k->l2norm(out, xc, eps) : 0) : -1;
+    efla_tensor *rstd = out ? efla_empty(1, &rows, x->dtype == EFLA_FLOAT64 ? EFLA_FLOAT64 : EFLA_FLOAT32, x->device) : NULL;
+    int rc = rstd ? (efla_tensor_numel(out) ? k->l2norm(out, rstd, xc, eps) : 0) : -1;
     efla_set_grad_enabled(prev);
     efla_node *n = NULL;
     if (!rc && (efla_record1(op, l2norm_backward, 1, (efla_tensor *const *)&x, out, &n) ||
-                (n && efla_node_save(n, xc) < 0)))
+                (n && (efla_node_save(n, out) < 0 || efla_node_save(n, rstd) < 0))))
         rc = -1;
-    if (n) efla_node_set_params(n, 1, &eps);
-    efla_tensor_release(xc);
+    efla_tensor_release(xc); efla_tensor_release(rstd);
     if (rc) { efla_tensor_release(out); return NULL; }
     return out;
 }

@@ -156,25 +156,29 @@ template <class T> __global__ void sc_bwd_dw_sum(T *dw, T *db, const float *part
     for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32; r < (R); \
          r += (int64_t)gridDim.x * blockDim.x / 32)
 
-template <class T> __global__ void l2_fwd(T *o, const T *x, int64_t R, int64_t D, double eps) {
+/* rstd is float32 (double for double data): R = Acc<T>::type */
+template <class T> __global__ void l2_fwd(T *o, typename Acc<T>::type *rstd, const T *x, int64_t R, int64_t D, double eps) {
     typedef typename Acc<T>::type A;
     WARP_ROWS(r, R) {
         const T *xr = x + r * D;
         A s = 0;
         for (int64_t i = lane; i < D; i += 32) { A v = ldv(xr + i); s += v * v; }
         A q = A(1) / sqrt(warp_sum(s) + (A)eps);
+        if (lane == 0) rstd[r] = q;
         for (int64_t i = lane; i < D; i += 32) stv(o + r * D + i, ldv(xr + i) * q);
     }
 }
-template <class T> __global__ void l2_bwd(T *dx, const T *dy, const T *x, int64_t R, int64_t D, double eps) {
+/* dx = rstd (dy - y (y . dy)) from the output y */
+template <class T>
+__global__ void l2_bwd(T *dx, const T *dy, const T *y, const typename Acc<T>::type *rstd, int64_t R, int64_t D) {
     typedef typename Acc<T>::type A;
     WARP_ROWS(r, R) {
-        const T *xr = x + r * D, *dr = dy + r * D;
-        A s = 0, xd = 0;
-        for (int64_t i = lane; i < D; i += 32) { A v = ldv(xr + i); s += v * v; xd += v * ldv(dr + i); }
-        s = warp_sum(s); xd = warp_sum(xd);
-        A q = A(1) / sqrt(s + (A)eps), c = xd * q * q * q;
-        for (int64_t i = lane; i < D; i += 32) stv(dx + r * D + i, q * ldv(dr + i) - c * ldv(xr + i));
+        const T *yr = y + r * D, *dr = dy + r * D;
+        A yd = 0;
+        for (int64_t i = lane; i < D; i += 32) yd += ldv(yr + i) * ldv(dr + i);
+        yd = warp_sum(yd);
+        A q = rstd[r];
+        for (int64_t i = lane; i < D; i += 32) stv(dx + r * D + i, q * (ldv(dr + i) - yd * ldv(yr + i)));
     }
 }
 template <class T>
@@ -346,18 +350,19 @@ static int64_t rows_of(const efla_tensor *t) {
 }
 static unsigned warp_blocks(int64_t rows) { return cu_blocks(rows * 32, THREADS); }
 
-int cu_l2norm(efla_tensor *out, const efla_tensor *x, double eps) {
+int cu_l2norm(efla_tensor *out, efla_tensor *rstd, const efla_tensor *x, double eps) {
     TRY(cu_set_device(x->device));
     int64_t R = rows_of(x), D = x->shape[x->ndim - 1];
-    FUSED_DISPATCH("l2_norm", x->dtype, (l2_fwd<T><<<warp_blocks(R), THREADS>>>(dp<T>(out), dp<T>(x), R, D, eps)));
+    FUSED_DISPATCH("l2_norm", x->dtype,
+        (l2_fwd<T><<<warp_blocks(R), THREADS>>>(dp<T>(out), dp<typename Acc<T>::type>(rstd), dp<T>(x), R, D, eps)));
     CU_CHECK_LAUNCH("l2_norm");
     return 0;
 }
-int cu_l2norm_backward(efla_tensor *dx, const efla_tensor *dy, const efla_tensor *x, double eps) {
-    TRY(cu_set_device(x->device));
-    int64_t R = rows_of(x), D = x->shape[x->ndim - 1];
-    FUSED_DISPATCH("l2_norm_backward", x->dtype,
-        (l2_bwd<T><<<warp_blocks(R), THREADS>>>(dp<T>(dx), dp<T>(dy), dp<T>(x), R, D, eps)));
+int cu_l2norm_backward(efla_tensor *dx, const efla_tensor *dy, const efla_tensor *y, const efla_tensor *rstd) {
+    TRY(cu_set_device(y->device));
+    int64_t R = rows_of(y), D = y->shape[y->ndim - 1];
+    FUSED_DISPATCH("l2_norm_backward", y->dtype,
+        (l2_bwd<T><<<warp_blocks(R), THREADS>>>(dp<T>(dx), dp<T>(dy), dp<T>(y), dp<typename Acc<T>::type>(rstd), R, D)));
     CU_CHECK_LAUNCH("l2_norm_backward");
     return 0;
 }

@@ -153,27 +153,28 @@ static int cpu_short_conv_backward(efla_tensor *dx, efla_tensor *dcache, efla_te
 #define ROWS(t) ((t)->shape[(t)->ndim - 1] ? efla_tensor_numel(t) / (t)->shape[(t)->ndim - 1] : 0)
 
 #define NORM_IMPL(T_, S)                                                                                 \
-    static void l2_fwd_##S(efla_tensor *o_, const efla_tensor *x_, double eps) {                        \
+    static void l2_fwd_##S(efla_tensor *o_, efla_tensor *r_, const efla_tensor *x_, double eps) {       \
         int64_t D = x_->shape[x_->ndim - 1], R = ROWS(x_);                                                \
-        T_ *o = P(o_, T_); const T_ *x = PC(x_, T_);                                                      \
+        T_ *o = P(o_, T_), *rs = P(r_, T_); const T_ *x = PC(x_, T_);                                     \
         _Pragma("omp parallel for if (R * D >= PAR_MIN) schedule(static)")                              \
         for (int64_t r = 0; r < R; r++) {                                                                 \
             const T_ *xr = x + r * D; double s = 0;                                                       \
             for (int64_t i = 0; i < D; i++) s += (double)xr[i] * xr[i];                                   \
             double q = 1.0 / sqrt(s + eps);                                                               \
+            rs[r] = (T_)q;                                                                                \
             for (int64_t i = 0; i < D; i++) o[r * D + i] = (T_)(xr[i] * q);                               \
         }                                                                                                 \
     }                                                                                                     \
-    /* y = x q, q = (s + eps)^-1/2: dx = q dy - x q^3 (x . dy) */                                         \
-    static void l2_bwd_##S(efla_tensor *dx_, const efla_tensor *d_, const efla_tensor *x_, double eps) { \
-        int64_t D = x_->shape[x_->ndim - 1], R = ROWS(x_);                                                \
-        T_ *dx = P(dx_, T_); const T_ *x = PC(x_, T_), *d = PC(d_, T_);                                   \
+    /* y = x q, q = (|x|^2 + eps)^-1/2: dx = q dy - x q^3 (x . dy) = q (dy - y (y . dy)) */               \
+    static void l2_bwd_##S(efla_tensor *dx_, const efla_tensor *d_, const efla_tensor *y_,              \
+                           const efla_tensor *r_) {                                                     \
+        int64_t D = y_->shape[y_->ndim - 1], R = ROWS(y_);                                                \
+        T_ *dx = P(dx_, T_); const T_ *y = PC(y_, T_), *d = PC(d_, T_), *rs = PC(r_, T_);                 \
         _Pragma("omp parallel for if (R * D >= PAR_MIN) schedule(static)")                              \
         for (int64_t r = 0; r < R; r++) {                                                                 \
-            const T_ *xr = x + r * D, *dr = d + r * D; double s = 0, xd = 0;                              \
-            for (int64_t i = 0; i < D; i++) { s += (double)xr[i] * xr[i]; xd += (double)xr[i] * dr[i]; }  \
-            double q = 1.0 / sqrt(s + eps), c = xd * q * q * q;                                           \
-            for (int64_t i = 0; i < D; i++) dx[r * D + i] = (T_)(q * dr[i] - c * xr[i]);                  \
+            const T_ *yr = y + r * D, *dr = d + r * D; double yd = 0, q = rs[r];                          \
+            for (int64_t i = 0; i < D; i++) yd += (double)yr[i] * dr[i];                                  \
+            for (int64_t i = 0; i < D; i++) dx[r * D + i] = (T_)(q * (dr[i] - yd * yr[i]));               \
         }                                                                                                 \
     }                                                                                                     \
     static void rg_fwd_##S(efla_tensor *o_, const efla_tensor *x_, const efla_tensor *g_,               \
@@ -237,14 +238,14 @@ static int cpu_short_conv_backward(efla_tensor *dx, efla_tensor *dcache, efla_te
 NORM_IMPL(float, f32)
 NORM_IMPL(double, f64)
 
-static int cpu_l2norm(efla_tensor *out, const efla_tensor *x, double eps) {
+static int cpu_l2norm(efla_tensor *out, efla_tensor *rstd, const efla_tensor *x, double eps) {
     if (check_dtype("l2_norm", x)) return -1;
-    if (x->dtype == EFLA_FLOAT32) l2_fwd_f32(out, x, eps); else l2_fwd_f64(out, x, eps);
+    if (x->dtype == EFLA_FLOAT32) l2_fwd_f32(out, rstd, x, eps); else l2_fwd_f64(out, rstd, x, eps);
     return 0;
 }
-static int cpu_l2norm_backward(efla_tensor *dx, const efla_tensor *dy, const efla_tensor *x, double eps) {
-    if (check_dtype("l2_norm_backward", x)) return -1;
-    if (x->dtype == EFLA_FLOAT32) l2_bwd_f32(dx, dy, x, eps); else l2_bwd_f64(dx, dy, x, eps);
+static int cpu_l2norm_backward(efla_tensor *dx, const efla_tensor *dy, const efla_tensor *y, const efla_tensor *rstd) {
+    if (check_dtype("l2_norm_backward", y)) return -1;
+    if (y->dtype == EFLA_FLOAT32) l2_bwd_f32(dx, dy, y, rstd); else l2_bwd_f64(dx, dy, y, rstd);
     return 0;
 }
 static int cpu_rms_norm_gated(efla_tensor *out, const efla_tensor *x, const efla_tensor *g, const efla_tensor *w,

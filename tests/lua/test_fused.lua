@@ -48,6 +48,12 @@ end
 local cases = {
   { 'swiglu', function() return { R(3, 5), R(3, 5) } end,
     function(i) return F.swiglu(i[1], i[2]) end, function(i) return ref.swiglu(i[1], i[2]) end },
+  { 'swiglu_linear', function() return { R(2, 3, 5), R(2, 3, 5), R(4, 5) } end,
+    function(i) return F.swiglu_linear(i[1], i[2], i[3]) end,
+    function(i) return ref.swiglu(i[1], i[2]):matmul(i[3]:t()) end },
+  { 'swiglu_linear 1-d', function() return { R(5), R(5), R(3, 5) } end,
+    function(i) return F.swiglu_linear(i[1], i[2], i[3]) end,
+    function(i) return ref.swiglu(i[1], i[2]):unsqueeze(1):matmul(i[3]:t()):squeeze(1) end },
   { 'l2_norm', function() return { R(2, 3, 4) } end,
     function(i) return F.l2_norm(i[1]) end, function(i) return ref.l2_norm(i[1]) end },
   { 'rms_norm_gated', function() return { R(2, 3, 4), R(2, 3, 4), R(4) } end,
@@ -107,6 +113,7 @@ test('errors name the problem', function()
   raises(function() F.short_conv(efla.randn({ 2, 3, 4 }), efla.randn({ 3, 4 })) end, 'weight [C,K]')
   raises(function() F.short_conv(efla.randn({ 2, 3, 4 }), efla.randn({ 4, 3 }), nil, efla.randn({ 2, 1, 4 })) end,
     'cache')
+  raises(function() F.swiglu_linear(efla.randn({ 2, 3 }), efla.randn({ 2, 3 }), efla.randn({ 4, 2 })) end, 'weight')
   raises(function() F.rms_norm_gated(efla.randn({ 2, 3 }), efla.randn({ 2, 3 }), efla.randn({ 2 })) end, 'weight')
   raises(function() F.linear_cross_entropy(efla.randn({ 3, 4 }), efla.randn({ 5, 3 }), efla.tensor({ 1, 2, 3 }, { dtype = 'int64' })) end,
     'weight [V,D]')
@@ -179,9 +186,9 @@ test('activation memory of a fixed small CausalLM step (CPU) stays at the fused 
   end
   local fused_bytes, composed_bytes = kept_bytes(true), kept_bytes(false)
   print(string.format('      kept for backward: fused %d bytes, composed %d bytes', fused_bytes, composed_bytes))
-  ok(fused_bytes < 0.8 * composed_bytes, 'the fused step keeps at least 20% less than the composed ops')
-  -- measured: 412872 bytes (fused), 581636 (composed) on 2026-12-06
-  ok(fused_bytes <= 455000, string.format('the fused step keeps %d bytes, the recorded bound is 455000', fused_bytes))
+  ok(fused_bytes < 0.7 * composed_bytes, 'the fused step keeps at least 30% less than the composed ops')
+  -- measured: 349384 bytes (fused), 581636 (composed) on 2026-12-06
+  ok(fused_bytes <= 385000, string.format('the fused step keeps %d bytes, the recorded bound is 385000', fused_bytes))
 end)
 
 -- ---- GPU against CPU (CUDA builds with a device) ----------------------------------------------------

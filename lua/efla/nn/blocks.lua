@@ -26,8 +26,12 @@ function blocks.SwiGLU:__init(dim, hidden, opts)
 end
 function blocks.SwiGLU:forward(x)
   local g, u = self.gate:forward(x), self.up:forward(x)
-  -- fused: one node that keeps gate and up only (the composed ops also keep silu(gate))
-  return self.down:forward(fused.on(g) and fused.swiglu(g, u) or g:silu() * u)
+  -- fused: one node for silu(gate) * up and the down projection that keeps gate and up only
+  -- (the composed ops also keep silu(gate) and the product)
+  if fused.on(g) and not self.down.bias then
+    return fused.swiglu_linear(g, u, self.down:cast(self.down.weight))
+  end
+  return self.down:forward(g:silu() * u)
 end
 function blocks.SwiGLU:extra_repr() return string.format('%d -> %d -> %d', self.dim, self.hidden, self.dim) end
 

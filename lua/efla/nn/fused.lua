@@ -4,6 +4,7 @@
 -- float64) and CUDA kernels (float32, bfloat16; float32 sums).
 --
 --   fused.swiglu(gate, up)                          silu(gate) * up
+--   fused.swiglu_linear(gate, up, weight)           (silu(gate) * up) @ weight^T
 --   fused.short_conv(x, weight [, bias, cache, silu]) causal depthwise conv of x [B,T,C]
 --   fused.l2_norm(x [, eps = 1e-6])                  x / sqrt(sum(x^2) + eps), last dim
 --   fused.rms_norm_gated(x, gate, weight [, eps])   rms_norm(x, weight) * silu(gate)
@@ -33,6 +34,14 @@ end
 --- fused.swiglu(gate, up) -> silu(gate) * up (same shapes), one node saving gate and up.
 function fused.swiglu(gate, up)
   return I.wrap(lib.efla_swiglu(ptr(gate, 'gate', 'swiglu'), ptr(up, 'up', 'swiglu')))
+end
+
+--- fused.swiglu_linear(gate, up, weight [N, M]) -> (silu(gate) * up) @ weight^T: SwiGLU with
+--- its down projection as one node that keeps gate, up and the weight (the product is
+--- recomputed in backward instead of kept as the projection's input).
+function fused.swiglu_linear(gate, up, weight)
+  return I.wrap(lib.efla_swiglu_linear(ptr(gate, 'gate', 'swiglu_linear'), ptr(up, 'up', 'swiglu_linear'),
+    ptr(weight, 'weight', 'swiglu_linear')))
 end
 
 --- fused.short_conv(x [B,T,C], weight [C,K] [, bias [C], cache [B,K-1,C], silu = true]) ->
