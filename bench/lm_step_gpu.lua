@@ -47,14 +47,8 @@ local MODELS = {
 local function fla_mlp_hidden(d) return 256 * math.ceil(math.floor(d * 4 * 2 / 3) / 256) end
 
 if opts.no_fused then nn.fused.enabled = false end
-if opts.delta_rule_noop or opts.recompute_states then
-  local real = efla.ops.delta_rule
-  efla.ops.delta_rule = function(q, k, v, beta, o)
-    if not opts.delta_rule_noop then
-      o = o or {}
-      o.recompute_states = true
-      return real(q, k, v, beta, o)
-    end
+if opts.delta_rule_noop then
+  efla.ops.delta_rule = function(q, k, v, beta)
     local B, H, dv = q:size(1), q:size(3), v:size(4)
     local S = efla.zeros({ B, H, q:size(4), dv }, { dtype = 'float32', device = q:device() })
     return (q + k + v) * beta:unsqueeze(4), S
@@ -78,6 +72,7 @@ local function run(name)
     vocab_size = spec.vocab_size, d_model = spec.d_model, n_layers = spec.n_layers, n_heads = spec.n_heads,
     order = opts.order == 'exact' and 'exact' or tonumber(opts.order), key_norm = 'l2', query_norm = 'l2',
     short_conv = true, output_norm = true, output_gate = false, mlp_hidden = fla_mlp_hidden(spec.d_model),
+    recompute_states = opts.recompute_states or false,
   }
   model:to(dev)
   if opts.compute ~= 'float32' then model:set_compute_dtype(opts.compute) end

@@ -44,7 +44,9 @@ end
 --- DeltaAttention{d_model, n_heads = 1, head_dim = d_model / n_heads, order = 'exact',
 ---   key_norm = ('none' for 'exact', 'l2' otherwise), query_norm = 'l2', short_conv = false,
 ---   conv_size = 4, output_norm = false, output_gate = false, beta_bias = 0, scale
----   (default head_dim^-0.5), chunk_size = 64, algorithm = 'auto', dtype}
+---   (default head_dim^-0.5), chunk_size = 64, algorithm = 'auto', recompute_states = false
+---   (true: the delta rule's backward recomputes the per-chunk states instead of keeping them,
+---   4 * H * head_dim^2 / chunk_size bytes per token less), dtype}
 function DeltaAttention:__init(cfg)
   Module.__init(self)
   if type(cfg) ~= 'table' or type(cfg.d_model) ~= 'number' then
@@ -65,6 +67,7 @@ function DeltaAttention:__init(cfg)
   self.query_norm = parse_norm(cfg.query_norm, 'query_norm', 'l2')
   self.scale = cfg.scale
   self.chunk_size, self.algorithm = cfg.chunk_size or 64, cfg.algorithm or 'auto'
+  self.recompute_states = cfg.recompute_states or false
   local inner = self.n_heads * self.head_dim
   local nobias = { bias = false, dtype = cfg.dtype }
   self:add_module('q_proj', layers.Linear(d, inner, nobias))
@@ -118,7 +121,7 @@ function DeltaAttention:forward(x, state)
   local o
   o, new_state.S = efla.ops.delta_rule(q, k, v, beta, {
     order = self.order, scale = self.scale, initial_state = state.S, output_final_state = true,
-    chunk_size = self.chunk_size, algorithm = self.algorithm,
+    chunk_size = self.chunk_size, algorithm = self.algorithm, recompute_states = self.recompute_states,
   })
   if low then o = o:bfloat16() end
   if self.o_norm and self.g_proj and fused.on(o) then

@@ -16,7 +16,7 @@ local function attention_config(cfg)
     d_model = cfg.d_model, n_heads = cfg.n_heads or 1, head_dim = cfg.head_dim, order = cfg.order or 'exact',
     key_norm = cfg.key_norm, query_norm = cfg.query_norm, short_conv = cfg.short_conv, conv_size = cfg.conv_size,
     output_norm = cfg.output_norm, output_gate = cfg.output_gate, beta_bias = cfg.beta_bias, scale = cfg.scale,
-    chunk_size = cfg.chunk_size, algorithm = cfg.algorithm, dtype = cfg.dtype,
+    chunk_size = cfg.chunk_size, algorithm = cfg.algorithm, recompute_states = cfg.recompute_states, dtype = cfg.dtype,
   }
 end
 
@@ -97,7 +97,7 @@ function models.CausalLM:__init(cfg)
     short_conv = cfg.short_conv ~= false, conv_size = cfg.conv_size, output_norm = cfg.output_norm ~= false,
     output_gate = cfg.output_gate, beta_bias = cfg.beta_bias or 0, mlp_hidden = cfg.mlp_hidden,
     tie_weights = cfg.tie_weights or false, scale = cfg.scale, chunk_size = cfg.chunk_size,
-    algorithm = cfg.algorithm, dtype = cfg.dtype,
+    algorithm = cfg.algorithm, recompute_states = cfg.recompute_states, dtype = cfg.dtype,
   }
   self.config = c
   self:add_module('embed', layers.Embedding(c.vocab_size, c.d_model, { dtype = c.dtype, std = 0.02 }))
