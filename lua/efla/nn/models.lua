@@ -57,7 +57,7 @@ function models.SequenceClassifier:forward(x)
   if T > c.seq_len then
     error(string.format("SequenceClassifier: sequence length %d exceeds the model's seq_len %d", T, c.seq_len), 2)
   end
-  local pos = self.pos_emb.weight:narrow(1, 1, T)
+  local pos = self:cast(self.pos_emb.weight:narrow(1, 1, T))
   local h = (self.input_proj:forward(x) + pos):gelu()
   local a = self.attn:forward(h)
   h = self.norm:forward(h + a)
