@@ -122,24 +122,26 @@ __global__ void sc_bwd_dx(T *dx, T *dcache, const T *dy, const T *x, const T *ca
 /* partial[seg, c, 0..K] = sums over rows of segment seg of dpre * input (and dpre for the bias) */
 const int SC_MAXK = 16;
 template <class T>
-__global__ void sc_bwd_dw_part(float *partial, const T *dy, const T *x, const T *cache, const T *w, const T *bias,
-                               ScDims d, int64_t seg_rows) {
+__global__ void sc_bwd_dw_part(typename Acc<T>::type *partial, const T *dy, const T *x, const T *cache, const T *w,
+                               const T *bias, ScDims d, int64_t seg_rows) {
+    typedef typename Acc<T>::type A;
     int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     int64_t seg = blockIdx.y, rows = d.B * d.T;
     if (c >= d.C) return;
-    float acc[SC_MAXK + 1];
+    A acc[SC_MAXK + 1];
     for (int j = 0; j <= d.K; j++) acc[j] = 0;
     int64_t r1 = (seg + 1) * seg_rows < rows ? (seg + 1) * seg_rows : rows;
     for (int64_t r = seg * seg_rows; r < r1; r++) {
         int64_t b = r / d.T, t = r % d.T;
-        float g = (float)sc_dpre(dy, x, cache, w, bias, d, b, t, c);
-        for (int64_t j = 0; j < d.K; j++) acc[j] += g * (float)sc_in(x, cache, d, b, t - d.K + 1 + j, c);
+        A g = sc_dpre(dy, x, cache, w, bias, d, b, t, c);
+        for (int64_t j = 0; j < d.K; j++) acc[j] += g * sc_in(x, cache, d, b, t - d.K + 1 + j, c);
         acc[d.K] += g;
     }
-    float *p = partial + (seg * d.C + c) * (d.K + 1);
+    A *p = partial + (seg * d.C + c) * (d.K + 1);
     for (int j = 0; j <= d.K; j++) p[j] = acc[j];
 }
-template <class T> __global__ void sc_bwd_dw_sum(T *dw, T *db, const float *partial, int64_t nseg, ScDims d) {
+template <class T>
+__global__ void sc_bwd_dw_sum(T *dw, T *db, const typename Acc<T>::type *partial, int64_t nseg, ScDims d) {
     int64_t n = d.C * (d.K + 1);
     CU_GRID_STRIDE(i, n) {
         double s = 0;
@@ -197,10 +199,11 @@ __global__ void rg_fwd(T *o, const T *x, const T *g, const T *w, int64_t R, int6
 }
 /* dx, dg per row; partial[block, D] = this block's column sums of dy n silu(g) (for dw) */
 template <class T>
-__global__ void rg_bwd(T *dx, T *dg, float *partial, const T *dy, const T *x, const T *g, const T *w, int64_t R,
-                       int64_t D, double eps) {
+__global__ void rg_bwd(T *dx, T *dg, typename Acc<T>::type *partial, const T *dy, const T *x, const T *g, const T *w,
+                       int64_t R, int64_t D, double eps) {
     typedef typename Acc<T>::type A;
-    extern __shared__ float col[];
+    extern __shared__ unsigned char smem_[];
+    A *col = (A *)smem_;
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) col[i] = 0;
     __syncthreads();
     WARP_ROWS(r, R) {
@@ -217,13 +220,13 @@ __global__ void rg_bwd(T *dx, T *dg, float *partial, const T *dy, const T *x, co
             A gv = ldv(gr + i), sg1 = sigm(gv), sg = gv * sg1, n = ldv(xr + i) * q, d = ldv(dr + i), wv = ldv(w + i);
             stv(dx + r * D + i, q * (d * wv * sg - n * m));
             stv(dg + r * D + i, d * n * wv * sg1 * (A(1) + gv * (A(1) - sg1)));
-            atomicAdd(col + i, (float)(d * n * sg));
+            atomicAdd(col + i, d * n * sg);
         }
     }
     __syncthreads();
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) partial[(int64_t)blockIdx.x * D + i] = col[i];
 }
-template <class T> __global__ void col_sum(T *out, const float *partial, int64_t nblocks, int64_t D) {
+template <class T> __global__ void col_sum(T *out, const typename Acc<T>::type *partial, int64_t nblocks, int64_t D) {
     CU_GRID_STRIDE(i, D) {
         double s = 0;
         for (int64_t k = 0; k < nblocks; k++) s += partial[k * D + i];
@@ -331,15 +334,15 @@ int cu_short_conv_backward(efla_tensor *dx, efla_tensor *dcache, efla_tensor *dw
     if (nseg > 65535) nseg = 65535;
     int64_t seg_rows = (rows + nseg - 1) / nseg;
     CuBuffer part;
-    TRY(part.alloc((size_t)(nseg * d.C * (d.K + 1)) * sizeof(float), x->device));
+    TRY(part.alloc((size_t)(nseg * d.C * (d.K + 1)) * sizeof(double), x->device));   /* float or double sums */
     dim3 grid((unsigned)cblocks, (unsigned)nseg);
     FUSED_DISPATCH("short_conv_backward", x->dtype, (
         sc_bwd_dx<T><<<cu_blocks(n, THREADS), THREADS>>>(dp<T>(dx), dp<T>(dcache), dp<T>(dout), dp<T>(x), dp<T>(cache),
                                                           dp<T>(w), dp<T>(bias), d),
-        sc_bwd_dw_part<T><<<grid, THREADS>>>(part.as<float>(), dp<T>(dout), dp<T>(x), dp<T>(cache), dp<T>(w),
-                                             dp<T>(bias), d, seg_rows),
-        sc_bwd_dw_sum<T><<<cu_blocks(d.C * (d.K + 1), THREADS), THREADS>>>(dp<T>(dw), dp<T>(dbias), part.as<float>(),
-                                                                          nseg, d)));
+        sc_bwd_dw_part<T><<<grid, THREADS>>>(part.as<typename Acc<T>::type>(), dp<T>(dout), dp<T>(x), dp<T>(cache),
+                                             dp<T>(w), dp<T>(bias), d, seg_rows),
+        sc_bwd_dw_sum<T><<<cu_blocks(d.C * (d.K + 1), THREADS), THREADS>>>(dp<T>(dw), dp<T>(dbias),
+                                                                          part.as<typename Acc<T>::type>(), nseg, d)));
     CU_CHECK_LAUNCH("short_conv_backward");
     return 0;
 }
@@ -378,16 +381,18 @@ int cu_rms_norm_gated_backward(efla_tensor *dx, efla_tensor *dg, efla_tensor *dw
                                const efla_tensor *x, const efla_tensor *g, const efla_tensor *w, double eps) {
     TRY(cu_set_device(x->device));
     int64_t R = rows_of(x), D = x->shape[x->ndim - 1];
-    if ((size_t)D * sizeof(float) > 48 * 1024)
-        return efla_fail("rms_norm_gated_backward: CUDA handles rows of up to 12288 elements, got %lld", (long long)D);
+    size_t esz = x->dtype == EFLA_FLOAT64 ? sizeof(double) : sizeof(float);
+    if ((size_t)D * esz > 48 * 1024)
+        return efla_fail("rms_norm_gated_backward: CUDA handles rows of up to %d elements, got %lld",
+                         (int)(48 * 1024 / esz), (long long)D);
     unsigned nb = warp_blocks(R);
     if (nb > (unsigned)cu_sm_count() * 4) nb = (unsigned)cu_sm_count() * 4;   /* fewer partial rows to add */
     CuBuffer part;
-    TRY(part.alloc((size_t)nb * (size_t)D * sizeof(float), x->device));
+    TRY(part.alloc((size_t)nb * (size_t)D * esz, x->device));
     FUSED_DISPATCH("rms_norm_gated_backward", x->dtype, (
-        rg_bwd<T><<<nb, THREADS, (size_t)D * sizeof(float)>>>(dp<T>(dx), dp<T>(dg), part.as<float>(), dp<T>(dy),
-                                                              dp<T>(x), dp<T>(g), dp<T>(w), R, D, eps),
-        col_sum<T><<<cu_blocks(D, THREADS), THREADS>>>(dp<T>(dw), part.as<float>(), (int64_t)nb, D)));
+        rg_bwd<T><<<nb, THREADS, (size_t)D * esz>>>(dp<T>(dx), dp<T>(dg), part.as<typename Acc<T>::type>(), dp<T>(dy),
+                                                    dp<T>(x), dp<T>(g), dp<T>(w), R, D, eps),
+        col_sum<T><<<cu_blocks(D, THREADS), THREADS>>>(dp<T>(dw), part.as<typename Acc<T>::type>(), (int64_t)nb, D)));
     CU_CHECK_LAUNCH("rms_norm_gated_backward");
     return 0;
 }
