@@ -159,6 +159,13 @@ typedef struct efla_fused_kernels {
      * row's loss. */
     int (*ce_rows)(efla_tensor *loss, efla_tensor *grad, const efla_tensor *logits,
                    const efla_tensor *target, int64_t ignore_index);
+    /* out [N,D] = weight[index[n], :] (index int64 [N], 0-based). An index out of range: the
+     * CPU fails naming it; CUDA writes a NaN row (no waiting for the device). */
+    int (*embedding)(efla_tensor *out, const efla_tensor *weight, const efla_tensor *index);
+    /* grad_weight [V,D] (float32, float64 for float64 data; zeroed by the front end) +=
+     * grad_out [N,D] rows at index (out-of-range indices skipped) */
+    int (*embedding_backward)(efla_tensor *grad_weight, const efla_tensor *grad_out,
+                              const efla_tensor *index);
 } efla_fused_kernels;
 
 /* kind: 0 CPU, 1 CUDA (cuda/fused.cu registers from a constructor) */

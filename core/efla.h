@@ -314,6 +314,9 @@ efla_tensor *efla_l2_norm(const efla_tensor *x, double eps);     /* x / sqrt(sum
 /* rms_norm(x, weight, eps) * silu(gate), over the last dim; gate has x's shape */
 efla_tensor *efla_rms_norm_gated(const efla_tensor *x, const efla_tensor *gate, const efla_tensor *weight,
                                  double eps);
+/* weight [V,D] rows at index (int64, 0-based, any shape) -> [..., D], like efla_embedding but
+ * without waiting for the device (CUDA: an out-of-range index gives a NaN row) */
+efla_tensor *efla_embedding_lookup(const efla_tensor *weight, const efla_tensor *index);
 /* mean over targets != ignore_index of cross_entropy(h [N,D] @ weight[V,D]^T, target [N]),
  * computed chunk_rows rows at a time (<= 0: automatic) so that the [N,V] logits never exist
  * whole; the gradients are formed in the forward. A 0-d float32 result (float64 for

@@ -304,6 +304,58 @@ efla_tensor *efla_rms_norm_gated(const efla_tensor *x, const efla_tensor *gate, 
     return out;
 }
 
+/* ---- embedding lookup without a host round trip ----------------------------------------------
+ * Backward: the rows of the gradient are added at their index into a zeroed float32 (float64)
+ * table, cast to the weight's dtype. */
+static int embedding_backward(efla_node *n, efla_tensor *const *go, efla_tensor **gi) {
+    efla_tensor *idx = SAVED(n, 0), *d = idx ? efla_contiguous(go[0]) : NULL, *d2 = NULL, *acc = NULL;
+    int rc = -1;
+    const efla_fused_kernels *k = d ? efla_fused_for("embedding_backward", d->device) : NULL;
+    if (!k) goto out;
+    const efla_meta *w = &n->in_meta[0];
+    efla_dtype adt = w->dtype == EFLA_FLOAT64 ? EFLA_FLOAT64 : EFLA_FLOAT32;
+    int64_t N = efla_tensor_numel(idx), s2[2] = { N, w->shape[1] };
+    if (!(acc = efla_zeros(2, w->shape, adt, w->device)) || !(d2 = efla_view(d, 2, s2))) goto out;
+    if (N * w->shape[1] > 0 && k->embedding_backward(acc, d2, idx)) goto out;
+    gi[0] = acc->dtype == w->dtype ? (efla_tensor_retain(acc), acc) : efla_to(acc, w->dtype, w->device);
+    rc = gi[0] ? 0 : -1;
+out:
+    efla_tensor_release(idx); efla_tensor_release(d); efla_tensor_release(d2); efla_tensor_release(acc);
+    return rc;
+}
+
+efla_tensor *efla_embedding_lookup(const efla_tensor *weight, const efla_tensor *index) {
+    const char *op = "embedding_lookup";
+    if (!weight || !index) return efla_fail_null("%s: %s is NULL", op, !weight ? "weight" : "index");
+    if (check_like(op, "weight", weight, weight)) return NULL;
+    if (weight->ndim != 2)
+        return efla_fail_null("%s: the weight must be [num_embeddings, dim], got %s", op, efla_tshape(weight));
+    if (index->dtype != EFLA_INT64)
+        return efla_fail_null("%s: the index must be int64, got %s (convert with :long())", op, efla_dtype_name(index->dtype));
+    if (index->ndim + 1 > EFLA_MAX_DIMS)
+        return efla_fail_null("%s: the index has %d dims; the output would need more than %d", op, index->ndim, EFLA_MAX_DIMS);
+    if (efla_check_same_device(op, weight, index)) return NULL;
+    const efla_fused_kernels *k = efla_fused_for(op, weight->device);
+    if (!k) return NULL;
+    int64_t N = efla_tensor_numel(index), D = weight->shape[1], s2[2] = { N, D }, shape[EFLA_MAX_DIMS];
+    memcpy(shape, index->shape, sizeof(int64_t) * (size_t)index->ndim);
+    shape[index->ndim] = D;
+    int prev = efla_set_grad_enabled(0);
+    efla_tensor *flat = efla_reshape(index, 1, &N), *ic = flat ? efla_contiguous(flat) : NULL;
+    efla_tensor *wc = ic ? efla_contiguous(weight) : NULL;
+    efla_tensor *out = wc ? efla_empty(index->ndim + 1, shape, weight->dtype, weight->device) : NULL;
+    efla_tensor *o2 = out ? efla_view(out, 2, s2) : NULL;
+    int rc = o2 ? (N * D > 0 ? k->embedding(o2, wc, ic) : 0) : -1;
+    efla_set_grad_enabled(prev);
+    efla_node *n = NULL;
+    if (!rc && (efla_record1(op, embedding_backward, 1, (efla_tensor *const *)&weight, out, &n) ||
+                (n && efla_node_save(n, ic) < 0)))
+        rc = -1;
+    efla_tensor_release(flat); efla_tensor_release(ic); efla_tensor_release(wc); efla_tensor_release(o2);
+    if (rc) { efla_tensor_release(out); return NULL; }
+    return out;
+}
+
 /* ---- output head + cross-entropy ----------------------------------------------------------
  * Rows go chunk_rows at a time through logits = h_chunk W^T; the row kernel turns the
  * logits into their gradient in place (softmax - onehot), which the two matmuls turn into

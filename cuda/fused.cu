@@ -278,6 +278,21 @@ __global__ void ce_rows_kernel(L *loss, T *grad, const T *logits, const int64_t 
     }
 }
 
+/* ---- embedding --------------------------------------------------------------------------------- */
+template <class T> __global__ void emb_fwd(T *o, const T *w, const int64_t *ix, int64_t N, int64_t V, int64_t D) {
+    CU_GRID_STRIDE(i, N * D) {
+        int64_t r = i / D, c = i % D, v = ix[r];
+        stv(o + i, (v >= 0 && v < V) ? ldv(w + v * D + c) : (typename Acc<T>::type)NAN);
+    }
+}
+template <class T, class A>
+__global__ void emb_bwd(A *gw, const T *g, const int64_t *ix, int64_t N, int64_t V, int64_t D) {
+    CU_GRID_STRIDE(i, N * D) {
+        int64_t r = i / D, c = i % D, v = ix[r];
+        if (v >= 0 && v < V) atomicAdd(gw + v * D + c, (A)ldv(g + i));
+    }
+}
+
 template <class T> T *dp(const efla_tensor *t) { return t ? (T *)cu_ptr(t) : nullptr; }
 
 #define FUSED_DISPATCH(op, dt, CALL)                                                                   \
@@ -418,9 +433,36 @@ int cu_ce_rows(efla_tensor *loss, efla_tensor *grad, const efla_tensor *logits, 
     return 0;
 }
 
+int cu_embedding(efla_tensor *out, const efla_tensor *weight, const efla_tensor *index) {
+    TRY(cu_set_device(weight->device));
+    int64_t N = out->shape[0], V = weight->shape[0], D = weight->shape[1];
+    const int64_t *ix = (const int64_t *)cu_ptr(index);
+    FUSED_DISPATCH("embedding_lookup", weight->dtype,
+        (emb_fwd<T><<<cu_blocks(N * D, THREADS), THREADS>>>(dp<T>(out), dp<T>(weight), ix, N, V, D)));
+    CU_CHECK_LAUNCH("embedding_lookup");
+    return 0;
+}
+int cu_embedding_backward(efla_tensor *gw, const efla_tensor *g, const efla_tensor *index) {
+    TRY(cu_set_device(g->device));
+    int64_t N = g->shape[0], V = gw->shape[0], D = gw->shape[1];
+    const int64_t *ix = (const int64_t *)cu_ptr(index);
+    if (gw->dtype == EFLA_FLOAT64) {
+        if (g->dtype != EFLA_FLOAT64) return efla_fail("embedding_backward: a float64 table needs a float64 gradient");
+        emb_bwd<double, double><<<cu_blocks(N * D, THREADS), THREADS>>>(dp<double>(gw), dp<double>(g), ix, N, V, D);
+    } else if (g->dtype == EFLA_FLOAT32) {
+        emb_bwd<float, float><<<cu_blocks(N * D, THREADS), THREADS>>>(dp<float>(gw), dp<float>(g), ix, N, V, D);
+    } else if (g->dtype == EFLA_BFLOAT16) {
+        emb_bwd<bf16, float><<<cu_blocks(N * D, THREADS), THREADS>>>(dp<float>(gw), dp<bf16>(g), ix, N, V, D);
+    } else {
+        return efla_fail("embedding_backward: gradient dtype %s", efla_dtype_name(g->dtype));
+    }
+    CU_CHECK_LAUNCH("embedding_backward");
+    return 0;
+}
+
 const efla_fused_kernels cuda_fused = {
     cu_swiglu, cu_swiglu_backward, cu_short_conv, cu_short_conv_backward, cu_l2norm, cu_l2norm_backward,
-    cu_rms_norm_gated, cu_rms_norm_gated_backward, cu_ce_rows,
+    cu_rms_norm_gated, cu_rms_norm_gated_backward, cu_ce_rows, cu_embedding, cu_embedding_backward,
 };
 
 }  // namespace

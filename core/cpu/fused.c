@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <omp.h>
+#include <string.h>
 
 #define PAR_MIN 32768
 
@@ -310,6 +311,40 @@ static int cpu_ce_rows(efla_tensor *loss, efla_tensor *grad, const efla_tensor *
     return 0;
 }
 
+/* ---- embedding ------------------------------------------------------------------------------------ */
+static int cpu_embedding(efla_tensor *out, const efla_tensor *weight, const efla_tensor *index) {
+    if (check_dtype("embedding_lookup", weight)) return -1;
+    int64_t N = out->shape[0], V = weight->shape[0], D = weight->shape[1];
+    const int64_t *ix = PC(index, int64_t);
+    size_t es = efla_dtype_size(weight->dtype);
+    for (int64_t r = 0; r < N; r++)
+        if (ix[r] < 0 || ix[r] >= V)
+            return efla_fail("embedding_lookup: index %lld (position %lld) is outside [0, %lld) (1-based on the Lua "
+                             "side: 1..%lld)", (long long)ix[r], (long long)r, (long long)V, (long long)V);
+    char *o = efla_cpu_ptr(out);
+    const char *w = efla_cpu_ptr(weight);
+#pragma omp parallel for if (N * D >= PAR_MIN) schedule(static)
+    for (int64_t r = 0; r < N; r++) memcpy(o + r * D * (int64_t)es, w + ix[r] * D * (int64_t)es, (size_t)D * es);
+    return 0;
+}
+static int cpu_embedding_backward(efla_tensor *gw, const efla_tensor *g, const efla_tensor *index) {
+    int64_t N = g->shape[0], V = gw->shape[0], D = gw->shape[1];
+    const int64_t *ix = PC(index, int64_t);
+    if (g->dtype != gw->dtype && !(g->dtype == EFLA_FLOAT32 && gw->dtype == EFLA_FLOAT32))
+        return efla_fail("embedding_backward: the CPU wants the gradient in the table's dtype");
+    for (int64_t r = 0; r < N; r++) {
+        if (ix[r] < 0 || ix[r] >= V) continue;
+        if (gw->dtype == EFLA_FLOAT32) {
+            float *a = P(gw, float) + ix[r] * D; const float *b = PC(g, float) + r * D;
+            for (int64_t i = 0; i < D; i++) a[i] += b[i];
+        } else {
+            double *a = P(gw, double) + ix[r] * D; const double *b = PC(g, double) + r * D;
+            for (int64_t i = 0; i < D; i++) a[i] += b[i];
+        }
+    }
+    return 0;
+}
+
 const efla_fused_kernels efla_cpu_fused = {
     .swiglu = cpu_swiglu,
     .swiglu_backward = cpu_swiglu_backward,
@@ -320,4 +355,6 @@ const efla_fused_kernels efla_cpu_fused = {
     .rms_norm_gated = cpu_rms_norm_gated,
     .rms_norm_gated_backward = cpu_rms_norm_gated_backward,
     .ce_rows = cpu_ce_rows,
+    .embedding = cpu_embedding,
+    .embedding_backward = cpu_embedding_backward,
 };

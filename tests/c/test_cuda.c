@@ -996,6 +996,9 @@ static efla_tensor *f_lce(const efla_tensor *x, const void *ctx, int device) {
     const fused_ctx *c = ctx;
     return efla_linear_cross_entropy(x, c->a[device == GPU], c->b[device == GPU], -100, c->chunk);
 }
+static efla_tensor *f_emb(const efla_tensor *x, const void *ctx, int device) {
+    return efla_embedding_lookup(x, ((const fused_ctx *)ctx)->a[device == GPU]);
+}
 static void fused_pair(efla_tensor **pair, int nd, const int64_t *s, efla_dtype dt, double scale) {
     pair[0] = rnd(nd, s, dt, scale);
     pair[1] = gpu(pair[0]);
@@ -1025,6 +1028,11 @@ static void test_fused(void) {
         fused_pair(c.a, 3, s, dt, 1);
         fused_pair(c.b, 1, b1, dt, 1);
         fwd_bwd_case(dt == EFLA_FLOAT32 ? "rms_norm_gated f32" : "rms_norm_gated f64", f_rms_gated, &c, rnd(3, s, dt, 1), tol);
+        fused_release(&c);
+        int64_t ws[2] = { 50, 48 }, is[2] = { 7, 30 };
+        c.a[0] = MUST(efla_randint(0, 50, 2, is, CPU));   /* repeated rows: the backward's atomics add */
+        c.a[1] = gpu(c.a[0]);
+        fwd_bwd_case(dt == EFLA_FLOAT32 ? "embedding_lookup f32" : "embedding_lookup f64", f_emb, &c, rnd(2, ws, dt, 1), tol);
         fused_release(&c);
         /* vocabularies on both sides of the warp/block row kernels, with ignored rows and chunks */
         int64_t vocab[2] = { 300, 1500 };

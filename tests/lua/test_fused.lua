@@ -65,6 +65,9 @@ local cases = {
     function(i) return ref.short_conv(i[1], i[2], i[3], i[4], false) end },
   { 'short_conv K=1', function() return { R(2, 4, 3), R(3, 1), R(3) } end,
     function(i) return F.short_conv(i[1], i[2], i[3]) end, function(i) return ref.short_conv(i[1], i[2], i[3]) end },
+  { 'embedding (repeated indices)', function()
+      return { R(5, 3), efla.tensor({ { 1, 5, 2 }, { 5, 5, 3 } }, { dtype = 'int64' }) } end,
+    function(i) return F.embedding(i[1], i[2]) end, function(i) return i[1]:embedding(i[2]) end },
   { 'linear_cross_entropy chunks + ignore', function()
       return { R(7, 4), R(5, 4), efla.tensor({ 1, 5, 3, -100, 2, 4, 5 }, { dtype = 'int64' }) } end,
     function(i) return F.linear_cross_entropy(i[1], i[2], i[3], { chunk_rows = 3 }) end,
@@ -114,6 +117,7 @@ test('errors name the problem', function()
   raises(function() F.short_conv(efla.randn({ 2, 3, 4 }), efla.randn({ 4, 3 }), nil, efla.randn({ 2, 1, 4 })) end,
     'cache')
   raises(function() F.swiglu_linear(efla.randn({ 2, 3 }), efla.randn({ 2, 3 }), efla.randn({ 4, 2 })) end, 'weight')
+  raises(function() F.embedding(efla.randn({ 4, 2 }), efla.tensor({ 1, 5 }, { dtype = 'int64' })) end, 'outside [0, 4)')
   raises(function() F.rms_norm_gated(efla.randn({ 2, 3 }), efla.randn({ 2, 3 }), efla.randn({ 2 })) end, 'weight')
   raises(function() F.linear_cross_entropy(efla.randn({ 3, 4 }), efla.randn({ 5, 3 }), efla.tensor({ 1, 2, 3 }, { dtype = 'int64' })) end,
     'weight [V,D]')

@@ -8,6 +8,7 @@
 --   fused.short_conv(x, weight [, bias, cache, silu]) causal depthwise conv of x [B,T,C]
 --   fused.l2_norm(x [, eps = 1e-6])                  x / sqrt(sum(x^2) + eps), last dim
 --   fused.rms_norm_gated(x, gate, weight [, eps])   rms_norm(x, weight) * silu(gate)
+--   fused.embedding(weight, index)                  weight rows at 1-based index (no host wait)
 --   fused.linear_cross_entropy(h, weight, target [, {ignore_index, chunk_rows}])
 --                                                   cross_entropy(h @ weight^T, target)
 --
@@ -63,6 +64,14 @@ end
 function fused.rms_norm_gated(x, gate, weight, eps)
   return I.wrap(lib.efla_rms_norm_gated(ptr(x, 'x', 'rms_norm_gated'), ptr(gate, 'gate', 'rms_norm_gated'),
     ptr(weight, 'weight', 'rms_norm_gated'), eps or 1e-6))
+end
+
+--- fused.embedding(weight [V, D], index int64 (1-based, any shape)) -> [..., D]: the rows of weight,
+--- like weight:embedding(index) but never waiting for the device (on CUDA an index out of
+--- range gives a NaN row instead of an error; the CPU still reports it).
+function fused.embedding(weight, index)
+  local i = I.c_index(index, 'embedding', weight)
+  return I.wrap(lib.efla_embedding_lookup(ptr(weight, 'weight', 'embedding'), i.ptr))
 end
 
 --- fused.linear_cross_entropy(h [..., D], weight [V, D], target int64 [...] (1-based), {ignore_index

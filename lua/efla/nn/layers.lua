@@ -5,6 +5,7 @@ local efla = require 'efla'
 local class = require 'efla.class'
 local Module = require 'efla.nn.module'
 local init = require 'efla.nn.init_fns'
+local fused = require 'efla.nn.fused'
 
 local nn = {}
 
@@ -65,6 +66,9 @@ function nn.Embedding:__init(num_embeddings, dim, opts)
 end
 function nn.Embedding:forward(index)
   need_tensor(index, 'Embedding')
+  if fused.on(self.weight) and index:dtype() == 'int64' then
+    return self:cast(fused.embedding(self.weight, index))   -- no wait for the device (its index check would)
+  end
   return self:cast(self.weight:embedding(index))
 end
 function nn.Embedding:extra_repr() return string.format('%d, %d', self.num_embeddings, self.dim) end
