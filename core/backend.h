@@ -134,4 +134,60 @@ int efla_no_kernel(const char *op, int device);
 void efla_run_gc_callback(void);
 extern const efla_backend efla_cpu_backend;
 
+/* ---- fused layers (core/ops_fused.c; kernels in core/cpu/fused.c and cuda/fused.cu) -----
+ * A table of its own, registered beside the backend (efla_register_fused), so that the
+ * efla_backend struct and its positional CUDA table stay as they are. Every tensor is
+ * contiguous; data tensors share one floating dtype (float32/float64 on the CPU,
+ * float32/bfloat16 on CUDA, computed in float32 or better); `loss` is float32 (float64
+ * for float64 data). */
+typedef struct efla_fused_kernels {
+    /* out = silu(gate) * up; backward: dgate, dup from dout (recomputes silu) */
+    int (*swiglu)(efla_tensor *out, const efla_tensor *gate, const efla_tensor *up);
+    int (*swiglu_backward)(efla_tensor *dgate, efla_tensor *dup, const efla_tensor *dout,
+                           const efla_tensor *gate, const efla_tensor *up);
+    /* causal depthwise convolution along time: x [B,T,C], cache [B,K-1,C] (the inputs
+     * before x) or NULL (zeros), w [C,K], bias [C] or NULL, silu 0/1:
+     *   out[b,t,c] = act(bias[c] + sum_j w[c,j] * x[b, t-K+1+j, c]).
+     * The backward recomputes the pre-activation; dcache, dbias may be NULL. */
+    int (*short_conv)(efla_tensor *out, const efla_tensor *x, const efla_tensor *cache,
+                      const efla_tensor *w, const efla_tensor *bias, int silu);
+    int (*short_conv_backward)(efla_tensor *dx, efla_tensor *dcache, efla_tensor *dw,
+                               efla_tensor *dbias, const efla_tensor *dout, const efla_tensor *x,
+                               const efla_tensor *cache, const efla_tensor *w,
+                               const efla_tensor *bias, int silu);
+    /* out = x * rstd, rstd = 1 / sqrt(sum(x^2) + eps) over the last dim (rstd [rows], float32;
+     * float64 for float64 data). The backward reads the output and rstd, not x:
+     * dx = rstd * (dy - out * sum(out * dy)), so the node shares its saved tensor with
+     * the next op (the delta rule keeps the normalised q and k anyway). */
+    int (*l2norm)(efla_tensor *out, efla_tensor *rstd, const efla_tensor *x, double eps);
+    int (*l2norm_backward)(efla_tensor *dx, const efla_tensor *dy, const efla_tensor *out,
+                           const efla_tensor *rstd);
+    /* out = x / sqrt(mean(x^2) + eps) * w * silu(g) over the last dim; w [D] */
+    int (*rms_norm_gated)(efla_tensor *out, const efla_tensor *x, const efla_tensor *g,
+                          const efla_tensor *w, double eps);
+    int (*rms_norm_gated_backward)(efla_tensor *dx, efla_tensor *dg, efla_tensor *dw,
+                                   const efla_tensor *dy, const efla_tensor *x,
+                                   const efla_tensor *g, const efla_tensor *w, double eps);
+    /* cross-entropy rows: loss[r] = logsumexp(logits[r]) - logits[r, target[r]] (0 when
+     * target[r] == ignore_index); grad (may alias logits, or NULL) = softmax - onehot (0
+     * rows for ignored targets). A target outside [0, C) that is not ignore_index: the
+     * CPU fails naming it; CUDA (which must not wait for the device) writes NaN as that
+     * row's loss. */
+    int (*ce_rows)(efla_tensor *loss, efla_tensor *grad, const efla_tensor *logits,
+                   const efla_tensor *target, int64_t ignore_index);
+    /* out [N,D] = weight[index[n], :] (index int64 [N], 0-based). An index out of range: the
+     * CPU fails naming it; CUDA writes a NaN row (no waiting for the device). */
+    int (*embedding)(efla_tensor *out, const efla_tensor *weight, const efla_tensor *index);
+    /* grad_weight [V,D] (float32, float64 for float64 data; zeroed by the front end) +=
+     * grad_out [N,D] rows at index (out-of-range indices skipped) */
+    int (*embedding_backward)(efla_tensor *grad_weight, const efla_tensor *grad_out,
+                              const efla_tensor *index);
+} efla_fused_kernels;
+
+/* kind: 0 CPU, 1 CUDA (cuda/fused.cu registers from a constructor) */
+void efla_register_fused(int kind, const efla_fused_kernels *kernels);
+/* The fused kernels serving `device` (the backend must exist), or NULL with an error. */
+const efla_fused_kernels *efla_fused_for(const char *op, int device);
+extern const efla_fused_kernels efla_cpu_fused;
+
 #endif

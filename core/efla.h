@@ -314,6 +314,32 @@ typedef struct efla_device_props {
 } efla_device_props;
 int efla_cuda_device_props(int device, efla_device_props *props);
 
+/* ---- fused layers (core/ops_fused.c): one autograd node each, saving only what the
+ * backward needs (cheap intermediates are recomputed). Same dtype and device for every
+ * floating input (cast parameters to the activations' dtype first). */
+efla_tensor *efla_swiglu(const efla_tensor *gate, const efla_tensor *up);     /* silu(gate) * up */
+/* (silu(gate) * up) @ weight^T, weight [N, M]: SwiGLU with its down projection, the product
+ * recomputed in backward instead of kept */
+efla_tensor *efla_swiglu_linear(const efla_tensor *gate, const efla_tensor *up, const efla_tensor *weight);
+/* causal depthwise conv along time of x [B,T,C] with weight [C,K], bias [C] or NULL,
+ * cache [B,K-1,C] (the inputs before x) or NULL (zeros); silu 1 applies SiLU. */
+efla_tensor *efla_short_conv(const efla_tensor *x, const efla_tensor *weight, const efla_tensor *bias,
+                             const efla_tensor *cache, int silu);
+efla_tensor *efla_l2_norm(const efla_tensor *x, double eps);     /* x / sqrt(sum(x^2) + eps), last dim */
+/* rms_norm(x, weight, eps) * silu(gate), over the last dim; gate has x's shape */
+efla_tensor *efla_rms_norm_gated(const efla_tensor *x, const efla_tensor *gate, const efla_tensor *weight,
+                                 double eps);
+/* weight [V,D] rows at index (int64, 0-based, any shape) -> [..., D], like efla_embedding but
+ * without waiting for the device (CUDA: an out-of-range index gives a NaN row) */
+efla_tensor *efla_embedding_lookup(const efla_tensor *weight, const efla_tensor *index);
+/* mean over targets != ignore_index of cross_entropy(h [N,D] @ weight[V,D]^T, target [N]),
+ * computed chunk_rows rows at a time (<= 0: automatic) so that the [N,V] logits never exist
+ * whole; the gradients are formed in the forward. A 0-d float32 result (float64 for
+ * float64 inputs), on the device, with no host synchronisation. */
+efla_tensor *efla_linear_cross_entropy(const efla_tensor *h, const efla_tensor *weight,
+                                       const efla_tensor *target, int64_t ignore_index,
+                                       int64_t chunk_rows);
+
 /* EFLA_CDEF_END */
 
 #ifdef __cplusplus

@@ -11,6 +11,7 @@
 #include "test_util.h"
 #include "backend.h"
 #include <stdint.h>
+#include <string.h>
 
 #define CPU EFLA_DEVICE_CPU
 #define GPU EFLA_DEVICE_CUDA0
@@ -987,6 +988,87 @@ static void test_props(void) {
     CHECK_ERROR(efla_cuda_device_props(EFLA_DEVICE_CUDA0 + 63, &p) < 0, "does not exist");
 }
 
+/* ---- fused layers (core/ops_fused.c): GPU against the CPU kernels, float32 and float64 (the
+ * bfloat16 rows are in tests/lua/test_fused.lua, which rounds the CPU's inputs the same way) */
+typedef struct { efla_tensor *a[2], *b[2], *c[2]; int64_t chunk; } fused_ctx;
+static efla_tensor *f_swiglu(const efla_tensor *x, const void *ctx, int device) {
+    return efla_swiglu(x, ((const fused_ctx *)ctx)->a[device == GPU]);
+}
+static efla_tensor *f_swiglu_linear(const efla_tensor *x, const void *ctx, int device) {
+    const fused_ctx *c = ctx;
+    return efla_swiglu_linear(x, c->a[device == GPU], c->b[device == GPU]);
+}
+static efla_tensor *f_short_conv(const efla_tensor *x, const void *ctx, int device) {
+    const fused_ctx *c = ctx;
+    return efla_short_conv(x, c->a[device == GPU], c->b[device == GPU], c->c[device == GPU], 1);
+}
+static efla_tensor *f_l2(const efla_tensor *x, const void *ctx, int device) { return efla_l2_norm(x, 1e-6); }
+static efla_tensor *f_rms_gated(const efla_tensor *x, const void *ctx, int device) {
+    const fused_ctx *c = ctx;
+    return efla_rms_norm_gated(x, c->a[device == GPU], c->b[device == GPU], 1e-6);
+}
+static efla_tensor *f_lce(const efla_tensor *x, const void *ctx, int device) {
+    const fused_ctx *c = ctx;
+    return efla_linear_cross_entropy(x, c->a[device == GPU], c->b[device == GPU], -100, c->chunk);
+}
+static efla_tensor *f_emb(const efla_tensor *x, const void *ctx, int device) {
+    return efla_embedding_lookup(x, ((const fused_ctx *)ctx)->a[device == GPU]);
+}
+static void fused_pair(efla_tensor **pair, int nd, const int64_t *s, efla_dtype dt, double scale) {
+    pair[0] = rnd(nd, s, dt, scale);
+    pair[1] = gpu(pair[0]);
+}
+static void fused_release(fused_ctx *c) {
+    for (int k = 0; k < 2; k++) { efla_tensor_release(c->a[k]); efla_tensor_release(c->b[k]); efla_tensor_release(c->c[k]); }
+    memset(c, 0, sizeof *c);
+}
+
+static void test_fused(void) {
+    for (int di = 0; di < 2; di++) {
+        efla_dtype dt = FLOATS[di];
+        double tol = dt == EFLA_FLOAT32 ? 1e-4 : 1e-10;
+        fused_ctx c = { 0 };
+        int64_t s[3] = { 3, 37, 48 }, w2[2] = { 20, 48 }, wc[2] = { 48, 4 }, b1[1] = { 48 }, cache[3] = { 3, 3, 48 };
+        fused_pair(c.a, 3, s, dt, 1);
+        fwd_bwd_case(dt == EFLA_FLOAT32 ? "swiglu f32" : "swiglu f64", f_swiglu, &c, rnd(3, s, dt, 1), tol);
+        fused_pair(c.b, 2, w2, dt, 0.2);
+        fwd_bwd_case(dt == EFLA_FLOAT32 ? "swiglu_linear f32" : "swiglu_linear f64", f_swiglu_linear, &c, rnd(3, s, dt, 1), tol);
+        fused_release(&c);
+        fused_pair(c.a, 2, wc, dt, 0.5);
+        fused_pair(c.b, 1, b1, dt, 0.5);
+        fused_pair(c.c, 3, cache, dt, 1);
+        fwd_bwd_case(dt == EFLA_FLOAT32 ? "short_conv f32" : "short_conv f64", f_short_conv, &c, rnd(3, s, dt, 1), tol);
+        fused_release(&c);
+        fwd_bwd_case(dt == EFLA_FLOAT32 ? "l2_norm f32" : "l2_norm f64", f_l2, &c, rnd(3, s, dt, 1), tol);
+        fused_pair(c.a, 3, s, dt, 1);
+        fused_pair(c.b, 1, b1, dt, 1);
+        fwd_bwd_case(dt == EFLA_FLOAT32 ? "rms_norm_gated f32" : "rms_norm_gated f64", f_rms_gated, &c, rnd(3, s, dt, 1), tol);
+        fused_release(&c);
+        int64_t ws[2] = { 50, 48 }, is[2] = { 7, 30 };
+        c.a[0] = MUST(efla_randint(0, 50, 2, is, CPU));   /* repeated rows: the backward's atomics add */
+        c.a[1] = gpu(c.a[0]);
+        fwd_bwd_case(dt == EFLA_FLOAT32 ? "embedding_lookup f32" : "embedding_lookup f64", f_emb, &c, rnd(2, ws, dt, 1), tol);
+        fused_release(&c);
+        /* vocabularies on both sides of the warp/block row kernels, with ignored rows and chunks */
+        int64_t vocab[2] = { 300, 1500 };
+        for (int vi = 0; vi < 2; vi++) {
+            int64_t h2[2] = { 45, 48 }, w[2] = { vocab[vi], 48 }, n[1] = { 45 };
+            fused_pair(c.a, 2, w, dt, 0.1);
+            efla_tensor *t = MUST(efla_randint(0, vocab[vi], 1, n, CPU));
+            int64_t i0 = 3, i1 = 17;
+            efla_set(t, &i0, -100);
+            efla_set(t, &i1, -100);
+            c.b[0] = t;
+            c.b[1] = gpu(t);
+            c.chunk = 16;
+            char what[64];
+            snprintf(what, sizeof what, "linear_cross_entropy V=%lld %s", (long long)vocab[vi], dt == EFLA_FLOAT32 ? "f32" : "f64");
+            fwd_bwd_case(what, f_lce, &c, rnd(2, h2, dt, 1), tol);
+            fused_release(&c);
+        }
+    }
+}
+
 int main(void) {
     if (efla_device_count(1) < 1) {
         printf("skipped: no CUDA device\n");
@@ -1008,6 +1090,7 @@ int main(void) {
     test_gradcheck();
     test_delta_rule();
     test_memory();
+    test_fused();
     CHECK(efla_synchronize(GPU) == 0, "no asynchronous CUDA error at the end: %s", efla_last_error());
     fprintf(stderr, "live tensors: %lld at start, %lld at end\n", (long long)live0, (long long)efla_live_tensors());
     TEST_SUMMARY();

@@ -15,11 +15,14 @@ local Module = require 'efla.nn.module'
 local layers = require 'efla.nn.layers'
 local blocks = require 'efla.nn.blocks'
 local init = require 'efla.nn.init_fns'
+local fused = require 'efla.nn.fused'
 
 local DeltaAttention = class.new('DeltaAttention', Module)
 
 --- x / sqrt(sum(x^2) + eps) over the last dim (flash-linear-attention's l2norm).
+--- One fused node (saving x only) unless efla.nn.fused.enabled is false.
 local function l2_normalise(x, eps)
+  if fused.on(x) then return fused.l2_norm(x, eps or 1e-6) end
   return x * (x:square():sum(-1, true) + (eps or 1e-6)):rsqrt()
 end
 DeltaAttention.l2_normalise = l2_normalise
@@ -41,7 +44,9 @@ end
 --- DeltaAttention{d_model, n_heads = 1, head_dim = d_model / n_heads, order = 'exact',
 ---   key_norm = ('none' for 'exact', 'l2' otherwise), query_norm = 'l2', short_conv = false,
 ---   conv_size = 4, output_norm = false, output_gate = false, beta_bias = 0, scale
----   (default head_dim^-0.5), chunk_size = 64, algorithm = 'auto', dtype}
+---   (default head_dim^-0.5), chunk_size = 64, algorithm = 'auto', recompute_states = false
+---   (true: the delta rule's backward recomputes the per-chunk states instead of keeping them,
+---   4 * H * head_dim^2 / chunk_size bytes per token less), dtype}
 function DeltaAttention:__init(cfg)
   Module.__init(self)
   if type(cfg) ~= 'table' or type(cfg.d_model) ~= 'number' then
@@ -62,6 +67,7 @@ function DeltaAttention:__init(cfg)
   self.query_norm = parse_norm(cfg.query_norm, 'query_norm', 'l2')
   self.scale = cfg.scale
   self.chunk_size, self.algorithm = cfg.chunk_size or 64, cfg.algorithm or 'auto'
+  self.recompute_states = cfg.recompute_states or false
   local inner = self.n_heads * self.head_dim
   local nobias = { bias = false, dtype = cfg.dtype }
   self:add_module('q_proj', layers.Linear(d, inner, nobias))
@@ -115,11 +121,17 @@ function DeltaAttention:forward(x, state)
   local o
   o, new_state.S = efla.ops.delta_rule(q, k, v, beta, {
     order = self.order, scale = self.scale, initial_state = state.S, output_final_state = true,
-    chunk_size = self.chunk_size, algorithm = self.algorithm,
+    chunk_size = self.chunk_size, algorithm = self.algorithm, recompute_states = self.recompute_states,
   })
   if low then o = o:bfloat16() end
-  if self.o_norm then o = self.o_norm:forward(o) end
-  if self.g_proj then o = o * self.g_proj:forward(x):reshape(B, T, H, dh):silu() end
+  if self.o_norm and self.g_proj and fused.on(o) then
+    -- RMSNorm(o) * weight * SiLU(gate) as one node (saves o, the gate and the weight)
+    local on = self.o_norm
+    o = fused.rms_norm_gated(self:cast(o), self.g_proj:forward(x):reshape(B, T, H, dh), on:cast(on.weight), on.eps)
+  else
+    if self.o_norm then o = self.o_norm:forward(o) end
+    if self.g_proj then o = o * self.g_proj:forward(x):reshape(B, T, H, dh):silu() end
+  end
   return self.o_proj:forward(o:reshape(B, T, H * dh)), new_state
 end
 

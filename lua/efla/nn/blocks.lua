@@ -4,6 +4,7 @@ local class = require 'efla.class'
 local Module = require 'efla.nn.module'
 local layers = require 'efla.nn.layers'
 local init = require 'efla.nn.init_fns'
+local fused = require 'efla.nn.fused'
 
 local blocks = {}
 
@@ -24,7 +25,13 @@ function blocks.SwiGLU:__init(dim, hidden, opts)
   self:add_module('down', layers.Linear(hidden, dim, o))
 end
 function blocks.SwiGLU:forward(x)
-  return self.down:forward(self.gate:forward(x):silu() * self.up:forward(x))
+  local g, u = self.gate:forward(x), self.up:forward(x)
+  -- fused: one node for silu(gate) * up and the down projection that keeps gate and up only
+  -- (the composed ops also keep silu(gate) and the product)
+  if fused.on(g) and not self.down.bias then
+    return fused.swiglu_linear(g, u, self.down:cast(self.down.weight))
+  end
+  return self.down:forward(g:silu() * u)
 end
 function blocks.SwiGLU:extra_repr() return string.format('%d -> %d -> %d', self.dim, self.hidden, self.dim) end
 
@@ -63,6 +70,8 @@ function blocks.ShortConv:forward(x, cache)
       efla.is_tensor(x) and ('[' .. table.concat(x:size(), ',') .. ']') or type(x)), 2)
   end
   local B, T, C, K = x:size(1), x:size(2), x:size(3), self.kernel
+  x = self:cast(x)
+  if fused.on(x) then return self:forward_fused(x, cache) end
   local xp = x
   if K > 1 then
     if cache == nil then
@@ -75,14 +84,36 @@ function blocks.ShortConv:forward(x, cache)
   end
   local y
   for j = 1, K do
-    local term = xp:narrow(2, j, T) * self.weight:select(2, j)
+    local term = xp:narrow(2, j, T) * self:cast(self.weight):select(2, j)
     y = y and (y + term) or term
   end
-  if self.bias then y = y + self.bias end
+  if self.bias then y = y + self:cast(self.bias) end
   if self.activation == 'silu' then y = y:silu() end
   local new_cache = K > 1 and xp:narrow(2, T + 1, K - 1) or nil
   return y, new_cache
 end
+-- One fused node (core/ops_fused.c) that saves x and the weights and recomputes the
+-- pre-activation in its backward; no padded copy of x is made.
+function blocks.ShortConv:forward_fused(x, cache)
+  local B, T, C, K = x:size(1), x:size(2), x:size(3), self.kernel
+  if cache ~= nil and (not efla.is_tensor(cache) or cache:dim() ~= 3 or cache:size(1) ~= B or cache:size(2) ~= K - 1 or cache:size(3) ~= C) then
+    error(string.format('ShortConv(%d): the cache must be [B, K-1, C] = [%d,%d,%d], got %s', C, B, K - 1, C,
+      efla.is_tensor(cache) and ('[' .. table.concat(cache:size(), ',') .. ']') or type(cache)), 3)
+  end
+  cache = self:cast(cache)
+  local y = fused.short_conv(x, self:cast(self.weight), self:cast(self.bias), cache, self.activation == 'silu')
+  local new_cache
+  if K > 1 then
+    if T >= K - 1 then
+      new_cache = x:narrow(2, T - K + 2, K - 1)
+    else
+      cache = cache or efla.zeros({ B, K - 1, C }, { dtype = x:dtype(), device = x:device() })
+      new_cache = efla.cat({ cache, x }, 2):narrow(2, T + 1, K - 1)
+    end
+  end
+  return y, new_cache
+end
+
 function blocks.ShortConv:extra_repr()
   return string.format('%d, kernel=%d%s%s', self.channels, self.kernel, self.activation and (', ' .. self.activation) or '',
     self.bias and ', bias' or '')

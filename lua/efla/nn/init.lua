@@ -2,6 +2,7 @@
 local nn = {}
 nn.Module = require 'efla.nn.module'
 nn.init = require 'efla.nn.init_fns'
+nn.fused = require 'efla.nn.fused'
 for k, v in pairs(require 'efla.nn.layers') do nn[k] = v end
 for k, v in pairs(require 'efla.nn.blocks') do nn[k] = v end
 nn.DeltaAttention = require 'efla.nn.attention'
@@ -24,6 +25,8 @@ efla.nn: modules that own their parameters.
            nn.register(name, class) so that nn.build / efla.load_model rebuild your own class
   Losses:  functional.cross_entropy(logits, target, {ignore_index, label_smoothing}),
            functional.mse(a, b), CrossEntropyLoss(opts), MSELoss()
+  Fused:   nn.fused.swiglu, short_conv, l2_norm, rms_norm_gated, linear_cross_entropy (one
+           autograd node each; modules use them unless nn.fused.enabled = false)
   Init:    nn.init.xavier_uniform/xavier_normal/normal/uniform/zeros/ones/constant
   Every module: m(x) = m:forward(x), parameters(), named_parameters(), num_parameters(),
            train(), evaluate(), state_dict(), load_state_dict(sd [, strict]), zero_grad(),

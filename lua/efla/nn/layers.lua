@@ -5,6 +5,7 @@ local efla = require 'efla'
 local class = require 'efla.class'
 local Module = require 'efla.nn.module'
 local init = require 'efla.nn.init_fns'
+local fused = require 'efla.nn.fused'
 
 local nn = {}
 
@@ -43,10 +44,11 @@ function nn.Linear:forward(x)
     error(string.format('Linear(%d -> %d): the input %s must have %d features in its last dim',
       self.in_features, self.out_features, shape_str(x), self.in_features), 2)
   end
-  local y
-  if x:dim() == 1 then y = x:unsqueeze(1):matmul(self.weight:t()):squeeze(1)
-  else y = x:matmul(self.weight:t()) end
-  if self.bias then y = y + self.bias end
+  x = self:cast(x)
+  local w, y = self:cast(self.weight)
+  if x:dim() == 1 then y = x:unsqueeze(1):matmul(w:t()):squeeze(1)
+  else y = x:matmul(w:t()) end
+  if self.bias then y = y + self:cast(self.bias) end
   return y
 end
 function nn.Linear:extra_repr()
@@ -64,7 +66,10 @@ function nn.Embedding:__init(num_embeddings, dim, opts)
 end
 function nn.Embedding:forward(index)
   need_tensor(index, 'Embedding')
-  return self.weight:embedding(index)
+  if fused.on(self.weight) and index:dtype() == 'int64' then
+    return self:cast(fused.embedding(self.weight, index))   -- no wait for the device (its index check would)
+  end
+  return self:cast(self.weight:embedding(index))
 end
 function nn.Embedding:extra_repr() return string.format('%d, %d', self.num_embeddings, self.dim) end
 
@@ -80,7 +85,9 @@ function nn.LayerNorm:__init(dim, opts)
     self:register_parameter('bias', efla.zeros({ dim }, { dtype = dtype_of(opts) }))
   end
 end
-function nn.LayerNorm:forward(x) return need_tensor(x, 'LayerNorm'):layer_norm(self.weight, self.bias, self.eps) end
+function nn.LayerNorm:forward(x)
+  return self:cast(need_tensor(x, 'LayerNorm')):layer_norm(self:cast(self.weight), self:cast(self.bias), self.eps)
+end
 function nn.LayerNorm:extra_repr()
   return string.format('%d, eps=%g%s', self.dim, self.eps, self.weight and '' or ', no affine')
 end
@@ -93,7 +100,7 @@ function nn.RMSNorm:__init(dim, opts)
   self.dim, self.eps = positive_int(dim, 'dim', 'RMSNorm(dim)'), opts.eps or 1e-6
   self:register_parameter('weight', efla.ones({ dim }, { dtype = dtype_of(opts) }))
 end
-function nn.RMSNorm:forward(x) return need_tensor(x, 'RMSNorm'):rms_norm(self.weight, self.eps) end
+function nn.RMSNorm:forward(x) return self:cast(need_tensor(x, 'RMSNorm')):rms_norm(self:cast(self.weight), self.eps) end
 function nn.RMSNorm:extra_repr() return string.format('%d, eps=%g', self.dim, self.eps) end
 
 --- Dropout(p = 0.5): in training, zeroes each element with probability p and scales the

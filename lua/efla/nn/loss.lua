@@ -12,6 +12,7 @@ local function shape_str(x) return '[' .. table.concat(x:size(), ',') .. ']' end
 --- are not ignore_index. With smoothing e the target distribution is (1 - e) on the class
 --- plus e/C on every class: loss = (1 - e) * nll + e * mean_c(-log p_c) (PyTorch's rule).
 --- Leading dims are flattened, so [B, T, V] logits with [B, T] targets work as is.
+--- bfloat16 logits (mixed precision) are taken to float32 first: the loss is float32.
 function loss.cross_entropy(logits, target, opts)
   if not efla.is_tensor(logits) or not efla.is_tensor(target) then
     error('cross_entropy(logits, target): both must be tensors', 2)
@@ -28,6 +29,7 @@ function loss.cross_entropy(logits, target, opts)
     logits = logits:reshape(-1, logits:size(-1))
     target = target:reshape(-1)
   end
+  if logits:dtype() == 'bfloat16' then logits = logits:float() end
   return logits:cross_entropy(target, opts)
 end
 

@@ -7,6 +7,7 @@ local Module = require 'efla.nn.module'
 local layers = require 'efla.nn.layers'
 local blocks = require 'efla.nn.blocks'
 local DeltaAttention = require 'efla.nn.attention'
+local fused = require 'efla.nn.fused'
 
 local models = {}
 
@@ -15,7 +16,7 @@ local function attention_config(cfg)
     d_model = cfg.d_model, n_heads = cfg.n_heads or 1, head_dim = cfg.head_dim, order = cfg.order or 'exact',
     key_norm = cfg.key_norm, query_norm = cfg.query_norm, short_conv = cfg.short_conv, conv_size = cfg.conv_size,
     output_norm = cfg.output_norm, output_gate = cfg.output_gate, beta_bias = cfg.beta_bias, scale = cfg.scale,
-    chunk_size = cfg.chunk_size, algorithm = cfg.algorithm, dtype = cfg.dtype,
+    chunk_size = cfg.chunk_size, algorithm = cfg.algorithm, recompute_states = cfg.recompute_states, dtype = cfg.dtype,
   }
 end
 
@@ -56,7 +57,7 @@ function models.SequenceClassifier:forward(x)
   if T > c.seq_len then
     error(string.format("SequenceClassifier: sequence length %d exceeds the model's seq_len %d", T, c.seq_len), 2)
   end
-  local pos = self.pos_emb.weight:narrow(1, 1, T)
+  local pos = self:cast(self.pos_emb.weight:narrow(1, 1, T))
   local h = (self.input_proj:forward(x) + pos):gelu()
   local a = self.attn:forward(h)
   h = self.norm:forward(h + a)
@@ -96,7 +97,7 @@ function models.CausalLM:__init(cfg)
     short_conv = cfg.short_conv ~= false, conv_size = cfg.conv_size, output_norm = cfg.output_norm ~= false,
     output_gate = cfg.output_gate, beta_bias = cfg.beta_bias or 0, mlp_hidden = cfg.mlp_hidden,
     tie_weights = cfg.tie_weights or false, scale = cfg.scale, chunk_size = cfg.chunk_size,
-    algorithm = cfg.algorithm, dtype = cfg.dtype,
+    algorithm = cfg.algorithm, recompute_states = cfg.recompute_states, dtype = cfg.dtype,
   }
   self.config = c
   self:add_module('embed', layers.Embedding(c.vocab_size, c.d_model, { dtype = c.dtype, std = 0.02 }))
@@ -120,14 +121,43 @@ function models.CausalLM:forward(tokens, states)
   if states ~= nil and (type(states) ~= 'table' or #states ~= self.config.n_layers) then
     error(string.format('CausalLM: states must be the list of %d layer states a previous call returned', self.config.n_layers), 2)
   end
+  local h, out_states = self:forward_hidden(tokens, states)
+  local logits = self.head and self.head:forward(h) or h:matmul(self:cast(self.embed.weight):t())
+  return logits, out_states
+end
+
+--- forward_hidden(tokens [, states]) -> the final normed hidden states [B, T, d_model] (what the
+--- output head reads), states. forward = forward_hidden + the head.
+function models.CausalLM:forward_hidden(tokens, states)
+  if not efla.is_tensor(tokens) or tokens:dim() ~= 2 or tokens:dtype() ~= 'int64' then
+    error(string.format('CausalLM: expected tokens int64 [B, T], got %s',
+      efla.is_tensor(tokens) and ('[' .. table.concat(tokens:size(), ',') .. '] ' .. tokens:dtype()) or type(tokens)), 2)
+  end
   local h = self.embed:forward(tokens)
   local out_states = {}
   for i = 1, self.config.n_layers do
     h, out_states[i] = self.layers[i]:forward(h, states and states[i])
   end
-  h = self.norm:forward(h)
-  local logits = self.head and self.head:forward(h) or h:matmul(self.embed.weight:t())
-  return logits, out_states
+  return self.norm:forward(h), out_states
+end
+
+--- loss(tokens int64 [B, T], targets int64 [B, T] (1-based; ignore_index marks padding),
+--- {ignore_index = -100}) -> the 0-d mean next-token cross-entropy, float32 (float64 for a
+--- float64 model). The head and the loss run as one fused node (efla.nn.fused.linear_cross_entropy):
+--- the [B*T, vocab] logits are formed a chunk of rows at a time and never kept, and nothing
+--- waits for the GPU. Same value as cross_entropy(forward(tokens), targets).
+function models.CausalLM:loss(tokens, targets, opts)
+  local h = self:forward_hidden(tokens)
+  if not efla.is_tensor(targets) or targets:dim() ~= 2 or targets:size(1) ~= tokens:size(1) or targets:size(2) ~= tokens:size(2) then
+    error(string.format('CausalLM:loss: targets must be int64 [B, T] like tokens [%s]', table.concat(tokens:size(), ',')), 2)
+  end
+  local w = self:cast(self.head and self.head.weight or self.embed.weight)
+  if fused.on(h) then
+    return fused.linear_cross_entropy(h, w, targets, { ignore_index = opts and opts.ignore_index })
+  end
+  local logits = h:matmul(w:t())
+  if logits:dtype() == 'bfloat16' then logits = logits:float() end
+  return logits:reshape(-1, logits:size(-1)):cross_entropy(targets:reshape(-1), opts)
 end
 
 -- name -> class: what build (and so efla.load_model) can make

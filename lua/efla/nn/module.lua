@@ -242,6 +242,27 @@ function Module:to(...)
   end
   return self
 end
+--- m:set_compute_dtype(dtype | nil) -> m: mixed precision. Parameters stay as they are
+--- (float32 master weights, which the optimiser updates) while m and every descendant
+--- compute in `dtype` ('bfloat16' on a GPU): each module casts its floating inputs and its
+--- parameters to it in forward (the casts are differentiable, so the gradients arrive in
+--- the parameters' own dtype). nil turns it off. CausalLM:loss keeps the loss in float32.
+function Module:set_compute_dtype(dtype)
+  if dtype ~= nil and dtype ~= false and type(dtype) ~= 'string' then
+    fail("set_compute_dtype: expected a dtype name ('bfloat16', 'float32', ...) or nil, got " .. type(dtype), 2)
+  end
+  for _, entry in ipairs(self:modules()) do rawset(entry[2], 'compute_dtype', dtype or nil) end
+  return self
+end
+
+--- m:cast(t) -> t in m's compute dtype (t itself when none is set, t is nil, not floating,
+--- or already there); modules call it on their inputs and parameters in forward.
+function Module:cast(t)
+  local cd = rawget(self, 'compute_dtype')
+  if cd and t ~= nil and t:dtype() ~= cd and t:is_floating_point() then return t:to(cd) end
+  return t
+end
+
 --- m:cuda() / m:cpu() / m:double() / m:float() -> m: shorthands of m:to('cuda'), m:to('cpu'),
 --- m:to('float64'), m:to('float32').
 function Module:cuda() return self:to('cuda') end

@@ -19,35 +19,67 @@ local function flat_params(params, fn)
   return params
 end
 
---- clip_grad_norm(params, max_norm) -> the global L2 norm of all gradients, before
---- clipping (computed in float64). When it exceeds max_norm every gradient is scaled in
---- place by max_norm / (norm + 1e-6). A non-finite norm is returned as it is and the
---- gradients are left alone, so that the caller can skip the step.
-function optim.clip_grad_norm(params, max_norm)
-  params = flat_params(params, 'clip_grad_norm')
-  if max_norm ~= nil and (type(max_norm) ~= 'number' or not (max_norm > 0)) then
-    error('clip_grad_norm: max_norm must be a number > 0, got ' .. tostring(max_norm), 2)
-  end
-  -- one sum of squares on the gradients' device, read once (one sync on a GPU)
-  local grads, sumsq = {}, nil
+-- The global gradient norm as a 0-d float64 tensor on the gradients' device (nil without
+-- gradients), and the gradients: one norm kernel per gradient, then one stack and a few
+-- scalar ops, all on the device.
+local function global_norm(params)
+  local grads, norms = {}, {}
   efla.no_grad(function()
     for _, p in ipairs(params) do
       local g = p.grad
       if g then
         grads[#grads + 1] = g
-        local s = g:double():square():sum()
-        sumsq = sumsq and sumsq + s:to(sumsq:device()) or s
+        local n = g:norm()
+        if #norms > 0 and n:device() ~= norms[1]:device() then n = n:to(norms[1]:device()) end
+        norms[#norms + 1] = n:double()
       end
     end
   end)
-  local total = sumsq and math.sqrt(sumsq:item()) or 0
-  if max_norm and total > max_norm and total < math.huge then
-    local coef = max_norm / (total + 1e-6)
+  if #norms == 0 then return nil, grads end
+  local total = efla.no_grad(function() return efla.stack(norms):square():sum():sqrt() end)
+  return total, grads
+end
+
+local function check_max_norm(max_norm, fn)
+  if max_norm ~= nil and (type(max_norm) ~= 'number' or not (max_norm > 0)) then
+    error(fn .. ': max_norm must be a number > 0, got ' .. tostring(max_norm), 3)
+  end
+end
+
+--- clip_grad_norm_(params, max_norm) -> the global L2 norm of all gradients before clipping,
+--- as a 0-d float64 tensor on the gradients' device, without waiting for the device: the
+--- norm, the factor min(1, max_norm / (norm + 1e-6)) and the scaling all run there. A
+--- non-finite norm leaves the gradients alone (the factor is 1); read the norm (:item())
+--- when you want to log it or skip such a step. The GPU training loop's choice.
+function optim.clip_grad_norm_(params, max_norm)
+  params = flat_params(params, 'clip_grad_norm_')
+  check_max_norm(max_norm, 'clip_grad_norm_')
+  local total, grads = global_norm(params)
+  if not total then return efla.zeros({}, { dtype = 'float64' }) end
+  if max_norm then
     efla.no_grad(function()
-      for _, g in ipairs(grads) do g:mul_(coef) end
+      local coef = (total + 1e-6):reciprocal():mul(max_norm):clamp(-math.huge, 1)
+      coef = efla.where(total:lt(math.huge), coef, efla.ones({}, { dtype = 'float64', device = total:device() }))
+      local by_dtype = {}
+      for _, g in ipairs(grads) do
+        local dt = g:dtype()
+        by_dtype[dt] = by_dtype[dt] or coef:to(dt)
+        g:mul_(by_dtype[dt])
+      end
     end)
   end
   return total
+end
+
+--- clip_grad_norm(params, max_norm) -> the global L2 norm of all gradients, before
+--- clipping, as a number (reading it waits for the device once; clip_grad_norm_ does not).
+--- When it exceeds max_norm every gradient is scaled in place by max_norm / (norm + 1e-6).
+--- A non-finite norm is returned as it is and the gradients are left alone, so that the
+--- caller can skip the step.
+function optim.clip_grad_norm(params, max_norm)
+  params = flat_params(params, 'clip_grad_norm')
+  check_max_norm(max_norm, 'clip_grad_norm')
+  return optim.clip_grad_norm_(params, max_norm):item()
 end
 
 --- param_groups(model, {weight_decay = 0.01, no_decay = fn(name, p) -> bool}) -> two
@@ -83,7 +115,10 @@ efla.optim: SGD(params, {lr, momentum, dampening, weight_decay, nesterov}),
   params: a module, a list of tensors, or groups {{params = {...}, weight_decay = 0}, ...}
   (optim.param_groups(model, {weight_decay}) splits off biases and norms).
   opt:zero_grad(), opt:step(), opt:set_lr(lr), opt:state_dict(), opt:load_state_dict(sd).
-  optim.clip_grad_norm(params, max_norm) -> the norm before clipping.
+  optim.clip_grad_norm(params, max_norm) -> the norm before clipping (a number);
+  optim.clip_grad_norm_(params, max_norm) -> the same as a device tensor, no host wait.
+  Gradient accumulation: backward() adds into .grad, so for k micro-batches call
+  (loss / k):backward() k times, then clip, opt:step(), opt:zero_grad().
   optim.schedule.Constant{lr}, WarmupCosine{lr, total_steps, warmup_steps, min_lr},
   Step{lr, step_size, gamma}: sched:step(opt) before each opt:step(); sched:state_dict().]]
 
