@@ -50,6 +50,8 @@ local args = efla.args.parse(arg, {
   { '--valid-tokens', type = 'number', default = 32768, help = 'validation tokens per evaluation (0 = the whole split)' },
   { '--seed', type = 'number', default = 1, help = 'seed for initialisation and data order' },
   { '--device', default = 'cpu', help = 'cpu or cuda[:N]' },
+  { '--compute', default = 'auto', choices = { 'auto', 'bfloat16', 'float32' },
+    help = 'compute dtype: mixed precision (bfloat16 activations and matmuls, float32 master weights, optimiser state and loss) or float32; auto = bfloat16 on a GPU, float32 on the CPU' },
   { '--threads', type = 'number', help = 'CPU threads (default: OMP_NUM_THREADS or every core; 1 is faster on a busy machine)' },
   { '--out', help = 'output folder (default checkpoints/lm-<corpus>)' },
   { '--resume', help = 'continue from this checkpoint (with --method efla or deltanet and the same flags)' },

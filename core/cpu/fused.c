@@ -319,8 +319,9 @@ static int cpu_embedding(efla_tensor *out, const efla_tensor *weight, const efla
     size_t es = efla_dtype_size(weight->dtype);
     for (int64_t r = 0; r < N; r++)
         if (ix[r] < 0 || ix[r] >= V)
-            return efla_fail("embedding_lookup: index %lld (position %lld) is outside [0, %lld) (1-based on the Lua "
-                             "side: 1..%lld)", (long long)ix[r], (long long)r, (long long)V, (long long)V);
+            /* the index_select wording, which the Lua binding restates 1-based */
+            return efla_fail("embedding_lookup: index %lld is out of range for dim 0 of size %lld (at position %lld)",
+                             (long long)ix[r], (long long)V, (long long)r);
     char *o = efla_cpu_ptr(out);
     const char *w = efla_cpu_ptr(weight);
 #pragma omp parallel for if (N * D >= PAR_MIN) schedule(static)

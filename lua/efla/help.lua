@@ -167,6 +167,15 @@ D.any = "x:any() -> true if some element is nonzero."
 D.allclose = "x:allclose(y [, rtol=1e-5 [, atol=1e-8]]) -> boolean."
 -- nn
 D.matmul = "a:matmul(b): matrix product with numpy rules: 1-d @ 1-d, 2-d @ 2-d, batched with broadcast batch dims."
+for _, n in ipairs({ 'mm', 'bmm', 'mv', 'dot' }) do
+  D[n] = "a:" .. n .. "(b): Torch7's name for a:matmul(b) (the shapes decide: matrix, batched, matrix-vector or dot product)."
+end
+D.nDimension = "x:nDimension(): Torch7's name for x:dim()."
+D.nElement = "x:nElement(): Torch7's name for x:numel()."
+D.greater = "x:greater(y): the same as x:gt(y), elementwise x > y as bool."
+D.less = "x:less(y): the same as x:lt(y), elementwise x < y as bool."
+D.describe_value = "efla.describe_value(v) -> what v is, in words (\"nil\", \"a string ('abc')\"), for error messages."
+D.need_tensor = "efla.need_tensor(v, op, what) -> v, or an error naming op, what and the value when v is not a tensor."
 D.softmax = "x:softmax([dim=-1])."
 D.log_softmax = "x:log_softmax([dim=-1])."
 D.cross_entropy = "logits:cross_entropy(target [, {ignore_index=-100, label_smoothing=0}]): mean softmax cross-entropy; logits [N,C], target int64 [N] of 1-based classes."

@@ -92,8 +92,9 @@ function blocks.ShortConv:forward(x, cache)
   local new_cache = K > 1 and xp:narrow(2, T + 1, K - 1) or nil
   return y, new_cache
 end
--- One fused node (core/ops_fused.c) that saves x and the weights and recomputes the
--- pre-activation in its backward; no padded copy of x is made.
+--- conv:forward_fused(x [, cache]) -> y, new_cache: the forward as one fused node
+--- (core/ops_fused.c) that saves x and the weights and recomputes the pre-activation in its
+--- backward; no padded copy of x is made. forward() takes it whenever fused layers are on.
 function blocks.ShortConv:forward_fused(x, cache)
   local B, T, C, K = x:size(1), x:size(2), x:size(3), self.kernel
   if cache ~= nil and (not efla.is_tensor(cache) or cache:dim() ~= 3 or cache:size(1) ~= B or cache:size(2) ~= K - 1 or cache:size(3) ~= C) then

@@ -156,6 +156,13 @@ local function byte_lengths(tok)
   return lens
 end
 
+--- compute_dtype(choice, device) -> 'bfloat16' or 'float32': the --compute option, where auto
+--- means mixed precision on a GPU and float32 on the CPU (whose bfloat16 is storage only).
+function LM.compute_dtype(choice, device)
+  if choice == nil or choice == 'auto' then return device ~= 'cpu' and 'bfloat16' or 'float32' end
+  return choice
+end
+
 --- evaluate(model, tokens, tok, {context, batch, max_tokens, device}) -> {loss (nats per
 --- token), bpb (bits per byte), ppl (per token), tokens, bytes}. Scores non-overlapping
 --- windows of context + 1 tokens spread evenly over the split (all of them when they hold
@@ -186,8 +193,7 @@ function LM.evaluate(model, tokens, tok, opts)
       local yp = y:data()
       for i = 0, count * T - 1 do n_bytes = n_bytes + lens[tonumber(yp[i])] end
       if device ~= 'cpu' then x, y = x:to(device), y:to(device) end
-      local logits = model:forward(x)
-      local loss = efla.nn.functional.cross_entropy(logits, y):item()
+      local loss = model:loss(x, y):item()
       sum_nll = sum_nll + loss * count * T
       n_tok = n_tok + count * T
     end
@@ -212,6 +218,8 @@ function LM.train(method, args, d, opts)
   efla.manual_seed(args.seed or 1)
   local model = efla.nn.build(config)
   if device ~= 'cpu' then model:to(device) end
+  local compute = LM.compute_dtype(args.compute, device)
+  if compute ~= 'float32' then model:set_compute_dtype(compute) end
   local optimizer = efla.optim.AdamW(efla.optim.param_groups(model, { weight_decay = args.weight_decay or 0.1 }),
     { lr = args.lr, betas = { 0.9, 0.95 } })
   local sched = efla.optim.schedule.WarmupCosine { lr = args.lr, total_steps = total,
@@ -287,7 +295,7 @@ function LM.train(method, args, d, opts)
     local step_loss = 0
     for _ = 1, accum do
       local x, y = next_batch()
-      local loss = efla.nn.functional.cross_entropy(model:forward(x), y)
+      local loss = model:loss(x, y)   -- fused head + cross-entropy, float32
       if accum > 1 then loss = loss / accum end
       loss:backward()
       step_loss = step_loss + loss:item()
