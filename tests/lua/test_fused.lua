@@ -117,7 +117,8 @@ test('errors name the problem', function()
   raises(function() F.short_conv(efla.randn({ 2, 3, 4 }), efla.randn({ 4, 3 }), nil, efla.randn({ 2, 1, 4 })) end,
     'cache')
   raises(function() F.swiglu_linear(efla.randn({ 2, 3 }), efla.randn({ 2, 3 }), efla.randn({ 4, 2 })) end, 'weight')
-  raises(function() F.embedding(efla.randn({ 4, 2 }), efla.tensor({ 1, 5 }, { dtype = 'int64' })) end, 'outside [0, 4)')
+  raises(function() F.embedding(efla.randn({ 4, 2 }), efla.tensor({ 1, 5 }, { dtype = 'int64' })) end,
+    'index 5 is out of range for dim 1 of size 4')
   raises(function() F.rms_norm_gated(efla.randn({ 2, 3 }), efla.randn({ 2, 3 }), efla.randn({ 2 })) end, 'weight')
   raises(function() F.linear_cross_entropy(efla.randn({ 3, 4 }), efla.randn({ 5, 3 }), efla.tensor({ 1, 2, 3 }, { dtype = 'int64' })) end,
     'weight [V,D]')
