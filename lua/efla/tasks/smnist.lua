@@ -50,17 +50,40 @@ function S.load(dataset, split, n)
   return ds
 end
 
+--- The sMNIST architectures (--model): 'published' (the paper's released model, the
+--- default) and 'efla-variant' (efla's earlier rendition); nn.models.SEQUENCE_ARCHS says
+--- how they differ, docs/RESULTS.md ("sMNIST parity") why it matters.
+S.MODELS = { 'published', 'efla-variant' }
+S.DEFAULT_MODEL = 'published'
+
 --- model_config(method, opts) -> the SequenceClassifier config (plain table, stored in
---- checkpoints). opts: order, key_norm, d_model, chunk_size.
+--- checkpoints). opts: model ('published' or 'efla-variant'), order, key_norm, d_model, chunk_size.
 function S.model_config(method, opts)
   local m = S.METHODS[method]
   if not m then error("method must be 'efla' or 'deltanet', got '" .. tostring(method) .. "'", 0) end
   opts = opts or {}
+  local arch = opts.model or S.DEFAULT_MODEL
+  if arch ~= 'published' and arch ~= 'efla-variant' then
+    error("--model must be 'published' or 'efla-variant', got '" .. tostring(arch) .. "'", 0)
+  end
   return {
-    type = 'SequenceClassifier', input_dim = 1, seq_len = 784, d_model = opts.d_model or 64,
+    type = 'SequenceClassifier', arch = arch, input_dim = 1, seq_len = 784, d_model = opts.d_model or 64,
     n_classes = 10, n_heads = 1, order = opts.order or m.order, key_norm = opts.key_norm or m.key_norm,
-    query_norm = 'l2', beta_bias = -2, chunk_size = opts.chunk_size or 64, algorithm = 'auto',
+    query_norm = arch == 'published' and 'none' or 'l2', beta_bias = -2, chunk_size = opts.chunk_size or 64,
+    algorithm = 'auto',
   }
+end
+
+--- param_groups(model, weight_decay) -> AdamW groups. The published model decays every
+--- parameter (torch.optim.AdamW(model.parameters())); efla-variant spares biases, norms and
+--- other 1-d parameters (efla.optim.param_groups).
+function S.param_groups(model, weight_decay)
+  if model.config.arch == 'published' then
+    local names = {}
+    for i, np in ipairs(model:named_parameters()) do names[i] = np[1] end
+    return { { params = model:parameters(), weight_decay = weight_decay, names = names } }
+  end
+  return efla.optim.param_groups(model, { weight_decay = weight_decay })
 end
 
 local function to_device(t, device)
@@ -118,7 +141,7 @@ function S.train(method, args, train_ds, opts)
   efla.manual_seed(args.seed or 0)
   local model = efla.nn.build(config)
   if device ~= 'cpu' then model:to(device) end
-  local optimizer = efla.optim.AdamW(efla.optim.param_groups(model, { weight_decay = args.weight_decay or 0.01 }), { lr = lr })
+  local optimizer = efla.optim.AdamW(S.param_groups(model, args.weight_decay or 0.01), { lr = lr })
   local loader = efla.data.DataLoader(train_ds, { batch_size = args.batch or 128, shuffle = true,
     seed = args.seed or 0, drop_last = true, flatten = true })
   local per_epoch = loader:num_batches()
@@ -189,6 +212,8 @@ function S.common_options(defaults)
     { '--train-samples', type = 'number', default = defaults.train_samples or 1024, help = 'training images (0 = all)' },
     { '--test-samples', type = 'number', default = defaults.test_samples or 256, help = 'test images (0 = all)' },
     { '--seed', type = 'number', default = 1, help = 'seed for initialisation, shuffling and corruptions' },
+    { '--seeds', type = 'number', default = 1, help = 'run seeds seed .. seed+N-1; report mean and std' },
+    { '--model', default = S.DEFAULT_MODEL, choices = S.MODELS, help = 'architecture: the published model or efla-variant' },
     { '--device', default = 'cpu', help = 'cpu or cuda[:N]' },
     { '--weight-decay', type = 'number', default = 0.01, help = 'AdamW weight decay' },
     { '--clip', type = 'number', default = 1.0, help = 'global gradient-norm clip' },
