@@ -1,6 +1,7 @@
 -- plot.lua: line plots to PNG through gnuplot (Debian's gnuplot-nox has pngcairo; no X).
 --   plot.lines{path = 'acc_vs_scale.png', title = ..., xlabel = ..., ylabel = ...,
 --              series = { {name = 'EFLA', x = {...}, y = {...}}, ... }, logx = false}
+--   A series with yerr = {...} (one value per point) is drawn with error bars (y ± yerr).
 -- Data goes through a temporary file; the PNG is written to a temporary name and renamed,
 -- so an interrupted plot never leaves a broken image. Returns the path, or nil and a
 -- message when gnuplot is missing (plots are optional; the CSVs hold the numbers).
@@ -20,7 +21,10 @@ function plot.lines(opts)
   for si, s in ipairs(opts.series) do
     if si > 1 then f:write('\n\n') end
     for i = 1, #s.x do
-      if s.y[i] == s.y[i] then f:write(string.format('%.10g %.10g\n', s.x[i], s.y[i])) end
+      if s.y[i] == s.y[i] then
+        if s.yerr then f:write(string.format('%.10g %.10g %.10g\n', s.x[i], s.y[i], s.yerr[i] or 0))
+        else f:write(string.format('%.10g %.10g\n', s.x[i], s.y[i])) end
+      end
     end
   end
   f:close()
@@ -38,7 +42,7 @@ function plot.lines(opts)
   if opts.yrange then script[#script + 1] = string.format('set yrange [%g:%g]', opts.yrange[1], opts.yrange[2]) end
   local parts = {}
   for si, s in ipairs(opts.series) do
-    local style = s.style or (opts.points == false and 'lines' or 'linespoints')
+    local style = s.style or (s.yerr and 'yerrorlines') or (opts.points == false and 'lines' or 'linespoints')
     if not style:find('lw') then style = style .. ' lw 2' end
     parts[#parts + 1] = string.format('%s index %d with %s title %s', quote(data), si - 1, style, quote(s.name))
   end

@@ -221,32 +221,44 @@ function S.common_options(defaults)
   }
 end
 
---- run_variants(variants, args, out, opts) -> runs. Each variant = {name =, method =,
+--- run_variants(variants, args, out, opts) -> runs, per_seed. Each variant = {name =, method =,
 --- overrides = {order =, key_norm =, lr =}}: trains it (checkpoints under out/<name>),
---- evaluates it (robustness unless opts.clean_only) and returns one run per variant.
+--- evaluates it (robustness unless opts.clean_only) and returns one run per variant. With
+--- args.seeds = N > 1 it does so for seeds args.seed .. args.seed+N-1 (checkpoints under
+--- out/seed-<s>/<name>) and returns the runs aggregated over the seeds (results = the mean;
+--- std, per_seed, seeds: see tasks/seeds.lua) and the per-seed lists.
 function S.run_variants(variants, args, out, opts)
   opts = opts or {}
+  local seeds = require('efla.tasks.seeds').seed_list(args.seed or 1, args.seeds or 1)
   local train_ds = S.load(args.dataset, 'train', args.train_samples)
   local test_ds = S.load(args.dataset, 'test', args.test_samples)
-  local runs = {}
-  for _, v in ipairs(variants) do
-    local a = {}
-    for k, x in pairs(args) do a[k] = x end
-    for k, x in pairs(v.overrides or {}) do a[k] = x end
-    local model, info = S.train(v.method, a, train_ds, { out_dir = out .. '/' .. v.name, device = args.device, recipe = opts.recipe })
-    local run = { name = v.name, method = v.method, history = info.history, lr = info.lr, config = info.config,
-      checkpoint = info.checkpoint, seconds = info.seconds }
-    if opts.clean_only then
-      local f = test_ds:float()
-      run.results = { scale = { { 1, S.accuracy(model, f.images, f.labels, { device = S.device_of(args.device) }) } } }
-    else
-      run.results = S.robustness(model, test_ds, { seed = args.seed, device = S.device_of(args.device) })
+  local function one_seed(seed, dir)
+    local runs = {}
+    for _, v in ipairs(variants) do
+      local a = {}
+      for k, x in pairs(args) do a[k] = x end
+      for k, x in pairs(v.overrides or {}) do a[k] = x end
+      a.seed = seed
+      local model, info = S.train(v.method, a, train_ds, { out_dir = dir .. '/' .. v.name, device = args.device, recipe = opts.recipe })
+      local run = { name = v.name, method = v.method, history = info.history, lr = info.lr, config = info.config,
+        checkpoint = info.checkpoint, seconds = info.seconds }
+      if opts.clean_only then
+        local f = test_ds:float()
+        run.results = { scale = { { 1, S.accuracy(model, f.images, f.labels, { device = S.device_of(args.device) }) } } }
+      else
+        run.results = S.robustness(model, test_ds, { seed = seed, device = S.device_of(args.device) })
+      end
+      run.final_loss = info.history[#info.history]
+      print(string.format('%s (seed %d): clean accuracy %.4f, final loss %.4f, %.1f s', v.name, seed, run.results.scale[1][2],
+        run.final_loss or 0 / 0, info.seconds))
+      runs[#runs + 1] = run
     end
-    run.final_loss = info.history[#info.history]
-    print(string.format('%s: clean accuracy %.4f, final loss %.4f, %.1f s', v.name, run.results.scale[1][2], run.final_loss or 0 / 0, info.seconds))
-    runs[#runs + 1] = run
+    return runs
   end
-  return runs
+  if #seeds == 1 then return one_seed(seeds[1], out) end
+  local per_seed = {}
+  for i, seed in ipairs(seeds) do per_seed[i] = one_seed(seed, string.format('%s/seed-%d', out, seed)) end
+  return require('efla.tasks.seeds').aggregate(per_seed, seeds), per_seed
 end
 
 return S
