@@ -1,7 +1,7 @@
 -- bench/smnist_step_efla.lua: one training step of the sequential-MNIST model on the GPU, as
 -- lua/efla/tasks/smnist.lua trains it: the SequenceClassifier of S.model_config (d_model 64,
 -- T = 784, one head, chunk 64), cross-entropy, backward, global-norm clip 1.0, AdamW
--- (weight decay 0.01 on the weight group), loss:item() (the step's synchronisation).
+-- (weight decay 0.01, groups as S.param_groups), loss:item() (the step's synchronisation).
 --
 --   efla bench/smnist_step_efla.lua                        (H200: batch 128, both methods)
 --   efla bench/smnist_step_efla.lua --device cpu --batch 8 --steps 3     (a check here)
@@ -47,7 +47,7 @@ local function run(method)
   local model = efla.nn.build(cfg)
   if dev ~= 'cpu' then model:to(dev) end
   model:train()
-  local optimizer = efla.optim.AdamW(efla.optim.param_groups(model, { weight_decay = 0.01 }), { lr = S.METHODS[method].lr })
+  local optimizer = efla.optim.AdamW(S.param_groups(model, 0.01), { lr = S.METHODS[method].lr })
   local x = efla.rand(opts.batch, T, { device = dev })
   local y = efla.randint(1, 11, opts.batch, { device = dev })
 

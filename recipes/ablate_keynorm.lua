@@ -5,6 +5,7 @@
 local efla = require 'efla'
 local S = require 'efla.tasks.smnist'
 local report = require 'efla.tasks.report'
+local seeds = require 'efla.tasks.seeds'
 
 local spec = S.common_options()
 spec.name = 'recipes/ablate_keynorm.lua'
@@ -21,7 +22,8 @@ local runs = S.run_variants({
 }, args, args.out, { recipe = 'ablate_keynorm' })
 
 report.loss(args.out, runs)
-report.robustness(args.out, runs)
+local aggregated = runs[1].seeds ~= nil   -- --seeds N > 1: mean ± std, every seed in seed-<s>/
+if aggregated then seeds.write(args.out, runs) else report.robustness(args.out, runs) end
 report.write_json(args.out .. '/results.json', { args = args, runs = runs })
-print('\n' .. report.summary_table(runs))
+print('\n' .. (aggregated and seeds.summary_table(runs) or report.summary_table(runs)))
 print('\nwrote ' .. args.out .. ': loss.csv, robustness_*.csv, acc_vs_*.png, results.json')

@@ -26,19 +26,26 @@ for _, method in ipairs({ 'efla', 'deltanet' }) do
 end
 local runs = S.run_variants(variants, args, args.out, { recipe = 'lr_sweep', clean_only = true })
 
+-- with --seeds N > 1 the runs are means over the seeds (each seed in seed-<s>/); std beside them
+local aggregated = runs[1].seeds ~= nil
 local series, rows = {}, {}
 for mi, method in ipairs({ 'efla', 'deltanet' }) do
-  local ys = {}
+  local ys, errs = {}, {}
   for ri, lr in ipairs(rates) do
     local run = runs[(mi - 1) * #rates + ri]
     ys[ri] = run.results.scale[1][2]
     rows[#rows + 1] = { method, lr, ys[ri], run.final_loss }
+    if aggregated then errs[ri] = run.std.scale[1]; rows[#rows][5] = errs[ri] end
   end
-  series[#series + 1] = { name = method, x = rates, y = ys }
+  series[#series + 1] = { name = method, x = rates, y = ys, yerr = aggregated and errs or nil }
 end
-csv.write(args.out .. '/accuracy_vs_lr.csv', { 'method', 'lr', 'clean_accuracy', 'final_loss' }, rows)
+csv.write(args.out .. '/accuracy_vs_lr.csv', aggregated and { 'method', 'lr', 'clean_accuracy', 'final_loss', 'clean_std' }
+  or { 'method', 'lr', 'clean_accuracy', 'final_loss' }, rows)
 report.lr_plot(args.out, series)
 report.loss(args.out, runs)
 print('')
-for _, r in ipairs(rows) do print(string.format('%-9s lr %-8g accuracy %.4f  final loss %.4f', r[1], r[2], r[3], r[4] or 0 / 0)) end
+for _, r in ipairs(rows) do
+  print(string.format('%-9s lr %-8g accuracy %.4f%s  final loss %.4f', r[1], r[2], r[3],
+    r[5] and string.format(' ± %.4f', r[5]) or '', r[4] or 0 / 0))
+end
 print('\nwrote ' .. args.out .. ': accuracy_vs_lr.{csv,png}, loss.csv')

@@ -5,6 +5,7 @@
 local efla = require 'efla'
 local S = require 'efla.tasks.smnist'
 local report = require 'efla.tasks.report'
+local seeds = require 'efla.tasks.seeds'
 local csv = require 'efla.csv'
 
 local spec = S.common_options()
@@ -30,7 +31,8 @@ end
 local runs = S.run_variants(variants, args, args.out, { recipe = 'order_sweep' })
 
 report.loss(args.out, runs)
-report.robustness(args.out, runs)
+local aggregated = runs[1].seeds ~= nil   -- --seeds N > 1: mean ± std, every seed in seed-<s>/
+if aggregated then seeds.write(args.out, runs) else report.robustness(args.out, runs) end
 -- accuracy vs order (x: 1, 2, 4, and exact drawn at 8)
 local xs, clean, scale10 = {}, {}, {}
 local rows = {}
@@ -39,9 +41,13 @@ for i, r in ipairs(runs) do
   clean[i] = r.results.scale[1][2]
   scale10[i] = r.results.scale[#r.results.scale][2]
   rows[i] = { orders[i], clean[i], scale10[i], r.final_loss }
+  if aggregated then
+    rows[i][5], rows[i][6] = r.std.scale[1], r.std.scale[#r.std.scale]
+  end
 end
-csv.write(args.out .. '/accuracy_vs_order.csv', { 'order', 'clean', 'scale_x10', 'final_loss' }, rows)
+csv.write(args.out .. '/accuracy_vs_order.csv', aggregated and { 'order', 'clean', 'scale_x10', 'final_loss', 'clean_std', 'scale_x10_std' }
+  or { 'order', 'clean', 'scale_x10', 'final_loss' }, rows)
 report.order_plot(args.out, xs, clean, scale10)
 report.write_json(args.out .. '/results.json', { args = args, runs = runs })
-print('\n' .. report.summary_table(runs))
+print('\n' .. (aggregated and seeds.summary_table(runs) or report.summary_table(runs)))
 print('\nwrote ' .. args.out .. ': accuracy_vs_order.{csv,png}, robustness_*.csv, acc_vs_*.png')

@@ -7,6 +7,7 @@
 -- accuracy_vs_lr.csv and accuracy_vs_order.csv give their own plots.
 local efla = require 'efla'
 local report = require 'efla.tasks.report'
+local seeds = require 'efla.tasks.seeds'
 local csv = require 'efla.csv'
 local json = require 'efla.json'
 
@@ -30,7 +31,9 @@ for _, dir in ipairs(args._) do
     for _, r in ipairs(res.runs) do if r.history and #r.history > 0 then with_history[#with_history + 1] = r end end
     if #with_history > 0 then say(report.loss(dir, with_history)) end
     if res.runs[1] and res.runs[1].results and res.runs[1].results.noise then
-      for _, p in ipairs(report.robustness(dir, res.runs)) do print('  ' .. p) end
+      -- runs aggregated over --seeds carry std: mean ± std tables and error bars
+      local write = res.runs[1].std and seeds.write or report.robustness
+      for _, p in ipairs(write(dir, res.runs)) do print('  ' .. p) end
     end
   end
   if exists(dir .. '/accuracy_vs_lr.csv') then

@@ -8,7 +8,9 @@
 #   bash scripts/gpu_study.sh fashion          the same on Fashion-MNIST
 #   bash scripts/gpu_study.sh ablations        key-norm ablation, order and lr sweeps (MNIST)
 # Results go to ${STUDY_DIR:-out}/study-<part>/ and, packed without checkpoints, to
-# ${OUT:-out}/study-<part>.tgz.
+# ${OUT:-out}/study-<part>.tgz. $STUDY_ARGS is appended to every recipe's arguments, e.g.
+#   STUDY_ARGS="--seeds 3" bash scripts/gpu_study.sh mnist fashion ablations
+#   STUDY_ARGS="--seeds 3 --epochs 10" STUDY_DIR=out/10ep OUT=out/10ep bash scripts/gpu_study.sh mnist fashion
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${EFLA_BUNDLE:-bundle}
@@ -24,10 +26,10 @@ for part in "$@"; do
   case $part in
     mnist|fashion)
       $EFLA recipes/smnist.lua --dataset "$part" --device cuda --train-samples 0 --test-samples 0 \
-        --out "$dir" 2>&1 | tee "$dir/log.txt" | grep -v ' step ' ;;
+        --out "$dir" ${STUDY_ARGS:-} 2>&1 | tee "$dir/log.txt" | grep -v ' step ' ;;
     ablations)
       for r in ablate_keynorm order_sweep lr_sweep; do
-        $EFLA recipes/$r.lua --device cuda --train-samples 0 --test-samples 1000 --out "$dir/$r" 2>&1 \
+        $EFLA recipes/$r.lua --device cuda --train-samples 0 --test-samples 1000 --out "$dir/$r" ${STUDY_ARGS:-} 2>&1 \
           | tee "$dir/$r.log" | grep -v ' step '
       done ;;
     *) echo "gpu_study: unknown part '$part' (mnist, fashion, ablations)" >&2; exit 2 ;;

@@ -6,6 +6,7 @@
 -- without one get a colour per distinct name in the plot, so "EFLA (raw)" and "EFLA
 -- (smoothed)" share EFLA's. A series that repeats an earlier one (same name, same points)
 -- is drawn once; a different series under a taken name gets " (2)", " (3)".
+--   A series with yerr = {...} (one value per point) is drawn with error bars (y ± yerr).
 -- Data goes through a temporary file; the PNG is written to a temporary name and renamed,
 -- so an interrupted plot never leaves a broken image. Returns the path, or nil and a
 -- message when gnuplot is missing (plots are optional; the CSVs hold the numbers).
@@ -62,7 +63,7 @@ function plot.prepare_series(list)
         if not colours[key] then ncolours = ncolours + 1; colours[key] = plot.color(ncolours) end
         colour = colours[key]
       end
-      out[#out + 1] = { name = shown, x = s.x, y = s.y, style = s.style, color = colour }
+      out[#out + 1] = { name = shown, x = s.x, y = s.y, yerr = s.yerr, style = s.style, color = colour }
     end
   end
   return out
@@ -78,7 +79,10 @@ function plot.lines(opts)
   for si, s in ipairs(series) do
     if si > 1 then f:write('\n\n') end
     for i = 1, #s.x do
-      if s.y[i] == s.y[i] then f:write(string.format('%.10g %.10g\n', s.x[i], s.y[i])) end
+      if s.y[i] == s.y[i] then
+        if s.yerr then f:write(string.format('%.10g %.10g %.10g\n', s.x[i], s.y[i], s.yerr[i] or 0))
+        else f:write(string.format('%.10g %.10g\n', s.x[i], s.y[i])) end
+      end
     end
   end
   f:close()
@@ -96,7 +100,7 @@ function plot.lines(opts)
   if opts.yrange then script[#script + 1] = string.format('set yrange [%g:%g]', opts.yrange[1], opts.yrange[2]) end
   local parts = {}
   for si, s in ipairs(series) do
-    local style = s.style or (opts.points == false and 'lines' or 'linespoints')
+    local style = s.style or (s.yerr and 'yerrorlines') or (opts.points == false and 'lines' or 'linespoints')
     if not style:find('lw') then style = style .. ' lw 2' end
     parts[#parts + 1] = string.format("%s index %d with %s lc rgb '%s' title %s", quote(data), si - 1, style, s.color, quote(s.name))
   end

@@ -7,6 +7,9 @@
 --   xavier_normal(t [, gain=1])    N(0, s^2), s = gain * sqrt(2 / (fan_in + fan_out))
 --   normal(t [, std=0.02 [, mean=0]])
 --   uniform(t, bound) or uniform(t, low, high)
+--   kaiming_uniform(t [, a=0])    U(-b, b), b = sqrt(6 / ((1 + a^2) fan_in)); a = sqrt(5)
+--                                 gives PyTorch's nn.Linear default U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+--   torch_linear(weight [, bias])  PyTorch's nn.Linear default: both U(-1/sqrt(fan_in), +)
 --   zeros(t), ones(t), constant(t, value)
 --
 -- Fans follow PyTorch: for a weight [out, in, k...], fan_in = in * k..., fan_out = out * k...
@@ -67,6 +70,23 @@ function init.uniform(t, a, b)
   if a == nil then error('nn.init.uniform(t, bound) or (t, low, high): give a bound', 2) end
   local low, high = b and a or -a, b or a
   return fill(t, draw('rand', t) * (high - low) + low)
+end
+
+--- init.kaiming_uniform(t [, a]) -> t: PyTorch's kaiming_uniform_ in place, U(-b, b) with
+--- b = sqrt(6 / ((1 + a^2) fan_in)) (a: the negative slope, 0 by default).
+function init.kaiming_uniform(t, a)
+  check_tensor(t, 'kaiming_uniform')
+  local fan_in = init.fans(t)
+  local bound = math.sqrt(6 / ((1 + (a or 0) ^ 2) * fan_in))
+  return fill(t, draw('rand', t) * (2 * bound) - bound)
+end
+
+--- init.torch_linear(weight [, bias]) -> weight: nn.Linear's default initialisation in PyTorch:
+--- kaiming_uniform(weight, sqrt(5)), and the bias from the weight's fan-in, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+function init.torch_linear(weight, bias)
+  init.kaiming_uniform(weight, math.sqrt(5))
+  if bias then init.uniform(bias, 1 / math.sqrt((init.fans(weight)))) end
+  return weight
 end
 
 --- init.zeros(t) -> t: zeros in place.

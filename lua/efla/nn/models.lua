@@ -8,6 +8,7 @@ local layers = require 'efla.nn.layers'
 local blocks = require 'efla.nn.blocks'
 local DeltaAttention = require 'efla.nn.attention'
 local fused = require 'efla.nn.fused'
+local init = require 'efla.nn.init_fns'
 
 local models = {}
 
@@ -20,28 +21,108 @@ local function attention_config(cfg)
   }
 end
 
---- SequenceClassifier{input_dim = 1, seq_len = 784, d_model = 64, n_classes = 10, n_heads = 1,
----   order = 'exact', key_norm, query_norm = 'l2', beta_bias = -2, ...}: the paper's sMNIST
---- model: input projection + learned position embedding, GELU, one delta-rule attention
---- layer with a residual connection, LayerNorm, and a classifier on the last token.
+--- DeltaReadout{d_model, n_heads = 1, order = 'exact', key_norm, query_norm = 'none', scale = 1,
+---   beta_bias = -2, reference_eps = true, chunk_size, algorithm, dtype}: the published sMNIST
+--- model's memory layer. q, k, v = Linear(d, d, no bias) (xavier uniform), beta =
+--- sigmoid(Linear(d, H)) (PyTorch's default Linear init, bias beta_bias); the delta rule runs
+--- over the sequence and the layer returns only the last token's readout S_T^T q_T * scale
+--- [B, H * head_dim]: no output projection. The published code L2-normalises q_t inside its
+--- loop but reads out with the raw last query, hence query_norm 'none' and scale 1. Its L2
+--- normalisation (of DeltaNet's keys) is PyTorch's F.normalize, x / max(|x|, 1e-12), not
+--- DeltaAttention's x / sqrt(|x|^2 + 1e-6): background pixels give keys with |k|^2 ~ 1e-3,
+--- where the two differ by ~1e-3 relative.
+local function normalize_clamped(x)
+  return x / x:square():sum(-1, true):sqrt():clamp(1e-12)
+end
+models.normalize_clamped = normalize_clamped
+
+local DeltaReadout = class.new('DeltaReadout', Module)
+models.DeltaReadout = DeltaReadout
+function DeltaReadout:__init(c)
+  Module.__init(self)
+  local d, H = c.d_model, c.n_heads or 1
+  if d % H ~= 0 then error(string.format('DeltaReadout: d_model %d is not divisible by n_heads %d', d, H), 3) end
+  self.n_heads, self.head_dim = H, d / H
+  self.order = c.order or 'exact'
+  self.key_norm = c.key_norm or (self.order == 'exact' and 'none' or 'l2')
+  self.query_norm = c.query_norm or 'none'
+  self.scale, self.reference_eps = c.scale or 1, c.reference_eps ~= false
+  self.chunk_size, self.algorithm = c.chunk_size or 64, c.algorithm or 'auto'
+  local nobias = { bias = false, dtype = c.dtype }
+  self:add_module('q_proj', layers.Linear(d, d, nobias))
+  self:add_module('k_proj', layers.Linear(d, d, nobias))
+  self:add_module('v_proj', layers.Linear(d, d, nobias))
+  self:add_module('b_proj', layers.Linear(d, H, { dtype = c.dtype }))
+  init.torch_linear(self.b_proj.weight)
+  init.constant(self.b_proj.bias, c.beta_bias or -2)
+end
+--- forward(h [B, T, d]) -> [B, d]: the memory read out with the last token's query.
+function DeltaReadout:forward(h)
+  local B, T = h:size(1), h:size(2)
+  local H, dh = self.n_heads, self.head_dim
+  local q = self.q_proj:forward(h):reshape(B, T, H, dh)
+  local k = self.k_proj:forward(h):reshape(B, T, H, dh)
+  local v = self.v_proj:forward(h):reshape(B, T, H, dh)
+  if self.query_norm == 'l2' then q = normalize_clamped(q) end
+  if self.key_norm == 'l2' then k = normalize_clamped(k) end
+  local beta = self.b_proj:forward(h):sigmoid()
+  local o = efla.ops.delta_rule(q, k, v, beta, { order = self.order, scale = self.scale, output_final_state = false,
+    reference_eps = self.reference_eps, chunk_size = self.chunk_size, algorithm = self.algorithm })
+  return o:select(2, T):reshape(B, H * dh)
+end
+function DeltaReadout:extra_repr()
+  return string.format('heads=%d, head_dim=%d, order=%s, key_norm=%s, query_norm=%s, scale=%g, last token only',
+    self.n_heads, self.head_dim, tostring(self.order), self.key_norm, self.query_norm, self.scale)
+end
+
+--- The two sMNIST architectures SequenceClassifier builds (config.arch):
+---   'published'     the EFLA paper's released sMNIST model, layer for layer: h = GELU(W_in x_t
+---                   + pos_t) (W_in without bias, PyTorch's default init), one DeltaReadout
+---                   (raw last query, no output projection, no residual), LayerNorm on the
+---                   readout, Linear classifier (PyTorch's default init, bias included)
+---   'efla-variant'  efla's earlier rendition: input projection with bias, a full
+---                   DeltaAttention (L2-normalised queries, scale head_dim^-0.5, output
+---                   projection) on every token, residual h + attn(h), LayerNorm, classifier
+---                   on the last token; every Linear xavier uniform, biases zero
+--- A config without arch (checkpoints written before it existed) is 'efla-variant'.
+models.SEQUENCE_ARCHS = { published = true, ['efla-variant'] = true }
+
+--- SequenceClassifier{arch = 'efla-variant', input_dim = 1, seq_len = 784, d_model = 64,
+---   n_classes = 10, n_heads = 1, order = 'exact', key_norm, query_norm, beta_bias = -2, ...}:
+--- the paper's sMNIST model (see models.SEQUENCE_ARCHS for the two architectures): input
+--- projection + learned position embedding (std 0.02), GELU, one delta-rule layer,
+--- LayerNorm, and a classifier reading the last token.
 models.SequenceClassifier = class.new('SequenceClassifier', Module)
 function models.SequenceClassifier:__init(cfg)
   Module.__init(self)
   cfg = cfg or {}
+  local arch = cfg.arch or 'efla-variant'
+  if not models.SEQUENCE_ARCHS[arch] then
+    error(string.format("SequenceClassifier: arch must be 'published' or 'efla-variant', got '%s'", tostring(arch)), 3)
+  end
+  local published = arch == 'published'
   local c = {
-    type = 'SequenceClassifier', input_dim = cfg.input_dim or 1, seq_len = cfg.seq_len or 784,
+    type = 'SequenceClassifier', arch = arch, input_dim = cfg.input_dim or 1, seq_len = cfg.seq_len or 784,
     d_model = cfg.d_model or 64, n_classes = cfg.n_classes or 10, n_heads = cfg.n_heads or 1,
     head_dim = cfg.head_dim, order = cfg.order or 'exact', key_norm = cfg.key_norm,
-    query_norm = cfg.query_norm or 'l2', beta_bias = cfg.beta_bias or -2, short_conv = cfg.short_conv,
-    conv_size = cfg.conv_size, output_norm = cfg.output_norm, output_gate = cfg.output_gate,
-    scale = cfg.scale, chunk_size = cfg.chunk_size, algorithm = cfg.algorithm, dtype = cfg.dtype,
+    query_norm = cfg.query_norm or (published and 'none' or 'l2'), beta_bias = cfg.beta_bias or -2,
+    short_conv = cfg.short_conv, conv_size = cfg.conv_size, output_norm = cfg.output_norm,
+    output_gate = cfg.output_gate, scale = cfg.scale or (published and 1 or nil),
+    reference_eps = published and cfg.reference_eps ~= false or nil,
+    chunk_size = cfg.chunk_size, algorithm = cfg.algorithm, dtype = cfg.dtype,
   }
   self.config = c
-  self:add_module('input_proj', layers.Linear(c.input_dim, c.d_model, { dtype = c.dtype }))
+  if published then
+    self:add_module('input_proj', layers.Linear(c.input_dim, c.d_model, { bias = false, dtype = c.dtype }))
+    init.torch_linear(self.input_proj.weight)
+  else
+    self:add_module('input_proj', layers.Linear(c.input_dim, c.d_model, { dtype = c.dtype }))
+  end
   self:add_module('pos_emb', layers.Embedding(c.seq_len, c.d_model, { dtype = c.dtype, std = 0.02 }))
-  self:add_module('attn', DeltaAttention(attention_config(c)))
+  self:add_module('attn', published and DeltaReadout(c) or DeltaAttention(attention_config(c)))
   self:add_module('norm', layers.LayerNorm(c.d_model, { dtype = c.dtype }))
   self:add_module('classifier', layers.Linear(c.d_model, c.n_classes, { dtype = c.dtype }))
+  if published then init.torch_linear(self.classifier.weight, self.classifier.bias) end
 end
 
 --- forward(x [B, T] or [B, T, input_dim]) -> logits [B, n_classes]
@@ -59,6 +140,9 @@ function models.SequenceClassifier:forward(x)
   end
   local pos = self:cast(self.pos_emb.weight:narrow(1, 1, T))
   local h = (self.input_proj:forward(x) + pos):gelu()
+  if c.arch == 'published' then
+    return self.classifier:forward(self.norm:forward(self.attn:forward(h)))
+  end
   local a = self.attn:forward(h)
   h = self.norm:forward(h + a)
   return self.classifier:forward(h:select(2, T))

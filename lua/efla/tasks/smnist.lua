@@ -50,17 +50,40 @@ function S.load(dataset, split, n)
   return ds
 end
 
+--- The sMNIST architectures (--model): 'published' (the paper's released model, the
+--- default) and 'efla-variant' (efla's earlier rendition); nn.models.SEQUENCE_ARCHS says
+--- how they differ, docs/RESULTS.md ("sMNIST parity") why it matters.
+S.MODELS = { 'published', 'efla-variant' }
+S.DEFAULT_MODEL = 'published'
+
 --- model_config(method, opts) -> the SequenceClassifier config (plain table, stored in
---- checkpoints). opts: order, key_norm, d_model, chunk_size.
+--- checkpoints). opts: model ('published' or 'efla-variant'), order, key_norm, d_model, chunk_size.
 function S.model_config(method, opts)
   local m = S.METHODS[method]
   if not m then error("method must be 'efla' or 'deltanet', got '" .. tostring(method) .. "'", 0) end
   opts = opts or {}
+  local arch = opts.model or S.DEFAULT_MODEL
+  if arch ~= 'published' and arch ~= 'efla-variant' then
+    error("--model must be 'published' or 'efla-variant', got '" .. tostring(arch) .. "'", 0)
+  end
   return {
-    type = 'SequenceClassifier', input_dim = 1, seq_len = 784, d_model = opts.d_model or 64,
+    type = 'SequenceClassifier', arch = arch, input_dim = 1, seq_len = 784, d_model = opts.d_model or 64,
     n_classes = 10, n_heads = 1, order = opts.order or m.order, key_norm = opts.key_norm or m.key_norm,
-    query_norm = 'l2', beta_bias = -2, chunk_size = opts.chunk_size or 64, algorithm = 'auto',
+    query_norm = arch == 'published' and 'none' or 'l2', beta_bias = -2, chunk_size = opts.chunk_size or 64,
+    algorithm = 'auto',
   }
+end
+
+--- param_groups(model, weight_decay) -> AdamW groups. The published model decays every
+--- parameter (torch.optim.AdamW(model.parameters())); efla-variant spares biases, norms and
+--- other 1-d parameters (efla.optim.param_groups).
+function S.param_groups(model, weight_decay)
+  if model.config.arch == 'published' then
+    local names = {}
+    for i, np in ipairs(model:named_parameters()) do names[i] = np[1] end
+    return { { params = model:parameters(), weight_decay = weight_decay, names = names } }
+  end
+  return efla.optim.param_groups(model, { weight_decay = weight_decay })
 end
 
 local function to_device(t, device)
@@ -132,7 +155,7 @@ function S.train(method, args, train_ds, opts)
   efla.manual_seed(args.seed or 0)
   local model = efla.nn.build(config)
   if device ~= 'cpu' then model:to(device) end
-  local optimizer = efla.optim.AdamW(efla.optim.param_groups(model, { weight_decay = args.weight_decay or 0.01 }), { lr = lr })
+  local optimizer = efla.optim.AdamW(S.param_groups(model, args.weight_decay or 0.01), { lr = lr })
   local loader = efla.data.DataLoader(train_ds, { batch_size = args.batch or 128, shuffle = true,
     seed = args.seed or 0, drop_last = true, flatten = true })
   local per_epoch = loader:num_batches()
@@ -205,6 +228,8 @@ function S.common_options(defaults)
     { '--train-samples', type = 'number', integer = true, min = 0, default = defaults.train_samples or 1024, help = 'training images (0 = all)' },
     { '--test-samples', type = 'number', integer = true, min = 0, default = defaults.test_samples or 256, help = 'test images (0 = all)' },
     { '--seed', type = 'number', integer = true, min = 0, default = 1, help = 'seed for initialisation, shuffling and corruptions' },
+    { '--seeds', type = 'number', integer = true, min = 1, default = 1, help = 'run seeds seed .. seed+N-1; report mean and std' },
+    { '--model', default = S.DEFAULT_MODEL, choices = S.MODELS, help = 'architecture: the published model or efla-variant' },
     { '--device', type = 'device', default = 'cpu', help = 'cpu or cuda[:N]' },
     { '--weight-decay', type = 'number', min = 0, default = 0.01, help = 'AdamW weight decay' },
     { '--clip', type = 'number', above = 0, default = 1.0, help = 'global gradient-norm clip' },
@@ -221,33 +246,45 @@ function S.describe(args, train_ds, test_ds)
   return string.format('%s, %s images, seed %s', args.dataset or '?', table.concat(parts, ' / '), tostring(args.seed))
 end
 
---- run_variants(variants, args, out, opts) -> runs. Each variant = {name =, method =,
+--- run_variants(variants, args, out, opts) -> runs, per_seed. Each variant = {name =, method =,
 --- overrides = {order =, key_norm =, lr =}}: trains it (checkpoints under out/<name>),
---- evaluates it (robustness unless opts.clean_only) and returns one run per variant.
+--- evaluates it (robustness unless opts.clean_only) and returns one run per variant. With
+--- args.seeds = N > 1 it does so for seeds args.seed .. args.seed+N-1 (checkpoints under
+--- out/seed-<s>/<name>) and returns the runs aggregated over the seeds (results = the mean;
+--- std, per_seed, seeds: see tasks/seeds.lua) and the per-seed lists.
 function S.run_variants(variants, args, out, opts)
   opts = opts or {}
+  local seeds = require('efla.tasks.seeds').seed_list(args.seed or 1, args.seeds or 1)
   local train_ds = S.load(args.dataset, 'train', args.train_samples)
   local test_ds = S.load(args.dataset, 'test', args.test_samples)
-  local runs = {}
-  for _, v in ipairs(variants) do
-    local a = {}
-    for k, x in pairs(args) do a[k] = x end
-    for k, x in pairs(v.overrides or {}) do a[k] = x end
-    local model, info = S.train(v.method, a, train_ds, { out_dir = out .. '/' .. v.name, device = args.device, recipe = opts.recipe })
-    local run = { name = v.name, method = v.method, history = info.history, lr = info.lr, config = info.config,
-      checkpoint = info.checkpoint, seconds = info.seconds, about = S.describe(args, train_ds, test_ds) }
-    if opts.clean_only then
-      local f = test_ds:float()
-      run.results = { scale = { { 1, S.accuracy(model, f.images, f.labels, { device = S.device_of(args.device) }) } } }
-    else
-      run.results = S.robustness(model, test_ds, { seed = args.seed, device = S.device_of(args.device),
-        title = v.name .. ' eval', tty = S.progress_tty(args) })
+  local function one_seed(seed, dir)
+    local runs = {}
+    for _, v in ipairs(variants) do
+      local a = {}
+      for k, x in pairs(args) do a[k] = x end
+      for k, x in pairs(v.overrides or {}) do a[k] = x end
+      a.seed = seed
+      local model, info = S.train(v.method, a, train_ds, { out_dir = dir .. '/' .. v.name, device = args.device, recipe = opts.recipe })
+      local run = { name = v.name, method = v.method, history = info.history, lr = info.lr, config = info.config,
+        checkpoint = info.checkpoint, seconds = info.seconds, about = S.describe(a, train_ds, test_ds) }
+      if opts.clean_only then
+        local f = test_ds:float()
+        run.results = { scale = { { 1, S.accuracy(model, f.images, f.labels, { device = S.device_of(args.device) }) } } }
+      else
+        run.results = S.robustness(model, test_ds, { seed = seed, device = S.device_of(args.device),
+          title = v.name .. ' eval', tty = S.progress_tty(args) })
+      end
+      run.final_loss = info.history[#info.history]
+      print(string.format('%s (seed %d): clean accuracy %.4f, final loss %.4f, %.1f s', v.name, seed, run.results.scale[1][2],
+        run.final_loss or 0 / 0, info.seconds))
+      runs[#runs + 1] = run
     end
-    run.final_loss = info.history[#info.history]
-    print(string.format('%s: clean accuracy %.4f, final loss %.4f, %.1f s', v.name, run.results.scale[1][2], run.final_loss or 0 / 0, info.seconds))
-    runs[#runs + 1] = run
+    return runs
   end
-  return runs
+  if #seeds == 1 then return one_seed(seeds[1], out) end
+  local per_seed = {}
+  for i, seed in ipairs(seeds) do per_seed[i] = one_seed(seed, string.format('%s/seed-%d', out, seed)) end
+  return require('efla.tasks.seeds').aggregate(per_seed, seeds), per_seed
 end
 
 return S
