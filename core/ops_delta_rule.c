@@ -186,18 +186,6 @@ static efla_tensor *plain(const efla_tensor *t) {
     return c;
 }
 
-/* A CPU copy of a tensor (any device), contiguous, no history. */
-static efla_tensor *host_copy(const efla_tensor *t, efla_dtype dt) {
-    efla_tensor *d = efla_detach(t);
-    if (!d) return NULL;
-    efla_tensor *c = efla_to(d, dt, EFLA_DEVICE_CPU);
-    efla_tensor_release(d);
-    if (!c) return NULL;
-    efla_tensor *cc = efla_contiguous(c);
-    efla_tensor_release(c);
-    return cc;
-}
-
 /* |k|^2 of one key, in double. Kept out of line so that every token gets the very same
  * instructions (a vectorised main loop and a scalar tail could round differently, and the
  * single-token step must match the sequence form bit for bit). */
@@ -212,50 +200,33 @@ static __attribute__((noinline)) double sumsq_f64(const double *k, int64_t n) {
     return s;
 }
 
-/* lambda = |k|^2 per token and head as a float64 tensor [B,T,H] on the cpu; kc is contiguous. */
+/* lambda = |k|^2 per token and head as a float64 tensor [B,T,H]; kc is a contiguous CPU
+ * tensor (devices compute lambda with their backend's delta_rule_alpha_fwd). */
 static efla_tensor *compute_lambda(const efla_tensor *kc) {
     int64_t shape[3] = {kc->shape[0], kc->shape[1], kc->shape[2]}, dk = kc->shape[3];
-    if (kc->device == EFLA_DEVICE_CPU) {
-        efla_tensor *lam = efla_empty(3, shape, EFLA_FLOAT64, EFLA_DEVICE_CPU);
-        if (!lam) return NULL;
-        int64_t n = efla_numel_of(3, shape);
-        double *l = efla_tensor_data(lam);
-        if (kc->dtype == EFLA_FLOAT32) {
-            const float *k = efla_tensor_data(kc);
-#pragma omp parallel for if (n * dk > 65536) schedule(static)
-            for (int64_t i = 0; i < n; i++) l[i] = sumsq_f32(k + i * dk, dk);
-        } else {
-            const double *k = efla_tensor_data(kc);
-#pragma omp parallel for if (n * dk > 65536) schedule(static)
-            for (int64_t i = 0; i < n; i++) l[i] = sumsq_f64(k + i * dk, dk);
-        }
-        return lam;
-    }
-    /* another device: reduce there (in float32 at least), bring the scalars home */
-    efla_tensor *sq = efla_unary(EFLA_SQUARE, kc);
-    int dim = 3;
-    efla_tensor *lam = sq ? efla_reduce(EFLA_SUM, sq, 1, &dim, 0, 0) : NULL;
-    efla_tensor_release(sq);
+    efla_tensor *lam = efla_empty(3, shape, EFLA_FLOAT64, EFLA_DEVICE_CPU);
     if (!lam) return NULL;
-    efla_tensor *h = host_copy(lam, EFLA_FLOAT64);
-    efla_tensor_release(lam);
-    return h;
+    int64_t n = efla_numel_of(3, shape);
+    double *l = efla_tensor_data(lam);
+    if (kc->dtype == EFLA_FLOAT32) {
+        const float *k = efla_tensor_data(kc);
+#pragma omp parallel for if (n * dk > 65536) schedule(static)
+        for (int64_t i = 0; i < n; i++) l[i] = sumsq_f32(k + i * dk, dk);
+    } else {
+        const double *k = efla_tensor_data(kc);
+#pragma omp parallel for if (n * dk > 65536) schedule(static)
+        for (int64_t i = 0; i < n; i++) l[i] = sumsq_f64(k + i * dk, dk);
+    }
+    return lam;
 }
 
-/* alpha [B,T,H] in dtype dt on `device`, from beta (contiguous, same device) and lambda (host) */
+/* alpha [B,T,H] in dtype dt from beta (contiguous, CPU) and lambda */
 static efla_tensor *compute_alpha(const efla_tensor *bc, const efla_tensor *lam, int order, int ref,
-                                  efla_dtype dt, int device) {
-    efla_tensor *bh = device == EFLA_DEVICE_CPU ? (efla_tensor_retain((efla_tensor *)bc), (efla_tensor *)bc)
-                                                : host_copy(bc, dt);
-    if (!bh) return NULL;
-    efla_tensor *ah = efla_empty(3, lam->shape, dt, EFLA_DEVICE_CPU);
-    if (ah)
-        efla_alpha_fill(dt, efla_tensor_numel(lam), efla_tensor_data(bh), efla_tensor_data(lam), order,
-                        ref, efla_tensor_data(ah));
-    efla_tensor_release(bh);
-    if (!ah || device == EFLA_DEVICE_CPU) return ah;
-    efla_tensor *a = efla_to(ah, dt, device);
-    efla_tensor_release(ah);
+                                  efla_dtype dt) {
+    efla_tensor *a = efla_empty(3, lam->shape, dt, EFLA_DEVICE_CPU);
+    if (a)
+        efla_alpha_fill(dt, efla_tensor_numel(lam), efla_tensor_data(bc), efla_tensor_data(lam), order, ref,
+                        efla_tensor_data(a));
     return a;
 }
 
@@ -275,65 +246,42 @@ static void dr_ctx_free(void *p) {
     free(c);
 }
 
-/* dk += 2 k dlambda, then dbeta: the chain through alpha (efla-math §3). dalpha is contiguous. */
+/* dk += 2 k dlambda, then dbeta: the chain through alpha (docs/MATH.md §3), on the CPU;
+ * dalpha is contiguous. Devices run it in their backend's delta_rule_alpha_bwd. */
 static int chain_alpha(const dr_ctx *c, const efla_tensor *kc, const efla_tensor *betac,
                        const efla_tensor *lam, const efla_tensor *dalpha, efla_tensor *dk,
                        efla_tensor **dbeta_out) {
     efla_dtype dt = kc->dtype;
     int64_t n = efla_tensor_numel(lam), dkk = kc->shape[3];
     double *dl = malloc(sizeof(double) * (size_t)(n ? n : 1));
-    if (!dl) return efla_fail("delta_rule backward: out of memory");
-    int rc = -1;
-    efla_tensor *bh = NULL, *gh = NULL, *dbh = NULL;
-    if (kc->device == EFLA_DEVICE_CPU) {
-        bh = (efla_tensor *)betac; efla_tensor_retain(bh);
-        gh = (efla_tensor *)dalpha; efla_tensor_retain(gh);
-    } else {
-        bh = host_copy(betac, dt);
-        gh = host_copy(dalpha, dt);
-        if (!bh || !gh) goto out;
+    efla_tensor *dbeta = efla_empty(3, lam->shape, dt, EFLA_DEVICE_CPU);
+    if (!dl || !dbeta) {
+        free(dl);
+        efla_tensor_release(dbeta);
+        return efla_fail("delta_rule backward: out of memory");
     }
-    dbh = efla_empty(3, lam->shape, dt, EFLA_DEVICE_CPU);
-    if (!dbh) goto out;
-    efla_alpha_backward(dt, n, efla_tensor_data(bh), efla_tensor_data(lam), c->order, c->reference_eps,
-                        efla_tensor_data(gh), efla_tensor_data(dbh), dl);
-    if (kc->device == EFLA_DEVICE_CPU) {
-        if (dt == EFLA_FLOAT32) {
-            const float *k = efla_tensor_data(kc);
-            float *g = efla_tensor_data(dk);
+    efla_alpha_backward(dt, n, efla_tensor_data(betac), efla_tensor_data(lam), c->order, c->reference_eps,
+                        efla_tensor_data(dalpha), efla_tensor_data(dbeta), dl);
+    if (dt == EFLA_FLOAT32) {
+        const float *k = efla_tensor_data(kc);
+        float *g = efla_tensor_data(dk);
 #pragma omp parallel for if (n * dkk > 65536) schedule(static)
-            for (int64_t i = 0; i < n; i++) {
-                float s = (float)(2 * dl[i]);
-                for (int64_t d = 0; d < dkk; d++) g[i * dkk + d] += s * k[i * dkk + d];
-            }
-        } else {
-            const double *k = efla_tensor_data(kc);
-            double *g = efla_tensor_data(dk);
-#pragma omp parallel for if (n * dkk > 65536) schedule(static)
-            for (int64_t i = 0; i < n; i++) {
-                double s = 2 * dl[i];
-                for (int64_t d = 0; d < dkk; d++) g[i * dkk + d] += s * k[i * dkk + d];
-            }
+        for (int64_t i = 0; i < n; i++) {
+            float s = (float)(2 * dl[i]);
+            for (int64_t d = 0; d < dkk; d++) g[i * dkk + d] += s * k[i * dkk + d];
         }
-        *dbeta_out = dbh;
-        dbh = NULL;
     } else {
-        int64_t s4[4] = {lam->shape[0], lam->shape[1], lam->shape[2], 1};
-        efla_tensor *dlh = efla_from_buffer(4, s4, EFLA_FLOAT64, dl, sizeof(double) * (size_t)n);
-        efla_tensor *dld = dlh ? efla_to(dlh, dt, kc->device) : NULL;
-        efla_tensor *t1 = dld ? efla_binary(EFLA_MUL, kc, dld) : NULL;
-        efla_tensor *t2 = t1 ? efla_binary_scalar(EFLA_MUL, t1, 2.0, 0) : NULL;
-        int r2 = t2 ? efla_binary_(EFLA_ADD, dk, t2) : -1;
-        efla_tensor_release(dlh); efla_tensor_release(dld); efla_tensor_release(t1); efla_tensor_release(t2);
-        if (r2) goto out;
-        *dbeta_out = efla_to(dbh, dt, kc->device);
-        if (!*dbeta_out) goto out;
+        const double *k = efla_tensor_data(kc);
+        double *g = efla_tensor_data(dk);
+#pragma omp parallel for if (n * dkk > 65536) schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            double s = 2 * dl[i];
+            for (int64_t d = 0; d < dkk; d++) g[i * dkk + d] += s * k[i * dkk + d];
+        }
     }
-    rc = 0;
-out:
     free(dl);
-    efla_tensor_release(bh); efla_tensor_release(gh); efla_tensor_release(dbh);
-    return rc;
+    *dbeta_out = dbeta;
+    return 0;
 }
 
 static int dr_backward(efla_node *node, efla_tensor *const *go, efla_tensor **gi) {
@@ -374,6 +322,9 @@ static int dr_backward(efla_node *node, efla_tensor *const *go, efla_tensor **gi
                                     efla_cpu_ptr(sv[SL_LAMBDA]), efla_cpu_ptr(dal), c->order, c->reference_eps,
                                     efla_cpu_ptr(dk), efla_cpu_ptr(dbeta)))
             goto out;
+    } else if (q->device != EFLA_DEVICE_CPU) {
+        efla_no_kernel("delta_rule backward (alpha chain)", q->device);
+        goto out;
     } else if (chain_alpha(c, k, sv[SL_BETA], sv[SL_LAMBDA], dal, dk, &dbeta)) {
         goto out;
     }
@@ -448,9 +399,12 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
         if (b->delta_rule_alpha_fwd(B * T * H, dkk, q->dtype, efla_cpu_ptr(kc), efla_cpu_ptr(bc), o.order,
                                     o.reference_eps != 0, efla_cpu_ptr(alpha), efla_cpu_ptr(lam)))
             goto out;
+    } else if (q->device != EFLA_DEVICE_CPU) {
+        efla_no_kernel("delta_rule (alpha)", q->device);
+        goto out;
     } else {
         if (!(lam = compute_lambda(kc))) goto out;
-        if (!(alpha = compute_alpha(bc, lam, o.order, o.reference_eps, q->dtype, q->device))) goto out;
+        if (!(alpha = compute_alpha(bc, lam, o.order, o.reference_eps, q->dtype))) goto out;
     }
     int64_t oshape[4] = {B, T, H, dvv}, sshape[4] = {s.N, H, dkk, dvv};
     if (!(o_t = efla_empty(4, oshape, q->dtype, q->device))) goto out;
