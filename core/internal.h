@@ -116,4 +116,9 @@ static inline void efla_philox4x32(uint64_t ctr, uint64_t seed, uint32_t out[4])
     out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
+/* core/ops_nn.c: t with dim d swapped to the end, contiguous (new ref), and the inverse
+ * (consumes t); for kernels that work along the last dim. */
+efla_tensor *efla_dim_last(const efla_tensor *t, int d);
+efla_tensor *efla_dim_back(efla_tensor *t, int d);
+
 #endif

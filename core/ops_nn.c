@@ -7,8 +7,8 @@
 #include <string.h>
 
 /* ---- softmax / log_softmax -------------------------------------------------------------------- */
-/* t with dim d swapped to the end, contiguous (new ref). */
-static efla_tensor *dim_last(const efla_tensor *t, int d) {
+/* t with dim d swapped to the end, contiguous (new ref); shared with ops_scan.c (internal.h). */
+efla_tensor *efla_dim_last(const efla_tensor *t, int d) {
     if (t->ndim == 0 || d == t->ndim - 1) return efla_contiguous(t);
     efla_tensor *tr = efla_transpose(t, d, t->ndim - 1);
     efla_tensor *c = tr ? efla_contiguous(tr) : NULL;
@@ -16,8 +16,8 @@ static efla_tensor *dim_last(const efla_tensor *t, int d) {
     return c;
 }
 
-/* Inverse of dim_last: swap back and make contiguous (consumes t). */
-static efla_tensor *dim_back(efla_tensor *t, int d) {
+/* Inverse of efla_dim_last: swap back and make contiguous (consumes t). */
+efla_tensor *efla_dim_back(efla_tensor *t, int d) {
     if (!t || t->ndim == 0 || d == t->ndim - 1) return t;
     efla_tensor *tr = efla_transpose(t, d, t->ndim - 1);
     efla_tensor_release(t);
@@ -32,13 +32,13 @@ static int softmax_backward(efla_node *n, efla_tensor *const *go, efla_tensor **
     if (!y) return -1;
     const efla_backend *b = efla_backend_for("softmax_backward", y->device);
     if (b && !b->softmax_backward) { efla_no_kernel("softmax_backward", y->device); b = NULL; }
-    efla_tensor *yl = b ? dim_last(y, d) : NULL, *gl = yl ? dim_last(go[0], d) : NULL;
+    efla_tensor *yl = b ? efla_dim_last(y, d) : NULL, *gl = yl ? efla_dim_last(go[0], d) : NULL;
     efla_tensor *r = gl ? efla_empty(yl->ndim, yl->shape, yl->dtype, yl->device) : NULL;
     int rc = r ? 0 : -1;
     if (!rc && efla_tensor_numel(r) > 0) rc = b->softmax_backward(r, gl, yl, log_);
     efla_tensor_release(y); efla_tensor_release(yl); efla_tensor_release(gl);
     if (rc) { efla_tensor_release(r); return -1; }
-    gi[0] = dim_back(r, d);
+    gi[0] = efla_dim_back(r, d);
     return gi[0] ? 0 : -1;
 }
 
@@ -53,12 +53,12 @@ static efla_tensor *softmax_impl(const char *name, const efla_tensor *t, int dim
     if (!b) return NULL;
     if (!b->softmax) { efla_no_kernel(name, t->device); return NULL; }
     int prev = efla_set_grad_enabled(0);
-    efla_tensor *x = dim_last(t, d);
+    efla_tensor *x = efla_dim_last(t, d);
     efla_tensor *o = x ? efla_empty(x->ndim, x->shape, x->dtype, x->device) : NULL;
     int rc = o ? 0 : -1;
     if (!rc && efla_tensor_numel(o) > 0) rc = b->softmax(o, x, log_);
     efla_tensor_release(x);
-    efla_tensor *res = rc ? NULL : dim_back(o, d);
+    efla_tensor *res = rc ? NULL : efla_dim_back(o, d);
     if (rc) efla_tensor_release(o);
     efla_set_grad_enabled(prev);
     if (!res) return NULL;

@@ -7,24 +7,6 @@
 #include "autograd.h"
 #include "backend.h"
 
-static efla_tensor *to_last(const efla_tensor *t, int d) {
-    if (t->ndim == 0 || d == t->ndim - 1) return efla_contiguous(t);
-    efla_tensor *tr = efla_transpose(t, d, t->ndim - 1);
-    efla_tensor *c = tr ? efla_contiguous(tr) : NULL;
-    efla_tensor_release(tr);
-    return c;
-}
-
-/* Inverse of to_last (consumes t). */
-static efla_tensor *from_last(efla_tensor *t, int d) {
-    if (!t || t->ndim == 0 || d == t->ndim - 1) return t;
-    efla_tensor *tr = efla_transpose(t, d, t->ndim - 1);
-    efla_tensor_release(t);
-    efla_tensor *c = tr ? efla_contiguous(tr) : NULL;
-    efla_tensor_release(tr);
-    return c;
-}
-
 static int cumsum_backward(efla_node *n, efla_tensor *const *go, efla_tensor **gi) {
     int d = (int)n->params[0];
     efla_tensor *total = efla_reduce(EFLA_SUM, go[0], 1, &d, 1, 0);
@@ -46,13 +28,13 @@ efla_tensor *efla_cumsum(const efla_tensor *t, int dim) {
     /* bool and uint8 count: their running sums are int64, as in PyTorch */
     efla_tensor *src = (t->dtype == EFLA_BOOL || t->dtype == EFLA_UINT8) ? efla_to(t, EFLA_INT64, t->device)
                                                                        : efla_contiguous(t);
-    efla_tensor *x = src ? to_last(src, d) : NULL;
+    efla_tensor *x = src ? efla_dim_last(src, d) : NULL;
     efla_tensor_release(src);
     efla_tensor *o = x ? efla_empty(x->ndim, x->shape, x->dtype, x->device) : NULL;
     int rc = o ? 0 : -1;
     if (!rc && efla_tensor_numel(o) > 0) rc = b->cumsum(o, x);
     efla_tensor_release(x);
-    efla_tensor *res = rc ? NULL : from_last(o, d);
+    efla_tensor *res = rc ? NULL : efla_dim_back(o, d);
     if (rc) efla_tensor_release(o);
     efla_set_grad_enabled(prev);
     if (!res) return NULL;
@@ -77,15 +59,15 @@ int efla_sort(const efla_tensor *t, int dim, int descending, efla_tensor **value
     if (!b) return -1;
     if (!b->sort) return efla_no_kernel("sort", t->device);
     int prev = efla_set_grad_enabled(0);
-    efla_tensor *x = to_last(t, d);
+    efla_tensor *x = efla_dim_last(t, d);
     efla_tensor *v = x ? efla_empty(x->ndim, x->shape, x->dtype, x->device) : NULL;
     efla_tensor *i = v ? efla_empty(x->ndim, x->shape, EFLA_INT64, x->device) : NULL;
     int rc = i ? 0 : -1;
     if (!rc && efla_tensor_numel(v) > 0) rc = b->sort(v, i, x, descending);
     efla_tensor_release(x);
     if (rc) { efla_tensor_release(v); efla_tensor_release(i); efla_set_grad_enabled(prev); return -1; }
-    *values = from_last(v, d);
-    *indices = from_last(i, d);
+    *values = efla_dim_back(v, d);
+    *indices = efla_dim_back(i, d);
     efla_set_grad_enabled(prev);
     if (!*values || !*indices) {
         efla_tensor_release(*values); efla_tensor_release(*indices);
