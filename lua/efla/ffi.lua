@@ -71,6 +71,11 @@ local rewrites = {
   { 'class index (%-?%d+) is out of range for num_classes (%d+)', function(c, n)
       return string.format('class %d is out of range for num_classes %s (classes are 1..%s)', tonumber(c) + 1, n, n) end },
   { 'dim (%d+) appears twice', function(d) return string.format('dim %d appears twice', one_based(d)) end },
+  -- shapes: the broadcast, size and expand messages name a dim; cat and stack number tensors
+  { 'at dim (%d+)', function(d) return string.format('at dim %d', one_based(d)) end },
+  { 'in the concatenated dim (%d+)', function(d) return string.format('in the concatenated dim %d', one_based(d)) end },
+  { '(%a+): tensor (%d+) has shape (%S+) but tensor 0 has shape', function(op, i, sh)
+      return string.format('%s: tensor %d has shape %s but tensor 1 has shape', op, tonumber(i) + 1, sh) end },
   { 'target (%-?%d+) in row (%d+) is outside the (%d+) classes %[0, %d+%) and is not ignore_index %((%-?%d+)%)',
     function(t, r, c, ig)
       return string.format('target %d in row %d is outside the %s classes 1..%s and is not ignore_index (%d)',

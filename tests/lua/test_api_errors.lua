@@ -47,6 +47,14 @@ t.test('1-based numbers in index errors', function()
   t.raises(function() efla.ones({ 3, 2 }):index_select(1, long({ 4 })) end, 'index 4 is out of range')
 end)
 
+t.test('1-based dims and tensor numbers in shape errors', function()
+  t.raises(function() return efla.ones(2, 3) + efla.ones(4, 3) end, 'size 2 vs 4 at dim 1')
+  t.raises(function() return efla.cat({ efla.ones(2, 3), efla.ones(2, 4) }, 1) end,
+    'tensor 2 has shape [2,4] but tensor 1 has shape [2,3]; all sizes must match except in the concatenated dim 1')
+  t.raises(function() return efla.stack({ efla.ones(2, 3), efla.ones(2, 3), efla.ones(3, 3) }) end,
+    'tensor 3 has shape [3,3] but tensor 1 has shape [2,3]')
+end)
+
 -- the finite check
 local B, T, H, dk, dv = 2, 6, 3, 4, 4
 local function inputs()
