@@ -74,7 +74,7 @@ local function study(a, dir)
     local model, info = S.train(method, a, train_ds, { out_dir = dir, device = a.device, resume = a.resume })
     print(string.format('%s (seed %d): %d steps in %.1f s, final loss %.4f, lr %g, %d parameters; checkpoint %s', method,
       a.seed, info.steps, info.seconds, info.history[#info.history] or 0 / 0, info.lr, model:num_parameters(), info.checkpoint or '-'))
-    local results = S.robustness(model, test_ds, { seed = a.seed, device = S.device_of(a.device), title = method .. ' eval',
+    local results = S.robustness(model, test_ds, { seed = a.seed, device = S.device_of(a.device), title = method .. ' robustness',
       tty = S.progress_tty(a) })
     runs[#runs + 1] = { name = method, history = info.history, results = results, seconds = info.seconds,
       checkpoint = info.checkpoint, config = info.config, lr = info.lr, final_loss = info.history[#info.history] }
