@@ -6,7 +6,7 @@
 --                                                          8192^3 bf16 matmul measures it)
 --   efla bench/delta_rule_gpu.lua --device cpu --shapes 1,256,2,32 --dtypes float32   (check)
 --
--- FLOP count (efla-math §4, the chunked WY form with chunk C): per token and head
+-- FLOP count (docs/MATH.md §4, the chunked WY form with chunk C): per token and head
 --   F = 2 * (3*dk*dv + 2*C*(dk + dv) + C^2/3)
 -- forward = B*T*H*F; forward+backward = 3 * forward (the backward counted as twice the
 -- forward, the usual convention for matrix products). These are the FLOPs of the chunked

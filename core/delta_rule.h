@@ -6,7 +6,7 @@
 
 #include "alpha_formulas.h"   /* EFLA_REF_EPS and the inline formulas */
 
-/* alpha = beta * phi_order(beta * lambda) in double (efla-math §2-3), with its partial
+/* alpha = beta * phi_order(beta * lambda) in double (docs/MATH.md §2-3), with its partial
  * derivatives when d_beta / d_lambda are not NULL. order: EFLA_ORDER_EXACT or 1..4.
  * reference_eps (exact order only): alpha = (1 - exp(-beta*lc)) / (lc + 1e-6), lc =
  * max(lambda, 1e-6), the clamp passing no gradient below 1e-6. */

@@ -259,7 +259,7 @@ int efla_delta_rule_step(const efla_tensor *q, const efla_tensor *k, const efla_
                          const efla_tensor *beta, const efla_tensor *state,
                          const efla_delta_rule_opts *opts, efla_tensor **out,
                          efla_tensor **new_state);
-/* alpha = beta * phi_order(beta * lambda), elementwise, differentiable (efla-math §3). */
+/* alpha = beta * phi_order(beta * lambda), elementwise, differentiable (docs/MATH.md §3). */
 efla_tensor *efla_delta_rule_alpha(const efla_tensor *beta, const efla_tensor *lambda,
                                    int order, int reference_eps);
 

@@ -1,5 +1,5 @@
 /* ops_delta_rule.c: the delta-rule operator's front ends (EFLA, DeltaNet and the
- * Runge-Kutta orders in between; the maths is efla-math in the design docs).
+ * Runge-Kutta orders in between; the maths is docs/MATH.md).
  *
  *   efla_delta_rule       q, k [B,T,H,dk], v [B,T,H,dv], beta [B,T,H] -> o [B,T,H,dv]
  *   efla_delta_rule_step  one token, for decoding: the sequence form with T = 1

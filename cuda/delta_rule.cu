@@ -6,7 +6,7 @@
  * bfloat16 inputs in the chunked algorithm go to the tensor-core WY kernels of
  * delta_rule_chunk.cu where they cover the shape; everything else runs here.
  *
- * This first version is a column-parallel scan (efla-math §1), not the tensor-core WY
+ * This first version is a column-parallel scan (docs/MATH.md §1), not the tensor-core WY
  * form: every column j of the dk x dv state evolves on its own,
  *     S[:,j] += k_t * alpha_t (v_tj - S[:,j].k_t),   o_tj = scale S_t[:,j].q_t,
  * so a block owns a tile of TJ = 32 columns of one (sequence, head) pair, keeps that tile

@@ -1,12 +1,12 @@
 /* delta_rule.c: the CPU kernels of the delta rule (EFLA, DeltaNet, Runge-Kutta orders).
  *
- * The maths is in efla-math (docs): S_t = S_{t-1} + alpha_t k_t (v_t - S_{t-1}^T k_t)^T,
+ * The maths is in docs/MATH.md: S_t = S_{t-1} + alpha_t k_t (v_t - S_{t-1}^T k_t)^T,
  * o_t = scale S_t^T q_t. The order of the step only changes the scalar alpha, which the
  * front end (core/ops_delta_rule.c) computes, so these kernels take alpha as an input and
  * return its gradient.
  *
  * Two algorithms, same results up to rounding:
- *  - chunked (WY/UT form, efla-math §4): per chunk of C tokens a handful of small matrix
+ *  - chunked (WY/UT form, docs/MATH.md §4): per chunk of C tokens a handful of small matrix
  *    products and two triangular solves, with register-tiled kernels of our own (at these
  *    sizes, <= 128 x 128 and cache resident, they beat OpenBLAS calls: its per-call cost,
  *    its slow small trsm, and on some machines a wrong cpu detection; see the bench);

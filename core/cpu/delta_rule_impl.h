@@ -1,6 +1,6 @@
 /* delta_rule_impl.h: the CPU delta-rule kernels, written once for a real type R.
  * Included twice by delta_rule.c (R = float, R = double); see there for the overview and
- * /work/shared/design/efla-math.md (docs: efla-math) for the maths.
+ * docs/MATH.md for the maths.
  *
  * One "pair" is one (sequence, head): L tokens whose rows sit ld* elements apart in the
  * [B,T,H,d] buffers. Every function below works on one pair with one thread; the caller
@@ -13,7 +13,7 @@
  *   V' = (I + L)^-1 diag(a) R     (row t: alpha_t (v_t - S_{t-1}^T k_t); a triangular solve)
  *   O  = scale (Q S + tril_incl(Q K^T) V')
  *   S <- S + K^T V'
- * (efla-math §4 writes V' = U - W S with W = T K, U = T V, T = (I+L)^-1 diag(a); that is
+ * (docs/MATH.md §4 writes V' = U - W S with W = T K, U = T V, T = (I+L)^-1 diag(a); that is
  * the same matrix, T (V - K S). Solving with (I+L) directly skips forming T, W and U.)
  */
 #define DR_CAT2(a, b) a##b
@@ -364,7 +364,7 @@ static __attribute__((noinline)) void F(rec_pass)(R *restrict S, int64_t dk, int
     for (; jb < dv; jb++) F(rec_cols)(S, dk, dv, jb, 1, kt, qt, kn, w, ob, ub);
 }
 
-/* Same as fwd_chunked's contract, one token at a time (efla-math §1). work: 5*dv + dk. */
+/* Same as fwd_chunked's contract, one token at a time (docs/MATH.md §1). work: 5*dv + dk. */
 static void F(fwd_recurrent)(const efla_delta_rule_args *A, int64_t L, const R *q, const R *k,
                              const R *v, const R *al, R *o, R *S, R *cs, int64_t cs_stride,
                              R *work) {
@@ -399,7 +399,7 @@ static void F(fwd_recurrent)(const efla_delta_rule_args *A, int64_t L, const R *
 /* ---- recurrent backward ------------------------------------------------------------------------ */
 /* Reverse scan over blocks of C tokens: each block's states are recomputed from its
  * checkpoint (states + c*st_stride) with the forward's own pass (so they are the forward's
- * states bit for bit), then the tokens run backwards (efla-math §1):
+ * states bit for bit), then the tokens run backwards (docs/MATH.md §1):
  *   G += scale q do^T;  dq = scale S_t do;  dalpha = k^T G u;  du = alpha G^T k;
  *   dk = alpha G u - S_{t-1} du;  dv = du;  G -= k du^T          (u = v - S_{t-1}^T k)
  * work: F(work_bwd). */

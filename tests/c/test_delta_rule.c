@@ -1,4 +1,4 @@
-/* test_delta_rule.c: the delta-rule operator (efla-math §5 and the issue's list).
+/* test_delta_rule.c: the delta-rule operator (docs/MATH.md §5 and the issue's list).
  *
  *  1. alpha: formulas, alpha(lambda = 0) == beta, no NaN/Inf for huge lambda, derivatives
  *     vs finite differences (around the series switches), the reference_eps formula, the
@@ -81,7 +81,7 @@ static int all_finite(const double *x, int64_t n) {
     return 1;
 }
 
-/* ---- a plain double reference of efla-math §1 ------------------------------------------------- */
+/* ---- a plain double reference of docs/MATH.md §1 ------------------------------------------------- */
 static double ref_alpha(double beta, double lam, int order, int ref_eps) {
     if (ref_eps && order == 0) {
         double lc = lam < 1e-6 ? 1e-6 : lam;

@@ -131,7 +131,7 @@ local function swiglu_ref(m, rows)
   end
   return lin_of(m.down)(h)
 end
--- phi_s(x) = sum_{j<s} (-x)^j/(j+1)!; exact: (1 - e^{-x})/x (efla-math §2)
+-- phi_s(x) = sum_{j<s} (-x)^j/(j+1)!; exact: (1 - e^{-x})/x (docs/MATH.md §2)
 local function phi(order, x)
   if order == 'exact' then
     if x < 1e-5 then return 1 - x / 2 + x * x / 6 end
@@ -152,7 +152,7 @@ local function l2(v)
   for i, x in ipairs(v) do out[i] = x * r end
   return out
 end
--- DeltaAttention on one sequence X (T rows): the recurrence of efla-math §1, per head.
+-- DeltaAttention on one sequence X (T rows): the recurrence of docs/MATH.md §1, per head.
 -- Returns the output rows and the final states S[h][i][j].
 local function attn_ref(m, X)
   local H, dh, T = m.n_heads, m.head_dim, #X
