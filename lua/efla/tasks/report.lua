@@ -92,15 +92,21 @@ function R.order_plot(out_dir, xs, clean, scale10)
 end
 
 --- summary_table(runs) -> text: one row per run: clean accuracy and accuracy at the
---- harshest setting of each corruption.
+--- harshest setting of each corruption; mean ± std when the runs are aggregated over seeds.
 function R.summary_table(runs)
+  local spread = runs[1] ~= nil and runs[1].std ~= nil   -- aggregated over seeds (tasks/seeds.lua)
+  local w = spread and 13 or 9
   local lines = {}
-  local function row(cells) lines[#lines + 1] = string.format('| %-22s | %9s | %9s | %9s | %9s | %9s |', unpack(cells)) end
-  row({ 'run', 'clean', 'scale x5', 'scale x10', 'noise 0.5', 'drop 0.5' })
-  lines[#lines + 1] = '|' .. string.rep('-', 24) .. ('|' .. string.rep('-', 11)):rep(5) .. '|'
+  local function row(cells)
+    lines[#lines + 1] = string.format('| %-22s |' .. (' %' .. w .. 's |'):rep(5), unpack(cells))
+  end
+  row({ spread and 'run (mean ± std)' or 'run', 'clean', 'scale x5', 'scale x10', 'noise 0.5', 'drop 0.5' })
+  lines[#lines + 1] = '|' .. string.rep('-', 24) .. ('|' .. string.rep('-', w + 2)):rep(5) .. '|'
   local function at(r, kind, level)
-    for _, e in ipairs(r.results[kind] or {}) do
-      if math.abs(e[1] - level) < 1e-9 then return string.format('%.4f', e[2]) end
+    for li, e in ipairs(r.results[kind] or {}) do
+      if math.abs(e[1] - level) < 1e-9 then
+        return spread and string.format('%.3f ± %.3f', e[2], r.std[kind][li]) or string.format('%.4f', e[2])
+      end
     end
     return '-'
   end

@@ -117,21 +117,6 @@ function M.write(out_dir, runs, prefix)
 end
 
 --- summary_table(runs) -> text: one row per run, mean ± std at clean and the harshest settings.
-function M.summary_table(runs)
-  local lines = {}
-  local function row(cells) lines[#lines + 1] = string.format('| %-22s | %13s | %13s | %13s | %13s | %13s |', unpack(cells)) end
-  row({ 'run (mean ± std)', 'clean', 'scale x5', 'scale x10', 'noise 0.5', 'drop 0.5' })
-  lines[#lines + 1] = '|' .. string.rep('-', 24) .. ('|' .. string.rep('-', 15)):rep(5) .. '|'
-  local function at(r, kind, level)
-    for li, e in ipairs(r.results[kind] or {}) do
-      if math.abs(e[1] - level) < 1e-9 then return string.format('%.3f ± %.3f', e[2], r.std[kind][li]) end
-    end
-    return '-'
-  end
-  for _, r in ipairs(runs) do
-    row({ r.name, at(r, 'scale', 1), at(r, 'scale', 5), at(r, 'scale', 10), at(r, 'noise', 0.5), at(r, 'dropout', 0.5) })
-  end
-  return table.concat(lines, '\n')
-end
+function M.summary_table(runs) return require('efla.tasks.report').summary_table(runs) end
 
 return M
