@@ -125,18 +125,7 @@ local function gcide_documents(dict_path, index_path)
   return docs
 end
 
--- documents (Lua strings) -> the arrays efla.data.cache stores (same layout as text.lua's).
-local function pack_documents(docs)
-  local all = table.concat(docs, '\n\n') .. '\n'
-  local starts = ffi.new('int64_t[?]', #docs + 1)
-  local pos = 0
-  for i, d in ipairs(docs) do starts[i - 1] = pos; pos = pos + #d + 2 end
-  starts[#docs] = #all
-  local bytes = ffi.new('uint8_t[?]', math.max(#all, 1))
-  ffi.copy(bytes, all, #all)
-  return { { name = 'bytes', dtype = 'uint8', shape = { #all }, data = bytes },
-           { name = 'doc_starts', dtype = 'int64', shape = { #docs + 1 }, data = starts } }
-end
+local pack_documents = text.pack_documents
 
 local function load_gcide(root)
   local dir = gcide_dir()

@@ -88,6 +88,13 @@ local function build_corpus(spec, files)
     if spec.clean then s = spec.clean(s) end
     docs[i] = (s:gsub("%s+$", ""))
   end
+  return text.pack_documents(docs)
+end
+
+--- text.pack_documents(docs) -> the arrays a corpus cache stores: the documents (Lua strings)
+--- joined by a blank line as uint8 `bytes`, and the int64 offsets `doc_starts` (one per
+--- document, then the total length).
+function text.pack_documents(docs)
   local all = table.concat(docs, "\n\n") .. "\n"
   local starts = ffi.new("int64_t[?]", #docs + 1)
   local pos = 0
