@@ -65,7 +65,7 @@ end
 
 --- sys.dirname(path) -> the folder part of path ('.' when there is none, '/' for '/x').
 function sys.dirname(path)
-  local d = path:match('^(.*[^/])/+[^/]*/*$')
+  local d = path:gsub('/+$', ''):match('^(.*[^/])/+[^/]*$')
   if d then return d end
   return path:sub(1, 1) == '/' and '/' or '.'
 end
