@@ -77,17 +77,22 @@ end
 
 -- ---- queries ----------------------------------------------------------------------------------------
 
+-- The fields efla uses of lua-posix's stat record (whole seconds: lua-posix 33 has no ns).
+local function describe(st)
+  return {
+    size = st.st_size, mtime = st.st_mtime, mode = st.st_mode,
+    is_dir = stat_m.S_ISDIR(st.st_mode) ~= 0, is_file = stat_m.S_ISREG(st.st_mode) ~= 0,
+    is_link = stat_m.S_ISLNK(st.st_mode) ~= 0,
+  }
+end
+
 --- sys.stat(path) -> {size, mtime (seconds), mode, is_dir, is_file, is_link = false}, or nil
 --- and a message. Symbolic links are followed; sys.lstat describes the link itself.
 function sys.stat(path)
   check_path('stat', path)
   local st, err = stat_m.stat(path)
   if not st then return nil, err end
-  return {
-    size = st.st_size, mtime = st.st_mtime, mode = st.st_mode,
-    is_dir = stat_m.S_ISDIR(st.st_mode) ~= 0, is_file = stat_m.S_ISREG(st.st_mode) ~= 0,
-    is_link = false,
-  }
+  return describe(st)
 end
 
 --- sys.lstat(path) -> like sys.stat, but a symbolic link is described itself (is_link = true).
@@ -95,11 +100,7 @@ function sys.lstat(path)
   check_path('lstat', path)
   local st, err = stat_m.lstat(path)
   if not st then return nil, err end
-  return {
-    size = st.st_size, mtime = st.st_mtime, mode = st.st_mode,
-    is_dir = stat_m.S_ISDIR(st.st_mode) ~= 0, is_file = stat_m.S_ISREG(st.st_mode) ~= 0,
-    is_link = stat_m.S_ISLNK(st.st_mode) ~= 0,
-  }
+  return describe(st)
 end
 
 --- sys.exists(path) -> true when something (file, folder, ...) is at path.
