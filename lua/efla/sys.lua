@@ -16,6 +16,7 @@
 -- Functions that query (stat, exists, list_dir) return nil and a message when the path is
 -- not there; functions that change the file system raise an error that names the path.
 local ffi = require 'ffi'
+local bit = require 'bit'
 
 local sys = {}
 
@@ -269,13 +270,17 @@ function sys.write_atomic(path, text)
   return sys.write_atomic_parts(path, function(put) put(text) end)
 end
 
+local temp_counter = 0
 --- sys.temp_name(path) -> a fresh name beside path, "<name>.tmp-<pid>-<8 hex digits>": the
 --- form the atomic writer uses, so one left by a killed run is removed by the next write.
 function sys.temp_name(path)
   check_path('temp_name', path)
   local dir, base = sys.dirname(path), sys.basename(path):sub(1, 200)
-  local rnd = math.floor((ptime.clock_gettime(ptime.CLOCK_REALTIME).tv_nsec or 0) + math.random() * 2 ^ 31) % 2 ^ 32
-  return string.format('%s/%s.tmp-%d-%08x', dir, base, unistd.getpid(), rnd)
+  -- not math.random: a recipe's seeded stream must not shift because a file was written
+  temp_counter = temp_counter + 1
+  local now = ptime.clock_gettime(ptime.CLOCK_REALTIME)
+  local rnd = bit.bxor(now.tv_nsec, bit.rol(now.tv_sec, 7), bit.lshift(temp_counter, 22))
+  return string.format('%s/%s.tmp-%d-%s', dir, base, unistd.getpid(), bit.tohex(rnd))
 end
 
 --- sys.commit_temp(tmp, path) -> path: the last steps of an atomic write for a file that

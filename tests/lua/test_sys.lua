@@ -149,6 +149,11 @@ test('temp_name + commit_temp: the writer\'s naming; committed over the target; 
   local p = d .. '/plot.png'
   local a, b = sys.temp_name(p), sys.temp_name(p)
   ok(a ~= b, 'fresh names')
+  math.randomseed(7)
+  local want = math.random()
+  math.randomseed(7)
+  sys.temp_name(p)
+  eq(math.random(), want, 'a seeded math.random stream is not disturbed')
   ok(sys.basename(a):match('^plot%.png%.tmp%-' .. sys.getpid() .. '%-%x%x%x%x%x%x%x%x$'), a)
   eq(sys.dirname(a), d)
   write_plain(a, 'png bytes')

@@ -20,8 +20,6 @@
 -- Indices and labels follow efla's Lua convention: 1-based. Class labels are 1..C (digit
 -- d is label d + 1) and text token ids are byte + 1 (1..256), so both feed cross_entropy
 -- and nn.Embedding as they are.
-local ffi = require 'ffi'
-
 local data = {}
 
 -- ---- paths ------------------------------------------------------------------------------
