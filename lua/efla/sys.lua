@@ -81,13 +81,13 @@ end
 -- The fields efla uses of lua-posix's stat record (whole seconds: lua-posix 33 has no ns).
 local function describe(st)
   return {
-    size = st.st_size, mtime = st.st_mtime, mode = st.st_mode,
+    size = st.st_size, mtime = st.st_mtime, ctime = st.st_ctime, mode = st.st_mode, ino = st.st_ino,
     is_dir = stat_m.S_ISDIR(st.st_mode) ~= 0, is_file = stat_m.S_ISREG(st.st_mode) ~= 0,
     is_link = stat_m.S_ISLNK(st.st_mode) ~= 0,
   }
 end
 
---- sys.stat(path) -> {size, mtime (seconds), mode, is_dir, is_file, is_link = false}, or nil
+--- sys.stat(path) -> {size, mtime, ctime (seconds), mode, ino, is_dir, is_file, is_link = false}, or nil
 --- and a message. Symbolic links are followed; sys.lstat describes the link itself.
 function sys.stat(path)
   check_path('stat', path)

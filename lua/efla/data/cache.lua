@@ -4,8 +4,9 @@
 --   0   char[8]  magic "EFLADATA"
 --   8   uint32   format version (2)
 --   12  uint32   number of arrays
---   16  uint64   source signature: FNV-1a 64 of the sources' paths, sizes and mtimes (whole
---                seconds) plus the converter's key, so a changed source or converter rebuilds it
+--   16  uint64   source signature: FNV-1a 64 of the sources' paths, sizes, mtimes (whole
+--                seconds) and inodes plus the converter's key, so a changed source or
+--                converter rebuilds it
 --   24  uint32   CRC-32 of the header (with this field 0) and the entry table: a flipped
 --                bit that turns int64 labels into float64, or a lower count that drops
 --                arrays, is caught before any entry is used
@@ -53,13 +54,15 @@ function cache.fnv1a64(s)
   return h
 end
 
---- cache.signature(key, paths) -> uint64 over the converter key and each source's size and mtime.
+--- cache.signature(key, paths) -> uint64 over the converter key and each source's size, mtime and inode.
 -- A missing source counts as size -1, so it also changes the signature.
 function cache.signature(key, paths)
   local parts = { key }
   for _, p in ipairs(paths) do
-    local st = sys.stat(p)
-    parts[#parts + 1] = string.format("%s\t%d\t%d", p, st and st.size or -1, st and st.mtime or 0)
+    -- whole-second times (lua-posix), so the inode too: a file replaced by a rename in the
+    -- same second still changes the signature
+    local st = sys.stat(p) or { size = -1, mtime = 0, ino = 0 }
+    parts[#parts + 1] = string.format("%s\t%d\t%d\t%d", p, st.size, st.mtime, st.ino)
   end
   return cache.fnv1a64(table.concat(parts, "\n"))
 end
