@@ -92,8 +92,8 @@ done
 
 cat > "$OUT"/bin/efla-env.sh <<'EOF'
 # efla-env.sh: source this before running efla from the bundle:  . bundle/bin/efla-env.sh
-# Unpacks the compressed libraries once, puts bin/ on PATH and adds bundle/lib and the
-# machine's CUDA library directory to LD_LIBRARY_PATH.
+# Unpacks the compressed libraries once, puts bin/ on PATH, adds bundle/lib and the
+# machine's CUDA library directory to LD_LIBRARY_PATH and share/efla/lua to LUA_CPATH.
 _efla_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
 for _f in "$_efla_root"/lib/*.gz; do
   [ -e "$_f" ] || continue
@@ -111,6 +111,8 @@ fi
 [ -n "$_efla_cuda" ] || echo "efla-env.sh: no libcublas.so.13 found (set CUDA_HOME); efla will run without its CUDA backend" >&2
 export LD_LIBRARY_PATH="$_efla_root/lib${_efla_cuda:+:$_efla_cuda}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PATH="$_efla_root/bin:$PATH"
+# lua-posix's posix.so and bit32.so (efla.sys, require 'posix'); ";;" is Lua's default path
+export LUA_CPATH="$_efla_root/share/efla/lua/?.so;${LUA_CPATH:-;}"
 unset _efla_root _efla_cuda _d _f
 EOF
 chmod +x "$OUT"/bin/efla-env.sh
