@@ -25,9 +25,7 @@ local function read(name)
   return s
 end
 local function write(name, t)
-  local f = assert(io.open(opts.dir .. '/' .. name, 'wb'))
-  f:write(t:float():contiguous():cpu():to_buffer())
-  f:close()
+  require('efla.sys').write_atomic(opts.dir .. '/' .. name, t:float():contiguous():cpu():to_buffer())
 end
 
 local function load_case(c)
@@ -80,6 +78,4 @@ for _, c in ipairs(man.acc) do
   write(c.name .. '.efla.dv', v.grad)
   write(c.name .. '.efla.dbeta', beta.grad)
 end
-local f = assert(io.open(opts.dir .. '/efla_times.json', 'w'))
-f:write(json.encode(out))
-f:close()
+require('efla.sys').write_atomic(opts.dir .. '/efla_times.json', json.encode(out))

@@ -13,7 +13,8 @@
 #   lib/*.so*             every non-glibc, non-CUDA shared library efla needs, copied from
 #                         this machine (RUNPATH $ORIGIN); the large ones stored as .gz
 #                         (efla-env.sh unpacks them) so the tree stays small to carry
-#   share/efla/lua/       the Lua sources and the generated FFI cdef
+#   share/efla/lua/       the Lua sources and the generated FFI cdef, lua-posix (posix.so,
+#                         posix/*.lua) and bit32.so for efla.sys
 #   recipes/              the recipes (their data is not bundled)
 #   tests/bin/test_*      the C tests (RUNPATH $ORIGIN/../../lib), tests/lua/ the Lua tests,
 #                         tests/run.sh runs them all
@@ -50,6 +51,17 @@ for t in "$BUILD"/test_*; do
 done
 cp -r lua/efla "$OUT"/share/efla/lua/
 cp "$BUILD"/lua/efla/cdef.lua "$OUT"/share/efla/lua/efla/
+# lua-posix (efla.sys): its C modules are one library, posix.so, loaded by LuaJIT's
+# all-in-one searcher for require 'posix.sys.stat' etc.; efla/sys.lua puts share/efla/lua/?.so
+# on package.cpath when it finds posix.so there. Its Lua files (require 'posix') need bit32.
+posix_dir=
+for d in /usr/lib/"$(gcc -dumpmachine 2>/dev/null)"/lua/5.1 /usr/lib/x86_64-linux-gnu/lua/5.1 /usr/local/lib/lua/5.1; do
+  if [[ -e $d/posix.so ]]; then posix_dir=$d; break; fi
+done
+[[ -n $posix_dir ]] || { echo "make_bundle: lua-posix is needed (apt-get install lua-posix)" >&2; exit 1; }
+cp -L "$posix_dir"/posix.so "$OUT"/share/efla/lua/
+if [[ -e $posix_dir/bit32.so ]]; then cp -L "$posix_dir"/bit32.so "$OUT"/share/efla/lua/; fi
+[[ -d /usr/share/lua/5.1/posix ]] && cp -rL /usr/share/lua/5.1/posix "$OUT"/share/efla/lua/
 mkdir -p "$OUT"/tests/lua
 cp tests/lua/*.lua "$OUT"/tests/lua/ 2>/dev/null || true
 [[ -f tests/lsan.supp ]] && cp tests/lsan.supp "$OUT"/tests/
@@ -57,13 +69,14 @@ cp tests/lua/*.lua "$OUT"/tests/lua/ 2>/dev/null || true
 
 # Shared libraries: the closure of what ldd reports, minus glibc, CUDA and the C++ runtime.
 skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libresolv\.so|libutil\.so|libanl\.so|libnsl\.so|libmvec\.so|libBrokenLocale|libcuda\.so|libcudart|libcublas|libcublasLt|libnvidia|libstdc\+\+|libgcc_s|libefla)'
-objs=("$BUILD"/efla "$BUILD"/libefla.so "$OUT"/tests/bin/*)
+objs=("$BUILD"/efla "$BUILD"/libefla.so "$OUT"/tests/bin/* "$OUT"/share/efla/lua/*.so)
 ldd "${objs[@]}" 2>/dev/null | awk '/=>/ && $3 ~ /^\// {print $1, $3}' | sort -u |
 while read -r name path; do
   [[ $name =~ $skip ]] && continue
   cp -L "$path" "$OUT/lib/$name"
 done
 strip --strip-unneeded "$OUT"/bin/efla "$OUT"/lib/libefla.so "$OUT"/tests/bin/* 2>/dev/null || true
+for m in "$OUT"/share/efla/lua/*.so; do chmod u+w "$m"; patchelf --set-rpath '$ORIGIN/../../../lib' "$m"; done
 for lib in "$OUT"/lib/*.so*; do
   chmod u+w "$lib"
   patchelf --set-rpath '$ORIGIN' "$lib"
@@ -79,8 +92,8 @@ done
 
 cat > "$OUT"/bin/efla-env.sh <<'EOF'
 # efla-env.sh: source this before running efla from the bundle:  . bundle/bin/efla-env.sh
-# Unpacks the compressed libraries once, puts bin/ on PATH and adds bundle/lib and the
-# machine's CUDA library directory to LD_LIBRARY_PATH.
+# Unpacks the compressed libraries once, puts bin/ on PATH, adds bundle/lib and the
+# machine's CUDA library directory to LD_LIBRARY_PATH and share/efla/lua to LUA_CPATH.
 _efla_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
 for _f in "$_efla_root"/lib/*.gz; do
   [ -e "$_f" ] || continue
@@ -98,6 +111,8 @@ fi
 [ -n "$_efla_cuda" ] || echo "efla-env.sh: no libcublas.so.13 found (set CUDA_HOME); efla will run without its CUDA backend" >&2
 export LD_LIBRARY_PATH="$_efla_root/lib${_efla_cuda:+:$_efla_cuda}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PATH="$_efla_root/bin:$PATH"
+# lua-posix's posix.so and bit32.so (efla.sys, require 'posix'); ";;" is Lua's default path
+export LUA_CPATH="$_efla_root/share/efla/lua/?.so;${LUA_CPATH:-;}"
 unset _efla_root _efla_cuda _d _f
 EOF
 chmod +x "$OUT"/bin/efla-env.sh

@@ -61,12 +61,7 @@ end
 
 --- C.executable(): the path of the running efla binary (for tests that start another one)
 function C.executable()
-  local ffi = require 'ffi'
-  pcall(ffi.cdef, 'long readlink(const char *path, char *buf, size_t size);')
-  local buf = ffi.new('char[4096]')
-  local n = ffi.C.readlink('/proc/self/exe', buf, 4095)
-  if n > 0 then return ffi.string(buf, n) end
-  return C.argv0
+  return require('efla.sys').readlink('/proc/self/exe') or C.argv0
 end
 
 -- The traceback down to the user's code (the frames of cli.lua below it are noise).

@@ -32,6 +32,7 @@ H.modules = {
   { 'plot', 'gnuplot line plots' },
   { 'csv', 'CSV files' },
   { 'json', 'JSON encode/decode' },
+  { 'sys', 'files, folders, processes, atomic writes, CRC-32 (lua-posix, zlib)' },
 }
 
 -- Topics, in order, for the overview and for help(tensor).

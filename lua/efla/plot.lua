@@ -7,15 +7,15 @@
 -- (smoothed)" share EFLA's. A series that repeats an earlier one (same name, same points)
 -- is drawn once; a different series under a taken name gets " (2)", " (3)".
 --   A series with yerr = {...} (one value per point) is drawn with error bars (y ± yerr).
--- Data goes through a temporary file; the PNG is written to a temporary name and renamed,
--- so an interrupted plot never leaves a broken image. Returns the path, or nil and a
+-- Data goes through a temporary file; gnuplot writes the PNG under a temporary name that
+-- efla.sys.commit_temp fsyncs and renames (then fsyncs the folder), so an interrupted plot
+-- never leaves a broken image. Returns the path, or nil and a
 -- message when gnuplot is missing (plots are optional; the CSVs hold the numbers).
+local sys = require 'efla.sys'
+
 local plot = {}
 
-local function has_gnuplot()
-  local ok = os.execute('command -v gnuplot >/dev/null 2>&1')
-  return ok == 0 or ok == true
-end
+local function has_gnuplot() return sys.which('gnuplot') ~= nil end
 
 local function quote(s) return "'" .. tostring(s):gsub("'", "''") .. "'" end
 
@@ -86,7 +86,7 @@ function plot.lines(opts)
     end
   end
   f:close()
-  local png_tmp = opts.path .. '.tmp.png'
+  local png_tmp = sys.temp_name(opts.path)   -- committed over opts.path like every atomic write
   local script = {
     "set terminal pngcairo size " .. (opts.width or 800) .. "," .. (opts.height or 500) .. " noenhanced font 'sans,10'",
     'set output ' .. quote(png_tmp),
@@ -121,8 +121,7 @@ function plot.lines(opts)
   os.remove(gp .. '.err')
   os.remove(gp)
   os.remove(data)
-  assert(os.rename(png_tmp, opts.path))
-  return opts.path
+  return sys.commit_temp(png_tmp, opts.path)
 end
 
 --- smooth(values, window) -> moving average (for noisy loss curves).

@@ -1,31 +1,20 @@
 -- progress.lua: a progress bar for training loops. On a terminal it redraws one line
 -- (step/total, a bar, the fields you pass such as loss and tokens/s, elapsed and ETA); when
 -- output is not a terminal (a log file, CI) it prints a plain line every `every` seconds.
-local ffi = require 'ffi'
-pcall(ffi.cdef, 'int isatty(int fd);')
+local sys = require 'efla.sys'
 
 local progress = {}
 progress.__index = progress
 
--- Wall-clock seconds with sub-second resolution through clock_gettime.
-pcall(ffi.cdef, [[
-  typedef struct { long tv_sec; long tv_nsec; } efla_timespec;
-  int clock_gettime(int clk, efla_timespec *ts);
-]])
-local ts = ffi.new('efla_timespec')
 --- progress.wall() -> monotonic wall-clock seconds, sub-millisecond resolution (for timing).
-local function wall()
-  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
+local wall = sys.clock
 progress.wall = wall
 
 --- progress.is_terminal() -> true when stdout is a terminal (EFLA_PROGRESS=plain|bar forces it).
 function progress.is_terminal()
   if os.getenv('EFLA_PROGRESS') == 'plain' then return false end
   if os.getenv('EFLA_PROGRESS') == 'bar' then return true end
-  local ok, r = pcall(function() return ffi.C.isatty(1) end)
-  return ok and r == 1
+  return sys.isatty(1)
 end
 
 --- progress.fmt_time(seconds) -> 'mm:ss' or 'h:mm:ss' ('--:--' when unknown).

@@ -4,8 +4,9 @@
 --   0   char[8]  magic "EFLADATA"
 --   8   uint32   format version (2)
 --   12  uint32   number of arrays
---   16  uint64   source signature: FNV-1a 64 of the sources' paths, sizes and mtimes
---                plus the converter's key, so a changed source or converter rebuilds it
+--   16  uint64   source signature: FNV-1a 64 of the sources' paths, sizes, mtimes (whole
+--                seconds) and inodes plus the converter's key, so a changed source or
+--                converter rebuilds it
 --   24  uint32   CRC-32 of the header (with this field 0) and the entry table: a flipped
 --                bit that turns int64 labels into float64, or a lower count that drops
 --                arrays, is caught before any entry is used
@@ -21,7 +22,7 @@ local ffi = require 'ffi'
 local bit = require 'bit'
 local efla = require 'efla'
 local data = require 'efla.data'
-local idx = require 'efla.data.idx'
+local sys = require 'efla.sys'
 
 local cache = {}
 
@@ -40,18 +41,8 @@ typedef struct efla_data_cache_entry {
 ]] end
 assert(ffi.sizeof("efla_data_cache_header") == HEADER and ffi.sizeof("efla_data_cache_entry") == ENTRY)
 
---- cache.crc32(ptr, nbytes) -> CRC-32 (zlib's) of the bytes, as a Lua number.
-function cache.crc32(ptr, nbytes)
-  local z = idx.zlib()
-  local p = ffi.cast("const uint8_t *", ptr)
-  local crc, done = z.crc32(0, nil, 0), 0
-  while done < nbytes do
-    local n = math.min(nbytes - done, 0x40000000)
-    crc = z.crc32(crc, p + done, n)
-    done = done + n
-  end
-  return tonumber(crc)
-end
+--- cache.crc32(ptr, nbytes) -> CRC-32 (zlib's) of the bytes, as a Lua number (efla.sys.crc32).
+function cache.crc32(ptr, nbytes) return sys.crc32(ptr, nbytes) end
 
 --- cache.fnv1a64(str) -> uint64_t cdata.
 function cache.fnv1a64(s)
@@ -63,13 +54,15 @@ function cache.fnv1a64(s)
   return h
 end
 
---- cache.signature(key, paths) -> uint64 over the converter key and each source's size and mtime.
+--- cache.signature(key, paths) -> uint64 over the converter key and each source's size, mtime and inode.
 -- A missing source counts as size -1, so it also changes the signature.
 function cache.signature(key, paths)
   local parts = { key }
   for _, p in ipairs(paths) do
-    local size, sec, nsec = data.stat(p)
-    parts[#parts + 1] = string.format("%s\t%d\t%d.%09d", p, size or -1, sec or 0, nsec or 0)
+    -- whole-second times (lua-posix), so the inode too: a file replaced by a rename in the
+    -- same second still changes the signature
+    local st = sys.stat(p) or { size = -1, mtime = 0, ino = 0 }
+    parts[#parts + 1] = string.format("%s\t%d\t%d\t%d", p, st.size, st.mtime, st.ino)
   end
   return cache.fnv1a64(table.concat(parts, "\n"))
 end

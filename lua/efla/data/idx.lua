@@ -8,33 +8,14 @@
 --   idx.write(path, a, {gzip = true})
 local ffi = require 'ffi'
 local bit = require 'bit'
+local sys = require 'efla.sys'
 
 local idx = {}
 
 -- ---- zlib through the FFI -------------------------------------------------------------------
 
-local zlib
---- idx.zlib() -> the zlib namespace (libz.so.1 from the zlib1g package).
-function idx.zlib()
-  if zlib then return zlib end
-  for _, name in ipairs({ "z", "libz.so.1" }) do
-    local ok, lib = pcall(ffi.load, name)
-    if ok then zlib = lib break end
-  end
-  if not zlib then error("efla.data: cannot load zlib (libz.so.1): apt-get install zlib1g", 0) end
-  if not pcall(function() return zlib.gzopen end) then
-    ffi.cdef [[
-      void *gzopen(const char *path, const char *mode);
-      int gzbuffer(void *file, unsigned size);
-      int gzread(void *file, void *buf, unsigned len);
-      int gzwrite(void *file, const void *buf, unsigned len);
-      int gzclose(void *file);
-      const char *gzerror(void *file, int *errnum);
-      unsigned long crc32(unsigned long crc, const uint8_t *buf, unsigned len);
-    ]]
-  end
-  return zlib
-end
+--- idx.zlib() -> the zlib namespace (efla.sys.zlib: libz.so.1 from the zlib1g package).
+idx.zlib = sys.zlib
 
 -- IDX type byte -> {efla dtype, element size in the file, C type to read a swapped element}
 local types = {
@@ -154,16 +135,17 @@ function idx.write(path, a, opts)
     end
   end
   if opts.gzip then
+    -- gzip writes to a file of its own: a temporary beside path, renamed over it when whole
     local z = idx.zlib()
-    local f = z.gzopen(path, "wb")
-    if f == nil then error("idx.write: cannot create " .. path, 0) end
+    local tmp = sys.temp_name(path)
+    local f = z.gzopen(tmp, "wb")
+    if f == nil then error("idx.write: cannot create " .. tmp .. " (does the folder exist?)", 0) end
     local w = z.gzwrite(f, buf, n)
     local rc = z.gzclose(f)
-    if w ~= n or rc ~= 0 then error("idx.write: write failed for " .. path, 0) end
+    if w ~= n or rc ~= 0 then os.remove(tmp) error("idx.write: write failed for " .. path, 0) end
+    sys.commit_temp(tmp, path)
   else
-    local f = assert(io.open(path, "wb"))
-    f:write(ffi.string(buf, n))
-    f:close()
+    sys.write_atomic_parts(path, function(put) put(buf, n) end)
   end
 end
 

@@ -20,8 +20,6 @@
 -- Indices and labels follow efla's Lua convention: 1-based. Class labels are 1..C (digit
 -- d is label d + 1) and text token ids are byte + 1 (1..256), so both feed cross_entropy
 -- and nn.Embedding as they are.
-local ffi = require 'ffi'
-
 local data = {}
 
 -- ---- paths ------------------------------------------------------------------------------
@@ -85,23 +83,15 @@ function data.missing(what, where, how)
 end
 
 -- ---- small file helpers -------------------------------------------------------------------
+-- The file system is efla.sys's (lua-posix, atomic writes through libefla); these names stay
+-- for the recipes and modules that use them.
+local sys = require 'efla.sys'
 
---- data.exists(path) -> true when path can be opened for reading.
-function data.exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+--- data.exists(path) -> true when something is at path (efla.sys.exists).
+data.exists = sys.exists
 
---- data.is_dir(path) -> true when path is a directory.
-function data.is_dir(path)
-  -- io.open succeeds on a directory on Linux, but reading from it fails.
-  local f = io.open(path, "rb")
-  if not f then return false end
-  local ok, _, code = f:read(0)
-  f:close()
-  return ok == nil and code == 21   -- EISDIR
-end
+--- data.is_dir(path) -> true when path is a directory (efla.sys.is_dir).
+data.is_dir = sys.is_dir
 
 --- data.read_file(path) -> its whole contents as a string, or nil and the error.
 function data.read_file(path)
@@ -112,81 +102,30 @@ function data.read_file(path)
   return s
 end
 
---- data.write_atomic(path, text) -> path: text goes to a temporary file that is then renamed
--- over path (efla_atomic_*: symlinks followed, special files refused), so a reader (or a run
--- killed mid-write) never sees half a file.
-function data.write_atomic(path, text)
-  return data.write_atomic_parts(path, function(put) put(text) end)
-end
+--- data.write_atomic(path, text) -> path: efla.sys.write_atomic (temporary file, fsync,
+-- rename, fsync of the folder), so a reader (or a run killed mid-write) never sees half a file.
+data.write_atomic = sys.write_atomic
 
---- data.write_atomic_parts(path, fill) -> path: fill(put) calls put(string) or put(pointer,
--- nbytes) for each part; the file replaces path only when every part was written.
-function data.write_atomic_parts(path, fill)
-  local lib = require('efla').internal.lib
-  local function check(ok)
-    if not ok then error(ffi.string(lib.efla_last_error()):gsub("^atomic_%w+: ", ""), 0) end
-  end
-  local f = lib.efla_atomic_create(path)
-  check(f ~= nil)
-  local ok, err = pcall(fill, function(p, n)
-    if type(p) == "string" then n = #p end
-    check(lib.efla_atomic_write(f, p, n) == 0)
-  end)
-  if not ok then lib.efla_atomic_abort(f) error(err, 0) end
-  check(lib.efla_atomic_commit(f) == 0)
-  return path
-end
+--- data.write_atomic_parts(path, fill) -> path: efla.sys.write_atomic_parts: fill(put) calls
+-- put(string) or put(pointer, nbytes) for each part.
+data.write_atomic_parts = sys.write_atomic_parts
 
---- data.list_dir(path) -> sorted array of entry names (no . or ..), or nil.
-function data.list_dir(path)
-  local p = io.popen("ls -1A '" .. path:gsub("'", "'\\''") .. "' 2>/dev/null")
-  if not p then return nil end
-  local names = {}
-  for line in p:lines() do names[#names + 1] = line end
-  p:close()
-  table.sort(names)
-  return names
-end
+--- data.list_dir(path) -> sorted array of entry names (no . or ..), or nil (efla.sys.list_dir).
+data.list_dir = sys.list_dir
 
---- data.declare(ns, name, decl): ffi.cdef decl unless ns.name is already declared.
-function data.declare(ns, name, decl)
-  if not pcall(function() return ns[name] end) then ffi.cdef(decl) end
-end
-data.declare(ffi.C, "mkdir", "int mkdir(const char *path, unsigned int mode);")
-data.declare(ffi.C, "stat", "int stat(const char *path, void *buf);")
-data.declare(ffi.C, "getpid", "int getpid(void);")
+--- data.mkdir_p(path): create path and its parents (no error if it exists) (efla.sys.mkdir_p).
+data.mkdir_p = sys.mkdir_p
 
---- data.mkdir_p(path): create path and its parents (no error if it exists).
-function data.mkdir_p(path)
-  local acc = path:sub(1, 1) == "/" and "" or "."
-  for part in path:gmatch("[^/]+") do
-    acc = acc .. "/" .. part
-    ffi.C.mkdir(acc, tonumber("755", 8))
-  end
-  if not data.is_dir(path) then error("efla.data: cannot create the folder " .. path, 0) end
-end
-
--- struct stat: st_size at byte 48 and st_mtim {sec, nsec} at byte 88 on both x86_64 and
--- arm64 (glibc). Elsewhere only the size is known (from seek) and the mtime reads as 0.
-local statbuf = ffi.new("uint8_t[256]")
-local stat_layout_known = ffi.os == "Linux" and (ffi.arch == "x64" or ffi.arch == "arm64")
---- data.stat(path) -> size, mtime_seconds, mtime_nanoseconds (nil if missing)
+--- data.stat(path) -> size, mtime_seconds, 0 (nil if missing). lua-posix gives whole
+-- seconds, so the third value (once nanoseconds) is always 0.
 function data.stat(path)
-  if not stat_layout_known then
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local size = f:seek("end")
-    f:close()
-    return size, 0, 0
-  end
-  if ffi.C.stat(path, statbuf) ~= 0 then return nil end
-  local size = ffi.cast("int64_t *", statbuf + 48)[0]
-  local mtime = ffi.cast("int64_t *", statbuf + 88)
-  return tonumber(size), tonumber(mtime[0]), tonumber(mtime[1])
+  local st = sys.stat(path)
+  if not st then return nil end
+  return st.size, st.mtime, 0
 end
 
---- data.getpid() -> this process's id (for unique temporary names).
-function data.getpid() return ffi.C.getpid() end
+--- data.getpid() -> this process's id (efla.sys.getpid).
+data.getpid = sys.getpid
 
 -- ---- tensor helpers ---------------------------------------------------------------------------
 -- The rest of the layer parses into plain FFI buffers and makes tensors with the binding's
