@@ -44,8 +44,9 @@ local function history_path()
   return nil
 end
 
--- The last `keep` lines of the history file (and the file cut to them, through a
--- temporary file and a rename, so a crash never leaves it half written).
+--- repl.load_history(path, keep) -> the last `keep` lines of the history file; a longer
+--- file is cut to them (through a temporary file and a rename, so a crash never leaves it
+--- half written). A missing file gives {}.
 local function load_history(path, keep)
   local f = io.open(path, 'r')
   if not f then return {} end
@@ -64,6 +65,8 @@ local function load_history(path, keep)
   end
   return kept
 end
+
+repl.load_history = load_history
 
 -- ---- tab completion --------------------------------------------------------------------------------
 local lua_keywords = { 'and', 'break', 'do', 'else', 'elseif', 'end', 'false', 'for', 'function', 'goto',
