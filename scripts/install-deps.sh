@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(
   build-essential cmake pkg-config git
   luajit libluajit-5.1-dev lua-readline libreadline8
+  lua-posix
   libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev
   gnuplot-nox python3-h5py
   dataset-fashion-mnist
