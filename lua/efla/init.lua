@@ -72,7 +72,7 @@ efla.internal = binding
 if efla.has_cuda() and efla.device_count('cuda') > 0 then autograd.set_gc_callback(true) end
 
 -- efla.nn, efla.optim, ...: loaded on first use from lua/efla/<name>.lua or <name>/init.lua
-local not_submodules = { ffi = true, cdef = true, cli = true, repl = true, init = true }
+local not_submodules = { ffi = true, cdef = true, cli = true, repl = true, init = true, _binding = true }
 setmetatable(efla, {
   __index = function(t, k)
     if type(k) ~= 'string' or not_submodules[k] or not k:match('^[%w_]+$') then return nil end
