@@ -3,18 +3,18 @@
 -- along k is e^{-beta*|k|^2}, in (0, 1] for any key norm; DeltaNet's Euler step 1 - beta*|k|^2
 -- leaves (-1, 1) once beta*|k|^2 > 2, so without normalised keys it should degrade.
 local efla = require 'efla'
-local S = require 'efla.tasks.smnist'
+local smnist = require 'efla.tasks.smnist'
 local report = require 'efla.tasks.report'
 local seeds = require 'efla.tasks.seeds'
 
-local spec = S.common_options()
+local spec = smnist.common_options()
 spec.name = 'recipes/ablate_keynorm.lua'
 spec.description = 'EFLA and DeltaNet with and without key normalisation, under the robustness tests.'
 table.insert(spec, { '--out', default = 'checkpoints/ablate_keynorm', help = 'output folder' })
 local args = efla.args.parse(arg, spec)
 efla.data.mkdir_p(args.out)
 
-local runs = S.run_variants({
+local runs = smnist.run_variants({
   { name = 'efla_keys_raw', method = 'efla', overrides = { key_norm = 'none' } },
   { name = 'efla_keys_l2', method = 'efla', overrides = { key_norm = 'l2' } },
   { name = 'deltanet_keys_l2', method = 'deltanet', overrides = { key_norm = 'l2' } },

@@ -10,7 +10,7 @@
 -- (from recipes/lm.lua) go to the downstream evaluation of recipes/lm_eval.lua instead (one
 -- row per checkpoint in its own table; lm_eval.csv/json/md in --out).
 local efla = require 'efla'
-local S = require 'efla.tasks.smnist'
+local smnist = require 'efla.tasks.smnist'
 local report = require 'efla.tasks.report'
 local csv = require 'efla.csv'
 
@@ -48,7 +48,7 @@ args._ = others
 
 local test_sets = {}
 local function test_set(name)
-  test_sets[name] = test_sets[name] or S.load(name, 'test', args.test_samples)
+  test_sets[name] = test_sets[name] or smnist.load(name, 'test', args.test_samples)
   return test_sets[name]
 end
 
@@ -57,7 +57,7 @@ for i, path in ipairs(args._) do
   print(string.format('[%d/%d] %s', i, #args._, path))
   local row = { file = path }
   local ok, err = pcall(function()
-    local model, ck = efla.load_model(path, { device = S.device_of(args.device) })
+    local model, ck = efla.load_model(path, { device = smnist.device_of(args.device) })
     local meta = ck.meta or {}
     row.method = meta.method or '?'
     row.order = tostring(meta.config.order)
@@ -67,9 +67,9 @@ for i, path in ipairs(args._) do
     local ds = test_set(row.dataset)
     if args.suite == 'clean' then
       local f = ds:float()
-      row.clean = S.accuracy(model, f.images, f.labels, { device = S.device_of(args.device) })
+      row.clean = smnist.accuracy(model, f.images, f.labels, { device = smnist.device_of(args.device) })
     else
-      local results = S.robustness(model, ds, { seed = args.seed, device = S.device_of(args.device),
+      local results = smnist.robustness(model, ds, { seed = args.seed, device = smnist.device_of(args.device),
         title = row.method .. ' eval' })
       row.results = results
       row.clean = results.scale[1][2]

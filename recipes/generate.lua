@@ -7,7 +7,7 @@
 -- token is one recurrent step from the carried state (the delta-rule memory and the
 -- short-convolution caches), so each token costs the same however long the text grows.
 local efla = require 'efla'
-local LM = require 'efla.tasks.lm'
+local lm = require 'efla.tasks.lm'
 local progress = require 'efla.progress'
 
 local args = efla.args.parse(arg, {
@@ -29,18 +29,18 @@ local ok, err = pcall(function()
   if args.tokens < 1 or args.tokens % 1 ~= 0 then error('--tokens must be a whole number >= 1, got ' .. args.tokens, 0) end
   if args.temperature < 0 then error('--temperature must be >= 0, got ' .. args.temperature, 0) end
   if args.top_p <= 0 or args.top_p > 1 then error('--top-p must be in (0, 1], got ' .. args.top_p, 0) end
-  local model, tok, meta = LM.load_checkpoint(args.checkpoint, { device = args.device })
+  local model, tok, meta = lm.load_checkpoint(args.checkpoint, { device = args.device })
   if not args.quiet then
     io.stderr:write(string.format('generate: %s (%s, order %s, key norm %s, %d parameters, %s tokenizer of %d, trained on %s, step %d)\n',
       args.checkpoint, meta.method, tostring(meta.order), tostring(meta.key_norm), model:num_parameters(),
       meta.tokenizer.type, tok.vocab_size, tostring(meta.corpus), meta.step or 0))
   end
   local max_prompt = args.max_prompt or meta.context
-  LM.encode_prompt(tok, args.prompt, max_prompt)
+  lm.encode_prompt(tok, args.prompt, max_prompt)
   io.write(args.prompt)
   io.stdout:flush()
   local t0 = progress.wall()
-  local _, ids = LM.generate(model, tok, args.prompt, { tokens = args.tokens, temperature = args.temperature,
+  local _, ids = lm.generate(model, tok, args.prompt, { tokens = args.tokens, temperature = args.temperature,
     top_k = args.top_k, top_p = args.top_p, seed = args.seed, device = meta.device,
     max_prompt = max_prompt,
     on_token = function(piece) io.write(piece) io.stdout:flush() end })

@@ -1,11 +1,11 @@
 -- recipes/lr_sweep.lua: final clean accuracy vs learning rate for EFLA and DeltaNet (the
 -- paper reports that EFLA wants a larger rate than DeltaNet).
 local efla = require 'efla'
-local S = require 'efla.tasks.smnist'
+local smnist = require 'efla.tasks.smnist'
 local report = require 'efla.tasks.report'
 local csv = require 'efla.csv'
 
-local spec = S.common_options()
+local spec = smnist.common_options()
 spec.name = 'recipes/lr_sweep.lua'
 spec.description = 'Sweep the learning rate for both methods; plot final accuracy vs rate.'
 table.insert(spec, { '--rates', default = '1e-4,3e-4,1e-3,3e-3,1e-2', help = 'comma-separated learning rates' })
@@ -24,7 +24,7 @@ for _, method in ipairs({ 'efla', 'deltanet' }) do
     variants[#variants + 1] = { name = string.format('%s_lr%g', method, lr), method = method, overrides = { lr = lr } }
   end
 end
-local runs = S.run_variants(variants, args, args.out, { recipe = 'lr_sweep', clean_only = true })
+local runs = smnist.run_variants(variants, args, args.out, { recipe = 'lr_sweep', clean_only = true })
 
 -- with --seeds N > 1 the runs are means over the seeds (each seed in seed-<s>/); std beside them
 local aggregated = runs[1].seeds ~= nil

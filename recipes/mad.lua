@@ -8,7 +8,7 @@
 -- Tasks, their generation rules and the two scales are in docs/EVAL.md. Writes mad.csv,
 -- mad.json (with provenance) and mad.md to --out.
 local efla = require 'efla'
-local M = require 'efla.eval.mad'
+local mad_suite = require 'efla.eval.mad'
 local mad = require 'efla.data.mad'
 local data = require 'efla.data'
 local csv = require 'efla.csv'
@@ -51,7 +51,7 @@ data.mkdir_p(args.out)
 local results, t0 = {}, require('efla.progress').wall()
 for _, task in ipairs(tasks) do
   for _, method in ipairs(methods) do
-    local ok, r = pcall(M.run, task, method, { scale = args.scale, seed = args.seed, device = args.device,
+    local ok, r = pcall(mad_suite.run, task, method, { scale = args.scale, seed = args.seed, device = args.device,
       epochs = args.epochs, lr = args.lr, batch = args.batch, n_train = args.n_train, n_test = args.n_test, quiet = args.quiet })
     if not ok then
       io.stderr:write(tostring(r), '\n')

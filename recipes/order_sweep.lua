@@ -3,12 +3,12 @@
 -- same keys (unnormalised by default, where the orders differ most; --key-norm l2 to
 -- compare them on DeltaNet's footing) and the same learning rate.
 local efla = require 'efla'
-local S = require 'efla.tasks.smnist'
+local smnist = require 'efla.tasks.smnist'
 local report = require 'efla.tasks.report'
 local seeds = require 'efla.tasks.seeds'
 local csv = require 'efla.csv'
 
-local spec = S.common_options()
+local spec = smnist.common_options()
 spec.name = 'recipes/order_sweep.lua'
 spec.description = 'Train the sMNIST model with integration orders 1, 2, 4 and exact; compare accuracy and robustness.'
 table.insert(spec, { '--orders', default = '1,2,4,exact', help = 'comma-separated orders' })
@@ -28,7 +28,7 @@ for o in args.orders:gmatch('[^,]+') do
   variants[#variants + 1] = { name = 'order_' .. o, method = order == 'exact' and 'efla' or 'deltanet',
     overrides = { order = order, key_norm = args.key_norm, lr = args.lr } }
 end
-local runs = S.run_variants(variants, args, args.out, { recipe = 'order_sweep' })
+local runs = smnist.run_variants(variants, args, args.out, { recipe = 'order_sweep' })
 
 report.loss(args.out, runs)
 local aggregated = runs[1].seeds ~= nil   -- --seeds N > 1: mean ± std, every seed in seed-<s>/

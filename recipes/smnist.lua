@@ -13,7 +13,7 @@
 -- published); --model efla-variant is efla's earlier rendition (nn.models.SEQUENCE_ARCHS).
 -- With --seeds N every seed's study goes to <out>/seed-<s>/ and <out>/ gets the mean ± std.
 local efla = require 'efla'
-local S = require 'efla.tasks.smnist'
+local smnist = require 'efla.tasks.smnist'
 local report = require 'efla.tasks.report'
 local seeds_lib = require 'efla.tasks.seeds'
 
@@ -21,7 +21,7 @@ local args = efla.args.parse(arg, {
   name = 'recipes/smnist.lua',
   description = 'Train EFLA / DeltaNet on sequential (pixel-by-pixel) MNIST and test robustness.',
   { '--method', default = 'both', choices = { 'efla', 'deltanet', 'both' }, help = 'which model(s) to train' },
-  { '--model', default = S.DEFAULT_MODEL, choices = S.MODELS, help = 'architecture: the published model or efla-variant' },
+  { '--model', default = smnist.DEFAULT_MODEL, choices = smnist.MODELS, help = 'architecture: the published model or efla-variant' },
   { '--order', choices = { 'exact', '1', '2', '3', '4' }, help = 'override the integration order' },
   { '--lr', type = 'number', above = 0, help = 'learning rate (default 3e-3 for EFLA, 1e-3 for DeltaNet)' },
   { '--epochs', type = 'number', integer = true, min = 1, default = 1, help = 'training epochs' },
@@ -61,8 +61,8 @@ local out = args.out or ('checkpoints/smnist-' .. args.dataset)
 efla.data.mkdir_p(out)
 local methods = args.method == 'both' and { 'efla', 'deltanet' } or { args.method }
 
-local train_ds = S.load(args.dataset, 'train', args.train_samples)
-local test_ds = S.load(args.dataset, 'test', args.test_samples)
+local train_ds = smnist.load(args.dataset, 'train', args.train_samples)
+local test_ds = smnist.load(args.dataset, 'test', args.test_samples)
 print(string.format('smnist: %s, %d training and %d test images, batch %d, %d epoch(s), device %s, threads %d',
   args.dataset, train_ds:size(), test_ds:size(), args.batch, args.epochs, args.device, efla.num_threads()))
 
@@ -71,15 +71,15 @@ local function study(a, dir)
   efla.data.mkdir_p(dir)
   local runs = {}
   for _, method in ipairs(methods) do
-    local model, info = S.train(method, a, train_ds, { out_dir = dir, device = a.device, resume = a.resume })
+    local model, info = smnist.train(method, a, train_ds, { out_dir = dir, device = a.device, resume = a.resume })
     print(string.format('%s (seed %d): %d steps in %.1f s, final loss %.4f, lr %g, %d parameters; checkpoint %s', method,
       a.seed, info.steps, info.seconds, info.history[#info.history] or 0 / 0, info.lr, model:num_parameters(), info.checkpoint or '-'))
-    local results = S.robustness(model, test_ds, { seed = a.seed, device = S.device_of(a.device), title = method .. ' robustness',
-      tty = S.progress_tty(a) })
+    local results = smnist.robustness(model, test_ds, { seed = a.seed, device = smnist.device_of(a.device), title = method .. ' robustness',
+      tty = smnist.progress_tty(a) })
     runs[#runs + 1] = { name = method, history = info.history, results = results, seconds = info.seconds,
       checkpoint = info.checkpoint, config = info.config, lr = info.lr, final_loss = info.history[#info.history] }
   end
-  for _, r in ipairs(runs) do r.about = S.describe(a, train_ds, test_ds) end   -- plot titles name data, sizes, seed
+  for _, r in ipairs(runs) do r.about = smnist.describe(a, train_ds, test_ds) end   -- plot titles name data, sizes, seed
   local loss_png, loss_err = report.loss(dir, runs)
   local plots = report.robustness(dir, runs)
   table.insert(plots, 1, loss_png or loss_err)
@@ -100,7 +100,7 @@ else
     per_seed[i] = study(a, string.format('%s/seed-%d', out, seed))
   end
   local runs = seeds_lib.aggregate(per_seed, seed_list)
-  for _, r in ipairs(runs) do r.about = S.describe(args, train_ds, test_ds) end
+  for _, r in ipairs(runs) do r.about = smnist.describe(args, train_ds, test_ds) end
   local loss_png, loss_err = report.loss(out, runs)
   local plots = seeds_lib.write(out, runs)
   table.insert(plots, 1, loss_png or loss_err)

@@ -45,6 +45,44 @@ local function usage(spec)
 end
 args.usage = usage
 
+-- Levenshtein distance between two strings (insertions, deletions, substitutions).
+local function edit_distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    local ai = a:byte(i)
+    for j = 1, #b do
+      local cost = ai == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+--- args.suggest(flag, spec) -> the spec's options closest to a mistyped flag, closest first
+--- (ties in alphabetical order), at most 3: those within a few edits of it or that start
+--- with it (or it with them). {} when nothing is close.
+function args.suggest(flag, spec)
+  local typed = flag:gsub('^%-+', ''):lower()
+  local scored = {}
+  for _, o in ipairs(spec) do
+    local name = o[1]:gsub('^%-+', ''):lower()
+    local d = edit_distance(typed, name)
+    local prefix = #typed >= 2 and (name:sub(1, #typed) == typed or typed:sub(1, #name) == name)
+    if d <= math.max(2, math.floor(#typed / 3)) or prefix then
+      scored[#scored + 1] = { flag = o[1], d = d }
+    end
+  end
+  table.sort(scored, function(x, y) if x.d ~= y.d then return x.d < y.d end return x.flag < y.flag end)
+  local out = {}
+  for i = 1, math.min(3, #scored) do out[i] = scored[i].flag end
+  return out
+end
+
+-- How a parse reports a bad option is a property of that call's spec only: exit = false
+-- raises the message, anything else prints it with the usage and exits with status 2.
 local function fail(spec, msg)
   if spec.exit == false then error(msg, 0) end
   io.stderr:write(string.format('%s: %s\n\n%s\n', spec.name or 'efla', msg, usage(spec)))
@@ -144,11 +182,9 @@ function args.parse(argv, spec)
         out[key_of(flag)] = convert(spec, o, value)
       end
     elseif a:sub(1, 2) == '--' or (a:sub(1, 1) == '-' and not tonumber(a)) then
-      local best
-      for f in pairs(by_flag) do
-        if f:find(a:sub(3, 5), 1, true) then best = f break end
-      end
-      fail(spec, string.format("unknown option '%s'%s", a, best and (" (did you mean " .. best .. "?)") or ''))
+      local near = args.suggest(flag, spec)
+      fail(spec, string.format("unknown option '%s'%s", a,
+        #near > 0 and (' (did you mean ' .. table.concat(near, ', ') .. '?)') or ''))
     else
       table.insert(out._, a)
     end

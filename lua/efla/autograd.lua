@@ -11,43 +11,48 @@
 -- release of their context). LuaJIT must not enter a callback from a C function that
 -- compiled code called, so every Lua function that calls a C function able to run a
 -- callback is jit.off (backward, grad assignment, tensor release).
-local E = require 'efla.ffi'
-local ffi, lib = E.ffi, E.lib
-local raise, check = E.raise, E.check
-local Tn = require 'efla.tensor'
-local T, getters, setters, wrap, is_tensor = Tn.T, Tn.getters, Tn.setters, Tn.wrap, Tn.is_tensor
+local efla_ffi = require 'efla.ffi'
+local ffi, lib = efla_ffi.ffi, efla_ffi.lib
+local raise, check = efla_ffi.raise, efla_ffi.check
+local tensor = require 'efla.tensor'
+local tensor_methods, wrap, is_tensor = tensor.T, tensor.wrap, tensor.is_tensor
 
-local A = {}
+local autograd = {}
 local this_chunk = debug.getinfo(1, 'f').func
 
--- ---- tensor properties and methods ------------------------------------------------------------
-getters.grad = function(x) return Tn.wrap_or_nil(lib.efla_grad(x.ptr)) end
+-- ---- tensor properties and methods (given to tensor.lua through its extension point) -----------
 local function set_grad(x, g)
   if g ~= nil and not is_tensor(g) then raise('x.grad = g: g must be a tensor or nil') end
   check(lib.efla_set_grad(x.ptr, g and g.ptr or nil))
 end
 jit.off(set_grad)  -- releasing the old grad can free a graph holding a Lua node
-setters.grad = set_grad
-getters.requires_grad = function(x) return lib.efla_requires_grad(x.ptr) == 1 end
-setters.requires_grad = function(x, v) check(lib.efla_set_requires_grad(x.ptr, v and 1 or 0)) end
-getters.is_leaf = function(x) return lib.efla_is_leaf(x.ptr) == 1 end
---- x.grad_fn: the name of the node that made x ("mul", "tanh", ...), nil for leaves
-getters.grad_fn = function(x)
-  local s = lib.efla_grad_fn_name(x.ptr)
-  if s == nil then return nil end
-  return ffi.string(s)
-end
+tensor.register_properties({
+  grad = { get = function(x) return tensor.wrap_or_nil(lib.efla_grad(x.ptr)) end, set = set_grad },
+  requires_grad = {
+    get = function(x) return lib.efla_requires_grad(x.ptr) == 1 end,
+    set = function(x, v) check(lib.efla_set_requires_grad(x.ptr, v and 1 or 0)) end,
+  },
+  is_leaf = { get = function(x) return lib.efla_is_leaf(x.ptr) == 1 end },
+  --- x.grad_fn: the name of the node that made x ("mul", "tanh", ...), nil for leaves
+  grad_fn = { get = function(x)
+    local s = lib.efla_grad_fn_name(x.ptr)
+    if s == nil then return nil end
+    return ffi.string(s)
+  end },
+})
+
+local grad_methods = {}   -- registered with tensor.register_methods below
 
 --- x:requires_grad_([flag=true]): marks a leaf as needing gradients; returns x
-function T.requires_grad_(x, flag)
+function grad_methods.requires_grad_(x, flag)
   if flag == nil then flag = true end
   check(lib.efla_set_requires_grad(x.ptr, flag and 1 or 0))
   return x
 end
 --- x:detach(): the same values, cut from the graph (shares storage)
-function T.detach(x) return wrap(lib.efla_detach(x.ptr)) end
+function grad_methods.detach(x) return wrap(lib.efla_detach(x.ptr)) end
 --- x:zero_grad(): drops x.grad
-function T.zero_grad(x) set_grad(x, nil); return x end
+function grad_methods.zero_grad(x) set_grad(x, nil); return x end
 
 -- A message a Lua backward raised, handed over to the backward() call that ran it (a C
 -- callback must not raise through C frames).
@@ -57,19 +62,20 @@ local pending_error
 --- grad may be omitted for one-element tensors; a number is accepted for one-element x.
 local function backward(x, grad, retain_graph)
   if type(grad) == 'boolean' then grad, retain_graph = nil, grad end
-  if type(grad) == 'number' then grad = Tn.full_like(x, grad) end
+  if type(grad) == 'number' then grad = tensor.full_like(x, grad) end
   if grad ~= nil and not is_tensor(grad) then raise('backward: grad must be a tensor, a number or nil') end
   pending_error = nil
   local rc = lib.efla_backward(x.ptr, grad and grad.ptr or nil, retain_graph and 1 or 0)
   if rc < 0 then
-    local msg = pending_error or E.last_error()
+    local msg = pending_error or efla_ffi.last_error()
     pending_error = nil
     raise(msg)
   end
   return x
 end
 jit.off(backward)
-T.backward = backward
+grad_methods.backward = backward
+tensor.register_methods(grad_methods)
 
 -- ---- grad mode ---------------------------------------------------------------------------------------
 local function with_grad_mode(mode, fn, ...)
@@ -83,14 +89,14 @@ local function with_grad_mode(mode, fn, ...)
   return unpack(res, 2, table.maxn(res))
 end
 --- efla.no_grad(fn, ...): runs fn(...) with gradient recording off (restored even on error)
-function A.no_grad(fn, ...) return with_grad_mode(0, fn, ...) end
+function autograd.no_grad(fn, ...) return with_grad_mode(0, fn, ...) end
 --- efla.enable_grad(fn, ...): runs fn(...) with gradient recording on
-function A.enable_grad(fn, ...) return with_grad_mode(1, fn, ...) end
+function autograd.enable_grad(fn, ...) return with_grad_mode(1, fn, ...) end
 --- efla.set_grad_enabled(flag): returns the previous setting
-function A.set_grad_enabled(flag) return lib.efla_set_grad_enabled(flag and 1 or 0) == 1 end
-function A.is_grad_enabled() return lib.efla_grad_enabled() == 1 end
+function autograd.set_grad_enabled(flag) return lib.efla_set_grad_enabled(flag and 1 or 0) == 1 end
+function autograd.is_grad_enabled() return lib.efla_grad_enabled() == 1 end
 --- efla.zero_grad(params): drops .grad of every tensor in a list (or table of tensors)
-function A.zero_grad(params)
+function autograd.zero_grad(params)
   for _, p in pairs(params) do if is_tensor(p) then set_grad(p, nil) end end
 end
 
@@ -98,7 +104,7 @@ end
 -- Each recorded node gets an id (its ctx pointer); registry[id] holds the Lua side. One
 -- backward callback and one release callback serve every node.
 local registry, next_id = {}, 0
-A._registry = registry
+autograd._registry = registry
 
 local function backward_cb_impl(node, grad_outputs, grad_inputs)
   local id = tonumber(ffi.cast('intptr_t', lib.efla_node_ctx(node)))
@@ -114,7 +120,7 @@ local function backward_cb_impl(node, grad_outputs, grad_inputs)
     for i, slot in ipairs(rec.slots) do saved[i] = wrap(lib.efla_node_saved(node, slot)) end
     ctx.saved_tensors = saved
     local grads = {}
-    for i = 1, rec.n_outputs do grads[i] = Tn.adopt_borrowed(grad_outputs[i - 1]) end
+    for i = 1, rec.n_outputs do grads[i] = tensor.adopt_borrowed(grad_outputs[i - 1]) end
     local res = { rec.fn.backward(ctx, unpack(grads, 1, rec.n_outputs)) }
     ctx.saved_tensors = nil
     for k, argpos in ipairs(rec.tensor_args) do
@@ -155,7 +161,7 @@ Function.__index = Function
 --- a differentiable function. Call it like a function (F(x, y)) or F:apply(x, y).
 --- forward runs with recording off and returns tensors; backward returns one gradient (or
 --- nil) per forward argument.
-function A.Function(def)
+function autograd.Function(def)
   if type(def) ~= 'table' or type(def.forward) ~= 'function' or type(def.backward) ~= 'function' then
     raise('autograd.Function: expects a table with forward(ctx, ...) and backward(ctx, grad_output...) functions')
   end
@@ -176,9 +182,9 @@ function Function:apply(...)
     end
   end
   local needs = {}
-  for i = 1, n do needs[i] = is_tensor(args[i]) and args[i].requires_grad and A.is_grad_enabled() end
+  for i = 1, n do needs[i] = is_tensor(args[i]) and args[i].requires_grad and autograd.is_grad_enabled() end
   ctx.needs_input_grad = needs
-  local outs = { A.no_grad(self.forward, ctx, ...) }
+  local outs = { autograd.no_grad(self.forward, ctx, ...) }
   local n_out = #outs
   for i = 1, n_out do
     if not is_tensor(outs[i]) then
@@ -195,7 +201,7 @@ function Function:apply(...)
   lib.efla_clear_error()
   local node = lib.efla_node_record(self.name, backward_cb, #inputs, in_arr, n_out, out_arr)
   if node == nil then
-    if ffi.string(lib.efla_last_error()) ~= '' then raise(E.last_error()) end
+    if ffi.string(lib.efla_last_error()) ~= '' then raise(efla_ffi.last_error()) end
     return unpack(outs, 1, n_out)   -- nothing needs a gradient
   end
   next_id = next_id + 1
@@ -214,16 +220,16 @@ end
 -- Deterministic weights in [-1, 1] that project a non-scalar output onto a scalar (so the
 -- check compares J^T w, a random direction), without touching efla's RNG.
 local function weights_like(out, seed)
-  local shape = Tn.shape_table(out)
-  local n = T.numel(out)
+  local shape = tensor.shape_table(out)
+  local n = tensor_methods.numel(out)
   local vals = {}
   local s = seed
   for i = 1, n do
     s = (s * 1103515245 + 12345) % 2147483648
     vals[i] = (s / 2147483648) * 2 - 1
   end
-  local w = Tn.tensor(vals, { dtype = 'float64' })
-  return T.reshape(w, shape)
+  local w = tensor.tensor(vals, { dtype = 'float64' })
+  return tensor_methods.reshape(w, shape)
 end
 
 local function unravel(i, shape)
@@ -240,15 +246,15 @@ end
 --- output is not a scalar) with central finite differences. Inputs that require grad must
 --- be float64. report names the worst element: input index, 1-based position, analytic
 --- and numeric values.
-function A.gradcheck(f, inputs, opts)
+function autograd.gradcheck(f, inputs, opts)
   opts = opts or {}
   local eps, atol, rtol = opts.eps or 1e-6, opts.atol or 1e-5, opts.rtol or 1e-4
-  local rng0 = Tn.rng_state()
+  local rng0 = tensor.rng_state()
   local checked = {}
   for i, x in ipairs(inputs) do
     if is_tensor(x) and x.requires_grad then
-      if T.dtype(x) ~= 'float64' then
-        raise(string.format('gradcheck: input %d is %s; use float64 inputs for finite differences', i, T.dtype(x)))
+      if tensor_methods.dtype(x) ~= 'float64' then
+        raise(string.format('gradcheck: input %d is %s; use float64 inputs for finite differences', i, tensor_methods.dtype(x)))
       end
       if not x.is_leaf then raise(string.format('gradcheck: input %d is not a leaf; pass leaves (detach() then requires_grad_())', i)) end
       checked[#checked + 1] = i
@@ -258,15 +264,15 @@ function A.gradcheck(f, inputs, opts)
   local weights
   -- the scalar objective L = sum_k sum(out_k * w_k)
   local function objective()
-    Tn.set_rng_state(rng0)  -- the same random draws (dropout...) at every evaluation
+    tensor.set_rng_state(rng0)  -- the same random draws (dropout...) at every evaluation
     local outs = { f(unpack(inputs)) }
     local L
     for k, o in ipairs(outs) do
-      if is_tensor(o) and T.is_floating_point(o) then
+      if is_tensor(o) and tensor_methods.is_floating_point(o) then
         weights = weights or {}
         weights[k] = weights[k] or weights_like(o, 12345 + 7919 * k)
-        local term = T.sum(T.mul(T.double(o), weights[k]))
-        L = L and T.add(L, term) or term
+        local term = tensor_methods.sum(tensor_methods.mul(tensor_methods.double(o), weights[k]))
+        L = L and tensor_methods.add(L, term) or term
       end
     end
     if not L then raise('gradcheck: f returned no floating-point tensor') end
@@ -276,11 +282,11 @@ function A.gradcheck(f, inputs, opts)
   for _, i in ipairs(checked) do set_grad(inputs[i], nil) end
   local L = objective()
   backward(L)
-  local rng_after = Tn.rng_state()
+  local rng_after = tensor.rng_state()
   local analytic = {}
   for _, i in ipairs(checked) do
     local g = inputs[i].grad
-    analytic[i] = g and { Tn._read_all(g) } or false
+    analytic[i] = g and { tensor._read_all(g) } or false
     set_grad(inputs[i], nil)
   end
   -- numeric, one element at a time
@@ -288,20 +294,20 @@ function A.gradcheck(f, inputs, opts)
   local failed = false
   local idx = ffi.new('int64_t[8]')
   local out = ffi.new('double[1]')
-  A.no_grad(function()
+  autograd.no_grad(function()
     for _, i in ipairs(checked) do
       local x = inputs[i]
-      local shape = Tn.shape_table(x)
-      local n = T.numel(x)
+      local shape = tensor.shape_table(x)
+      local n = tensor_methods.numel(x)
       for e = 0, n - 1 do
         local pos = unravel(e, shape)
         for d = 1, #shape do idx[d - 1] = pos[d] end
         check(lib.efla_get(x.ptr, idx, out))
         local orig = out[0]
         check(lib.efla_set(x.ptr, idx, orig + eps))
-        local fp = T.item(objective())
+        local fp = tensor_methods.item(objective())
         check(lib.efla_set(x.ptr, idx, orig - eps))
-        local fm = T.item(objective())
+        local fm = tensor_methods.item(objective())
         check(lib.efla_set(x.ptr, idx, orig))
         local num = (fp - fm) / (2 * eps)
         local ana = analytic[i] and analytic[i][1](e) or 0
@@ -318,7 +324,7 @@ function A.gradcheck(f, inputs, opts)
       end
     end
   end)
-  Tn.set_rng_state(rng_after)
+  tensor.set_rng_state(rng_after)
   local report = string.format('gradcheck %s: worst element: input %d at {%s}: analytic %.10g, numeric %.10g, |diff| %.3g (tolerance %.3g)',
     failed and 'FAILED' or 'ok', worst.input or 0, table.concat(worst.position or {}, ','), worst.analytic or 0,
     worst.numeric or 0, worst.diff or 0, atol + rtol * math.abs(worst.numeric or 0))
@@ -331,12 +337,12 @@ local gc_cb
 --- Lua for a full garbage collection (dropping unreachable tensors) and retries. Entering
 --- Lua from the allocator is only safe when the Lua code that called into efla was not
 --- JIT-compiled, so this also turns the JIT off for efla's own wrapper functions.
-function A.set_gc_callback(enable)
+function autograd.set_gc_callback(enable)
   if enable == nil then enable = true end
   if enable then
     if not gc_cb then
       gc_cb = ffi.cast('void (*)(void)', function() collectgarbage('collect') end)
-      A._jit_off_wrappers()
+      autograd._jit_off_wrappers()
     end
     lib.efla_set_gc_callback(gc_cb)
   else
@@ -347,8 +353,8 @@ end
 -- Every function of efla's binding files (recursively: jit.off(chunk, true) covers the
 -- functions defined inside a chunk), and the public functions of the other efla modules
 -- loaded so far with the functions nested in them.
-function A._jit_off_wrappers()
-  jit.off(Tn._chunk, true)
+function autograd._jit_off_wrappers()
+  jit.off(tensor._chunk, true)
   jit.off(this_chunk, true)
   for name, mod in pairs(package.loaded) do
     if type(name) == 'string' and name:match('^efla') and type(mod) == 'table' then
@@ -357,4 +363,4 @@ function A._jit_off_wrappers()
   end
 end
 
-return A
+return autograd

@@ -7,11 +7,11 @@
 --   efla                    the REPL
 -- Exit status: 0, 1 when the script fails (message "efla: <msg>" and a traceback on
 -- stderr), 2 for a bad command line.
-local C = {}
+local cli = {}
 
-C.usage = 'usage: efla [options] [script [args...]]'
+cli.usage = 'usage: efla [options] [script [args...]]'
 
-C.help = C.usage .. [==[
+cli.help = cli.usage .. [==[
 
 
 Runs a Lua script with efla loaded (the global `efla`, also require 'efla'), or an
@@ -34,7 +34,7 @@ Examples:
   echo 'efla.ones(2):sum()' | efla       the prompt reads from a pipe too
 
 Inside the prompt: expressions print their value; `exit` or Ctrl-D quits;
-Ctrl-C stops a running entry (the session and its variables stay) or clears the line;
+Ctrl-cli stops a running entry (the session and its variables stay) or clears the line;
 help(x) describes a tensor, function or module.
 
 Environment:
@@ -59,9 +59,9 @@ local function version_text()
     jit and jit.version or _VERSION, efla.has_cuda() and ', CUDA backend' or '')
 end
 
---- C.executable(): the path of the running efla binary (for tests that start another one)
-function C.executable()
-  return require('efla.sys').readlink('/proc/self/exe') or C.argv0
+--- cli.executable(): the path of the running efla binary (for tests that start another one)
+function cli.executable()
+  return require('efla.sys').readlink('/proc/self/exe') or cli.argv0
 end
 
 -- The traceback down to the user's code (the frames of cli.lua below it are noise).
@@ -88,9 +88,9 @@ local function run_chunk(f, ...)
   return true
 end
 
---- C.main(args): args[0] is the executable, args[1..] the command line. Returns the exit status.
-function C.main(args)
-  C.argv0 = args[0]
+--- cli.main(args): args[0] is the executable, args[1..] the command line. Returns the exit status.
+function cli.main(args)
+  cli.argv0 = args[0]
   local exprs, libs = {}, {}
   local interactive, script, script_index = false, nil, nil
   local i = 1
@@ -102,7 +102,7 @@ function C.main(args)
     elseif a == '-e' or a == '-l' then
       local v = args[i + 1]
       if v == nil then
-        stderr(string.format("efla: option '%s' needs an argument\n", a), C.usage, '\n',
+        stderr(string.format("efla: option '%s' needs an argument\n", a), cli.usage, '\n',
           "Try 'efla --help' for more.\n")
         return 2
       end
@@ -116,13 +116,13 @@ function C.main(args)
       print(version_text())
       return 0
     elseif a == '-h' or a == '--help' then
-      io.write(C.help)
+      io.write(cli.help)
       return 0
     elseif a == '-' then
       script, script_index = '-', i
       break
     elseif a:sub(1, 1) == '-' then
-      stderr(string.format("efla: unknown option '%s'\n", a), C.usage, '\n', "Try 'efla --help' for more.\n")
+      stderr(string.format("efla: unknown option '%s'\n", a), cli.usage, '\n', "Try 'efla --help' for more.\n")
       return 2
     else
       script, script_index = a, i
@@ -179,4 +179,4 @@ function C.main(args)
   return 0
 end
 
-return C
+return cli

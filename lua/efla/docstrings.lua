@@ -4,7 +4,7 @@
 -- (found with debug.getinfo, so a method, a local function exported under another name
 -- or a function stored in a table all work). A module's doc is the `--` comment block at
 -- the top of its file. Files are read once, on the first question about them.
-local D = {}
+local docstrings = {}
 
 local file_lines = {}   -- path -> { lines } (false when unreadable)
 
@@ -37,7 +37,7 @@ local function block_above(lines, n)
 end
 
 --- docstrings.of_function(fn) -> the `---` block above fn's definition, or nil.
-function D.of_function(fn)
+function docstrings.of_function(fn)
   if type(fn) ~= 'function' then return nil end
   local info = debug.getinfo(fn, 'S')
   if not info or info.what ~= 'Lua' or info.source:sub(1, 1) ~= '@' then return nil end
@@ -58,7 +58,7 @@ end
 
 --- docstrings.of_class(cls) -> the `---` block above `class.new('Name'` in the file that
 --- defines cls's methods, or nil.
-function D.of_class(cls)
+function docstrings.of_class(cls)
   local name = rawget(cls, '__name')
   local files = {}
   for _, v in pairs(cls) do
@@ -81,7 +81,7 @@ function D.of_class(cls)
 end
 
 --- docstrings.of_file(path) -> the comment block at the top of a Lua file, or nil.
-function D.of_file(path)
+function docstrings.of_file(path)
   local lines = path and lines_of(path)
   if not lines then return nil end
   local out = {}
@@ -95,16 +95,16 @@ function D.of_file(path)
 end
 
 --- docstrings.of_module(name) -> the top comment of module `name` ('efla.nn'), or nil.
-function D.of_module(name)
+function docstrings.of_module(name)
   local path = package.searchpath(name, package.path)
-  return D.of_file(path)
+  return docstrings.of_file(path)
 end
 
 --- docstrings.summary(text) -> the first sentence or line of a doc, for one-line lists.
-function D.summary(text)
+function docstrings.summary(text)
   if not text then return nil end
   local first = text:match('^[^\n]*')
   return first
 end
 
-return D
+return docstrings

@@ -9,12 +9,12 @@
 -- "..." between; 3-d and more print one matrix per leading index, "(i,j,.,.) =" (1-based).
 -- Only the shown elements are copied out of the tensor (block by block), so printing a huge
 -- or device tensor is cheap.
-local E = require 'efla.ffi'
-local lib = E.lib
-local Tn = require 'efla.tensor'
-local T = Tn.T
+local efla_ffi = require 'efla.ffi'
+local lib = efla_ffi.lib
+local tensor = require 'efla.tensor'
+local tensor_methods = tensor.T
 
-local M = {
+local tensor_format = {
   edge = 3,          -- entries kept at each end of an elided dim
   summarize = 100,   -- elide when the tensor has more elements than this
   linewidth = 80,
@@ -25,8 +25,8 @@ local function shown_ranges(shape, elide)
   local ranges = {}
   for d = 1, #shape do
     local n = shape[d]
-    if elide and n > 2 * M.edge then
-      ranges[d] = { { 0, M.edge }, { n - M.edge, M.edge } }
+    if elide and n > 2 * tensor_format.edge then
+      ranges[d] = { { 0, tensor_format.edge }, { n - tensor_format.edge, tensor_format.edge } }
     else
       ranges[d] = { { 0, n } }
     end
@@ -50,10 +50,10 @@ local function fetch(x, shape, ranges)
   local block_pos = {}
   local function rec(d, view, base)
     if d > nd then
-      local get, n = Tn._read_all(view)
+      local get, n = tensor._read_all(view)
       if n == 0 then return end
       -- walk the block in row-major order, mapping to shown coordinates
-      local bshape = Tn.shape_table(view)
+      local bshape = tensor.shape_table(view)
       local k = {}
       for i = 1, nd do k[i] = 0 end
       for lin = 0, n - 1 do
@@ -71,7 +71,7 @@ local function fetch(x, shape, ranges)
     local off = 0
     for _, r in ipairs(ranges[d]) do
       local v = view
-      if #ranges[d] > 1 then v = Tn.wrap(lib.efla_narrow(view.ptr, d - 1, r[1], r[2])) end
+      if #ranges[d] > 1 then v = tensor.wrap(lib.efla_narrow(view.ptr, d - 1, r[1], r[2])) end
       rec(d + 1, v, base + off * strides[d])
       off = off + r[2]
     end
@@ -137,8 +137,8 @@ local function matrix_lines(rows, cols, value, fmt, width, out, indent)
   local per_line = ncols
   local has_gap = false
   for _, c in ipairs(cols) do if not c then has_gap = true end end
-  if not has_gap and ncols * (cell + 1) > M.linewidth then
-    per_line = math.max(1, math.floor((M.linewidth - 2) / (cell + 1)))
+  if not has_gap and ncols * (cell + 1) > tensor_format.linewidth then
+    per_line = math.max(1, math.floor((tensor_format.linewidth - 2) / (cell + 1)))
   end
   for first = 1, ncols, per_line do
     local last = math.min(ncols, first + per_line - 1)
@@ -162,30 +162,30 @@ local function matrix_lines(rows, cols, value, fmt, width, out, indent)
 end
 
 local function footer(x, shape)
-  local dtype, dev = T.dtype(x), T.device(x)
+  local dtype, dev = tensor_methods.dtype(x), tensor_methods.device(x)
   local what
   if #shape == 0 then what = 'scalar' else what = 'tensor of size ' .. table.concat(shape, 'x') end
   local extra = ''
   local gf = lib.efla_grad_fn_name(x.ptr)
-  if gf ~= nil then extra = ' grad_fn=' .. E.ffi.string(gf)
+  if gf ~= nil then extra = ' grad_fn=' .. efla_ffi.ffi.string(gf)
   elseif lib.efla_requires_grad(x.ptr) == 1 then extra = ' requires_grad' end
   return string.format('[efla %s %s (%s)%s]', dtype, what, dev, extra)
 end
-M.footer = function(x) return footer(x, (Tn.shape_table(x))) end
+tensor_format.footer = function(x) return footer(x, (tensor.shape_table(x))) end
 
 --- format.tensor(x): the Torch-style text of a tensor.
-function M.tensor(x)
-  local shape = Tn.shape_table(x)
+function tensor_format.tensor(x)
+  local shape = tensor.shape_table(x)
   local nd = #shape
-  local numel = T.numel(x)
-  local dtype = T.dtype(x)
+  local numel = tensor_methods.numel(x)
+  local dtype = tensor_methods.dtype(x)
   if nd == 0 then
-    local v = T.item(x)
+    local v = tensor_methods.item(x)
     local fmt = make_formatter({ type(v) == 'number' and v or 0 }, dtype)
     return fmt(v) .. '\n' .. footer(x, shape)
   end
   if numel == 0 then return footer(x, shape) end
-  local ranges = shown_ranges(shape, numel > M.summarize)
+  local ranges = shown_ranges(shape, numel > tensor_format.summarize)
   local get, counts = fetch(x, shape, ranges)
   -- every shown value, to choose one format
   local all = {}
@@ -216,7 +216,7 @@ function M.tensor(x)
     local len = 0
     for _, e in ipairs(ents[1]) do
       local s = e and pad(fmt(get({ e.shown })), width + 1) or ' ...'
-      if len + #s + 1 > M.linewidth and #line > 0 then
+      if len + #s + 1 > tensor_format.linewidth and #line > 0 then
         out[#out + 1] = table.concat(line, ' ')
         line, len = {}, 0
       end
@@ -260,4 +260,4 @@ function M.tensor(x)
   return table.concat(out, '\n')
 end
 
-return M
+return tensor_format

@@ -3,9 +3,10 @@
 -- It gathers the tensor functions (efla/tensor.lua), autograd (efla/autograd.lua) and
 -- help; submodules such as efla.nn or efla.optim load on first use (efla.nn is
 -- require 'efla.nn'). Every tensor method is also a function: efla.tanh(x) == x:tanh().
-local E = require 'efla.ffi'
-local Tn = require 'efla.tensor'
-local A = require 'efla.autograd'
+local tensor = require 'efla.tensor'
+local autograd = require 'efla.autograd'
+local binding = require 'efla._binding'
+local cuda = require 'efla.cuda'
 
 local efla = {}
 
@@ -13,35 +14,36 @@ local efla = {}
 local internal_names = {
   wrap = true, wrap_or_nil = true, adopt_borrowed = true, to_tensor = true, parse_dtype = true,
   parse_device = true, device_name = true, shape_table = true, cdim = true,
+  register_methods = true, register_properties = true, property_names = true,
 }
-for k, v in pairs(Tn) do
+for k, v in pairs(tensor) do
   if type(v) == 'function' and not internal_names[k] and not k:match('^_') then efla[k] = v end
 end
-efla.Size = Tn.Size
-efla.dtypes = Tn.dtypes
+efla.Size = tensor.Size
+efla.dtypes = tensor.dtypes
 
 -- every method as a function: efla.matmul(a, b), efla.sum(x, 2), ... (except where a
 -- submodule has that name: efla.data is the data module, x:data() stays a method)
-for k, v in pairs(Tn.T) do
-  if efla[k] == nil and not package.searchpath('efla.' .. k, package.path) then efla[k] = Tn.first_arg_checked(k, v) end
+for k, v in pairs(tensor.T) do
+  if efla[k] == nil and not package.searchpath('efla.' .. k, package.path) then efla[k] = tensor.first_arg_checked(k, v) end
 end
 
 --- efla.Tensor: the table of tensor methods; add a function here to add a method.
-efla.Tensor = Tn.T
+efla.Tensor = tensor.T
 
 -- autograd
 efla.autograd = {
-  Function = A.Function, gradcheck = A.gradcheck, no_grad = A.no_grad, enable_grad = A.enable_grad,
-  set_grad_enabled = A.set_grad_enabled, is_grad_enabled = A.is_grad_enabled,
+  Function = autograd.Function, gradcheck = autograd.gradcheck, no_grad = autograd.no_grad, enable_grad = autograd.enable_grad,
+  set_grad_enabled = autograd.set_grad_enabled, is_grad_enabled = autograd.is_grad_enabled,
 }
 efla.autograd.__doc = 'efla.autograd: Function{forward=, backward=} (a differentiable function written in Lua), gradcheck(f, inputs), no_grad(fn), enable_grad(fn), set_grad_enabled(flag), is_grad_enabled().'
-efla.no_grad = A.no_grad
-efla.enable_grad = A.enable_grad
-efla.set_grad_enabled = A.set_grad_enabled
-efla.is_grad_enabled = A.is_grad_enabled
-efla.zero_grad = A.zero_grad
-efla.gradcheck = A.gradcheck
-efla.set_gc_callback = A.set_gc_callback
+efla.no_grad = autograd.no_grad
+efla.enable_grad = autograd.enable_grad
+efla.set_grad_enabled = autograd.set_grad_enabled
+efla.is_grad_enabled = autograd.is_grad_enabled
+efla.zero_grad = autograd.zero_grad
+efla.gradcheck = autograd.gradcheck
+efla.set_gc_callback = autograd.set_gc_callback
 
 --- efla.set_debug_checks(on): NaN/Inf checks in efla.ops.delta_rule (names the first batch, token, head).
 efla.set_debug_checks = function(on) return require('efla.ops').set_debug_checks(on) end
@@ -49,22 +51,28 @@ efla.set_debug_checks = function(on) return require('efla.ops').set_debug_checks
 --- efla.help([x]): an overview, or the documentation of a function, module or tensor.
 function efla.help(x) return require('efla.help').help(x) end
 
--- For Lua bindings of further C functions (nn, delta rule, checkpoints): the FFI library,
--- the cdata type, and the ownership/error helpers. wrap(ptr) takes over a new reference.
-efla.internal = {
-  ffi = E.ffi, lib = E.lib, raise = E.raise, check = E.check, checkp = E.checkp,
-  last_error = E.last_error, wrap = Tn.wrap, wrap_or_nil = Tn.wrap_or_nil, Tensor = Tn.Tensor,
-  is_tensor = Tn.is_tensor, to_tensor = Tn.to_tensor, parse_dtype = Tn.parse_dtype,
-  parse_device = Tn.parse_device, device_name = Tn.device_name, dtype_names = Tn.dtype_names,
-  shape_table = Tn.shape_table, cdim = Tn.cdim, c_index = Tn._c_index, getters = Tn.getters,
-  setters = Tn.setters,
-}
+-- Devices (efla/cuda.lua) under their older flat names too
+efla.cuda = cuda
+efla.has_cuda = cuda.has_backend
+efla.device_count = cuda.count_devices
+efla.synchronize = cuda.synchronize
+efla.cuda_memory_stats = cuda.memory_stats
+efla.cuda_empty_cache = cuda.empty_cache
+efla.cuda_reset_peak = cuda.reset_peak
+efla.cuda_set_tf32 = cuda.set_tf32
+
+-- The fused AdamW step (efla/optim/adamw_step.lua), as before
+efla.adamw_step_ = require 'efla.optim.adamw_step'
+
+-- For user bindings of further C functions: the private binding table that efla's own
+-- modules require as 'efla._binding' (FFI library, error and tensor-ownership helpers).
+efla.internal = binding
 
 -- The CUDA allocator asks Lua for a collection before it gives up on an allocation.
-if efla.has_cuda() and efla.device_count('cuda') > 0 then A.set_gc_callback(true) end
+if efla.has_cuda() and efla.device_count('cuda') > 0 then autograd.set_gc_callback(true) end
 
 -- efla.nn, efla.optim, ...: loaded on first use from lua/efla/<name>.lua or <name>/init.lua
-local not_submodules = { ffi = true, cdef = true, cli = true, repl = true, init = true }
+local not_submodules = { ffi = true, cdef = true, cli = true, repl = true, init = true, _binding = true }
 setmetatable(efla, {
   __index = function(t, k)
     if type(k) ~= 'string' or not_submodules[k] or not k:match('^[%w_]+$') then return nil end

@@ -9,9 +9,10 @@
 -- q, k [B,T,H,dk], v [B,T,H,dv], beta [B,T,H], states [N,H,dk,dv] (flash-linear-attention's
 -- layout). order 'exact' is EFLA, 1 is DeltaNet, 2-4 the Runge-Kutta ablations. All of it
 -- is differentiable (one fused autograd node).
-local efla = require 'efla'
-local I = efla.internal
-local ffi, lib = I.ffi, I.lib
+local binding = require 'efla._binding'
+local autograd = require 'efla.autograd'
+local tensor = require 'efla.tensor'
+local ffi, lib = binding.ffi, binding.lib
 
 local ops = {}
 
@@ -21,29 +22,29 @@ local function order_code(order, fn)
   if order == nil or order == 'exact' then return lib.EFLA_ORDER_EXACT end
   local n = tonumber(order)
   if n and n >= 1 and n <= 4 and n % 1 == 0 then return n end
-  I.raise(string.format("%s: order must be 'exact' or 1, 2, 3, 4 (got %s)", fn, tostring(order)))
+  binding.raise(string.format("%s: order must be 'exact' or 1, 2, 3, 4 (got %s)", fn, tostring(order)))
 end
 
 local function fill_opts(opts, fn)
   opts = opts or {}
-  if type(opts) ~= 'table' then I.raise(string.format('%s: opts must be a table, got %s', fn, type(opts))) end
+  if type(opts) ~= 'table' then binding.raise(string.format('%s: opts must be a table, got %s', fn, type(opts))) end
   local o = ffi.new('efla_delta_rule_opts')
   lib.efla_delta_rule_default_opts(o)
   o.order = order_code(opts.order, fn)
   local scale = opts.scale
   if scale ~= nil and (type(scale) ~= 'number' or scale ~= scale or scale == math.huge or scale == -math.huge) then
-    I.raise(string.format('%s: opts.scale must be a finite number (default 1/sqrt(dk)), got %s', fn,
+    binding.raise(string.format('%s: opts.scale must be a finite number (default 1/sqrt(dk)), got %s', fn,
       type(scale) == 'string' and string.format('the string %q', scale) or tostring(scale)))
   end
   if scale then o.scale = scale end
   local cs = opts.chunk_size
   if cs ~= nil and (type(cs) ~= 'number' or cs < 1 or cs % 1 ~= 0) then
-    I.raise(string.format('%s: opts.chunk_size must be a whole number >= 1, got %s', fn, tostring(cs)))
+    binding.raise(string.format('%s: opts.chunk_size must be a whole number >= 1, got %s', fn, tostring(cs)))
   end
   if cs then o.chunk_size = cs end
   if opts.algorithm then
     o.algorithm = ALGORITHMS[opts.algorithm] or
-      I.raise(string.format("%s: algorithm must be 'auto', 'chunked' or 'recurrent' (got %s)", fn, tostring(opts.algorithm)))
+      binding.raise(string.format("%s: algorithm must be 'auto', 'chunked' or 'recurrent' (got %s)", fn, tostring(opts.algorithm)))
   end
   o.reference_eps = opts.reference_eps and 1 or 0
   o.recompute_states = opts.recompute_states and 1 or 0
@@ -53,15 +54,15 @@ end
 
 local function ptr(t, name, fn)
   if t == nil then return nil end
-  if not I.is_tensor(t) then
-    I.raise(string.format('%s: %s must be a tensor, got %s', fn, name, require('efla.tensor').describe_value(t)))
+  if not binding.is_tensor(t) then
+    binding.raise(string.format('%s: %s must be a tensor, got %s', fn, name, tensor.describe_value(t)))
   end
   return t.ptr
 end
 
 -- q, k, v, beta: required tensors, named when missing
 local function required(t, name, fn, layout)
-  if t == nil then I.raise(string.format('%s: %s is nil; expected a tensor %s', fn, name, layout)) end
+  if t == nil then binding.raise(string.format('%s: %s is nil; expected a tensor %s', fn, name, layout)) end
   return ptr(t, name, fn)
 end
 
@@ -82,7 +83,7 @@ end
 
 -- The first position (1-based, over the leading nlead dims) where x holds a NaN or Inf, or nil.
 local function first_nonfinite(x, nlead)
-  return efla.no_grad(function()
+  return autograd.no_grad(function()
     local d = x:detach():double()
     d = d - d                                  -- NaN where x is NaN or +-Inf, else 0
     local bad = d:ne(d):double()
@@ -112,20 +113,20 @@ local function check_inputs(fn, q, k, v, beta, state, state_what)
   for _, item in ipairs { { 'q', q, 3 }, { 'k', k, 3 }, { 'v', v, 3 }, { 'beta', beta, 3 } } do
     local at = item[2] and first_nonfinite(item[2], item[3])
     if at then
-      I.raise(string.format('%s: %s has a NaN or Inf at batch %d, token %d, head %d (found by the finite check)',
+      binding.raise(string.format('%s: %s has a NaN or Inf at batch %d, token %d, head %d (found by the finite check)',
         fn, item[1], at[1], at[2], at[3]))
     end
   end
   local at = state and first_nonfinite(state, 2)
   if at then
-    I.raise(string.format('%s: %s has a NaN or Inf in sequence %d, head %d (found by the finite check)', fn, state_what, at[1], at[2]))
+    binding.raise(string.format('%s: %s has a NaN or Inf in sequence %d, head %d (found by the finite check)', fn, state_what, at[1], at[2]))
   end
 end
 
 local function check_output(fn, o)
   local at = first_nonfinite(o, 3)
   if at then
-    I.raise(string.format('%s: the inputs are finite but the output is not from batch %d, token %d, head %d on: ' ..
+    binding.raise(string.format('%s: the inputs are finite but the output is not from batch %d, token %d, head %d on: ' ..
       'the state overflowed there (a smaller beta or learning rate, or order = \'exact\', keeps it bounded)',
       fn, at[1], at[2], at[3]))
   end
@@ -148,16 +149,16 @@ function ops.delta_rule(q, k, v, beta, opts)
   local o, raw = fill_opts(opts, fn)
   local pq, pk, pv, pb = required(q, 'q', fn, QK), required(k, 'k', fn, QK), required(v, 'v', fn, V), required(beta, 'beta', fn, BETA)
   local cu = raw.cu_seqlens
-  if cu ~= nil and not I.is_tensor(cu) then cu = efla.tensor(cu, { dtype = 'int64' }) end
+  if cu ~= nil and not binding.is_tensor(cu) then cu = tensor.tensor(cu, { dtype = 'int64' }) end
   local checking = debug_checks or raw.check_finite
   if checking then check_inputs(fn, q, k, v, beta, raw.initial_state, 'initial_state') end
   local out, final = ffi.new('efla_tensor*[1]'), ffi.new('efla_tensor*[1]')
   local rc = lib.efla_delta_rule(pq, pk, pv, pb, ptr(raw.initial_state, 'initial_state', fn), ptr(cu, 'cu_seqlens', fn),
     o, out, o.output_final_state ~= 0 and final or nil)
-  if rc < 0 then I.raise(I.last_error()) end
-  local o_t = I.wrap(out[0])
+  if rc < 0 then binding.raise(binding.last_error()) end
+  local o_t = binding.wrap(out[0])
   if checking then check_output(fn, o_t) end
-  if o.output_final_state ~= 0 then return o_t, I.wrap(final[0]) end
+  if o.output_final_state ~= 0 then return o_t, binding.wrap(final[0]) end
   return o_t
 end
 
@@ -171,15 +172,15 @@ function ops.delta_rule_step(q, k, v, beta, state, opts)
   if debug_checks or raw.check_finite then check_inputs(fn, q, k, v, beta, state, 'state') end
   local out, new_state = ffi.new('efla_tensor*[1]'), ffi.new('efla_tensor*[1]')
   local rc = lib.efla_delta_rule_step(pq, pk, pv, pb, ps, o, out, new_state)
-  if rc < 0 then I.raise(I.last_error()) end
-  return I.wrap(out[0]), I.wrap(new_state[0])
+  if rc < 0 then binding.raise(binding.last_error()) end
+  return binding.wrap(out[0]), binding.wrap(new_state[0])
 end
 
 --- ops.delta_rule_alpha(beta, lambda, order [, reference_eps]) -> alpha: the scalar step
 --- alpha = beta * phi(beta * lambda) of the rank-1 update (lambda = |k|^2); for 'exact'
 --- phi(x) = (1 - e^-x) / x, computed without an epsilon (docs/MATH.md). Differentiable.
 function ops.delta_rule_alpha(beta, lambda, order, reference_eps)
-  return I.wrap(lib.efla_delta_rule_alpha(ptr(beta, 'beta', 'delta_rule_alpha'), ptr(lambda, 'lambda', 'delta_rule_alpha'),
+  return binding.wrap(lib.efla_delta_rule_alpha(ptr(beta, 'beta', 'delta_rule_alpha'), ptr(lambda, 'lambda', 'delta_rule_alpha'),
     order_code(order, 'delta_rule_alpha'), reference_eps and 1 or 0))
 end
 

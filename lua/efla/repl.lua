@@ -7,69 +7,33 @@
 --
 -- Ctrl-C while an entry runs stops it with "interrupted!" and keeps the session (the
 -- launcher's SIGINT handler sets a count hook; entries run with the JIT off, because
--- compiled loops never look at hooks); Ctrl-C at the prompt clears the line. A second
--- Ctrl-C while the first is still waiting for Lua code (stuck in one C call) ends efla.
+-- compiled loops never look at hooks); Ctrl-C at the prompt clears the line and any
+-- unfinished entry. A second Ctrl-C while the first is still waiting for Lua code (stuck
+-- in one C call) ends efla.
 --
--- Line editing and a persistent history come from libreadline through the FFI (history
--- in $EFLA_HISTORY, else ~/.efla_history; each line is appended as soon as it is
--- entered, so a killed session keeps it). Debian's lua-readline module was tried and not
--- used: it cannot let a Ctrl-C end the line being read, it reads ~/.rl_lua_history when it
--- is loaded, and its save_history appends every new line again on each call. Without
--- readline, or when stdin is not a terminal (a pipe, a test), lines come from io.read, no
--- prompts are printed and Ctrl-C keeps its default action.
-local ffi = require 'ffi'
+-- Line editing, tab completion (globals, fields after "." and methods after ":") and
+-- the history come from Debian's lua-readline module ('readline'), driven through its
+-- callback interface: the prompt waits in poll() (luaposix) and feeds readline one key at
+-- a time, so a Ctrl-C, which interrupts poll(), can end the line being read. readline
+-- calls back into Lua through the Lua C API (no FFI callbacks, so nothing for the JIT to
+-- trip on). The history file ($EFLA_HISTORY, else ~/.efla_history) is kept here, not by
+-- the module: each line is appended as soon as it is entered (a killed session keeps it)
+-- and the file is cut to its last 2000 lines at start. Without the module (or luaposix),
+-- a one-line notice says so and lines come from io.read. When stdin is not a terminal (a
+-- pipe, a test), lines come from io.read, no prompts are printed and Ctrl-C keeps its
+-- default action.
+local repl = {}
 
-local R = {}
+local HISTORY_LINES = 2000
 
-local function try_cdef(decl) pcall(ffi.cdef, decl) end
-try_cdef 'int isatty(int fd);'
-try_cdef 'void free(void *ptr);'
-try_cdef 'void *malloc(size_t size);'
-try_cdef 'char *strdup(const char *s);'
-try_cdef 'long read(int fd, void *buf, size_t count);'
+local launcher = rawget(_G, '_EFLA_LAUNCHER')  -- the efla command's Ctrl-C controls; nil under plain luajit
 
 local function stdin_is_tty()
-  local ok, r = pcall(function() return ffi.C.isatty(0) == 1 end)
-  return ok and r
-end
-
--- ---- readers -----------------------------------------------------------------------------------
-local function load_readline()
-  for _, name in ipairs({ 'readline', 'libreadline.so.8', 'libreadline.so' }) do
-    local ok, lib = pcall(ffi.load, name)
-    if ok then
-      try_cdef [[
-        char *readline(const char *prompt);
-        void add_history(const char *line);
-        int read_history(const char *filename);
-        int write_history(const char *filename);
-        int history_truncate_file(const char *filename, int nlines);
-        int append_history(int nelements, const char *filename);
-        void rl_replace_line(const char *text, int clear_undo);
-        typedef int rl_getc_func_t(void *);
-        extern rl_getc_func_t *rl_getc_function;
-        extern int rl_catch_signals;
-      ]]
-      try_cdef [[
-        typedef char **rl_completion_func_t(const char *, int, int);
-        extern rl_completion_func_t *rl_attempted_completion_function;
-        extern const char *rl_basic_word_break_characters;
-        extern int rl_completion_append_character;
-      ]]
-      local fine = pcall(function() return lib.readline, lib.add_history, lib.write_history end)
-      if fine then
-        -- LuaJIT unloads ffi.load'ed libraries when the Lua state closes; readline's
-        -- never-freed buffers would then be reported by LeakSanitizer from an unnamed
-        -- module, beyond the reach of tests/lsan.supp. RTLD_NODELETE keeps it mapped.
-        pcall(function()
-          try_cdef 'void *dlopen(const char *file, int mode);'
-          ffi.C.dlopen(name:find('%.so') and name or 'libreadline.so.8', 0x00001 + 0x01000)  -- RTLD_LAZY | RTLD_NODELETE
-        end)
-        return lib
-      end
-    end
-  end
-  return nil
+  local ok, unistd = pcall(require, 'posix.unistd')
+  if ok then return unistd.isatty(0) == 1 end
+  -- without luaposix: ask the shell's test (no FFI declarations needed)
+  local r = os.execute('test -t 0')
+  return r == 0 or r == true
 end
 
 local function history_path()
@@ -79,6 +43,30 @@ local function history_path()
   if home and home ~= '' then return home .. '/.efla_history' end
   return nil
 end
+
+--- repl.load_history(path, keep) -> the last `keep` lines of the history file; a longer
+--- file is cut to them (through a temporary file and a rename, so a crash never leaves it
+--- half written). A missing file gives {}.
+local function load_history(path, keep)
+  local f = io.open(path, 'r')
+  if not f then return {} end
+  local lines = {}
+  for l in f:lines() do lines[#lines + 1] = l end
+  f:close()
+  if #lines <= keep then return lines end
+  local kept = {}
+  for i = #lines - keep + 1, #lines do kept[#kept + 1] = lines[i] end
+  local tmp = path .. '.tmp'
+  local out = io.open(tmp, 'w')
+  if out and out:write(table.concat(kept, '\n'), '\n') and out:close() then
+    os.rename(tmp, path)
+  else
+    os.remove(tmp)
+  end
+  return kept
+end
+
+repl.load_history = load_history
 
 -- ---- tab completion --------------------------------------------------------------------------------
 local lua_keywords = { 'and', 'break', 'do', 'else', 'elseif', 'end', 'false', 'for', 'function', 'goto',
@@ -91,7 +79,7 @@ local function fields_of(obj, sep)
   local efla = package.loaded.efla
   if efla and efla.is_tensor(obj) then
     for k in pairs(efla.Tensor) do add(k) end
-    if sep == '.' then for k in pairs(efla.internal.getters) do add(k) end end
+    if sep == '.' then for _, k in ipairs(require('efla.tensor').property_names()) do add(k) end end
     return names
   end
   local depth = 0
@@ -108,8 +96,9 @@ local function fields_of(obj, sep)
   return names
 end
 
--- Completions of the word under the cursor ("efla.ran", "x:si", "pri").
-function R.complete(text, env)
+--- repl.complete(text, env) -> sorted completions of the word text ("efla.ran", "x:si",
+--- "pri"): fields of env's tables and tensors, globals and Lua keywords.
+function repl.complete(text, env)
   local base, sep, partial = text:match('^(.-)([%.:])([%w_]*)$')
   local out = {}
   local function offer(names, prefix)
@@ -135,114 +124,124 @@ function R.complete(text, env)
   return out
 end
 
-local completion_state  -- anchors the callbacks and the word-break string
-local function install_completion(rl, env)
-  local ok = pcall(function()
-    local attempt = ffi.cast('rl_completion_func_t *', function(text, _, _)
-      rl.rl_completion_append_character = 0
-      local ok2, list = pcall(R.complete, ffi.string(text), env)
-      local matches = {}
-      if ok2 then
-        for i = 1, math.min(#list, 500) do matches[i] = list[i] end
-      end
-      -- readline wants {replacement, match1, match2, ..., NULL} (just {match, NULL} for one),
-      -- malloc'd: it frees them
-      if #matches == 0 then return nil end
-      local common = matches[1]
-      for i = 2, #matches do
-        local m = matches[i]
-        local n = 0
-        while n < #common and common:sub(n + 1, n + 1) == m:sub(n + 1, n + 1) do n = n + 1 end
-        common = common:sub(1, n)
-      end
-      if #matches > 1 then table.insert(matches, 1, common) end
-      local arr = ffi.C.malloc((#matches + 1) * ffi.sizeof('char *'))
-      arr = ffi.cast('char **', arr)
-      for i = 1, #matches do arr[i - 1] = ffi.C.strdup(matches[i]) end
-      arr[#matches] = nil
-      return arr
-    end)
-    local breaks = ffi.new('char[?]', 32, ' \t\n"\'><=;|&{(,+-*/^~[]')
-    rl.rl_basic_word_break_characters = breaks
-    rl.rl_attempted_completion_function = attempt
-    completion_state = { attempt, breaks }
-  end)
-  return ok
+--- repl.complete_line(line, from, to, env) -> the completions of line:sub(from, to), the
+--- word readline wants completed: the Lua name path that ends at `to` is completed, and
+--- whatever of readline's word comes before it ("(", "+"...) is kept in front.
+function repl.complete_line(line, from, to, env)
+  local upto = line:sub(1, to)
+  local start = upto:find('[%a_][%w_%.:]*$')
+  if not start or start < from then start = to + 1 end
+  local keep = line:sub(from, start - 1)
+  local out = {}
+  for i, c in ipairs(repl.complete(line:sub(start, to), env)) do
+    if i > 500 then break end
+    out[#out + 1] = keep .. c
+  end
+  return out
 end
 
-local EINTR = 4
-local launcher = rawget(_G, '_EFLA_LAUNCHER')  -- the efla command's Ctrl-C controls; nil under plain luajit
-
--- readline's getc: one byte from stdin; a Ctrl-C (a read interrupted while the launcher
--- has seen SIGINT) clears the line and reports end of input, which the reader turns into
--- "interrupted" rather than "quit".
-local getc_state
-local function install_getc(rl, reader)
-  local ok = pcall(function()
-    local byte = ffi.new('unsigned char[1]')
-    local getc = ffi.cast('rl_getc_func_t *', function(_)
-      while true do
-        local n = ffi.C.read(0, byte, 1)
-        if n == 1 then return byte[0] end
-        if n == 0 then return -1 end
-        if ffi.errno() ~= EINTR then return -1 end
-        if launcher and launcher.take_interrupt() then
-          rl.rl_replace_line('', 0)
-          reader.interrupted = true
-          return -1
-        end
-      end
-    end)
-    rl.rl_catch_signals = 0   -- SIGINT goes to the launcher's handler, not readline's
-    rl.rl_getc_function = getc
-    getc_state = { getc, byte }
-  end)
-  return ok
-end
-
-local function readline_reader(rl, env)
-  local path = history_path()
-  if path then
-    local f = io.open(path, 'a')   -- append_history needs the file to exist
-    if f then f:close() end
-    rl.read_history(path)
-    rl.history_truncate_file(path, 2000)
-  end
-  install_completion(rl, env)
-  local reader = { can_interrupt = launcher ~= nil }
-  if launcher and not install_getc(rl, reader) then reader.can_interrupt = false end
-  -- jit.off: readline is a C call that can take a while and must not sit inside a trace
-  local function read(prompt)
-    reader.interrupted = false
-    local p = rl.readline(prompt)
-    if p == nil then return nil end
-    local s = ffi.string(p)
-    ffi.C.free(p)
-    return s
-  end
-  jit.off(read)
-  reader.read = read
-  function reader.add_history(line)
-    if line:match('%S') then
-      rl.add_history(line)
-      if path then rl.append_history(1, path) end
-    end
-  end
-  function reader.close()
-    if path then rl.history_truncate_file(path, 2000) end
-  end
-  return reader
-end
+-- ---- readers ----------------------------------------------------------------------------------
+-- Each reader: read(prompt) -> line, or nil and 'eof' / 'interrupted'; add_history(line); close().
 
 local function plain_reader(show_prompt)
   return {
     read = function(prompt)
       if show_prompt then io.write(prompt); io.flush() end
-      return io.read('*l')
+      local line = io.read('*l')
+      if line == nil then return nil, 'eof' end
+      return line
     end,
     add_history = function() end,
     close = function() end,
   }
+end
+
+-- LuaJIT unloads C modules when the Lua state closes; readline's never-freed buffers would
+-- then be reported by LeakSanitizer from an unnamed module, beyond the reach of
+-- tests/lsan.supp. Opening the module once more with RTLD_NODELETE keeps it mapped.
+local function keep_mapped(modname)
+  local path = package.searchpath(modname, package.cpath)
+  if not path then return end
+  pcall(function()
+    local ffi = require 'ffi'
+    pcall(ffi.cdef, 'void *dlopen(const char *file, int mode);')
+    ffi.C.dlopen(path, 0x00001 + 0x01000)   -- RTLD_LAZY | RTLD_NODELETE
+  end)
+end
+
+-- lua-readline and luaposix's poll, or nil and why not.
+local function load_modules()
+  local ok, rl = pcall(require, 'readline')
+  if not ok or type(rl) ~= 'table' or not rl.handler_install then
+    return nil, 'the lua-readline module is not installed (apt-get install lua-readline)'
+  end
+  keep_mapped('C-readline')
+  local ok_poll, poll = pcall(require, 'posix.poll')
+  local ok_errno, errno = pcall(require, 'posix.errno')
+  if not ok_poll or not ok_errno then
+    return nil, 'luaposix is not installed (apt-get install lua-posix)'
+  end
+  return { rl = rl, poll = poll, EINTR = errno.EINTR }
+end
+
+local function readline_reader(m, env)
+  local rl = m.rl
+  -- history: ours (see the top of this file), so the module reads and writes no file
+  rl.set_options({ histfile = '', auto_add = false, completion = true })
+  local path = history_path()
+  if path then
+    for _, l in ipairs(load_history(path, HISTORY_LINES)) do rl.add_history(l) end
+  end
+  pcall(rl.set_readline_name, 'efla')   -- for $if efla in ~/.inputrc
+  rl.set_complete_function(function(line, from, to)
+    pcall(rl.set_completion_append_character, '')   -- "efla.tensor" then "(" or ":", not a space
+    local ok, list = pcall(repl.complete_line, line, from, to, env)
+    return ok and list or {}
+  end)
+
+  local reader = { can_interrupt = launcher ~= nil }
+  function reader.read(prompt)
+    local line, done = nil, false
+    rl.handler_install(prompt, function(s)
+      line, done = s, true
+      rl.handler_remove()
+    end)
+    while not done do
+      local ready, _, err = m.poll.rpoll(0, -1)
+      if ready == nil and err ~= m.EINTR then
+        rl.handler_remove()
+        return nil, 'eof'
+      end
+      if ready == nil then
+        if launcher and launcher.take_interrupt() then
+          -- Ctrl-C: drop the line; the next handler_install starts an empty one
+          if rl.sigcleanup then rl.sigcleanup() end
+          rl.handler_remove()
+          return nil, 'interrupted'
+        end
+      elseif ready > 0 then
+        rl.read_char()
+        -- a Ctrl-C that came while readline itself was reading (readline passes it on)
+        if not done and launcher and launcher.take_interrupt() then
+          if rl.sigcleanup then rl.sigcleanup() end
+          rl.handler_remove()
+          return nil, 'interrupted'
+        end
+      end
+    end
+    if line == nil then return nil, 'eof' end
+    return line
+  end
+  function reader.add_history(line)
+    if not line:match('%S') then return end
+    rl.add_history(line)
+    if path then
+      local f = io.open(path, 'a')
+      if f then f:write(line, '\n'); f:close() end
+    end
+  end
+  function reader.close() end
+  return reader
 end
 
 -- ---- showing values ------------------------------------------------------------------------------
@@ -283,7 +282,7 @@ local function show(v, depth, seen)
   if #s > 200 then s = s:sub(1, 197) .. '...' end
   return s
 end
-R.show = show
+repl.show = show
 
 -- Values on one line, tab-separated (as lua does), unless one of them spans lines.
 local function print_results(res, n)
@@ -305,13 +304,23 @@ end
 
 --- repl.run([opts]): reads and runs entries until exit/EOF. opts.env: the globals table
 --- (default _G). Returns 0.
-function R.run(opts)
+function repl.run(opts)
   opts = opts or {}
   local env = opts.env or _G
   efla_mod = require 'efla'
   local tty = stdin_is_tty()
-  local rl = tty and load_readline() or nil
-  local reader = rl and readline_reader(rl, env) or plain_reader(tty)
+  local reader
+  if tty then
+    local modules, why = load_modules()
+    if modules then
+      reader = readline_reader(modules, env)
+    else
+      io.stderr:write('efla: no line editing: ', why, '\n')
+      reader = plain_reader(true)
+    end
+  else
+    reader = plain_reader(false)
+  end
   -- Ctrl-C handling only where readline reads the terminal (see the top of this file)
   local interrupt_mode = function() end
   if reader.can_interrupt then interrupt_mode = launcher.interrupt_mode end
@@ -327,8 +336,8 @@ function R.run(opts)
   local buffer
   while not quit do
     interrupt_mode('prompt')
-    local line = reader.read(buffer and '>> ' or 'efla> ')
-    if line == nil and reader.interrupted then
+    local line, why = reader.read(buffer and '>> ' or 'efla> ')
+    if line == nil and why == 'interrupted' then
       io.write('\n')   -- Ctrl-C at the prompt: drop the line (and any unfinished entry)
       buffer = nil
       goto continue
@@ -376,4 +385,4 @@ function R.run(opts)
   return 0
 end
 
-return R
+return repl

@@ -10,9 +10,9 @@
 -- Lua conventions (Torch-like): dims, positions and index tensors are 1-based and negative
 -- values count from the end (-1 is the last); they are converted to 0-based for C here.
 -- Reductions drop the reduced dims unless keepdim is true (PyTorch's rule).
-local E = require 'efla.ffi'
-local ffi, lib = E.ffi, E.lib
-local raise, last_error, check = E.raise, E.last_error, E.check
+local efla_ffi = require 'efla.ffi'
+local ffi, lib = efla_ffi.ffi, efla_ffi.lib
+local raise, last_error, check = efla_ffi.raise, efla_ffi.last_error, efla_ffi.check
 
 if not pcall(ffi.typeof, 'struct efla_lua_tensor') then
   ffi.cdef [[ struct efla_lua_tensor { efla_tensor *ptr; }; ]]
@@ -611,12 +611,6 @@ function M.is_tensor(v) return is_tensor(v) end
 function M.version() return ffi.string(lib.efla_version()) end
 function M.num_threads() return lib.efla_num_threads() end
 function M.set_num_threads(n) lib.efla_set_num_threads(n) end
-function M.has_cuda() return lib.efla_has_backend(lib.EFLA_DEVICE_CUDA0) == 1 end
-function M.device_count(kind)
-  if kind ~= nil and kind ~= 'cuda' then raise("device_count: only 'cuda' devices are counted") end
-  return math.max(0, lib.efla_device_count(1))
-end
-function M.synchronize(dev) check(lib.efla_synchronize(parse_device(dev or 'cuda'))) end
 function M.live_tensors() return tonumber_(lib.efla_live_tensors()) end
 function M.cpu_live_bytes() return tonumber_(lib.efla_cpu_live_bytes()) end
 M.dtypes = { 'float32', 'float64', 'bfloat16', 'int64', 'uint8', 'bool' }
@@ -1138,37 +1132,51 @@ end
 T.cat = M.cat
 T.stack = M.stack
 
--- ---- fused optimiser step, device memory --------------------------------------------------------------------------------
---- efla.adamw_step_(p, grad, m, v, lr, beta1, beta2, eps, weight_decay, step): one AdamW
---- update of p (and its moments m, v) in place; step counts from 1.
-function M.adamw_step_(p, g, m, v, lr, b1, b2, eps, wd, step)
-  check(lib.efla_adamw_step_(p.ptr, need_tensor(g, 'adamw_step_', 'grad').ptr, need_tensor(m, 'adamw_step_', 'm').ptr,
-    need_tensor(v, 'adamw_step_', 'v').ptr, lr, b1, b2, eps, wd or 0, step))
-  return p
+-- ---- extension point ------------------------------------------------------------------------------------------------
+-- Other modules of efla add methods and properties through these two functions (autograd
+-- adds x:backward(), x.grad, ...), never by reaching into the tables above.
+
+--- tensor.register_methods(methods): adds each name = function(x, ...) of methods as a
+--- tensor method x:name(...). A name that is already a method is an error (a clash
+--- between two modules), unless replace is true.
+function M.register_methods(methods, replace)
+  for name, fn in pairs(methods) do
+    if type_(name) ~= 'string' or type_(fn) ~= 'function' then
+      raise(string.format('register_methods: expected name = function pairs, got %s = %s', tostring(name), type_(fn)))
+    end
+    if T[name] ~= nil and not replace then
+      raise(string.format("register_methods: tensors already have a method '%s'", name))
+    end
+    T[name] = fn
+  end
 end
 
---- efla.cuda_memory_stats([device='cuda']) -> {live_bytes=, peak_bytes=, cached_bytes=, num_allocs=, ...}
-function M.cuda_memory_stats(dev)
-  local st = ffi.new('efla_memory_stats')
-  check(lib.efla_cuda_memory_stats(parse_device(dev or 'cuda'), st))
-  return { live_bytes = tonumber_(st.live_bytes), peak_bytes = tonumber_(st.peak_bytes),
-    cached_bytes = tonumber_(st.cached_bytes), num_allocs = tonumber_(st.num_allocs),
-    num_cache_hits = tonumber_(st.num_cache_hits), num_ooms = tonumber_(st.num_ooms) }
+--- tensor.register_properties(props): props = {name = {get = fn(x), set = fn(x, v)}}; x.name
+--- then reads get(x) and `x.name = v` calls set(x, v) (a property without set is read-only).
+function M.register_properties(props)
+  for name, p in pairs(props) do
+    if type_(name) ~= 'string' or type_(p) ~= 'table' or type_(p.get) ~= 'function' then
+      raise(string.format('register_properties: %s needs {get = function[, set = function]}', tostring(name)))
+    end
+    if getters[name] ~= nil or T[name] ~= nil then
+      raise(string.format("register_properties: tensors already have a field '%s'", name))
+    end
+    getters[name] = p.get
+    setters[name] = p.set
+  end
 end
-function M.cuda_empty_cache(dev) check(lib.efla_cuda_empty_cache(parse_device(dev or 'cuda'))) end
-function M.cuda_reset_peak(dev) check(lib.efla_cuda_reset_peak(parse_device(dev or 'cuda'))) end
---- efla.cuda_set_tf32(flag): TF32 tensor cores for float32 matmuls (true/false, or 1/0:
---- in Lua 0 is true, so numbers are compared); returns the previous setting
-function M.cuda_set_tf32(flag)
-  local on = flag == true or (type_(flag) == 'number' and flag ~= 0)
-  return check(lib.efla_cuda_set_tf32(on and 1 or 0)) == 1
+
+--- tensor.property_names() -> sorted list of the x.name properties (for completion and help).
+function M.property_names()
+  local names = {}
+  for k in pairs(getters) do names[#names + 1] = k end
+  table.sort(names)
+  return names
 end
 
 -- ---- the module ---------------------------------------------------------------------------------------------------------
 M._chunk = this_chunk
 M.T = T
-M.getters = getters
-M.setters = setters
 M.Tensor = Box
 M.wrap = wrap
 M.wrap_or_nil = wrap_or_nil

@@ -3,7 +3,9 @@
 
     python3 tests/lua/repl_pty.py EFLA_EXE HISTORY_FILE
 
-Checks, in order: a line reaches the history file as soon as it is entered; Ctrl-C during
+Checks, in order: line editing is on (no "no line editing" notice); a line reaches the
+history file as soon as it is entered; tab completion of a module field (efla.linsp<TAB>)
+and of a method (t:nu<TAB>); a multi-line entry with the ">> " prompt; Ctrl-C during
 `while true do end` returns to the prompt with a variable set before intact; Ctrl-C at the
 prompt clears the half-typed line; Ctrl-D quits with status 0. Prints "ok <step>" per
 check and exits 1 at the first failure (with what the terminal showed)."""
@@ -11,6 +13,10 @@ import os, pty, select, sys, time
 
 exe, hist = sys.argv[1], sys.argv[2]
 env = dict(os.environ, EFLA_HISTORY=hist, TERM='dumb')
+plain = len(sys.argv) > 3 and sys.argv[3] == 'plain'
+if plain:   # Lua modules only from efla's own folders: no lua-readline
+    env['LUA_PATH'] = '/nonexistent/?.lua'
+    env['LUA_CPATH'] = '/nonexistent/?.so'
 pid, fd = pty.fork()
 if pid == 0:
     os.execve(exe, [exe], env)
@@ -62,10 +68,42 @@ def send(text):
 
 
 check('prompt', read_until('efla> '))
+if plain:
+    check('a one-line notice without lua-readline', b'no line editing: the lua-readline module is not installed' in seen)
+    send('print(20 + 1)\n')
+    check('lines still run', read_until('\n21\r\n'))
+    send('for i = 1, 2 do\n')
+    check('multi-line input without readline', read_until('>> '))
+    send('end\n')
+    read_until('efla> ')
+    send('\x04')
+    for _ in range(50):
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            check('Ctrl-D quits with status 0', os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0)
+            sys.exit(0)
+        time.sleep(0.1)
+    fail('Ctrl-D quits with status 0')
 send('x = 42\n')
 check('prompt after an assignment', read_until('efla> '))
 with open(hist) as f:
     check('history saved per line', 'x = 42' in f.read())
+check('line editing is on', b'no line editing' not in seen)
+
+send('r = efla.linsp\t(0, 1, 5)\n')
+check('prompt after a completed name', read_until('efla> '))
+send('print(r[2])\n')
+check('Tab completed efla.linsp to efla.linspace', read_until('0.25'))
+send('print(r:nu\t())\n')
+check('Tab completed the method r:nu to r:numel', read_until('\n5\r\n'))
+send('for i = 1, 2 do\n')
+check('an unfinished entry asks for more with ">> "', read_until('>> '))
+send('  x = x + i\nend\n')
+check('prompt after the multi-line entry', read_until('efla> '))
+send('print(x)\n')
+check('the multi-line entry ran', read_until('\n45\r\n'))
+send('x = 42\n')
+check('prompt after resetting x', read_until('efla> '))
 
 send('while true do end\n')
 time.sleep(0.5)
@@ -106,4 +144,7 @@ for _ in range(10):
         time.sleep(0.1)
     if status is not None:
         break
-check('Ctrl-D quits with status 0', status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
+quit_ok = status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+if not quit_ok:
+    read_until('\0never\0', 2.0)   # what came after Ctrl-D (a sanitizer's report) goes into the failure
+check('Ctrl-D quits with status 0', quit_ok)

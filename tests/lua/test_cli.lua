@@ -164,6 +164,10 @@ test('-i runs the script, then the REPL sees its globals', function()
 end)
 
 test('the REPL on a terminal: readline and the history file', function()
+  if not (pcall(require, 'readline') and pcall(require, 'posix.poll')) then
+    t.skip('readline', 'lua-readline or luaposix is not installed')
+    return
+  end
   local has_script = os.execute('command -v script > /dev/null 2>&1')
   if has_script ~= 0 and has_script ~= true then
     t.skip('readline', 'no `script` command to make a terminal')

@@ -1,5 +1,5 @@
 -- adam.lua: Adam (L2 penalty added to the gradient) and AdamW (decoupled weight decay,
--- Loshchilov & Hutter), both through the fused efla.adamw_step_ kernel. Per parameter,
+-- Loshchilov & Hutter), both through the fused AdamW kernel (efla/optim/adamw_step.lua). Per parameter,
 -- at step t (counting from 1):
 --   Adam:  g = grad + wd * p                      AdamW: p = p - lr * wd * p, g = grad
 --   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
@@ -9,6 +9,7 @@
 local efla = require 'efla'
 local class = require 'efla.class'
 local Optimizer = require 'efla.optim.optimizer'
+local adamw_step_ = require 'efla.optim.adamw_step'
 
 local function defaults(opts, wd)
   opts = opts or {}
@@ -37,7 +38,7 @@ local function adam_update(p, grad, state, g, decoupled_wd, coupled_wd)
   end
   state.step = state.step + 1
   if coupled_wd ~= 0 then grad = grad + p * coupled_wd end
-  efla.adamw_step_(p, grad, state.exp_avg, state.exp_avg_sq, g.lr, g.beta1, g.beta2, g.eps, decoupled_wd, state.step)
+  adamw_step_(p, grad, state.exp_avg, state.exp_avg_sq, g.lr, g.beta1, g.beta2, g.eps, decoupled_wd, state.step)
 end
 
 --- Adam(params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0})

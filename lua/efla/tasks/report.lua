@@ -5,10 +5,10 @@ local plot = require 'efla.plot'
 local json = require 'efla.json'
 local data = require 'efla.data'
 
-local R = {}
+local report = {}
 
 local LABELS = { scale = 'intensity scale', noise = 'Gaussian noise std', dropout = 'pixel dropout p' }
-R.LABELS = LABELS
+report.LABELS = LABELS
 
 -- "title (about)" when the runs say what they were run on (run.about: data set, sample
 -- counts, seed; see S.describe).
@@ -19,7 +19,7 @@ end
 
 --- loss(out_dir, runs): runs = { {name =, history = {...}, about = 'mnist, ...'}, ... } ->
 --- loss.csv, loss.png. Each run keeps one colour (plot.color(i)) in every plot.
-function R.loss(out_dir, runs)
+function report.loss(out_dir, runs)
   local header, rows, series = { 'step' }, {}, {}
   local longest = 0
   for _, r in ipairs(runs) do longest = math.max(longest, #r.history) end
@@ -50,7 +50,7 @@ end
 
 --- robustness(out_dir, runs, prefix): runs = { {name =, results = S.robustness(...)}, ... }
 --- -> robustness_<kind>.csv and acc_vs_<kind>.png for each kind.
-function R.robustness(out_dir, runs, prefix)
+function report.robustness(out_dir, runs, prefix)
   prefix = prefix or ''
   local written = {}
   for _, kind in ipairs({ 'scale', 'noise', 'dropout' }) do
@@ -79,13 +79,13 @@ end
 
 -- The sweep plots, drawn by the sweep recipes and again by recipes/replot.lua from their CSVs.
 --- lr_plot(out_dir, series) -> accuracy_vs_lr.png; series = { {name = method, x = rates, y = accuracies}, ... }
-function R.lr_plot(out_dir, series)
+function report.lr_plot(out_dir, series)
   return plot.lines { path = out_dir .. '/accuracy_vs_lr.png', title = 'final accuracy vs learning rate',
     xlabel = 'learning rate', ylabel = 'clean test accuracy', logx = true, yrange = { 0, 1 }, series = series }
 end
 
 --- order_plot(out_dir, xs, clean, scale10) -> accuracy_vs_order.png (exact drawn at x = 8)
-function R.order_plot(out_dir, xs, clean, scale10)
+function report.order_plot(out_dir, xs, clean, scale10)
   return plot.lines { path = out_dir .. '/accuracy_vs_order.png', title = 'accuracy vs integration order (exact drawn at 8)',
     xlabel = 'order', ylabel = 'accuracy', logx = true, yrange = { 0, 1 },
     series = { { name = 'clean', x = xs, y = clean }, { name = 'scale x10', x = xs, y = scale10 } } }
@@ -93,7 +93,7 @@ end
 
 --- summary_table(runs) -> text: one row per run: clean accuracy and accuracy at the
 --- harshest setting of each corruption; mean ± std when the runs are aggregated over seeds.
-function R.summary_table(runs)
+function report.summary_table(runs)
   local spread = runs[1] ~= nil and runs[1].std ~= nil   -- aggregated over seeds (tasks/seeds.lua)
   local w = spread and 13 or 9
   local lines = {}
@@ -135,7 +135,7 @@ end
 
 --- provenance([extra]) -> {efla_version, git_revision, date (UTC, ISO 8601), luajit, threads,
 --- ...extra}: what a results file needs to say how it was made.
-function R.provenance(extra)
+function report.provenance(extra)
   local efla = require 'efla'
   local p = { efla_version = efla.version(), git_revision = git_revision() or 'unknown',
     date = os.date('!%Y-%m-%dT%H:%M:%SZ'), luajit = jit and jit.version or _VERSION, threads = efla.num_threads() }
@@ -144,14 +144,14 @@ function R.provenance(extra)
 end
 
 --- write_json(path, value): atomic. A table value without a provenance field gets one
---- (R.provenance, plus seed, data set and sample counts from value.args when it has them).
-function R.write_json(path, value)
+--- (report.provenance, plus seed, data set and sample counts from value.args when it has them).
+function report.write_json(path, value)
   if type(value) == 'table' and value.provenance == nil then
     local a = type(value.args) == 'table' and value.args or {}
-    value.provenance = R.provenance { seed = a.seed, dataset = a.dataset, train_samples = a.train_samples,
+    value.provenance = report.provenance { seed = a.seed, dataset = a.dataset, train_samples = a.train_samples,
       test_samples = a.test_samples, samples_note = a.test_samples ~= nil and '0 samples = the whole split' or nil }
   end
   data.write_atomic(path, json.encode(value) .. '\n')
 end
 
-return R
+return report

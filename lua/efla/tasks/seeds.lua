@@ -8,10 +8,10 @@
 local csv = require 'efla.csv'
 local plot = require 'efla.plot'
 
-local M = {}
+local seed_study = {}
 
 --- seed_list(first, n) -> {first, first + 1, ..., first + n - 1}; n must be a positive integer.
-function M.seed_list(first, n)
+function seed_study.seed_list(first, n)
   n = n or 1
   if type(n) ~= 'number' or n < 1 or n % 1 ~= 0 then
     error('--seeds must be a positive integer, got ' .. tostring(n), 0)
@@ -23,7 +23,7 @@ end
 
 --- mean_std(values) -> mean, sample standard deviation (n - 1 in the denominator; 0 for a
 --- single value). NaN values are skipped; an empty list gives NaN, NaN.
-function M.mean_std(values)
+function seed_study.mean_std(values)
   local n, sum = 0, 0
   for _, v in ipairs(values) do if v == v then n, sum = n + 1, sum + v end end
   if n == 0 then return 0 / 0, 0 / 0 end
@@ -38,7 +38,7 @@ end
 --- seed's name, method, lr and config, and has results = the mean accuracies, std = {kind ->
 --- {std per level}}, per_seed = {kind -> {{acc of each seed} per level}}, history = the mean
 --- loss per step, final_loss = the mean final loss, seconds = the total, seeds.
-function M.aggregate(per_seed, seeds)
+function seed_study.aggregate(per_seed, seeds)
   if #per_seed == 0 then error('seeds.aggregate: no runs', 2) end
   local out = {}
   for ri, first in ipairs(per_seed[1]) do
@@ -57,7 +57,7 @@ function M.aggregate(per_seed, seeds)
       for li, entry in ipairs(entries) do
         local accs = {}
         for si, r in ipairs(runs) do accs[si] = r.results[kind][li][2] end
-        local m, s = M.mean_std(accs)
+        local m, s = seed_study.mean_std(accs)
         agg.results[kind][li], agg.std[kind][li], agg.per_seed[kind][li] = { entry[1], m }, s, accs
       end
     end
@@ -69,7 +69,7 @@ function M.aggregate(per_seed, seeds)
         agg.history[step] = (agg.history[step] or 0) + l / #runs
       end
     end
-    agg.final_loss = M.mean_std(finals)
+    agg.final_loss = seed_study.mean_std(finals)
     out[ri] = agg
   end
   return out
@@ -80,7 +80,7 @@ local LABELS = { scale = 'intensity scale', noise = 'Gaussian noise std', dropou
 --- write(out_dir, runs, prefix) -> list of PNG paths (or gnuplot's messages): for every
 --- kind, <prefix>robustness_<kind>.csv with mean, std and per-seed columns and
 --- <prefix>acc_vs_<kind>.png with error bars. runs: from aggregate().
-function M.write(out_dir, runs, prefix)
+function seed_study.write(out_dir, runs, prefix)
   prefix = prefix or ''
   local written = {}
   for _, kind in ipairs({ 'scale', 'noise', 'dropout' }) do
@@ -117,6 +117,6 @@ function M.write(out_dir, runs, prefix)
 end
 
 --- summary_table(runs) -> text: one row per run, mean ± std at clean and the harshest settings.
-function M.summary_table(runs) return require('efla.tasks.report').summary_table(runs) end
+function seed_study.summary_table(runs) return require('efla.tasks.report').summary_table(runs) end
 
-return M
+return seed_study

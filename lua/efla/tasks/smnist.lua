@@ -11,21 +11,21 @@ local transforms = require 'efla.data.transforms'
 local checkpoint = require 'efla.checkpoint'
 local progress = require 'efla.progress'
 
-local S = {}
+local smnist = {}
 
 --- What distinguishes the methods: integration order, key normalisation, default rate.
-S.METHODS = {
+smnist.METHODS = {
   efla = { order = 'exact', key_norm = 'none', lr = 3e-3 },
   deltanet = { order = 1, key_norm = 'l2', lr = 1e-3 },
 }
 
 --- The corruption grids of the paper.
-S.GRIDS = {
+smnist.GRIDS = {
   scale = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 },
   noise = { 0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0 },
   dropout = { 0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0 },
 }
-S.KINDS = { 'scale', 'noise', 'dropout' }
+smnist.KINDS = { 'scale', 'noise', 'dropout' }
 
 local function device_of(name)
   if name == nil or name == 'cpu' then return 'cpu' end
@@ -37,11 +37,11 @@ local function device_of(name)
   end
   error("--device must be cpu or cuda[:N], got '" .. tostring(name) .. "'", 0)
 end
-S.device_of = device_of
+smnist.device_of = device_of
 
 --- load(dataset, split, n) -> Dataset of float32 images [N, 784] in [0, 1] and labels.
 --- n (optional) takes the first n (class balanced for MNIST).
-function S.load(dataset, split, n)
+function smnist.load(dataset, split, n)
   local ds
   if dataset == 'mnist' then ds = data.mnist { split = split, flatten = true }
   elseif dataset == 'fashion' then ds = data.fashion { split = split, flatten = true }
@@ -53,16 +53,16 @@ end
 --- The sMNIST architectures (--model): 'published' (the paper's released model, the
 --- default) and 'efla-variant' (efla's earlier rendition); nn.models.SEQUENCE_ARCHS says
 --- how they differ, docs/RESULTS.md ("sMNIST parity") why it matters.
-S.MODELS = { 'published', 'efla-variant' }
-S.DEFAULT_MODEL = 'published'
+smnist.MODELS = { 'published', 'efla-variant' }
+smnist.DEFAULT_MODEL = 'published'
 
 --- model_config(method, opts) -> the SequenceClassifier config (plain table, stored in
 --- checkpoints). opts: model ('published' or 'efla-variant'), order, key_norm, d_model, chunk_size.
-function S.model_config(method, opts)
-  local m = S.METHODS[method]
+function smnist.model_config(method, opts)
+  local m = smnist.METHODS[method]
   if not m then error("method must be 'efla' or 'deltanet', got '" .. tostring(method) .. "'", 0) end
   opts = opts or {}
-  local arch = opts.model or S.DEFAULT_MODEL
+  local arch = opts.model or smnist.DEFAULT_MODEL
   if arch ~= 'published' and arch ~= 'efla-variant' then
     error("--model must be 'published' or 'efla-variant', got '" .. tostring(arch) .. "'", 0)
   end
@@ -77,7 +77,7 @@ end
 --- param_groups(model, weight_decay) -> AdamW groups. The published model decays every
 --- parameter (torch.optim.AdamW(model.parameters())); efla-variant spares biases, norms and
 --- other 1-d parameters (efla.optim.param_groups).
-function S.param_groups(model, weight_decay)
+function smnist.param_groups(model, weight_decay)
   if model.config.arch == 'published' then
     local names = {}
     for i, np in ipairs(model:named_parameters()) do names[i] = np[1] end
@@ -92,7 +92,7 @@ local function to_device(t, device)
 end
 
 --- accuracy(model, images [N, 784] float32, labels [N], {batch = 256, device}) -> fraction correct
-function S.accuracy(model, images, labels, opts)
+function smnist.accuracy(model, images, labels, opts)
   opts = opts or {}
   local batch, device = opts.batch or 256, opts.device or 'cpu'
   local n, correct = images:size(1), 0
@@ -112,21 +112,21 @@ end
 --- robustness(model, test_ds, {seed, batch, device, kinds, on_result, title, tty, out}) ->
 --- results table: results[kind] = { {level, accuracy}, ... } for kind in scale, noise,
 --- dropout. A progress bar (title, tty and out as in progress.new) counts the levels.
-function S.robustness(model, ds, opts)
+function smnist.robustness(model, ds, opts)
   opts = opts or {}
   local fds = ds:float()
   local images, labels = fds.images, fds.labels
   local results = {}
   local total = 0
-  for _, kind in ipairs(opts.kinds or S.KINDS) do total = total + #S.GRIDS[kind] end
+  for _, kind in ipairs(opts.kinds or smnist.KINDS) do total = total + #smnist.GRIDS[kind] end
   local bar = progress.new { total = total, title = opts.title or 'robustness', every = 5, tty = opts.tty, out = opts.out }
   local done = 0
-  for _, kind in ipairs(opts.kinds or S.KINDS) do
+  for _, kind in ipairs(opts.kinds or smnist.KINDS) do
     results[kind] = {}
-    for li, level in ipairs(S.GRIDS[kind]) do
+    for li, level in ipairs(smnist.GRIDS[kind]) do
       -- One seed per (kind, level), independent of the model: identical corruptions for all.
       local x = transforms.corrupt(images, kind, level, (opts.seed or 0) * 1000 + li)
-      local acc = S.accuracy(model, x, labels, opts)
+      local acc = smnist.accuracy(model, x, labels, opts)
       results[kind][li] = { level, acc }
       if opts.on_result then opts.on_result(kind, level, acc) end
       done = done + 1
@@ -139,7 +139,7 @@ end
 
 --- progress_tty(args) -> whether the progress bars redraw one line: on a terminal unless
 --- --quiet (which asks for plain log lines).
-function S.progress_tty(args)
+function smnist.progress_tty(args)
   return not args.quiet and progress.is_terminal()
 end
 
@@ -147,15 +147,15 @@ end
 --- args: lr, epochs, batch, seed, clip, weight_decay, save_every, order, key_norm, quiet.
 --- Checkpoints go to <out_dir>/<method>/ (the last 2 plus the final); a resume path
 --- restores the model, the optimiser, the RNG, the data order and the step exactly.
-function S.train(method, args, train_ds, opts)
+function smnist.train(method, args, train_ds, opts)
   opts = opts or {}
   local device = device_of(opts.device)
-  local lr = args.lr or S.METHODS[method].lr
-  local config = S.model_config(method, args)
+  local lr = args.lr or smnist.METHODS[method].lr
+  local config = smnist.model_config(method, args)
   efla.manual_seed(args.seed or 0)
   local model = efla.nn.build(config)
   if device ~= 'cpu' then model:to(device) end
-  local optimizer = efla.optim.AdamW(S.param_groups(model, args.weight_decay or 0.01), { lr = lr })
+  local optimizer = efla.optim.AdamW(smnist.param_groups(model, args.weight_decay or 0.01), { lr = lr })
   local loader = efla.data.DataLoader(train_ds, { batch_size = args.batch or 128, shuffle = true,
     seed = args.seed or 0, drop_last = true, flatten = true })
   local per_epoch = loader:num_batches()
@@ -190,7 +190,7 @@ function S.train(method, args, train_ds, opts)
     })
   end
 
-  local bar = progress.new { total = total_steps, title = method, every = args.log_every or 15, tty = S.progress_tty(args) }
+  local bar = progress.new { total = total_steps, title = method, every = args.log_every or 15, tty = smnist.progress_tty(args) }
   local tokens, t0 = 0, progress.wall()
   model:train()
   while step < total_steps do
@@ -219,7 +219,7 @@ function S.train(method, args, train_ds, opts)
 end
 
 --- common_options: the options every sMNIST recipe takes (for efla.args.parse).
-function S.common_options(defaults)
+function smnist.common_options(defaults)
   defaults = defaults or {}
   return {
     { '--epochs', type = 'number', integer = true, min = 1, default = 1, help = 'training epochs per run' },
@@ -229,7 +229,7 @@ function S.common_options(defaults)
     { '--test-samples', type = 'number', integer = true, min = 0, default = defaults.test_samples or 256, help = 'test images (0 = all)' },
     { '--seed', type = 'number', integer = true, min = 0, default = 1, help = 'seed for initialisation, shuffling and corruptions' },
     { '--seeds', type = 'number', integer = true, min = 1, default = 1, help = 'run seeds seed .. seed+N-1; report mean and std' },
-    { '--model', default = S.DEFAULT_MODEL, choices = S.MODELS, help = 'architecture: the published model or efla-variant' },
+    { '--model', default = smnist.DEFAULT_MODEL, choices = smnist.MODELS, help = 'architecture: the published model or efla-variant' },
     { '--device', type = 'device', default = 'cpu', help = 'cpu or cuda[:N]' },
     { '--weight-decay', type = 'number', min = 0, default = 0.01, help = 'AdamW weight decay' },
     { '--clip', type = 'number', above = 0, default = 1.0, help = 'global gradient-norm clip' },
@@ -239,7 +239,7 @@ end
 
 --- describe(args, train_ds, test_ds) -> 'mnist, 1024 train / 500 test images, seed 1': what
 --- plot titles and summaries say a study ran on (either data set may be nil).
-function S.describe(args, train_ds, test_ds)
+function smnist.describe(args, train_ds, test_ds)
   local parts = {}
   if train_ds then parts[#parts + 1] = train_ds:size() .. ' train' end
   if test_ds then parts[#parts + 1] = test_ds:size() .. ' test' end
@@ -252,11 +252,11 @@ end
 --- args.seeds = N > 1 it does so for seeds args.seed .. args.seed+N-1 (checkpoints under
 --- out/seed-<s>/<name>) and returns the runs aggregated over the seeds (results = the mean;
 --- std, per_seed, seeds: see tasks/seeds.lua) and the per-seed lists.
-function S.run_variants(variants, args, out, opts)
+function smnist.run_variants(variants, args, out, opts)
   opts = opts or {}
   local seeds = require('efla.tasks.seeds').seed_list(args.seed or 1, args.seeds or 1)
-  local train_ds = S.load(args.dataset, 'train', args.train_samples)
-  local test_ds = S.load(args.dataset, 'test', args.test_samples)
+  local train_ds = smnist.load(args.dataset, 'train', args.train_samples)
+  local test_ds = smnist.load(args.dataset, 'test', args.test_samples)
   local function one_seed(seed, dir)
     local runs = {}
     for _, v in ipairs(variants) do
@@ -264,15 +264,15 @@ function S.run_variants(variants, args, out, opts)
       for k, x in pairs(args) do a[k] = x end
       for k, x in pairs(v.overrides or {}) do a[k] = x end
       a.seed = seed
-      local model, info = S.train(v.method, a, train_ds, { out_dir = dir .. '/' .. v.name, device = args.device, recipe = opts.recipe })
+      local model, info = smnist.train(v.method, a, train_ds, { out_dir = dir .. '/' .. v.name, device = args.device, recipe = opts.recipe })
       local run = { name = v.name, method = v.method, history = info.history, lr = info.lr, config = info.config,
-        checkpoint = info.checkpoint, seconds = info.seconds, about = S.describe(a, train_ds, test_ds) }
+        checkpoint = info.checkpoint, seconds = info.seconds, about = smnist.describe(a, train_ds, test_ds) }
       if opts.clean_only then
         local f = test_ds:float()
-        run.results = { scale = { { 1, S.accuracy(model, f.images, f.labels, { device = S.device_of(args.device) }) } } }
+        run.results = { scale = { { 1, smnist.accuracy(model, f.images, f.labels, { device = smnist.device_of(args.device) }) } } }
       else
-        run.results = S.robustness(model, test_ds, { seed = seed, device = S.device_of(args.device),
-          title = v.name .. ' eval', tty = S.progress_tty(args) })
+        run.results = smnist.robustness(model, test_ds, { seed = seed, device = smnist.device_of(args.device),
+          title = v.name .. ' eval', tty = smnist.progress_tty(args) })
       end
       run.final_loss = info.history[#info.history]
       print(string.format('%s (seed %d): clean accuracy %.4f, final loss %.4f, %.1f s', v.name, seed, run.results.scale[1][2],
@@ -287,4 +287,4 @@ function S.run_variants(variants, args, out, opts)
   return require('efla.tasks.seeds').aggregate(per_seed, seeds), per_seed
 end
 
-return S
+return smnist
