@@ -27,6 +27,7 @@
 #include <string.h>
 
 enum { MAX_IN = 4, MAX_OUT = 2, MAX_K = 3 };
+#define EXACT 1e-30
 
 /* what an input holds */
 typedef enum {
@@ -38,12 +39,19 @@ typedef enum {
     IN_INT_SMALL,    /* in [-6, 7), in the case's dtype (integer cases) */
 } input_kind;
 
+enum {
+    LAYOUT_CONTIGUOUS = 0,
+    LAYOUT_TRANSPOSED,   /* the transpose of a contiguous tensor (last two dims swapped) */
+    LAYOUT_NARROWED,     /* a narrow of the last dim of a wider buffer */
+    LAYOUT_EXPANDED,     /* dim 0 expanded from size 1 (stride 0; the values repeat) */
+};
+
 typedef struct {
     input_kind kind;
     int nd;
     int64_t shape[4];
     double scale;    /* IN_NORMAL/IN_POSITIVE; IN_INDEX/IN_TARGET: the bound */
-    int strided;     /* 1: given as the transpose of its last two dims (non-contiguous) */
+    int layout;      /* LAYOUT_*: how the tensor under test is laid out */
     int grad;        /* 1: gradients are compared for it */
 } input_spec;
 
@@ -69,7 +77,7 @@ typedef struct case_spec {
     int i;
     unsigned dtypes;        /* dtypes the case exercises (EFLA_DT_*), asked of supports() */
     int ref_same_dtype;     /* 1: the reference is the CPU at the same dtype (random draws) */
-    double tol_scale;       /* multiplies the tolerances (0: 1) */
+    double tol_scale;       /* multiplies the tolerances (0: 1; EXACT: bit-equal) */
 } case_spec;
 
 static const struct { efla_backend_op op; const char *why; } exempt[] = {
@@ -121,8 +129,11 @@ static int r_tri(const run_args *a, efla_tensor **o) {
 static int r_arange(const run_args *a, efla_tensor **o) { return one(efla_arange(-3, 40, 0.75, a->dtype, a->device), o); }
 static int r_linspace(const run_args *a, efla_tensor **o) { return one(efla_linspace(-1, 2, 101, a->dtype, a->device), o); }
 static int r_rand(const run_args *a, efla_tensor **o) {
-    int64_t s[2] = { 33, 65 };
+    int64_t s[2] = { 123, 77 };
     efla_manual_seed(1234);
+    efla_tensor *skip = efla_rand(1, s, EFLA_FLOAT32, a->device);   /* a nonzero offset */
+    if (!skip) return -1;
+    efla_tensor_release(skip);
     switch (a->i) {
     case 0: return one(efla_rand(2, s, a->dtype, a->device), o);
     case 1: return one(efla_randn(2, s, a->dtype, a->device), o);
@@ -132,17 +143,21 @@ static int r_rand(const run_args *a, efla_tensor **o) {
 }
 static int r_softplus(const run_args *a, efla_tensor **o) { return one(efla_softplus(a->in[0], a->p), o); }
 static int r_reduce(const run_args *a, efla_tensor **o) {
-    /* i: the op | keepdim << 8; p: the dim, or < -9 for every dim */
-    efla_reduce_op op = (efla_reduce_op)(a->i & 0xff);
-    int dims[1] = { (int)a->p }, all = a->p < -9;
-    double param = op == EFLA_VAR ? 1 : op == EFLA_NORM ? 2 : 0;
-    return one(efla_reduce(op, a->in[0], all ? 0 : 1, dims, a->i >> 8, param), o);
+    /* i: the op | keepdim << 8 | (bit mask of the reduced dims) << 9, mask 0 = every dim; p: param */
+    int dims[EFLA_MAX_DIMS], nd = 0, mask = a->i >> 9;
+    for (int d = 0; d < EFLA_MAX_DIMS; d++)
+        if (mask & (1 << d)) dims[nd++] = d;
+    return one(efla_reduce((efla_reduce_op)(a->i & 0xff), a->in[0], nd, dims, (a->i >> 8) & 1, a->p), o);
 }
 static int r_matmul(const run_args *a, efla_tensor **o) { return one(efla_matmul(a->in[0], a->in[1]), o); }
-static int r_softmax(const run_args *a, efla_tensor **o) {
-    return one(a->i ? efla_log_softmax(a->in[0], -1) : efla_softmax(a->in[0], -1), o);
+static int r_softmax(const run_args *a, efla_tensor **o) {   /* i: log; p: the dim */
+    return one(a->i ? efla_log_softmax(a->in[0], (int)a->p) : efla_softmax(a->in[0], (int)a->p), o);
 }
 static int r_layer_norm(const run_args *a, efla_tensor **o) { return one(efla_layer_norm(a->in[0], a->in[1], a->in[2], 1e-5), o); }
+static int r_layer_norm_plain(const run_args *a, efla_tensor **o) { return one(efla_layer_norm(a->in[0], NULL, NULL, 1e-5), o); }
+static int r_rms_norm_plain(const run_args *a, efla_tensor **o) { return one(efla_rms_norm(a->in[0], NULL, 1e-5), o); }
+static int r_cat(const run_args *a, efla_tensor **o) { return one(efla_cat(2, a->in, a->i), o); }
+static int r_stack(const run_args *a, efla_tensor **o) { return one(efla_stack(2, a->in, a->i), o); }
 static int r_rms_norm(const run_args *a, efla_tensor **o) { return one(efla_rms_norm(a->in[0], a->in[1], 1e-5), o); }
 static int r_cross_entropy(const run_args *a, efla_tensor **o) { return one(efla_cross_entropy(a->in[0], a->in[1], -100, a->p), o); }
 static int r_index_select(const run_args *a, efla_tensor **o) { return one(efla_index_select(a->in[0], a->i, a->in[1]), o); }
@@ -183,10 +198,12 @@ static int n_cases;
 #define K3(a, b, c) { EFLA_OP_##a, EFLA_OP_##b, EFLA_OP_##c }, 3
 /* input shorthands */
 #define NORM(s, ...) { IN_NORMAL, sizeof((int64_t[]){ __VA_ARGS__ }) / 8, { __VA_ARGS__ }, s, 0, 1 }
-#define NORM_T(s, ...) { IN_NORMAL, sizeof((int64_t[]){ __VA_ARGS__ }) / 8, { __VA_ARGS__ }, s, 1, 1 }
+#define NORM_N(s, ...) { IN_NORMAL, sizeof((int64_t[]){ __VA_ARGS__ }) / 8, { __VA_ARGS__ }, s, LAYOUT_NARROWED, 1 }
+#define NORM_E(s, ...) { IN_NORMAL, sizeof((int64_t[]){ __VA_ARGS__ }) / 8, { __VA_ARGS__ }, s, LAYOUT_EXPANDED, 0 }
+#define NORM_T(s, ...) { IN_NORMAL, sizeof((int64_t[]){ __VA_ARGS__ }) / 8, { __VA_ARGS__ }, s, LAYOUT_TRANSPOSED, 1 }
 #define NORM_NG(s, ...) { IN_NORMAL, sizeof((int64_t[]){ __VA_ARGS__ }) / 8, { __VA_ARGS__ }, s, 0, 0 }
 #define POS(s, ...) { IN_POSITIVE, sizeof((int64_t[]){ __VA_ARGS__ }) / 8, { __VA_ARGS__ }, s, 0, 1 }
-#define POS_T(s, ...) { IN_POSITIVE, sizeof((int64_t[]){ __VA_ARGS__ }) / 8, { __VA_ARGS__ }, s, 1, 1 }
+#define POS_T(s, ...) { IN_POSITIVE, sizeof((int64_t[]){ __VA_ARGS__ }) / 8, { __VA_ARGS__ }, s, LAYOUT_TRANSPOSED, 1 }
 #define INDEX(bound, ...) { IN_INDEX, sizeof((int64_t[]){ __VA_ARGS__ }) / 8, { __VA_ARGS__ }, bound, 0, 0 }
 #define TARGET(bound, ...) { IN_TARGET, sizeof((int64_t[]){ __VA_ARGS__ }) / 8, { __VA_ARGS__ }, bound, 0, 0 }
 #define MASK(...) { IN_MASK, sizeof((int64_t[]){ __VA_ARGS__ }) / 8, { __VA_ARGS__ }, 0, 0, 0 }
@@ -209,26 +226,47 @@ static const case_spec fixed_cases[] = {
     { "tri.triu", K1(tri), 1, { NORM(1, 4, 6, 7) }, r_tri, 2, 1, EFLA_DT_NUM, 0, 0 },
     { "arange", K1(arange), 0, {{0}}, r_arange, 0, 0, EFLA_DT_NUM, 0, 0 },
     { "arange.linspace", K1(arange), 0, {{0}}, r_linspace, 0, 0, EFLA_DT_FLOAT, 0, 0 },
-    { "rand.uniform", K1(rand), 0, {{0}}, r_rand, 0, 0, EFLA_DT_FLOAT, 1, 0 },
+    { "rand.uniform", K1(rand), 0, {{0}}, r_rand, 0, 0, EFLA_DT_FLOAT, 1, EXACT },
     { "rand.normal", K1(rand), 0, {{0}}, r_rand, 0, 1, EFLA_DT_FLOAT, 1, 0 },
-    { "rand.bernoulli", K1(rand), 0, {{0}}, r_rand, 0, 2, EFLA_DT_FLOAT, 1, 0 },
-    { "rand.int", K1(rand), 0, {{0}}, r_rand, 0, 3, EFLA_DT_I64, 1, 0 },
+    { "rand.bernoulli", K1(rand), 0, {{0}}, r_rand, 0, 2, EFLA_DT_FLOAT, 1, EXACT },
+    { "rand.int", K1(rand), 0, {{0}}, r_rand, 0, 3, EFLA_DT_I64, 1, EXACT },
     { "softplus", K1(softplus), 1, { NORM_T(3, 5, 6) }, r_softplus, 1, 0, EFLA_DT_FLOAT, 0, 0 },
     { "softplus.beta", K1(softplus), 1, { NORM(40, 7, 3) }, r_softplus, 0.5, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "matmul.2d", K1(bmm), 2, { NORM(1, 33, 70), NORM(1, 70, 17) }, r_matmul, 0, 0, EFLA_DT_NUM, 0, 0 },
+    { "matmul.transposed", K1(bmm), 2, { NORM_T(1, 17, 70), NORM_T(1, 70, 33) }, r_matmul, 0, 0, EFLA_DT_NUM, 0, 0 },
+    { "matmul.narrowed", K1(bmm), 2, { NORM_N(1, 33, 40), NORM_N(1, 40, 17) }, r_matmul, 0, 0, EFLA_DT_NUM, 0, 0 },
+    { "matmul.expanded", K1(bmm), 2, { NORM_E(1, 33, 70), NORM(1, 70, 17) }, r_matmul, 0, 0, EFLA_DT_NUM, 0, 0 },
+    { "matmul.batched_broadcast_4d", K1(bmm), 2, { NORM(1, 2, 1, 9, 12), NORM(1, 3, 12, 7) }, r_matmul, 0, 0, EFLA_DT_NUM, 0, 0 },
+    { "matmul.batched_2d_weight", K1(bmm), 2, { NORM(1, 4, 6, 8), NORM(1, 8, 5) }, r_matmul, 0, 0, EFLA_DT_NUM, 0, 0 },
+    { "matmul.dot", K1(bmm), 2, { NORM(1, 50), NORM(1, 50) }, r_matmul, 0, 0, EFLA_DT_NUM, 0, 0 },
     { "matmul", K1(bmm), 2, { NORM_T(1, 5, 4), NORM(1, 4, 3) }, r_matmul, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "matmul.batched_broadcast", K1(bmm), 2, { NORM(1, 2, 1, 3, 4), NORM_T(1, 3, 4, 5) }, r_matmul, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "matmul.vector", K1(bmm), 2, { NORM(1, 6), NORM(1, 6, 3) }, r_matmul, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "matmul.int64", K1(bmm), 2, { INTS(5, 4), INTS(4, 3) }, r_matmul, 0, 0, EFLA_DT_I64, 0, 0 },
     { "matmul.big", K1(bmm), 2, { NORM(0.2, 3, 70, 66), NORM_T(0.2, 66, 65) }, r_matmul, 0, 0, EFLA_DT_FLOAT, 0, 0 },
-    { "softmax", K2(softmax, softmax_backward), 1, { NORM(2, 3, 7) }, r_softmax, 0, 0, EFLA_DT_FLOAT, 0, 0 },
-    { "softmax.log", K2(softmax, softmax_backward), 1, { NORM(2, 3, 7) }, r_softmax, 0, 1, EFLA_DT_FLOAT, 0, 0 },
-    { "softmax.wide_strided", K2(softmax, softmax_backward), 1, { NORM_T(2, 1500, 5) }, r_softmax, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "softmax", K2(softmax, softmax_backward), 1, { NORM(2, 3, 7) }, r_softmax, -1, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "softmax.log", K2(softmax, softmax_backward), 1, { NORM(2, 3, 7) }, r_softmax, -1, 1, EFLA_DT_FLOAT, 0, 0 },
+    { "softmax.rows33", K2(softmax, softmax_backward), 1, { NORM(2, 3, 7, 33) }, r_softmax, -1, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "softmax.dim1", K2(softmax, softmax_backward), 1, { NORM(2, 3, 7, 33) }, r_softmax, 1, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "softmax.wide_strided", K2(softmax, softmax_backward), 1, { NORM_T(2, 1500, 5) }, r_softmax, -1, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "softmax.log_long_rows", K2(softmax, softmax_backward), 1, { NORM(2, 3, 2500) }, r_softmax, -1, 1, EFLA_DT_FLOAT, 0, 0 },
     { "norm.layer", K2(norm, norm_backward), 3, { NORM(1, 3, 8), NORM(1, 8), NORM(1, 8) }, r_layer_norm, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "norm.rms", K2(norm, norm_backward), 2, { NORM(1, 3, 8), NORM(1, 8) }, r_rms_norm, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "norm.layer_d33", K2(norm, norm_backward), 3, { NORM(2, 6, 33), NORM(1, 33), NORM(1, 33) }, r_layer_norm, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "norm.rms_d33", K2(norm, norm_backward), 2, { NORM(2, 6, 33), NORM(1, 33) }, r_rms_norm, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "norm.layer_plain_long_rows", K2(norm, norm_backward), 1, { NORM(2, 6, 2500) }, r_layer_norm_plain, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "norm.rms_plain_long_rows", K2(norm, norm_backward), 1, { NORM(2, 6, 2500) }, r_rms_norm_plain, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "norm.layer_many_rows", K2(norm, norm_backward), 3, { NORM(1, 3000, 48), NORM(1, 48), NORM(1, 48) }, r_layer_norm, 0, 0, EFLA_DT_FLOAT, 0, 10 },
     { "norm.layer_wide", K2(norm, norm_backward), 3, { NORM(1, 5, 1100), NORM(1, 1100), NORM(1, 1100) }, r_layer_norm, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "cross_entropy", K1(cross_entropy), 2, { NORM(2, 6, 5), TARGET(5, 6) }, r_cross_entropy, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "cross_entropy.smoothing", K1(cross_entropy), 2, { NORM(2, 6, 5), TARGET(5, 6) }, r_cross_entropy, 0.1, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "cross_entropy.12x9", K1(cross_entropy), 2, { NORM(3, 12, 9), TARGET(9, 12) }, r_cross_entropy, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "cross_entropy.12x9_smoothing", K1(cross_entropy), 2, { NORM(3, 12, 9), TARGET(9, 12) }, r_cross_entropy, 0.1, 0, EFLA_DT_FLOAT, 0, 0 },
     { "cross_entropy.wide", K1(cross_entropy), 2, { NORM(2, 9, 1500), TARGET(1500, 9) }, r_cross_entropy, 0.05, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "copy.cat", K1(copy), 2, { NORM(1, 3, 4), NORM_T(1, 3, 2) }, r_cat, 0, 1, EFLA_DT_FLOAT, 0, 0 },
+    { "copy.stack", K1(copy), 2, { NORM(1, 3, 4), NORM(1, 3, 4) }, r_stack, 0, 1, EFLA_DT_FLOAT, 0, 0 },
+    { "gather.int64", K1(gather), 2, { INTS(4, 6), INDEX(6, 4, 3) }, r_gather, 0, 1, EFLA_DT_I64, 0, 0 },
+    { "scatter_add.int64", K1(scatter_add), 3, { INTS(4, 3), INTS(6, 3), INDEX(4, 6, 3) }, r_scatter_add, 0, 0, EFLA_DT_I64, 0, 0 },
     { "index_select", K2(index_select, index_add), 2, { NORM(1, 5, 4), INDEX(5, 7) }, r_index_select, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "index_select.dim1", K2(index_select, index_add), 2, { NORM_T(1, 3, 6), INDEX(3, 5) }, r_index_select, 0, 1, EFLA_DT_FLOAT, 0, 0 },
     { "index_select.int64", K1(index_select), 2, { INTS(5, 4), INDEX(5, 7) }, r_index_select, 0, 0, EFLA_DT_I64, 0, 0 },
@@ -250,6 +288,7 @@ static const case_spec fixed_cases[] = {
     { "rms_norm_gated.big", K2(rms_norm_gated, rms_norm_gated_backward), 3, { NORM(1, 3, 37, 48), NORM(1, 3, 37, 48), NORM(1, 48) }, r_rms_norm_gated, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "embedding", K2(embedding, embedding_backward), 2, { NORM(1, 6, 4), INDEX(6, 3, 5) }, r_embedding_lookup, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "ce_rows", K2(ce_rows, bmm), 3, { NORM(1, 5, 4), NORM(0.5, 7, 4), TARGET(7, 5) }, r_linear_ce, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "ce_rows.warp", K2(ce_rows, bmm), 3, { NORM(1, 45, 48), NORM(0.1, 300, 48), TARGET(300, 45) }, r_linear_ce, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "ce_rows.wide", K2(ce_rows, bmm), 3, { NORM(1, 45, 48), NORM(0.1, 1500, 48), TARGET(1500, 45) }, r_linear_ce, 0, 0, EFLA_DT_FLOAT, 0, 0 },
 };
 
@@ -294,29 +333,61 @@ static void build_table(void) {
         snprintf(c.name, sizeof c.name, "binary.%s_int64", efla_binary_name((efla_binary_op)op));
         add_case(&c);
     }
-    static const struct { int dim; int keep; const char *tag; } layouts[] = {
-        { -10, 0, "all" }, { 1, 0, "dim1" }, { 0, 1, "dim0_keep" } };
+    /* reductions: over every dim, dim 1 kept, dims {0,2}, the last dim; contiguous and strided */
+    static const struct { int mask; int keep; const char *tag; } dimsets[] = {
+        { 0, 0, "all" }, { 2, 1, "dim1_keep" }, { 5, 0, "dims02" }, { 4, 0, "dim2" } };
     for (int op = 0; op < EFLA_REDUCE_COUNT; op++) {
         int arg = op == EFLA_ARGMAX || op == EFLA_ARGMIN;
-        for (int l = 0; l < 3; l++) {
-            if (arg && layouts[l].dim < -9) continue;   /* argmax/argmin: exactly one dim */
+        double param = op == EFLA_VAR ? 1 : op == EFLA_NORM ? 2 : 0;
+        for (int l = 0; l < 4; l++)
+            for (int strided = 0; strided < 2; strided++) {
+                if (arg && (dimsets[l].mask == 0 || dimsets[l].mask == 5)) continue;   /* exactly one dim */
+                case_spec c = { .kernels = { EFLA_OP_reduce }, .n_kernels = 1, .n_in = 1, .run = r_reduce,
+                                .p = param, .i = op | dimsets[l].keep << 8 | dimsets[l].mask << 9, .dtypes = EFLA_DT_FLOAT };
+                c.in[0] = op == EFLA_PROD ? (input_spec)POS(0.5, 4, 6, 5) : (input_spec)NORM(1.5, 4, 6, 5);
+                if (strided) c.in[0].layout = LAYOUT_TRANSPOSED;
+                if (arg) c.in[0].grad = 0;
+                snprintf(c.name, sizeof c.name, "reduce.%s.%s%s", efla_reduce_name((efla_reduce_op)op), dimsets[l].tag,
+                         strided ? "_strided" : "");
+                add_case(&c);
+            }
+    }
+    /* the other parameters: unbiased/biased variance, p-norms */
+    const struct { efla_reduce_op op; double p; const char *tag; } params[] = {
+        { EFLA_VAR, 0, "var.biased" }, { EFLA_NORM, 1, "norm.p1" }, { EFLA_NORM, 3, "norm.p3" }, { EFLA_NORM, INFINITY, "norm.inf" } };
+    for (int k = 0; k < 4; k++) {
+        case_spec c = { .kernels = { EFLA_OP_reduce }, .n_kernels = 1, .n_in = 1, .run = r_reduce, .p = params[k].p,
+                        .i = params[k].op | 2 << 9, .dtypes = EFLA_DT_FLOAT };
+        c.in[0] = (input_spec)NORM_T(1.5, 4, 6, 5);
+        snprintf(c.name, sizeof c.name, "reduce.%s", params[k].tag);
+        add_case(&c);
+    }
+    /* integers (exact) */
+    const efla_reduce_op iops[6] = { EFLA_SUM, EFLA_PROD, EFLA_MAX, EFLA_MIN, EFLA_ARGMAX, EFLA_ARGMIN };
+    for (int k = 0; k < 6; k++)
+        for (int all = 0; all < 2; all++) {
+            if (all && k >= 4) continue;
             case_spec c = { .kernels = { EFLA_OP_reduce }, .n_kernels = 1, .n_in = 1, .run = r_reduce,
-                            .p = layouts[l].dim, .i = op | (layouts[l].keep << 8), .dtypes = EFLA_DT_FLOAT };
-            c.in[0] = op == EFLA_PROD ? (input_spec)POS_T(0.5, 4, 6) : (input_spec)NORM_T(1, 4, 6);
-            if (arg) c.in[0].grad = 0;
-            snprintf(c.name, sizeof c.name, "reduce.%s.%s", efla_reduce_name((efla_reduce_op)op), layouts[l].tag);
+                            .i = iops[k] | (all ? 0 : 2 << 9), .dtypes = EFLA_DT_I64 };
+            c.in[0] = (input_spec)INTS(4, 6, 5);
+            snprintf(c.name, sizeof c.name, "reduce.%s.int64%s", efla_reduce_name(iops[k]), all ? "_all" : "");
             add_case(&c);
         }
+    /* the long-reduction paths: one huge sum split over blocks, long rows, columns (no gradients) */
+    const struct { efla_reduce_op op; int nd; int64_t s0, s1; int mask, keep; double p; const char *tag; } longs[] = {
+        { EFLA_SUM, 1, (1 << 20) + 17, 0, 0, 0, 0, "sum.1M" }, { EFLA_MEAN, 1, (1 << 20) + 17, 0, 0, 0, 0, "mean.1M" },
+        { EFLA_MAX, 1, (1 << 20) + 17, 0, 0, 0, 0, "max.1M" }, { EFLA_VAR, 1, (1 << 20) + 17, 0, 0, 0, 1, "var.1M" },
+        { EFLA_LOGSUMEXP, 1, (1 << 20) + 17, 0, 0, 0, 0, "logsumexp.1M" }, { EFLA_ARGMIN, 1, (1 << 20) + 17, 0, 1, 0, 0, "argmin.1M" },
+        { EFLA_SUM, 2, 8, 30000, 2, 0, 0, "sum.long_rows" }, { EFLA_NORM, 2, 8, 30000, 2, 0, 2, "norm.long_rows" },
+        { EFLA_SUM, 2, 5000, 96, 1, 0, 0, "sum.columns" }, { EFLA_MAX, 2, 5000, 96, 1, 1, 0, "max.columns" },
+        { EFLA_VAR, 2, 5000, 96, 1, 0, 1, "var.columns" } };
+    for (size_t k = 0; k < sizeof longs / sizeof longs[0]; k++) {
+        case_spec c = { .kernels = { EFLA_OP_reduce }, .n_kernels = 1, .n_in = 1, .run = r_reduce, .p = longs[k].p,
+                        .i = longs[k].op | longs[k].keep << 8 | longs[k].mask << 9, .dtypes = EFLA_DT_F32 | EFLA_DT_F64 };
+        c.in[0] = (input_spec){ IN_NORMAL, longs[k].nd, { longs[k].s0, longs[k].s1 }, 1, 0, 0 };
+        snprintf(c.name, sizeof c.name, "reduce.%s", longs[k].tag);
+        add_case(&c);
     }
-    /* a long row (block-wide reductions) and integer sums */
-    case_spec big = { .name = "reduce.sum.long_rows", .kernels = { EFLA_OP_reduce }, .n_kernels = 1, .n_in = 1,
-                      .run = r_reduce, .p = 1, .i = EFLA_SUM, .dtypes = EFLA_DT_FLOAT };
-    big.in[0] = (input_spec)NORM(1, 3, 5000);
-    add_case(&big);
-    case_spec isum = { .name = "reduce.sum.int64", .kernels = { EFLA_OP_reduce }, .n_kernels = 1, .n_in = 1,
-                       .run = r_reduce, .p = 0, .i = EFLA_SUM, .dtypes = EFLA_DT_I64 };
-    isum.in[0] = (input_spec)INTS(6, 5);
-    add_case(&isum);
 }
 
 /* ---- running a case -------------------------------------------------------------------------- */
@@ -377,6 +448,16 @@ static efla_tensor *draw_input(const input_spec *s) {
     return t;
 }
 
+/* an expanded input's values repeat along dim 0 */
+static efla_tensor *draw_values(const input_spec *s) {
+    if (s->layout != LAYOUT_EXPANDED) return draw_input(s);
+    input_spec one_row = *s;
+    one_row.shape[0] = 1;
+    efla_tensor *r = draw_input(&one_row), *e = MUST(efla_expand(r, s->nd, s->shape)), *c = MUST(efla_contiguous(e));
+    efla_tensor_release(r); efla_tensor_release(e);
+    return c;
+}
+
 static int is_data(const input_spec *s) { return s->kind == IN_NORMAL || s->kind == IN_POSITIVE || s->kind == IN_INT_SMALL; }
 
 /* value (float64 CPU) as the tensor a case gets: data inputs in dtype dt, the others in their
@@ -384,12 +465,26 @@ static int is_data(const input_spec *s) { return s->kind == IN_NORMAL || s->kind
 static efla_tensor *make_input(const input_spec *s, const efla_tensor *value, efla_dtype dt, int device, int want_grad) {
     efla_dtype d = is_data(s) ? dt : efla_tensor_dtype(value);
     efla_tensor *t;
-    if (s->strided && s->nd >= 2) {
-        efla_tensor *tr = MUST(efla_transpose(value, s->nd - 2, s->nd - 1));
+    int nd = s->nd;
+    if (s->layout == LAYOUT_TRANSPOSED && nd >= 2) {
+        efla_tensor *tr = MUST(efla_transpose(value, nd - 2, nd - 1));
         efla_tensor *c = MUST(efla_contiguous(tr));
         efla_tensor *moved = MUST(efla_to(c, d, device));
-        t = MUST(efla_transpose(moved, s->nd - 2, s->nd - 1));
+        t = MUST(efla_transpose(moved, nd - 2, nd - 1));
         efla_tensor_release(tr); efla_tensor_release(c); efla_tensor_release(moved);
+    } else if (s->layout == LAYOUT_NARROWED) {
+        int64_t wide[EFLA_MAX_DIMS];
+        memcpy(wide, s->shape, sizeof(int64_t) * (size_t)nd);
+        wide[nd - 1] += 5;
+        efla_tensor *buf = MUST(efla_zeros(nd, wide, d, device));
+        t = MUST(efla_narrow(buf, nd - 1, 2, s->shape[nd - 1]));
+        MUST_OK(efla_copy_(t, value));
+        efla_tensor_release(buf);
+    } else if (s->layout == LAYOUT_EXPANDED) {
+        efla_tensor *row = MUST(efla_narrow(value, 0, 0, 1)), *moved = MUST(efla_to(row, d, device));
+        efla_tensor *c = MUST(efla_contiguous(moved));
+        t = MUST(efla_expand(c, nd, s->shape));
+        efla_tensor_release(row); efla_tensor_release(moved); efla_tensor_release(c);
     } else {
         t = MUST(efla_to(value, d, device));
         if (t == value) { efla_tensor_release(t); t = MUST(efla_clone(value)); }
@@ -489,10 +584,39 @@ static int supported(const case_spec *c, int kind, efla_dtype dt) {
 
 static int n_compared;
 
+/* ||a - b|| / ||b|| (bfloat16: a one-ulp flip in an intermediate can move single elements
+ * by more than the tolerance, the whole tensor not) */
+static double norm_rel_diff(const efla_tensor *a, const efla_tensor *b) {
+    double *pa = to_doubles(a), *pb = to_doubles(b), num = 0, den = 0;
+    for (int64_t i = 0; i < efla_tensor_numel(b); i++) {
+        num += (pa[i] - pb[i]) * (pa[i] - pb[i]);
+        den += pb[i] * pb[i];
+    }
+    free(pa); free(pb);
+    return isnan(num) ? INFINITY : sqrt(num) / fmax(sqrt(den), 1e-30);
+}
+
+/* got against the reference: elementwise |a-b| / max(1, |b|) <= tol; bfloat16: by norm, with
+ * single elements allowed 10 tol */
+static void compare(const char *what, const char *label, const efla_tensor *got, const efla_tensor *ref, double tol,
+                    efla_dtype dt) {
+    int shaped = efla_tensor_ndim(got) == efla_tensor_ndim(ref) && efla_tensor_numel(got) == efla_tensor_numel(ref);
+    double e = shaped ? max_rel_diff(got, ref) : INFINITY;
+    if (dt == EFLA_BFLOAT16 && tol > EXACT) {
+        double en = shaped ? norm_rel_diff(got, ref) : INFINITY;
+        CHECK(en <= tol && e <= 10 * tol, "%s: %s differs from the float64 cpu by %.3g by norm, %.3g at worst "
+              "(tolerances %.1g, %.1g)", what, label, en, e, tol, 10 * tol);
+    } else {
+        CHECK(e <= tol, "%s: %s differs from the float64 cpu by %.3g (tolerance %.1g)", what, label, e, tol);
+    }
+    if (verbose) printf("  %-40s %-20s %.2g\n", what, label, e);
+    n_compared++;
+}
+
 static void test_case(const case_spec *c, int n_kinds) {
     efla_manual_seed(0x5eed + (uint64_t)(c - cases));
     efla_tensor *values[MAX_IN] = { 0 };
-    for (int i = 0; i < c->n_in; i++) values[i] = draw_input(&c->in[i]);
+    for (int i = 0; i < c->n_in; i++) values[i] = draw_values(&c->in[i]);
     check_reference_gradients(c, values);
     efla_tensor *w = NULL;
     for (int kind = 0; kind < n_kinds; kind++) {
@@ -525,17 +649,15 @@ static void test_case(const case_spec *c, int n_kinds) {
             CHECK(rc == 0 && got.n_out == ref.n_out, "%s runs", what);
             double scale = c->tol_scale > 0 ? c->tol_scale : 1;
             for (int k = 0; rc == 0 && k < got.n_out; k++) {
-                double e = max_rel_diff(got.out[k], ref.out[k]), tol = tol_out(dt) * scale;
-                CHECK(e <= tol, "%s: output %d differs from the float64 cpu by %.3g (tolerance %.1g)", what, k, e, tol);
-                if (verbose) printf("  %-40s out%d %.2g\n", what, k, e);
-                n_compared++;
+                char label[16];
+                snprintf(label, sizeof label, "output %d", k);
+                compare(what, label, got.out[k], ref.out[k], tol_out(dt) * scale, dt);
             }
             for (int i = 0; rc == 0 && i < c->n_in; i++) {
                 if (!wants_grad(c, i, dt)) continue;
-                double e = max_rel_diff(got.grad[i], ref.grad[i]), tol = tol_grad(dt) * scale;
-                CHECK(e <= tol, "%s: gradient of input %d differs from the float64 cpu by %.3g (tolerance %.1g)", what, i, e, tol);
-                if (verbose) printf("  %-40s grad%d %.2g\n", what, i, e);
-                n_compared++;
+                char label[32];
+                snprintf(label, sizeof label, "gradient of input %d", i);
+                compare(what, label, got.grad[i], ref.grad[i], tol_grad(dt) * scale, dt);
             }
             result_free(&ref);
             result_free(&got);
