@@ -165,7 +165,12 @@ static int r_gather(const run_args *a, efla_tensor **o) { return one(efla_gather
 static int r_scatter_add(const run_args *a, efla_tensor **o) { return one(efla_scatter_add(a->in[0], 0, a->in[2], a->in[1]), o); }
 static int r_embedding(const run_args *a, efla_tensor **o) { return one(efla_embedding(a->in[0], a->in[1]), o); }
 static int r_adamw(const run_args *a, efla_tensor **o) {
-    efla_tensor *p = efla_clone(a->in[0]), *m = efla_clone(a->in[2]), *v = efla_unary(EFLA_ABS, a->in[3]);
+    /* bfloat16 parameters keep float32 moments (mixed precision) */
+    efla_dtype md = a->dtype == EFLA_BFLOAT16 ? EFLA_FLOAT32 : a->dtype;
+    efla_tensor *p = efla_clone(a->in[0]), *m0 = efla_to(a->in[2], md, a->device), *av = efla_unary(EFLA_ABS, a->in[3]);
+    efla_tensor *m = m0 ? efla_clone(m0) : NULL, *v = av ? efla_to(av, md, a->device) : NULL;   /* fresh m, v */
+    efla_tensor_release(m0);
+    efla_tensor_release(av);
     int rc = p && m && v ? efla_adamw_step_(p, a->in[1], m, v, 1e-2, 0.9, 0.999, 1e-8, 0.1, 3) : -1;
     efla_tensor_release(m);
     if (rc) { efla_tensor_release(p); efla_tensor_release(v); return -1; }
@@ -273,7 +278,7 @@ static const case_spec fixed_cases[] = {
     { "index_select.embedding", K2(index_select, index_add), 2, { NORM(1, 9, 4), INDEX(9, 2, 5) }, r_embedding, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "gather", K2(gather, scatter_add), 2, { NORM(1, 4, 6), INDEX(6, 4, 3) }, r_gather, 0, 1, EFLA_DT_FLOAT, 0, 0 },
     { "scatter_add", K2(scatter_add, gather), 3, { NORM(1, 4, 3), NORM(1, 6, 3), INDEX(4, 6, 3) }, r_scatter_add, 0, 0, EFLA_DT_FLOAT, 0, 0 },
-    { "adamw", K1(adamw), 4, { NORM_NG(1, 7, 5), NORM_NG(1, 7, 5), NORM_NG(0.1, 7, 5), NORM_NG(0.01, 7, 5) }, r_adamw, 0, 0, EFLA_DT_F32_F64, 0, 0 },
+    { "adamw", K1(adamw), 4, { NORM_NG(1, 7, 5), NORM_NG(1, 7, 5), NORM_NG(0.1, 7, 5), NORM_NG(0.01, 7, 5) }, r_adamw, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "cumsum", K1(cumsum), 1, { NORM_T(1, 4, 6) }, r_cumsum, 0, 1, EFLA_DT_FLOAT, 0, 0 },
     { "cumsum.dim0_int64", K1(cumsum), 1, { INTS(5, 3) }, r_cumsum, 0, 0, EFLA_DT_I64, 0, 0 },
     { "sort", K1(sort), 1, { NORM_NG(1, 3, 9) }, r_sort, 0, 0, EFLA_DT_F32_F64, 0, 0 },
