@@ -56,8 +56,9 @@ int efla_synchronize(int device);
 /* ---- backends: which kernels each device kind has (core/backend_ops.h) ---------- */
 int efla_backend_op_count(void);
 const char *efla_backend_op_name(int op);      /* 0 .. count-1; NULL past the end */
-/* 1 when the backend of device_kind (0 = cpu, 1 = cuda) is present and has kernel `op` for
- * data dtype `dtype`, 0 when not; -1 + error for an unknown kind or kernel name. */
+/* 1 when the backend of device_kind (0 = cpu, 1 = cuda) is built in and has kernel `op` for
+ * data dtype `dtype`, 0 when not (efla_device_count says whether a GPU is visible); -1 +
+ * error for an unknown kind or kernel name. */
 int efla_backend_supports(int device_kind, const char *op, efla_dtype dtype);
 
 /* ---- dtypes ------------------------------------------------------------------- */
