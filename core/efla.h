@@ -53,6 +53,14 @@ int efla_has_backend(int device);            /* 1 if a backend serves that devic
 int efla_device_count(int kind);             /* kind: 1 = CUDA; number of devices */
 int efla_synchronize(int device);
 
+/* ---- backends: which kernels each device kind has (core/backend_ops.h) ---------- */
+int efla_backend_op_count(void);
+const char *efla_backend_op_name(int op);      /* 0 .. count-1; NULL past the end */
+/* 1 when the backend of device_kind (0 = cpu, 1 = cuda) is built in and has kernel `op` for
+ * data dtype `dtype`, 0 when not (efla_device_count says whether a GPU is visible); -1 +
+ * error for an unknown kind or kernel name. */
+int efla_backend_supports(int device_kind, const char *op, efla_dtype dtype);
+
 /* ---- dtypes ------------------------------------------------------------------- */
 const char *efla_dtype_name(efla_dtype dtype);   /* "float32", ... ; "?" if invalid */
 int efla_dtype_from_name(const char *name);      /* -1 + error if unknown */
@@ -149,6 +157,8 @@ int efla_binary_(efla_binary_op op, efla_tensor *a, const efla_tensor *b);   /* 
 efla_tensor *efla_clamp(const efla_tensor *t, double lo, double hi);         /* +-inf: no bound */
 efla_tensor *efla_where(const efla_tensor *cond, const efla_tensor *a, const efla_tensor *b);
 efla_tensor *efla_masked_fill(const efla_tensor *t, const efla_tensor *mask, double value);
+/* log(1 + e^(beta x)) / beta without overflow, beta > 0; differentiable (sigmoid(beta x)) */
+efla_tensor *efla_softplus(const efla_tensor *t, double beta);
 efla_tensor *efla_tril(const efla_tensor *t, int64_t k);
 efla_tensor *efla_triu(const efla_tensor *t, int64_t k);
 

@@ -156,9 +156,9 @@ static int check_inputs(const char *op, const efla_tensor *q, const efla_tensor 
     if (check_dtype(op, "k", k, q->dtype, q) || check_dtype(op, "v", v, q->dtype, q) ||
         check_dtype(op, "beta", beta, q->dtype, q))
         return -1;
-    if (q->dtype == EFLA_BFLOAT16 && q->device == EFLA_DEVICE_CPU)
-        return efla_fail("%s: bfloat16 inputs are not supported on the cpu; cast q, k, v and beta to "
-                         "float32 first (:float())", op);
+    if (efla_check_kernel(op, EFLA_OP_delta_rule_fwd, q->device, q->dtype,
+                          "cast q, k, v and beta to float32 first (:float())"))
+        return -1;
     if (s0) {
         efla_dtype sdt = q->dtype == EFLA_BFLOAT16 ? EFLA_FLOAT32 : q->dtype;
         if (check_dtype(op, "initial_state", s0, sdt, q)) return -1;

@@ -232,6 +232,38 @@ efla_tensor *efla_unary(efla_unary_op op, const efla_tensor *t) {
     return out;
 }
 
+/* ---- softplus ----------------------------------------------------------------------------------
+ * y = log(1 + e^(beta x)) / beta (kernel: the backend's `softplus`); dy/dx = sigmoid(beta x).
+ * params: [0] beta, [1] slot of x. */
+static int softplus_backward(efla_node *n, efla_tensor *const *go, efla_tensor **gi) {
+    scratch s = { .n = 0 };
+    efla_tensor *x = SAVED(&s, n, n->params[1]);
+    give(&s, n, 0, B(&s, EFLA_MUL, go[0], U(&s, EFLA_SIGMOID, BS(&s, EFLA_MUL, x, n->params[0]))), gi);
+    return finish_backward(&s);
+}
+
+efla_tensor *efla_softplus(const efla_tensor *t, double beta) {
+    if (!t) return efla_fail_null("softplus: the tensor is NULL");
+    if (!(beta > 0) || isinf(beta)) return efla_fail_null("softplus: beta must be a finite number > 0, got %g", beta);
+    efla_dtype dt = efla_dtype_is_floating(t->dtype) ? t->dtype : EFLA_FLOAT32;
+    if (efla_check_kernel("softplus", EFLA_OP_softplus, t->device, dt, "cast the input to float32 first")) return NULL;
+    const efla_backend *be = efla_backend_for("softplus", t->device);
+    int prev = efla_set_grad_enabled(0);
+    efla_tensor *in = efla_to(t, dt, t->device);
+    efla_tensor *out = in ? efla_empty(t->ndim, t->shape, dt, t->device) : NULL;
+    int rc = !out ? -1 : efla_tensor_numel(t) ? be->softplus(out, in, beta) : 0;
+    efla_set_grad_enabled(prev);
+    efla_tensor_release(in);
+    if (rc) { efla_tensor_release(out); return NULL; }
+    efla_node *n;
+    if (!(out = record("softplus", softplus_backward, 1, (efla_tensor *const *)&t, out, &n))) return NULL;
+    if (n) {
+        n->params[0] = beta;
+        if (save_slot(n, 1, t)) { efla_tensor_release(out); return NULL; }
+    }
+    return out;
+}
+
 /* ---- binary ------------------------------------------------------------------------------- */
 /* out = a op b, both cast to `cd` and broadcast; no autograd. */
 static efla_tensor *binary_forward(const char *name, efla_binary_op op, const efla_tensor *a,

@@ -4,25 +4,11 @@
  * node that saves only what its backward needs (inputs as contiguous aliases, so no copy when
  * they already are; the L2 norm its output and rstd, which the delta rule keeps anyway) and
  * recomputes the cheap intermediates; the composed ops would save every intermediate. The kernels live in a table of their own (efla_fused_kernels in
- * backend.h): core/cpu/fused.c and cuda/fused.cu. */
+ * backend.h, registered in backend.c): core/cpu/fused.c and cuda/fused.cu. */
 #include "autograd.h"
 #include "backend.h"
 #include <math.h>
 #include <string.h>
-
-/* ---- the kernel registry ------------------------------------------------------------------ */
-static const efla_fused_kernels *fused_tables[2] = { &efla_cpu_fused, NULL };
-
-void efla_register_fused(int kind, const efla_fused_kernels *kernels) {
-    if (kind >= 0 && kind < 2) fused_tables[kind] = kernels;
-}
-
-const efla_fused_kernels *efla_fused_for(const char *op, int device) {
-    if (!efla_backend_for(op, device)) return NULL;
-    const efla_fused_kernels *k = fused_tables[device == EFLA_DEVICE_CPU ? 0 : 1];
-    if (!k) efla_no_kernel(op, device);
-    return k;
-}
 
 /* ---- shared checks ------------------------------------------------------------------------ */
 static int same_shape(const efla_tensor *a, const efla_tensor *b) {

@@ -111,41 +111,19 @@ efla_tensor *cu_contiguous(const efla_tensor *t) {
     return c;
 }
 
+/* The services by hand, then every kernel slot by name from the op list (core/backend_ops.h);
+ * C++ wants designated initialisers in the struct's order, which the list gives. */
 extern "C" const efla_backend efla_cuda_backend = {
-    /* .name = */ "cuda",
-    /* .device_count = */ cuda_device_count,
-    /* .synchronize = */ cuda_synchronize,
-    /* .alloc = */ efla_cuda_alloc,
-    /* .free = */ efla_cuda_free,
-    /* .memcpy_h2d = */ cuda_memcpy_h2d,
-    /* .memcpy_d2h = */ cuda_memcpy_d2h,
-    /* .fill = */ efla_cuda_fill,
-    /* .copy = */ efla_cuda_copy,
-    /* .unary = */ efla_cuda_unary,
-    /* .binary = */ efla_cuda_binary,
-    /* .clamp = */ efla_cuda_clamp,
-    /* .where = */ efla_cuda_where,
-    /* .tri = */ efla_cuda_tri,
-    /* .arange = */ efla_cuda_arange,
-    /* .rand = */ efla_cuda_rand,
-    /* .reduce = */ efla_cuda_reduce,
-    /* .bmm = */ efla_cuda_bmm,
-    /* .softmax = */ efla_cuda_softmax,
-    /* .softmax_backward = */ efla_cuda_softmax_backward,
-    /* .norm = */ efla_cuda_norm,
-    /* .norm_backward = */ efla_cuda_norm_backward,
-    /* .cross_entropy = */ efla_cuda_cross_entropy,
-    /* .index_select = */ efla_cuda_index_select,
-    /* .index_add = */ efla_cuda_index_add,
-    /* .gather = */ efla_cuda_gather,
-    /* .scatter_add = */ efla_cuda_scatter_add,
-    /* .delta_rule_fwd = */ efla_cuda_delta_rule_fwd,
-    /* .delta_rule_bwd = */ efla_cuda_delta_rule_bwd,
-    /* .adamw = */ efla_cuda_adamw,
-    /* .memory_stats = */ efla_cuda_backend_memory_stats,
-    /* .empty_cache = */ efla_cuda_backend_empty_cache,
-    /* .delta_rule_alpha_fwd = */ efla_cuda_delta_rule_alpha_fwd,
-    /* .delta_rule_alpha_bwd = */ efla_cuda_delta_rule_alpha_bwd,
+    .name = "cuda",
+    .device_count = cuda_device_count,
+    .synchronize = cuda_synchronize,
+    .alloc = efla_cuda_alloc,
+    .free = efla_cuda_free,
+    .memcpy_h2d = cuda_memcpy_h2d,
+    .memcpy_d2h = cuda_memcpy_d2h,
+    .memory_stats = efla_cuda_backend_memory_stats,
+    .empty_cache = efla_cuda_backend_empty_cache,
+    EFLA_BACKEND_OPS(EFLA_OP_ENTRY_CUDA)
 };
 
 /* Registration when libefla is loaded (no CUDA call here: that waits for first use). */

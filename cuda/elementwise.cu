@@ -1,5 +1,5 @@
 /* elementwise.cu: CUDA elementwise kernels: fill copy unary binary clamp where tri arange
- * rand adamw. Semantics are those of core/cpu/elementwise.c, which the tests compare
+ * rand softplus adamw. Semantics are those of core/cpu/elementwise.c, which the tests compare
  * against:
  *  - compute types: float32 and bfloat16 in float, float64 in double, int64/uint8/bool
  *    in int64 (wrapping); conversions to integers truncate, NaN -> 0, saturate at the
@@ -173,6 +173,25 @@ struct UnaryLaunch {
     template <int DT> static int run(const Iter<2> &it, int op) {
         unary_kernel<DT><<<cu_blocks(it.n, THREADS), THREADS>>>(it, op);
         CU_CHECK_LAUNCH("unary");
+        return 0;
+    }
+};
+
+/* ---- softplus: log(1 + e^(beta x)) / beta = (max(z, 0) + log1p(e^-|z|)) / beta, z = beta x ---- */
+template <int DT> __global__ void softplus_kernel(Iter<2> it, double beta) {
+    typedef C_<DT> C;
+    CU_GRID_STRIDE(i, it.n) {
+        int64_t off[2];
+        iter_offsets<2>(it, i, off);
+        C z = (C)beta * ld<DT>((const S_<DT> *)it.data[1] + off[1]);
+        st<DT>((S_<DT> *)it.data[0] + off[0], (max(z, (C)0) + log1p(exp(-fabs(z)))) / (C)beta);
+    }
+}
+
+struct SoftplusLaunch {
+    template <int DT> static int run(const Iter<2> &it, double beta) {
+        softplus_kernel<DT><<<cu_blocks(it.n, THREADS), THREADS>>>(it, beta);
+        CU_CHECK_LAUNCH("softplus");
         return 0;
     }
 };
@@ -498,6 +517,17 @@ int efla_cuda_unary(efla_unary_op op, efla_tensor *out, const efla_tensor *in) {
     Iter<2> it = make_iter<2>(ts);
     if (it.n == 0) return 0;
     CU_DISPATCH_ALL(in->dtype, UnaryLaunch, it, (int)op);
+}
+
+int efla_cuda_softplus(efla_tensor *out, const efla_tensor *in, double beta) {
+    const efla_tensor *ts[2] = { out, in };
+    TRY(check_shapes("softplus", 2, ts));
+    if (out->dtype != in->dtype)
+        return efla_fail("softplus (cuda kernel): output %s, input %s; they must match", efla_dtype_name(out->dtype),
+                         efla_dtype_name(in->dtype));
+    Iter<2> it = make_iter<2>(ts);
+    if (it.n == 0) return 0;
+    CU_DISPATCH_FLOAT("softplus", in->dtype, SoftplusLaunch, it, beta);
 }
 
 int efla_cuda_binary(efla_binary_op op, efla_tensor *out, const efla_tensor *a, const efla_tensor *b) {

@@ -460,9 +460,9 @@ int cu_embedding_backward(efla_tensor *gw, const efla_tensor *g, const efla_tens
     return 0;
 }
 
+/* cu_<name> for every row of EFLA_FUSED_OPS, by name (core/backend_ops.h) */
 const efla_fused_kernels cuda_fused = {
-    cu_swiglu, cu_swiglu_backward, cu_short_conv, cu_short_conv_backward, cu_l2norm, cu_l2norm_backward,
-    cu_rms_norm_gated, cu_rms_norm_gated_backward, cu_ce_rows, cu_embedding, cu_embedding_backward,
+    EFLA_FUSED_OPS(EFLA_FUSED_ENTRY_CUDA)
 };
 
 }  // namespace

@@ -3,7 +3,7 @@
 # using the relocatable bundle built elsewhere by scripts/make_bundle.sh (./bundle; no
 # compiler needed here). Logs go to $OUT (or /tmp/efla-gpu-check); the summary is printed last.
 #
-#   bash scripts/gpu_check.sh            test_cuda + efla -e smoke checks + a small timing
+#   bash scripts/gpu_check.sh            test_cuda + test_backend_ops + efla -e smoke checks + a small timing
 #   EFLA_SANITIZE=1 bash scripts/...     also run test_cuda under compute-sanitizer (slow: run it
 #                                        alone, e.g. EFLA_SANITIZE=1 with a 600 s limit)
 #   EFLA_ALL=1 bash scripts/...          also the bundle's other C and Lua tests
@@ -35,6 +35,13 @@ timeout 300 "$B/tests/bin/test_cuda" > "$LOG/test_cuda.log" 2>&1
 rc=$?
 grep -E "^FAIL|FATAL|skipped|passed, .* failed" "$LOG/test_cuda.log" | head -n 120
 note "test_cuda: rc=$rc, $(grep -E 'passed, .* failed' "$LOG/test_cuda.log" | tail -1) ($(( $(date +%s) - start ))s)"
+
+echo "== test_backend_ops (every op x backend x dtype against the float64 cpu)"
+start=$(date +%s)
+timeout 300 "$B/tests/bin/test_backend_ops" > "$LOG/test_backend_ops.log" 2>&1
+rc=$?
+grep -E "^FAIL|FATAL|backends:|cases,|passed, .* failed" "$LOG/test_backend_ops.log" | head -n 120
+note "test_backend_ops: rc=$rc, $(grep -E 'passed, .* failed' "$LOG/test_backend_ops.log" | tail -1) ($(( $(date +%s) - start ))s)"
 
 if [[ ${EFLA_SANITIZE:-0} == 1 ]] && command -v compute-sanitizer >/dev/null 2>&1; then
   echo "== compute-sanitizer memcheck test_cuda"

@@ -1,5 +1,5 @@
 /* elementwise.c: the CPU elementwise kernels: fill copy unary binary clamp where tri
- * arange rand adamw (semantics in backend.h; front ends in ops_elementwise.c, optim.c).
+ * arange rand softplus adamw (semantics in backend.h; front ends in ops_elementwise.c, optim.c).
  *
  * Every kernel walks its tensors with efla_strided_run (strided.h): contiguous operands
  * collapse into one long row, and each row function has a stride-1 branch that the
@@ -291,6 +291,35 @@ int efla_cpu_unary(efla_unary_op op, efla_tensor *out, const efla_tensor *in) {
     DISPATCH_ALL(in->dtype, PICK_UNARY, 0)
     if (!fn) return efla_fail("unary (cpu kernel): invalid dtype");
     efla_strided_run(2, ts, fn, &o);
+    return 0;
+}
+
+/* ---- softplus -------------------------------------------------------------------------------
+ * log(1 + e^(beta x)) / beta as max(z, 0) + log1p(e^-|z|), z = beta x: no overflow for any x,
+ * and exact for large |z| (z itself, or e^z). Computed in double for every dtype. */
+static inline double softplus_d(double x, double beta) {
+    double z = beta * x;
+    return (fmax(z, 0.0) + log1p(exp(-fabs(z)))) / beta;
+}
+#define DEF_SOFTPLUS(K) \
+static void softplus_row_##K(void *ctx, char *const *p, const int64_t *st, int64_t len, int64_t lin) { \
+    double beta = *(const double *)ctx; \
+    K##_S *o = (K##_S *)p[0]; const K##_S *in = (const K##_S *)p[1]; \
+    for (int64_t j = 0; j < len; j++) o[j * st[0]] = st_##K##_d(softplus_d((double)ld_##K(in[j * st[1]]), beta)); }
+DEF_SOFTPLUS(F32)
+DEF_SOFTPLUS(F64)
+DEF_SOFTPLUS(BF16)
+
+int efla_cpu_softplus(efla_tensor *out, const efla_tensor *in, double beta) {
+    const efla_tensor *ts[2] = { out, in };
+    if (check_cpu_shapes("softplus", 2, ts)) return -1;
+    if (out->dtype != in->dtype)
+        return efla_fail("softplus (cpu kernel): output %s, input %s; they must match", efla_dtype_name(out->dtype),
+                         efla_dtype_name(in->dtype));
+    efla_row_fn fn = in->dtype == EFLA_FLOAT32 ? softplus_row_F32 : in->dtype == EFLA_FLOAT64 ? softplus_row_F64
+                   : in->dtype == EFLA_BFLOAT16 ? softplus_row_BF16 : NULL;
+    if (!fn) return efla_fail("softplus (cpu kernel): needs a floating dtype, not %s", efla_dtype_name(in->dtype));
+    efla_strided_run(2, ts, fn, &beta);
     return 0;
 }
 

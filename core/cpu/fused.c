@@ -346,16 +346,7 @@ static int cpu_embedding_backward(efla_tensor *gw, const efla_tensor *g, const e
     return 0;
 }
 
+/* cpu_<name> for every row of EFLA_FUSED_OPS, by name (backend_ops.h) */
 const efla_fused_kernels efla_cpu_fused = {
-    .swiglu = cpu_swiglu,
-    .swiglu_backward = cpu_swiglu_backward,
-    .short_conv = cpu_short_conv,
-    .short_conv_backward = cpu_short_conv_backward,
-    .l2norm = cpu_l2norm,
-    .l2norm_backward = cpu_l2norm_backward,
-    .rms_norm_gated = cpu_rms_norm_gated,
-    .rms_norm_gated_backward = cpu_rms_norm_gated_backward,
-    .ce_rows = cpu_ce_rows,
-    .embedding = cpu_embedding,
-    .embedding_backward = cpu_embedding_backward,
+    EFLA_FUSED_OPS(EFLA_FUSED_ENTRY_CPU)
 };

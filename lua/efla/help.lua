@@ -58,7 +58,7 @@ H.topics = {
   { 'Autograd', { 'backward', 'grad', 'requires_grad', 'requires_grad_', 'grad_fn', 'detach', 'zero_grad',
     'no_grad', 'enable_grad', 'set_grad_enabled', 'autograd.Function', 'gradcheck' } },
   { 'Library', { 'version', 'set_default_dtype', 'get_default_dtype', 'num_threads', 'set_num_threads',
-    'has_cuda', 'device_count', 'synchronize', 'live_tensors', 'cpu_live_bytes', 'set_gc_callback', 'help' } },
+    'has_cuda', 'device_count', 'supports', 'synchronize', 'live_tensors', 'cpu_live_bytes', 'set_gc_callback', 'help' } },
 }
 
 local D = {}
@@ -211,6 +211,7 @@ D.num_threads = "efla.num_threads() -> the OpenMP threads CPU kernels use (defau
 D.set_num_threads = "efla.set_num_threads(n): CPU kernels use at most n threads from now on (OpenBLAS follows). Kernels on small tensors (below ~32K elements) run on one thread whatever n is, since waking threads costs more than it saves; idle threads sleep (the efla command sets OMP_WAIT_POLICY=passive unless you set it), so a small experiment runs at single-thread speed or better. Set 1 when you run several processes side by side."
 D.has_cuda = "efla.has_cuda(): true when the CUDA backend is built in."
 D.device_count = "efla.device_count('cuda'): number of CUDA devices."
+D.supports = "efla.supports(device, kernel, dtype) -> true when the device's backend has that kernel (core/backend_ops.h) for that dtype, e.g. efla.supports('cpu', 'delta_rule_fwd', 'bfloat16') is false; efla.supports() lists the kernel names."
 D.synchronize = "efla.synchronize([device='cuda']): waits for queued work."
 D.live_tensors = "efla.live_tensors(): tensor structs alive in C (leak checks)."
 D.cpu_live_bytes = "efla.cpu_live_bytes(): bytes held by CPU storages."

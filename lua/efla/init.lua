@@ -48,6 +48,22 @@ efla.set_gc_callback = autograd.set_gc_callback
 --- efla.set_debug_checks(on): NaN/Inf checks in efla.ops.delta_rule (names the first batch, token, head).
 efla.set_debug_checks = function(on) return require('efla.ops').set_debug_checks(on) end
 
+--- efla.supports(device, kernel, dtype) -> whether that device ('cpu', 'cuda', 'cuda:N' or a
+--- tensor) has the backend kernel (a row of core/backend_ops.h: 'softmax', 'delta_rule_fwd',
+--- 'swiglu', ...) for that dtype: efla.supports('cpu', 'delta_rule_fwd', 'bfloat16') is false.
+--- efla.supports() -> the list of kernel names.
+function efla.supports(device, kernel, dtype)
+  local lib = E.lib
+  if device == nil then
+    local names = {}
+    for i = 0, lib.efla_backend_op_count() - 1 do names[#names + 1] = E.ffi.string(lib.efla_backend_op_name(i)) end
+    return names
+  end
+  local kind = Tn.parse_device(device) == lib.EFLA_DEVICE_CPU and 0 or 1
+  if type(kernel) ~= 'string' then E.raise('supports: kernel must be a name such as "softmax", got ' .. type(kernel)) end
+  return E.check(lib.efla_backend_supports(kind, kernel, Tn.parse_dtype(dtype or 'float32'))) == 1
+end
+
 --- efla.help([x]): an overview, or the documentation of a function, module or tensor.
 function efla.help(x) return require('efla.help').help(x) end
 

@@ -1,6 +1,6 @@
--- efla/ops_extra.lua: tensor ops researchers reach for, beyond the core set: cumsum and
--- sort (C kernels, core/ops_scan.c), and, composed from existing differentiable ops,
--- topk, multinomial, einsum, pad, softplus, log_sigmoid and conv1d. Composed ops run on
+-- efla/ops_extra.lua: tensor ops researchers reach for, beyond the core set: cumsum, sort
+-- (C kernels, core/ops_scan.c) and softplus (core/ops_elementwise.c), and, composed from
+-- existing differentiable ops, topk, multinomial, einsum, pad, log_sigmoid and conv1d. Composed ops run on
 -- every device and get their gradients from the ops they are made of; cumsum and sort
 -- have CPU kernels only so far (on CUDA they say so and suggest :cpu()).
 --
@@ -270,18 +270,12 @@ function extra.pad(x, pads, value)
 end
 
 --- x:softplus([beta=1]) -> log(1 + e^(beta*x)) / beta, computed without overflow for any x;
---- differentiable (its derivative is sigmoid(beta*x)).
+--- differentiable (its derivative is sigmoid(beta*x)). One C kernel per device (efla_softplus).
 function extra.softplus(x, beta)
   need_tensor(x, 'softplus')
   beta = beta or 1
   if type(beta) ~= 'number' or beta <= 0 then binding.raise('softplus: beta must be a number > 0, got ' .. tostring(beta)) end
-  local z = beta == 1 and x or x * beta
-  -- two branches on clamped inputs, so neither overflows (and neither sends NaN gradients
-  -- through where): z <= 0: log1p(e^z); z > 0: z + log1p(e^-z)
-  local neg = z:clamp(nil, 0)
-  local pos = z:clamp(0, nil)
-  local y = efla.where(z:gt(0), pos + (-pos):exp():log1p(), neg:exp():log1p())
-  return beta == 1 and y or y / beta
+  return binding.wrap(lib.efla_softplus(x.ptr, beta))
 end
 
 --- x:log_sigmoid() -> log(sigmoid(x)) = -softplus(-x), finite for any x; differentiable.

@@ -998,19 +998,20 @@ static void test_gradients(void) {
     }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    TEST_ARGS(argc, argv);
     efla_manual_seed(42);
     int64_t live0 = efla_live_tensors();
-    test_unary();
-    test_binary();
-    test_binary_scalar();
-    test_inplace();
-    test_clamp_where_tri();
-    test_fill_copy();
-    test_rand();
-    test_adamw();
-    test_errors();
-    test_gradients();
+    RUN(test_unary);
+    RUN(test_binary);
+    RUN(test_binary_scalar);
+    RUN(test_inplace);
+    RUN(test_clamp_where_tri);
+    RUN(test_fill_copy);
+    RUN(test_rand);
+    RUN(test_adamw);
+    RUN(test_errors);
+    RUN(test_gradients);
     CHECK_NO_LEAK(live0);
     TEST_SUMMARY();
 }

@@ -616,20 +616,21 @@ static void test_kill(void) {
     closedir(d);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    TEST_ARGS(argc, argv);
     const char *base = getenv("EFLA_TEST_TMP");
     if (base) mkdir(base, 0777);
     snprintf(dir, sizeof dir, "%s/test_h5.XXXXXX", base ? base : "/tmp");
     if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
     int64_t live = efla_live_tensors();
-    test_round_trip();
-    test_views();
-    test_attributes();
-    test_bad_writes();
-    test_atomic();
-    test_damaged();
-    test_broken_commit();
-    test_kill();
+    RUN(test_round_trip);
+    RUN(test_views);
+    RUN(test_attributes);
+    RUN(test_bad_writes);
+    RUN(test_atomic);
+    RUN(test_damaged);
+    RUN(test_broken_commit);
+    RUN(test_kill);
     CHECK(efla_live_tensors() == live, "no tensor leaked (%lld live)", (long long)(efla_live_tensors() - live));
     /* clean up the scratch folder */
     DIR *d = opendir(dir);

@@ -209,16 +209,17 @@ static void test_atomic_writer(void) {
     CHECK(count_with("text.txt.tmp-") == 0, "abort removes the temporary file");
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    TEST_ARGS(argc, argv);
     const char *base = getenv("TMPDIR");
     snprintf(dir, sizeof dir, "%s/efla_saves_XXXXXX", base && base[0] ? base : "/tmp");
     if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
-    test_special_files();
-    test_symlinks();
-    test_long_name();
-    test_stale_temporaries();
-    test_failed_save_exit();
-    test_atomic_writer();
+    RUN(test_special_files);
+    RUN(test_symlinks);
+    RUN(test_long_name);
+    RUN(test_stale_temporaries);
+    RUN(test_failed_save_exit);
+    RUN(test_atomic_writer);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

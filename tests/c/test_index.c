@@ -707,19 +707,20 @@ static void test_gradients(void) {
     efla_tensor_release(t); efla_tensor_release(src); efla_tensor_release(w); efla_tensor_release(x);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    TEST_ARGS(argc, argv);
     int64_t live0 = efla_live_tensors();
-    test_index_select();
-    test_gather();
-    test_scatter_add();
-    test_index_add_kernel();
-    test_threads();
-    test_embedding();
-    test_one_hot();
-    test_cat();
-    test_stack();
-    test_errors();
-    test_gradients();
+    RUN(test_index_select);
+    RUN(test_gather);
+    RUN(test_scatter_add);
+    RUN(test_index_add_kernel);
+    RUN(test_threads);
+    RUN(test_embedding);
+    RUN(test_one_hot);
+    RUN(test_cat);
+    RUN(test_stack);
+    RUN(test_errors);
+    RUN(test_gradients);
     CHECK_NO_LEAK(live0);
     TEST_SUMMARY();
 }

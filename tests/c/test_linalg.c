@@ -263,13 +263,14 @@ static void test_gradients(void) {
     efla_tensor_release(leaf); efla_tensor_release(b);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    TEST_ARGS(argc, argv);
     int64_t live0 = efla_live_tensors();
-    test_shapes();
-    test_views();
-    test_dtypes();
-    test_errors();
-    test_gradients();
+    RUN(test_shapes);
+    RUN(test_views);
+    RUN(test_dtypes);
+    RUN(test_errors);
+    RUN(test_gradients);
     CHECK(efla_live_tensors() == live0, "no tensor leaks (%lld live)", (long long)(efla_live_tensors() - live0));
     TEST_SUMMARY();
 }

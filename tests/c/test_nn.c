@@ -359,13 +359,14 @@ static void test_norm_backward_large(void) {
     }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    TEST_ARGS(argc, argv);
     int64_t live0 = efla_live_tensors();
-    test_softmax();
-    test_cross_entropy();
-    test_norms();
-    test_gradients();
-    test_norm_backward_large();
+    RUN(test_softmax);
+    RUN(test_cross_entropy);
+    RUN(test_norms);
+    RUN(test_gradients);
+    RUN(test_norm_backward_large);
     CHECK(efla_live_tensors() == live0, "no tensor leaks (%lld live)", (long long)(efla_live_tensors() - live0));
     TEST_SUMMARY();
 }

@@ -426,15 +426,16 @@ static void test_gradients(void) {
     efla_tensor_release(g); efla_tensor_release(m); efla_tensor_release(t);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    TEST_ARGS(argc, argv);
     int64_t live0 = efla_live_tensors();
-    test_forward();
-    test_int64();
-    test_large();
-    test_special_values();
-    test_bf16_bool();
-    test_errors();
-    test_gradients();
+    RUN(test_forward);
+    RUN(test_int64);
+    RUN(test_large);
+    RUN(test_special_values);
+    RUN(test_bf16_bool);
+    RUN(test_errors);
+    RUN(test_gradients);
     CHECK(efla_live_tensors() == live0, "no tensor leaks (%lld live)", (long long)(efla_live_tensors() - live0));
     TEST_SUMMARY();
 }

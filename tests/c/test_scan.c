@@ -88,11 +88,12 @@ static void test_sort(void) {
     efla_tensor_release(t);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    TEST_ARGS(argc, argv);
     int64_t live0 = efla_live_tensors();
-    test_cumsum_dims();
-    test_cumsum_int_and_grad();
-    test_sort();
+    RUN(test_cumsum_dims);
+    RUN(test_cumsum_int_and_grad);
+    RUN(test_sort);
     CHECK_NO_LEAK(live0);
     TEST_SUMMARY();
 }

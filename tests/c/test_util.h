@@ -31,6 +31,19 @@ static int test_passed, test_failed;
     CHECK(_f && strstr(_m, needle) != NULL, "expected an error containing '%s'", needle); \
 } while (0)
 
+/* Selection by name: `test_x NAME...` runs only the test functions whose names contain one
+ * of the NAMEs. main(argc, argv) starts with TEST_ARGS(argc, argv) and calls RUN(test_fn). */
+static int test_argc;
+static char **test_argv;
+#define TEST_ARGS(argc, argv) (test_argc = (argc), test_argv = (argv))
+static inline int test_selected(const char *name) {
+    if (test_argc < 2) return 1;
+    for (int i = 1; i < test_argc; i++)
+        if (strstr(name, test_argv[i])) return 1;
+    return 0;
+}
+#define RUN(fn) do { if (test_selected(#fn)) fn(); } while (0)
+
 #define TEST_SUMMARY() do { printf("%d passed, %d failed\n", test_passed, test_failed); \
     return test_failed ? 1 : 0; } while (0)
 

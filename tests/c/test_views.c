@@ -641,16 +641,17 @@ static void test_view_gradients(void) {
     efla_tensor_release(x);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    TEST_ARGS(argc, argv);
     int64_t live0 = efla_live_tensors();
-    test_view_reshape();
-    test_permute_narrow_select();
-    test_expand_squeeze();
-    test_casts();
-    test_copy_buffers();
-    test_creation();
-    test_rng();
-    test_view_gradients();
+    RUN(test_view_reshape);
+    RUN(test_permute_narrow_select);
+    RUN(test_expand_squeeze);
+    RUN(test_casts);
+    RUN(test_copy_buffers);
+    RUN(test_creation);
+    RUN(test_rng);
+    RUN(test_view_gradients);
     CHECK_NO_LEAK(live0);
     TEST_SUMMARY();
 }

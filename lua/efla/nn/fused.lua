@@ -21,9 +21,9 @@ local lib = I.lib
 local fused = { enabled = true }
 
 --- fused.on(x) -> whether modules should take the fused path for activations x: enabled,
---- and not bfloat16 on the CPU (whose kernels compute float32/float64 only).
+--- and x's device has fused kernels for x's dtype (the CPU's compute float32/float64 only).
 function fused.on(x)
-  return fused.enabled and not (x:dtype() == 'bfloat16' and x:device() == 'cpu')
+  return fused.enabled and efla.supports(x, 'swiglu', x:dtype())
 end
 
 local function ptr(t, name, fn)
