@@ -53,15 +53,15 @@ efla.set_debug_checks = function(on) return require('efla.ops').set_debug_checks
 --- 'swiglu', ...) for that dtype: efla.supports('cpu', 'delta_rule_fwd', 'bfloat16') is false.
 --- efla.supports() -> the list of kernel names.
 function efla.supports(device, kernel, dtype)
-  local lib = E.lib
+  local lib = binding.lib
   if device == nil then
     local names = {}
-    for i = 0, lib.efla_backend_op_count() - 1 do names[#names + 1] = E.ffi.string(lib.efla_backend_op_name(i)) end
+    for i = 0, lib.efla_backend_op_count() - 1 do names[#names + 1] = binding.ffi.string(lib.efla_backend_op_name(i)) end
     return names
   end
-  local kind = Tn.parse_device(device) == lib.EFLA_DEVICE_CPU and 0 or 1
-  if type(kernel) ~= 'string' then E.raise('supports: kernel must be a name such as "softmax", got ' .. type(kernel)) end
-  return E.check(lib.efla_backend_supports(kind, kernel, Tn.parse_dtype(dtype or 'float32'))) == 1
+  local kind = binding.parse_device(device) == lib.EFLA_DEVICE_CPU and 0 or 1
+  if type(kernel) ~= 'string' then binding.raise('supports: kernel must be a name such as "softmax", got ' .. type(kernel)) end
+  return binding.check(lib.efla_backend_supports(kind, kernel, binding.parse_dtype(dtype or 'float32'))) == 1
 end
 
 --- efla.help([x]): an overview, or the documentation of a function, module or tensor.
