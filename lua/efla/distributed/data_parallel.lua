@@ -31,7 +31,7 @@ function M.DataParallel(model, opts)
   local dist = require 'efla.distributed'
   local pg = opts.group or dist.group()
   if not pg then error('DataParallel: no process group; call efla.distributed.init() first (efla-run sets the environment it reads)', 2) end
-  local self = setmetatable({ model = model, pg = pg, sync = true, buckets = {}, index = {} }, DataParallel)
+  local self = setmetatable({ model = model, pg = pg, sync = true, buckets = {}, index = {}, early_launches = 0 }, DataParallel)
   local params = {}
   for _, p in ipairs(type(model.parameters) == 'function' and model:parameters() or model) do
     if p.requires_grad then params[#params + 1] = p end
@@ -95,7 +95,10 @@ function DataParallel:_on_ready(ptr)
   local ok, err = pcall(function()
     local b = self.buckets[e.bucket]
     b.ready = b.ready + 1
+    local before = self.next_bucket
     self:_advance()
+    -- buckets launched while the backward is still running (what the overlap is made of)
+    self.early_launches = self.early_launches + (self.next_bucket - before)
   end)
   if not ok then self.err = err end
 end
