@@ -7,6 +7,7 @@
  * the backward keeps computing; efla_nccl_wait joins them back. */
 #include "common.cuh"
 #include <dlfcn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,18 @@ typedef int ncclResult_t;   /* 0 = ncclSuccess */
 enum { ncclInt8 = 0, ncclUint8 = 1, ncclInt64 = 4, ncclFloat32 = 7, ncclFloat64 = 8, ncclBfloat16 = 9 };
 enum { ncclSum = 0, ncclAvg = 4 };
 }
+
+/* Where the toolkit's nccl.h is present, check the repeated values against it. */
+#if defined(__has_include)
+#if __has_include(<nccl.h>)
+namespace nccl_header {
+#include <nccl.h>
+static_assert(ncclInt8 == 0 && ncclUint8 == 1 && ncclInt64 == 4 && ncclFloat32 == 7 && ncclFloat64 == 8 &&
+              ncclBfloat16 == 9 && ncclSum == 0 && ncclAvg == 4 && NCCL_UNIQUE_ID_BYTES == 128,
+              "nccl.h disagrees with the values repeated in cuda/nccl.cu");
+}
+#endif
+#endif
 
 static struct {
     int tried, ok;
@@ -35,6 +48,7 @@ static int load_nccl(void) {
     if (N.tried) return N.ok;
     N.tried = 1;
     void *h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_GLOBAL);
+    if (!h) h = dlopen("/usr/local/cuda/lib64/libnccl.so.2", RTLD_NOW | RTLD_GLOBAL);   /* the toolkit's copy */
     if (!h) {
         snprintf(N.why, sizeof N.why, "nccl: libnccl.so.2 could not be loaded (%s); install NCCL on this machine "
                  "(it comes with the CUDA toolkit's libnccl2 package) or put its folder on LD_LIBRARY_PATH", dlerror());

@@ -13,7 +13,14 @@ local wall = require('efla.progress').wall
 local bin = os.getenv('EFLA_BIN') or 'build/efla'
 local tmp = (os.getenv('EFLA_TEST_TMP') or '/tmp') .. '/test_distributed'
 os.execute('rm -rf ' .. tmp .. ' && mkdir -p ' .. tmp)
-local run = 'scripts/efla-run --efla ' .. bin
+-- the launcher beside the efla command (build/, a bundle's bin/), else the source tree's
+local function launcher()
+  local beside = bin:gsub('efla$', 'efla-run')
+  local f = io.open(beside, 'r')
+  if f then f:close(); return beside end
+  return 'scripts/efla-run'
+end
+local run = launcher() .. ' --efla ' .. bin
 
 -- Runs a shell command; returns ok, its output (stdout and stderr) and the exit code.
 local function sh(cmd)

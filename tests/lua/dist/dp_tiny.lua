@@ -2,7 +2,8 @@
 -- at a global batch of 12 and writes each step's loss and the final weights to OUT (rank 0).
 -- MODE: plain (one process, no efla.distributed), dp (DataParallel), zero (DataParallel +
 -- ZeroOptimizer). The second layer is applied twice, so one leaf gets two gradient edges.
--- test_distributed.lua compares the files of 1-, 2- and 3-rank runs.
+-- test_distributed.lua compares the files of 1-, 2- and 3-rank runs. EFLA_TEST_DEVICE=cuda
+-- runs on the GPU (each rank on cuda:LOCAL_RANK, through NCCL): test_distributed_nccl.lua.
 local efla = require 'efla'
 local loader = require 'efla.data.loader'
 local mode, out = arg[1], arg[2]
@@ -14,14 +15,20 @@ local X = efla.randn(48, 6, { dtype = 'float64' })
 local Y = (efla.rand(48, { dtype = 'float64' }) * 3):to('int64') + 1
 local l1, l2, l3 = nn.Linear(6, 16), nn.Linear(16, 16), nn.Linear(16, 3)
 local model = nn.Sequential(l1, nn.Tanh(), l2, nn.Tanh(), l2, nn.Tanh(), l3):double()
+local cuda = (os.getenv('EFLA_TEST_DEVICE') or 'cpu'):match('^cuda') ~= nil
 
 local pg, dp, W, R = nil, nil, 1, 0
 if mode ~= 'plain' then
   local dist = require 'efla.distributed'
-  pg = dist.init { backend = 'tcp' }
+  pg = dist.init { backend = cuda and 'nccl' or 'tcp' }
   W, R = pg.world_size, pg.rank
+  model:to(pg.device)
   dp = dist.DataParallel(model, { bucket_mb = bucket_mb })
+elseif cuda then
+  model:to('cuda:0')
 end
+local device = model:parameters()[1]:device()
+X, Y = X:to(device), Y:to(device)
 local opt = efla.optim.AdamW(model:parameters(), { lr = 0.05, weight_decay = 0.1 })
 if mode == 'zero' then opt = require('efla.distributed').ZeroOptimizer(opt, pg) end
 local sampler = loader.Sampler(48, { batch_size = 12 / accum, seed = 3, rank = R, world_size = W })
@@ -35,7 +42,7 @@ for step = 1, 6 do
     local g = (step - 1) * accum + k - 1           -- the global batch number, over epochs
     local nb = sampler:num_batches()
     local p, count = sampler:batch_indices(math.floor(g / nb), g % nb)
-    local idx = efla.from_buffer(p, { count }, 'int64') + 1
+    local idx = (efla.from_buffer(p, { count }, 'int64') + 1):to(device)
     local loss = model:forward(X:index_select(1, idx)):cross_entropy(Y:index_select(1, idx)) / accum
     loss:backward()
     total = total + loss:item()
@@ -54,7 +61,7 @@ for _ in pairs(sd.state) do n = n + 1 end
 lines[#lines + 1] = 'state_entries ' .. n
 if dp then lines[#lines + 1] = 'early_launches ' .. dp.early_launches end
 for i, p in ipairs(model:parameters()) do
-  local v = p:view(-1):totable()
+  local v = p:cpu():view(-1):totable()
   for j = 1, #v do v[j] = string.format('%.17g', v[j]) end
   lines[#lines + 1] = 'param ' .. i .. ' ' .. table.concat(v, ' ')
 end
