@@ -218,7 +218,9 @@ function LM.train(method, args, d, opts)
   local dist = require 'efla.distributed'
   local pg = dist.auto { backend = device:match('^cuda') and 'auto' or 'tcp' }
   local W, main = pg and pg.world_size or 1, not pg or pg.rank == 0
-  if pg and pg.backend == 'nccl' then device = pg.device end
+  if pg and device:match('^cuda') then   -- each rank its own GPU
+    device = pg.backend == 'nccl' and pg.device or ('cuda:' .. pg.local_rank)
+  end
   local config = LM.model_config(method, args, d.tok.vocab_size)
   local T, B, accum, total = args.context, args.batch, args.accum or 1, args.steps
   efla.manual_seed(args.seed or 1)
