@@ -260,6 +260,8 @@ function dist.init(o)
     local dev = efla.internal.parse_device(g.device)
     g.nccl = efla.internal.checkp(lib.efla_nccl_init(payload, g.world_size, g.rank, dev))
   end
+  -- a rank's lines interleave with the others' (efla-run prefixes them): flush each one
+  if g.world_size > 1 then io.stdout:setvbuf('line') end
   default_group = g
   return g
 end
