@@ -54,7 +54,7 @@ end
 local function file_rendezvous(path, rank, world, timeout, payload)
   local data = require 'efla.data'
   local wall = require('efla.progress').wall
-  local nanosleep = require('posix.time').nanosleep
+  local function nanosleep(t) return require('posix.time').nanosleep(t) end
   local function write(name, s)
     local tmp = name .. '.tmp' .. rank
     local f = assert(io.open(tmp, 'wb')); f:write(s); f:close()

@@ -5,10 +5,18 @@
 -- fast: it exists so that data-parallel training and every collective run, and are tested,
 -- on a machine without GPUs; NCCL carries CUDA tensors (efla.distributed.nccl).
 local efla = require 'efla'
-local S = require 'posix.sys.socket'
-local P = require 'posix.poll'
-local U = require 'posix.unistd'
 local wall = require('efla.progress').wall
+
+-- lua-posix (Debian's lua-posix; the GPU bundle carries it) is needed once there are peers
+local have_posix, S = pcall(require, 'posix.sys.socket')
+local P = have_posix and require 'posix.poll'
+local U = have_posix and require 'posix.unistd'
+local function need_posix()
+  if not have_posix then
+    error('distributed: talking to other ranks needs lua-posix (posix.sys.socket), which is not installed: ' ..
+      'apt-get install lua-posix, or put its modules on LUA_CPATH/LUA_PATH', 0)
+  end
+end
 
 local tcp = {}
 
@@ -153,8 +161,11 @@ end
 --- rendezvous{rank, world, host, port, timeout, payload} -> links: rank 0 gets
 --- {peers = {[r] = fd}}, others {root = fd, payload = rank 0's payload}.
 function tcp.rendezvous(o)
-  require('posix.signal').signal(require('posix.signal').SIGPIPE, require('posix.signal').SIG_IGN)
   if o.world == 1 then return { peers = {}, payload = o.payload } end
+  need_posix()
+  -- a peer that dies mid-send must give an error here, not kill this process
+  local sig = require 'posix.signal'
+  sig.signal(sig.SIGPIPE, sig.SIG_IGN)
   if o.rank == 0 then return { peers = serve(o), payload = o.payload } end
   local fd, payload = join(o)
   return { root = fd, payload = payload }
