@@ -140,7 +140,8 @@ function Group:all_gather(t)
     local shape = { self.world_size }
     for _, n in ipairs(t:dim() > 0 and t:size() or {}) do shape[#shape + 1] = n end
     local out = efla.empty(shape, { dtype = t:dtype(), device = t:device() })
-    efla.internal.check(efla.internal.lib.efla_nccl_all_gather(self.nccl, t:contiguous().ptr, out.ptr))
+    local src = t:contiguous()   -- held in a local: the call must not outlive its tensor
+    efla.internal.check(efla.internal.lib.efla_nccl_all_gather(self.nccl, src.ptr, out.ptr))
     self:wait()
     return out
   end
@@ -161,7 +162,8 @@ function Group:reduce_scatter(t, op)
   if self.nccl then
     local shape = t:size(); shape[1] = part
     local out = efla.empty(shape, { dtype = t:dtype(), device = t:device() })
-    efla.internal.check(efla.internal.lib.efla_nccl_reduce_scatter(self.nccl, t:contiguous().ptr, out.ptr, avg and 1 or 0))
+    local src = t:contiguous()
+    efla.internal.check(efla.internal.lib.efla_nccl_reduce_scatter(self.nccl, src.ptr, out.ptr, avg and 1 or 0))
     self:wait()
     return out
   end
