@@ -280,7 +280,27 @@ static int accumulate_leaf(efla_tensor *leaf, efla_tensor *g, const char *who) {
     return rc;
 }
 
+static efla_grad_ready_fn grad_ready_fn;
+static void *grad_ready_ud;
+
+void efla_set_grad_ready_hook(efla_grad_ready_fn fn, void *ud) {
+    grad_ready_fn = fn;
+    grad_ready_ud = fn ? ud : NULL;
+}
+
 typedef struct { efla_node **items; int n, cap; } node_list;
+typedef struct { efla_tensor **items; int n, cap; } leaf_list;
+static int leaf_push(leaf_list *l, efla_tensor *t) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 64;
+        efla_tensor **p = realloc(l->items, (size_t)cap * sizeof *p);
+        if (!p) return efla_fail("backward: out of memory");
+        l->items = p;
+        l->cap = cap;
+    }
+    l->items[l->n++] = t;
+    return 0;
+}
 static int list_push(node_list *l, efla_node *n) {
     if (l->n == l->cap) {
         int cap = l->cap ? l->cap * 2 : 64;
@@ -305,6 +325,7 @@ static void release_grads(node_list *all) {
 
 static int run_engine(efla_node *root_fn, int root_output, efla_tensor *root_grad, int retain) {
     node_list all = {0}, stack = {0}, ready = {0};
+    leaf_list leaves = {0};   /* counted only while a grad-ready hook is set */
     int rc = 0;
     /* 1. discover reachable nodes and count dependencies */
     if ((rc = list_push(&stack, root_fn))) goto out;
@@ -314,6 +335,10 @@ static int run_engine(efla_node *root_fn, int root_output, efla_tensor *root_gra
     while (stack.n) {
         efla_node *n = stack.items[--stack.n];
         for (int i = 0; i < n->n_inputs; i++) {
+            efla_tensor *leaf = n->edges[i].leaf;
+            if (leaf && grad_ready_fn) {
+                if (leaf->grad_pending++ == 0 && (rc = leaf_push(&leaves, leaf))) goto out;
+            }
             efla_node *next = n->edges[i].fn;
             if (!next) continue;
             if (!next->grads) {
@@ -361,6 +386,8 @@ static int run_engine(efla_node *root_fn, int root_output, efla_tensor *root_gra
             else if (e->leaf) rc = accumulate_leaf(e->leaf, g, n->name);
             else rc = accumulate(&e->fn->grads[e->output_nr], g, &e->fn->out_meta[e->output_nr], n->name);
             if (e->fn && --e->fn->deps == 0 && !rc) rc = list_push(&ready, e->fn);
+            if (e->leaf && grad_ready_fn && e->leaf->grad_pending > 0 && --e->leaf->grad_pending == 0 && !rc)
+                grad_ready_fn(e->leaf, grad_ready_ud);
         }
         if (gin != gin_stack) free(gin);
         for (int j = 0; j < n->n_outputs; j++) { efla_tensor_release(n->grads[j]); n->grads[j] = NULL; }
@@ -368,6 +395,8 @@ static int run_engine(efla_node *root_fn, int root_output, efla_tensor *root_gra
         if (rc) goto out;
     }
 out:
+    for (int i = 0; i < leaves.n; i++) leaves.items[i]->grad_pending = 0;
+    free(leaves.items);
     efla_tensor_release(root_grad);
     release_grads(&all);
     free(all.items);
@@ -397,7 +426,10 @@ int efla_backward(efla_tensor *root, const efla_tensor *grad, int retain_graph) 
     if (!g) return -1;
     int prev = efla_set_grad_enabled(0);
     int rc;
-    if (!root->grad_fn) rc = accumulate_leaf(root, g, "backward");
+    if (!root->grad_fn) {
+        rc = accumulate_leaf(root, g, "backward");
+        if (!rc && grad_ready_fn) grad_ready_fn(root, grad_ready_ud);
+    }
     else rc = run_engine(root->grad_fn, root->output_nr, g, retain_graph);
     efla_set_grad_enabled(prev);
     return rc;

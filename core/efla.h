@@ -217,6 +217,12 @@ efla_tensor *efla_detach(const efla_tensor *t);
 const char *efla_grad_fn_name(const efla_tensor *t);    /* NULL for leaves */
 /* grad may be NULL for a one-element root (then it is 1). */
 int efla_backward(efla_tensor *root, const efla_tensor *grad, int retain_graph);
+/* Grad-ready hook (data-parallel training): during a backward, fn(leaf, ud) runs once per
+ * leaf as soon as that leaf's gradient for this backward is complete (its last incoming
+ * edge has been accumulated), so gradient all-reduces can start while the rest of the
+ * backward runs. One hook per process; NULL removes it. fn must not raise or longjmp. */
+typedef void (*efla_grad_ready_fn)(efla_tensor *leaf, void *ud);
+void efla_set_grad_ready_hook(efla_grad_ready_fn fn, void *ud);
 
 /* Custom differentiable functions (the delta-rule operator uses this; so does Lua's
  * efla.autograd.Function). Compute the outputs with grad mode off, then record: */
@@ -240,6 +246,23 @@ double efla_node_param(const efla_node *node, int i);
 int64_t efla_node_input_size(const efla_node *node, int input, int dim);
 int efla_node_input_ndim(const efla_node *node, int input);
 const char *efla_node_name(const efla_node *node);
+
+/* ---- NCCL collectives (efla.distributed; docs/DISTRIBUTED.md) ------------------------------
+ * libnccl.so.2 is opened at run time (nothing links it); without it, or in a libefla built
+ * without CUDA, every call fails with a message saying so. Tensors must be contiguous CUDA
+ * tensors on the communicator's device. Collectives run on the communicator's own stream
+ * after the work already queued on the default stream; efla_nccl_wait makes the default
+ * stream wait for them (call it before reading the results). */
+typedef struct efla_nccl_comm efla_nccl_comm;
+int efla_nccl_available(void);                     /* 1, or 0 with the reason in efla_last_error() */
+int efla_nccl_unique_id(char *out128);              /* fills 128 bytes */
+efla_nccl_comm *efla_nccl_init(const char *id128, int world_size, int rank, int device);
+int efla_nccl_all_reduce(efla_nccl_comm *c, efla_tensor *t, int average);   /* in place: sum or mean */
+int efla_nccl_broadcast(efla_nccl_comm *c, efla_tensor *t, int root);       /* in place, root 0-based */
+int efla_nccl_all_gather(efla_nccl_comm *c, const efla_tensor *in, efla_tensor *out);  /* out: world_size x in */
+int efla_nccl_reduce_scatter(efla_nccl_comm *c, const efla_tensor *in, efla_tensor *out, int average);
+int efla_nccl_wait(efla_nccl_comm *c);
+void efla_nccl_destroy(efla_nccl_comm *c);
 
 /* ---- the delta rule (EFLA, DeltaNet, Runge-Kutta orders): ../docs/ARCHITECTURE.md ----- */
 enum {

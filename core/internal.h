@@ -33,6 +33,7 @@ struct efla_tensor {
     efla_tensor *grad;                 /* leaves: accumulated gradient (owned ref) */
     efla_node *grad_fn;                /* owned ref */
     int output_nr;
+    int grad_pending;                  /* leaves, during a backward: edges not yet accumulated */
 };
 
 /* ---- errors (core/error.c) ---------------------------------------------------------- */

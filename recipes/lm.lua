@@ -4,6 +4,7 @@
 --   efla recipes/lm.lua --method both --corpus gcide --size small --device cuda
 --   efla recipes/lm.lua --text my.txt --tokenizer bpe --vocab 2048
 --   efla recipes/lm.lua --method efla --resume checkpoints/lm-moby-dick/efla/step-000100.h5
+--   efla-run --nproc-per-node 4 recipes/lm.lua --device cuda --size small   # data parallel (docs/DISTRIBUTED.md)
 --
 -- Writes checkpoints (<out>/<method>/), train.csv and valid.csv, loss.png (train and
 -- validation loss vs tokens), results.json (with provenance) to --out, prints a summary,
@@ -39,7 +40,7 @@ local args = efla.args.parse(arg, {
   { '--order', help = 'integration order override: exact, 1, 2, 3, 4 (default: exact for EFLA, 1 for DeltaNet)' },
   { '--key-norm', choices = { 'none', 'l2' }, help = 'key normalisation override (default: none for EFLA, l2 for DeltaNet)' },
   { '--steps', type = 'number', help = 'optimiser steps' },
-  { '--batch', type = 'number', help = 'windows per micro-batch' },
+  { '--batch', type = 'number', help = 'windows per micro-batch (under efla-run: the global batch, split over the ranks)' },
   { '--accum', type = 'number', default = 1, help = 'micro-batches per optimiser step (gradient accumulation)' },
   { '--lr', type = 'number', help = 'peak learning rate' },
   { '--warmup', type = 'number', help = 'linear warm-up steps' },
@@ -58,6 +59,8 @@ local args = efla.args.parse(arg, {
   { '--sample-tokens', type = 'number', default = 200, help = 'length of the sample printed at the end (0 = none)' },
   { '--prompt', default = 'The ', help = 'prompt of the final sample' },
   { '--quiet', type = 'boolean', help = 'plain log lines instead of a progress bar' },
+  { '--zero', type = 'boolean', help = 'under efla-run: shard the AdamW state over the ranks (ZeRO-1)' },
+  { '--bucket-mb', type = 'number', default = 25, help = 'under efla-run: gradient all-reduce bucket size in MiB' },
   epilog = 'Sizes:\n' .. table.concat(sizes, '\n') .. '\n' ..
     'Validation/test documents are held out by document (every 20th). Bits per byte count the bytes the\n' ..
     'target tokens stand for, so byte and BPE models compare. Generate later with recipes/generate.lua.',
@@ -73,31 +76,37 @@ local ok, err = pcall(function()
     efla.set_num_threads(args.threads)
   end
   local device = LM.device_of(args.device)
+  -- under efla-run every rank trains; rank 0 alone prints and writes (--batch is the global batch)
+  local pg = require('efla.distributed').auto { backend = device:match('^cuda') and 'auto' or 'tcp' }
+  local main = not pg or pg.rank == 0
+  local print = main and print or function() end
   local name = args.text and (args.text:match('([^/]+)$'):gsub('%.[^.]*$', '')) or args.corpus
   local out = args.out or ('checkpoints/lm-' .. name)
   efla.data.mkdir_p(out)
-  local d = LM.prepare_data { corpus = args.corpus, text = args.text, tokenizer = args.tokenizer, vocab = args.vocab }
+  local d = LM.prepare_data { corpus = args.corpus, text = args.text, tokenizer = args.tokenizer, vocab = args.vocab, quiet = not main }
   print(string.format('lm: corpus %s (%d documents; train/valid/test %d/%d/%d bytes), %s tokenizer (vocab %d, %.2f bytes/token)',
     d.name, d.corpus.n_docs, d.bytes.train, d.bytes.valid, d.bytes.test, args.tokenizer, d.tok.vocab_size,
     d.bytes.train / math.max(1, d.train:numel())))
-  print(string.format('lm: size %s: d_model %d, %d layers, %d heads, context %d, batch %d x accum %d, %d steps (%.2fM tokens), lr %g, device %s, threads %d',
+  print(string.format('lm: size %s: d_model %d, %d layers, %d heads, context %d, batch %d x accum %d, %d steps (%.2fM tokens), lr %g, device %s%s, threads %d',
     args.size, args.d_model, args.layers, args.heads, args.context, args.batch, args.accum, args.steps,
-    args.steps * args.batch * args.accum * args.context / 1e6, args.lr, device, efla.num_threads()))
+    args.steps * args.batch * args.accum * args.context / 1e6, args.lr, device,
+    pg and string.format(' x %d ranks (%s%s)', pg.world_size, pg.backend, args.zero and ', ZeRO-1' or '') or '', efla.num_threads()))
 
   local methods = args.method == 'both' and { 'efla', 'deltanet' } or { args.method }
   local runs, models = {}, {}
   for _, method in ipairs(methods) do
     local model, info = LM.train(method, args, d, { out_dir = out, device = device, resume = args.resume, argv = arg })
-    local f = info.final
-    print(string.format('%s: %d steps, %.2fM tokens in %.1f s (%.3gk tok/s), %d parameters; valid loss %.4f, %.4f bits/byte, ppl %.2f; checkpoint %s',
+    local f = info.final or {}
+    if main then print(string.format('%s: %d steps, %.2fM tokens in %.1f s (%.3gk tok/s), %d parameters; valid loss %.4f, %.4f bits/byte, ppl %.2f; checkpoint %s',
       method, info.steps, info.tokens / 1e6, info.seconds, info.tokens_per_second / 1000, model:num_parameters(),
-      f.loss, f.bpb, f.ppl, info.checkpoint or '-'))
+      f.loss, f.bpb, f.ppl, info.checkpoint or '-')) end
     runs[#runs + 1] = { name = method, method = method, config = info.config, parameters = model:num_parameters(),
       steps = info.steps, tokens = info.tokens, seconds = info.seconds, tokens_per_second = info.tokens_per_second,
       history = info.history, valid = info.valid, final = f, checkpoint = info.checkpoint, best = info.best, lr = info.lr }
     models[method] = model
   end
 
+  if not main then return end
   local files = lm_report.write(out, runs, args)
   print('\n' .. lm_report.summary(runs))
   if #runs == 2 then print('\n' .. lm_report.comparison(runs[1], runs[2])) end

@@ -45,6 +45,7 @@ echo "== assemble $OUT =="
 rm -rf "$OUT"
 mkdir -p "$OUT"/bin "$OUT"/lib "$OUT"/share/efla/lua "$OUT"/tests/bin
 cp "$BUILD"/efla "$OUT"/bin/
+cp scripts/efla-run "$OUT"/bin/   # the data-parallel launcher; NCCL is dlopened, left to the target
 cp "$BUILD"/libefla.so "$OUT"/lib/
 for t in "$BUILD"/test_*; do
   [[ -x $t && -f $t ]] && cp "$t" "$OUT"/tests/bin/
@@ -64,6 +65,7 @@ if [[ -e $posix_dir/bit32.so ]]; then cp -L "$posix_dir"/bit32.so "$OUT"/share/e
 [[ -d /usr/share/lua/5.1/posix ]] && cp -rL /usr/share/lua/5.1/posix "$OUT"/share/efla/lua/
 mkdir -p "$OUT"/tests/lua
 cp tests/lua/*.lua "$OUT"/tests/lua/ 2>/dev/null || true
+cp -r tests/lua/dist "$OUT"/tests/lua/   # workers of the distributed tests
 [[ -f tests/lsan.supp ]] && cp tests/lsan.supp "$OUT"/tests/
 [[ -d recipes ]] && cp -r recipes "$OUT"/recipes   # so recipes run on the GPU machine too
 

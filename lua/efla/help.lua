@@ -27,6 +27,7 @@ H.modules = {
   { 'load_model', 'efla.load_model(path): a model rebuilt from a checkpoint' },
   { 'autograd', 'custom Functions, gradcheck, no_grad' },
   { 'cuda', 'GPU devices, memory statistics, synchronize' },
+  { 'distributed', 'data-parallel training: init, collectives (NCCL, TCP), DataParallel, ZeRO-1; efla-run starts the ranks' },
   { 'args', 'command-line options with --help for scripts' },
   { 'progress', 'progress bars' },
   { 'plot', 'gnuplot line plots' },

@@ -175,7 +175,12 @@ local Sampler = {}
 Sampler.__index = Sampler
 loader.Sampler = setmetatable(Sampler, { __call = function(_, n, opts) return Sampler.new(n, opts) end })
 
---- Sampler.new(n, {batch_size=, shuffle=true, seed=0, drop_last=false})
+--- Sampler.new(n, {batch_size=, shuffle=true, seed=0, drop_last=false, rank=0, world_size=1})
+--- With world_size > 1 (data-parallel training) batch_size is the global batch: every rank
+--- walks the same seeded order, and batch b's samples are cut into world_size consecutive
+--- equal parts, rank r taking part r+1; so the ranks' shards are disjoint, together cover
+--- the epoch, and the position (epoch, batch) means the same on any number of ranks (a
+--- checkpoint resumes on another world size). batch_size must be a multiple of world_size.
 function Sampler.new(n, opts)
   opts = opts or {}
   local self = setmetatable({}, Sampler)
@@ -185,6 +190,14 @@ function Sampler.new(n, opts)
   self.shuffle = opts.shuffle ~= false
   self.seed = opts.seed or 0
   self.drop_last = opts.drop_last or false
+  self.rank, self.world_size = opts.rank or 0, opts.world_size or 1
+  if self.world_size < 1 or self.rank < 0 or self.rank >= self.world_size then
+    error(string.format("Sampler: rank %s must lie in 0..world_size-1 (world_size %s)", tostring(self.rank), tostring(self.world_size)), 3)
+  end
+  if self.batch_size % self.world_size ~= 0 then
+    error(string.format("Sampler: the global batch_size %d is not a multiple of the %d ranks; give a batch size divisible by the world size",
+      self.batch_size, self.world_size), 3)
+  end
   self.epoch, self.batch = 0, 0
   return self
 end
@@ -212,6 +225,11 @@ end
 function Sampler:batch_indices(epoch, b)
   local first = b * self.batch_size
   local count = math.min(self.batch_size, self.n - first)
+  if self.world_size > 1 then   -- this rank's part of the global batch
+    local lo = math.floor(self.rank * count / self.world_size)
+    local hi = math.floor((self.rank + 1) * count / self.world_size)
+    return self:order(epoch) + first + lo, hi - lo
+  end
   return self:order(epoch) + first, count
 end
 
@@ -251,13 +269,14 @@ loader.DataLoader = setmetatable(DataLoader, { __call = function(_, ds, opts) re
 --   dtype='float32' (uint8 pixels become x/255; 'uint8' keeps bytes; int64 inputs such as
 --   token ids stay int64 by default), flatten=false,
 --   device=nil (a device name such as 'cuda:0', or a device number, moves each batch there),
---   transform=function(x) -> x})
+--   transform=function(x) -> x, rank=0, world_size=1 (data-parallel shards: see Sampler.new)})
 function DataLoader.new(ds, opts)
   opts = opts or {}
   local self = setmetatable({}, DataLoader)
   self.dataset = ds
   self.sampler = Sampler.new(ds.n, { batch_size = opts.batch_size or 64, shuffle = opts.shuffle,
-                                     seed = opts.seed, drop_last = opts.drop_last })
+                                     seed = opts.seed, drop_last = opts.drop_last,
+                                     rank = opts.rank, world_size = opts.world_size })
   self.batch_size = self.sampler.batch_size
   -- int64 inputs are token ids: they stay int64 unless a dtype is asked for
   self.dtype = opts.dtype or (ds.images:dtype() == "int64" and "int64" or "float32")

@@ -195,7 +195,8 @@ local Loader = {}
 Loader.__index = Loader
 text.Loader = setmetatable(Loader, { __call = function(_, t, opts) return Loader.new(t, opts) end })
 
---- text.Loader(tokens, {batch_size=, seq_len=, shuffle=true, seed=0, drop_last=false, device=})
+--- text.Loader(tokens, {batch_size=, seq_len=, shuffle=true, seed=0, drop_last=false, device=,
+---   rank=0, world_size=1 (data-parallel shards of the global batch_size: loader.Sampler.new)})
 --- tokens: a uint8 tensor of bytes (ids are byte + 1), or an int64 tensor of token ids
 --- (1-based, used as they are: the output of a tokenizer such as BPE).
 function Loader.new(bytes, opts)
@@ -216,7 +217,8 @@ function Loader.new(bytes, opts)
     error(string.format("text.Loader: %d bytes are too few for one window of seq_len %d + 1", self.n, self.seq_len), 2)
   end
   self.sampler = loader.Sampler.new(self.num_windows, { batch_size = opts.batch_size or 1,
-    shuffle = opts.shuffle, seed = opts.seed, drop_last = opts.drop_last })
+    shuffle = opts.shuffle, seed = opts.seed, drop_last = opts.drop_last,
+    rank = opts.rank, world_size = opts.world_size })
   self.batch_size = self.sampler.batch_size
   self.device = opts.device
   self._device = loader.device_name(opts.device)

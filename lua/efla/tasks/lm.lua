@@ -213,6 +213,14 @@ end
 function LM.train(method, args, d, opts)
   opts = opts or {}
   local device = LM.device_of(opts.device or args.device)
+  -- data parallel when started by efla-run (or Slurm): --batch is the global batch, split
+  -- over the ranks; rank 0 validates, prints and writes checkpoints
+  local dist = require 'efla.distributed'
+  local pg = dist.auto { backend = device:match('^cuda') and 'auto' or 'tcp' }
+  local W, main = pg and pg.world_size or 1, not pg or pg.rank == 0
+  if pg and device:match('^cuda') then   -- each rank its own GPU
+    device = pg.backend == 'nccl' and pg.device or ('cuda:' .. pg.local_rank)
+  end
   local config = LM.model_config(method, args, d.tok.vocab_size)
   local T, B, accum, total = args.context, args.batch, args.accum or 1, args.steps
   efla.manual_seed(args.seed or 1)
@@ -222,10 +230,19 @@ function LM.train(method, args, d, opts)
   if compute ~= 'float32' then model:set_compute_dtype(compute) end
   local optimizer = efla.optim.AdamW(efla.optim.param_groups(model, { weight_decay = args.weight_decay or 0.1 }),
     { lr = args.lr, betas = { 0.9, 0.95 } })
+  local dp
+  if pg then
+    if B % W ~= 0 then
+      error(string.format('--batch %d is the global batch and must be a multiple of the %d ranks', B, W), 0)
+    end
+    dp = dist.DataParallel(model, { group = pg, bucket_mb = args.bucket_mb })
+    if args.zero then optimizer = dist.ZeroOptimizer(optimizer, pg) end
+  end
   local sched = efla.optim.schedule.WarmupCosine { lr = args.lr, total_steps = total,
     warmup_steps = math.min(args.warmup or 0, total), min_lr = args.min_lr or args.lr * 0.1 }
   local ok, loader = pcall(text.Loader, d.train, { seq_len = T, batch_size = B, shuffle = true,
-    seed = args.seed or 1, drop_last = true, device = device ~= 'cpu' and device or nil })
+    seed = args.seed or 1, drop_last = true, device = device ~= 'cpu' and device or nil,
+    rank = pg and pg.rank, world_size = W })
   if not ok or loader:num_batches() == 0 then
     error(string.format('the training split of %s has %d tokens, too few for one batch of %d windows of %d tokens; ' ..
       'use a smaller --batch or --context', d.name, d.train:numel(), B, T), 0)
@@ -238,7 +255,7 @@ function LM.train(method, args, d, opts)
   end
 
   local history, valid, step, tokens_seen = {}, {}, 0, 0
-  local manager = opts.out_dir and checkpoint.Manager { dir = opts.out_dir .. '/' .. method, keep_last = 2,
+  local manager = main and opts.out_dir and checkpoint.Manager { dir = opts.out_dir .. '/' .. method, keep_last = 2,
     metric = 'valid_loss', mode = 'min' }
   if opts.resume then
     local ck = checkpoint.load(opts.resume)
@@ -254,7 +271,8 @@ function LM.train(method, args, d, opts)
     it = loader:iter()
     step, history, valid = ck.step, ck.metrics.loss or {}, ck.metrics.valid or {}
     tokens_seen = step * B * T * accum
-    io.stderr:write(string.format('resumed %s from %s at step %d\n', method, opts.resume, step))
+    if main then io.stderr:write(string.format('resumed %s from %s at step %d%s\n', method, opts.resume, step,
+      W > 1 and string.format(' on %d ranks', W) or '')) end
   end
 
   local function valid_losses()
@@ -263,9 +281,10 @@ function LM.train(method, args, d, opts)
     return out
   end
   local function save(final)
+    local optim_state = (manager or (args.zero and pg)) and optimizer:state_dict()   -- ZeRO: a collective
     if not manager then return end
     return manager:save(step, {
-      model = model:state_dict(), optim = optimizer:state_dict(), schedule = sched:state_dict(),
+      model = model:state_dict(), optim = optim_state, schedule = sched:state_dict(),
       rng = efla.rng_state(), step = step, epoch = loader:state().epoch,
       metrics = { loss = history, valid = valid, valid_loss = valid_losses() },
       extra = { loader = loader:state() },
@@ -275,15 +294,19 @@ function LM.train(method, args, d, opts)
     })
   end
   local function validate()
+    if not main then return nil end
     local r = LM.evaluate(model, d.valid, d.tok, { context = T, batch = B, max_tokens = args.valid_tokens, device = device })
     r.step, r.tokens_seen = step, tokens_seen
     valid[#valid + 1] = r
     return r
   end
 
-  local bar = progress.new { total = total, title = method, every = args.log_every or 15, tty = not args.quiet and nil or false }
+  local bar = main and progress.new { total = total, title = method, every = args.log_every or 15, tty = not args.quiet and nil or false }
+    or { update = function() end, finish = function(b) return progress.wall() - b.t0 end, t0 = progress.wall() }
   local eval_every = args.eval_every or math.max(1, math.floor(total / 6))
   local t0, start_tokens = progress.wall(), tokens_seen
+  -- the same on every rank (checkpoints are collective under ZeRO): the last step validated
+  local last_eval_step = valid[#valid] and valid[#valid].step
   -- the untrained model's score first, so the curve starts where training does
   if step == 0 and #valid == 0 then validate() end
   local last_valid = valid[#valid]
@@ -293,12 +316,17 @@ function LM.train(method, args, d, opts)
     optimizer:zero_grad()
     local lr = sched:step(optimizer)
     local step_loss = 0
-    for _ = 1, accum do
+    for k = 1, accum do
+      if dp then dp.sync = k == accum end   -- one gradient all-reduce per optimiser step
       local x, y = next_batch()
       local loss = model:loss(x, y)   -- fused head + cross-entropy, float32
       if accum > 1 then loss = loss / accum end
       loss:backward()
       step_loss = step_loss + loss:item()
+    end
+    if dp then
+      dp:finish()
+      step_loss = pg:all_numbers({ step_loss }, 'avg')[1]
     end
     efla.optim.clip_grad_norm(model:parameters(), args.clip or 1.0)
     optimizer:step()
@@ -310,6 +338,7 @@ function LM.train(method, args, d, opts)
     end
     if step % eval_every == 0 or step == stop then
       last_valid = validate()
+      last_eval_step = step
       save(step == total)
     end
     local rate = (tokens_seen - start_tokens) / math.max(1e-9, progress.wall() - t0)
@@ -318,7 +347,7 @@ function LM.train(method, args, d, opts)
       { 'lr', string.format('%.2g', lr) }, { 'tok/s', string.format('%.3gk', rate / 1000) } })
   end
   local seconds = bar:finish()
-  if not last_valid or last_valid.step ~= step then last_valid = validate(); save(true) end
+  if last_eval_step ~= step then last_valid = validate() or last_valid; save(true) end
   local path = manager and string.format('%s/%s/step-%06d.h5', opts.out_dir, method, step)
   return model, { history = history, valid = valid, seconds = seconds, steps = step, tokens = tokens_seen,
     checkpoint = path, best = manager and manager:best(), config = config, lr = args.lr,
