@@ -33,6 +33,18 @@ typedef struct efla_delta_rule_args {
     efla_dtype state_dtype;
 } efla_delta_rule_args;
 
+/* The buffers of one delta-rule call, by name (all contiguous, [B,T,H,d] / [B,T,H] / [N,H,dk,dv]).
+ * Gated calls (docs/MATH.md §6) set both alpha_v and log_decay; ungated calls leave them NULL
+ * (the value term then uses alpha). s0, s_final, d_s_final, ds0 may be NULL (zero state / not
+ * wanted); chunk_states is written by the forward (may be NULL) and read by the backward
+ * (NULL: recompute). dalpha_v and dlog_decay are written only by gated backwards. */
+typedef struct efla_delta_rule_buffers {
+    const void *q, *k, *v, *alpha, *alpha_v, *log_decay, *s0;   /* inputs */
+    void *o, *s_final, *chunk_states;                            /* forward outputs */
+    const void *d_o, *d_s_final;                                 /* backward inputs */
+    void *dq, *dk, *dv, *dalpha, *dalpha_v, *dlog_decay, *ds0;   /* backward outputs */
+} efla_delta_rule_buffers;
+
 typedef struct efla_backend {
     const char *name;
     int (*device_count)(void);
@@ -87,18 +99,12 @@ typedef struct efla_backend {
     int (*gather)(efla_tensor *out, const efla_tensor *in, int dim, const efla_tensor *index);
     int (*scatter_add)(efla_tensor *out, int dim, const efla_tensor *index, const efla_tensor *src);
 
-    /* the delta rule (contiguous raw buffers; see efla_delta_rule_args). chunk_states holds
+    /* the delta rule (see efla_delta_rule_args and efla_delta_rule_buffers). chunk_states holds
      * the state entering every chunk_size-token block, [sum_n ceil(seq_len[n]/C), H, dk, dv],
      * sequence by sequence (what the forward saves is what the backward reads). s0, s_final,
      * d_s_final, ds0 may be NULL (zero state / not wanted). */
-    int (*delta_rule_fwd)(const efla_delta_rule_args *a, const void *q, const void *k,
-                          const void *v, const void *alpha, const void *s0, void *o,
-                          void *s_final, void *chunk_states /* may be NULL */);
-    int (*delta_rule_bwd)(const efla_delta_rule_args *a, const void *q, const void *k,
-                          const void *v, const void *alpha, const void *s0,
-                          const void *chunk_states /* NULL: recompute */, const void *d_o,
-                          const void *d_s_final /* may be NULL */, void *dq, void *dk,
-                          void *dv, void *dalpha, void *ds0);
+    int (*delta_rule_fwd)(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf);
+    int (*delta_rule_bwd)(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf);
 
     int (*adamw)(efla_tensor *p, const efla_tensor *g, efla_tensor *m, efla_tensor *v,
                  double lr, double beta1, double beta2, double eps, double wd, int64_t step);

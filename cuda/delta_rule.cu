@@ -393,23 +393,25 @@ int device_of_current(void) {
 
 /* The backend contract has no device argument here: the front end's tensors live on the
  * current device (made current by the ops that allocated them). */
-int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const void *q, const void *k, const void *v,
-                             const void *alpha, const void *s0, void *o, void *s_final, void *chunk_states) {
+int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
     TRY(check_args("delta_rule", a));
+    if (buf->log_decay)
+        return efla_fail("delta_rule: log_decay (gated EFLA / Gated DeltaNet) has no cuda kernel yet; "
+                         "run the gated layer on the cpu (:cpu()) or drop log_decay");
     int device = device_of_current();
     TRY(cu_set_device(device));
     size_t es = efla_dtype_size(a->dtype);
-    if (a->dk == 0 && o) CU_CHECK(cudaMemsetAsync(o, 0, es * (size_t)(a->B * a->T * a->H * a->dv), 0));
+    if (a->dk == 0 && buf->o) CU_CHECK(cudaMemsetAsync(buf->o, 0, es * (size_t)(a->B * a->T * a->H * a->dv), 0));
     if (a->N * a->H == 0 || a->dk == 0 || a->dv == 0) return 0;
     CuBuffer seq;
     int64_t nch;
     TRY(upload_seqs(a, device, seq, &nch));
     /* the tensor-core chunked path (delta_rule_chunk.cu) when it covers these arguments */
-    int fast = efla_cuda_delta_rule_chunk_fwd(a, seq.as<int64_t>(), nch, device, q, k, v, alpha, s0, o, s_final,
-                                              chunk_states);
+    int fast = efla_cuda_delta_rule_chunk_fwd(a, buf, seq.as<int64_t>(), nch, device);
     if (fast <= 0) return fast;
     DRParams p = base_params(a, seq.as<int64_t>());
-    p.q = q; p.k = k; p.v = v; p.al = alpha; p.s0 = s0; p.o = o; p.sf = s_final; p.cs = chunk_states;
+    p.q = buf->q; p.k = buf->k; p.v = buf->v; p.al = buf->alpha; p.s0 = buf->s0;
+    p.o = buf->o; p.sf = buf->s_final; p.cs = buf->chunk_states;
     switch (a->dtype) {
     case EFLA_FLOAT32: return fwd_launch<float, float>(a, p);
     case EFLA_FLOAT64: return fwd_launch<double, double>(a, p);
@@ -417,19 +419,20 @@ int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const void *q, const
     }
 }
 
-int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const void *q, const void *k, const void *v,
-                             const void *alpha, const void *s0, const void *chunk_states, const void *d_o,
-                             const void *d_s_final, void *dq, void *dk, void *dv, void *dalpha, void *ds0) {
+int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
     TRY(check_args("delta_rule backward", a));
+    if (buf->log_decay)
+        return efla_fail("delta_rule backward: log_decay (gated EFLA / Gated DeltaNet) has no cuda kernel yet; "
+                         "run the gated layer on the cpu (:cpu()) or drop log_decay");
     int device = device_of_current();
     TRY(cu_set_device(device));
     size_t es = efla_dtype_size(a->dtype), bth = (size_t)(a->B * a->T * a->H);
     if (a->dk == 0 || a->dv == 0) {   /* degenerate heads: every gradient is zero */
-        CU_CHECK(cudaMemsetAsync(dv, 0, es * bth * (size_t)a->dv, 0));
-        CU_CHECK(cudaMemsetAsync(dalpha, 0, es * bth, 0));
+        CU_CHECK(cudaMemsetAsync(buf->dv, 0, es * bth * (size_t)a->dv, 0));
+        CU_CHECK(cudaMemsetAsync(buf->dalpha, 0, es * bth, 0));
         if (a->dk) {
-            CU_CHECK(cudaMemsetAsync(dk, 0, es * bth * (size_t)a->dk, 0));
-            CU_CHECK(cudaMemsetAsync(dq, 0, es * bth * (size_t)a->dk, 0));
+            CU_CHECK(cudaMemsetAsync(buf->dk, 0, es * bth * (size_t)a->dk, 0));
+            CU_CHECK(cudaMemsetAsync(buf->dq, 0, es * bth * (size_t)a->dk, 0));
         }
         return 0;
     }
@@ -437,11 +440,11 @@ int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const void *q, const
     CuBuffer seq, states;
     int64_t nch;
     TRY(upload_seqs(a, device, seq, &nch));
-    int fast = efla_cuda_delta_rule_chunk_bwd(a, seq.as<int64_t>(), nch, device, q, k, v, alpha, s0, chunk_states,
-                                              d_o, d_s_final, dq, dk, dv, dalpha, ds0);
+    int fast = efla_cuda_delta_rule_chunk_bwd(a, buf, seq.as<int64_t>(), nch, device);
     if (fast <= 0) return fast;
     DRParams p = base_params(a, seq.as<int64_t>());
-    p.q = q; p.k = k; p.v = v; p.al = alpha; p.s0 = s0;
+    p.q = buf->q; p.k = buf->k; p.v = buf->v; p.al = buf->alpha; p.s0 = buf->s0;
+    const void *chunk_states = buf->chunk_states;
     size_t ses = a->dtype == EFLA_FLOAT64 ? 8 : 4;
     if (!chunk_states) {
         /* recompute the chunk states with a state-only forward */
@@ -458,10 +461,10 @@ int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const void *q, const
         p.cs = nullptr;
     }
     p.states = chunk_states;
-    p.d_o = d_o; p.dsf = d_s_final; p.dvo = dv; p.ds0 = ds0;
+    p.d_o = buf->d_o; p.dsf = buf->d_s_final; p.dvo = buf->dv; p.ds0 = buf->ds0;
     switch (a->dtype) {
-    case EFLA_FLOAT32: return bwd_run<float, float>(a, p, device, dq, dk, dalpha);
-    case EFLA_FLOAT64: return bwd_run<double, double>(a, p, device, dq, dk, dalpha);
-    default: return bwd_run<bf16, float>(a, p, device, dq, dk, dalpha);
+    case EFLA_FLOAT32: return bwd_run<float, float>(a, p, device, buf->dq, buf->dk, buf->dalpha);
+    case EFLA_FLOAT64: return bwd_run<double, double>(a, p, device, buf->dq, buf->dk, buf->dalpha);
+    default: return bwd_run<bf16, float>(a, p, device, buf->dq, buf->dk, buf->dalpha);
     }
 }

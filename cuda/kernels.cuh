@@ -46,23 +46,15 @@ int efla_cuda_index_add(efla_tensor *out, int dim, const efla_tensor *index, con
 int efla_cuda_gather(efla_tensor *out, const efla_tensor *in, int dim, const efla_tensor *index);
 int efla_cuda_scatter_add(efla_tensor *out, int dim, const efla_tensor *index, const efla_tensor *src);
 
-int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const void *q, const void *k, const void *v,
-                             const void *alpha, const void *s0, void *o, void *s_final,
-                             void *chunk_states);
-int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const void *q, const void *k, const void *v,
-                             const void *alpha, const void *s0, const void *chunk_states,
-                             const void *d_o, const void *d_s_final, void *dq, void *dk, void *dv,
-                             void *dalpha, void *ds0);
+int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf);
+int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf);
 
 /* delta_rule_chunk.cu: the tensor-core chunked path. 1: not covered (use the scan), 0: done, -1: error.
  * seq is the device table of upload_seqs (per sequence: first token row, length, first chunk). */
-int efla_cuda_delta_rule_chunk_fwd(const efla_delta_rule_args *a, const int64_t *seq, int64_t nch, int device,
-                                   const void *q, const void *k, const void *v, const void *alpha, const void *s0,
-                                   void *o, void *s_final, void *chunk_states);
-int efla_cuda_delta_rule_chunk_bwd(const efla_delta_rule_args *a, const int64_t *seq, int64_t nch, int device,
-                                   const void *q, const void *k, const void *v, const void *alpha, const void *s0,
-                                   const void *chunk_states, const void *d_o, const void *d_s_final, void *dq,
-                                   void *dk, void *dv, void *dalpha, void *ds0);
+int efla_cuda_delta_rule_chunk_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
+                                   const int64_t *seq, int64_t nch, int device);
+int efla_cuda_delta_rule_chunk_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
+                                   const int64_t *seq, int64_t nch, int device);
 /* delta_rule_alpha.cu: lambda, alpha and the chain through alpha on the device */
 int efla_cuda_delta_rule_alpha_fwd(int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta,
                                    int order, int reference_eps, void *alpha, void *lambda);

@@ -53,13 +53,7 @@ EFLA_CPU_KERNEL int efla_cpu_index_add(efla_tensor *out, int dim, const efla_ten
 EFLA_CPU_KERNEL int efla_cpu_gather(efla_tensor *out, const efla_tensor *in, int dim, const efla_tensor *index);
 EFLA_CPU_KERNEL int efla_cpu_scatter_add(efla_tensor *out, int dim, const efla_tensor *index, const efla_tensor *src);
 
-EFLA_CPU_KERNEL int efla_cpu_delta_rule_fwd(const efla_delta_rule_args *a, const void *q, const void *k,
-                                            const void *v, const void *alpha, const void *s0, void *o,
-                                            void *s_final, void *chunk_states);
-EFLA_CPU_KERNEL int efla_cpu_delta_rule_bwd(const efla_delta_rule_args *a, const void *q, const void *k,
-                                            const void *v, const void *alpha, const void *s0,
-                                            const void *chunk_states, const void *d_o,
-                                            const void *d_s_final, void *dq, void *dk,
-                                            void *dv, void *dalpha, void *ds0);
+EFLA_CPU_KERNEL int efla_cpu_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf);
+EFLA_CPU_KERNEL int efla_cpu_delta_rule_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf);
 
 #endif

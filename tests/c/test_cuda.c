@@ -892,11 +892,13 @@ static void dr_chunk_states(void) {
     int64_t batch[2] = { 0, 1 }, start[2] = { 0, 0 }, len[2] = { T, T };
     efla_delta_rule_args a = { B, T, H, dk, dv, B, batch, start, len, 0.5, (int)C, EFLA_ALGO_CHUNKED, EFLA_FLOAT32, EFLA_FLOAT32 };
     const efla_backend *bc = efla_backend_for("test", CPU), *bg = efla_backend_for("test", GPU);
-    MUST_OK(bc->delta_rule_fwd(&a, efla_tensor_data(q), efla_tensor_data(k), efla_tensor_data(v), efla_tensor_data(al),
-                               efla_tensor_data(s0), efla_tensor_data(oc), NULL, efla_tensor_data(csc)));
-    MUST_OK(bg->delta_rule_fwd(&a, dptr(gq), dptr(gk), dptr(gv),
-                               dptr(gal), dptr(gs0), dptr(og), NULL,
-                               dptr(csg)));
+    efla_delta_rule_buffers cpu_buf = {.q = efla_tensor_data(q), .k = efla_tensor_data(k), .v = efla_tensor_data(v),
+                                       .alpha = efla_tensor_data(al), .s0 = efla_tensor_data(s0),
+                                       .o = efla_tensor_data(oc), .chunk_states = efla_tensor_data(csc)};
+    efla_delta_rule_buffers gpu_buf = {.q = dptr(gq), .k = dptr(gk), .v = dptr(gv), .alpha = dptr(gal), .s0 = dptr(gs0),
+                                       .o = dptr(og), .chunk_states = dptr(csg)};
+    MUST_OK(bc->delta_rule_fwd(&a, &cpu_buf));
+    MUST_OK(bg->delta_rule_fwd(&a, &gpu_buf));
     expect_close_norm("delta_rule chunk states: same layout and values as the cpu", csg, csc, 1e-5);
     expect_close_norm("delta_rule forward through the table", og, oc, 1e-5);
     efla_tensor_release(q); efla_tensor_release(k); efla_tensor_release(v); efla_tensor_release(al); efla_tensor_release(s0);
