@@ -247,4 +247,35 @@ test('log_decay errors name the problem', function()
   raises(function() efla.ops.delta_rule(q, k, v, beta, { log_decay = 0.5 }) end, 'must be a tensor')
 end)
 
+test('DeltaAttention{gate = true}: Gated DeltaNet init, g <= 0, gradients, state hand-over, LM methods', function()
+  local nn = require 'efla.nn'
+  for _, order in ipairs({ 'exact', 1 }) do
+    local attn = nn.DeltaAttention({ d_model = 6, n_heads = 2, order = order, gate = true, output_gate = true,
+      short_conv = true, conv_size = 3, dtype = 'float64', chunk_size = 16 })
+    local A = attn.A_log:exp():totable()
+    for h = 1, 2 do ok(A[h] >= 1 and A[h] <= 16, 'A = exp(A_log) in [1, 16]') end
+    local dt = attn.dt_bias:softplus():totable()
+    for h = 1, 2 do ok(dt[h] >= 1e-4 * (1 - 1e-12) and dt[h] <= 0.1 * (1 + 1e-12), 'softplus(dt_bias) in [1e-4, 0.1]') end
+    local x = efla.randn(2, 9, 6, F64)
+    local g = attn:log_decay(x)
+    ok(g:max():item() <= 0, 'log-decay <= 0')
+    -- one pass = two pieces with the state handed over
+    local y = attn:forward(x)
+    local ya, st = attn:forward(x:narrow(2, 1, 4))
+    local yb = attn:forward(x:narrow(2, 5, 5), st)
+    near(efla.cat({ ya, yb }, 2):totable(), y:totable(), 1e-12, order .. ': pieces = one pass')
+    -- the gate's parameters learn: finite-difference gradients through the whole layer
+    local xs = efla.randn(1, 5, 6, F64)
+    local params = { attn.A_log, attn.dt_bias, attn.a_proj.weight }
+    local good, report = efla.gradcheck(function() return (attn:forward(xs)) end, params, { atol = 1e-7, rtol = 1e-6 })
+    ok(good, order .. ': ' .. tostring(report))
+  end
+  raises(function() nn.DeltaAttention({ d_model = 4, order = 2, gate = true }) end, "needs order 'exact'")
+  local LM = require 'efla.tasks.lm'
+  ok(LM.METHODS['gated-efla'].gate and LM.METHODS['gated-efla'].order == 'exact', 'gated-efla')
+  ok(LM.METHODS['gated-deltanet'].gate and LM.METHODS['gated-deltanet'].order == 1, 'gated-deltanet')
+  local lm = nn.CausalLM({ vocab_size = 16, d_model = 8, n_layers = 1, n_heads = 2, gate = true, dtype = 'float64' })
+  ok(lm.layers[1].attn.A_log ~= nil, 'CausalLM passes gate to its attention')
+end)
+
 t.done()
