@@ -2,7 +2,7 @@
  * Included twice by delta_rule.c (R = float, R = double); see there for the overview and
  * docs/MATH.md for the maths.
  *
- * One "pair" is one (sequence, head): L tokens whose rows sit ld* elements apart in the
+ * One "pair" is one (sequence, head): `len` tokens whose rows sit ld* elements apart in the
  * [B,T,H,d] buffers. Every function below works on one pair with one thread; the caller
  * runs pairs in parallel. S is the dk x dv state, row-major (row i = key coordinate i).
  *
@@ -33,8 +33,8 @@
 typedef R F(vec) __attribute__((vector_size(64), aligned(sizeof(R)), may_alias));
 #define V F(vec)
 #define VL ((int64_t)(64 / sizeof(R)))
-#define LDV(p) (*(const V *)(p))
-#define STV(p, x) (*(V *)(p) = (x))
+#define VLOAD(p) (*(const V *)(p))
+#define VSTORE(p, x) (*(V *)(p) = (x))
 
 static inline R F(dot)(const R *restrict x, const R *restrict y, int64_t n) {
     R s = 0;
@@ -75,7 +75,7 @@ static void F(transpose)(R *restrict dst, int64_t ldd, const R *restrict src, in
         for (; j0 + VL <= cols; j0 += VL) {
             V r[VL];
 #pragma GCC unroll 16
-            for (int i = 0; i < VL; i++) r[i] = LDV(src + (i0 + i) * lds + j0);
+            for (int i = 0; i < VL; i++) r[i] = VLOAD(src + (i0 + i) * lds + j0);
 #pragma GCC unroll 4
             for (int st = 0; st < ROUNDS; st++) {
                 const int b = 1 << st;
@@ -88,7 +88,7 @@ static void F(transpose)(R *restrict dst, int64_t ldd, const R *restrict src, in
                     }
             }
 #pragma GCC unroll 16
-            for (int j = 0; j < VL; j++) STV(dst + (j0 + j) * ldd + i0, r[j]);
+            for (int j = 0; j < VL; j++) VSTORE(dst + (j0 + j) * ldd + i0, r[j]);
         }
         for (int64_t i = i0; i < i0 + VL; i++)
             for (int64_t j = j0; j < cols; j++) dst[j * ldd + i] = src[i * lds + j];
@@ -109,7 +109,7 @@ F(tile)(const int MR, const int NV, int64_t p0, int64_t p1, const R *restrict A,
     for (int64_t p = p0; p < p1; p++) {
         const R *b = B + p * ldb;
         V bv[4];
-        for (int v = 0; v < NV; v++) bv[v] = LDV(b + v * VL);
+        for (int v = 0; v < NV; v++) bv[v] = VLOAD(b + v * VL);
         for (int i = 0; i < MR; i++) {
             const R a = A[i * sai + p * sap];
             for (int v = 0; v < NV; v++) acc[i][v] += a * bv[v];
@@ -118,7 +118,7 @@ F(tile)(const int MR, const int NV, int64_t p0, int64_t p1, const R *restrict A,
     for (int i = 0; i < MR; i++)
         for (int v = 0; v < NV; v++) {
             R *c = C + i * ldc + v * VL;
-            STV(c, beta == 0 ? alpha * acc[i][v] : beta * LDV(c) + alpha * acc[i][v]);
+            VSTORE(c, beta == 0 ? alpha * acc[i][v] : beta * VLOAD(c) + alpha * acc[i][v]);
         }
 }
 
@@ -167,38 +167,38 @@ static void F(mm)(int ta, int64_t M, int64_t N, int64_t K, R alpha, const R *A, 
 /* X (n x d, row stride ldx) <- (I + L)^-1 X      (trans = 0: forward substitution, L given)
  *                              (I + L)^-T X      (trans = 1: backward substitution, given
  *                                                 U = L^T, so that rows are read, not columns)
- * L strictly lower / U strictly upper (row stride ldl), unit diagonal implied. */
+ * tri holds L strictly lower / U strictly upper (row stride ldl), unit diagonal implied. */
 static inline __attribute__((always_inline)) void
-F(solve_cols)(const int NV, int trans, int64_t n, const R *restrict L, int64_t ldl, R *restrict X,
+F(solve_cols)(const int NV, int trans, int64_t n, const R *restrict tri, int64_t ldl, R *restrict X,
               int64_t ldx) {
     for (int64_t s = 0; s < n; s++) {
         const int64_t i = trans ? n - 1 - s : s;
         V acc[4];
-        for (int v = 0; v < NV; v++) acc[v] = LDV(X + i * ldx + v * VL);
+        for (int v = 0; v < NV; v++) acc[v] = VLOAD(X + i * ldx + v * VL);
         if (!trans)
             for (int64_t j = 0; j < i; j++) {
-                const R l = L[i * ldl + j];
-                for (int v = 0; v < NV; v++) acc[v] -= l * LDV(X + j * ldx + v * VL);
+                const R l = tri[i * ldl + j];
+                for (int v = 0; v < NV; v++) acc[v] -= l * VLOAD(X + j * ldx + v * VL);
             }
         else
             for (int64_t j = i + 1; j < n; j++) {
-                const R l = L[i * ldl + j];
-                for (int v = 0; v < NV; v++) acc[v] -= l * LDV(X + j * ldx + v * VL);
+                const R l = tri[i * ldl + j];
+                for (int v = 0; v < NV; v++) acc[v] -= l * VLOAD(X + j * ldx + v * VL);
             }
-        for (int v = 0; v < NV; v++) STV(X + i * ldx + v * VL, acc[v]);
+        for (int v = 0; v < NV; v++) VSTORE(X + i * ldx + v * VL, acc[v]);
     }
 }
 
-static void F(solve)(int trans, int64_t n, int64_t d, const R *L, int64_t ldl, R *X, int64_t ldx) {
+static void F(solve)(int trans, int64_t n, int64_t d, const R *tri, int64_t ldl, R *X, int64_t ldx) {
     int64_t j0 = 0;
-    for (; j0 + 4 * VL <= d; j0 += 4 * VL) F(solve_cols)(4, trans, n, L, ldl, X + j0, ldx);
-    for (; j0 + VL <= d; j0 += VL) F(solve_cols)(1, trans, n, L, ldl, X + j0, ldx);
+    for (; j0 + 4 * VL <= d; j0 += 4 * VL) F(solve_cols)(4, trans, n, tri, ldl, X + j0, ldx);
+    for (; j0 + VL <= d; j0 += VL) F(solve_cols)(1, trans, n, tri, ldl, X + j0, ldx);
     for (; j0 < d; j0++)
         for (int64_t s = 0; s < n; s++) {
             const int64_t i = trans ? n - 1 - s : s;
             R acc = X[i * ldx + j0];
-            if (!trans) for (int64_t j = 0; j < i; j++) acc -= L[i * ldl + j] * X[j * ldx + j0];
-            else for (int64_t j = i + 1; j < n; j++) acc -= L[i * ldl + j] * X[j * ldx + j0];
+            if (!trans) for (int64_t j = 0; j < i; j++) acc -= tri[i * ldl + j] * X[j * ldx + j0];
+            else for (int64_t j = i + 1; j < n; j++) acc -= tri[i * ldl + j] * X[j * ldx + j0];
             X[i * ldx + j0] = acc;
         }
 }
@@ -208,15 +208,15 @@ static void F(solve)(int trans, int64_t n, int64_t d, const R *L, int64_t ldl, R
  * o may be NULL (state-only pass, used by the backward's recompute). cs (may be NULL)
  * receives the state entering chunk c at cs + c*cs_stride. bv, lg: the gated inputs or
  * NULL. work: F(work_fwd). */
-static void F(fwd_chunked)(const efla_delta_rule_args *A, int64_t L, const R *q, const R *k,
+static void F(fwd_chunked)(const efla_delta_rule_args *A, int64_t len, const R *q, const R *k,
                            const R *v, const R *al, const R *bv, const R *lg, R *o, R *S, R *cs,
                            int64_t cs_stride, R *work) {
     const int64_t dk = A->dk, dv = A->dv, C = A->chunk_size;
     const int64_t ldk = A->H * dk, ldv = A->H * dv, lda = A->H;
     const R scale = (R)A->scale;
     R *G = work, *Am = G + C * C, *Vp = Am + C * C, *Kt = Vp + C * dv, *Gc = Kt + dk * C;
-    for (int64_t c0 = 0, ci = 0; c0 < L; c0 += C, ci++) {
-        const int64_t n = L - c0 < C ? L - c0 : C;
+    for (int64_t c0 = 0, ci = 0; c0 < len; c0 += C, ci++) {
+        const int64_t n = len - c0 < C ? len - c0 : C;
         const R *Kc = k + c0 * ldk, *Qc = q + c0 * ldk, *Vc = v + c0 * ldv, *ac = al + c0 * lda;
         if (cs) memcpy(cs + ci * cs_stride, S, sizeof(R) * (size_t)(dk * dv));
         if (lg) {   /* Gc_i = g_0 + ... + g_i inside the chunk; decay ratios e^{Gc_i - Gc_j} */
@@ -280,22 +280,22 @@ static void F(fwd_chunked)(const efla_delta_rule_args *A, int64_t L, const R *q,
 /* states: the state entering chunk c at states + c*st_stride (saved or recomputed).
  * dS: in = gradient of the final state, out = gradient of the initial state.
  * work: F(work_bwd). */
-static void F(bwd_chunked)(const efla_delta_rule_args *A, int64_t L, const R *q, const R *k,
+static void F(bwd_chunked)(const efla_delta_rule_args *A, int64_t len, const R *q, const R *k,
                            const R *v, const R *al, const R *states, int64_t st_stride,
-                           const R *d_o, R *dq, R *dkk, R *dvv, R *dal, R *dS, R *work) {
+                           const R *d_o, R *dq, R *grad_k, R *grad_v, R *dal, R *dS, R *work) {
     const int64_t dk = A->dk, dv = A->dv, C = A->chunk_size;
     const int64_t ldk = A->H * dk, ldv = A->H * dv, lda = A->H;
     const R scale = (R)A->scale;
     R *Gk = work, *Lm = Gk + C * C, *Mq = Lm + C * C, *dM = Mq + C * C, *E = dM + C * C;
     R *Rr = E + C * C, *Vp = Rr + C * dv, *dOs = Vp + C * dv, *dVp = dOs + C * dv;
     R *Kt = dVp + C * dv, *Vpt = Kt + dk * C, *St = Vpt + dv * C, *dSt = St + dv * dk;
-    const int64_t nch = (L + C - 1) / C;
+    const int64_t nch = (len + C - 1) / C;
     for (int64_t ci = nch - 1; ci >= 0; ci--) {
         const int64_t c0 = ci * C;
-        const int64_t n = L - c0 < C ? L - c0 : C;
+        const int64_t n = len - c0 < C ? len - c0 : C;
         const R *Kc = k + c0 * ldk, *Qc = q + c0 * ldk, *Vc = v + c0 * ldv, *ac = al + c0 * lda;
         const R *S = states + ci * st_stride;
-        R *dQc = dq + c0 * ldk, *dKc = dkk + c0 * ldk, *dVc = dvv + c0 * ldv, *dac = dal + c0 * lda;
+        R *dQc = dq + c0 * ldk, *dKc = grad_k + c0 * ldk, *dVc = grad_v + c0 * ldv, *dac = dal + c0 * lda;
         /* recompute the chunk's forward quantities */
         F(transpose)(Kt, C, Kc, ldk, n, dk);
         F(transpose)(St, dk, S, dv, dk, dv);
@@ -425,31 +425,31 @@ static inline void F(update_row)(R *restrict u, const R *restrict v, const R *re
 /* Same as fwd_chunked's contract, one token at a time (docs/MATH.md §1; gated: §6). bv, lg:
  * the gated inputs or NULL. u holds v - S^T k (ungated, w = a u) or the whole update row
  * b v - a d S^T k (gated, w = u). work: 5*dv + dk. */
-static void F(fwd_recurrent)(const efla_delta_rule_args *A, int64_t L, const R *q, const R *k,
+static void F(fwd_recurrent)(const efla_delta_rule_args *A, int64_t len, const R *q, const R *k,
                              const R *v, const R *al, const R *bv, const R *lg, R *o, R *S, R *cs,
                              int64_t cs_stride, R *work) {
     const int64_t dk = A->dk, dv = A->dv, C = A->chunk_size;
     const int64_t ldk = A->H * dk, ldv = A->H * dv, lda = A->H;
     const R scale = (R)A->scale;
     R *u = work, *w = u + dv, *ob = w + dv, *ub = ob + dv, *zero = ub + dv;
-    if (L <= 0) return;
+    if (len <= 0) return;
     for (int64_t i = 0; i < dk; i++) zero[i] = 0;
     for (int64_t j = 0; j < dv; j++) w[j] = 0;
     /* u = v_0 - S^T k_0 (a pass that adds 0 to S) */
     F(rec_pass)(S, dk, dv, 1, zero, zero, k, w, ob, ub);
     F(update_row)(u, v, ub, al, bv, lg, 0, dv);
-    for (int64_t t = 0; t < L; t++) {
+    for (int64_t t = 0; t < len; t++) {
         if (cs && t % C == 0) memcpy(cs + (t / C) * cs_stride, S, sizeof(R) * (size_t)(dk * dv));
         const R a = al[t * lda];
         const R *kt = k + t * ldk, *qt = q + t * ldk;
-        const R *kn = t + 1 < L ? kt + ldk : zero;
+        const R *kn = t + 1 < len ? kt + ldk : zero;
         for (int64_t j = 0; j < dv; j++) w[j] = lg ? u[j] : a * u[j];
         F(rec_pass)(S, dk, dv, F(decay_at)(lg, t * lda), kt, qt, kn, w, ob, ub);
         if (o) {
             R *ot = o + t * ldv;
             for (int64_t j = 0; j < dv; j++) ot[j] = scale * ob[j];
         }
-        if (t + 1 < L) F(update_row)(u, v + (t + 1) * ldv, ub, al, bv, lg, (t + 1) * lda, dv);
+        if (t + 1 < len) F(update_row)(u, v + (t + 1) * ldv, ub, al, bv, lg, (t + 1) * lda, dv);
     }
 }
 
@@ -460,19 +460,19 @@ static void F(fwd_recurrent)(const efla_delta_rule_args *A, int64_t L, const R *
  *   G += scale q do^T;  dq = scale S_t do;  dalpha = k^T G u;  du = alpha G^T k;
  *   dk = alpha G u - S_{t-1} du;  dv = du;  G -= k du^T          (u = v - S_{t-1}^T k)
  * work: F(work_bwd). */
-static void F(bwd_recurrent)(const efla_delta_rule_args *A, int64_t L, const R *q, const R *k,
+static void F(bwd_recurrent)(const efla_delta_rule_args *A, int64_t len, const R *q, const R *k,
                              const R *v, const R *al, const R *states, int64_t st_stride,
-                             const R *d_o, R *dq, R *dkk, R *dvv, R *dal, R *G, R *work) {
+                             const R *d_o, R *dq, R *grad_k, R *grad_v, R *dal, R *G, R *work) {
     const int64_t dk = A->dk, dv = A->dv, C = A->chunk_size, sz = dk * dv;
     const int64_t ldk = A->H * dk, ldv = A->H * dv, lda = A->H;
     const R scale = (R)A->scale;
     R *Sb = work, *U = Sb + (C + 1) * sz, *dos = U + C * dv, *gk = dos + dv, *gu = gk + dv;
     R *w = gu + dk, *ob = w + dv, *ub = ob + dv, *zero = ub + dv;   /* zero: max(dk, dv) */
     for (int64_t i = 0; i < (dk > dv ? dk : dv); i++) zero[i] = 0;
-    const int64_t nch = (L + C - 1) / C;
+    const int64_t nch = (len + C - 1) / C;
     for (int64_t ci = nch - 1; ci >= 0; ci--) {
         const int64_t c0 = ci * C;
-        const int64_t n = L - c0 < C ? L - c0 : C;
+        const int64_t n = len - c0 < C ? len - c0 : C;
         /* recompute S_0..S_n of the block and u_t, exactly as fwd_recurrent did */
         memcpy(Sb, states + ci * st_stride, sizeof(R) * (size_t)sz);
         F(rec_pass)(Sb, dk, dv, 1, zero, zero, k + c0 * ldk, zero, ob, ub);
@@ -483,7 +483,7 @@ static void F(bwd_recurrent)(const efla_delta_rule_args *A, int64_t L, const R *
             R *Sn = Sb + (j + 1) * sz;
             memcpy(Sn, Sn - sz, sizeof(R) * (size_t)sz);
             for (int64_t c = 0; c < dv; c++) w[c] = a * U[j * dv + c];
-            F(rec_pass)(Sn, dk, dv, 1, k + t * ldk, zero, t + 1 < L ? k + (t + 1) * ldk : zero, w, ob, ub);
+            F(rec_pass)(Sn, dk, dv, 1, k + t * ldk, zero, t + 1 < len ? k + (t + 1) * ldk : zero, w, ob, ub);
             if (j + 1 < n)
                 for (int64_t c = 0; c < dv; c++) U[(j + 1) * dv + c] = v[(t + 1) * ldv + c] - ub[c];
         }
@@ -492,7 +492,7 @@ static void F(bwd_recurrent)(const efla_delta_rule_args *A, int64_t L, const R *
             const R *kt = k + t * ldk, *qt = q + t * ldk, *u = U + j * dv;
             const R *Sp = Sb + j * sz, *St = Sp + sz;
             const R a = al[t * lda];
-            R *dqt = dq + t * ldk, *dkt = dkk + t * ldk, *dvt = dvv + t * ldv;
+            R *dqt = dq + t * ldk, *dkt = grad_k + t * ldk, *dvt = grad_v + t * ldv;
             for (int64_t c = 0; c < dv; c++) { dos[c] = scale * d_o[t * ldv + c]; gk[c] = 0; }
             /* pass 1: G += q dos^T; dq = S_t dos; gu = G u; gk = G^T k */
             for (int64_t i = 0; i < dk; i++) {
@@ -540,7 +540,7 @@ static void F(bwd_recurrent)(const efla_delta_rule_args *A, int64_t L, const R *
  *   dk = G u - a d S_{t-1} du;  dd = <G, S_{t-1}> - a k^T S_{t-1} du;  dg = d dd
  *   G <- d (G - a k du^T)                                  (the gradient of S_{t-1})
  * The block's states are recomputed with fwd_recurrent's own pass. work: F(work_bwd). */
-static void F(bwd_recurrent_gated)(const efla_delta_rule_args *A, int64_t L, const R *q, const R *k,
+static void F(bwd_recurrent_gated)(const efla_delta_rule_args *A, int64_t len, const R *q, const R *k,
                                    const R *v, const R *al, const R *bv, const R *lg,
                                    const R *states, int64_t st_stride, const R *d_o, R *dq,
                                    R *grad_k, R *grad_v, R *dal, R *dbv, R *dlg, R *G, R *work) {
@@ -550,10 +550,10 @@ static void F(bwd_recurrent_gated)(const efla_delta_rule_args *A, int64_t L, con
     R *Sb = work, *U = Sb + (C + 1) * sz, *dos = U + C * dv, *du = dos + dv, *gu = du + dv;
     R *ob = gu + dk, *ub = ob + dv, *zero = ub + dv;   /* zero: max(dk, dv) */
     for (int64_t i = 0; i < (dk > dv ? dk : dv); i++) zero[i] = 0;
-    const int64_t nch = (L + C - 1) / C;
+    const int64_t nch = (len + C - 1) / C;
     for (int64_t ci = nch - 1; ci >= 0; ci--) {
         const int64_t c0 = ci * C;
-        const int64_t n = L - c0 < C ? L - c0 : C;
+        const int64_t n = len - c0 < C ? len - c0 : C;
         /* recompute S_0..S_n of the block and every token's update row u (as fwd_recurrent) */
         memcpy(Sb, states + ci * st_stride, sizeof(R) * (size_t)sz);
         F(rec_pass)(Sb, dk, dv, 1, zero, zero, k + c0 * ldk, zero, ob, ub);
@@ -563,7 +563,7 @@ static void F(bwd_recurrent_gated)(const efla_delta_rule_args *A, int64_t L, con
             R *Sn = Sb + (j + 1) * sz;
             memcpy(Sn, Sn - sz, sizeof(R) * (size_t)sz);
             F(rec_pass)(Sn, dk, dv, F(decay_at)(lg, t * lda), k + t * ldk, zero,
-                        t + 1 < L ? k + (t + 1) * ldk : zero, U + j * dv, ob, ub);
+                        t + 1 < len ? k + (t + 1) * ldk : zero, U + j * dv, ob, ub);
             if (j + 1 < n) F(update_row)(U + (j + 1) * dv, v + (t + 1) * ldv, ub, al, bv, lg, (t + 1) * lda, dv);
         }
         for (int64_t j = n - 1; j >= 0; j--) {
@@ -652,7 +652,7 @@ static int F(fwd_all)(const efla_delta_rule_args *A, const efla_delta_rule_buffe
 #pragma omp for schedule(dynamic, 1)
         for (int64_t p = 0; p < NP; p++) {
             if (!work) continue;
-            const int64_t n = p / H, h = p % H, L = A->seq_len[n];
+            const int64_t n = p / H, h = p % H, len = A->seq_len[n];
             const int64_t tok = (A->seq_batch[n] * A->T + A->seq_start[n]) * H + h;
             R *S = work + F(work_fwd)(A);
             if (s0) memcpy(S, s0 + p * sz, sizeof(R) * (size_t)sz);
@@ -660,10 +660,10 @@ static int F(fwd_all)(const efla_delta_rule_args *A, const efla_delta_rule_buffe
             R *csp = cs ? cs + (coff[n] * H + h) * sz : NULL;
             const R *bvp = bv ? bv + tok : NULL, *lgp = lg ? lg + tok : NULL;
             if (A->algorithm == EFLA_ALGO_RECURRENT)
-                F(fwd_recurrent)(A, L, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, bvp, lgp,
+                F(fwd_recurrent)(A, len, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, bvp, lgp,
                                  o + tok * dv, S, csp, H * sz, work);
             else
-                F(fwd_chunked)(A, L, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, bvp, lgp,
+                F(fwd_chunked)(A, len, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, bvp, lgp,
                                o + tok * dv, S, csp, H * sz, work);
             if (s_final) memcpy(s_final + p * sz, S, sizeof(R) * (size_t)sz);
         }
@@ -705,7 +705,7 @@ static int F(bwd_all)(const efla_delta_rule_args *A, const efla_delta_rule_buffe
 #pragma omp for schedule(dynamic, 1)
         for (int64_t p = 0; p < NP; p++) {
             if (!work) continue;
-            const int64_t n = p / H, h = p % H, L = A->seq_len[n];
+            const int64_t n = p / H, h = p % H, len = A->seq_len[n];
             const int64_t tok = (A->seq_batch[n] * A->T + A->seq_start[n]) * H + h;
             const R *bvp = bv ? bv + tok : NULL, *lgp = lg ? lg + tok : NULL;
             R *dS = work + wb + wf, *S = dS + sz, *sts = S + sz;
@@ -718,10 +718,10 @@ static int F(bwd_all)(const efla_delta_rule_args *A, const efla_delta_rule_buffe
                 if (s0) memcpy(S, s0 + p * sz, sizeof(R) * (size_t)sz);
                 else memset(S, 0, sizeof(R) * (size_t)sz);
                 if (rec_fwd)
-                    F(fwd_recurrent)(A, L, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, bvp, lgp,
+                    F(fwd_recurrent)(A, len, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, bvp, lgp,
                                      NULL, S, sts, sz, work + wb);
                 else
-                    F(fwd_chunked)(A, L, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, bvp, lgp,
+                    F(fwd_chunked)(A, len, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, bvp, lgp,
                                    NULL, S, sts, sz, work + wb);
                 states = sts;
                 st_stride = sz;
@@ -729,16 +729,16 @@ static int F(bwd_all)(const efla_delta_rule_args *A, const efla_delta_rule_buffe
             if (d_sf) memcpy(dS, d_sf + p * sz, sizeof(R) * (size_t)sz);
             else memset(dS, 0, sizeof(R) * (size_t)sz);
             if (lg)
-                F(bwd_recurrent_gated)(A, L, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, bvp, lgp,
+                F(bwd_recurrent_gated)(A, len, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, bvp, lgp,
                                        states, st_stride, d_o + tok * dv, dq + tok * dk,
                                        grad_k + tok * dk, grad_v + tok * dv, dal + tok, dbv + tok,
                                        dlg + tok, dS, work);
             else if (rec_fwd)
-                F(bwd_recurrent)(A, L, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, states,
+                F(bwd_recurrent)(A, len, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, states,
                                  st_stride, d_o + tok * dv, dq + tok * dk, grad_k + tok * dk,
                                  grad_v + tok * dv, dal + tok, dS, work);
             else
-                F(bwd_chunked)(A, L, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, states,
+                F(bwd_chunked)(A, len, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, states,
                                st_stride, d_o + tok * dv, dq + tok * dk, grad_k + tok * dk,
                                grad_v + tok * dv, dal + tok, dS, work);
             if (ds0) memcpy(ds0 + p * sz, dS, sizeof(R) * (size_t)sz);
@@ -756,5 +756,5 @@ static int F(bwd_all)(const efla_delta_rule_args *A, const efla_delta_rule_buffe
 #undef VL
 #undef DR_INT
 #undef DR_TRANSPOSE_MASKS
-#undef LDV
-#undef STV
+#undef VLOAD
+#undef VSTORE
