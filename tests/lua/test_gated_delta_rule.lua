@@ -245,6 +245,9 @@ test('log_decay errors name the problem', function()
   raises(function() efla.ops.delta_rule(q, k, v, beta, { log_decay = g:float() }) end, 'log_decay is float32')
   raises(function() efla.ops.delta_rule(q, k, v, beta, { log_decay = g, reference_eps = true }) end, 'reference_eps')
   raises(function() efla.ops.delta_rule(q, k, v, beta, { log_decay = 0.5 }) end, 'must be a tensor')
+  local S = efla.zeros(1, 2, 3, 2, F64)
+  raises(function() efla.ops.delta_rule_step(q:select(2, 1), k:select(2, 1), v:select(2, 1), beta:select(2, 1), S,
+    { log_decay = g }) end, 'log_decay [1,4,2] must be [B,H]')
 end)
 
 test('DeltaAttention{gate = true}: Gated DeltaNet init, g <= 0, gradients, state hand-over, LM methods', function()
