@@ -45,6 +45,26 @@ local function parse_norm(v, what, default)
   error(string.format("DeltaAttention: %s must be 'none' or 'l2' (got %s)", what, tostring(v)), 4)
 end
 
+-- The decay gate's parameters, initialised as Gated DeltaNet (and Mamba2) do: a rate
+-- A = exp(A_log) drawn from U(1, 16) per head, and dt_bias = softplus^-1(dt) with dt
+-- log-uniform in [1e-3, 1e-1], so that at the start g = -A * dt spans slow and fast memories.
+-- (U(1, 16) rather than U(0, 16): log(A) stays finite.)
+local function add_decay_gate(self, cfg)
+  if self.order ~= 'exact' and self.order ~= 1 then
+    error(string.format("DeltaAttention: gate = true needs order 'exact' (gated EFLA) or 1 (Gated DeltaNet), got %s",
+      tostring(self.order)), 4)
+  end
+  local H, opts = self.n_heads, { dtype = cfg.dtype }
+  self:add_module('a_proj', layers.Linear(self.d_model, H, { bias = false, dtype = cfg.dtype }))
+  local A = init.uniform(efla.empty({ H }, opts), 1, 16)
+  local dt = (init.uniform(efla.empty({ H }, opts), math.log(1e-3), math.log(1e-1))):exp():clamp(1e-4, math.huge)
+  efla.no_grad(function()
+    self:register_parameter('A_log', A:log():detach())
+    -- softplus^-1(dt) = dt + log(1 - e^-dt) = dt + log(-expm1(-dt))
+    self:register_parameter('dt_bias', (dt + (-(-dt):expm1()):log()):detach())
+  end)
+end
+
 --- DeltaAttention{d_model, n_heads = 1, head_dim = d_model / n_heads, order = 'exact',
 ---   key_norm = ('none' for 'exact', 'l2' otherwise), query_norm = 'l2', short_conv = false,
 ---   conv_size = 4, output_norm = false, output_gate = false, beta_bias = 0, scale
@@ -88,28 +108,8 @@ function DeltaAttention:__init(cfg)
   end
   if cfg.output_norm then self:add_module('o_norm', layers.RMSNorm(self.head_dim, { dtype = cfg.dtype })) end
   if cfg.output_gate then self:add_module('g_proj', layers.Linear(d, inner, nobias)) end
-  if cfg.gate then self:add_decay_gate(cfg) end
+  if cfg.gate then add_decay_gate(self, cfg) end
   self:add_module('o_proj', layers.Linear(inner, d, nobias))
-end
-
--- The decay gate's parameters, initialised as Gated DeltaNet (and Mamba2) do: a rate
--- A = exp(A_log) drawn from U(1, 16) per head, and dt_bias = softplus^-1(dt) with dt
--- log-uniform in [1e-3, 1e-1], so that at the start g = -A * dt spans slow and fast memories.
--- (U(1, 16) rather than U(0, 16): log(A) stays finite.)
-function DeltaAttention:add_decay_gate(cfg)
-  if self.order ~= 'exact' and self.order ~= 1 then
-    error(string.format("DeltaAttention: gate = true needs order 'exact' (gated EFLA) or 1 (Gated DeltaNet), got %s",
-      tostring(self.order)), 4)
-  end
-  local H, opts = self.n_heads, { dtype = cfg.dtype }
-  self:add_module('a_proj', layers.Linear(self.d_model, H, { bias = false, dtype = cfg.dtype }))
-  local A = init.uniform(efla.empty({ H }, opts), 1, 16)
-  local dt = (init.uniform(efla.empty({ H }, opts), math.log(1e-3), math.log(1e-1))):exp():clamp(1e-4, math.huge)
-  efla.no_grad(function()
-    self:register_parameter('A_log', A:log():detach())
-    -- softplus^-1(dt) = dt + log(1 - e^-dt) = dt + log(-expm1(-dt))
-    self:register_parameter('dt_bias', (dt + (-(-dt):expm1()):log()):detach())
-  end)
 end
 
 --- attn:log_decay(x [B, T, d_model]) -> g [B, T, H] <= 0: the gate's per-token, per-head
