@@ -228,7 +228,10 @@ static void F(fwd_chunked)(const efla_delta_rule_args *A, int64_t len, const R *
         F(mm)(0, n, n, dk, 1, Kc, ldk, Kt, C, 0, G, C, 0, 1);
         for (int64_t i = 1; i < n; i++) {
             R ai = ac[i * lda];
-            for (int64_t j = 0; j < i; j++) G[i * C + j] *= lg ? ai * (R)exp((double)(Gc[i] - Gc[j])) : ai;
+            if (!lg)
+                for (int64_t j = 0; j < i; j++) G[i * C + j] *= ai;
+            else
+                for (int64_t j = 0; j < i; j++) G[i * C + j] *= ai * (R)exp((double)(Gc[i] - Gc[j]));
         }
         if (!lg) {
             /* V' = (I+L)^-1 diag(a) (V - K S) */
