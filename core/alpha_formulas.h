@@ -24,6 +24,7 @@
 /* The reference option's constants (the published EFLA code clamps lambda >= 1e-6 and adds
  * 1e-6 to the denominator). */
 #define EFLA_REF_EPS 1e-6
+#define EFLA_ORDER_EXACT_OF 0   /* EFLA_ORDER_EXACT, for device code that cannot see efla.h */
 
 static inline EFLA_HD double efla_phi_of(int order, double x) {
     switch (order) {
@@ -107,5 +108,29 @@ static inline EFLA_HD void efla_alpha_eval_of(double beta, double lambda, int or
     *alpha = beta * efla_phi_of(order, x);
     if (d_beta) *d_beta = efla_dalpha_dbeta_of(order, x);
     if (d_lambda) *d_lambda = beta * beta * efla_phi_prime_of(order, x);
+}
+
+/* Gated EFLA's value step (docs/MATH.md §6): with the log-decay g = -beta*gamma <= 0,
+ *   alpha' = (1 - e^{-(beta*lambda - g)}) / (lambda - g/beta) = beta * phi(x'),  x' = beta*lambda - g,
+ * and its partial derivatives, written so that nothing cancels for g <= 0:
+ *   d alpha'/d beta = e^{-x'} + g phi'(x')    (both terms >= 0)
+ *   d alpha'/d lambda = beta^2 phi'(x'),   d alpha'/d g = -beta phi'(x').
+ * Order 1 (Gated DeltaNet): alpha' = beta. Other orders are refused by the front end. */
+static inline EFLA_HD void efla_alpha_v_eval_of(double beta, double lambda, double g, int order,
+                                                double *alpha_v, double *d_beta, double *d_lambda,
+                                                double *d_g) {
+    if (order == 1) {
+        *alpha_v = beta;
+        if (d_beta) *d_beta = 1;
+        if (d_lambda) *d_lambda = 0;
+        if (d_g) *d_g = 0;
+        return;
+    }
+    double x = (beta == 0 ? 0.0 : beta * lambda) - g;
+    double dphi = efla_phi_prime_of(EFLA_ORDER_EXACT_OF, x);
+    *alpha_v = beta * efla_phi_of(EFLA_ORDER_EXACT_OF, x);
+    if (d_beta) *d_beta = exp(-x) + (g == 0 ? 0.0 : g * dphi);
+    if (d_lambda) *d_lambda = beta * beta * dphi;
+    if (d_g) *d_g = -beta * dphi;
 }
 #endif

@@ -34,6 +34,18 @@ typedef struct efla_delta_rule_args {
     efla_dtype state_dtype;
 } efla_delta_rule_args;
 
+/* The buffers of one delta-rule call, by name (all contiguous, [B,T,H,d] / [B,T,H] / [N,H,dk,dv]).
+ * Gated calls (docs/MATH.md §6) set both alpha_v and log_decay; ungated calls leave them NULL
+ * (the value term then uses alpha). s0, s_final, d_s_final, ds0 may be NULL (zero state / not
+ * wanted); chunk_states is written by the forward (may be NULL) and read by the backward
+ * (NULL: recompute). dalpha_v and dlog_decay are written only by gated backwards. */
+typedef struct efla_delta_rule_buffers {
+    const void *q, *k, *v, *alpha, *alpha_v, *log_decay, *s0;   /* inputs */
+    void *o, *s_final, *chunk_states;                            /* forward outputs */
+    const void *d_o, *d_s_final;                                 /* backward inputs */
+    void *dq, *dk, *dv, *dalpha, *dalpha_v, *dlog_decay, *ds0;   /* backward outputs */
+} efla_delta_rule_buffers;
+
 /* One device kind's table: the services (allocation, copies, synchronisation, statistics),
  * written out here, then one function pointer per kernel of core/backend_ops.h, generated.
  * A NULL slot means "no kernel": the front end reports it with efla_no_kernel(). Fill a

@@ -59,9 +59,9 @@
     X(index_add,        1, 1, EFLA_DT_NUM,  EFLA_DT_NUM,  (efla_tensor *out, int dim, const efla_tensor *index, const efla_tensor *src)) \
     X(gather,           1, 1, EFLA_DT_NUM,  EFLA_DT_NUM,  (efla_tensor *out, const efla_tensor *in, int dim, const efla_tensor *index)) \
     X(scatter_add,      1, 1, EFLA_DT_NUM,  EFLA_DT_NUM,  (efla_tensor *out, int dim, const efla_tensor *index, const efla_tensor *src)) \
-    /* the delta rule (ops_delta_rule.c; signatures frozen while the gated variant lands) */ \
-    X(delta_rule_fwd,   1, 1, EFLA_DT_F32_F64, EFLA_DT_FLOAT, (const efla_delta_rule_args *a, const void *q, const void *k, const void *v, const void *alpha, const void *s0, void *o, void *s_final, void *chunk_states)) \
-    X(delta_rule_bwd,   1, 1, EFLA_DT_F32_F64, EFLA_DT_FLOAT, (const efla_delta_rule_args *a, const void *q, const void *k, const void *v, const void *alpha, const void *s0, const void *chunk_states, const void *d_o, const void *d_s_final, void *dq, void *dk, void *dv, void *dalpha, void *ds0)) \
+    /* the delta rule (ops_delta_rule.c; the buffers by name in efla_delta_rule_buffers) */ \
+    X(delta_rule_fwd,   1, 1, EFLA_DT_F32_F64, EFLA_DT_FLOAT, (const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf)) \
+    X(delta_rule_bwd,   1, 1, EFLA_DT_F32_F64, EFLA_DT_FLOAT, (const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf)) \
     /* lambda and alpha on the device; the CPU has none (the front end's host loops) */ \
     X(delta_rule_alpha_fwd, 0, 1, EFLA_DT_NONE, EFLA_DT_FLOAT, (int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta, int order, int reference_eps, void *alpha, void *lambda)) \
     X(delta_rule_alpha_bwd, 0, 1, EFLA_DT_NONE, EFLA_DT_FLOAT, (int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta, const void *lambda, const void *dalpha, int order, int reference_eps, void *dk_inout, void *dbeta)) \

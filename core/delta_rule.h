@@ -26,6 +26,16 @@ void efla_alpha_backward(efla_dtype dt, int64_t n, const void *beta, const doubl
                          int order, int reference_eps, const void *g, void *d_beta,
                          double *d_lambda);
 
+/* Gated EFLA (docs/MATH.md §6) over n contiguous elements: beta, g (dtype dt), lambda (double)
+ * -> alpha_v = beta * phi(beta*lambda - g) (order 1: beta), dtype dt. */
+void efla_alpha_v_fill(efla_dtype dt, int64_t n, const void *beta, const double *lambda, const void *g,
+                       int order, void *alpha_v);
+/* Its chain rule: gv = dL/dalpha_v (dtype dt) is ADDED into d_beta (dtype dt), d_lambda (double)
+ * and d_g (dtype dt). */
+void efla_alpha_v_backward(efla_dtype dt, int64_t n, const void *beta, const double *lambda,
+                           const void *g, int order, const void *gv, void *d_beta, double *d_lambda,
+                           void *d_g);
+
 /* "order 7 is not supported ..." unless order is EFLA_ORDER_EXACT or 1..4. */
 int efla_check_order(const char *op, int order);
 #endif

@@ -54,6 +54,34 @@ void efla_alpha_backward(efla_dtype dt, int64_t n, const void *beta, const doubl
     }
 }
 
+void efla_alpha_v_fill(efla_dtype dt, int64_t n, const void *beta, const double *lambda, const void *g,
+                       int order, void *alpha_v) {
+    size_t es = efla_dtype_size(dt);
+#pragma omp parallel for if (n > 16384) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        double av;
+        efla_alpha_v_eval_of(efla_load_as_double((const char *)beta + i * es, dt), lambda[i],
+                             efla_load_as_double((const char *)g + i * es, dt), order, &av, NULL, NULL, NULL);
+        efla_store_from_double((char *)alpha_v + i * es, dt, av);
+    }
+}
+
+void efla_alpha_v_backward(efla_dtype dt, int64_t n, const void *beta, const double *lambda,
+                           const void *g, int order, const void *gv, void *d_beta, double *d_lambda,
+                           void *d_g) {
+    size_t es = efla_dtype_size(dt);
+#pragma omp parallel for if (n > 16384) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        double av, db, dl, dg, gi = efla_load_as_double((const char *)gv + i * es, dt);
+        efla_alpha_v_eval_of(efla_load_as_double((const char *)beta + i * es, dt), lambda[i],
+                             efla_load_as_double((const char *)g + i * es, dt), order, &av, &db, &dl, &dg);
+        char *pb = (char *)d_beta + i * es, *pg = (char *)d_g + i * es;
+        efla_store_from_double(pb, dt, efla_load_as_double(pb, dt) + gi * db);
+        efla_store_from_double(pg, dt, efla_load_as_double(pg, dt) + gi * dg);
+        d_lambda[i] += gi * dl;
+    }
+}
+
 /* ---- the public op ---------------------------------------------------------------------------- */
 /* t (CPU, any strides) broadcast to `shape`, as a new contiguous double array. */
 static double *read_broadcast(const efla_tensor *t, int ndim, const int64_t *shape) {

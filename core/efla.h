@@ -277,6 +277,9 @@ typedef struct efla_delta_rule_opts {
     int reference_eps;      /* 1: the published reference's lambda clamp and +1e-6 */
     int output_final_state; /* 1: fill *final_state */
     int recompute_states;   /* 1: backward recomputes per-chunk states instead of saving them */
+    const efla_tensor *log_decay; /* NULL, or the gate g <= 0 [B,T,H] ([B,H] for _step): the state
+                                     decays by e^g per token (gated EFLA; order 1 = Gated DeltaNet;
+                                     docs/MATH.md §6). Differentiable. */
 } efla_delta_rule_opts;
 void efla_delta_rule_default_opts(efla_delta_rule_opts *opts);
 /* q, k [B,T,H,dk]; v [B,T,H,dv]; beta [B,T,H]; initial_state [N,H,dk,dv] or NULL;

@@ -12,7 +12,11 @@
  *
  * lambda and the alpha chain run on the host for cpu tensors (plain loops); a backend with
  * delta_rule_alpha_fwd/bwd (CUDA) computes them on its device, so a training step never
- * synchronises with the host here. */
+ * synchronises with the host here.
+ *
+ * Gated calls (opts->log_decay, docs/MATH.md §6) add a second step alpha' for the value term
+ * and the decay e^g; their chain through alpha' adds into dbeta, dk (through lambda) and dg.
+ * They run on the cpu for now (the device kernels refuse them). */
 #include "autograd.h"
 #include "backend.h"
 #include "delta_rule.h"
@@ -29,6 +33,7 @@ void efla_delta_rule_default_opts(efla_delta_rule_opts *o) {
     o->reference_eps = 0;
     o->output_final_state = 0;
     o->recompute_states = 0;
+    o->log_decay = NULL;           /* ungated */
 }
 
 /* ---- the auto rule ----------------------------------------------------------------------------
@@ -122,6 +127,28 @@ static int read_seqs(const char *op, const efla_tensor *cu, int64_t B, int64_t T
     return 0;
 }
 
+/* The gate: [B,T,H] like beta, q's dtype and device, the exact step or order 1 (docs/MATH.md §6). */
+static int check_log_decay(const char *op, const efla_tensor *q, const efla_delta_rule_opts *o) {
+    const efla_tensor *g = o->log_decay;
+    if (!g) return 0;
+    if (g->ndim != 3 || g->shape[0] != q->shape[0] || g->shape[1] != q->shape[1] || g->shape[2] != q->shape[2])
+        return efla_fail("%s: log_decay %s must be [B,T,H] = [%lld,%lld,%lld] (one log-decay g <= 0 per "
+                         "token and head; q is %s)", op, efla_tshape(g), (long long)q->shape[0],
+                         (long long)q->shape[1], (long long)q->shape[2], efla_tshape(q));
+    if (check_device(op, "log_decay", g, q) || check_dtype(op, "log_decay", g, q->dtype, q)) return -1;
+    if (o->order != EFLA_ORDER_EXACT && o->order != 1)
+        return efla_fail("%s: log_decay works with the exact step (order 'exact': gated EFLA) or order 1 "
+                         "(Gated DeltaNet), not order %d: a Runge-Kutta step of the gated ODE would replace "
+                         "the decay e^g by a polynomial of g (docs/MATH.md §6)", op, o->order);
+    if (o->reference_eps)
+        return efla_fail("%s: reference_eps reproduces the published ungated EFLA; it has no gated form, "
+                         "drop it or drop log_decay", op);
+    if (q->device != EFLA_DEVICE_CPU)
+        return efla_fail("%s: log_decay (gated EFLA / Gated DeltaNet) runs on the cpu only for now; move "
+                         "the inputs with :cpu() or drop log_decay", op);
+    return 0;
+}
+
 static int check_inputs(const char *op, const efla_tensor *q, const efla_tensor *k,
                         const efla_tensor *v, const efla_tensor *beta, const efla_tensor *s0,
                         const efla_delta_rule_opts *o) {
@@ -173,7 +200,7 @@ static int check_inputs(const char *op, const efla_tensor *q, const efla_tensor 
                          o->algorithm);
     if (!(o->scale == o->scale) || isinf(o->scale))
         return efla_fail("%s: scale %g is not a finite number (<= 0 means dk^-0.5)", op, o->scale);
-    return 0;
+    return check_log_decay(op, q, o);
 }
 
 /* ---- lambda and alpha ----------------------------------------------------------------------------- */
@@ -231,12 +258,16 @@ static efla_tensor *compute_alpha(const efla_tensor *bc, const efla_tensor *lam,
 }
 
 /* ---- autograd ----------------------------------------------------------------------------------------- */
-enum { SL_Q, SL_K, SL_V, SL_ALPHA, SL_BETA, SL_LAMBDA, SL_S0, SL_CS, SL_COUNT };
+/* saved tensors; alpha_v and g only for gated calls, s0 and the chunk states when present */
+enum { SL_Q, SL_K, SL_V, SL_ALPHA, SL_BETA, SL_LAMBDA, SL_S0, SL_CS, SL_ALPHA_V, SL_LOG_DECAY, SL_COUNT };
+/* the node's inputs (gradient slots) */
+enum { IN_Q, IN_K, IN_V, IN_BETA, IN_S0, IN_LOG_DECAY, IN_COUNT };
 
 typedef struct dr_ctx {
     efla_delta_rule_args args;    /* seq_* point into seq */
     int64_t *seq;
-    int order, reference_eps, has_s0, has_cs;
+    int order, reference_eps;
+    int slot[SL_COUNT];           /* node_saved index of each saved tensor, -1 when absent */
 } dr_ctx;
 
 static void dr_ctx_free(void *p) {
@@ -246,13 +277,15 @@ static void dr_ctx_free(void *p) {
     free(c);
 }
 
-/* dk += 2 k dlambda, then dbeta: the chain through alpha (docs/MATH.md §3), on the CPU;
- * dalpha is contiguous. Devices run it in their backend's delta_rule_alpha_bwd. */
+/* The chain through alpha (and alpha' for gated calls; docs/MATH.md §3, §6) on the CPU:
+ * dbeta, dg += dalpha' dalpha'/dg, and dk += 2 k dlambda; every buffer contiguous. Devices run
+ * the ungated chain in their backend's delta_rule_alpha_bwd. */
 static int chain_alpha(const dr_ctx *c, const efla_tensor *kc, const efla_tensor *betac,
-                       const efla_tensor *lam, const efla_tensor *dalpha, efla_tensor *dk,
+                       const efla_tensor *lam, const efla_tensor *dalpha, const efla_tensor *log_decay,
+                       const efla_tensor *dalpha_v, efla_tensor *grad_k, efla_tensor *dlog_decay,
                        efla_tensor **dbeta_out) {
     efla_dtype dt = kc->dtype;
-    int64_t n = efla_tensor_numel(lam), dkk = kc->shape[3];
+    int64_t n = efla_tensor_numel(lam), head_dim_k = kc->shape[3];
     double *dl = malloc(sizeof(double) * (size_t)(n ? n : 1));
     efla_tensor *dbeta = efla_empty(3, lam->shape, dt, EFLA_DEVICE_CPU);
     if (!dl || !dbeta) {
@@ -262,21 +295,25 @@ static int chain_alpha(const dr_ctx *c, const efla_tensor *kc, const efla_tensor
     }
     efla_alpha_backward(dt, n, efla_tensor_data(betac), efla_tensor_data(lam), c->order, c->reference_eps,
                         efla_tensor_data(dalpha), efla_tensor_data(dbeta), dl);
+    if (log_decay)
+        efla_alpha_v_backward(dt, n, efla_tensor_data(betac), efla_tensor_data(lam), efla_tensor_data(log_decay),
+                              c->order, efla_tensor_data(dalpha_v), efla_tensor_data(dbeta), dl,
+                              efla_tensor_data(dlog_decay));
     if (dt == EFLA_FLOAT32) {
         const float *k = efla_tensor_data(kc);
-        float *g = efla_tensor_data(dk);
-#pragma omp parallel for if (n * dkk > 65536) schedule(static)
+        float *g = efla_tensor_data(grad_k);
+#pragma omp parallel for if (n * head_dim_k > 65536) schedule(static)
         for (int64_t i = 0; i < n; i++) {
             float s = (float)(2 * dl[i]);
-            for (int64_t d = 0; d < dkk; d++) g[i * dkk + d] += s * k[i * dkk + d];
+            for (int64_t d = 0; d < head_dim_k; d++) g[i * head_dim_k + d] += s * k[i * head_dim_k + d];
         }
     } else {
         const double *k = efla_tensor_data(kc);
-        double *g = efla_tensor_data(dk);
-#pragma omp parallel for if (n * dkk > 65536) schedule(static)
+        double *g = efla_tensor_data(grad_k);
+#pragma omp parallel for if (n * head_dim_k > 65536) schedule(static)
         for (int64_t i = 0; i < n; i++) {
             double s = 2 * dl[i];
-            for (int64_t d = 0; d < dkk; d++) g[i * dkk + d] += s * k[i * dkk + d];
+            for (int64_t d = 0; d < head_dim_k; d++) g[i * head_dim_k + d] += s * k[i * head_dim_k + d];
         }
     }
     free(dl);
@@ -284,63 +321,66 @@ static int chain_alpha(const dr_ctx *c, const efla_tensor *kc, const efla_tensor
     return 0;
 }
 
+static void *ptr_or_null(const efla_tensor *t) { return t ? efla_cpu_ptr(t) : NULL; }
+
 static int dr_backward(efla_node *node, efla_tensor *const *go, efla_tensor **gi) {
     dr_ctx *c = efla_node_ctx(node);
     const efla_delta_rule_args *a = &c->args;
     efla_tensor *sv[SL_COUNT] = {0};
-    efla_tensor *dO = NULL, *dSf = NULL, *dq = NULL, *dk = NULL, *dv = NULL, *dal = NULL, *ds0 = NULL,
-                *dbeta = NULL;
+    efla_tensor *grad_o = NULL, *grad_sf = NULL, *grad[IN_COUNT] = {0}, *grad_alpha = NULL,
+                *grad_alpha_v = NULL;
     int rc = -1;
-    for (int i = 0; i < SL_COUNT; i++) {
-        if ((i == SL_S0 && !c->has_s0) || (i == SL_CS && !c->has_cs)) continue;
-        int slot = i - (i > SL_S0 && !c->has_s0);
-        if (!(sv[i] = efla_node_saved(node, slot))) goto out;
-    }
-    const efla_tensor *q = sv[SL_Q], *k = sv[SL_K], *v = sv[SL_V];
+    for (int i = 0; i < SL_COUNT; i++)
+        if (c->slot[i] >= 0 && !(sv[i] = efla_node_saved(node, c->slot[i]))) goto out;
+    const efla_tensor *q = sv[SL_Q], *k = sv[SL_K], *v = sv[SL_V], *log_decay = sv[SL_LOG_DECAY];
     const efla_backend *b = efla_backend_for("delta_rule backward", q->device);
     if (!b) goto out;
     if (!b->delta_rule_bwd) { efla_no_kernel("delta_rule backward", q->device); goto out; }
-    if (!(dO = plain(go[0]))) goto out;
-    if (node->n_outputs > 1 && !(dSf = plain(go[1]))) goto out;
-    dq = efla_empty(4, q->shape, q->dtype, q->device);
-    dk = efla_empty(4, k->shape, k->dtype, k->device);
-    dv = efla_empty(4, v->shape, v->dtype, v->device);
-    dal = efla_empty(3, sv[SL_ALPHA]->shape, q->dtype, q->device);
-    if (c->has_s0) ds0 = efla_empty(4, sv[SL_S0]->shape, sv[SL_S0]->dtype, q->device);
-    if (!dq || !dk || !dv || !dal || (c->has_s0 && !ds0)) goto out;
-    const efla_tensor *s0 = sv[SL_S0], *cs = sv[SL_CS];
-    if (b->delta_rule_bwd(a, efla_cpu_ptr(q), efla_cpu_ptr(k), efla_cpu_ptr(v),
-                          efla_cpu_ptr(sv[SL_ALPHA]), s0 ? efla_cpu_ptr(s0) : NULL,
-                          cs ? efla_cpu_ptr(cs) : NULL, efla_cpu_ptr(dO), dSf ? efla_cpu_ptr(dSf) : NULL,
-                          efla_cpu_ptr(dq), efla_cpu_ptr(dk), efla_cpu_ptr(dv), efla_cpu_ptr(dal),
-                          ds0 ? efla_cpu_ptr(ds0) : NULL))
+    if (!(grad_o = plain(go[0]))) goto out;
+    if (node->n_outputs > 1 && !(grad_sf = plain(go[1]))) goto out;
+    grad[IN_Q] = efla_empty(4, q->shape, q->dtype, q->device);
+    grad[IN_K] = efla_empty(4, k->shape, k->dtype, k->device);
+    grad[IN_V] = efla_empty(4, v->shape, v->dtype, v->device);
+    grad_alpha = efla_empty(3, sv[SL_ALPHA]->shape, q->dtype, q->device);
+    if (!grad[IN_Q] || !grad[IN_K] || !grad[IN_V] || !grad_alpha) goto out;
+    if (sv[SL_S0] && !(grad[IN_S0] = efla_empty(4, sv[SL_S0]->shape, sv[SL_S0]->dtype, q->device))) goto out;
+    if (log_decay && (!(grad_alpha_v = efla_empty(3, log_decay->shape, q->dtype, q->device)) ||
+                      !(grad[IN_LOG_DECAY] = efla_empty(3, log_decay->shape, q->dtype, q->device))))
         goto out;
-    if (b->delta_rule_alpha_bwd) {
+    efla_delta_rule_buffers buf = {
+        .q = efla_cpu_ptr(q), .k = efla_cpu_ptr(k), .v = efla_cpu_ptr(v), .alpha = efla_cpu_ptr(sv[SL_ALPHA]),
+        .alpha_v = ptr_or_null(sv[SL_ALPHA_V]), .log_decay = ptr_or_null(log_decay),
+        .s0 = ptr_or_null(sv[SL_S0]), .chunk_states = ptr_or_null(sv[SL_CS]),
+        .d_o = efla_cpu_ptr(grad_o), .d_s_final = ptr_or_null(grad_sf),
+        .dq = efla_cpu_ptr(grad[IN_Q]), .dk = efla_cpu_ptr(grad[IN_K]), .dv = efla_cpu_ptr(grad[IN_V]),
+        .dalpha = efla_cpu_ptr(grad_alpha), .dalpha_v = ptr_or_null(grad_alpha_v),
+        .dlog_decay = ptr_or_null(grad[IN_LOG_DECAY]), .ds0 = ptr_or_null(grad[IN_S0])};
+    if (b->delta_rule_bwd(a, &buf)) goto out;
+    if (b->delta_rule_alpha_bwd && !log_decay) {
         const efla_tensor *beta = sv[SL_BETA];
-        if (!(dbeta = efla_empty(3, beta->shape, beta->dtype, beta->device))) goto out;
+        if (!(grad[IN_BETA] = efla_empty(3, beta->shape, beta->dtype, beta->device))) goto out;
         if (b->delta_rule_alpha_bwd(efla_tensor_numel(beta), a->dk, q->dtype, efla_cpu_ptr(k), efla_cpu_ptr(beta),
-                                    efla_cpu_ptr(sv[SL_LAMBDA]), efla_cpu_ptr(dal), c->order, c->reference_eps,
-                                    efla_cpu_ptr(dk), efla_cpu_ptr(dbeta)))
+                                    efla_cpu_ptr(sv[SL_LAMBDA]), efla_cpu_ptr(grad_alpha), c->order,
+                                    c->reference_eps, efla_cpu_ptr(grad[IN_K]), efla_cpu_ptr(grad[IN_BETA])))
             goto out;
     } else if (q->device != EFLA_DEVICE_CPU) {
         efla_no_kernel("delta_rule backward (alpha chain)", q->device);
         goto out;
-    } else if (chain_alpha(c, k, sv[SL_BETA], sv[SL_LAMBDA], dal, dk, &dbeta)) {
+    } else if (chain_alpha(c, k, sv[SL_BETA], sv[SL_LAMBDA], grad_alpha, log_decay, grad_alpha_v, grad[IN_K],
+                           grad[IN_LOG_DECAY], &grad[IN_BETA])) {
         goto out;
     }
-    efla_tensor *grads[5] = {dq, dk, dv, dbeta, ds0};
-    for (int i = 0; i < 5; i++) {
-        if (efla_node_needs_grad(node, i)) {
-            gi[i] = grads[i];
-            if (i == 3) dbeta = NULL; else if (i == 4) ds0 = NULL;
-            else if (i == 0) dq = NULL; else if (i == 1) dk = NULL; else dv = NULL;
+    for (int i = 0; i < IN_COUNT; i++)
+        if (grad[i] && efla_node_needs_grad(node, i)) {
+            gi[i] = grad[i];
+            grad[i] = NULL;
         }
-    }
     rc = 0;
 out:
     for (int i = 0; i < SL_COUNT; i++) efla_tensor_release(sv[i]);
-    efla_tensor_release(dO); efla_tensor_release(dSf); efla_tensor_release(dq); efla_tensor_release(dk);
-    efla_tensor_release(dv); efla_tensor_release(dal); efla_tensor_release(ds0); efla_tensor_release(dbeta);
+    for (int i = 0; i < IN_COUNT; i++) efla_tensor_release(grad[i]);
+    efla_tensor_release(grad_o); efla_tensor_release(grad_sf); efla_tensor_release(grad_alpha);
+    efla_tensor_release(grad_alpha_v);
     return rc;
 }
 
@@ -358,45 +398,47 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
     if (o.output_final_state && !final_state)
         return efla_fail("%s: output_final_state is set but the final_state pointer is NULL", op);
     if (check_inputs(op, q, k, v, beta, initial_state, &o)) return -1;
-    const int64_t B = q->shape[0], T = q->shape[1], H = q->shape[2], dkk = q->shape[3], dvv = v->shape[3];
+    const int64_t B = q->shape[0], T = q->shape[1], H = q->shape[2], head_dim_k = q->shape[3],
+                  head_dim_v = v->shape[3];
     seqs s = {0};
     if (read_seqs(op, cu_seqlens, B, T, &s)) return -1;
     if (initial_state && (initial_state->ndim != 4 || initial_state->shape[0] != s.N ||
-                          initial_state->shape[1] != H || initial_state->shape[2] != dkk ||
-                          initial_state->shape[3] != dvv)) {
+                          initial_state->shape[1] != H || initial_state->shape[2] != head_dim_k ||
+                          initial_state->shape[3] != head_dim_v)) {
         free(s.batch);
         return efla_fail("%s: initial_state %s must be [N,H,dk,dv] = [%lld,%lld,%lld,%lld] (N = %s)", op,
-                         efla_tshape(initial_state), (long long)s.N, (long long)H, (long long)dkk,
-                         (long long)dvv, cu_seqlens ? "number of sequences in cu_seqlens" : "B");
+                         efla_tshape(initial_state), (long long)s.N, (long long)H, (long long)head_dim_k,
+                         (long long)head_dim_v, cu_seqlens ? "number of sequences in cu_seqlens" : "B");
     }
     const efla_backend *b = efla_backend_for(op, q->device);
     if (!b) { free(s.batch); return -1; }
     if (!b->delta_rule_fwd) { free(s.batch); return efla_no_kernel(op, q->device); }
 
     efla_delta_rule_args a = {0};
-    a.B = B; a.T = T; a.H = H; a.dk = dkk; a.dv = dvv; a.N = s.N;
+    a.B = B; a.T = T; a.H = H; a.dk = head_dim_k; a.dv = head_dim_v; a.N = s.N;
     a.seq_batch = s.batch; a.seq_start = s.start; a.seq_len = s.len;
-    a.scale = o.scale > 0 ? o.scale : (dkk > 0 ? 1.0 / sqrt((double)dkk) : 1.0);
+    a.scale = o.scale > 0 ? o.scale : (head_dim_k > 0 ? 1.0 / sqrt((double)head_dim_k) : 1.0);
     a.chunk_size = o.chunk_size ? o.chunk_size : 64;
-    efla_tensor *in[5] = {(efla_tensor *)q, (efla_tensor *)k, (efla_tensor *)v, (efla_tensor *)beta,
-                          (efla_tensor *)initial_state};
-    const int want_grad = efla_any_requires_grad(5, in);
+    efla_tensor *in[IN_COUNT] = {(efla_tensor *)q, (efla_tensor *)k, (efla_tensor *)v, (efla_tensor *)beta,
+                                 (efla_tensor *)initial_state, (efla_tensor *)o.log_decay};
+    const int want_grad = efla_any_requires_grad(IN_COUNT, in);
     a.algorithm = o.algorithm != EFLA_ALGO_AUTO
                       ? o.algorithm
-                      : choose_algorithm(s.max_len, dkk, dvv, q->device, want_grad);
+                      : choose_algorithm(s.max_len, head_dim_k, head_dim_v, q->device, want_grad);
     a.dtype = q->dtype;
     a.state_dtype = q->dtype == EFLA_BFLOAT16 ? EFLA_FLOAT32 : q->dtype;
 
     const int save_cs = want_grad && !o.recompute_states;
     efla_tensor *qc = plain(q), *kc = plain(k), *vc = plain(v), *bc = plain(beta);
     efla_tensor *sc = initial_state ? plain(initial_state) : NULL;
-    efla_tensor *lam = NULL, *alpha = NULL, *o_t = NULL, *sf = NULL, *cs = NULL;
+    efla_tensor *gc = o.log_decay ? plain(o.log_decay) : NULL;
+    efla_tensor *lam = NULL, *alpha = NULL, *alpha_v = NULL, *o_t = NULL, *sf = NULL, *cs = NULL;
     int rc = -1;
-    if (!qc || !kc || !vc || !bc || (initial_state && !sc)) goto out;
+    if (!qc || !kc || !vc || !bc || (initial_state && !sc) || (o.log_decay && !gc)) goto out;
     if (b->delta_rule_alpha_fwd) {
         if (!(lam = efla_empty(3, q->shape, EFLA_FLOAT64, q->device))) goto out;
         if (!(alpha = efla_empty(3, q->shape, q->dtype, q->device))) goto out;
-        if (b->delta_rule_alpha_fwd(B * T * H, dkk, q->dtype, efla_cpu_ptr(kc), efla_cpu_ptr(bc), o.order,
+        if (b->delta_rule_alpha_fwd(B * T * H, head_dim_k, q->dtype, efla_cpu_ptr(kc), efla_cpu_ptr(bc), o.order,
                                     o.reference_eps != 0, efla_cpu_ptr(alpha), efla_cpu_ptr(lam)))
             goto out;
     } else if (q->device != EFLA_DEVICE_CPU) {
@@ -406,24 +448,30 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
         if (!(lam = compute_lambda(kc))) goto out;
         if (!(alpha = compute_alpha(bc, lam, o.order, o.reference_eps, q->dtype))) goto out;
     }
-    int64_t oshape[4] = {B, T, H, dvv}, sshape[4] = {s.N, H, dkk, dvv};
+    if (gc) {   /* check_log_decay keeps gated calls on the cpu */
+        if (!(alpha_v = efla_empty(3, q->shape, q->dtype, EFLA_DEVICE_CPU))) goto out;
+        efla_alpha_v_fill(q->dtype, B * T * H, efla_tensor_data(bc), efla_tensor_data(lam), efla_tensor_data(gc),
+                          o.order, efla_tensor_data(alpha_v));
+    }
+    int64_t oshape[4] = {B, T, H, head_dim_v}, sshape[4] = {s.N, H, head_dim_k, head_dim_v};
     if (!(o_t = efla_empty(4, oshape, q->dtype, q->device))) goto out;
     if (o.output_final_state && !(sf = efla_empty(4, sshape, a.state_dtype, q->device))) goto out;
     if (save_cs) {
         int64_t nch = 0;
         for (int64_t n = 0; n < s.N; n++) nch += (s.len[n] + a.chunk_size - 1) / a.chunk_size;
-        int64_t cshape[4] = {nch, H, dkk, dvv};
+        int64_t cshape[4] = {nch, H, head_dim_k, head_dim_v};
         if (!(cs = efla_empty(4, cshape, a.state_dtype, q->device))) goto out;
     }
-    if (b->delta_rule_fwd(&a, efla_cpu_ptr(qc), efla_cpu_ptr(kc), efla_cpu_ptr(vc), efla_cpu_ptr(alpha),
-                          sc ? efla_cpu_ptr(sc) : NULL, efla_cpu_ptr(o_t), sf ? efla_cpu_ptr(sf) : NULL,
-                          cs ? efla_cpu_ptr(cs) : NULL))
-        goto out;
+    efla_delta_rule_buffers buf = {
+        .q = efla_cpu_ptr(qc), .k = efla_cpu_ptr(kc), .v = efla_cpu_ptr(vc), .alpha = efla_cpu_ptr(alpha),
+        .alpha_v = ptr_or_null(alpha_v), .log_decay = ptr_or_null(gc), .s0 = ptr_or_null(sc),
+        .o = efla_cpu_ptr(o_t), .s_final = ptr_or_null(sf), .chunk_states = ptr_or_null(cs)};
+    if (b->delta_rule_fwd(&a, &buf)) goto out;
 
     if (want_grad) {
         efla_tensor *outs[2] = {o_t, sf};
         efla_clear_error();
-        efla_node *node = efla_node_record(op, dr_backward, 5, in, sf ? 2 : 1, outs);
+        efla_node *node = efla_node_record(op, dr_backward, IN_COUNT, in, sf ? 2 : 1, outs);
         if (!node) goto out;   /* want_grad guarantees a node unless recording failed */
         dr_ctx *c = calloc(1, sizeof *c);
         if (!c) { efla_fail("%s: out of memory", op); goto out; }
@@ -432,12 +480,12 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
         s.batch = NULL;        /* the node owns the sequence table now */
         c->order = o.order;
         c->reference_eps = o.reference_eps != 0;
-        c->has_s0 = sc != NULL;
-        c->has_cs = cs != NULL;
         efla_node_set_ctx(node, c, dr_ctx_free);
-        efla_tensor *save[SL_COUNT] = {qc, kc, vc, alpha, bc, lam, sc, cs};
-        for (int i = 0; i < SL_COUNT; i++)
+        efla_tensor *save[SL_COUNT] = {qc, kc, vc, alpha, bc, lam, sc, cs, alpha_v, gc};
+        for (int i = 0, n = 0; i < SL_COUNT; i++) {
+            c->slot[i] = save[i] ? n++ : -1;
             if (save[i] && efla_node_save(node, save[i]) < 0) goto out;
+        }
     }
     *out = o_t;
     o_t = NULL;
@@ -447,6 +495,7 @@ out:
     free(s.batch);
     efla_tensor_release(qc); efla_tensor_release(kc); efla_tensor_release(vc); efla_tensor_release(bc);
     efla_tensor_release(sc); efla_tensor_release(lam); efla_tensor_release(alpha);
+    efla_tensor_release(gc); efla_tensor_release(alpha_v);
     efla_tensor_release(o_t); efla_tensor_release(sf); efla_tensor_release(cs);
     return rc;
 }
@@ -473,8 +522,17 @@ int efla_delta_rule_step(const efla_tensor *q, const efla_tensor *k, const efla_
     if (o.algorithm == EFLA_ALGO_AUTO) o.algorithm = EFLA_ALGO_RECURRENT;
     o.output_final_state = 1;
     efla_tensor *q4 = efla_unsqueeze(q, 1), *k4 = efla_unsqueeze(k, 1), *v4 = efla_unsqueeze(v, 1);
-    efla_tensor *b3 = efla_unsqueeze(beta, 1), *o4 = NULL;
+    efla_tensor *b3 = efla_unsqueeze(beta, 1), *o4 = NULL, *g3 = NULL;
     int rc = -1;
+    if (o.log_decay) {   /* [B,H] -> [B,1,H] */
+        if (o.log_decay->ndim != 2) {
+            rc = efla_fail("%s: log_decay %s must be [B,H] (one log-decay per head for the token)", op,
+                           efla_tshape(o.log_decay));
+            goto done;
+        }
+        if (!(g3 = efla_unsqueeze(o.log_decay, 1))) goto done;
+        o.log_decay = g3;
+    }
     if (q4 && k4 && v4 && b3) {
         rc = efla_delta_rule(q4, k4, v4, b3, state, NULL, &o, &o4, new_state);
         if (rc) efla_error_prefix(op);
@@ -483,7 +541,8 @@ int efla_delta_rule_step(const efla_tensor *q, const efla_tensor *k, const efla_
         *out = efla_squeeze(o4, 1);
         if (!*out) { rc = -1; efla_tensor_release(*new_state); *new_state = NULL; }
     }
+done:
     efla_tensor_release(q4); efla_tensor_release(k4); efla_tensor_release(v4); efla_tensor_release(b3);
-    efla_tensor_release(o4);
+    efla_tensor_release(o4); efla_tensor_release(g3);
     return rc;
 }

@@ -35,12 +35,12 @@ const int TJ = 32;        /* state columns per block */
 const int NW = 4;         /* warps per block */
 const int LDS = TJ + 1;   /* padded row of the shared state tile (no bank conflicts across rows) */
 
-__device__ __forceinline__ float ldv(const float *p) { return *p; }
-__device__ __forceinline__ double ldv(const double *p) { return *p; }
-__device__ __forceinline__ float ldv(const bf16 *p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void stv(float *p, float v) { *p = v; }
-__device__ __forceinline__ void stv(double *p, double v) { *p = v; }
-__device__ __forceinline__ void stv(bf16 *p, float v) { *p = __float2bfloat16(v); }
+__device__ __forceinline__ float load_as_acc(const float *p) { return *p; }
+__device__ __forceinline__ double load_as_acc(const double *p) { return *p; }
+__device__ __forceinline__ float load_as_acc(const bf16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void store_to(float *p, float v) { *p = v; }
+__device__ __forceinline__ void store_to(double *p, double v) { *p = v; }
+__device__ __forceinline__ void store_to(bf16 *p, float v) { *p = __float2bfloat16(v); }
 
 struct DRParams {
     int64_t H, dk, dv, C, ntiles;
@@ -77,7 +77,7 @@ template <typename A> struct Smem {
 /* Block-cooperative copy of a dk-vector (token row `row` of a [.,dk] buffer) into shared. */
 template <typename T, typename A>
 __device__ __forceinline__ void stage(A *dst, const T *src, int64_t dk, bool zero) {
-    for (int64_t i = threadIdx.x; i < dk; i += blockDim.x) dst[i] = zero ? (A)0 : (A)ldv(src + i);
+    for (int64_t i = threadIdx.x; i < dk; i += blockDim.x) dst[i] = zero ? (A)0 : (A)load_as_acc(src + i);
 }
 
 /* Runs tokens [t0, t1) of one pair over the tile, starting from the tile in sm.S.
@@ -108,9 +108,9 @@ __device__ void fwd_steps(const DRParams &p, Smem<A> &sm, int64_t row0, int64_t 
         A s = 0;
         for (int x = 0; x < NW; x++) s += sm.pu[x * TJ + lane];
         int64_t r = row0 + t0 * H;
-        A u = (A)ldv(v + r * dv + j) - s;
+        A u = (A)load_as_acc(v + r * dv + j) - s;
         if (U) U[lane] = u;
-        sm.wv[lane] = (A)ldv(al + r) * u;
+        sm.wv[lane] = (A)load_as_acc(al + r) * u;
     }
     for (int64_t t = t0; t < t1; t++) {
         if (cs && t % C == 0) {
@@ -145,11 +145,11 @@ __device__ void fwd_steps(const DRParams &p, Smem<A> &sm, int64_t row0, int64_t 
         if (w == 0 && col) {
             A so = 0, su = 0;
             for (int x = 0; x < NW; x++) { so += sm.po[x * TJ + lane]; su += sm.pu[x * TJ + lane]; }
-            if (o) stv(o + r * dv + j, (A)p.scale * so);
+            if (o) store_to(o + r * dv + j, (A)p.scale * so);
             if (t + 1 < t1) {
-                A u = (A)ldv(v + (r + H) * dv + j) - su;
+                A u = (A)load_as_acc(v + (r + H) * dv + j) - su;
                 if (U) U[(t + 1 - t0) * TJ + lane] = u;
-                sm.wv[lane] = (A)ldv(al + r + H) * u;
+                sm.wv[lane] = (A)load_as_acc(al + r + H) * u;
             }
         }
     }
@@ -202,7 +202,7 @@ __global__ void __launch_bounds__(NW * 32) dr_bwd_kernel(DRParams p) {
     const int64_t j = j0 + lane;
     const T *q = (const T *)p.q, *k = (const T *)p.k, *al = (const T *)p.al, *d_o = (const T *)p.d_o;
     T *dvo = (T *)p.dvo;
-    A *dq = (A *)p.dq_acc, *dkk = (A *)p.dk_acc, *da = (A *)p.da_acc;
+    A *dq = (A *)p.dq_acc, *dk_sum = (A *)p.dk_acc, *da = (A *)p.da_acc;
     const A *states = (const A *)p.states + (coff * H + h) * sz;
 
     const A *dsf = (const A *)p.dsf;
@@ -223,13 +223,13 @@ __global__ void __launch_bounds__(NW * 32) dr_bwd_kernel(DRParams p) {
         fwd_steps<T, A>(p, sm, row0, c0, c0 + nn, j0, tj, nullptr, nullptr, 0, sm.U);
         for (int64_t m = nn - 1; m >= 0; m--) {
             const int64_t t = c0 + m, r = row0 + t * H;
-            const A a = (A)ldv(al + r);
+            const A a = (A)load_as_acc(al + r);
             __syncthreads();
             stage<T, A>(sm.kt, k + r * dk, dk, false);
             stage<T, A>(sm.qt, q + r * dk, dk, false);
             if (w == 0) {
                 A u = col ? sm.U[m * TJ + lane] : (A)0;
-                sm.dos[lane] = col ? (A)p.scale * (A)ldv(d_o + r * dv + j) : (A)0;
+                sm.dos[lane] = col ? (A)p.scale * (A)load_as_acc(d_o + r * dv + j) : (A)0;
                 sm.wv[lane] = a * u;
             }
             __syncthreads();
@@ -252,7 +252,7 @@ __global__ void __launch_bounds__(NW * 32) dr_bwd_kernel(DRParams p) {
                 for (int x = 0; x < NW; x++) s += sm.po[x * TJ + lane];
                 A du = col ? a * s : (A)0;
                 sm.du[lane] = du;
-                if (col) stv(dvo + r * dv + j, du);
+                if (col) store_to(dvo + r * dv + j, du);
             }
             __syncthreads();
             /* row phase: rows lane + 32*(w + NW*m2) */
@@ -272,7 +272,7 @@ __global__ void __launch_bounds__(NW * 32) dr_bwd_kernel(DRParams p) {
                     Grow[c] = g - ki * d;
                 }
                 atomicAdd(dq + r * dk + i, sq);
-                atomicAdd(dkk + r * dk + i, a * su - sd);
+                atomicAdd(dk_sum + r * dk + i, a * su - sd);
                 dap += ki * su;
             }
             dap = warp_sum(dap);
@@ -291,7 +291,7 @@ __global__ void __launch_bounds__(NW * 32) dr_bwd_kernel(DRParams p) {
 
 /* A-typed accumulator -> T-typed output. */
 template <typename T, typename A> __global__ void convert_kernel(T *dst, const A *src, int64_t n) {
-    CU_GRID_STRIDE(i, n) stv(dst + i, src[i]);
+    CU_GRID_STRIDE(i, n) store_to(dst + i, src[i]);
 }
 
 int check_args(const char *op, const efla_delta_rule_args *a) {
@@ -393,23 +393,25 @@ int device_of_current(void) {
 
 /* The backend contract has no device argument here: the front end's tensors live on the
  * current device (made current by the ops that allocated them). */
-int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const void *q, const void *k, const void *v,
-                             const void *alpha, const void *s0, void *o, void *s_final, void *chunk_states) {
+int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
     TRY(check_args("delta_rule", a));
+    if (buf->log_decay)
+        return efla_fail("delta_rule: log_decay (gated EFLA / Gated DeltaNet) has no cuda kernel yet; "
+                         "run the gated layer on the cpu (:cpu()) or drop log_decay");
     int device = device_of_current();
     TRY(cu_set_device(device));
     size_t es = efla_dtype_size(a->dtype);
-    if (a->dk == 0 && o) CU_CHECK(cudaMemsetAsync(o, 0, es * (size_t)(a->B * a->T * a->H * a->dv), 0));
+    if (a->dk == 0 && buf->o) CU_CHECK(cudaMemsetAsync(buf->o, 0, es * (size_t)(a->B * a->T * a->H * a->dv), 0));
     if (a->N * a->H == 0 || a->dk == 0 || a->dv == 0) return 0;
     CuBuffer seq;
     int64_t nch;
     TRY(upload_seqs(a, device, seq, &nch));
     /* the tensor-core chunked path (delta_rule_chunk.cu) when it covers these arguments */
-    int fast = efla_cuda_delta_rule_chunk_fwd(a, seq.as<int64_t>(), nch, device, q, k, v, alpha, s0, o, s_final,
-                                              chunk_states);
+    int fast = efla_cuda_delta_rule_chunk_fwd(a, buf, seq.as<int64_t>(), nch, device);
     if (fast <= 0) return fast;
     DRParams p = base_params(a, seq.as<int64_t>());
-    p.q = q; p.k = k; p.v = v; p.al = alpha; p.s0 = s0; p.o = o; p.sf = s_final; p.cs = chunk_states;
+    p.q = buf->q; p.k = buf->k; p.v = buf->v; p.al = buf->alpha; p.s0 = buf->s0;
+    p.o = buf->o; p.sf = buf->s_final; p.cs = buf->chunk_states;
     switch (a->dtype) {
     case EFLA_FLOAT32: return fwd_launch<float, float>(a, p);
     case EFLA_FLOAT64: return fwd_launch<double, double>(a, p);
@@ -417,19 +419,20 @@ int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const void *q, const
     }
 }
 
-int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const void *q, const void *k, const void *v,
-                             const void *alpha, const void *s0, const void *chunk_states, const void *d_o,
-                             const void *d_s_final, void *dq, void *dk, void *dv, void *dalpha, void *ds0) {
+int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
     TRY(check_args("delta_rule backward", a));
+    if (buf->log_decay)
+        return efla_fail("delta_rule backward: log_decay (gated EFLA / Gated DeltaNet) has no cuda kernel yet; "
+                         "run the gated layer on the cpu (:cpu()) or drop log_decay");
     int device = device_of_current();
     TRY(cu_set_device(device));
     size_t es = efla_dtype_size(a->dtype), bth = (size_t)(a->B * a->T * a->H);
     if (a->dk == 0 || a->dv == 0) {   /* degenerate heads: every gradient is zero */
-        CU_CHECK(cudaMemsetAsync(dv, 0, es * bth * (size_t)a->dv, 0));
-        CU_CHECK(cudaMemsetAsync(dalpha, 0, es * bth, 0));
+        CU_CHECK(cudaMemsetAsync(buf->dv, 0, es * bth * (size_t)a->dv, 0));
+        CU_CHECK(cudaMemsetAsync(buf->dalpha, 0, es * bth, 0));
         if (a->dk) {
-            CU_CHECK(cudaMemsetAsync(dk, 0, es * bth * (size_t)a->dk, 0));
-            CU_CHECK(cudaMemsetAsync(dq, 0, es * bth * (size_t)a->dk, 0));
+            CU_CHECK(cudaMemsetAsync(buf->dk, 0, es * bth * (size_t)a->dk, 0));
+            CU_CHECK(cudaMemsetAsync(buf->dq, 0, es * bth * (size_t)a->dk, 0));
         }
         return 0;
     }
@@ -437,11 +440,11 @@ int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const void *q, const
     CuBuffer seq, states;
     int64_t nch;
     TRY(upload_seqs(a, device, seq, &nch));
-    int fast = efla_cuda_delta_rule_chunk_bwd(a, seq.as<int64_t>(), nch, device, q, k, v, alpha, s0, chunk_states,
-                                              d_o, d_s_final, dq, dk, dv, dalpha, ds0);
+    int fast = efla_cuda_delta_rule_chunk_bwd(a, buf, seq.as<int64_t>(), nch, device);
     if (fast <= 0) return fast;
     DRParams p = base_params(a, seq.as<int64_t>());
-    p.q = q; p.k = k; p.v = v; p.al = alpha; p.s0 = s0;
+    p.q = buf->q; p.k = buf->k; p.v = buf->v; p.al = buf->alpha; p.s0 = buf->s0;
+    const void *chunk_states = buf->chunk_states;
     size_t ses = a->dtype == EFLA_FLOAT64 ? 8 : 4;
     if (!chunk_states) {
         /* recompute the chunk states with a state-only forward */
@@ -458,10 +461,10 @@ int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const void *q, const
         p.cs = nullptr;
     }
     p.states = chunk_states;
-    p.d_o = d_o; p.dsf = d_s_final; p.dvo = dv; p.ds0 = ds0;
+    p.d_o = buf->d_o; p.dsf = buf->d_s_final; p.dvo = buf->dv; p.ds0 = buf->ds0;
     switch (a->dtype) {
-    case EFLA_FLOAT32: return bwd_run<float, float>(a, p, device, dq, dk, dalpha);
-    case EFLA_FLOAT64: return bwd_run<double, double>(a, p, device, dq, dk, dalpha);
-    default: return bwd_run<bf16, float>(a, p, device, dq, dk, dalpha);
+    case EFLA_FLOAT32: return bwd_run<float, float>(a, p, device, buf->dq, buf->dk, buf->dalpha);
+    case EFLA_FLOAT64: return bwd_run<double, double>(a, p, device, buf->dq, buf->dk, buf->dalpha);
+    default: return bwd_run<bf16, float>(a, p, device, buf->dq, buf->dk, buf->dalpha);
     }
 }

@@ -605,35 +605,32 @@ bool covered(const efla_delta_rule_args *a) {
 } // namespace
 
 /* 1: not covered (use the scan kernels), 0: done, -1: error */
-int efla_cuda_delta_rule_chunk_fwd(const efla_delta_rule_args *a, const int64_t *seq, int64_t nch, int device,
-                                   const void *q, const void *k, const void *v, const void *alpha, const void *s0,
-                                   void *o, void *s_final, void *chunk_states) {
+int efla_cuda_delta_rule_chunk_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
+                                   const int64_t *seq, int64_t nch, int device) {
     if (!covered(a)) return 1;
     Args p;
     memset(&p, 0, sizeof p);
     p.H = a->H; p.dk = a->dk; p.dv = a->dv; p.nseq = a->N; p.nch = nch; p.seq = seq;
     p.scale = (float)a->scale;
-    p.q = (const bf16 *)q; p.k = (const bf16 *)k; p.v = (const bf16 *)v; p.alpha = (const bf16 *)alpha;
-    p.s0 = (const float *)s0; p.o = (bf16 *)o; p.sf = (float *)s_final; p.cs = (float *)chunk_states;
+    p.q = (const bf16 *)buf->q; p.k = (const bf16 *)buf->k; p.v = (const bf16 *)buf->v; p.alpha = (const bf16 *)buf->alpha;
+    p.s0 = (const float *)buf->s0; p.o = (bf16 *)buf->o; p.sf = (float *)buf->s_final; p.cs = (float *)buf->chunk_states;
     bool done = false;
     TRY(dispatch<false>(a, p, device, &done));
     return done ? 0 : 1;
 }
 
-int efla_cuda_delta_rule_chunk_bwd(const efla_delta_rule_args *a, const int64_t *seq, int64_t nch, int device,
-                                   const void *q, const void *k, const void *v, const void *alpha, const void *s0,
-                                   const void *chunk_states, const void *d_o, const void *d_s_final, void *dq,
-                                   void *dk, void *dv, void *dalpha, void *ds0) {
+int efla_cuda_delta_rule_chunk_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
+                                   const int64_t *seq, int64_t nch, int device) {
     if (!covered(a)) return 1;
     Args p;
     memset(&p, 0, sizeof p);
     p.H = a->H; p.dk = a->dk; p.dv = a->dv; p.nseq = a->N; p.nch = nch; p.seq = seq;
     p.scale = (float)a->scale;
-    p.q = (const bf16 *)q; p.k = (const bf16 *)k; p.v = (const bf16 *)v; p.alpha = (const bf16 *)alpha;
-    p.s0 = (const float *)s0; p.states = (const float *)chunk_states; p.d_o = (const bf16 *)d_o;
-    p.dsf = (const float *)d_s_final;
-    p.dq = (bf16 *)dq; p.dk_out = (bf16 *)dk; p.dv_out = (bf16 *)dv; p.dalpha = (bf16 *)dalpha;
-    p.ds0 = (float *)ds0;
+    p.q = (const bf16 *)buf->q; p.k = (const bf16 *)buf->k; p.v = (const bf16 *)buf->v; p.alpha = (const bf16 *)buf->alpha;
+    p.s0 = (const float *)buf->s0; p.states = (const float *)buf->chunk_states; p.d_o = (const bf16 *)buf->d_o;
+    p.dsf = (const float *)buf->d_s_final;
+    p.dq = (bf16 *)buf->dq; p.dk_out = (bf16 *)buf->dk; p.dv_out = (bf16 *)buf->dv; p.dalpha = (bf16 *)buf->dalpha;
+    p.ds0 = (float *)buf->ds0;
     bool done = false;
     TRY(dispatch<true>(a, p, device, &done));
     return done ? 0 : 1;

@@ -20,13 +20,10 @@ int efla_cuda_tf32_enabled(void);
 
 /* delta_rule_chunk.cu: the tensor-core chunked path. 1: not covered (use the scan), 0: done, -1: error.
  * seq is the device table of upload_seqs (per sequence: first token row, length, first chunk). */
-int efla_cuda_delta_rule_chunk_fwd(const efla_delta_rule_args *a, const int64_t *seq, int64_t nch, int device,
-                                   const void *q, const void *k, const void *v, const void *alpha, const void *s0,
-                                   void *o, void *s_final, void *chunk_states);
-int efla_cuda_delta_rule_chunk_bwd(const efla_delta_rule_args *a, const int64_t *seq, int64_t nch, int device,
-                                   const void *q, const void *k, const void *v, const void *alpha, const void *s0,
-                                   const void *chunk_states, const void *d_o, const void *d_s_final, void *dq,
-                                   void *dk, void *dv, void *dalpha, void *ds0);
+int efla_cuda_delta_rule_chunk_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
+                                   const int64_t *seq, int64_t nch, int device);
+int efla_cuda_delta_rule_chunk_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
+                                   const int64_t *seq, int64_t nch, int device);
 /* A scratch tensor on `device` (contiguous copy of t when t is not contiguous): a new ref
  * of t itself when it already is. Used by kernels that need contiguous operands. */
 efla_tensor *cu_contiguous(const efla_tensor *t);

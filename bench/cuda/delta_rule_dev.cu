@@ -24,25 +24,19 @@
 #include <string.h>
 #include <vector>
 
-typedef int (*fwd_fn)(const efla_delta_rule_args *, const int64_t *, int64_t, int, const void *, const void *,
-                      const void *, const void *, const void *, void *, void *, void *);
-typedef int (*bwd_fn)(const efla_delta_rule_args *, const int64_t *, int64_t, int, const void *, const void *,
-                      const void *, const void *, const void *, const void *, const void *, const void *, void *,
-                      void *, void *, void *, void *);
+typedef int (*fwd_fn)(const efla_delta_rule_args *, const efla_delta_rule_buffers *, const int64_t *, int64_t, int);
+typedef int (*bwd_fn)(const efla_delta_rule_args *, const efla_delta_rule_buffers *, const int64_t *, int64_t, int);
 
 /* version 0: the library's whole CUDA entry with the scan kernels forced */
-static int v0_fwd(const efla_delta_rule_args *a, const int64_t *, int64_t, int, const void *q, const void *k,
-                  const void *v, const void *al, const void *s0, void *o, void *sf, void *cs) {
+static int v0_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *, int64_t, int) {
     setenv("EFLA_DELTA_RULE_SCAN", "1", 1);
-    int rc = efla_cuda_delta_rule_fwd(a, q, k, v, al, s0, o, sf, cs);
+    int rc = efla_cuda_delta_rule_fwd(a, buf);
     unsetenv("EFLA_DELTA_RULE_SCAN");
     return rc;
 }
-static int v0_bwd(const efla_delta_rule_args *a, const int64_t *, int64_t, int, const void *q, const void *k,
-                  const void *v, const void *al, const void *s0, const void *cs, const void *d_o, const void *dsf,
-                  void *dq, void *dk, void *dv, void *dal, void *ds0) {
+static int v0_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *, int64_t, int) {
     setenv("EFLA_DELTA_RULE_SCAN", "1", 1);
-    int rc = efla_cuda_delta_rule_bwd(a, q, k, v, al, s0, cs, d_o, dsf, dq, dk, dv, dal, ds0);
+    int rc = efla_cuda_delta_rule_bwd(a, buf);
     unsetenv("EFLA_DELTA_RULE_SCAN");
     return rc;
 }
@@ -195,9 +189,12 @@ int main(int argc, char **argv) {
         CK(cudaMemset(o, 0xff, n * 2));   /* poison: every element must be written */
         CK(cudaMemset(gq, 0xff, n * 2)); CK(cudaMemset(gk, 0xff, n * 2)); CK(cudaMemset(gv, 0xff, n * 2));
         CK(cudaMemset(ga, 0xff, nb * 2));
-        auto fwd = [&]() { return VERSIONS[ver].fwd(&a, seq, nch, EFLA_DEVICE_CUDA0, dq_, dk_, dv_, dal, NULL, o, NULL, cs); };
-        auto bwd = [&]() { return VERSIONS[ver].bwd(&a, seq, nch, EFLA_DEVICE_CUDA0, dq_, dk_, dv_, dal, NULL, cs, ddo, NULL,
-                                                    gq, gk, gv, ga, NULL); };
+        efla_delta_rule_buffers fbuf = {}, bbuf = {};
+        fbuf.q = dq_; fbuf.k = dk_; fbuf.v = dv_; fbuf.alpha = dal; fbuf.o = o; fbuf.chunk_states = cs;
+        bbuf.q = dq_; bbuf.k = dk_; bbuf.v = dv_; bbuf.alpha = dal; bbuf.chunk_states = cs; bbuf.d_o = ddo;
+        bbuf.dq = gq; bbuf.dk = gk; bbuf.dv = gv; bbuf.dalpha = ga;
+        auto fwd = [&]() { return VERSIONS[ver].fwd(&a, &fbuf, seq, nch, EFLA_DEVICE_CUDA0); };
+        auto bwd = [&]() { return VERSIONS[ver].bwd(&a, &bbuf, seq, nch, EFLA_DEVICE_CUDA0); };
         if (fwd() != 0 || bwd() != 0) { printf("| %d %s | failed: %s |\n", ver, VERSIONS[ver].name, efla_last_error()); continue; }
         CK(cudaDeviceSynchronize());
         double eo = 0, eq = 0, ek = 0, ev = 0, ea = 0;

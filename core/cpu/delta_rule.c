@@ -1,7 +1,8 @@
 /* delta_rule.c: the CPU kernels of the delta rule (EFLA, DeltaNet, Runge-Kutta orders).
  *
  * The maths is in docs/MATH.md: S_t = S_{t-1} + alpha_t k_t (v_t - S_{t-1}^T k_t)^T,
- * o_t = scale S_t^T q_t. The order of the step only changes the scalar alpha, which the
+ * o_t = scale S_t^T q_t; gated calls (§6) decay the state by e^{g_t} first and step the value
+ * term by alpha'_t. The order of the step only changes the scalar alpha, which the
  * front end (core/ops_delta_rule.c) computes, so these kernels take alpha as an input and
  * return its gradient.
  *
@@ -22,6 +23,7 @@
  *
  * The type-generic code lives in delta_rule_impl.h, included once per real type. */
 #include "cpu_kernels.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -84,7 +86,9 @@ static int pick_threads(const efla_delta_rule_args *A) {
 #undef R
 #undef DR_SFX
 
-static int check_args(const char *op, const efla_delta_rule_args *a) {
+static int check_args(const char *op, const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
+    if (!buf->log_decay != !buf->alpha_v)
+        return efla_fail("%s: a gated call needs both alpha_v and log_decay (or neither)", op);
     if (a->dtype == EFLA_BFLOAT16)
         return efla_fail("%s: bfloat16 is not supported by the cpu kernels; cast q, k, v, beta "
                          "(and the state) to float32 first", op);
@@ -102,36 +106,24 @@ static int check_args(const char *op, const efla_delta_rule_args *a) {
     return 0;
 }
 
-int efla_cpu_delta_rule_fwd(const efla_delta_rule_args *a, const void *q, const void *k,
-                            const void *v, const void *alpha, const void *s0, void *o,
-                            void *s_final, void *chunk_states) {
-    if (check_args("delta_rule", a)) return -1;
-    if (a->dk == 0 && o)   /* no key coordinates: the state is empty and o = 0 */
-        memset(o, 0, efla_dtype_size(a->dtype) * (size_t)(a->B * a->T * a->H * a->dv));
+int efla_cpu_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
+    if (check_args("delta_rule", a, buf)) return -1;
+    if (a->dk == 0 && buf->o)   /* no key coordinates: the state is empty and o = 0 */
+        memset(buf->o, 0, efla_dtype_size(a->dtype) * (size_t)(a->B * a->T * a->H * a->dv));
     if (a->N * a->H == 0 || a->dk == 0 || a->dv == 0) return 0;
-    int rc = a->dtype == EFLA_FLOAT32
-                 ? fwd_all_f32(a, q, k, v, alpha, s0, o, s_final, chunk_states)
-                 : fwd_all_f64(a, q, k, v, alpha, s0, o, s_final, chunk_states);
-    return rc;
+    return a->dtype == EFLA_FLOAT32 ? fwd_all_f32(a, buf) : fwd_all_f64(a, buf);
 }
 
-int efla_cpu_delta_rule_bwd(const efla_delta_rule_args *a, const void *q, const void *k,
-                            const void *v, const void *alpha, const void *s0,
-                            const void *chunk_states, const void *d_o, const void *d_s_final,
-                            void *dq, void *dk, void *dv, void *dalpha, void *ds0) {
-    if (check_args("delta_rule backward", a)) return -1;
+int efla_cpu_delta_rule_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
+    if (check_args("delta_rule backward", a, buf)) return -1;
     if (a->dk == 0 || a->dv == 0) {   /* degenerate heads: every gradient is zero */
         size_t es = efla_dtype_size(a->dtype), bth = (size_t)(a->B * a->T * a->H);
-        memset(dv, 0, es * bth * (size_t)a->dv);
-        memset(dalpha, 0, es * bth);
-        if (a->dk) memset(dk, 0, es * bth * (size_t)a->dk), memset(dq, 0, es * bth * (size_t)a->dk);
+        memset(buf->dv, 0, es * bth * (size_t)a->dv);
+        memset(buf->dalpha, 0, es * bth);
+        if (buf->log_decay) memset(buf->dalpha_v, 0, es * bth), memset(buf->dlog_decay, 0, es * bth);
+        if (a->dk) memset(buf->dk, 0, es * bth * (size_t)a->dk), memset(buf->dq, 0, es * bth * (size_t)a->dk);
         return 0;
     }
     if (a->N * a->H == 0) return 0;
-    int rc = a->dtype == EFLA_FLOAT32
-                 ? bwd_all_f32(a, q, k, v, alpha, s0, chunk_states, d_o, d_s_final, dq, dk, dv,
-                               dalpha, ds0)
-                 : bwd_all_f64(a, q, k, v, alpha, s0, chunk_states, d_o, d_s_final, dq, dk, dv,
-                               dalpha, ds0);
-    return rc;
+    return a->dtype == EFLA_FLOAT32 ? bwd_all_f32(a, buf) : bwd_all_f64(a, buf);
 }

@@ -2,8 +2,8 @@
 --
 --   o, S = efla.ops.delta_rule(q, k, v, beta, {order = 'exact', scale =, initial_state = S0,
 --            output_final_state = true, chunk_size = 64, algorithm = 'auto', cu_seqlens =,
---            reference_eps = false, recompute_states = false})
---   o, S = efla.ops.delta_rule_step(q, k, v, beta, state, {order =, scale =})
+--            reference_eps = false, recompute_states = false, log_decay = g})
+--   o, S = efla.ops.delta_rule_step(q, k, v, beta, state, {order =, scale =, log_decay =})
 --   alpha = efla.ops.delta_rule_alpha(beta, lambda, order [, reference_eps])
 --
 -- q, k [B,T,H,dk], v [B,T,H,dv], beta [B,T,H], states [N,H,dk,dv] (flash-linear-attention's
@@ -50,6 +50,17 @@ local function fill_opts(opts, fn)
   o.recompute_states = opts.recompute_states and 1 or 0
   o.output_final_state = opts.output_final_state == false and 0 or 1
   return o, opts
+end
+
+-- the gate (a tensor or nil); the caller keeps raw.log_decay alive across the C call
+local function set_log_decay(o, raw, fn)
+  local g = raw.log_decay
+  if g == nil then return end
+  if not I.is_tensor(g) then
+    I.raise(string.format('%s: opts.log_decay must be a tensor (the log-decay g <= 0 per token and head), got %s',
+      fn, require('efla.tensor').describe_value(g)))
+  end
+  o.log_decay = g.ptr
 end
 
 local function ptr(t, name, fn)
@@ -139,14 +150,16 @@ local QK, V, BETA = '[B,T,H,dk]', '[B,T,H,dv]', '[B,T,H]'
 --- (EFLA) | 1 (DeltaNet) | 2..4 (Runge-Kutta); scale (default dk^-1/2); initial_state;
 --- output_final_state = true; chunk_size = 64; algorithm = 'auto' | 'chunked' | 'recurrent';
 --- cu_seqlens (packed variable-length sequences, B = 1); reference_eps (the published
---- reference's epsilon); recompute_states (less memory, more time in backward).
+--- reference's epsilon); recompute_states (less memory, more time in backward); log_decay
+--- (g <= 0 [B,T,H]: gated EFLA with order 'exact', Gated DeltaNet with order 1; cpu for now).
 --- check_finite = true (or efla.set_debug_checks(true)) names the first batch, token and head
---- where a NaN or Inf enters. Differentiable in q, k, v, beta and initial_state. On CUDA,
+--- where a NaN or Inf enters. Differentiable in q, k, v, beta, initial_state and log_decay. On CUDA,
 --- bfloat16 inputs run on tensor cores (chunk 16/32/64, head sizes 32/64/128). The maths:
 --- docs/MATH.md.
 function ops.delta_rule(q, k, v, beta, opts)
   local fn = 'delta_rule'
   local o, raw = fill_opts(opts, fn)
+  set_log_decay(o, raw, fn)
   local pq, pk, pv, pb = required(q, 'q', fn, QK), required(k, 'k', fn, QK), required(v, 'v', fn, V), required(beta, 'beta', fn, BETA)
   local cu = raw.cu_seqlens
   if cu ~= nil and not binding.is_tensor(cu) then cu = tensor.tensor(cu, { dtype = 'int64' }) end
@@ -162,11 +175,13 @@ function ops.delta_rule(q, k, v, beta, opts)
   return o_t
 end
 
---- ops.delta_rule_step(q, k, v, beta, state [, {order, scale}]) -> o [B,H,dv], new_state: one
---- token of recurrent inference (q, k [B,H,dk], v [B,H,dv], beta [B,H], state [B,H,dk,dv]).
+--- ops.delta_rule_step(q, k, v, beta, state [, {order, scale, log_decay}]) -> o [B,H,dv], new_state:
+--- one token of recurrent inference (q, k [B,H,dk], v [B,H,dv], beta [B,H], state [B,H,dk,dv],
+--- log_decay [B,H]).
 function ops.delta_rule_step(q, k, v, beta, state, opts)
   local fn = 'delta_rule_step'
   local o, raw = fill_opts(opts, fn)
+  set_log_decay(o, raw, fn)
   local pq, pk, pv, pb = required(q, 'q', fn, QK), required(k, 'k', fn, QK), required(v, 'v', fn, V), required(beta, 'beta', fn, BETA)
   local ps = required(state, 'state', fn, '[B,H,dk,dv]')
   if debug_checks or raw.check_finite then check_inputs(fn, q, k, v, beta, state, 'state') end

@@ -306,15 +306,37 @@ static void dr_chunk_states(void) {
     int64_t batch[2] = { 0, 1 }, start[2] = { 0, 0 }, len[2] = { T, T };
     efla_delta_rule_args a = { B, T, H, dk, dv, B, batch, start, len, 0.5, (int)C, EFLA_ALGO_CHUNKED, EFLA_FLOAT32, EFLA_FLOAT32 };
     const efla_backend *bc = efla_backend_for("test", CPU), *bg = efla_backend_for("test", GPU);
-    MUST_OK(bc->delta_rule_fwd(&a, efla_tensor_data(q), efla_tensor_data(k), efla_tensor_data(v), efla_tensor_data(al),
-                               efla_tensor_data(s0), efla_tensor_data(oc), NULL, efla_tensor_data(csc)));
-    MUST_OK(bg->delta_rule_fwd(&a, dptr(gq), dptr(gk), dptr(gv),
-                               dptr(gal), dptr(gs0), dptr(og), NULL,
-                               dptr(csg)));
+    efla_delta_rule_buffers cpu_buf = {.q = efla_tensor_data(q), .k = efla_tensor_data(k), .v = efla_tensor_data(v),
+                                       .alpha = efla_tensor_data(al), .s0 = efla_tensor_data(s0),
+                                       .o = efla_tensor_data(oc), .chunk_states = efla_tensor_data(csc)};
+    efla_delta_rule_buffers gpu_buf = {.q = dptr(gq), .k = dptr(gk), .v = dptr(gv), .alpha = dptr(gal), .s0 = dptr(gs0),
+                                       .o = dptr(og), .chunk_states = dptr(csg)};
+    MUST_OK(bc->delta_rule_fwd(&a, &cpu_buf));
+    MUST_OK(bg->delta_rule_fwd(&a, &gpu_buf));
     expect_close_norm("delta_rule chunk states: same layout and values as the cpu", csg, csc, 1e-5);
     expect_close_norm("delta_rule forward through the table", og, oc, 1e-5);
     efla_tensor_release(q); efla_tensor_release(k); efla_tensor_release(v); efla_tensor_release(al); efla_tensor_release(s0);
     efla_tensor_release(gq); efla_tensor_release(gk); efla_tensor_release(gv); efla_tensor_release(gal); efla_tensor_release(gs0);
+}
+
+/* Gated calls (log_decay, docs/MATH.md §6) have no CUDA kernel yet: a clear error, no crash,
+ * no output, and the same inputs on the cpu still work. When the scan kernels gain the decay,
+ * replace this with dr_compare cases against the cpu. */
+static void dr_gated_refused(void) {
+    int64_t sq[4] = { 1, 5, 2, 4 }, sb[3] = { 1, 5, 2 };
+    efla_tensor *q = rnd(4, sq, EFLA_FLOAT32, 1), *k = rnd(4, sq, EFLA_FLOAT32, 0.5), *v = rnd(4, sq, EFLA_FLOAT32, 1);
+    efla_tensor *beta = MUST(efla_rand(3, sb, EFLA_FLOAT32, CPU)), *g = MUST(efla_zeros(3, sb, EFLA_FLOAT32, CPU));
+    efla_tensor *gq = gpu(q), *gk = gpu(k), *gv = gpu(v), *gb = gpu(beta), *gg = gpu(g), *out = NULL;
+    efla_delta_rule_opts o;
+    efla_delta_rule_default_opts(&o);
+    o.log_decay = gg;
+    CHECK_ERROR(efla_delta_rule(gq, gk, gv, gb, NULL, NULL, &o, &out, NULL) < 0, "log_decay");
+    CHECK(out == NULL, "a refused gated call leaves no output");
+    o.log_decay = g;
+    MUST_OK(efla_delta_rule(q, k, v, beta, NULL, NULL, &o, &out, NULL));
+    efla_tensor_release(out);
+    efla_tensor_release(q); efla_tensor_release(k); efla_tensor_release(v); efla_tensor_release(beta); efla_tensor_release(g);
+    efla_tensor_release(gq); efla_tensor_release(gk); efla_tensor_release(gv); efla_tensor_release(gb); efla_tensor_release(gg);
 }
 
 static void test_delta_rule(void) {
@@ -339,6 +361,7 @@ static void test_delta_rule(void) {
     dr_compare("bfloat16 chunk 128 (scan fallback)", 1, 150, 2, 64, 64, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 128, 0);
     dr_compare("bfloat16 dk=24 (scan fallback)", 1, 70, 2, 24, 40, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
     dr_chunk_states();
+    dr_gated_refused();
 }
 
 /* ---- memory ------------------------------------------------------------------------------------------------------ */

@@ -441,7 +441,8 @@ static double kernel_loss(const kprob *kp, const double *q, const double *k, con
     const efla_delta_rule_args *a = &kp->a;
     int64_t no = a->B * a->T * a->H * a->dv, ns = a->N * a->H * a->dk * a->dv;
     double *o = darr(no), *sf = darr(ns), L = 0;
-    MUST_OK(efla_cpu_backend.delta_rule_fwd(a, q, k, v, al, s0, o, sf, NULL));
+    efla_delta_rule_buffers buf = {.q = q, .k = k, .v = v, .alpha = al, .s0 = s0, .o = o, .s_final = sf};
+    MUST_OK(efla_cpu_backend.delta_rule_fwd(a, &buf));
     for (int64_t i = 0; i < no; i++) L += o[i] * W1[i];
     for (int64_t i = 0; i < ns; i++) L += sf[i] * W2[i];
     free(o); free(sf);
@@ -460,7 +461,8 @@ static void test_kernel_forward_and_fd(void) {
         prob p = {B, T, H, dk, dv, B, NULL};
         double *o = darr(nv), *sf = darr(ns), *oref = darr(nv), *sref = darr(ns);
         double *cs = darr(B * 2 * H * dk * dv);
-        MUST_OK(efla_cpu_backend.delta_rule_fwd(&kp.a, q, k, v, al, s0, o, sf, cs));
+        efla_delta_rule_buffers fbuf = {.q = q, .k = k, .v = v, .alpha = al, .s0 = s0, .o = o, .s_final = sf, .chunk_states = cs};
+        MUST_OK(efla_cpu_backend.delta_rule_fwd(&kp.a, &fbuf));
         ref_forward(&p, q, k, v, NULL, al, s0, 0, 0, 0.7, oref, sref);
         CHECK(rel_err(o, oref, nv) < 1e-13 && rel_err(sf, sref, ns) < 1e-13,
               "kernel algo %d forward vs reference: o %.3g, state %.3g", algo, rel_err(o, oref, nv),
@@ -468,8 +470,10 @@ static void test_kernel_forward_and_fd(void) {
         /* backward vs central differences of the kernel itself, dalpha included */
         double *dq = darr(nq), *dkk = darr(nq), *dvv = darr(nv), *dal = darr(na), *ds0 = darr(ns);
         for (int saved = 0; saved < 2; saved++) {
-            MUST_OK(efla_cpu_backend.delta_rule_bwd(&kp.a, q, k, v, al, s0, saved ? cs : NULL, W1, W2, dq,
-                                                    dkk, dvv, dal, ds0));
+            efla_delta_rule_buffers bbuf = {.q = q, .k = k, .v = v, .alpha = al, .s0 = s0,
+                                            .chunk_states = saved ? cs : NULL, .d_o = W1, .d_s_final = W2,
+                                            .dq = dq, .dk = dkk, .dv = dvv, .dalpha = dal, .ds0 = ds0};
+            MUST_OK(efla_cpu_backend.delta_rule_bwd(&kp.a, &bbuf));
             double *xs[5] = {q, k, v, al, s0}, *gs[5] = {dq, dkk, dvv, dal, ds0};
             int64_t ns_[5] = {nq, nq, nv, na, ns};
             const char *names[5] = {"q", "k", "v", "alpha", "s0"};
@@ -496,7 +500,8 @@ static void test_kernel_forward_and_fd(void) {
     /* bfloat16 at the kernel: a clear error */
     kprob kp;
     kernel_args(&kp, B, T, H, dk, dv, 1, 16, EFLA_BFLOAT16);
-    CHECK_ERROR(efla_cpu_backend.delta_rule_fwd(&kp.a, q, k, v, al, s0, W1, NULL, NULL) < 0, "float32");
+    efla_delta_rule_buffers bfbuf = {.q = q, .k = k, .v = v, .alpha = al, .s0 = s0, .o = W1};
+    CHECK_ERROR(efla_cpu_backend.delta_rule_fwd(&kp.a, &bfbuf) < 0, "float32");
     free(q); free(k); free(v); free(al); free(s0); free(W1); free(W2);
 }
 

@@ -7,8 +7,12 @@
 -- in (0, 1]); DeltaNet needs L2-normalised keys, hence the per-order default of key_norm.
 --
 --   x -> q_proj, k_proj, v_proj [-> causal short convs + SiLU] -> split heads
---     -> [L2 norm of q] [L2 norm of k] -> delta rule (beta = sigmoid(b_proj(x)))
+--     -> [L2 norm of q] [L2 norm of k] -> delta rule (beta = sigmoid(b_proj(x))
+--        [, log-decay g = -exp(A_log) * softplus(a_proj(x) + dt_bias) when gate = true])
 --     -> [RMSNorm per head] [* SiLU(g_proj(x))] -> merge heads -> o_proj
+--
+-- gate = true adds Gated DeltaNet's decay to the memory ODE (docs/MATH.md §6): with order
+-- 'exact' that is gated EFLA, with order 1 Gated DeltaNet.
 local efla = require 'efla'
 local class = require 'efla.class'
 local Module = require 'efla.nn.module'
@@ -41,12 +45,34 @@ local function parse_norm(v, what, default)
   error(string.format("DeltaAttention: %s must be 'none' or 'l2' (got %s)", what, tostring(v)), 4)
 end
 
+-- The decay gate's parameters, initialised as Gated DeltaNet (and Mamba2) do: a rate
+-- A = exp(A_log) drawn from U(1, 16) per head, and dt_bias = softplus^-1(dt) with dt
+-- log-uniform in [1e-3, 1e-1], so that at the start g = -A * dt spans slow and fast memories.
+-- (U(1, 16) rather than U(0, 16): log(A) stays finite.)
+local function add_decay_gate(self, cfg)
+  if self.order ~= 'exact' and self.order ~= 1 then
+    error(string.format("DeltaAttention: gate = true needs order 'exact' (gated EFLA) or 1 (Gated DeltaNet), got %s",
+      tostring(self.order)), 4)
+  end
+  local H, opts = self.n_heads, { dtype = cfg.dtype }
+  self:add_module('a_proj', layers.Linear(self.d_model, H, { bias = false, dtype = cfg.dtype }))
+  local A = init.uniform(efla.empty({ H }, opts), 1, 16)
+  local dt = (init.uniform(efla.empty({ H }, opts), math.log(1e-3), math.log(1e-1))):exp():clamp(1e-4, math.huge)
+  efla.no_grad(function()
+    self:register_parameter('A_log', A:log():detach())
+    -- softplus^-1(dt) = dt + log(1 - e^-dt) = dt + log(-expm1(-dt))
+    self:register_parameter('dt_bias', (dt + (-(-dt):expm1()):log()):detach())
+  end)
+end
+
 --- DeltaAttention{d_model, n_heads = 1, head_dim = d_model / n_heads, order = 'exact',
 ---   key_norm = ('none' for 'exact', 'l2' otherwise), query_norm = 'l2', short_conv = false,
 ---   conv_size = 4, output_norm = false, output_gate = false, beta_bias = 0, scale
 ---   (default head_dim^-0.5), chunk_size = 64, algorithm = 'auto', recompute_states = false
 ---   (true: the delta rule's backward recomputes the per-chunk states instead of keeping them,
----   4 * H * head_dim^2 / chunk_size bytes per token less), dtype}
+---   4 * H * head_dim^2 / chunk_size bytes per token less), gate = false (a per-head decay
+---   e^g of the memory computed from x as Gated DeltaNet does: gated EFLA with order 'exact',
+---   Gated DeltaNet with order 1; cpu only for now), dtype}
 function DeltaAttention:__init(cfg)
   Module.__init(self)
   if type(cfg) ~= 'table' or type(cfg.d_model) ~= 'number' then
@@ -82,7 +108,15 @@ function DeltaAttention:__init(cfg)
   end
   if cfg.output_norm then self:add_module('o_norm', layers.RMSNorm(self.head_dim, { dtype = cfg.dtype })) end
   if cfg.output_gate then self:add_module('g_proj', layers.Linear(d, inner, nobias)) end
+  if cfg.gate then add_decay_gate(self, cfg) end
   self:add_module('o_proj', layers.Linear(inner, d, nobias))
+end
+
+--- attn:log_decay(x [B, T, d_model]) -> g [B, T, H] <= 0: the gate's per-token, per-head
+--- log-decay, g = -exp(A_log) * softplus(a_proj(x) + dt_bias) (gate = true only).
+function DeltaAttention:log_decay(x)
+  local a = self.a_proj:forward(x) + self:cast(self.dt_bias)
+  return -(self:cast(self.A_log):exp() * a:softplus())
 end
 
 --- forward(x [B, T, d_model] [, state]) -> y [B, T, d_model], new_state.
@@ -114,14 +148,17 @@ function DeltaAttention:forward(x, state)
   if self.query_norm == 'l2' then q = l2_normalise(q) end
   if self.key_norm == 'l2' then k = l2_normalise(k) end
   local beta = self.b_proj:forward(x):sigmoid()
+  local g = self.A_log and self:log_decay(x) or nil
   -- the CPU operator has no bfloat16 kernels: compute in float32 there (the state is
   -- float32 for bfloat16 inputs on every device)
   local low = q:dtype() == 'bfloat16' and q:device() == 'cpu'
   if low then q, k, v, beta = q:float(), k:float(), v:float(), beta:float() end
+  if low and g then g = g:float() end
   local o
   o, new_state.S = efla.ops.delta_rule(q, k, v, beta, {
     order = self.order, scale = self.scale, initial_state = state.S, output_final_state = true,
     chunk_size = self.chunk_size, algorithm = self.algorithm, recompute_states = self.recompute_states,
+    log_decay = g,
   })
   if low then o = o:bfloat16() end
   if self.o_norm and self.g_proj and fused.on(o) then
@@ -140,6 +177,7 @@ function DeltaAttention:extra_repr()
   if self.q_conv then extras = extras .. ', short_conv=' .. self.q_conv.kernel end
   if self.o_norm then extras = extras .. ', output_norm' end
   if self.g_proj then extras = extras .. ', output_gate' end
+  if self.A_log then extras = extras .. ', gate' end
   return string.format('heads=%d, head_dim=%d, order=%s, key_norm=%s, query_norm=%s%s',
     self.n_heads, self.head_dim, tostring(self.order), self.key_norm, self.query_norm, extras)
 end

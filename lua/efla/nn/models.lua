@@ -18,6 +18,7 @@ local function attention_config(cfg)
     key_norm = cfg.key_norm, query_norm = cfg.query_norm, short_conv = cfg.short_conv, conv_size = cfg.conv_size,
     output_norm = cfg.output_norm, output_gate = cfg.output_gate, beta_bias = cfg.beta_bias, scale = cfg.scale,
     chunk_size = cfg.chunk_size, algorithm = cfg.algorithm, recompute_states = cfg.recompute_states, dtype = cfg.dtype,
+    gate = cfg.gate,
   }
 end
 
@@ -182,6 +183,7 @@ function models.CausalLM:__init(cfg)
     output_gate = cfg.output_gate, beta_bias = cfg.beta_bias or 0, mlp_hidden = cfg.mlp_hidden,
     tie_weights = cfg.tie_weights or false, scale = cfg.scale, chunk_size = cfg.chunk_size,
     algorithm = cfg.algorithm, recompute_states = cfg.recompute_states, dtype = cfg.dtype,
+    gate = cfg.gate,
   }
   self.config = c
   self:add_module('embed', layers.Embedding(c.vocab_size, c.d_model, { dtype = c.dtype, std = 0.02 }))

@@ -39,6 +39,8 @@ LM.SIZE_NAMES = { 'tiny', 'small', 'medium' }
 LM.METHODS = {
   efla = { order = 'exact', key_norm = 'none' },
   deltanet = { order = 1, key_norm = 'l2' },
+  ['gated-efla'] = { order = 'exact', key_norm = 'none', gate = true },   -- docs/MATH.md §6
+  ['gated-deltanet'] = { order = 1, key_norm = 'l2', gate = true },
 }
 
 LM.device_of = S.device_of
@@ -112,8 +114,14 @@ end
 --- args: d_model, layers, heads, mlp_hidden, order, key_norm, chunk_size, tie_weights, conv_size.
 function LM.model_config(method, args, vocab_size)
   local m = LM.METHODS[method]
-  if not m then error("method must be 'efla' or 'deltanet', got '" .. tostring(method) .. "'", 0) end
+  if not m then
+    local names = {}
+    for name in pairs(LM.METHODS) do names[#names + 1] = name end
+    table.sort(names)
+    error("method must be one of " .. table.concat(names, ', ') .. ", got '" .. tostring(method) .. "'", 0)
+  end
   return {
+    gate = m.gate,
     type = 'CausalLM', vocab_size = vocab_size, d_model = args.d_model, n_layers = args.layers,
     n_heads = args.heads, mlp_hidden = args.mlp_hidden, order = args.order or m.order,
     key_norm = args.key_norm or m.key_norm, query_norm = 'l2', short_conv = true, conv_size = args.conv_size or 4,
