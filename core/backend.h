@@ -33,6 +33,17 @@ typedef struct efla_delta_rule_args {
     efla_dtype state_dtype;
 } efla_delta_rule_args;
 
+/* Raw-pointer arguments of the softmax-attention kernels (core/ops_attention.c): q [B,Tq,H,dk],
+ * k [B,Tk,H,dk], v [B,Tk,H,dv], o [B,Tq,H,dv], all contiguous in dtype; lse [B,H,Tq] is float32
+ * (float64 for float64 data). Query i sits at position Tk - Tq + i (a KV cache holds the
+ * earlier keys); causal: it sees keys j <= that position; window W > 0: only the W newest. */
+typedef struct efla_attention_args {
+    int64_t B, Tq, Tk, H, dk, dv, window;
+    int causal;
+    double scale;
+    efla_dtype dtype;
+} efla_attention_args;
+
 typedef struct efla_backend {
     const char *name;
     int (*device_count)(void);
@@ -122,6 +133,11 @@ typedef struct efla_backend {
     /* values like in; indices int64, 0-based positions in the row; stable; NaN sorts last
      * ascending and first descending */
     int (*sort)(efla_tensor *values, efla_tensor *indices, const efla_tensor *in, int descending);
+    /* softmax attention (efla_attention_args); bwd recomputes P from lse; NULL: not on this device */
+    int (*attention_fwd)(const efla_attention_args *a, const void *q, const void *k, const void *v,
+                         void *o, void *lse);
+    int (*attention_bwd)(const efla_attention_args *a, const void *q, const void *k, const void *v,
+                         const void *o, const void *lse, const void *d_o, void *dq, void *dk, void *dv);
 } efla_backend;
 
 /* core/backend.c */

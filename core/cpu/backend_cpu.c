@@ -38,4 +38,6 @@ const efla_backend efla_cpu_backend = {
     .empty_cache = NULL,
     .cumsum = efla_cpu_cumsum,
     .sort = efla_cpu_sort,
+    .attention_fwd = efla_cpu_attention_fwd,
+    .attention_bwd = efla_cpu_attention_bwd,
 };

@@ -7,6 +7,7 @@
  *   index.c        index_select index_add gather scatter_add
  *   delta_rule.c   delta_rule_fwd delta_rule_bwd
  *   scan.c         cumsum sort
+ *   attention.c    attention_fwd attention_bwd
  * Signatures are those of efla_backend (backend.h). */
 #ifndef EFLA_CPU_KERNELS_H
 #define EFLA_CPU_KERNELS_H
@@ -61,5 +62,11 @@ EFLA_CPU_KERNEL int efla_cpu_delta_rule_bwd(const efla_delta_rule_args *a, const
                                             const void *chunk_states, const void *d_o,
                                             const void *d_s_final, void *dq, void *dk,
                                             void *dv, void *dalpha, void *ds0);
+
+EFLA_CPU_KERNEL int efla_cpu_attention_fwd(const efla_attention_args *a, const void *q, const void *k,
+                                           const void *v, void *o, void *lse);
+EFLA_CPU_KERNEL int efla_cpu_attention_bwd(const efla_attention_args *a, const void *q, const void *k,
+                                           const void *v, const void *o, const void *lse, const void *d_o,
+                                           void *dq, void *dk, void *dv);
 
 #endif
