@@ -40,6 +40,11 @@ LM.METHODS = {
   efla = { order = 'exact', key_norm = 'none' },
   deltanet = { order = 1, key_norm = 'l2' },
 }
+-- softmax-attention baselines and hybrids: `layers` is a CausalLM layer pattern (E EFLA,
+-- D DeltaNet, A softmax attention, W sliding window, G gated EFLA, g Gated DeltaNet),
+-- repeated to the size's layer count; --layers PATTERN overrides it for any method
+LM.METHODS.transformer = { order = 'exact', key_norm = 'none', layers = 'A' }
+LM.METHODS.hybrid = { order = 'exact', key_norm = 'none', layers = 'EEEA' }
 
 LM.device_of = S.device_of
 
@@ -112,14 +117,46 @@ end
 --- args: d_model, layers, heads, mlp_hidden, order, key_norm, chunk_size, tie_weights, conv_size.
 function LM.model_config(method, args, vocab_size)
   local m = LM.METHODS[method]
-  if not m then error("method must be 'efla' or 'deltanet', got '" .. tostring(method) .. "'", 0) end
-  return {
+  if not m then
+    local names = {}
+    for k in pairs(LM.METHODS) do names[#names + 1] = k end
+    table.sort(names)
+    error(string.format("method must be one of %s, got '%s'", table.concat(names, ', '), tostring(method)), 0)
+  end
+  local pattern = args.pattern or m.layers
+  local config = {
     type = 'CausalLM', vocab_size = vocab_size, d_model = args.d_model, n_layers = args.layers,
     n_heads = args.heads, mlp_hidden = args.mlp_hidden, order = args.order or m.order,
     key_norm = args.key_norm or m.key_norm, query_norm = 'l2', short_conv = true, conv_size = args.conv_size or 4,
     output_norm = true, beta_bias = 0, tie_weights = args.tie_weights or false, chunk_size = args.chunk_size or 64,
     algorithm = 'auto',
   }
+  if m.gate then config.gate = true end
+  if pattern then
+    config.layers = pattern
+    require('efla.nn.models').layer_kinds(pattern, config.n_layers)   -- a bad pattern fails here, before any data
+    if pattern:find('W') then config.window = args.window or require('efla.nn.models').DEFAULT_WINDOW end
+  end
+  return config
+end
+
+--- parameter_counts(args, vocab_size) -> {{method =, layers =, parameters =}, ...}: every
+--- method's parameter count at these flags (sorted by name), for the equal-parameter note of
+--- the summary. Built on the CPU in float32 and dropped.
+function LM.parameter_counts(args, vocab_size)
+  local names, out = {}, {}
+  for k in pairs(LM.METHODS) do names[#names + 1] = k end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local a = {}
+    for k, v in pairs(args) do a[k] = v end
+    a.pattern, a.order, a.key_norm = nil, nil, nil
+    local ok, model = pcall(function() return efla.nn.build(LM.model_config(name, a, vocab_size)) end)
+    if ok then
+      out[#out + 1] = { method = name, layers = model.config.layers, parameters = model:num_parameters() }
+    end
+  end
+  return out
 end
 
 --- resolve_args(args) -> args with the size's values filled in where no flag was given
@@ -127,6 +164,14 @@ end
 function LM.resolve_args(args)
   local size = LM.SIZES[args.size or 'tiny']
   if not size then error("--size must be tiny, small or medium, got '" .. tostring(args.size) .. "'", 0) end
+  -- --layers N (a count) or --layers PATTERN (layer letters, repeated to the size's count)
+  if type(args.layers) == 'string' then
+    if tonumber(args.layers) then
+      args.layers = tonumber(args.layers)
+    else
+      args.pattern, args.layers = args.layers, nil
+    end
+  end
   local map = { d_model = 'd_model', layers = 'n_layers', heads = 'n_heads', context = 'context', batch = 'batch',
     steps = 'steps', lr = 'lr', warmup = 'warmup' }
   for k, from in pairs(map) do if args[k] == nil then args[k] = size[from] end end
@@ -270,7 +315,7 @@ function LM.train(method, args, d, opts)
       metrics = { loss = history, valid = valid, valid_loss = valid_losses() },
       extra = { loader = loader:state() },
       meta = { recipe = opts.recipe or 'lm', task = 'lm', config = config, args = args, method = method,
-        order = tostring(config.order), key_norm = config.key_norm, tokenizer = d.tok:to_meta(), corpus = d.name, text = d.text,
+        order = tostring(config.order), key_norm = config.key_norm, layers = config.layers, tokenizer = d.tok:to_meta(), corpus = d.name, text = d.text,
         context = T, tokens_seen = tokens_seen, argv = opts.argv, final = final or false },
     })
   end
