@@ -53,8 +53,8 @@ function SoftmaxAttention:__init(cfg)
   self:add_module('o_proj', layers.Linear(inner, d, nobias))
 end
 
--- cos and sin [1, T, 1, head_dim/2] of positions pos0 .. pos0+T-1 in x's dtype and device;
--- the table of angles is made once (float64) and grows by doubling
+--- attn:rope_tables(pos0, T, like) -> cos, sin [1, T, 1, head_dim/2] of positions pos0 ..
+--- pos0+T-1 in like's dtype and device; the angles are made once (float64) and grow by doubling.
 function SoftmaxAttention:rope_tables(pos0, T, like)
   local need = pos0 + T
   local c = rawget(self, '_rope')
