@@ -146,6 +146,10 @@ extern "C" const efla_backend efla_cuda_backend = {
     /* .empty_cache = */ efla_cuda_backend_empty_cache,
     /* .delta_rule_alpha_fwd = */ efla_cuda_delta_rule_alpha_fwd,
     /* .delta_rule_alpha_bwd = */ efla_cuda_delta_rule_alpha_bwd,
+    /* .cumsum = */ NULL,
+    /* .sort = */ NULL,
+    /* .attention_fwd = */ efla_cuda_attention_fwd,
+    /* .attention_bwd = */ efla_cuda_attention_bwd,
 };
 
 /* Registration when libefla is loaded (no CUDA call here: that waits for first use). */

@@ -7,6 +7,7 @@
  *   nn.cu           softmax(+backward) norm(+backward) cross_entropy
  *   index.cu        index_select index_add gather scatter_add
  *   delta_rule.cu   delta_rule_fwd delta_rule_bwd
+ *   attention.cu    attention_fwd attention_bwd (softmax attention, SIMT flash-style)
  * Signatures are those of efla_backend (core/backend.h); backend_cuda.cu fills the table. */
 #ifndef EFLA_CUDA_KERNELS_CUH
 #define EFLA_CUDA_KERNELS_CUH
@@ -69,6 +70,12 @@ int efla_cuda_delta_rule_alpha_fwd(int64_t n, int64_t dk, efla_dtype dt, const v
 int efla_cuda_delta_rule_alpha_bwd(int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta,
                                    const void *lambda, const void *dalpha, int order, int reference_eps,
                                    void *dk_inout, void *dbeta);
+
+/* attention.cu: causal / sliding-window softmax attention (efla_attention_args, core/backend.h) */
+int efla_cuda_attention_fwd(const efla_attention_args *a, const void *q, const void *k, const void *v, void *o,
+                            void *lse);
+int efla_cuda_attention_bwd(const efla_attention_args *a, const void *q, const void *k, const void *v,
+                            const void *o, const void *lse, const void *d_o, void *dq, void *dk, void *dv);
 
 /* A scratch tensor on `device` (contiguous copy of t when t is not contiguous): a new ref
  * of t itself when it already is. Used by kernels that need contiguous operands. */
