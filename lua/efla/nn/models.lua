@@ -172,6 +172,16 @@ models.LAYER_KINDS = {
 }
 models.DEFAULT_WINDOW = 64
 
+--- models.gate_available() -> true when DeltaAttention has the gate option (G and g layers).
+--- A DeltaAttention without it ignores the option, so a gated one has no more parameters.
+function models.gate_available()
+  if models._gate == nil then
+    local g = DeltaAttention { d_model = 4, gate = true }
+    models._gate = g.gate == true or g:num_parameters() > DeltaAttention({ d_model = 4 }):num_parameters()
+  end
+  return models._gate
+end
+
 --- models.layer_kinds(pattern, n_layers) -> a list of n_layers letters: the pattern repeated
 --- (and cut) to n_layers. Raises a clear error for an unknown letter or a pattern longer than
 --- n_layers.
@@ -188,6 +198,11 @@ function models.layer_kinds(pattern, n_layers)
   if #pattern > n_layers then
     error(string.format("CausalLM: layer pattern '%s' has %d letters but the model has %d layers; use at most %d letters " ..
       '(the pattern repeats to fill the layers) or more layers', pattern, #pattern, n_layers, n_layers), 0)
+  end
+  local gated = pattern:match('[Gg]')
+  if gated and not models.gate_available() then
+    error(string.format("CausalLM: layer letter '%s' (%s) needs DeltaAttention's gate option, which this efla does not " ..
+      'have yet; use E, D, A or W', gated, models.LAYER_KINDS[gated].name), 0)
   end
   local out = {}
   for i = 1, n_layers do
@@ -211,16 +226,7 @@ local function make_mixer(c, letter)
   end
   local ok, m = pcall(DeltaAttention, ac)
   if not ok then error(m, 0) end
-  -- a DeltaAttention without the gate option ignores it: then the module has no more
-  -- parameters than an ungated one
-  local function gated()
-    if m.gate then return true end
-    local plain = {}
-    for k2, v2 in pairs(ac) do plain[k2] = v2 end
-    plain.gate = nil
-    return m:num_parameters() > DeltaAttention(plain):num_parameters()
-  end
-  if ac.gate and not gated() then
+  if ac.gate and not models.gate_available() then
     error(string.format("CausalLM: layer letter '%s' (%s) needs DeltaAttention's gate option, which this efla does not " ..
       'have yet; use E, D, A or W', letter, kind.name), 0)
   end
