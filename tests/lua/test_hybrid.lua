@@ -154,4 +154,40 @@ t.test('bad patterns and options: clear errors', function()
   end
 end)
 
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  return ok == 0 or ok == true
+end
+
+t.test('recipes: lm.lua --layers EW on a --text file, generate.lua from it; a bad pattern exits non-zero', function()
+  local bin = os.getenv('EFLA_BIN') or 'build/efla'
+  local words = { 'whale', 'sea', 'ship', 'captain', 'harpoon', 'voyage' }
+  local paras = {}
+  for i = 1, 40 do
+    local w = { 'Document ' .. i .. '.' }
+    for j = 1, 30 do w[#w + 1] = words[(i * 5 + j * j) % #words + 1] end
+    paras[i] = table.concat(w, ' ')
+  end
+  local file = tmp .. '/tiny.txt'
+  local f = assert(io.open(file, 'w'))
+  f:write(table.concat(paras, '\n\n'), '\n')
+  f:close()
+  local out = tmp .. '/recipe'
+  t.ok(sh(string.format('EFLA_PROGRESS=plain %s recipes/lm.lua --text %s --method hybrid --layers EW --window 4 --d-model 16 ' ..
+    '--heads 2 --context 16 --batch 4 --steps 2 --valid-tokens 64 --sample-tokens 5 --threads 1 --out %s > %s/lm.log 2>&1',
+    bin, file, out, tmp)), 'recipes/lm.lua failed; see ' .. tmp .. '/lm.log')
+  local log = require('efla.data').read_file(tmp .. '/lm.log')
+  t.ok(log:find('2 layers (EW)', 1, true), 'the pattern is printed')
+  t.ok(log:find('parameters of every method at these flags:', 1, true), 'the parameter comparison is printed')
+  local ck = out .. '/hybrid/step-000002.h5'
+  local info = checkpoint.info(ck)
+  t.eq(info.meta.layers, 'EW')
+  t.eq(info.meta.config.window, 4)
+  t.ok(sh(string.format('%s recipes/generate.lua --checkpoint %s --prompt "Document" --tokens 6 > %s/gen.txt 2>%s/gen.err', bin, ck, tmp, tmp)),
+    'generate.lua failed')
+  t.ok(require('efla.data').read_file(tmp .. '/gen.err'):find('layers EW', 1, true), 'generate names the pattern')
+  t.ok(not sh(string.format('%s recipes/lm.lua --text %s --layers EQ > %s/bad.txt 2>&1', bin, file, tmp)), 'a bad letter fails')
+  t.ok(require('efla.data').read_file(tmp .. '/bad.txt'):find("has the letter 'Q'", 1, true), 'and says which letter')
+end)
+
 t.done()
