@@ -78,6 +78,9 @@ local ok, err = pcall(function()
     if args.threads < 1 or args.threads % 1 ~= 0 then error('--threads must be a whole number >= 1, got ' .. args.threads, 0) end
     efla.set_num_threads(args.threads)
   end
+  if args.pattern and args.method == 'both' then
+    error('--layers ' .. args.pattern .. ' sets every model\'s layers, so --method both would train one model twice; give --method hybrid (or another single method)', 0)
+  end
   -- a bad layer pattern fails now, before the data are read
   for _, m in ipairs(args.method == 'both' and { 'efla', 'deltanet' } or { args.method }) do LM.model_config(m, args, 256) end
   local device = LM.device_of(args.device)
