@@ -5,7 +5,7 @@
 --   efla recipes/lm.lua --text my.txt --tokenizer bpe --vocab 2048
 --   efla recipes/lm.lua --method efla --resume checkpoints/lm-moby-dick/efla/step-000100.h5
 --   efla recipes/lm.lua --method transformer             # softmax attention (rotary positions)
---   efla recipes/lm.lua --size small --layers EEEA       # a hybrid: 3 EFLA layers, 1 attention layer
+--   efla recipes/lm.lua --size small --method hybrid --layers EEEA   # 3 EFLA layers, 1 attention layer
 --
 -- Writes checkpoints (<out>/<method>/), train.csv and valid.csv, loss.png (train and
 -- validation loss vs tokens), results.json (with provenance) to --out, prints a summary,
