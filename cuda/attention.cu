@@ -238,7 +238,7 @@ int current_device(void) {
 /* The tensors live on the current device (made current by the ops that allocated them). */
 int efla_cuda_attention_fwd(const efla_attention_args *a, const void *q, const void *k, const void *v, void *o,
                             void *lse) {
-    int nd;
+    int nd = 1;
     TRY(check("attention", a, &nd));
     TRY(cu_set_device(current_device()));
     if (a->B * a->H * a->Tq == 0) return 0;
@@ -248,7 +248,7 @@ int efla_cuda_attention_fwd(const efla_attention_args *a, const void *q, const v
 
 int efla_cuda_attention_bwd(const efla_attention_args *a, const void *q, const void *k, const void *v,
                             const void *o, const void *lse, const void *d_o, void *dq, void *dk, void *dv) {
-    int nd;
+    int nd = 1;
     TRY(check("attention backward", a, &nd));
     int device = current_device();
     TRY(cu_set_device(device));
