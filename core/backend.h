@@ -46,6 +46,17 @@ typedef struct efla_delta_rule_buffers {
     void *dq, *dk, *dv, *dalpha, *dalpha_v, *dlog_decay, *ds0;   /* backward outputs */
 } efla_delta_rule_buffers;
 
+/* Raw-pointer arguments of the softmax-attention kernels (core/ops_attention.c): q [B,Tq,H,dk],
+ * k [B,Tk,H,dk], v [B,Tk,H,dv], o [B,Tq,H,dv], all contiguous in dtype; lse [B,H,Tq] is float32
+ * (float64 for float64 data). Query i sits at position Tk - Tq + i (a KV cache holds the
+ * earlier keys); causal: it sees keys j <= that position; window W > 0: only the W newest. */
+typedef struct efla_attention_args {
+    int64_t B, Tq, Tk, H, dk, dv, window;
+    int causal;
+    double scale;
+    efla_dtype dtype;
+} efla_attention_args;
+
 /* One device kind's table: the services (allocation, copies, synchronisation, statistics),
  * written out here, then one function pointer per kernel of core/backend_ops.h, generated.
  * A NULL slot means "no kernel": the front end reports it with efla_no_kernel(). Fill a

@@ -299,6 +299,19 @@ int efla_delta_rule_step(const efla_tensor *q, const efla_tensor *k, const efla_
 efla_tensor *efla_delta_rule_alpha(const efla_tensor *beta, const efla_tensor *lambda,
                                    int order, int reference_eps);
 
+/* ---- softmax attention (core/ops_attention.c) ----------------------------------------- */
+typedef struct efla_attention_opts {
+    int causal;             /* 1 (default): query i sees keys up to its own position */
+    int64_t window;         /* 0: none; W > 0: only the W newest keys, (t-W, t] (needs causal) */
+    double scale;           /* <= 0 means dk^-0.5 */
+} efla_attention_opts;
+void efla_attention_default_opts(efla_attention_opts *opts);
+/* q [B,Tq,H,dk], k [B,Tk,H,dk], v [B,Tk,H,dv] -> out [B,Tq,H,dv] = softmax(scale q k^T + mask) v.
+ * Tq <= Tk when causal: query i sits at position Tk - Tq + i (the keys before are a KV cache).
+ * Differentiable in q, k and v; float32/float64 on the cpu, float32/bfloat16 on CUDA. */
+int efla_attention(const efla_tensor *q, const efla_tensor *k, const efla_tensor *v,
+                   const efla_attention_opts *opts, efla_tensor **out);
+
 /* ---- fused optimiser update -------------------------------------------------------- */
 /* AdamW on one parameter, in place: m, v same shape and device as p; step counts from 1. */
 int efla_adamw_step_(efla_tensor *p, const efla_tensor *grad, efla_tensor *m, efla_tensor *v,

@@ -6,6 +6,8 @@
 -- The prompt runs through the model once (the parallel, chunked form); then every new
 -- token is one recurrent step from the carried state (the delta-rule memory and the
 -- short-convolution caches), so each token costs the same however long the text grows.
+-- Softmax-attention layers of a transformer or hybrid carry a KV cache instead (a token
+-- costs time linear in the text so far; with a sliding window, in the window).
 local efla = require 'efla'
 local lm = require 'efla.tasks.lm'
 local progress = require 'efla.progress'
@@ -31,8 +33,10 @@ local ok, err = pcall(function()
   if args.top_p <= 0 or args.top_p > 1 then error('--top-p must be in (0, 1], got ' .. args.top_p, 0) end
   local model, tok, meta = lm.load_checkpoint(args.checkpoint, { device = args.device })
   if not args.quiet then
-    io.stderr:write(string.format('generate: %s (%s, order %s, key norm %s, %d parameters, %s tokenizer of %d, trained on %s, step %d)\n',
-      args.checkpoint, meta.method, tostring(meta.order), tostring(meta.key_norm), model:num_parameters(),
+    local kind = model.config.layers and ('layers ' .. model.config.layers)
+      or string.format('order %s, key norm %s', tostring(meta.order), tostring(meta.key_norm))
+    io.stderr:write(string.format('generate: %s (%s, %s, %d parameters, %s tokenizer of %d, trained on %s, step %d)\n',
+      args.checkpoint, meta.method, kind, model:num_parameters(),
       meta.tokenizer.type, tok.vocab_size, tostring(meta.corpus), meta.step or 0))
   end
   local max_prompt = args.max_prompt or meta.context

@@ -5,6 +5,8 @@
 --   efla recipes/lm.lua --text my.txt --tokenizer bpe --vocab 2048
 --   efla recipes/lm.lua --method efla --resume checkpoints/lm-moby-dick/efla/step-000100.h5
 --   efla-run --nproc-per-node 4 recipes/lm.lua --device cuda --size small   # data parallel (docs/DISTRIBUTED.md)
+--   efla recipes/lm.lua --method transformer             # softmax attention (rotary positions)
+--   efla recipes/lm.lua --size small --method hybrid --layers EEEA   # 3 EFLA layers, 1 attention layer
 --
 -- Writes checkpoints (<out>/<method>/), train.csv and valid.csv, loss.png (train and
 -- validation loss vs tokens), results.json (with provenance) to --out, prints a summary,
@@ -20,17 +22,23 @@ for _, n in ipairs(LM.SIZE_NAMES) do
     n, s.d_model, s.n_layers, s.n_heads, s.context, s.batch, s.steps, s.lr)
 end
 
+local method_choices = {}
+for name in pairs(LM.METHODS) do method_choices[#method_choices + 1] = name end
+table.sort(method_choices)
+method_choices[#method_choices + 1] = 'both'
+
 local args = efla.args.parse(arg, {
   name = 'recipes/lm.lua',
   description = 'Train causal language models (EFLA / DeltaNet) on a text corpus; validate, checkpoint, sample.',
-  { '--method', default = 'efla', choices = { 'efla', 'deltanet', 'gated-efla', 'gated-deltanet', 'both' }, help = 'which model(s) to train (both: efla and deltanet on the same data order; gated-*: docs/MATH.md §6, cpu)' },
+  { '--method', default = 'efla', choices = method_choices, help = 'which model(s) to train (both: EFLA and DeltaNet, same data order; transformer: softmax attention; hybrid: layers EEEA; gated-*: docs/MATH.md §6, cpu)' },
   { '--corpus', default = 'moby-dick', choices = { 'moby-dick', 'sotu', 'brown', 'gcide' }, help = 'training corpus' },
   { '--text', metavar = 'FILE', help = 'train on this text file instead (paragraphs = documents)' },
   { '--tokenizer', default = 'byte', choices = { 'byte', 'bpe' }, help = 'bytes, or byte-pair tokens learned on the training split' },
   { '--vocab', type = 'number', default = 1024, help = 'BPE vocabulary size (with --tokenizer bpe)' },
   { '--size', default = 'tiny', choices = LM.SIZE_NAMES, help = 'model size (see below); the flags below override it' },
   { '--d-model', type = 'number', help = 'model width' },
-  { '--layers', type = 'number', help = 'number of layers' },
+  { '--layers', help = 'number of layers, or a layer pattern repeated to the size\'s layers: E EFLA, D DeltaNet, A softmax attention, W sliding-window attention, G gated EFLA, g Gated DeltaNet (e.g. EEEA)' },
+  { '--window', type = 'number', help = 'keys seen by sliding-window (W) layers (default 64)' },
   { '--heads', type = 'number', help = 'attention heads' },
   { '--mlp-hidden', type = 'number', help = 'SwiGLU hidden width (default 8/3 d_model)' },
   { '--context', type = 'number', help = 'training window length in tokens' },
@@ -75,6 +83,11 @@ local ok, err = pcall(function()
     if args.threads < 1 or args.threads % 1 ~= 0 then error('--threads must be a whole number >= 1, got ' .. args.threads, 0) end
     efla.set_num_threads(args.threads)
   end
+  if args.pattern and args.method == 'both' then
+    error('--layers ' .. args.pattern .. ' sets every model\'s layers, so --method both would train one model twice; give --method hybrid (or another single method)', 0)
+  end
+  -- a bad layer pattern fails now, before the data are read
+  for _, m in ipairs(args.method == 'both' and { 'efla', 'deltanet' } or { args.method }) do LM.model_config(m, args, 256) end
   local device = LM.device_of(args.device)
   -- under efla-run every rank trains; rank 0 alone prints and writes (--batch is the global batch)
   local pg = require('efla.distributed').auto { backend = device:match('^cuda') and 'auto' or 'tcp' }
@@ -87,8 +100,9 @@ local ok, err = pcall(function()
   print(string.format('lm: corpus %s (%d documents; train/valid/test %d/%d/%d bytes), %s tokenizer (vocab %d, %.2f bytes/token)',
     d.name, d.corpus.n_docs, d.bytes.train, d.bytes.valid, d.bytes.test, args.tokenizer, d.tok.vocab_size,
     d.bytes.train / math.max(1, d.train:numel())))
-  print(string.format('lm: size %s: d_model %d, %d layers, %d heads, context %d, batch %d x accum %d, %d steps (%.2fM tokens), lr %g, device %s%s, threads %d',
-    args.size, args.d_model, args.layers, args.heads, args.context, args.batch, args.accum, args.steps,
+  print(string.format('lm: size %s: d_model %d, %d layers%s, %d heads, context %d, batch %d x accum %d, %d steps (%.2fM tokens), lr %g, device %s%s, threads %d',
+    args.size, args.d_model, args.layers, (args.pattern or LM.METHODS[args.method] and LM.METHODS[args.method].layers)
+      and (' (' .. (args.pattern or LM.METHODS[args.method].layers) .. ')') or '', args.heads, args.context, args.batch, args.accum, args.steps,
     args.steps * args.batch * args.accum * args.context / 1e6, args.lr, device,
     pg and string.format(' x %d ranks (%s%s)', pg.world_size, pg.backend, args.zero and ', ZeRO-1' or '') or '', efla.num_threads()))
 
@@ -109,6 +123,11 @@ local ok, err = pcall(function()
   if not main then return end
   local files = lm_report.write(out, runs, args)
   print('\n' .. lm_report.summary(runs))
+  local counts = {}
+  for _, c in ipairs(LM.parameter_counts(args, d.tok.vocab_size)) do
+    counts[#counts + 1] = string.format('%s%s %d', c.method, c.layers and ('(' .. c.layers .. ')') or '', c.parameters)
+  end
+  print('parameters of every method at these flags: ' .. table.concat(counts, ', '))
   if #runs == 2 then print('\n' .. lm_report.comparison(runs[1], runs[2])) end
   if args.sample_tokens > 0 then
     for _, r in ipairs(runs) do

@@ -56,8 +56,8 @@ end
 local function set_log_decay(o, raw, fn)
   local g = raw.log_decay
   if g == nil then return end
-  if not I.is_tensor(g) then
-    I.raise(string.format('%s: opts.log_decay must be a tensor (the log-decay g <= 0 per token and head), got %s',
+  if not binding.is_tensor(g) then
+    binding.raise(string.format('%s: opts.log_decay must be a tensor (the log-decay g <= 0 per token and head), got %s',
       fn, require('efla.tensor').describe_value(g)))
   end
   o.log_decay = g.ptr
@@ -197,6 +197,37 @@ end
 function ops.delta_rule_alpha(beta, lambda, order, reference_eps)
   return binding.wrap(lib.efla_delta_rule_alpha(ptr(beta, 'beta', 'delta_rule_alpha'), ptr(lambda, 'lambda', 'delta_rule_alpha'),
     order_code(order, 'delta_rule_alpha'), reference_eps and 1 or 0))
+end
+
+--- ops.attention(q, k, v [, {causal = true, window, scale}]) -> o [B,Tq,H,dv]: softmax attention
+--- softmax(scale q k^T + mask) v in the delta rule's layout: q [B,Tq,H,dk], k [B,Tk,H,dk],
+--- v [B,Tk,H,dv]; scale defaults to dk^-1/2. causal: query i sits at position Tk - Tq + i
+--- (earlier keys are a KV cache: Tq = 1 decodes one token) and sees the keys up to it;
+--- window = W keeps only the W newest of those, (t-W, t]. Differentiable in q, k, v (the
+--- backward recomputes the probabilities from the saved log-sum-exp; no T x T matrix is kept).
+--- float32/float64 on the cpu; float32/bfloat16 (float32 accumulation) on CUDA.
+function ops.attention(q, k, v, opts)
+  local fn = 'attention'
+  opts = opts or {}
+  if type(opts) ~= 'table' then binding.raise(string.format('%s: opts must be a table, got %s', fn, type(opts))) end
+  local o = ffi.new('efla_attention_opts')
+  lib.efla_attention_default_opts(o)
+  if opts.causal == false then o.causal = 0 end
+  local w = opts.window
+  if w ~= nil and w ~= false and (type(w) ~= 'number' or w < 1 or w % 1 ~= 0) then
+    binding.raise(string.format('%s: opts.window must be a whole number >= 1 (or nil for none), got %s', fn, tostring(w)))
+  end
+  if w then o.window = w end
+  local scale = opts.scale
+  if scale ~= nil and (type(scale) ~= 'number' or scale ~= scale or scale <= 0 or scale == math.huge) then
+    binding.raise(string.format('%s: opts.scale must be a finite number > 0 (default 1/sqrt(dk)), got %s', fn, tostring(scale)))
+  end
+  if scale then o.scale = scale end
+  local out = ffi.new('efla_tensor*[1]')
+  local QKV = '[B,T,H,d]'
+  local rc = lib.efla_attention(required(q, 'q', fn, QKV), required(k, 'k', fn, QKV), required(v, 'v', fn, QKV), o, out)
+  if rc < 0 then binding.raise(binding.last_error()) end
+  return binding.wrap(out[0])
 end
 
 return ops

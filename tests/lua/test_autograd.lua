@@ -278,6 +278,7 @@ row('cat', function(a, b) return efla.cat({ a, b }, 1) end, function() return { 
 row('cat dim 2', function(a, b) return efla.cat({ a, b }, 2) end, function() return { R(2, 3), R(2, 1) } end)
 row('stack', function(a, b) return efla.stack({ a, b }, 2) end, function() return { R(2, 3), R(2, 3) } end)
 row('split', function(x) local p = x:split(2, 2); return p[1] * p[2] end, function() return { R(3, 4) } end)
+row('attention (window 2)', function(q, k, v) return efla.ops.attention(q, k, v, { window = 2 }) end, function() return { R(1, 4, 2, 3), R(1, 4, 2, 3), R(1, 4, 2, 3) } end)
 -- views
 row('view', function(x) return x:view(4, 3) end, function() return { R(3, 4) } end)
 row('reshape', function(x) return x:t():reshape(-1) end, function() return { R(3, 4) } end)

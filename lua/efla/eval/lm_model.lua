@@ -49,6 +49,11 @@ function M.load(path, opts)
       path, tok.vocab_size, model.config.vocab_size), 0)
   end
   meta.context = M.context(meta)
+  -- hybrids and transformers: the layer pattern tells the rows apart (gated runs too)
+  local pattern = model.config and model.config.layers
+  if pattern and meta.method and not tostring(meta.method):find('(', 1, true) then
+    meta.method = string.format('%s (%s)', meta.method, pattern)
+  end
   return model, tok, meta
 end
 

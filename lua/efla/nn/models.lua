@@ -7,6 +7,7 @@ local Module = require 'efla.nn.module'
 local layers = require 'efla.nn.layers'
 local blocks = require 'efla.nn.blocks'
 local DeltaAttention = require 'efla.nn.attention'
+local SoftmaxAttention = require 'efla.nn.softmax_attention'
 local fused = require 'efla.nn.fused'
 local init = require 'efla.nn.init_fns'
 
@@ -150,22 +151,101 @@ function models.SequenceClassifier:forward(x)
 end
 
 --- CausalLM{vocab_size = 256, d_model = 128, n_layers = 2, n_heads = 2, order = 'exact',
----   short_conv = true, output_norm = true, mlp_hidden, tie_weights = false, ...}: token
---- embedding, n_layers blocks of (x + attn(RMSNorm(x)), then x + SwiGLU(RMSNorm(x))), a
---- final RMSNorm and the output head (the embedding matrix itself when tie_weights).
+---   short_conv = true, output_norm = true, mlp_hidden, tie_weights = false, layers = nil |
+---   'EEEA' (a pattern of models.LAYER_KINDS letters repeated to n_layers; n_layers defaults to
+---   its length), window = 64 (of W layers), rope = true (softmax layers' rotary positions),
+---   ...}: token embedding, n_layers blocks of (x + mixer(RMSNorm(x)), then x +
+--- SwiGLU(RMSNorm(x))), a final RMSNorm and the output head (the embedding matrix itself when
+--- tie_weights). Without a pattern every mixer is the config's delta rule.
 models.CausalLM = class.new('CausalLM', Module)
 
---- Block: one pre-norm layer of the causal LM.
+--- The letters of a CausalLM layer pattern (config.layers, repeated to n_layers): which token
+--- mixer each layer has. E, D, G, g set the delta rule's order and key normalisation (the
+--- config's own order and key_norm apply only without a pattern); G and g need
+--- DeltaAttention's gate option.
+models.LAYER_KINDS = {
+  E = { name = 'EFLA', order = 'exact', key_norm = 'none' },
+  D = { name = 'DeltaNet', order = 1, key_norm = 'l2' },
+  G = { name = 'gated EFLA', order = 'exact', key_norm = 'none', gate = true },
+  g = { name = 'Gated DeltaNet', order = 1, key_norm = 'l2', gate = true },
+  A = { name = 'softmax attention', softmax = true },
+  W = { name = 'sliding-window attention', softmax = true, window = true },
+}
+models.DEFAULT_WINDOW = 64
+
+--- models.gate_available() -> true when DeltaAttention has the gate option (G and g layers).
+--- A DeltaAttention without it ignores the option, so a gated one has no more parameters.
+function models.gate_available()
+  if models._gate == nil then
+    local g = DeltaAttention { d_model = 4, gate = true }
+    models._gate = g.gate == true or g:num_parameters() > DeltaAttention({ d_model = 4 }):num_parameters()
+  end
+  return models._gate
+end
+
+--- models.layer_kinds(pattern, n_layers) -> a list of n_layers letters: the pattern repeated
+--- (and cut) to n_layers. Raises a clear error for an unknown letter or a pattern longer than
+--- n_layers.
+function models.layer_kinds(pattern, n_layers)
+  if type(pattern) ~= 'string' or pattern == '' then
+    error('CausalLM: layers must be a pattern of layer letters such as \'EEEA\' (E EFLA, D DeltaNet, A softmax attention, ' ..
+      'W sliding-window attention, G gated EFLA, g Gated DeltaNet), got ' .. tostring(pattern), 0)
+  end
+  local bad = pattern:match('[^EDAWGg]')
+  if bad then
+    error(string.format("CausalLM: layer pattern '%s' has the letter '%s'; the letters are E (EFLA), D (DeltaNet), " ..
+      'A (softmax attention), W (sliding-window attention), G (gated EFLA), g (Gated DeltaNet)', pattern, bad), 0)
+  end
+  if #pattern > n_layers then
+    error(string.format("CausalLM: layer pattern '%s' has %d letters but the model has %d layers; use at most %d letters " ..
+      '(the pattern repeats to fill the layers) or more layers', pattern, #pattern, n_layers, n_layers), 0)
+  end
+  local gated = pattern:match('[Gg]')
+  if gated and not models.gate_available() then
+    error(string.format("CausalLM: layer letter '%s' (%s) needs DeltaAttention's gate option, which this efla does not " ..
+      'have yet; use E, D, A or W', gated, models.LAYER_KINDS[gated].name), 0)
+  end
+  local out = {}
+  for i = 1, n_layers do
+    local j = (i - 1) % #pattern + 1
+    out[i] = pattern:sub(j, j)
+  end
+  return out
+end
+
+-- the token mixer of one layer of kind `letter` (nil: the config's own delta rule)
+local function make_mixer(c, letter)
+  local kind = letter and models.LAYER_KINDS[letter]
+  if kind and kind.softmax then
+    return SoftmaxAttention { d_model = c.d_model, n_heads = c.n_heads, head_dim = c.head_dim, rope = c.rope ~= false,
+      rope_base = c.rope_base, window = kind.window and (c.window or models.DEFAULT_WINDOW) or nil, dtype = c.dtype }
+  end
+  local ac = attention_config(c)
+  if kind then
+    ac.order, ac.key_norm = kind.order, kind.key_norm
+    if kind.gate then ac.gate = true end
+  end
+  local ok, m = pcall(DeltaAttention, ac)
+  if not ok then error(m, 0) end
+  if ac.gate and not models.gate_available() then
+    error(string.format("CausalLM: layer letter '%s' (%s) needs DeltaAttention's gate option, which this efla does not " ..
+      'have yet; use E, D, A or W', letter, kind.name), 0)
+  end
+  return m
+end
+
+--- Block: one pre-norm layer of the causal LM (letter: its kind in models.LAYER_KINDS, or
+--- nil for the config's delta rule).
 local Block = class.new('Block', Module)
 models.Block = Block
-function Block:__init(c)
+function Block:__init(c, letter)
   Module.__init(self)
   self:add_module('attn_norm', layers.RMSNorm(c.d_model, { dtype = c.dtype }))
-  self:add_module('attn', DeltaAttention(attention_config(c)))
+  self:add_module('attn', make_mixer(c, letter))
   self:add_module('mlp_norm', layers.RMSNorm(c.d_model, { dtype = c.dtype }))
   self:add_module('mlp', blocks.SwiGLU(c.d_model, c.mlp_hidden, { dtype = c.dtype }))
 end
---- forward(x [, state]) -> x', the attention's new state
+--- forward(x [, state]) -> x', the mixer's new state (delta-rule memory or KV cache)
 function Block:forward(x, state)
   local a, s = self.attn:forward(self.attn_norm:forward(x), state)
   x = x + a
@@ -184,11 +264,14 @@ function models.CausalLM:__init(cfg)
     tie_weights = cfg.tie_weights or false, scale = cfg.scale, chunk_size = cfg.chunk_size,
     algorithm = cfg.algorithm, recompute_states = cfg.recompute_states, dtype = cfg.dtype,
     gate = cfg.gate,
+    layers = cfg.layers, window = cfg.window, rope = cfg.rope, rope_base = cfg.rope_base,
   }
+  if c.layers ~= nil and cfg.n_layers == nil then c.n_layers = type(c.layers) == 'string' and #c.layers or c.n_layers end
   self.config = c
+  local kinds = c.layers ~= nil and models.layer_kinds(c.layers, c.n_layers) or {}
   self:add_module('embed', layers.Embedding(c.vocab_size, c.d_model, { dtype = c.dtype, std = 0.02 }))
   local list = layers.ModuleList()
-  for i = 1, c.n_layers do list:add(Block(c)) end
+  for i = 1, c.n_layers do list:add(Block(c, kinds[i])) end
   self:add_module('layers', list)
   self:add_module('norm', layers.RMSNorm(c.d_model, { dtype = c.dtype }))
   if not c.tie_weights then
@@ -197,7 +280,7 @@ function models.CausalLM:__init(cfg)
 end
 
 --- forward(tokens int64 [B, T] (1-based ids) [, states]) -> logits [B, T, vocab_size], states.
---- states holds one attention state per layer (see DeltaAttention:forward); pass the
+--- states holds one state per layer (DeltaAttention's memory, SoftmaxAttention's KV cache); pass the
 --- returned states to the next call to continue the sequence (recurrent generation).
 function models.CausalLM:forward(tokens, states)
   if not efla.is_tensor(tokens) or tokens:dim() ~= 2 or tokens:dtype() ~= 'int64' then

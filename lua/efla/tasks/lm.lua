@@ -42,6 +42,11 @@ LM.METHODS = {
   ['gated-efla'] = { order = 'exact', key_norm = 'none', gate = true },   -- docs/MATH.md §6
   ['gated-deltanet'] = { order = 1, key_norm = 'l2', gate = true },
 }
+-- softmax-attention baselines and hybrids: `layers` is a CausalLM layer pattern (E EFLA,
+-- D DeltaNet, A softmax attention, W sliding window, G gated EFLA, g Gated DeltaNet),
+-- repeated to the size's layer count; --layers PATTERN overrides it for any method
+LM.METHODS.transformer = { order = 'exact', key_norm = 'none', layers = 'A' }
+LM.METHODS.hybrid = { order = 'exact', key_norm = 'none', layers = 'EEEA' }
 
 LM.device_of = S.device_of
 
@@ -116,11 +121,12 @@ function LM.model_config(method, args, vocab_size)
   local m = LM.METHODS[method]
   if not m then
     local names = {}
-    for name in pairs(LM.METHODS) do names[#names + 1] = name end
+    for k in pairs(LM.METHODS) do names[#names + 1] = k end
     table.sort(names)
-    error("method must be one of " .. table.concat(names, ', ') .. ", got '" .. tostring(method) .. "'", 0)
+    error(string.format("method must be one of %s, got '%s'", table.concat(names, ', '), tostring(method)), 0)
   end
-  return {
+  local pattern = args.pattern or m.layers
+  local config = {
     gate = m.gate,
     type = 'CausalLM', vocab_size = vocab_size, d_model = args.d_model, n_layers = args.layers,
     n_heads = args.heads, mlp_hidden = args.mlp_hidden, order = args.order or m.order,
@@ -128,6 +134,32 @@ function LM.model_config(method, args, vocab_size)
     output_norm = true, beta_bias = 0, tie_weights = args.tie_weights or false, chunk_size = args.chunk_size or 64,
     algorithm = 'auto',
   }
+  if m.gate then config.gate = true end
+  if pattern then
+    config.layers = pattern
+    require('efla.nn.models').layer_kinds(pattern, config.n_layers)   -- a bad pattern fails here, before any data
+    if pattern:find('W') then config.window = args.window or require('efla.nn.models').DEFAULT_WINDOW end
+  end
+  return config
+end
+
+--- parameter_counts(args, vocab_size) -> {{method =, layers =, parameters =}, ...}: every
+--- method's parameter count at these flags (sorted by name), for the equal-parameter note of
+--- the summary. Built on the CPU in float32 and dropped.
+function LM.parameter_counts(args, vocab_size)
+  local names, out = {}, {}
+  for k in pairs(LM.METHODS) do names[#names + 1] = k end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local a = {}
+    for k, v in pairs(args) do a[k] = v end
+    a.pattern, a.order, a.key_norm = nil, nil, nil
+    local ok, model = pcall(function() return efla.nn.build(LM.model_config(name, a, vocab_size)) end)
+    if ok then
+      out[#out + 1] = { method = name, layers = model.config.layers, parameters = model:num_parameters() }
+    end
+  end
+  return out
 end
 
 --- resolve_args(args) -> args with the size's values filled in where no flag was given
@@ -135,6 +167,14 @@ end
 function LM.resolve_args(args)
   local size = LM.SIZES[args.size or 'tiny']
   if not size then error("--size must be tiny, small or medium, got '" .. tostring(args.size) .. "'", 0) end
+  -- --layers N (a count) or --layers PATTERN (layer letters, repeated to the size's count)
+  if type(args.layers) == 'string' then
+    if tonumber(args.layers) then
+      args.layers = tonumber(args.layers)
+    else
+      args.pattern, args.layers = args.layers, nil
+    end
+  end
   local map = { d_model = 'd_model', layers = 'n_layers', heads = 'n_heads', context = 'context', batch = 'batch',
     steps = 'steps', lr = 'lr', warmup = 'warmup' }
   for k, from in pairs(map) do if args[k] == nil then args[k] = size[from] end end
@@ -297,7 +337,7 @@ function LM.train(method, args, d, opts)
       metrics = { loss = history, valid = valid, valid_loss = valid_losses() },
       extra = { loader = loader:state() },
       meta = { recipe = opts.recipe or 'lm', task = 'lm', config = config, args = args, method = method,
-        order = tostring(config.order), key_norm = config.key_norm, tokenizer = d.tok:to_meta(), corpus = d.name, text = d.text,
+        order = tostring(config.order), key_norm = config.key_norm, layers = config.layers, tokenizer = d.tok:to_meta(), corpus = d.name, text = d.text,
         context = T, tokens_seen = tokens_seen, argv = opts.argv, final = final or false },
     })
   end
