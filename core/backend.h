@@ -17,6 +17,8 @@
 
 #include "internal.h"
 
+struct efla_rank_args;   /* core/delta_rule_rank.h */
+
 enum { EFLA_RAND_UNIFORM = 0, EFLA_RAND_NORMAL = 1, EFLA_RAND_BERNOULLI = 2, EFLA_RAND_INT = 3 };
 
 /* Raw-pointer arguments of the delta-rule kernels. All tensors contiguous, in the
@@ -122,6 +124,12 @@ typedef struct efla_backend {
     /* values like in; indices int64, 0-based positions in the row; stable; NaN sorts last
      * ascending and first descending */
     int (*sort)(efla_tensor *values, efla_tensor *indices, const efla_tensor *in, int descending);
+    /* the rank-r delta rule (buffers and contract: core/delta_rule_rank.h); NULL: none here */
+    int (*delta_rule_rank_fwd)(const struct efla_rank_args *a, const void *q, const void *k, const void *v,
+                               const void *beta, const void *s0, void *o, void *s_final, void *ckpt);
+    int (*delta_rule_rank_bwd)(const struct efla_rank_args *a, const void *q, const void *k, const void *v,
+                               const void *beta, const void *ckpt, const void *d_o, const void *d_s_final,
+                               void *dq, void *dk, void *dv, void *dbeta, void *ds0);
 } efla_backend;
 
 /* core/backend.c */

@@ -1,5 +1,6 @@
 /* backend_cpu.c: the CPU backend's table (see backend.h and cpu_kernels.h). */
 #include "cpu_kernels.h"
+#include "../delta_rule_rank.h"
 
 static int cpu_device_count(void) { return 1; }
 
@@ -38,4 +39,6 @@ const efla_backend efla_cpu_backend = {
     .empty_cache = NULL,
     .cumsum = efla_cpu_cumsum,
     .sort = efla_cpu_sort,
+    .delta_rule_rank_fwd = efla_cpu_delta_rule_rank_fwd,
+    .delta_rule_rank_bwd = efla_cpu_delta_rule_rank_bwd,
 };

@@ -6,6 +6,7 @@ nn.fused = require 'efla.nn.fused'
 for k, v in pairs(require 'efla.nn.layers') do nn[k] = v end
 for k, v in pairs(require 'efla.nn.blocks') do nn[k] = v end
 nn.DeltaAttention = require 'efla.nn.attention'
+nn.RankDeltaAttention = require 'efla.nn.rank_delta_attention'
 local models = require 'efla.nn.models'
 nn.SequenceClassifier, nn.CausalLM, nn.Block, nn.build = models.SequenceClassifier, models.CausalLM, models.Block, models.build
 nn.register = models.register

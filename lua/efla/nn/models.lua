@@ -21,6 +21,13 @@ local function attention_config(cfg)
   }
 end
 
+-- RankDeltaAttention's config from a CausalLM config with rank (docs/RANK_R.md)
+local function rank_attention_config(cfg)
+  local a = attention_config(cfg)
+  a.rank = cfg.rank
+  return a
+end
+
 --- DeltaReadout{d_model, n_heads = 1, order = 'exact', key_norm, query_norm = 'none', scale = 1,
 ---   beta_bias = -2, reference_eps = true, chunk_size, algorithm, dtype}: the published sMNIST
 --- model's memory layer. q, k, v = Linear(d, d, no bias) (xavier uniform), beta =
@@ -160,7 +167,8 @@ models.Block = Block
 function Block:__init(c)
   Module.__init(self)
   self:add_module('attn_norm', layers.RMSNorm(c.d_model, { dtype = c.dtype }))
-  self:add_module('attn', DeltaAttention(attention_config(c)))
+  self:add_module('attn', c.rank and require('efla.nn.rank_delta_attention')(rank_attention_config(c))
+    or DeltaAttention(attention_config(c)))
   self:add_module('mlp_norm', layers.RMSNorm(c.d_model, { dtype = c.dtype }))
   self:add_module('mlp', blocks.SwiGLU(c.d_model, c.mlp_hidden, { dtype = c.dtype }))
 end
@@ -183,6 +191,7 @@ function models.CausalLM:__init(cfg)
     tie_weights = cfg.tie_weights or false, scale = cfg.scale, chunk_size = cfg.chunk_size,
     algorithm = cfg.algorithm, recompute_states = cfg.recompute_states, dtype = cfg.dtype,
   }
+  c.rank = cfg.rank   -- keys per token: RankDeltaAttention (docs/RANK_R.md)
   self.config = c
   self:add_module('embed', layers.Embedding(c.vocab_size, c.d_model, { dtype = c.dtype, std = 0.02 }))
   local list = layers.ModuleList()

@@ -39,6 +39,8 @@ LM.SIZE_NAMES = { 'tiny', 'small', 'medium' }
 LM.METHODS = {
   efla = { order = 'exact', key_norm = 'none' },
   deltanet = { order = 1, key_norm = 'l2' },
+  ['efla-r2'] = { order = 'exact', key_norm = 'none', rank = 2 },   -- rank-r EFLA (docs/RANK_R.md)
+  ['efla-r4'] = { order = 'exact', key_norm = 'none', rank = 4 },
 }
 
 LM.device_of = S.device_of
@@ -119,6 +121,7 @@ function LM.model_config(method, args, vocab_size)
     key_norm = args.key_norm or m.key_norm, query_norm = 'l2', short_conv = true, conv_size = args.conv_size or 4,
     output_norm = true, beta_bias = 0, tie_weights = args.tie_weights or false, chunk_size = args.chunk_size or 64,
     algorithm = 'auto',
+    rank = m.rank,
   }
 end
 
