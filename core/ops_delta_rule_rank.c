@@ -29,9 +29,9 @@ static int check_shape(const char *op, const char *name, const efla_tensor *t, i
         char buf[96];
         int n = 0;
         for (int d = 0; d < ndim && n < 80; d++)
-            n += snprintf(buf + n, sizeof buf - (size_t)n, d ? ",%lld" : "%lld", (long long)want[d]);
-        return efla_fail("%s: %s must be %s = [%s] (-1: any size), got shape %s", op, name, layout, buf,
-                         efla_tshape(t));
+            n += want[d] < 0 ? snprintf(buf + n, sizeof buf - (size_t)n, d ? ",*" : "*")
+                             : snprintf(buf + n, sizeof buf - (size_t)n, d ? ",%lld" : "%lld", (long long)want[d]);
+        return efla_fail("%s: %s must be %s = [%s], got shape %s", op, name, layout, buf, efla_tshape(t));
     }
     return 0;
 }
