@@ -33,4 +33,11 @@ int efla_cpu_delta_rule_rank_bwd(const efla_rank_args *a, const void *q, const v
                                  const void *beta, const void *ckpt, const void *d_o,
                                  const void *d_s_final, void *dq, void *dk, void *dv, void *dbeta,
                                  void *ds0);
+/* cuda/delta_rule_rank.cu (declared for the CUDA backend's table) */
+int efla_cuda_delta_rule_rank_fwd(const efla_rank_args *a, const void *q, const void *k, const void *v,
+                                  const void *beta, const void *s0, void *o, void *s_final, void *ckpt);
+int efla_cuda_delta_rule_rank_bwd(const efla_rank_args *a, const void *q, const void *k, const void *v,
+                                  const void *beta, const void *ckpt, const void *d_o,
+                                  const void *d_s_final, void *dq, void *dk, void *dv, void *dbeta,
+                                  void *ds0);
 #endif

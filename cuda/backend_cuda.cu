@@ -7,6 +7,7 @@
  * touches the driver before first use: a machine without a GPU (or without a driver) just
  * reports 0 devices. */
 #include "kernels.cuh"
+#include "../core/delta_rule_rank.h"
 #include <mutex>
 
 namespace {
@@ -146,6 +147,10 @@ extern "C" const efla_backend efla_cuda_backend = {
     /* .empty_cache = */ efla_cuda_backend_empty_cache,
     /* .delta_rule_alpha_fwd = */ efla_cuda_delta_rule_alpha_fwd,
     /* .delta_rule_alpha_bwd = */ efla_cuda_delta_rule_alpha_bwd,
+    /* .cumsum = */ NULL,
+    /* .sort = */ NULL,
+    /* .delta_rule_rank_fwd = */ efla_cuda_delta_rule_rank_fwd,   /* cuda/delta_rule_rank.cu */
+    /* .delta_rule_rank_bwd = */ efla_cuda_delta_rule_rank_bwd,
 };
 
 /* Registration when libefla is loaded (no CUDA call here: that waits for first use). */
