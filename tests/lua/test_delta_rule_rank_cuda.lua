@@ -74,7 +74,7 @@ else
   t.test('delta_rule_rank cuda == cpu, float32 and bfloat16', function()
     compare('float32 r = 2', 'float32', 2e-4, 2, 70, 2, 2, 32, 64, 'exact', 21)
     compare('float32 r = 4, dv = 33', 'float32', 2e-4, 1, 33, 3, 4, 16, 33, 'exact', 22)
-    if DEVICE == 'cuda' then compare('bfloat16 r = 4', 'bfloat16', 1e-3, 2, 40, 2, 4, 64, 64, 'exact', 23) end
+    if DEVICE == 'cuda' then compare('bfloat16 r = 4', 'bfloat16', 1e-2, 2, 40, 2, 4, 64, 64, 'exact', 23) end
   end)
   t.test('delta_rule_rank cuda: a sequence in two pieces == one pass; T = 0', function()
     local q, k, v, beta, S0 = inputs(1, 50, 2, 3, 16, 24, 31)
