@@ -22,7 +22,7 @@ end
 local args = efla.args.parse(arg, {
   name = 'recipes/lm.lua',
   description = 'Train causal language models (EFLA / DeltaNet) on a text corpus; validate, checkpoint, sample.',
-  { '--method', default = 'efla', choices = { 'efla', 'deltanet', 'both', 'efla-r2', 'efla-r4' }, help = 'which model(s) to train (both: same data order; efla-rN: N keys per token, docs/RANK_R.md)' },
+  { '--method', default = 'efla', choices = { 'efla', 'deltanet', 'both', 'efla-r1', 'efla-r2', 'efla-r4' }, help = 'which model(s) to train (both: same data order; efla-rN: N keys per token, docs/RANK_R.md)' },
   { '--corpus', default = 'moby-dick', choices = { 'moby-dick', 'sotu', 'brown', 'gcide' }, help = 'training corpus' },
   { '--text', metavar = 'FILE', help = 'train on this text file instead (paragraphs = documents)' },
   { '--tokenizer', default = 'byte', choices = { 'byte', 'bpe' }, help = 'bytes, or byte-pair tokens learned on the training split' },

@@ -39,6 +39,7 @@ LM.SIZE_NAMES = { 'tiny', 'small', 'medium' }
 LM.METHODS = {
   efla = { order = 'exact', key_norm = 'none' },
   deltanet = { order = 1, key_norm = 'l2' },
+  ['efla-r1'] = { order = 'exact', key_norm = 'none', rank = 1 },   -- r = 1 through the rank-r kernel (a control)
   ['efla-r2'] = { order = 'exact', key_norm = 'none', rank = 2 },   -- rank-r EFLA (docs/RANK_R.md)
   ['efla-r4'] = { order = 'exact', key_norm = 'none', rank = 4 },
 }
