@@ -116,29 +116,33 @@ __device__ __forceinline__ void stage(const RankParams &p, int64_t row, A *Ks, A
     __syncwarp();
 }
 
-/* one token's update of this lane's column: S += K^T F (V - K S); u (r) returned */
+/* one token's update of this lane's column: S += K^T F (V - K S), in two passes over the
+ * column (d = V - K S; then S += K^T u fused with the readout q . S); returns u (r) and q . S */
 template <typename T, typename A>
-__device__ __forceinline__ void step(const RankParams &p, int64_t row, int64_t j, bool col, A *S, const A *Ks,
-                                     const A *Fs, A *u) {
+__device__ __forceinline__ A step(const RankParams &p, int64_t row, int64_t j, bool col, A *S, const A *Ks,
+                                  const A *qs, const A *Fs, A *u) {
     const int r = (int)p.r;
     const int lane = threadIdx.x;
     A d[EFLA_RANK_MAX];
     const T *v = (const T *)p.v + row * r * p.dv;
-    for (int i = 0; i < r; i++) {
-        A s = col ? (A)ldx(v + i * p.dv + j) : (A)0;
-        for (int64_t a = 0; a < p.dk; a++) s -= Ks[i * p.dk + a] * S[a * TJ + lane];
-        d[i] = s;
+    for (int i = 0; i < r; i++) d[i] = col ? (A)ldx(v + i * p.dv + j) : (A)0;
+    for (int64_t a = 0; a < p.dk; a++) {
+        const A s = S[a * TJ + lane];
+        for (int i = 0; i < r; i++) d[i] -= Ks[i * p.dk + a] * s;
     }
     for (int i = 0; i < r; i++) {
         A s = 0;
         for (int m = 0; m < r; m++) s += Fs[i * r + m] * d[m];
         u[i] = s;
     }
+    A o = 0;
     for (int64_t a = 0; a < p.dk; a++) {
         A s = S[a * TJ + lane];
         for (int i = 0; i < r; i++) s += Ks[i * p.dk + a] * u[i];
         S[a * TJ + lane] = s;
+        o += qs[a] * s;
     }
+    return o;
 }
 
 template <typename T, typename A> __global__ void fwd_kernel(RankParams p) {
@@ -157,9 +161,7 @@ template <typename T, typename A> __global__ void fwd_kernel(RankParams p) {
                 ((A *)p.ckpt)[(pair * p.nblk + t / p.L) * sz + a * p.dv + j] = S[a * TJ + lane];
         const int64_t row = (b * p.T + t) * p.H + h;
         stage<T, A>(p, row, Ks, qs, Fs);
-        step<T, A>(p, row, j, col, S, Ks, Fs, u);
-        A o = 0;
-        for (int64_t a = 0; a < p.dk; a++) o += qs[a] * S[a * TJ + lane];
+        const A o = step<T, A>(p, row, j, col, S, Ks, qs, Fs, u);
         if (col) stx((T *)p.o + row * p.dv + j, p.scale * (double)o);
     }
     if (p.sf && col)
@@ -186,7 +188,7 @@ template <typename T, typename A> __global__ void bwd_kernel(RankParams p) {
         for (int64_t i = 0; i < nt; i++) {   /* replay, keeping u */
             const int64_t row = (b * p.T + t0 + i) * p.H + h;
             stage<T, A>(p, row, Ks, qs, Fs);
-            step<T, A>(p, row, j, col, S, Ks, Fs, u);
+            step<T, A>(p, row, j, col, S, Ks, qs, Fs, u);
             for (int m = 0; m < r; m++) U[(i * r + m) * TJ + lane] = u[m];
         }
         for (int64_t i = nt - 1; i >= 0; i--) {
@@ -207,14 +209,13 @@ template <typename T, typename A> __global__ void bwd_kernel(RankParams p) {
                 for (int m = 0; m < r; m++) s -= Ks[m * p.dk + a] * u[m];
                 S[a * TJ + lane] = s;
             }
-            for (int m = 0; m < r; m++) {
-                A s = col ? (A)ldx(v + m * p.dv + j) : (A)0, g = 0;
-                for (int64_t a = 0; a < p.dk; a++) {
-                    s -= Ks[m * p.dk + a] * S[a * TJ + lane];
-                    g += Ks[m * p.dk + a] * dS[a * TJ + lane];
+            for (int m = 0; m < r; m++) { d[m] = col ? (A)ldx(v + m * p.dv + j) : (A)0; du[m] = 0; }
+            for (int64_t a = 0; a < p.dk; a++) {
+                const A sa = S[a * TJ + lane], ga = dS[a * TJ + lane];
+                for (int m = 0; m < r; m++) {
+                    d[m] -= Ks[m * p.dk + a] * sa;
+                    du[m] += Ks[m * p.dk + a] * ga;
                 }
-                d[m] = s;
-                du[m] = g;
             }
             for (int m = 0; m < r; m++) {
                 A s = 0;
