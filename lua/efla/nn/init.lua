@@ -22,6 +22,7 @@ efla.nn: modules that own their parameters.
            Residual(m), SwiGLU(d [, hidden]), ShortConv(channels, {kernel = 4, activation})
   Mixer:   DeltaAttention{d_model, n_heads, order = 'exact'|1..4, key_norm, query_norm,
            short_conv, output_norm, output_gate}: forward(x [, state]) -> y, state
+           RankDeltaAttention{d_model, n_heads, rank = 2, ...}: r keys per token, exact (docs/RANK_R.md)
   Models:  SequenceClassifier{...} (sMNIST), CausalLM{...}; nn.build(config);
            nn.register(name, class) so that nn.build / efla.load_model rebuild your own class
   Losses:  functional.cross_entropy(logits, target, {ignore_index, label_smoothing}),
