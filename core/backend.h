@@ -57,6 +57,8 @@ typedef struct efla_attention_args {
     efla_dtype dtype;
 } efla_attention_args;
 
+struct efla_rank_args;   /* the rank-r delta rule's arguments: core/delta_rule_rank.h */
+
 /* One device kind's table: the services (allocation, copies, synchronisation, statistics),
  * written out here, then one function pointer per kernel of core/backend_ops.h, generated.
  * A NULL slot means "no kernel": the front end reports it with efla_no_kernel(). Fill a

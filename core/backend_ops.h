@@ -65,6 +65,9 @@
     /* lambda and alpha on the device; the CPU has none (the front end's host loops) */ \
     X(delta_rule_alpha_fwd, 0, 1, EFLA_DT_NONE, EFLA_DT_FLOAT, (int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta, int order, int reference_eps, void *alpha, void *lambda)) \
     X(delta_rule_alpha_bwd, 0, 1, EFLA_DT_NONE, EFLA_DT_FLOAT, (int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta, const void *lambda, const void *dalpha, int order, int reference_eps, void *dk_inout, void *dbeta)) \
+    /* the rank-r exact delta rule (ops_delta_rule_rank.c; cpu/delta_rule_rank.c, cuda/delta_rule_rank.cu; docs/RANK_R.md) */ \
+    X(delta_rule_rank_fwd, 1, 1, EFLA_DT_F32_F64, EFLA_DT_FLOAT, (const struct efla_rank_args *a, const void *q, const void *k, const void *v, const void *beta, const void *s0, void *o, void *s_final, void *ckpt)) \
+    X(delta_rule_rank_bwd, 1, 1, EFLA_DT_F32_F64, EFLA_DT_FLOAT, (const struct efla_rank_args *a, const void *q, const void *k, const void *v, const void *beta, const void *ckpt, const void *d_o, const void *d_s_final, void *dq, void *dk, void *dv, void *dbeta, void *ds0)) \
     /* softmax attention (ops_attention.c; cpu/attention.c, cuda/attention.cu): the backward recomputes P from lse */ \
     X(attention_fwd,    1, 1, EFLA_DT_F32_F64, EFLA_DT_F32 | EFLA_DT_BF16, (const efla_attention_args *a, const void *q, const void *k, const void *v, void *o, void *lse)) \
     X(attention_bwd,    1, 1, EFLA_DT_F32_F64, EFLA_DT_F32 | EFLA_DT_BF16, (const efla_attention_args *a, const void *q, const void *k, const void *v, const void *o, const void *lse, const void *d_o, void *dq, void *dk, void *dv)) \

@@ -311,6 +311,15 @@ void efla_attention_default_opts(efla_attention_opts *opts);
  * Differentiable in q, k and v; float32/float64 on the cpu, float32/bfloat16 on CUDA. */
 int efla_attention(const efla_tensor *q, const efla_tensor *k, const efla_tensor *v,
                    const efla_attention_opts *opts, efla_tensor **out);
+/* ---- the rank-r exact update (docs/RANK_R.md) -------------------------------------- */
+/* r keys and values per token: q [B,T,H,dk], k [B,T,H,r,dk], v [B,T,H,r,dv], beta [B,T,H],
+ * initial_state [B,H,dk,dv] or NULL; r = 1..8. S <- S + K^T f(K K^T) (V - K S), o = scale S^T q.
+ * opts: order, scale, output_final_state (the other fields are ignored). r = 1 is
+ * efla_delta_rule. Differentiable in q, k, v, beta and initial_state. */
+int efla_delta_rule_rank(const efla_tensor *q, const efla_tensor *k, const efla_tensor *v,
+                         const efla_tensor *beta, const efla_tensor *initial_state,
+                         const efla_delta_rule_opts *opts, efla_tensor **out,
+                         efla_tensor **final_state);
 
 /* ---- fused optimiser update -------------------------------------------------------- */
 /* AdamW on one parameter, in place: m, v same shape and device as p; step counts from 1. */

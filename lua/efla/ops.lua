@@ -230,4 +230,23 @@ function ops.attention(q, k, v, opts)
   return binding.wrap(out[0])
 end
 
+--- ops.delta_rule_rank(q, k, v, beta [, opts]) -> o [B,T,H,dv], final_state [B,H,dk,dv]: the
+--- rank-r exact update, r keys and values per token: q [B,T,H,dk], k [B,T,H,r,dk],
+--- v [B,T,H,r,dv], beta [B,T,H], r = 1..8. S <- S + K^T f(K K^T) (V - K S) with
+--- f(G) = G^-1 (I - e^{-beta G}) (exact for any K, also rank-deficient); r = 1 is
+--- ops.delta_rule. opts: order = 'exact' | 1..4, scale (default dk^-1/2), initial_state,
+--- output_final_state = true. Differentiable in every input. The maths: docs/RANK_R.md.
+function ops.delta_rule_rank(q, k, v, beta, opts)
+  local fn = 'delta_rule_rank'
+  local o, raw = fill_opts(opts, fn)
+  local pq, pk = required(q, 'q', fn, QK), required(k, 'k', fn, '[B,T,H,r,dk]')
+  local pv, pb = required(v, 'v', fn, '[B,T,H,r,dv]'), required(beta, 'beta', fn, BETA)
+  local out, final = ffi.new('efla_tensor*[1]'), ffi.new('efla_tensor*[1]')
+  local rc = lib.efla_delta_rule_rank(pq, pk, pv, pb, ptr(raw.initial_state, 'initial_state', fn), o, out,
+    o.output_final_state ~= 0 and final or nil)
+  if rc < 0 then binding.raise(binding.last_error()) end
+  if o.output_final_state ~= 0 then return binding.wrap(out[0]), binding.wrap(final[0]) end
+  return binding.wrap(out[0])
+end
+
 return ops

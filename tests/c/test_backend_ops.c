@@ -85,6 +85,8 @@ static const struct { efla_backend_op op; const char *why; } exempt[] = {
     { EFLA_OP_delta_rule_bwd, "test_delta_rule.c (CPU) and test_cuda.c (CUDA vs CPU)" },
     { EFLA_OP_delta_rule_alpha_fwd, "test_cuda.c: the delta rule on CUDA runs it" },
     { EFLA_OP_delta_rule_alpha_bwd, "test_cuda.c: the delta rule on CUDA runs it" },
+    { EFLA_OP_delta_rule_rank_fwd, "tests/lua/test_delta_rule_rank.lua (CPU vs a dense matrix exponential) and _cuda.lua (CUDA vs CPU)" },
+    { EFLA_OP_delta_rule_rank_bwd, "tests/lua/test_delta_rule_rank.lua (finite differences) and _cuda.lua (CUDA vs CPU)" },
     { EFLA_OP_attention_fwd, "tests/lua/test_attention.lua (CPU vs a naive reference) and test_attention_cuda.lua (CUDA vs CPU)" },
     { EFLA_OP_attention_bwd, "tests/lua/test_attention.lua (CPU vs a naive reference) and test_attention_cuda.lua (CUDA vs CPU)" },
 };

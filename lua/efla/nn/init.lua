@@ -7,6 +7,7 @@ for k, v in pairs(require 'efla.nn.layers') do nn[k] = v end
 for k, v in pairs(require 'efla.nn.blocks') do nn[k] = v end
 nn.DeltaAttention = require 'efla.nn.attention'
 nn.SoftmaxAttention = require 'efla.nn.softmax_attention'
+nn.RankDeltaAttention = require 'efla.nn.rank_delta_attention'
 local models = require 'efla.nn.models'
 nn.SequenceClassifier, nn.CausalLM, nn.Block, nn.build = models.SequenceClassifier, models.CausalLM, models.Block, models.build
 nn.register = models.register
@@ -23,6 +24,7 @@ efla.nn: modules that own their parameters.
   Mixer:   DeltaAttention{d_model, n_heads, order = 'exact'|1..4, key_norm, query_norm,
            short_conv, output_norm, output_gate}: forward(x [, state]) -> y, state
            SoftmaxAttention{d_model, n_heads, window, rope = true}: forward(x [, kv_cache]) -> y, kv_cache
+           RankDeltaAttention{d_model, n_heads, rank = 2, ...}: r keys per token, exact (docs/RANK_R.md)
   Models:  SequenceClassifier{...} (sMNIST), CausalLM{..., layers = 'EEEA'} (hybrids); nn.build(config);
            nn.register(name, class) so that nn.build / efla.load_model rebuild your own class
   Losses:  functional.cross_entropy(logits, target, {ignore_index, label_smoothing}),

@@ -23,6 +23,13 @@ local function attention_config(cfg)
   }
 end
 
+-- RankDeltaAttention's config from a CausalLM config with rank (docs/RANK_R.md)
+local function rank_attention_config(cfg)
+  local a = attention_config(cfg)
+  a.rank = cfg.rank
+  return a
+end
+
 --- DeltaReadout{d_model, n_heads = 1, order = 'exact', key_norm, query_norm = 'none', scale = 1,
 ---   beta_bias = -2, reference_eps = true, chunk_size, algorithm, dtype}: the published sMNIST
 --- model's memory layer. q, k, v = Linear(d, d, no bias) (xavier uniform), beta =
@@ -220,6 +227,10 @@ local function make_mixer(c, letter)
     return SoftmaxAttention { d_model = c.d_model, n_heads = c.n_heads, head_dim = c.head_dim, rope = c.rope ~= false,
       rope_base = c.rope_base, window = kind.window and (c.window or models.DEFAULT_WINDOW) or nil, dtype = c.dtype }
   end
+  -- rank-r keys (docs/RANK_R.md) replace the exact EFLA mixer (the config's own, or an E letter)
+  if c.rank and not (kind and (kind.gate or kind.order ~= 'exact')) then
+    return require('efla.nn.rank_delta_attention')(rank_attention_config(c))
+  end
   local ac = attention_config(c)
   if kind then
     ac.order, ac.key_norm = kind.order, kind.key_norm
@@ -267,6 +278,7 @@ function models.CausalLM:__init(cfg)
     layers = cfg.layers, window = cfg.window, rope = cfg.rope, rope_base = cfg.rope_base,
   }
   if c.layers ~= nil and cfg.n_layers == nil then c.n_layers = type(c.layers) == 'string' and #c.layers or c.n_layers end
+  c.rank = cfg.rank   -- keys per token: RankDeltaAttention (docs/RANK_R.md)
   self.config = c
   local kinds = c.layers ~= nil and models.layer_kinds(c.layers, c.n_layers) or {}
   self:add_module('embed', layers.Embedding(c.vocab_size, c.d_model, { dtype = c.dtype, std = 0.02 }))

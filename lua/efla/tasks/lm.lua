@@ -41,6 +41,9 @@ LM.METHODS = {
   deltanet = { order = 1, key_norm = 'l2' },
   ['gated-efla'] = { order = 'exact', key_norm = 'none', gate = true },   -- docs/MATH.md §6
   ['gated-deltanet'] = { order = 1, key_norm = 'l2', gate = true },
+  ['efla-r1'] = { order = 'exact', key_norm = 'none', rank = 1 },   -- r = 1 through the rank-r kernel (a control)
+  ['efla-r2'] = { order = 'exact', key_norm = 'none', rank = 2 },   -- rank-r EFLA (docs/RANK_R.md)
+  ['efla-r4'] = { order = 'exact', key_norm = 'none', rank = 4 },
 }
 -- softmax-attention baselines and hybrids: `layers` is a CausalLM layer pattern (E EFLA,
 -- D DeltaNet, A softmax attention, W sliding window, G gated EFLA, g Gated DeltaNet),
@@ -133,6 +136,7 @@ function LM.model_config(method, args, vocab_size)
     key_norm = args.key_norm or m.key_norm, query_norm = 'l2', short_conv = true, conv_size = args.conv_size or 4,
     output_norm = true, beta_bias = 0, tie_weights = args.tie_weights or false, chunk_size = args.chunk_size or 64,
     algorithm = 'auto',
+    rank = m.rank,
   }
   if m.gate then config.gate = true end
   if pattern then
