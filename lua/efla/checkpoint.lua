@@ -23,7 +23,7 @@ local ffi = require 'ffi'
 local efla = require 'efla'
 local json = require 'efla.json'
 
-local I = efla.internal
+local I = require 'efla._binding'
 local lib = I.lib
 
 local M = {}

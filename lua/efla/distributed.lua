@@ -11,6 +11,7 @@
 -- listens; the NCCL unique id travels with the reply), or through a shared file
 -- (init_method = 'file:///shared/path') for NCCL. docs/DISTRIBUTED.md has the whole story.
 local efla = require 'efla'
+local binding = require 'efla._binding'
 local tcp = require 'efla.distributed.tcp'
 
 local dist = {}
@@ -111,7 +112,7 @@ function Group:all_reduce(t, op, opts)
   check_tensor(t, 'all_reduce')
   local avg = check_op(op)
   if self.nccl then
-    efla.internal.check(efla.internal.lib.efla_nccl_all_reduce(self.nccl, t.ptr, avg and 1 or 0))
+    binding.check(binding.lib.efla_nccl_all_reduce(self.nccl, t.ptr, avg and 1 or 0))
     if not (opts and opts.async) then self:wait() end
   else
     self.star:all_reduce(t, avg)
@@ -125,7 +126,7 @@ function Group:broadcast(t, root)
   root = root or 0
   if root < 0 or root >= self.world_size then error(string.format('distributed.broadcast: root %d is not a rank of 0..%d', root, self.world_size - 1), 2) end
   if self.nccl then
-    efla.internal.check(efla.internal.lib.efla_nccl_broadcast(self.nccl, t.ptr, root))
+    binding.check(binding.lib.efla_nccl_broadcast(self.nccl, t.ptr, root))
     self:wait()
   else
     self.star:broadcast(t, root)
@@ -141,7 +142,7 @@ function Group:all_gather(t)
     for _, n in ipairs(t:dim() > 0 and t:size() or {}) do shape[#shape + 1] = n end
     local out = efla.empty(shape, { dtype = t:dtype(), device = t:device() })
     local src = t:contiguous()   -- held in a local: the call must not outlive its tensor
-    efla.internal.check(efla.internal.lib.efla_nccl_all_gather(self.nccl, src.ptr, out.ptr))
+    binding.check(binding.lib.efla_nccl_all_gather(self.nccl, src.ptr, out.ptr))
     self:wait()
     return out
   end
@@ -163,7 +164,7 @@ function Group:reduce_scatter(t, op)
     local shape = t:size(); shape[1] = part
     local out = efla.empty(shape, { dtype = t:dtype(), device = t:device() })
     local src = t:contiguous()
-    efla.internal.check(efla.internal.lib.efla_nccl_reduce_scatter(self.nccl, src.ptr, out.ptr, avg and 1 or 0))
+    binding.check(binding.lib.efla_nccl_reduce_scatter(self.nccl, src.ptr, out.ptr, avg and 1 or 0))
     self:wait()
     return out
   end
@@ -179,7 +180,7 @@ end
 
 --- pg:wait(): NCCL: the default stream waits for the queued collectives (a no-op for tcp).
 function Group:wait()
-  if self.nccl then efla.internal.check(efla.internal.lib.efla_nccl_wait(self.nccl)) end
+  if self.nccl then binding.check(binding.lib.efla_nccl_wait(self.nccl)) end
 end
 
 --- pg:all_numbers(list [, op]) -> the element-wise sum (or mean) of a list of numbers over ranks.
@@ -197,7 +198,7 @@ end
 
 --- pg:destroy(): closes the connections and the NCCL communicator.
 function Group:destroy()
-  if self.nccl then efla.internal.lib.efla_nccl_destroy(self.nccl); self.nccl = nil end
+  if self.nccl then binding.lib.efla_nccl_destroy(self.nccl); self.nccl = nil end
   if self.star then self.star:close() end
   if default_group == self then default_group = nil end
 end
@@ -230,7 +231,7 @@ function dist.init(o)
   local timeout = o.timeout or tonumber(os.getenv('EFLA_DIST_TIMEOUT') or '') or 120
   local backend = o.backend or os.getenv('EFLA_DIST_BACKEND') or 'auto'
   if backend == 'auto' then
-    backend = (efla.has_cuda() and efla.device_count('cuda') > 0 and efla.internal.lib.efla_nccl_available() == 1) and 'nccl' or 'tcp'
+    backend = (efla.has_cuda() and efla.device_count('cuda') > 0 and binding.lib.efla_nccl_available() == 1) and 'nccl' or 'tcp'
   end
   if backend ~= 'tcp' and backend ~= 'nccl' then error("distributed.init: backend must be 'tcp', 'nccl' or 'auto', got " .. tostring(backend), 2) end
   if g.rank < 0 or g.rank >= g.world_size then
@@ -238,13 +239,13 @@ function dist.init(o)
   end
   g.backend = backend
   local payload = ''
-  local lib, ffi = efla.internal.lib, efla.internal.ffi
+  local lib, ffi = binding.lib, binding.ffi
   if backend == 'nccl' then
-    if lib.efla_nccl_available() ~= 1 then error('distributed.init: ' .. efla.internal.last_error(), 2) end
+    if lib.efla_nccl_available() ~= 1 then error('distributed.init: ' .. binding.last_error(), 2) end
     g.device = o.device or ('cuda:' .. g.local_rank)
     if g.rank == 0 then
       local id = ffi.new('char[128]')
-      efla.internal.check(lib.efla_nccl_unique_id(id))
+      binding.check(lib.efla_nccl_unique_id(id))
       payload = ffi.string(id, 128)
     end
   else
@@ -259,8 +260,8 @@ function dist.init(o)
     payload = links.payload or payload
   end
   if backend == 'nccl' then
-    local dev = efla.internal.parse_device(g.device)
-    g.nccl = efla.internal.checkp(lib.efla_nccl_init(payload, g.world_size, g.rank, dev))
+    local dev = binding.parse_device(g.device)
+    g.nccl = binding.checkp(lib.efla_nccl_init(payload, g.world_size, g.rank, dev))
   end
   -- a rank's lines interleave with the others' (efla-run prefixes them): flush each one
   if g.world_size > 1 then io.stdout:setvbuf('line') end

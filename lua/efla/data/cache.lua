@@ -68,7 +68,7 @@ function cache.signature(key, paths)
 end
 
 -- dtype name <-> efla_dtype code (the entries store the code), and element sizes
-local E = efla.internal
+local E = require 'efla._binding'
 local dtype_code = {}
 for code, name in pairs(E.dtype_names) do dtype_code[name] = code end
 local function dtype_size(name) return tonumber(E.lib.efla_dtype_size(dtype_code[name])) end

@@ -15,6 +15,7 @@
 -- (seed, epoch) only and never disturbs (or is disturbed by) other random draws.
 local ffi = require 'ffi'
 local efla = require 'efla'
+local binding = require 'efla._binding'
 local data = require 'efla.data'
 
 local loader = {}
@@ -33,7 +34,7 @@ local permutation = loader.permutation
 --- loader.device_name(d) -> d as a device name: 'cpu', 'cuda', 'cuda:N' pass through; a
 -- device number (0 = CPU, 1 = the first GPU, as in efla.h) is converted.
 function loader.device_name(d)
-  if type(d) == "number" then return efla.internal.device_name(d) end
+  if type(d) == "number" then return binding.device_name(d) end
   return d
 end
 

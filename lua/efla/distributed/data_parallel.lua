@@ -14,8 +14,9 @@
 -- one rank only: the owner updates the parameter and broadcasts it. The update is the
 -- wrapped optimiser's own, so the result equals the unsharded optimiser's.
 local efla = require 'efla'
+local binding = require 'efla._binding'
 local ffi = require 'ffi'
-local lib = efla.internal.lib
+local lib = binding.lib
 
 local M = {}
 

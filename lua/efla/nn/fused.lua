@@ -15,7 +15,7 @@
 -- nn modules use them whenever efla.nn.fused.enabled is true (the default); set it to
 -- false to get the composed ops back (to compare, or to debug a kernel).
 local efla = require 'efla'
-local I = efla.internal
+local I = require 'efla._binding'
 local lib = I.lib
 
 local fused = { enabled = true }
