@@ -213,6 +213,14 @@ int efla_set_grad(efla_tensor *t, efla_tensor *g) {
 
 efla_tensor *efla_detach(const efla_tensor *t) { return efla_tensor_alias(t); }
 
+efla_tensor *efla_plain(const efla_tensor *t) {
+    efla_tensor *d = efla_detach(t);
+    if (!d) return NULL;
+    efla_tensor *c = efla_contiguous(d);
+    efla_tensor_release(d);
+    return c;
+}
+
 /* ---- the engine --------------------------------------------------------------------------- */
 efla_tensor *efla_sum_to_shape(const efla_tensor *g, int ndim, const int64_t *shape) {
     if (g->ndim == ndim && !memcmp(g->shape, shape, sizeof(int64_t) * (size_t)ndim)) {

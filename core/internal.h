@@ -71,6 +71,9 @@ efla_tensor *efla_tensor_make_view(efla_storage *storage, int64_t offset, int nd
                                    efla_dtype dtype, int device);
 /* Same storage, shape and strides as t; no autograd history. */
 efla_tensor *efla_tensor_alias(const efla_tensor *t);
+/* A contiguous tensor with t's values and no autograd history (a new ref of t's storage when
+ * it already is contiguous): what kernels taking raw buffers are handed. core/autograd.c */
+efla_tensor *efla_plain(const efla_tensor *t);
 /* Mark an in-place write on t's storage. */
 static inline void efla_bump_version(efla_tensor *t) { t->storage->version++; }
 /* Check that two tensors live on one device; error names op. */

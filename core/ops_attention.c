@@ -20,14 +20,6 @@ void efla_attention_default_opts(efla_attention_opts *o) {
     o->scale = 0;
 }
 
-static efla_tensor *plain(const efla_tensor *t) {
-    efla_tensor *d = efla_detach(t);
-    if (!d) return NULL;
-    efla_tensor *c = efla_contiguous(d);
-    efla_tensor_release(d);
-    return c;
-}
-
 static int check(const char *op, const efla_tensor *q, const efla_tensor *k, const efla_tensor *v,
                  const efla_attention_opts *o) {
     if (!q || !k || !v) return efla_fail("%s: q, k and v must not be NULL", op);
@@ -76,7 +68,7 @@ static int attention_backward(efla_node *node, efla_tensor *const *go, efla_tens
     const efla_backend *b = efla_backend_for("attention backward", sv[SV_Q]->device);
     if (!b) goto out;
     if (!b->attention_bwd) { efla_no_kernel("attention backward", sv[SV_Q]->device); goto out; }
-    if (!(dO = plain(go[0]))) goto out;
+    if (!(dO = efla_plain(go[0]))) goto out;
     for (int i = 0; i < 3; i++)
         if (!(g[i] = efla_empty(4, sv[i]->shape, sv[i]->dtype, sv[i]->device))) goto out;
     if (b->attention_bwd(a, efla_cpu_ptr(sv[SV_Q]), efla_cpu_ptr(sv[SV_K]), efla_cpu_ptr(sv[SV_V]),
@@ -111,7 +103,7 @@ int efla_attention(const efla_tensor *q, const efla_tensor *k, const efla_tensor
     a.scale = o.scale > 0 ? o.scale : (a.dk > 0 ? 1.0 / sqrt((double)a.dk) : 1.0);
 
     efla_tensor *in[3] = {(efla_tensor *)q, (efla_tensor *)k, (efla_tensor *)v};
-    efla_tensor *qc = plain(q), *kc = plain(k), *vc = plain(v), *o_t = NULL, *lse = NULL;
+    efla_tensor *qc = efla_plain(q), *kc = efla_plain(k), *vc = efla_plain(v), *o_t = NULL, *lse = NULL;
     int rc = -1;
     if (!qc || !kc || !vc) goto out;
     int64_t oshape[4] = {a.B, a.Tq, a.H, a.dv}, lshape[3] = {a.B, a.H, a.Tq};

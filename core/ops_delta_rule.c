@@ -204,15 +204,6 @@ static int check_inputs(const char *op, const efla_tensor *q, const efla_tensor 
 }
 
 /* ---- lambda and alpha ----------------------------------------------------------------------------- */
-/* contiguous, history-free version of t (t itself when it already is) */
-static efla_tensor *plain(const efla_tensor *t) {
-    efla_tensor *d = efla_detach(t);
-    if (!d) return NULL;
-    efla_tensor *c = efla_contiguous(d);
-    efla_tensor_release(d);
-    return c;
-}
-
 /* |k|^2 of one key, in double. Kept out of line so that every token gets the very same
  * instructions (a vectorised main loop and a scalar tail could round differently, and the
  * single-token step must match the sequence form bit for bit). */
@@ -336,8 +327,8 @@ static int dr_backward(efla_node *node, efla_tensor *const *go, efla_tensor **gi
     const efla_backend *b = efla_backend_for("delta_rule backward", q->device);
     if (!b) goto out;
     if (!b->delta_rule_bwd) { efla_no_kernel("delta_rule backward", q->device); goto out; }
-    if (!(grad_o = plain(go[0]))) goto out;
-    if (node->n_outputs > 1 && !(grad_sf = plain(go[1]))) goto out;
+    if (!(grad_o = efla_plain(go[0]))) goto out;
+    if (node->n_outputs > 1 && !(grad_sf = efla_plain(go[1]))) goto out;
     grad[IN_Q] = efla_empty(4, q->shape, q->dtype, q->device);
     grad[IN_K] = efla_empty(4, k->shape, k->dtype, k->device);
     grad[IN_V] = efla_empty(4, v->shape, v->dtype, v->device);
@@ -429,9 +420,9 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
     a.state_dtype = q->dtype == EFLA_BFLOAT16 ? EFLA_FLOAT32 : q->dtype;
 
     const int save_cs = want_grad && !o.recompute_states;
-    efla_tensor *qc = plain(q), *kc = plain(k), *vc = plain(v), *bc = plain(beta);
-    efla_tensor *sc = initial_state ? plain(initial_state) : NULL;
-    efla_tensor *gc = o.log_decay ? plain(o.log_decay) : NULL;
+    efla_tensor *qc = efla_plain(q), *kc = efla_plain(k), *vc = efla_plain(v), *bc = efla_plain(beta);
+    efla_tensor *sc = initial_state ? efla_plain(initial_state) : NULL;
+    efla_tensor *gc = o.log_decay ? efla_plain(o.log_decay) : NULL;
     efla_tensor *lam = NULL, *alpha = NULL, *alpha_v = NULL, *o_t = NULL, *sf = NULL, *cs = NULL;
     int rc = -1;
     if (!qc || !kc || !vc || !bc || (initial_state && !sc) || (o.log_decay && !gc)) goto out;

@@ -75,14 +75,6 @@ static int check_inputs(const char *op, const efla_tensor *q, const efla_tensor 
     return 0;
 }
 
-static efla_tensor *plain(const efla_tensor *t) {
-    efla_tensor *d = efla_detach(t);
-    if (!d) return NULL;
-    efla_tensor *c = efla_contiguous(d);
-    efla_tensor_release(d);
-    return c;
-}
-
 /* ---- autograd ----------------------------------------------------------------------------- */
 enum { SL_Q, SL_K, SL_V, SL_BETA, SL_CKPT, SL_COUNT };
 
@@ -98,8 +90,8 @@ static int rank_backward(efla_node *node, efla_tensor *const *go, efla_tensor **
     const efla_backend *b = efla_backend_for("delta_rule_rank backward", q->device);
     if (!b) goto out;
     if (!b->delta_rule_rank_bwd) { efla_no_kernel("delta_rule_rank backward", q->device); goto out; }
-    if (!(dO = plain(go[0]))) goto out;
-    if (node->n_outputs > 1 && !(dSf = plain(go[1]))) goto out;
+    if (!(dO = efla_plain(go[0]))) goto out;
+    if (node->n_outputs > 1 && !(dSf = efla_plain(go[1]))) goto out;
     int64_t sshape[4] = {a->B, a->H, a->dk, a->dv};
     g[0] = efla_empty(4, q->shape, q->dtype, q->device);
     g[1] = efla_empty(5, k->shape, k->dtype, k->device);
@@ -154,8 +146,8 @@ int efla_delta_rule_rank(const efla_tensor *q, const efla_tensor *k, const efla_
                           (efla_tensor *)initial_state};
     const int want_grad = efla_any_requires_grad(5, in);
 
-    efla_tensor *qc = plain(q), *kc = plain(k), *vc = plain(v), *bc = plain(beta);
-    efla_tensor *sc = initial_state ? plain(initial_state) : NULL;
+    efla_tensor *qc = efla_plain(q), *kc = efla_plain(k), *vc = efla_plain(v), *bc = efla_plain(beta);
+    efla_tensor *sc = initial_state ? efla_plain(initial_state) : NULL;
     efla_tensor *o_t = NULL, *sf = NULL, *ck = NULL;
     int rc = -1;
     if (!qc || !kc || !vc || !bc || (initial_state && !sc)) goto out;
