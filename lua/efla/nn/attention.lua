@@ -149,9 +149,9 @@ function DeltaAttention:forward(x, state)
   if self.key_norm == 'l2' then k = l2_normalise(k) end
   local beta = self.b_proj:forward(x):sigmoid()
   local g = self.A_log and self:log_decay(x) or nil
-  -- the CPU operator has no bfloat16 kernels: compute in float32 there (the state is
-  -- float32 for bfloat16 inputs on every device)
-  local low = q:dtype() == 'bfloat16' and q:device() == 'cpu'
+  -- where the device's delta-rule kernel lacks this dtype (bfloat16 on the CPU), compute in
+  -- float32 (the state is float32 for bfloat16 inputs on every device)
+  local low = q:dtype() == 'bfloat16' and not efla.supports(q, 'delta_rule_fwd', 'bfloat16')
   if low then q, k, v, beta = q:float(), k:float(), v:float(), beta:float() end
   if low and g then g = g:float() end
   local o
