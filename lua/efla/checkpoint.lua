@@ -78,19 +78,7 @@ local function sorted_keys(t)
   return keys
 end
 
-local git_revision_cache
-local function git_revision()
-  if git_revision_cache then return git_revision_cache end
-  local rev = 'unknown'
-  local p = io.popen('git rev-parse HEAD 2>/dev/null')
-  if p then
-    local out = p:read('*l')
-    p:close()
-    if out and out:match('^%x+$') then rev = out end
-  end
-  git_revision_cache = rev
-  return rev
-end
+local function git_revision() return require('efla.sys').git_revision() or 'unknown' end
 
 -- ---- writing ---------------------------------------------------------------------------------------
 local function write_tensor(f, path, name, t)

@@ -348,6 +348,34 @@ function sys.which(program)
   return nil
 end
 
+-- ---- provenance: the git revision ------------------------------------------------------------------
+local revisions = {}
+--- sys.git_revision([dir]) -> the full commit hash of the git checkout at dir (default: the
+--- current folder) and whether it has uncommitted changes to tracked files, or nil outside a
+--- checkout (an installed bundle) or without git. Asked once per folder (results are cached).
+function sys.git_revision(dir)
+  local key = dir or '.'
+  local r = revisions[key]
+  if r == nil then
+    r = false
+    if sys.which('git') then
+      local q = "'" .. key:gsub("'", "'\\''") .. "'"
+      local p = io.popen('git -C ' .. q .. ' rev-parse HEAD 2>/dev/null')
+      local rev = p and p:read('*l')
+      if p then p:close() end
+      if rev and rev:match('^%x+$') then
+        local d = io.popen('git -C ' .. q .. ' status --porcelain --untracked-files=no 2>/dev/null')
+        local dirty = d and d:read('*l')
+        if d then d:close() end
+        r = { rev, dirty ~= nil and dirty ~= '' }
+      end
+    end
+    revisions[key] = r
+  end
+  if not r then return nil end
+  return r[1], r[2]
+end
+
 -- ---- zlib: CRC-32 ----------------------------------------------------------------------------------
 local zlib
 --- sys.zlib() -> the zlib library through the FFI (libz.so.1, Debian zlib1g), for gz* and crc32.

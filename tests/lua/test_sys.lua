@@ -289,5 +289,28 @@ test('lua/ declares no libc structs and lists no folders through a shell', funct
   eq(bad, {}, 'hand-made OS code found (use efla.sys)')
 end)
 
+test('git_revision: the commit of a checkout, its dirty flag, nil outside one', function()
+  if not sys.which('git') then print('  (skipped: no git)') return end
+  local function sh(cmd) local p = io.popen(cmd); local out = p:read('*a'); p:close(); return out end
+  local repo = tmp .. '/repo'
+  sys.mkdir_p(repo)
+  write_plain(repo .. '/a.txt', 'one\n')
+  sh("cd '" .. repo .. "' && git init -q && git add a.txt && git -c user.name=t -c user.email=t@t commit -qm one")
+  local want = sh("git -C '" .. repo .. "' rev-parse HEAD"):match('%x+')
+  local rev, dirty = sys.git_revision(repo)
+  eq(rev, want)
+  eq(dirty, false)
+  local copy = tmp .. '/repo2'   -- a second checkout, changed after its commit (the cache is per folder)
+  sh("git clone -q '" .. repo .. "' '" .. copy .. "'")
+  write_plain(copy .. '/a.txt', 'two\n')
+  local rev2, dirty2 = sys.git_revision(copy)
+  eq(rev2, want)
+  eq(dirty2, true)
+  local plain = tmp .. '/not-a-repo'   -- tmp may lie inside efla's own checkout (ctest's build dir)
+  sys.mkdir_p(plain)
+  sys.setenv('GIT_CEILING_DIRECTORIES', tmp)
+  eq(sys.git_revision(plain), nil)
+end)
+
 sys.remove_tree(tmp)
 t.done()

@@ -7,13 +7,7 @@ local efla = require 'efla'
 
 local R = {}
 
-local function git_revision()
-  local p = io.popen('git rev-parse HEAD 2>/dev/null')
-  if not p then return 'unknown' end
-  local out = p:read('*l')
-  p:close()
-  return out and out:match('^%x+$') and out or 'unknown'
-end
+local function git_revision() return require('efla.sys').git_revision() or 'unknown' end
 
 --- provenance(args) -> {efla_version, git_revision, date, seed, argv, threads}
 function R.provenance(args)

@@ -121,16 +121,8 @@ end
 local function git_revision()
   local init = package.searchpath('efla', package.path)
   local dir = init and init:match('^(.*)/lua/efla/init%.lua$')
-  if not dir then return nil end
-  local q = "'" .. dir:gsub("'", "'\\''") .. "'"
-  local p = io.popen('git -C ' .. q .. ' rev-parse --short=12 HEAD 2>/dev/null')
-  local rev = p and p:read('*l')
-  if p then p:close() end
-  if not rev or rev == '' then return nil end
-  local d = io.popen('git -C ' .. q .. ' status --porcelain --untracked-files=no 2>/dev/null')
-  local dirty = d and d:read('*l')
-  if d then d:close() end
-  return rev .. ((dirty and dirty ~= '') and '+dirty' or '')
+  local rev, dirty = dir and require('efla.sys').git_revision(dir)
+  return rev and (rev:sub(1, 12) .. (dirty and '+dirty' or '')) or nil
 end
 
 --- provenance([extra]) -> {efla_version, git_revision, date (UTC, ISO 8601), luajit, threads,
