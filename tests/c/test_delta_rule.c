@@ -1043,25 +1043,26 @@ static void test_bad_input(void) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) efla_tensor_release(all[i]);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    TEST_ARGS(argc, argv);
     int64_t live0 = efla_live_tensors();
-    test_alpha_formulas();
-    test_alpha_extremes();
-    test_alpha_derivatives();
-    test_alpha_reference_eps();
-    test_alpha_op_autograd();
-    test_kernel_forward_and_fd();
-    test_chunked_vs_recurrent();
-    test_gradients_fd();
-    test_split_sequence();
-    test_cu_seqlens();
-    test_step();
-    test_step_grad();
-    test_threads();
-    test_noncontiguous();
-    test_huge_keys();
-    test_empty();
-    test_bad_input();
+    RUN(test_alpha_formulas);
+    RUN(test_alpha_extremes);
+    RUN(test_alpha_derivatives);
+    RUN(test_alpha_reference_eps);
+    RUN(test_alpha_op_autograd);
+    RUN(test_kernel_forward_and_fd);
+    RUN(test_chunked_vs_recurrent);
+    RUN(test_gradients_fd);
+    RUN(test_split_sequence);
+    RUN(test_cu_seqlens);
+    RUN(test_step);
+    RUN(test_step_grad);
+    RUN(test_threads);
+    RUN(test_noncontiguous);
+    RUN(test_huge_keys);
+    RUN(test_empty);
+    RUN(test_bad_input);
     CHECK_NO_LEAK(live0);
     TEST_SUMMARY();
 }
