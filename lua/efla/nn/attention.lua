@@ -119,6 +119,38 @@ function DeltaAttention:log_decay(x)
   return -(self:cast(self.A_log):exp() * a:softplus())
 end
 
+--- DeltaAttention.check_call(layer, x, state, who) -> state as a table: the checks every
+--- delta-rule mixer makes on forward's arguments (x [B, T, d_model]; state nil, a bare S
+--- tensor or the table a previous call returned), with errors naming the layer `who`.
+function DeltaAttention.check_call(layer, x, state, who)
+  if not efla.is_tensor(x) or x:dim() ~= 3 or x:size(3) ~= layer.d_model then
+    error(string.format('%s: expected x [B, T, %d], got %s', who, layer.d_model,
+      efla.is_tensor(x) and ('[' .. table.concat(x:size(), ',') .. ']') or type(x)), 3)
+  end
+  if efla.is_tensor(state) then state = { S = state } end
+  if state ~= nil and type(state) ~= 'table' then
+    error(who .. ': state must be nil, a tensor or the table a previous call returned, got ' .. type(state), 3)
+  end
+  return state or {}
+end
+
+--- DeltaAttention.project_qkv(layer, x, state, new_state) -> q, k, v [B, T, H, head_dim]: the
+--- projections, the short convolutions (their caches read from state, written to new_state)
+--- and the query/key normalisation, shared by every delta-rule mixer.
+function DeltaAttention.project_qkv(layer, x, state, new_state)
+  local B, T, H, dh = x:size(1), x:size(2), layer.n_heads, layer.head_dim
+  local q, k, v = layer.q_proj:forward(x), layer.k_proj:forward(x), layer.v_proj:forward(x)
+  if layer.q_conv then
+    q, new_state.q_conv = layer.q_conv:forward(q, state.q_conv)
+    k, new_state.k_conv = layer.k_conv:forward(k, state.k_conv)
+    v, new_state.v_conv = layer.v_conv:forward(v, state.v_conv)
+  end
+  q, k, v = q:reshape(B, T, H, dh), k:reshape(B, T, H, dh), v:reshape(B, T, H, dh)
+  if layer.query_norm == 'l2' then q = l2_normalise(q) end
+  if layer.key_norm == 'l2' then k = l2_normalise(k) end
+  return q, k, v
+end
+
 --- forward(x [B, T, d_model] [, state]) -> y [B, T, d_model], new_state.
 --- state carries everything recurrent inference needs: {S = [B, H, head_dim, head_dim]
 --- (the delta-rule memory), q_conv, k_conv, v_conv = [B, conv_size-1, H*head_dim] (the
@@ -126,27 +158,11 @@ end
 --- bare tensor is taken as S. Feeding a sequence in pieces (even token by token), each
 --- call given the previous new_state, gives the same outputs as one call.
 function DeltaAttention:forward(x, state)
-  if not efla.is_tensor(x) or x:dim() ~= 3 or x:size(3) ~= self.d_model then
-    error(string.format('DeltaAttention: expected x [B, T, %d], got %s', self.d_model,
-      efla.is_tensor(x) and ('[' .. table.concat(x:size(), ',') .. ']') or type(x)), 2)
-  end
-  if efla.is_tensor(state) then state = { S = state } end
-  if state ~= nil and type(state) ~= 'table' then
-    error('DeltaAttention: state must be nil, a tensor or the table a previous call returned, got ' .. type(state), 2)
-  end
-  state = state or {}
+  state = DeltaAttention.check_call(self, x, state, 'DeltaAttention')
   local B, T = x:size(1), x:size(2)
   local H, dh = self.n_heads, self.head_dim
   local new_state = {}
-  local q, k, v = self.q_proj:forward(x), self.k_proj:forward(x), self.v_proj:forward(x)
-  if self.q_conv then
-    q, new_state.q_conv = self.q_conv:forward(q, state.q_conv)
-    k, new_state.k_conv = self.k_conv:forward(k, state.k_conv)
-    v, new_state.v_conv = self.v_conv:forward(v, state.v_conv)
-  end
-  q, k, v = q:reshape(B, T, H, dh), k:reshape(B, T, H, dh), v:reshape(B, T, H, dh)
-  if self.query_norm == 'l2' then q = l2_normalise(q) end
-  if self.key_norm == 'l2' then k = l2_normalise(k) end
+  local q, k, v = DeltaAttention.project_qkv(self, x, state, new_state)
   local beta = self.b_proj:forward(x):sigmoid()
   local g = self.A_log and self:log_decay(x) or nil
   -- where the device's delta-rule kernel lacks this dtype (bfloat16 on the CPU), compute in

@@ -74,30 +74,15 @@ function RankDeltaAttention:__init(cfg)
 end
 
 function RankDeltaAttention:forward(x, state)
-  if not efla.is_tensor(x) or x:dim() ~= 3 or x:size(3) ~= self.d_model then
-    error(string.format('RankDeltaAttention: expected x [B, T, %d], got %s', self.d_model,
-      efla.is_tensor(x) and ('[' .. table.concat(x:size(), ',') .. ']') or type(x)), 2)
-  end
-  if efla.is_tensor(state) then state = { S = state } end
-  if state ~= nil and type(state) ~= 'table' then
-    error('RankDeltaAttention: state must be nil, a tensor or the table a previous call returned, got ' .. type(state), 2)
-  end
-  state = state or {}
+  state = DeltaAttention.check_call(self, x, state, 'RankDeltaAttention')
   local B, T, H, dh, r = x:size(1), x:size(2), self.n_heads, self.head_dim, self.rank
   local new_state = {}
-  local q, k, v = self.q_proj:forward(x), self.k_proj:forward(x), self.v_proj:forward(x)
-  if self.q_conv then
-    q, new_state.q_conv = self.q_conv:forward(q, state.q_conv)
-    k, new_state.k_conv = self.k_conv:forward(k, state.k_conv)
-    v, new_state.v_conv = self.v_conv:forward(v, state.v_conv)
-  end
-  q, k, v = q:reshape(B, T, H, dh), k:reshape(B, T, H, dh), v:reshape(B, T, H, dh)
-  if self.query_norm == 'l2' then q = DeltaAttention.l2_normalise(q) end
-  if self.key_norm == 'l2' then k = DeltaAttention.l2_normalise(k) end
+  local q, k, v = DeltaAttention.project_qkv(self, x, state, new_state)
   local K = k:reshape(B, T, H, 1, dh) * self:cast(self.key_mix):reshape(1, 1, H, r, dh)
   local V = v:reshape(B, T, H, 1, dh) * self:cast(self.value_mix):reshape(1, 1, H, r, dh)
   local beta = self.b_proj:forward(x):sigmoid()
-  local low = q:dtype() == 'bfloat16' and q:device() == 'cpu'   -- no bfloat16 CPU kernel
+  -- where the device's rank-r kernel lacks bfloat16 (the CPU), compute in float32
+  local low = q:dtype() == 'bfloat16' and not efla.supports(q, 'delta_rule_rank_fwd', 'bfloat16')
   if low then q, K, V, beta = q:float(), K:float(), V:float(), beta:float() end
   local o
   o, new_state.S = efla.ops.delta_rule_rank(q, K, V, beta, {
