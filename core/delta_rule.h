@@ -36,6 +36,12 @@ void efla_alpha_v_backward(efla_dtype dt, int64_t n, const void *beta, const dou
                            const void *g, int order, const void *gv, void *d_beta, double *d_lambda,
                            void *d_g);
 
+/* The start every delta-rule entry point shares: copies opts (or the defaults) into *o, clears
+ * *out and *final_state, and fails naming op when out is NULL or a final state is asked for
+ * without somewhere to put it. ops_delta_rule.c; the rank-r operator calls it too. */
+int efla_delta_rule_begin(const char *op, const efla_delta_rule_opts *opts, efla_delta_rule_opts *o,
+                          efla_tensor **out, efla_tensor **final_state);
+
 /* "order 7 is not supported ..." unless order is EFLA_ORDER_EXACT or 1..4. */
 int efla_check_order(const char *op, int order);
 #endif

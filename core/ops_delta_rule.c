@@ -376,18 +376,24 @@ out:
 }
 
 /* ---- the operator ------------------------------------------------------------------------------------- */
+int efla_delta_rule_begin(const char *op, const efla_delta_rule_opts *opts, efla_delta_rule_opts *o,
+                          efla_tensor **out, efla_tensor **final_state) {
+    if (opts) *o = *opts; else efla_delta_rule_default_opts(o);
+    if (!out) return efla_fail("%s: the out pointer is NULL", op);
+    *out = NULL;
+    if (final_state) *final_state = NULL;
+    if (o->output_final_state && !final_state)
+        return efla_fail("%s: output_final_state is set but the final_state pointer is NULL", op);
+    return 0;
+}
+
 int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tensor *v,
                     const efla_tensor *beta, const efla_tensor *initial_state,
                     const efla_tensor *cu_seqlens, const efla_delta_rule_opts *opts,
                     efla_tensor **out, efla_tensor **final_state) {
     const char *op = "delta_rule";
     efla_delta_rule_opts o;
-    if (opts) o = *opts; else efla_delta_rule_default_opts(&o);
-    if (!out) return efla_fail("%s: the out pointer is NULL", op);
-    *out = NULL;
-    if (final_state) *final_state = NULL;
-    if (o.output_final_state && !final_state)
-        return efla_fail("%s: output_final_state is set but the final_state pointer is NULL", op);
+    if (efla_delta_rule_begin(op, opts, &o, out, final_state)) return -1;
     if (check_inputs(op, q, k, v, beta, initial_state, &o)) return -1;
     const int64_t B = q->shape[0], T = q->shape[1], H = q->shape[2], head_dim_k = q->shape[3],
                   head_dim_v = v->shape[3];

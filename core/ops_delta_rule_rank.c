@@ -121,12 +121,7 @@ int efla_delta_rule_rank(const efla_tensor *q, const efla_tensor *k, const efla_
                          const efla_delta_rule_opts *opts, efla_tensor **out, efla_tensor **final_state) {
     const char *op = "delta_rule_rank";
     efla_delta_rule_opts o;
-    if (opts) o = *opts; else efla_delta_rule_default_opts(&o);
-    if (!out) return efla_fail("%s: the out pointer is NULL", op);
-    *out = NULL;
-    if (final_state) *final_state = NULL;
-    if (o.output_final_state && !final_state)
-        return efla_fail("%s: output_final_state is set but the final_state pointer is NULL", op);
+    if (efla_delta_rule_begin(op, opts, &o, out, final_state)) return -1;
     if (check_inputs(op, q, k, v, beta, initial_state, &o)) return -1;
     const efla_backend *b = efla_backend_for(op, q->device);
     if (!b) return -1;

@@ -602,18 +602,26 @@ bool covered(const efla_delta_rule_args *a) {
     return true;
 }
 
+/* The sizes and the inputs both directions read; each entry adds its own outputs. */
+static Args shared_args(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *seq,
+                        int64_t nch) {
+    Args p;
+    memset(&p, 0, sizeof p);
+    p.H = a->H; p.dk = a->dk; p.dv = a->dv; p.nseq = a->N; p.nch = nch; p.seq = seq;
+    p.scale = (float)a->scale;
+    p.q = (const bf16 *)buf->q; p.k = (const bf16 *)buf->k; p.v = (const bf16 *)buf->v; p.alpha = (const bf16 *)buf->alpha;
+    p.s0 = (const float *)buf->s0;
+    return p;
+}
+
 } // namespace
 
 /* 1: not covered (use the scan kernels), 0: done, -1: error */
 int efla_cuda_delta_rule_chunk_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
                                    const int64_t *seq, int64_t nch, int device) {
     if (!covered(a)) return 1;
-    Args p;
-    memset(&p, 0, sizeof p);
-    p.H = a->H; p.dk = a->dk; p.dv = a->dv; p.nseq = a->N; p.nch = nch; p.seq = seq;
-    p.scale = (float)a->scale;
-    p.q = (const bf16 *)buf->q; p.k = (const bf16 *)buf->k; p.v = (const bf16 *)buf->v; p.alpha = (const bf16 *)buf->alpha;
-    p.s0 = (const float *)buf->s0; p.o = (bf16 *)buf->o; p.sf = (float *)buf->s_final; p.cs = (float *)buf->chunk_states;
+    Args p = shared_args(a, buf, seq, nch);
+    p.o = (bf16 *)buf->o; p.sf = (float *)buf->s_final; p.cs = (float *)buf->chunk_states;
     bool done = false;
     TRY(dispatch<false>(a, p, device, &done));
     return done ? 0 : 1;
@@ -622,12 +630,8 @@ int efla_cuda_delta_rule_chunk_fwd(const efla_delta_rule_args *a, const efla_del
 int efla_cuda_delta_rule_chunk_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
                                    const int64_t *seq, int64_t nch, int device) {
     if (!covered(a)) return 1;
-    Args p;
-    memset(&p, 0, sizeof p);
-    p.H = a->H; p.dk = a->dk; p.dv = a->dv; p.nseq = a->N; p.nch = nch; p.seq = seq;
-    p.scale = (float)a->scale;
-    p.q = (const bf16 *)buf->q; p.k = (const bf16 *)buf->k; p.v = (const bf16 *)buf->v; p.alpha = (const bf16 *)buf->alpha;
-    p.s0 = (const float *)buf->s0; p.states = (const float *)buf->chunk_states; p.d_o = (const bf16 *)buf->d_o;
+    Args p = shared_args(a, buf, seq, nch);
+    p.states = (const float *)buf->chunk_states; p.d_o = (const bf16 *)buf->d_o;
     p.dsf = (const float *)buf->d_s_final;
     p.dq = (bf16 *)buf->dq; p.dk_out = (bf16 *)buf->dk; p.dv_out = (bf16 *)buf->dv; p.dalpha = (bf16 *)buf->dalpha;
     p.ds0 = (float *)buf->ds0;

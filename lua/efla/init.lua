@@ -52,6 +52,7 @@ efla.set_debug_checks = function(on) return require('efla.ops').set_debug_checks
 --- tensor) has the backend kernel (a row of core/backend_ops.h: 'softmax', 'delta_rule_fwd',
 --- 'swiglu', ...) for that dtype: efla.supports('cpu', 'delta_rule_fwd', 'bfloat16') is false.
 --- efla.supports() -> the list of kernel names.
+local supports_answers = {}   -- the op list is fixed at build time: ask C once per question
 function efla.supports(device, kernel, dtype)
   local lib = binding.lib
   if device == nil then
@@ -61,7 +62,14 @@ function efla.supports(device, kernel, dtype)
   end
   local kind = binding.parse_device(device) == lib.EFLA_DEVICE_CPU and 0 or 1
   if type(kernel) ~= 'string' then binding.raise('supports: kernel must be a name such as "softmax", got ' .. type(kernel)) end
-  return binding.check(lib.efla_backend_supports(kind, kernel, binding.parse_dtype(dtype or 'float32'))) == 1
+  local dt = binding.parse_dtype(dtype or 'float32')
+  local key = kind .. ' ' .. kernel .. ' ' .. tonumber(dt)
+  local answer = supports_answers[key]
+  if answer == nil then
+    answer = binding.check(lib.efla_backend_supports(kind, kernel, dt)) == 1
+    supports_answers[key] = answer
+  end
+  return answer
 end
 
 --- efla.help([x]): an overview, or the documentation of a function, module or tensor.

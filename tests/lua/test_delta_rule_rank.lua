@@ -8,46 +8,8 @@ local test, near, ok, raises = t.test, t.near, t.ok, t.raises
 local F64 = { dtype = 'float64' }
 
 -- ---- the dense reference ----------------------------------------------------------------------
-local function matmul(a, b)
-  local n, m, p = #a, #b, #b[1]
-  local c = {}
-  for i = 1, n do
-    c[i] = {}
-    for j = 1, p do
-      local s = 0
-      for l = 1, m do s = s + a[i][l] * b[l][j] end
-      c[i][j] = s
-    end
-  end
-  return c
-end
-
--- e^M by scaling and squaring: Taylor to 30 terms of M / 2^s with |M / 2^s| <= 1/2
-local function expm(M)
-  local n, norm = #M, 0
-  for i = 1, n do
-    local row = 0
-    for j = 1, n do row = row + math.abs(M[i][j]) end
-    norm = math.max(norm, row)
-  end
-  local s = 0
-  while norm / 2 ^ s > 0.5 do s = s + 1 end
-  local A, E, term = {}, {}, {}
-  for i = 1, n do
-    A[i], E[i], term[i] = {}, {}, {}
-    for j = 1, n do
-      A[i][j] = M[i][j] / 2 ^ s
-      E[i][j] = i == j and 1 or 0
-      term[i][j] = E[i][j]
-    end
-  end
-  for k = 1, 30 do
-    term = matmul(term, A)
-    for i = 1, n do for j = 1, n do term[i][j] = term[i][j] / k; E[i][j] = E[i][j] + term[i][j] end end
-  end
-  for _ = 1, s do E = matmul(E, E) end
-  return E
-end
+local dense = dofile('tests/lua/dense_ref.lua')
+local function expm(M) return dense.expm(M, 0.5) end   -- scaled to |M / 2^s| <= 1/2
 
 -- one token: Y' = [[-A, C], [0, 0]] Y with Y = [S; I], A = K^T K, C = K^T V; S_t = top of e^{beta M} [S; I]
 local function ref_step(S, K, V, beta)
