@@ -83,6 +83,7 @@ int64_t efla_tensor_version(const efla_tensor *t);   /* bumped by every in-place
 int efla_tensor_same_storage(const efla_tensor *a, const efla_tensor *b);
 int64_t efla_live_tensors(void);                 /* tensor structs alive (leak checks) */
 int64_t efla_cpu_live_bytes(void);               /* bytes held by CPU storages */
+int64_t efla_device_live_bytes(void);            /* bytes held by storages on every GPU together */
 
 /* ---- creation ------------------------------------------------------------------- */
 efla_tensor *efla_empty(int ndim, const int64_t *shape, efla_dtype dtype, int device);

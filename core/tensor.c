@@ -6,6 +6,10 @@
 #include <string.h>
 
 static atomic_llong live_tensors;
+/* bytes of device (non-CPU) storages alive: Lua's collector sees only the small tensor boxes,
+ * so lua/efla/tensor.lua collects when this grows (a training loop's dropped graphs would
+ * otherwise hold their activations until the collector happens to run) */
+static atomic_llong device_live_bytes;
 
 /* ---- dtypes ----------------------------------------------------------------------------- */
 static const char *const dtype_names[] = { "float32", "float64", "bfloat16", "int64", "uint8", "bool" };
@@ -58,6 +62,7 @@ efla_storage *efla_storage_new(size_t nbytes, int device) {
     atomic_init(&s->refcount, 1);
     s->nbytes = nbytes;
     s->device = device;
+    if (device != EFLA_DEVICE_CPU) atomic_fetch_add(&device_live_bytes, (long long)nbytes);
     return s;
 }
 
@@ -65,8 +70,11 @@ void efla_storage_release(efla_storage *s) {
     if (!s || atomic_fetch_sub(&s->refcount, 1) != 1) return;
     const efla_backend *b = efla_backend_for("free", s->device);
     if (b) b->free(s->data, s->nbytes, s->device);
+    if (s->device != EFLA_DEVICE_CPU) atomic_fetch_sub(&device_live_bytes, (long long)s->nbytes);
     free(s);
 }
+
+int64_t efla_device_live_bytes(void) { return atomic_load(&device_live_bytes); }
 
 /* ---- tensor structs ------------------------------------------------------------------------- */
 efla_tensor *efla_tensor_make_view(efla_storage *storage, int64_t offset, int ndim, const int64_t *shape,

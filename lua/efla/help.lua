@@ -59,7 +59,7 @@ H.topics = {
   { 'Autograd', { 'backward', 'grad', 'requires_grad', 'requires_grad_', 'grad_fn', 'detach', 'zero_grad',
     'no_grad', 'enable_grad', 'set_grad_enabled', 'autograd.Function', 'gradcheck' } },
   { 'Library', { 'version', 'set_default_dtype', 'get_default_dtype', 'num_threads', 'set_num_threads',
-    'has_cuda', 'device_count', 'supports', 'synchronize', 'live_tensors', 'cpu_live_bytes', 'set_gc_callback', 'help' } },
+    'has_cuda', 'device_count', 'supports', 'synchronize', 'live_tensors', 'cpu_live_bytes', 'device_live_bytes', 'set_gc_callback', 'help' } },
 }
 
 local D = {}
@@ -216,6 +216,7 @@ D.supports = "efla.supports(device, kernel, dtype) -> true when the device's bac
 D.synchronize = "efla.synchronize([device='cuda']): waits for queued work."
 D.live_tensors = "efla.live_tensors(): tensor structs alive in C (leak checks)."
 D.cpu_live_bytes = "efla.cpu_live_bytes(): bytes held by CPU storages."
+D.device_live_bytes = "efla.device_live_bytes(): bytes held by tensor storages on every GPU together (0 without one); the Lua side collects garbage when it grows, since Lua sees only the small tensor boxes."
 D.set_gc_callback = "efla.set_gc_callback([enable=true]): lets the CUDA allocator run a Lua GC before giving up (on by default with CUDA)."
 D.help = "help([x]): this overview; help(x) for a tensor, function, module or name."
 -- further methods and functions

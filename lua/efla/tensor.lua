@@ -40,13 +40,17 @@ local function tdtype(p) return tonumber_(lib.efla_tensor_dtype(p)) end
 
 -- ---- ownership ---------------------------------------------------------------------------
 -- Lua's collector sees only the small boxes, not the C memory behind them, so a loop of
--- large temporaries could outrun it: when CPU tensor memory grows past a mark, collect.
+-- large temporaries could outrun it: when CPU or GPU tensor memory grows past its mark,
+-- collect. On a GPU the mark is tighter (1.25x what survived the last collection, plus
+-- 256 MiB): a training step's dropped graph holds a whole step of activations, and waiting
+-- for 1.5x would keep two steps' worth on the card.
 local GC_SLACK = 256 * 1024 * 1024
-local gc_mark = GC_SLACK
+local gc_mark, gc_device_mark = GC_SLACK, GC_SLACK
 local function collect_if_grown()
-  if lib.efla_cpu_live_bytes() > gc_mark then
+  if lib.efla_cpu_live_bytes() > gc_mark or lib.efla_device_live_bytes() > gc_device_mark then
     collectgarbage('collect')
     gc_mark = tonumber_(lib.efla_cpu_live_bytes()) * 1.5 + GC_SLACK
+    gc_device_mark = tonumber_(lib.efla_device_live_bytes()) * 1.25 + GC_SLACK
   end
 end
 
@@ -613,6 +617,7 @@ function M.num_threads() return lib.efla_num_threads() end
 function M.set_num_threads(n) lib.efla_set_num_threads(n) end
 function M.live_tensors() return tonumber_(lib.efla_live_tensors()) end
 function M.cpu_live_bytes() return tonumber_(lib.efla_cpu_live_bytes()) end
+function M.device_live_bytes() return tonumber_(lib.efla_device_live_bytes()) end
 M.dtypes = { 'float32', 'float64', 'bfloat16', 'int64', 'uint8', 'bool' }
 
 -- ---- metadata methods --------------------------------------------------------------------------------

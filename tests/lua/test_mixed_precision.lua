@@ -151,4 +151,28 @@ else
   end)
 end
 
+-- Lua sees only the small tensor boxes: without the device-memory trigger of tensor.lua a loop
+-- of dropped 64 MiB temporaries (or of training steps) would keep them all on the card until
+-- the collector happened to run.
+name = 'GPU: dropped tensors are collected as device memory grows (efla.device_live_bytes)'
+if not gpu then t.skip(name, 'no CUDA device')
+else
+  test(name, function()
+    collectgarbage('collect'); collectgarbage('collect')
+    efla.cuda.synchronize()
+    local base = efla.device_live_bytes()
+    local x = efla.zeros({ 16, 1024, 1024 }, { device = 'cuda' })   -- 64 MiB of float32
+    eq(efla.device_live_bytes() - base, 64 * 2 ^ 20, 'the counter follows a 64 MiB storage')
+    x = nil
+    efla.cuda.reset_peak()
+    local start = efla.cuda.memory_stats().live_bytes
+    for _ = 1, 40 do local y = efla.zeros({ 16, 1024, 1024 }, { device = 'cuda' }); y = nil end
+    local grown = (efla.cuda.memory_stats().peak_bytes - start) / 2 ^ 20
+    print(string.format('      40 dropped 64 MiB tensors: peak %.0f MiB above the start (2560 MiB if never collected)', grown))
+    ok(grown < 1024, string.format('peak grew by %.0f MiB', grown))
+    collectgarbage('collect')
+    ok(efla.device_live_bytes() <= base, 'everything dropped is freed after a collection')
+  end)
+end
+
 t.done()
