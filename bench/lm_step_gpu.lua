@@ -108,10 +108,25 @@ local function run(name)
   sync()
   local dt = (wall() - t0) / opts.steps
   local peak = mem().peak_bytes
+  -- one more step, the peak of each phase (where the memory goes)
+  local phase = {}
+  if dev ~= 'cpu' then
+    local function mark(name, fn)
+      sync(); efla.cuda.reset_peak()
+      local r = fn()
+      sync(); phase[#phase + 1] = string.format('%s %.2f', name, mem().peak_bytes / 2 ^ 30)
+      return r
+    end
+    opt:zero_grad()
+    local l = mark('forward', function() return model:loss(tok, tgt) end)
+    mark('backward', function() l:backward() end)
+    mark('clip+adamw', function() optim.clip_grad_norm_(model, 1.0); opt:step() end)
+  end
   local tokens = B * T
   print(string.format('%-6s %-9s %-5s %7.1f %10.0f %9.2f %10.0f %9.3f  %s', name, opts.compute,
     opts.delta_rule_noop and 'noop' or 'real', dt * 1e3, tokens / dt, peak / 2 ^ 30, kept / tokens / spec.n_layers,
     loss:item(), string.format('%.1fM params, B=%d T=%d', model:num_parameters() / 1e6, B, T)))
+  if #phase > 0 then print('       peak GiB by phase: ' .. table.concat(phase, ', ')) end
 end
 
 print(string.format('efla %s on %s%s', efla.version(), dev,
