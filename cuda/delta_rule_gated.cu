@@ -20,8 +20,10 @@
  *                 dalpha = -d k.sd, dg = d (<G, S_{t-1}> - a k.sd),  G <- d (G - a k du^T)
  * dq, dk, dalpha, dalpha_v and dg sum over column tiles: atomics into zeroed accumulators of
  * the accumulation type (float for float32 and bfloat16 inputs, double for float64). */
+#ifndef EFLA_GATED_EMULATE   /* bench/cuda/gated_scan_emu.cpp runs the kernels below on the host */
 #include "delta_rule_scan.cuh"
 #include <string.h>
+#endif
 
 namespace {
 
@@ -292,6 +294,9 @@ __global__ void __launch_bounds__(NW * 32) gated_bwd_kernel(GParams p) {
     if (p.ds0) put_tile((A *)p.ds0 + pair * sz, dv, j0, sm.G, dk, tj);
 }
 
+#ifdef EFLA_GATED_EMULATE
+} // namespace
+#else
 /* A-typed accumulator -> T-typed output. */
 template <typename T, typename A> __global__ void gated_convert_kernel(T *dst, const A *src, int64_t n) {
     CU_GRID_STRIDE(i, n) store_to(dst + i, src[i]);
@@ -419,3 +424,4 @@ int efla_cuda_delta_rule_gated_bwd(const efla_delta_rule_args *a, const efla_del
     default: return gated_bwd_run<bf16, float>(a, buf, p, device);
     }
 }
+#endif
