@@ -100,6 +100,8 @@ typedef struct efla_backend {
      *   and the chain rule through alpha (dbeta, dk += 2 k dlambda), so no per-token scalar
      *   visits the host. k, beta, alpha, dalpha, dk, dbeta in dtype dt; lambda float64.
      *   NULL (the CPU): the front end's host loops.
+     * delta_rule_alpha_v_fwd/bwd: gated calls' value step alpha' of n rows from beta, lambda and
+     *   log_decay, and its chain, ADDED into dbeta, dlog_decay and dk (+= 2 k dlambda); dtypes as above.
      * adamw: one parameter in place.
      * cumsum and sort over the last dim of a contiguous [rows, n] input; sort: values like
      *   in, indices int64 0-based positions in the row; stable; NaN sorts last ascending and

@@ -65,6 +65,9 @@
     /* lambda and alpha on the device; the CPU has none (the front end's host loops) */ \
     X(delta_rule_alpha_fwd, 0, 1, EFLA_DT_NONE, EFLA_DT_FLOAT, (int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta, int order, int reference_eps, void *alpha, void *lambda)) \
     X(delta_rule_alpha_bwd, 0, 1, EFLA_DT_NONE, EFLA_DT_FLOAT, (int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta, const void *lambda, const void *dalpha, int order, int reference_eps, void *dk_inout, void *dbeta)) \
+    /* gated calls (docs/MATH.md §6): alpha' = beta phi(beta lambda - g) and its chain into beta, k, g, on the device */ \
+    X(delta_rule_alpha_v_fwd, 0, 1, EFLA_DT_NONE, EFLA_DT_FLOAT, (int64_t n, efla_dtype dt, const void *beta, const void *lambda, const void *log_decay, int order, void *alpha_v)) \
+    X(delta_rule_alpha_v_bwd, 0, 1, EFLA_DT_NONE, EFLA_DT_FLOAT, (int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta, const void *lambda, const void *log_decay, const void *dalpha_v, int order, void *dk_inout, void *dbeta_inout, void *dlog_decay_inout)) \
     /* the rank-r exact delta rule (ops_delta_rule_rank.c; cpu/delta_rule_rank.c, cuda/delta_rule_rank.cu; docs/RANK_R.md) */ \
     X(delta_rule_rank_fwd, 1, 1, EFLA_DT_F32_F64, EFLA_DT_FLOAT, (const struct efla_rank_args *a, const void *q, const void *k, const void *v, const void *beta, const void *s0, void *o, void *s_final, void *ckpt)) \
     X(delta_rule_rank_bwd, 1, 1, EFLA_DT_F32_F64, EFLA_DT_FLOAT, (const struct efla_rank_args *a, const void *q, const void *k, const void *v, const void *beta, const void *ckpt, const void *d_o, const void *d_s_final, void *dq, void *dk, void *dv, void *dbeta, void *ds0)) \

@@ -16,7 +16,8 @@
  *
  * Gated calls (opts->log_decay, docs/MATH.md §6) add a second step alpha' for the value term
  * and the decay e^g; their chain through alpha' adds into dbeta, dk (through lambda) and dg.
- * They run on the cpu for now (the device kernels refuse them). */
+ * On a device alpha' and its chain run in the backend's delta_rule_alpha_v_fwd/bwd; CUDA's
+ * gated kernel is the scan of cuda/delta_rule_gated.cu whatever algorithm was asked. */
 #include "autograd.h"
 #include "backend.h"
 #include "delta_rule.h"
@@ -143,9 +144,11 @@ static int check_log_decay(const char *op, const efla_tensor *q, const efla_delt
     if (o->reference_eps)
         return efla_fail("%s: reference_eps reproduces the published ungated EFLA; it has no gated form, "
                          "drop it or drop log_decay", op);
-    if (q->device != EFLA_DEVICE_CPU)
-        return efla_fail("%s: log_decay (gated EFLA / Gated DeltaNet) runs on the cpu only for now; move "
-                         "the inputs with :cpu() or drop log_decay", op);
+    /* a device needs alpha' and its chain on the device (the cpu runs them on the host) */
+    if (q->device != EFLA_DEVICE_CPU &&
+        efla_check_kernel(op, EFLA_OP_delta_rule_alpha_v_fwd, q->device, q->dtype,
+                          "run the gated layer on the cpu (:cpu()) or drop log_decay"))
+        return -1;
     return 0;
 }
 
@@ -270,7 +273,7 @@ static void dr_ctx_free(void *p) {
 
 /* The chain through alpha (and alpha' for gated calls; docs/MATH.md §3, §6) on the CPU:
  * dbeta, dg += dalpha' dalpha'/dg, and dk += 2 k dlambda; every buffer contiguous. Devices run
- * the ungated chain in their backend's delta_rule_alpha_bwd. */
+ * it in their backend's delta_rule_alpha_bwd (and delta_rule_alpha_v_bwd). */
 static int chain_alpha(const dr_ctx *c, const efla_tensor *kc, const efla_tensor *betac,
                        const efla_tensor *lam, const efla_tensor *dalpha, const efla_tensor *log_decay,
                        const efla_tensor *dalpha_v, efla_tensor *grad_k, efla_tensor *dlog_decay,
@@ -347,12 +350,19 @@ static int dr_backward(efla_node *node, efla_tensor *const *go, efla_tensor **gi
         .dalpha = efla_cpu_ptr(grad_alpha), .dalpha_v = ptr_or_null(grad_alpha_v),
         .dlog_decay = ptr_or_null(grad[IN_LOG_DECAY]), .ds0 = ptr_or_null(grad[IN_S0])};
     if (b->delta_rule_bwd(a, &buf)) goto out;
-    if (b->delta_rule_alpha_bwd && !log_decay) {
+    if (b->delta_rule_alpha_bwd && (!log_decay || b->delta_rule_alpha_v_bwd)) {
         const efla_tensor *beta = sv[SL_BETA];
         if (!(grad[IN_BETA] = efla_empty(3, beta->shape, beta->dtype, beta->device))) goto out;
         if (b->delta_rule_alpha_bwd(efla_tensor_numel(beta), a->dk, q->dtype, efla_cpu_ptr(k), efla_cpu_ptr(beta),
                                     efla_cpu_ptr(sv[SL_LAMBDA]), efla_cpu_ptr(grad_alpha), c->order,
                                     c->reference_eps, efla_cpu_ptr(grad[IN_K]), efla_cpu_ptr(grad[IN_BETA])))
+            goto out;
+        /* gated: alpha' adds into dbeta, dk and the kernel's dlog_decay */
+        if (log_decay &&
+            b->delta_rule_alpha_v_bwd(efla_tensor_numel(beta), a->dk, q->dtype, efla_cpu_ptr(k), efla_cpu_ptr(beta),
+                                      efla_cpu_ptr(sv[SL_LAMBDA]), efla_cpu_ptr(log_decay), efla_cpu_ptr(grad_alpha_v),
+                                      c->order, efla_cpu_ptr(grad[IN_K]), efla_cpu_ptr(grad[IN_BETA]),
+                                      efla_cpu_ptr(grad[IN_LOG_DECAY])))
             goto out;
     } else if (q->device != EFLA_DEVICE_CPU) {
         efla_no_kernel("delta_rule backward (alpha chain)", q->device);
@@ -445,10 +455,19 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
         if (!(lam = compute_lambda(kc))) goto out;
         if (!(alpha = compute_alpha(bc, lam, o.order, o.reference_eps, q->dtype))) goto out;
     }
-    if (gc) {   /* check_log_decay keeps gated calls on the cpu */
-        if (!(alpha_v = efla_empty(3, q->shape, q->dtype, EFLA_DEVICE_CPU))) goto out;
-        efla_alpha_v_fill(q->dtype, B * T * H, efla_tensor_data(bc), efla_tensor_data(lam), efla_tensor_data(gc),
-                          o.order, efla_tensor_data(alpha_v));
+    if (gc) {   /* the value step alpha' (a device: its delta_rule_alpha_v_fwd, check_log_decay made sure) */
+        if (!(alpha_v = efla_empty(3, q->shape, q->dtype, q->device))) goto out;
+        if (b->delta_rule_alpha_v_fwd) {
+            if (b->delta_rule_alpha_v_fwd(B * T * H, q->dtype, efla_cpu_ptr(bc), efla_cpu_ptr(lam), efla_cpu_ptr(gc),
+                                          o.order, efla_cpu_ptr(alpha_v)))
+                goto out;
+        } else if (q->device != EFLA_DEVICE_CPU) {
+            efla_no_kernel("delta_rule (alpha')", q->device);
+            goto out;
+        } else {
+            efla_alpha_v_fill(q->dtype, B * T * H, efla_tensor_data(bc), efla_tensor_data(lam), efla_tensor_data(gc),
+                              o.order, efla_tensor_data(alpha_v));
+        }
     }
     int64_t oshape[4] = {B, T, H, head_dim_v}, sshape[4] = {s.N, H, head_dim_k, head_dim_v};
     if (!(o_t = efla_empty(4, oshape, q->dtype, q->device))) goto out;

@@ -25,7 +25,7 @@
  * dq, dk and dalpha sum over column tiles: atomics into zeroed float/double accumulators.
  *
  * float32 and float64, and bfloat16 inputs with float32 state and accumulation. */
-#include "kernels.cuh"
+#include "delta_rule_scan.cuh"
 #include <string.h>
 #include <vector>
 
@@ -34,13 +34,6 @@ namespace {
 const int TJ = 32;        /* state columns per block */
 const int NW = 4;         /* warps per block */
 const int LDS = TJ + 1;   /* padded row of the shared state tile (no bank conflicts across rows) */
-
-__device__ __forceinline__ float load_as_acc(const float *p) { return *p; }
-__device__ __forceinline__ double load_as_acc(const double *p) { return *p; }
-__device__ __forceinline__ float load_as_acc(const bf16 *p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void store_to(float *p, float v) { *p = v; }
-__device__ __forceinline__ void store_to(double *p, double v) { *p = v; }
-__device__ __forceinline__ void store_to(bf16 *p, float v) { *p = __float2bfloat16(v); }
 
 struct DRParams {
     int64_t H, dk, dv, C, ntiles;
@@ -180,12 +173,6 @@ __global__ void __launch_bounds__(NW * 32) dr_fwd_kernel(DRParams p) {
             sf[i * dv + j0 + jj] = sm.S[i * LDS + jj];
         }
     }
-}
-
-template <typename A> __device__ __forceinline__ A warp_sum(A v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
 }
 
 template <typename T, typename A>
@@ -395,9 +382,6 @@ int device_of_current(void) {
  * current device (made current by the ops that allocated them). */
 int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
     TRY(check_args("delta_rule", a));
-    if (buf->log_decay)
-        return efla_fail("delta_rule: log_decay (gated EFLA / Gated DeltaNet) has no cuda kernel yet; "
-                         "run the gated layer on the cpu (:cpu()) or drop log_decay");
     int device = device_of_current();
     TRY(cu_set_device(device));
     size_t es = efla_dtype_size(a->dtype);
@@ -406,6 +390,8 @@ int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rul
     CuBuffer seq;
     int64_t nch;
     TRY(upload_seqs(a, device, seq, &nch));
+    /* gated: the gated scan whatever the algorithm (no tensor-core WY form with a decay yet) */
+    if (buf->log_decay) return efla_cuda_delta_rule_gated_fwd(a, buf, seq.as<int64_t>(), nch, device);
     /* the tensor-core chunked path (delta_rule_chunk.cu) when it covers these arguments */
     int fast = efla_cuda_delta_rule_chunk_fwd(a, buf, seq.as<int64_t>(), nch, device);
     if (fast <= 0) return fast;
@@ -421,9 +407,6 @@ int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rul
 
 int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
     TRY(check_args("delta_rule backward", a));
-    if (buf->log_decay)
-        return efla_fail("delta_rule backward: log_decay (gated EFLA / Gated DeltaNet) has no cuda kernel yet; "
-                         "run the gated layer on the cpu (:cpu()) or drop log_decay");
     int device = device_of_current();
     TRY(cu_set_device(device));
     size_t es = efla_dtype_size(a->dtype), bth = (size_t)(a->B * a->T * a->H);
@@ -434,12 +417,17 @@ int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const efla_delta_rul
             CU_CHECK(cudaMemsetAsync(buf->dk, 0, es * bth * (size_t)a->dk, 0));
             CU_CHECK(cudaMemsetAsync(buf->dq, 0, es * bth * (size_t)a->dk, 0));
         }
+        if (buf->log_decay) {
+            CU_CHECK(cudaMemsetAsync(buf->dalpha_v, 0, es * bth, 0));
+            CU_CHECK(cudaMemsetAsync(buf->dlog_decay, 0, es * bth, 0));
+        }
         return 0;
     }
     if (a->N * a->H == 0) return 0;
     CuBuffer seq, states;
     int64_t nch;
     TRY(upload_seqs(a, device, seq, &nch));
+    if (buf->log_decay) return efla_cuda_delta_rule_gated_bwd(a, buf, seq.as<int64_t>(), nch, device);
     int fast = efla_cuda_delta_rule_chunk_bwd(a, buf, seq.as<int64_t>(), nch, device);
     if (fast <= 0) return fast;
     DRParams p = base_params(a, seq.as<int64_t>());

@@ -103,3 +103,80 @@ int efla_cuda_delta_rule_alpha_bwd(int64_t n, int64_t dk, efla_dtype dt, const v
     default: return efla_fail("delta_rule backward: alpha on cuda needs float32, float64 or bfloat16, got %s", efla_dtype_name(dt));
     }
 }
+
+/* ---- gated calls: alpha' (docs/MATH.md §6) ------------------------------------------------------
+ *   forward:  alpha'_i = efla_alpha_v_eval_of(beta_i, lambda_i, g_i)
+ *   backward: dbeta_i += gv_i dalpha'/dbeta, dg_i += gv_i dalpha'/dg, dk_i += 2 k_i gv_i dalpha'/dlambda
+ * (added: the ungated chain has written dbeta, the kernel dg). One warp per row, as above. */
+namespace {
+
+template <typename T>
+__global__ void alpha_v_fwd_kernel(int64_t n, const T *beta, const double *lambda, const T *g, int order,
+                                   T *alpha_v) {
+    CU_GRID_STRIDE(i, n) {
+        double av;
+        efla_alpha_v_eval_of(ld(beta + i), lambda[i], ld(g + i), order, &av, nullptr, nullptr, nullptr);
+        st(alpha_v + i, av);
+    }
+}
+
+template <typename T>
+__global__ void alpha_v_bwd_kernel(int64_t n, int64_t dk, const T *k, const T *beta, const double *lambda,
+                                   const T *g, const T *gv, int order, T *dkk, T *dbeta, T *dg) {
+    const int lane = threadIdx.x % 32;
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
+    for (int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; row < n; row += warps) {
+        double av, db, dl, dgg, gi = ld(gv + row);
+        efla_alpha_v_eval_of(ld(beta + row), lambda[row], ld(g + row), order, &av, &db, &dl, &dgg);
+        if (lane == 0) {
+            st(dbeta + row, ld(dbeta + row) + gi * db);
+            st(dg + row, ld(dg + row) + gi * dgg);
+        }
+        const double s = 2 * gi * dl;
+        if (s != 0)
+            for (int64_t d = lane; d < dk; d += 32) st(dkk + row * dk + d, ld(dkk + row * dk + d) + s * ld(k + row * dk + d));
+    }
+}
+
+template <typename T>
+int alpha_v_fwd_launch(int64_t n, const void *beta, const void *lambda, const void *g, int order, void *alpha_v) {
+    alpha_v_fwd_kernel<T><<<cu_blocks(n, 256), 256>>>(n, (const T *)beta, (const double *)lambda, (const T *)g,
+                                                      order, (T *)alpha_v);
+    CU_CHECK_LAUNCH("delta_rule_alpha_v_fwd");
+    return 0;
+}
+
+template <typename T>
+int alpha_v_bwd_launch(int64_t n, int64_t dk, const void *k, const void *beta, const void *lambda, const void *g,
+                       const void *gv, int order, void *dkk, void *dbeta, void *dg) {
+    alpha_v_bwd_kernel<T><<<cu_blocks(n * 32, 256), 256>>>(n, dk, (const T *)k, (const T *)beta,
+                                                            (const double *)lambda, (const T *)g, (const T *)gv,
+                                                            order, (T *)dkk, (T *)dbeta, (T *)dg);
+    CU_CHECK_LAUNCH("delta_rule_alpha_v_bwd");
+    return 0;
+}
+
+} // namespace
+
+int efla_cuda_delta_rule_alpha_v_fwd(int64_t n, efla_dtype dt, const void *beta, const void *lambda,
+                                     const void *log_decay, int order, void *alpha_v) {
+    if (n == 0) return 0;
+    switch (dt) {
+    case EFLA_FLOAT32: return alpha_v_fwd_launch<float>(n, beta, lambda, log_decay, order, alpha_v);
+    case EFLA_FLOAT64: return alpha_v_fwd_launch<double>(n, beta, lambda, log_decay, order, alpha_v);
+    case EFLA_BFLOAT16: return alpha_v_fwd_launch<bf16>(n, beta, lambda, log_decay, order, alpha_v);
+    default: return efla_fail("delta_rule: alpha' on cuda needs float32, float64 or bfloat16, got %s", efla_dtype_name(dt));
+    }
+}
+
+int efla_cuda_delta_rule_alpha_v_bwd(int64_t n, int64_t dk, efla_dtype dt, const void *k, const void *beta,
+                                     const void *lambda, const void *log_decay, const void *dalpha_v, int order,
+                                     void *dk_inout, void *dbeta_inout, void *dlog_decay_inout) {
+    if (n == 0) return 0;
+    switch (dt) {
+    case EFLA_FLOAT32: return alpha_v_bwd_launch<float>(n, dk, k, beta, lambda, log_decay, dalpha_v, order, dk_inout, dbeta_inout, dlog_decay_inout);
+    case EFLA_FLOAT64: return alpha_v_bwd_launch<double>(n, dk, k, beta, lambda, log_decay, dalpha_v, order, dk_inout, dbeta_inout, dlog_decay_inout);
+    case EFLA_BFLOAT16: return alpha_v_bwd_launch<bf16>(n, dk, k, beta, lambda, log_decay, dalpha_v, order, dk_inout, dbeta_inout, dlog_decay_inout);
+    default: return efla_fail("delta_rule backward: alpha' on cuda needs float32, float64 or bfloat16, got %s", efla_dtype_name(dt));
+    }
+}

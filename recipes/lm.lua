@@ -30,7 +30,7 @@ method_choices[#method_choices + 1] = 'both'
 local args = efla.args.parse(arg, {
   name = 'recipes/lm.lua',
   description = 'Train causal language models (EFLA / DeltaNet) on a text corpus; validate, checkpoint, sample.',
-  { '--method', default = 'efla', choices = method_choices, help = 'which model(s) to train (both: EFLA and DeltaNet, same data order; transformer: softmax attention; hybrid: layers EEEA; gated-*: docs/MATH.md §6, cpu; efla-rN: N keys per token, docs/RANK_R.md)' },
+  { '--method', default = 'efla', choices = method_choices, help = 'which model(s) to train (both: EFLA and DeltaNet, same data order; transformer: softmax attention; hybrid: layers EEEA; gated-*: docs/MATH.md §6; efla-rN: N keys per token, docs/RANK_R.md)' },
   { '--corpus', default = 'moby-dick', choices = { 'moby-dick', 'sotu', 'brown', 'gcide' }, help = 'training corpus' },
   { '--text', metavar = 'FILE', help = 'train on this text file instead (paragraphs = documents)' },
   { '--tokenizer', default = 'byte', choices = { 'byte', 'bpe' }, help = 'bytes, or byte-pair tokens learned on the training split' },

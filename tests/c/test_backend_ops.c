@@ -85,6 +85,8 @@ static const struct { efla_backend_op op; const char *why; } exempt[] = {
     { EFLA_OP_delta_rule_bwd, "test_delta_rule.c (CPU) and test_cuda.c (CUDA vs CPU)" },
     { EFLA_OP_delta_rule_alpha_fwd, "test_cuda.c: the delta rule on CUDA runs it" },
     { EFLA_OP_delta_rule_alpha_bwd, "test_cuda.c: the delta rule on CUDA runs it" },
+    { EFLA_OP_delta_rule_alpha_v_fwd, "tests/lua/test_gated_delta_rule_cuda.lua: gated calls on CUDA vs the CPU" },
+    { EFLA_OP_delta_rule_alpha_v_bwd, "tests/lua/test_gated_delta_rule_cuda.lua: gated calls on CUDA vs the CPU" },
     { EFLA_OP_delta_rule_rank_fwd, "tests/lua/test_delta_rule_rank.lua (CPU vs a dense matrix exponential) and _cuda.lua (CUDA vs CPU)" },
     { EFLA_OP_delta_rule_rank_bwd, "tests/lua/test_delta_rule_rank.lua (finite differences) and _cuda.lua (CUDA vs CPU)" },
     { EFLA_OP_attention_fwd, "tests/lua/test_attention.lua (CPU vs a naive reference) and test_attention_cuda.lua (CUDA vs CPU)" },
@@ -693,6 +695,9 @@ static void test_supports(void) {
     CHECK(efla_backend_supports(0, "softmax", EFLA_FLOAT32) == 1, "cpu softmax float32");
     CHECK(efla_backend_supports(0, "delta_rule_fwd", EFLA_BFLOAT16) == 0, "cpu delta rule has no bfloat16");
     CHECK(efla_backend_supports(0, "delta_rule_alpha_fwd", EFLA_FLOAT32) == 0, "cpu has no alpha kernel");
+    CHECK(efla_backend_supports(0, "delta_rule_alpha_v_fwd", EFLA_FLOAT64) == 0, "cpu has no alpha' kernel");
+    if (efla_device_count(1) >= 1)
+        CHECK(efla_backend_supports(1, "delta_rule_alpha_v_bwd", EFLA_BFLOAT16) == 1, "cuda alpha' chain bfloat16");
     CHECK(efla_backend_supports(1, "cumsum", EFLA_FLOAT32) == 0, "cuda has no cumsum kernel");
     if (efla_device_count(1) >= 1)
         CHECK(efla_backend_supports(1, "softmax", EFLA_BFLOAT16) == 1, "cuda softmax bfloat16 with a device");

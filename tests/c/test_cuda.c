@@ -319,23 +319,30 @@ static void dr_chunk_states(void) {
     efla_tensor_release(gq); efla_tensor_release(gk); efla_tensor_release(gv); efla_tensor_release(gal); efla_tensor_release(gs0);
 }
 
-/* Gated calls (log_decay, docs/MATH.md §6) have no CUDA kernel yet: a clear error, no crash,
- * no output, and the same inputs on the cpu still work. When the scan kernels gain the decay,
- * replace this with dr_compare cases against the cpu. */
-static void dr_gated_refused(void) {
+/* Gated calls (log_decay, docs/MATH.md §6) run on CUDA (cuda/delta_rule_gated.cu) and equal the cpu;
+ * tests/lua/test_gated_delta_rule_cuda.lua checks them in depth (gradients, dtypes, shapes). An order
+ * with no gated form is still a clear error that leaves no output. */
+static void dr_gated_cuda(void) {
     int64_t sq[4] = { 1, 5, 2, 4 }, sb[3] = { 1, 5, 2 };
     efla_tensor *q = rnd(4, sq, EFLA_FLOAT32, 1), *k = rnd(4, sq, EFLA_FLOAT32, 0.5), *v = rnd(4, sq, EFLA_FLOAT32, 1);
-    efla_tensor *beta = MUST(efla_rand(3, sb, EFLA_FLOAT32, CPU)), *g = MUST(efla_zeros(3, sb, EFLA_FLOAT32, CPU));
-    efla_tensor *gq = gpu(q), *gk = gpu(k), *gv = gpu(v), *gb = gpu(beta), *gg = gpu(g), *out = NULL;
+    efla_tensor *beta = MUST(efla_rand(3, sb, EFLA_FLOAT32, CPU)), *g = MUST(efla_rand(3, sb, EFLA_FLOAT32, CPU));
+    efla_tensor *gneg = MUST(efla_binary_scalar(EFLA_MUL, g, -0.5, 0));   /* log-decay in (-0.5, 0] */
+    efla_tensor *gq = gpu(q), *gk = gpu(k), *gv = gpu(v), *gb = gpu(beta), *gg = gpu(gneg), *out = NULL, *gout = NULL;
     efla_delta_rule_opts o;
     efla_delta_rule_default_opts(&o);
     o.log_decay = gg;
-    CHECK_ERROR(efla_delta_rule(gq, gk, gv, gb, NULL, NULL, &o, &out, NULL) < 0, "log_decay");
-    CHECK(out == NULL, "a refused gated call leaves no output");
-    o.log_decay = g;
+    MUST_OK(efla_delta_rule(gq, gk, gv, gb, NULL, NULL, &o, &gout, NULL));
+    o.log_decay = gneg;
     MUST_OK(efla_delta_rule(q, k, v, beta, NULL, NULL, &o, &out, NULL));
-    efla_tensor_release(out);
-    efla_tensor_release(q); efla_tensor_release(k); efla_tensor_release(v); efla_tensor_release(beta); efla_tensor_release(g);
+    expect_close_norm("gated delta_rule on cuda equals the cpu", gout, out, 1e-5);
+    efla_tensor_release(gout);
+    gout = NULL;
+    o.log_decay = gg;
+    o.order = 2;
+    CHECK_ERROR(efla_delta_rule(gq, gk, gv, gb, NULL, NULL, &o, &gout, NULL) < 0, "log_decay with order 2");
+    CHECK(gout == NULL, "a refused gated call leaves no output");
+    efla_tensor_release(out); efla_tensor_release(g); efla_tensor_release(gneg);
+    efla_tensor_release(q); efla_tensor_release(k); efla_tensor_release(v); efla_tensor_release(beta);
     efla_tensor_release(gq); efla_tensor_release(gk); efla_tensor_release(gv); efla_tensor_release(gb); efla_tensor_release(gg);
 }
 
@@ -361,7 +368,7 @@ static void test_delta_rule(void) {
     dr_compare("bfloat16 chunk 128 (scan fallback)", 1, 150, 2, 64, 64, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 128, 0);
     dr_compare("bfloat16 dk=24 (scan fallback)", 1, 70, 2, 24, 40, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
     dr_chunk_states();
-    dr_gated_refused();
+    dr_gated_cuda();
 }
 
 /* ---- memory ------------------------------------------------------------------------------------------------------ */

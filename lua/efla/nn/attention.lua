@@ -72,7 +72,7 @@ end
 ---   (true: the delta rule's backward recomputes the per-chunk states instead of keeping them,
 ---   4 * H * head_dim^2 / chunk_size bytes per token less), gate = false (a per-head decay
 ---   e^g of the memory computed from x as Gated DeltaNet does: gated EFLA with order 'exact',
----   Gated DeltaNet with order 1; cpu only for now), dtype}
+---   Gated DeltaNet with order 1; cpu and cuda), dtype}
 function DeltaAttention:__init(cfg)
   Module.__init(self)
   if type(cfg) ~= 'table' or type(cfg.d_model) ~= 'number' then
