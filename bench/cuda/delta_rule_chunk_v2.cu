@@ -625,7 +625,7 @@ int run_fwd(Args &p, int64_t nseq, int device, bool *done) {
     bool f1, f3;
     int mode;
     TRY(set_smem(prep_kernel<C, DK, DV>, prep_smem<C, DK, DV>(), &f1));
-    TRY(scan_mode<C, DK, BVS>(&mode));
+    TRY((scan_mode<C, DK, BVS>(&mode)));
     TRY(set_smem(out_kernel<C, DK, BVO>, out_smem<C, DK, BVO>(), &f3));
     if (!f1 || mode < 0 || !f3) { *done = false; return 0; }
     const size_t tile_elems = (size_t)(p.nch * p.H * C);
@@ -645,7 +645,7 @@ int run_fwd(Args &p, int64_t nseq, int device, bool *done) {
     prep_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_smem<C, DK, DV>()>>>(p);
     CU_CHECK_LAUNCH("delta_rule_chunk_prep");
     prof.mark("prep");
-    TRY(launch_state_scan<C, DK, BVS>(p, nseq, mode));
+    TRY((launch_state_scan<C, DK, BVS>(p, nseq, mode)));
     prof.mark("state_scan");
     if (p.o && p.nch > 0) {
         out_kernel<C, DK, BVO><<<dim3((unsigned)p.nch, (unsigned)p.H, DV / BVO), THREADS, out_smem<C, DK, BVO>()>>>(p);
@@ -662,7 +662,7 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
     bool f1, f3, f4;
     int mode;
     TRY(set_smem(prep_kernel<C, DK, DV>, prep_smem<C, DK, DV>(), &f1));
-    TRY(scan_mode<C, DK, BVS>(&mode));
+    TRY((scan_mode<C, DK, BVS>(&mode)));
     TRY(set_smem(bwd_scan_kernel<C, DK, BV>, bwd_scan_smem<C, DK, BV>(), &f3));
     TRY(set_smem(bwd_chunk_kernel<C, DK, DV>, bwd_chunk_smem<C, DK, DV>(), &f4));
     if (!f1 || mode < 0 || !f3 || !f4) { *done = false; return 0; }
@@ -683,7 +683,7 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
         TRY(csbuf.alloc(sizeof(float) * state_elems, device));
         Args f = p;
         f.o = nullptr; f.vp = nullptr; f.sf = nullptr; f.cs = csbuf.as<float>();
-        TRY(launch_state_scan<C, DK, BVS>(f, nseq, mode));
+        TRY((launch_state_scan<C, DK, BVS>(f, nseq, mode)));
         p.states = csbuf.as<float>();
     }
     prof.mark("prep+fwd");

@@ -18,6 +18,17 @@
 #include "../../cuda/delta_rule_chunk.cu"
 #undef efla_cuda_delta_rule_chunk_fwd
 #undef efla_cuda_delta_rule_chunk_bwd
+/* a version's own namespace keeps its file-local helpers apart from v1's (the headers it
+ * includes are already in, so their guards keep them out of the namespace) */
+#define efla_cuda_delta_rule_chunk_fwd v2_chunk_fwd
+#define efla_cuda_delta_rule_chunk_bwd v2_chunk_bwd
+namespace v2 {
+#include "delta_rule_chunk_v2.cu"
+}
+using v2::v2_chunk_fwd;
+using v2::v2_chunk_bwd;
+#undef efla_cuda_delta_rule_chunk_fwd
+#undef efla_cuda_delta_rule_chunk_bwd
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +55,7 @@ static int v0_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *
 static const struct { const char *name; fwd_fn fwd; bwd_fn bwd; } VERSIONS[] = {
     { "scan (cuda/delta_rule.cu)", v0_fwd, v0_bwd },
     { "tensor-core WY chunks (cuda/delta_rule_chunk.cu)", v1_chunk_fwd, v1_chunk_bwd },
+    { "v2: state-only scan + parallel outputs (bench/cuda/delta_rule_chunk_v2.cu)", v2_chunk_fwd, v2_chunk_bwd },
 };
 static const int NVERSIONS = sizeof VERSIONS / sizeof VERSIONS[0];
 
