@@ -56,8 +56,15 @@ struct Carver {
     __device__ Bm bm(int rows, int cols) { Bm m{(bf16 *)(base + off), cols + 8}; off += (size_t)rows * (cols + 8) * 2; return m; }
     __device__ Fm fm(int rows, int cols) { Fm m{(float *)(base + off), cols + 4}; off += (size_t)rows * (cols + 4) * 4; return m; }
 };
-static size_t bm_bytes(int rows, int cols) { return (size_t)rows * (cols + 8) * 2; }
-static size_t fm_bytes(int rows, int cols) { return (size_t)rows * (cols + 4) * 4; }
+constexpr size_t bm_bytes(int rows, int cols) { return (size_t)rows * (cols + 8) * 2; }
+constexpr size_t fm_bytes(int rows, int cols) { return (size_t)rows * (cols + 4) * 4; }
+constexpr size_t max_bytes(size_t x, size_t y) { return x > y ? x : y; }
+
+/* Blocks of THREADS threads with this much dynamic shared memory that fit on a multiprocessor
+ * of an H100 (228 KB, 1 KB reserved per block), at most 2 (the register file's limit at 64
+ * registers a thread). A kernel whose two blocks fit is compiled for 2 (__launch_bounds__), so
+ * that registers don't keep the second block out. */
+constexpr int fit_blocks(size_t bytes) { return 2 * (bytes + 1024) <= 233472 ? 2 : 1; }
 
 /* C (M x N, float) (+)= op(A) op(B), op(A) M x K, op(B) K x N, every size a multiple of 16.
  * TA: A is stored K x M (so op(A) = A^T); TB: B is stored N x K. Each warp owns output
@@ -222,7 +229,13 @@ __device__ ChunkRows chunk_rows(const Args &p, int64_t g, int64_t h, int C) {
 
 /* ---- prep: W = T K and U = T V of every chunk -------------------------------------------------- */
 template <int C, int DK, int DV>
-__global__ void __launch_bounds__(THREADS) prep_kernel(Args p) {
+constexpr size_t prep_smem() {
+    return 2 * bm_bytes(C, DK > DV ? DK : DV) + bm_bytes(C, C) + 2 * fm_bytes(C, C) + fm_bytes(C, DK > DV ? DK : DV) +
+           C * 4 + 128;
+}
+
+template <int C, int DK, int DV>
+__global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<C, DK, DV>())) prep_kernel(Args p) {
     extern __shared__ __align__(128) char smem[];
     const int64_t g = blockIdx.x, h = blockIdx.y;
     const ChunkRows cr = chunk_rows(p, g, h, C);
@@ -251,11 +264,6 @@ __global__ void __launch_bounds__(THREADS) prep_kernel(Args p) {
     store_rows<C, DV>(u, DV, F, C);
 }
 
-template <int C, int DK, int DV>
-size_t prep_smem() {
-    return 2 * bm_bytes(C, DK > DV ? DK : DV) + bm_bytes(C, C) + 2 * fm_bytes(C, C) + fm_bytes(C, DK > DV ? DK : DV) +
-           C * 4 + 128;
-}
 
 /* ---- forward, step 1: the state recurrence alone ---------------------------------------------- */
 /* One block per (sequence, head, dv tile of BV columns) walks the chunks in order with the state
@@ -282,7 +290,12 @@ __device__ void load_rows_async(Bm dst, const bf16 *src, int64_t stride, int len
 }
 
 template <int C, int DK, int BV, bool PF>
-__global__ void __launch_bounds__(THREADS) state_scan_kernel(Args p) {
+constexpr size_t state_scan_smem() {
+    return fm_bytes(DK, BV) + fm_bytes(C, BV) + bm_bytes(DK, BV) + (PF ? 2 : 1) * (2 * bm_bytes(C, DK) + bm_bytes(C, BV)) + 128;
+}
+
+template <int C, int DK, int BV, bool PF>
+__global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV, PF>())) state_scan_kernel(Args p) {
     extern __shared__ __align__(128) char smem[];
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, j0 = (int64_t)blockIdx.y * BV;
     const int64_t dv = p.dv;
@@ -346,16 +359,17 @@ __global__ void __launch_bounds__(THREADS) state_scan_kernel(Args p) {
     if (p.sf) store_state<DK, BV>(p.sf + (n * p.H + h) * DK * dv + j0, dv, S);
 }
 
-template <int C, int DK, int BV, bool PF>
-size_t state_scan_smem() {
-    return fm_bytes(DK, BV) + fm_bytes(C, BV) + bm_bytes(DK, BV) + (PF ? 2 : 1) * (2 * bm_bytes(C, DK) + bm_bytes(C, BV)) + 128;
-}
 
 /* ---- forward, step 2: the outputs, in parallel over chunks ------------------------------------ */
 /* One block per (chunk, head, dv tile of BV columns): O = scale (Q S + tril(Q K^T) V') with S the
  * state entering the chunk (cs) and V' from the scan (vp). */
 template <int C, int DK, int BV>
-__global__ void __launch_bounds__(THREADS) out_kernel(Args p) {
+constexpr size_t out_smem() {
+    return fm_bytes(C, C) + fm_bytes(C, BV) + 2 * bm_bytes(C, DK) + bm_bytes(DK, BV) + bm_bytes(C, BV) + bm_bytes(C, C) + 128;
+}
+
+template <int C, int DK, int BV>
+__global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<C, DK, BV>())) out_kernel(Args p) {
     extern __shared__ __align__(128) char smem[];
     const int64_t g = blockIdx.x, h = blockIdx.y, j0 = (int64_t)blockIdx.z * BV;
     const int64_t dv = p.dv, rs = p.H;
@@ -378,19 +392,25 @@ __global__ void __launch_bounds__(THREADS) out_kernel(Args p) {
     store_rows<C, BV>(p.o + cr.first * dv + j0, rs * dv, F, cr.len, p.scale);
 }
 
-template <int C, int DK, int BV>
-size_t out_smem() {
-    return fm_bytes(C, C) + fm_bytes(C, BV) + 2 * bm_bytes(C, DK) + bm_bytes(DK, BV) + bm_bytes(C, BV) + bm_bytes(C, C) + 128;
-}
 
 /* ---- backward scan over chunks: dV' and the state gradients ----------------------------------- */
+/* P = Q K^T (float) is dead once Pb holds it, before F is written: the two share one space
+ * (which brings d = 64 to two blocks per multiprocessor) */
 template <int C, int DK, int BV>
-__global__ void __launch_bounds__(THREADS) bwd_scan_kernel(Args p) {
+constexpr size_t bwd_scan_smem() {
+    return fm_bytes(DK, BV) + max_bytes(fm_bytes(C, C), fm_bytes(C, BV)) + bm_bytes(DK, BV) + 3 * bm_bytes(C, DK) +
+           2 * bm_bytes(C, BV) + bm_bytes(C, C) + 128;
+}
+
+template <int C, int DK, int BV>
+__global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV>())) bwd_scan_kernel(Args p) {
     extern __shared__ __align__(128) char smem[];
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, j0 = (int64_t)blockIdx.y * BV;
     const int64_t dv = p.dv;
     Carver cv(smem);
-    Fm dS = cv.fm(DK, BV), P = cv.fm(C, C), F = cv.fm(C, BV);
+    Fm dS = cv.fm(DK, BV);
+    Fm P{(float *)(smem + cv.off), C + 4}, F{(float *)(smem + cv.off), BV + 4};
+    cv.off += max_bytes(fm_bytes(C, C), fm_bytes(C, BV));
     Bm dSb = cv.bm(DK, BV), Q = cv.bm(C, DK), K = cv.bm(C, DK), W = cv.bm(C, DK), dO = cv.bm(C, BV),
        dVn = cv.bm(C, BV), Pb = cv.bm(C, C);
     load_state<DK, BV>(dS, p.dsf ? p.dsf + (n * p.H + h) * DK * dv + j0 : nullptr, dv);
@@ -434,31 +454,41 @@ __global__ void __launch_bounds__(THREADS) bwd_scan_kernel(Args p) {
     if (p.ds0) store_state<DK, BV>(p.ds0 + (n * p.H + h) * DK * dv + j0, dv, dS);
 }
 
-template <int C, int DK, int BV>
-size_t bwd_scan_smem() {
-    return fm_bytes(DK, BV) + fm_bytes(C, C) + fm_bytes(C, BV) + bm_bytes(DK, BV) + 3 * bm_bytes(C, DK) +
-           2 * bm_bytes(C, BV) + bm_bytes(C, C) + 128;
-}
 
 /* ---- backward within each chunk ----------------------------------------------------------------- */
+/* Shared memory, phase by phase (v1 kept X and G in two more float C x C tiles and dX in a
+ * fifth bf16 C x C tile; here X lives in F's space until T and X are in bf16, G is
+ * recomputed where phase 5 needs it, into the bf16 tiles T and dP that are done by then, and
+ * dX takes dO's / dV''s space), which brings d = 64, C = 64 to two blocks per multiprocessor. */
 template <int C, int DK, int DV>
-__global__ void __launch_bounds__(THREADS) bwd_chunk_kernel(Args p) {
+constexpr size_t bwd_chunk_smem() {
+    return 2 * bm_bytes(C, DK) + 2 * bm_bytes(C, DV) + max_bytes(bm_bytes(C, DV), (size_t)C * C * 2) + bm_bytes(DK, DV) +
+           max_bytes(fm_bytes(C, DK > DV ? DK : DV), fm_bytes(C, C)) + fm_bytes(C, C) + 3 * (size_t)C * C * 2 + 2 * C * 4;
+}
+
+template <int C, int DK, int DV>
+__global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>())) bwd_chunk_kernel(Args p) {
     extern __shared__ __align__(128) char smem[];
     const int64_t g = blockIdx.x, h = blockIdx.y;
     const ChunkRows cr = chunk_rows(p, g, h, C);
     const int64_t rs = p.H;
     const int D = DK > DV ? DK : DV;
     Carver cv(smem);
-    /* five C-row bf16 buffers, reused phase by phase (see the comments at each phase); the
-     * C x C bf16 tiles go unpadded: at dk = dv = 128 the shared-memory budget needs it */
-    Bm K = cv.bm(C, DK), Qb = cv.bm(C, DK), bufD = cv.bm(C, DV), Vp = cv.bm(C, DV), bufO = cv.bm(C, DV);
+    /* C-row bf16 buffers, reused phase by phase (see the comments at each phase); the C x C
+     * bf16 tiles go unpadded to save shared memory */
+    Bm K = cv.bm(C, DK), Qb = cv.bm(C, DK), bufD = cv.bm(C, DV), Vp = cv.bm(C, DV);
+    char *const o_space = smem + cv.off;            /* dO, then dV', then dX (and the solve's scratch) */
+    cv.off += max_bytes(bm_bytes(C, DV), (size_t)C * C * 2);
+    Bm bufO{(bf16 *)o_space, DV + 8}, dXb{(bf16 *)o_space, C};
     Bm Mat = cv.bm(DK, DV);                         /* S_in, later dS_out */
-    Fm F = cv.fm(C, D);                             /* staging of C x d products */
-    Fm CC = cv.fm(C, C), XG = cv.fm(C, C);          /* float C x C: scratch; X, later G */
+    char *const f_space = smem + cv.off;            /* X (phase 1), then the staging of C x d products */
+    cv.off += max_bytes(fm_bytes(C, D), fm_bytes(C, C));
+    Fm F{(float *)f_space, D + 4}, Xf{(float *)f_space, C + 4};
+    Fm CC = cv.fm(C, C);                            /* float C x C scratch */
     Bm Tb{(bf16 *)(smem + cv.off), C}; cv.off += (size_t)C * C * 2;
-    Bm Xb{(bf16 *)(smem + cv.off), C}; cv.off += (size_t)C * C * 2;
     Bm dPb{(bf16 *)(smem + cv.off), C}; cv.off += (size_t)C * C * 2;
-    Bm dXb{(bf16 *)(smem + cv.off), C}; cv.off += (size_t)C * C * 2;
+    Fm Gf{(float *)Tb.p, C};                        /* G in phase 5, over Tb and dPb (adjacent) */
+    Bm Xb{(bf16 *)(smem + cv.off), C}; cv.off += (size_t)C * C * 2;
     float *a = (float *)(smem + cv.off);
     float *da = a + C;
 
@@ -471,18 +501,16 @@ __global__ void __launch_bounds__(THREADS) bwd_chunk_kernel(Args p) {
     __syncthreads();
     mm<false, true>(K, K, CC, C, C, DK, false);     /* CC = G */
     __syncthreads();
-    unit_lower_inverse<C>(XG, CC, a, F.p);          /* XG = X; F is free until phase 2 */
+    unit_lower_inverse<C>(Xf, CC, a, (float *)o_space);   /* Xf = X; dO's space is free until phase 3 */
     each<C, C>([&](int r, int c) {
-        const float x = XG.p[r * XG.ld + c];
+        const float x = Xf.p[r * Xf.ld + c];
         Tb.p[r * C + c] = __float2bfloat16(x * a[c]);
         Xb.p[r * C + c] = __float2bfloat16(x);
     });
-    __syncthreads();
-    each<C, C>([&](int r, int c) { XG.p[r * XG.ld + c] = CC.p[r * CC.ld + c]; });   /* X is in Xb now: G in XG */
     /* phase 2: D = V - K S_in (bufD), V' = T D (Vp) */
     load_state_bf16<DK, DV>(Mat, p.states + (g * p.H + h) * DK * DV, DV);
     load_rows<C, DV>(bufD, p.v + cr.first * DV, rs * DV, cr.len);
-    __syncthreads();
+    __syncthreads();                                /* also: Xf is read, F may be written */
     mm<false, false>(K, Mat, F, C, DV, DK, false);
     __syncthreads();
     each<C, DV>([&](int r, int c) {
@@ -510,7 +538,7 @@ __global__ void __launch_bounds__(THREADS) bwd_chunk_kernel(Args p) {
     __syncthreads();
     mm<true, false>(Tb, bufO, F, C, DV, C, false);
     mm<false, true>(bufO, bufD, CC, C, C, DV, false);   /* CC = dT */
-    __syncthreads();
+    __syncthreads();                                   /* dV' is done: dX may take its space */
     store_rows<C, DV>(p.dv_out + cr.first * DV, rs * DV, F, cr.len);
     to_bf16<C, DV>(bufD, F, -1.0f);                    /* bufD = -dD (D is done) */
     for (int j = threadIdx.x; j < C; j += THREADS) {   /* da_j += sum_i X_ij dT_ij */
@@ -523,11 +551,12 @@ __global__ void __launch_bounds__(THREADS) bwd_chunk_kernel(Args p) {
     /* phase 5: dK = dP^T Q - dD S^T + V' dS_out^T + (dG + dG^T) K */
     mm<true, false>(dPb, Qb, F, C, DK, C, false);
     mm<false, true>(bufD, Mat, F, C, DK, DV, true);
-    __syncthreads();
+    __syncthreads();                                   /* T and dP are done: G may take their space */
     load_state_bf16<DK, DV>(Mat, p.dcs + (g * p.H + h) * DK * DV, DV);   /* Mat = dS_out */
     __syncthreads();
     mm<false, true>(Vp, Mat, F, C, DK, DV, true);
     mm<false, true>(dXb, Xb, CC, C, C, C, false);      /* CC = Y = dX X^T */
+    mm<false, true>(K, K, Gf, C, C, DK, false);        /* Gf = G again (as phase 1 had it) */
     __syncthreads();
     each<C, C>([&](int r, int c) { dXb.p[r * C + c] = __float2bfloat16(CC.p[r * CC.ld + c]); });   /* Y, bf16 */
     __syncthreads();
@@ -535,7 +564,7 @@ __global__ void __launch_bounds__(THREADS) bwd_chunk_kernel(Args p) {
     __syncthreads();
     for (int i = threadIdx.x; i < C; i += THREADS) {   /* da_i += sum_{j<i} dL_ij G_ij */
         float s = 0;
-        for (int j = 0; j < i; j++) s -= CC.p[i * CC.ld + j] * XG.p[i * XG.ld + j];
+        for (int j = 0; j < i; j++) s -= CC.p[i * CC.ld + j] * Gf.p[i * Gf.ld + j];
         da[i] += s;
     }
     each<C, C>([&](int r, int c) {                    /* dGs = dG + dG^T into dXb */
@@ -551,13 +580,6 @@ __global__ void __launch_bounds__(THREADS) bwd_chunk_kernel(Args p) {
     for (int i = threadIdx.x; i < cr.len; i += THREADS) p.dalpha[cr.first + i * rs] = __float2bfloat16(da[i]);
 }
 
-template <int C, int DK, int DV>
-size_t bwd_chunk_smem() {
-    const int D = DK > DV ? DK : DV;
-    return 2 * bm_bytes(C, DK) + 3 * bm_bytes(C, DV) + bm_bytes(DK, DV) + fm_bytes(C, D) + 2 * fm_bytes(C, C) +
-           4 * (size_t)C * C * 2 + 2 * C * 4 + 128;
-}
-
 /* ---- launching ------------------------------------------------------------------------------------ */
 template <typename K> int set_smem(K kernel, size_t bytes, bool *fits) {
     int dev = 0, maxs = 0;
@@ -565,6 +587,8 @@ template <typename K> int set_smem(K kernel, size_t bytes, bool *fits) {
     CU_CHECK(cudaDeviceGetAttribute(&maxs, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     *fits = bytes <= (size_t)maxs;
     if (*fits && bytes > 48 * 1024) CU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    /* the whole L1/shared split to shared memory, so that fit_blocks' second block fits */
+    if (*fits) CU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared));
     return 0;
 }
 
@@ -594,17 +618,15 @@ struct Profile {
 template <int DV> struct Tile { static const int BV = DV >= 64 ? 64 : DV; };
 template <int DV> struct ScanTile { static const int BV = DV >= 32 ? 32 : DV; };
 
-/* Which state_scan_kernel runs: *mode = 1 with the cp.async prefetch (two buffer sets) when two
- * blocks of it fit on a multiprocessor, else 0 without it; -1 when neither fits.
+/* Which state_scan_kernel runs: *mode = 1 with the cp.async prefetch (two buffer sets) unless
+ * only the version without it fits two blocks on a multiprocessor (then 0); -1 when neither
+ * fits the device.
  * EFLA_DELTA_RULE_PREFETCH=0/1 forces the choice (a measuring aid for the workbench). */
 template <int C, int DK, int BV> int scan_mode(int *mode) {
     bool fp, fn;
     TRY(set_smem(state_scan_kernel<C, DK, BV, true>, state_scan_smem<C, DK, BV, true>(), &fp));
     TRY(set_smem(state_scan_kernel<C, DK, BV, false>, state_scan_smem<C, DK, BV, false>(), &fn));
-    int dev = 0, per_sm = 0;
-    CU_CHECK(cudaGetDevice(&dev));
-    CU_CHECK(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
-    bool want = 2 * (state_scan_smem<C, DK, BV, true>() + 1024) <= (size_t)per_sm;
+    bool want = fit_blocks(state_scan_smem<C, DK, BV, true>()) == 2 || fit_blocks(state_scan_smem<C, DK, BV, false>()) == 1;
     const char *force = getenv("EFLA_DELTA_RULE_PREFETCH");
     if (force && *force) want = force[0] != '0';
     *mode = fp && (want || !fn) ? 1 : fn ? 0 : -1;
