@@ -394,12 +394,13 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<C, DK, BV>())) ou
 
 
 /* ---- backward scan over chunks: dV' and the state gradients ----------------------------------- */
-/* P = Q K^T (float) is dead once Pb holds it, before F is written: the two share one space
- * (which brings d = 64 to two blocks per multiprocessor) */
+/* P = Q K^T (float) is dead once Pb holds it, before F is written, and dS_out in bf16 once
+ * K dS_out is in F, before -dV' is written: each pair shares one space (which brings d = 64,
+ * and d = 128 with 32-column tiles, to two blocks per multiprocessor) */
 template <int C, int DK, int BV>
 constexpr size_t bwd_scan_smem() {
-    return fm_bytes(DK, BV) + max_bytes(fm_bytes(C, C), fm_bytes(C, BV)) + bm_bytes(DK, BV) + 3 * bm_bytes(C, DK) +
-           2 * bm_bytes(C, BV) + bm_bytes(C, C) + 128;
+    return fm_bytes(DK, BV) + max_bytes(fm_bytes(C, C), fm_bytes(C, BV)) + max_bytes(bm_bytes(DK, BV), bm_bytes(C, BV)) +
+           3 * bm_bytes(C, DK) + bm_bytes(C, BV) + bm_bytes(C, C) + 128;
 }
 
 template <int C, int DK, int BV>
@@ -411,8 +412,9 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV>()
     Fm dS = cv.fm(DK, BV);
     Fm P{(float *)(smem + cv.off), C + 4}, F{(float *)(smem + cv.off), BV + 4};
     cv.off += max_bytes(fm_bytes(C, C), fm_bytes(C, BV));
-    Bm dSb = cv.bm(DK, BV), Q = cv.bm(C, DK), K = cv.bm(C, DK), W = cv.bm(C, DK), dO = cv.bm(C, BV),
-       dVn = cv.bm(C, BV), Pb = cv.bm(C, C);
+    Bm dSb{(bf16 *)(smem + cv.off), BV + 8}, dVn{(bf16 *)(smem + cv.off), BV + 8};
+    cv.off += max_bytes(bm_bytes(DK, BV), bm_bytes(C, BV));
+    Bm Q = cv.bm(C, DK), K = cv.bm(C, DK), W = cv.bm(C, DK), dO = cv.bm(C, BV), Pb = cv.bm(C, C);
     load_state<DK, BV>(dS, p.dsf ? p.dsf + (n * p.H + h) * DK * dv + j0 : nullptr, dv);
     const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
     const int64_t nchunks = (len + C - 1) / C;
@@ -613,10 +615,14 @@ struct Profile {
     }
 };
 
-/* dv tile of the backward scan and of out_kernel: 64 when dv allows it (fewer redundant Q K^T
- * products), else dv; of the state-only forward scan: 32 (more blocks for its short chunk steps) */
+/* dv tile of out_kernel: 64 when dv allows it (fewer redundant Q K^T products), else dv; of the
+ * state-only forward scan: 32 (more blocks for its short chunk steps); of the backward scan: 64
+ * when two of its blocks fit a multiprocessor at 64, else 32 (more blocks) */
 template <int DV> struct Tile { static const int BV = DV >= 64 ? 64 : DV; };
 template <int DV> struct ScanTile { static const int BV = DV >= 32 ? 32 : DV; };
+template <int C, int DK, int DV> struct BwdTile {
+    static const int BV = DV >= 64 && fit_blocks(bwd_scan_smem<C, DK, 64>()) == 2 ? 64 : ScanTile<DV>::BV;
+};
 
 /* Which state_scan_kernel runs: *mode = 1 with the cp.async prefetch (two buffer sets) unless
  * only the version without it fits two blocks on a multiprocessor (then 0); -1 when neither
@@ -678,14 +684,22 @@ int run_fwd(Args &p, int64_t nseq, int device, bool *done) {
     return 0;
 }
 
+template <int C, int DK, int BV> void launch_bwd_scan(const Args &p, int64_t nseq) {
+    bwd_scan_kernel<C, DK, BV><<<dim3((unsigned)(nseq * p.H), (unsigned)(p.dv / BV)), THREADS, bwd_scan_smem<C, DK, BV>()>>>(p);
+}
+
 template <int C, int DK, int DV>
 int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
-    const int BV = Tile<DV>::BV, BVS = ScanTile<DV>::BV;
-    bool f1, f3, f4;
+    const int BV = BwdTile<C, DK, DV>::BV, BVS = ScanTile<DV>::BV, BV64 = Tile<DV>::BV;
+    bool f1, f3, f4, f64 = false;
     int mode;
     TRY(set_smem(prep_kernel<C, DK, DV>, prep_smem<C, DK, DV>(), &f1));
     TRY((scan_mode<C, DK, BVS>(&mode)));
     TRY(set_smem(bwd_scan_kernel<C, DK, BV>, bwd_scan_smem<C, DK, BV>(), &f3));
+    /* EFLA_DELTA_RULE_BWD_BV=64: the backward scan with 64-column tiles even where two blocks of
+     * it don't fit a multiprocessor (a measuring aid for the workbench) */
+    const char *force = getenv("EFLA_DELTA_RULE_BWD_BV");
+    if (BV64 != BV && force && atoi(force) == BV64) TRY(set_smem(bwd_scan_kernel<C, DK, BV64>, bwd_scan_smem<C, DK, BV64>(), &f64));
     TRY(set_smem(bwd_chunk_kernel<C, DK, DV>, bwd_chunk_smem<C, DK, DV>(), &f4));
     if (!f1 || mode < 0 || !f3 || !f4) { *done = false; return 0; }
     const size_t state_elems = (size_t)(p.nch * p.H * DK * DV);
@@ -709,7 +723,8 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
         p.states = csbuf.as<float>();
     }
     prof.mark("prep+fwd");
-    bwd_scan_kernel<C, DK, BV><<<dim3((unsigned)(nseq * p.H), DV / BV), THREADS, bwd_scan_smem<C, DK, BV>()>>>(p);
+    if (f64) launch_bwd_scan<C, DK, BV64>(p, nseq);
+    else launch_bwd_scan<C, DK, BV>(p, nseq);
     CU_CHECK_LAUNCH("delta_rule_chunk_bwd_scan");
     prof.mark("bwd_scan");
     bwd_chunk_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, bwd_chunk_smem<C, DK, DV>()>>>(p);

@@ -56,10 +56,31 @@ static int v0_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *
     return rc;
 }
 
+/* version 2 with one of its choices forced by its measuring-aid variables */
+template <const char *VAR, const char *VAL> int v2_env_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
+                                                             const int64_t *seq, int64_t nch, int dev) {
+    setenv(VAR, VAL, 1);
+    int rc = v2_chunk_fwd(a, buf, seq, nch, dev);
+    unsetenv(VAR);
+    return rc;
+}
+template <const char *VAR, const char *VAL> int v2_env_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
+                                                             const int64_t *seq, int64_t nch, int dev) {
+    setenv(VAR, VAL, 1);
+    int rc = v2_chunk_bwd(a, buf, seq, nch, dev);
+    unsetenv(VAR);
+    return rc;
+}
+static const char PREFETCH[] = "EFLA_DELTA_RULE_PREFETCH", BWD_BV[] = "EFLA_DELTA_RULE_BWD_BV", ZERO[] = "0", ONE[] = "1",
+                  SIXTY_FOUR[] = "64";
+
 static const struct { const char *name; fwd_fn fwd; bwd_fn bwd; } VERSIONS[] = {
     { "scan (cuda/delta_rule.cu)", v0_fwd, v0_bwd },
     { "tensor-core WY chunks (cuda/delta_rule_chunk.cu)", v1_chunk_fwd, v1_chunk_bwd },
     { "v2: state-only scan + parallel outputs (bench/cuda/delta_rule_chunk_v2.cu)", v2_chunk_fwd, v2_chunk_bwd },
+    { "v2, forward scan prefetch forced off", v2_env_fwd<PREFETCH, ZERO>, v2_env_bwd<PREFETCH, ZERO> },
+    { "v2, forward scan prefetch forced on", v2_env_fwd<PREFETCH, ONE>, v2_env_bwd<PREFETCH, ONE> },
+    { "v2, 64-column backward scan", v2_env_fwd<BWD_BV, SIXTY_FOUR>, v2_env_bwd<BWD_BV, SIXTY_FOUR> },
 };
 static const int NVERSIONS = sizeof VERSIONS / sizeof VERSIONS[0];
 
