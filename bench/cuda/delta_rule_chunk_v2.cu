@@ -274,7 +274,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<C, DK, DV>())) p
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     const int n = valid ? 16 : 0;   /* 0: zero-fill the 16 bytes, read nothing */
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(n));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(n) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
@@ -494,7 +494,10 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     float *a = (float *)(smem + cv.off);
     float *da = a + C;
 
-    /* phase 1: G, X, T */
+    /* phase 1: G, X, T; V (phase 2) and Q (phase 5) arrive meanwhile */
+    load_rows_async<C, DV>(bufD, p.v + cr.first * DV, rs * DV, cr.len);
+    load_rows_async<C, DK>(Qb, p.q + cr.first * DK, rs * DK, cr.len);
+    cp_async_commit();
     load_rows<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
     for (int i = threadIdx.x; i < C; i += THREADS) {
         a[i] = i < cr.len ? __bfloat162float(p.alpha[cr.first + i * rs]) : 0.0f;
@@ -511,8 +514,8 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     });
     /* phase 2: D = V - K S_in (bufD), V' = T D (Vp) */
     load_state_bf16<DK, DV>(Mat, p.states + (g * p.H + h) * DK * DV, DV);
-    load_rows<C, DV>(bufD, p.v + cr.first * DV, rs * DV, cr.len);
-    __syncthreads();                                /* also: Xf is read, F may be written */
+    cp_async_wait_all();                            /* this thread's part of V and Q */
+    __syncthreads();                                /* everyone's; also: Xf is read, F may be written */
     mm<false, false>(K, Mat, F, C, DV, DK, false);
     __syncthreads();
     each<C, DV>([&](int r, int c) {
@@ -524,7 +527,6 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     to_bf16<C, DV>(Vp, F);
     /* phase 3: dP = tril(dO V'^T) with dO scaled (bufO), dQ = dO S^T + dP K */
     load_rows<C, DV>(bufO, p.d_o + cr.first * DV, rs * DV, cr.len, p.scale);
-    load_rows<C, DK>(Qb, p.q + cr.first * DK, rs * DK, cr.len);
     __syncthreads();
     mm<false, true>(bufO, Vp, CC, C, C, DV, false);
     __syncthreads();
