@@ -618,8 +618,8 @@ struct Profile {
 };
 
 /* dv tile of out_kernel: 64 when dv allows it (fewer redundant Q K^T products), else dv; of the
- * state-only forward scan: 32 (more blocks for its short chunk steps); of the backward scan: 64
- * when two of its blocks fit a multiprocessor at 64, else 32 (more blocks) */
+ * state-only forward scan: 32 or 64 (scan_plan picks); of the backward scan: 64 when two of its
+ * blocks fit a multiprocessor at 64, else 32 (more blocks) */
 template <int DV> struct Tile { static const int BV = DV >= 64 ? 64 : DV; };
 template <int DV> struct ScanTile { static const int BV = DV >= 32 ? 32 : DV; };
 template <int C, int DK, int DV> struct BwdTile {
@@ -641,21 +641,52 @@ template <int C, int DK, int BV> int scan_mode(int *mode) {
     return 0;
 }
 
-template <int C, int DK, int BV> int launch_state_scan(const Args &p, int64_t nseq, int mode) {
+/* The state scan's tile and mode. The scan is latency-bound (a chunk step costs about the same
+ * at 32 or 64 columns, a little more at 64), so the tile is the one that needs fewer waves of
+ * blocks over the multiprocessors: 64 unless 32 needs fewer than 1.3x its waves.
+ * EFLA_DELTA_RULE_SCAN_BV=32/64 forces the tile (a measuring aid for the workbench). */
+struct ScanPlan { int bv, mode; };
+template <int C, int DK, int DV> int scan_plan(int64_t nseq, int64_t H, ScanPlan *sp) {
+    const int N = ScanTile<DV>::BV, W = Tile<DV>::BV;
+    int mn = -1, mw = -1;
+    TRY((scan_mode<C, DK, N>(&mn)));
+    if (W != N) TRY((scan_mode<C, DK, W>(&mw)));
+    *sp = ScanPlan{N, mn};
+    if (mw < 0) return 0;
+    if (mn < 0) { *sp = ScanPlan{W, mw}; return 0; }
+    int dev = 0, sms = 0;
+    CU_CHECK(cudaGetDevice(&dev));
+    CU_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const int64_t slots_n = (int64_t)sms * fit_blocks(mn == 1 ? state_scan_smem<C, DK, N, true>() : state_scan_smem<C, DK, N, false>());
+    const int64_t slots_w = (int64_t)sms * fit_blocks(mw == 1 ? state_scan_smem<C, DK, W, true>() : state_scan_smem<C, DK, W, false>());
+    const int64_t waves_n = (nseq * H * (DV / N) + slots_n - 1) / slots_n, waves_w = (nseq * H * (DV / W) + slots_w - 1) / slots_w;
+    bool wide = 13 * waves_w < 10 * waves_n;
+    const char *force = getenv("EFLA_DELTA_RULE_SCAN_BV");
+    if (force && *force) wide = atoi(force) == W;
+    if (wide) *sp = ScanPlan{W, mw};
+    return 0;
+}
+
+template <int C, int DK, int BV> void launch_state_scan_bv(const Args &p, int64_t nseq, int mode) {
     const dim3 grid((unsigned)(nseq * p.H), (unsigned)(p.dv / BV));
     if (mode == 1) state_scan_kernel<C, DK, BV, true><<<grid, THREADS, state_scan_smem<C, DK, BV, true>()>>>(p);
     else state_scan_kernel<C, DK, BV, false><<<grid, THREADS, state_scan_smem<C, DK, BV, false>()>>>(p);
+}
+template <int C, int DK, int DV> int launch_state_scan(const Args &p, int64_t nseq, ScanPlan sp) {
+    if (sp.bv == Tile<DV>::BV) launch_state_scan_bv<C, DK, Tile<DV>::BV>(p, nseq, sp.mode);
+    else launch_state_scan_bv<C, DK, ScanTile<DV>::BV>(p, nseq, sp.mode);
     CU_CHECK_LAUNCH("delta_rule_chunk_state_scan");
     return 0;
 }
 
 template <int C, int DK, int DV>
 int run_fwd(Args &p, int64_t nseq, int device, bool *done) {
-    const int BVS = ScanTile<DV>::BV, BVO = Tile<DV>::BV;
+    const int BVO = Tile<DV>::BV;
     bool f1, f3;
-    int mode;
     TRY(set_smem(prep_kernel<C, DK, DV>, prep_smem<C, DK, DV>(), &f1));
-    TRY((scan_mode<C, DK, BVS>(&mode)));
+    ScanPlan sp;
+    TRY((scan_plan<C, DK, DV>(nseq, p.H, &sp)));
+    const int mode = sp.mode;
     TRY(set_smem(out_kernel<C, DK, BVO>, out_smem<C, DK, BVO>(), &f3));
     if (!f1 || mode < 0 || !f3) { *done = false; return 0; }
     const size_t tile_elems = (size_t)(p.nch * p.H * C);
@@ -675,7 +706,7 @@ int run_fwd(Args &p, int64_t nseq, int device, bool *done) {
     prep_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_smem<C, DK, DV>()>>>(p);
     CU_CHECK_LAUNCH("delta_rule_chunk_prep");
     prof.mark("prep");
-    TRY((launch_state_scan<C, DK, BVS>(p, nseq, mode)));
+    TRY((launch_state_scan<C, DK, DV>(p, nseq, sp)));
     prof.mark("state_scan");
     if (p.o && p.nch > 0) {
         out_kernel<C, DK, BVO><<<dim3((unsigned)p.nch, (unsigned)p.H, DV / BVO), THREADS, out_smem<C, DK, BVO>()>>>(p);
@@ -692,11 +723,12 @@ template <int C, int DK, int BV> void launch_bwd_scan(const Args &p, int64_t nse
 
 template <int C, int DK, int DV>
 int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
-    const int BV = BwdTile<C, DK, DV>::BV, BVS = ScanTile<DV>::BV, BV64 = Tile<DV>::BV;
+    const int BV = BwdTile<C, DK, DV>::BV, BV64 = Tile<DV>::BV;
     bool f1, f3, f4, f64 = false;
-    int mode;
     TRY(set_smem(prep_kernel<C, DK, DV>, prep_smem<C, DK, DV>(), &f1));
-    TRY((scan_mode<C, DK, BVS>(&mode)));
+    ScanPlan sp;
+    TRY((scan_plan<C, DK, DV>(nseq, p.H, &sp)));
+    const int mode = sp.mode;
     TRY(set_smem(bwd_scan_kernel<C, DK, BV>, bwd_scan_smem<C, DK, BV>(), &f3));
     /* EFLA_DELTA_RULE_BWD_BV=64: the backward scan with 64-column tiles even where two blocks of
      * it don't fit a multiprocessor (a measuring aid for the workbench) */
@@ -721,7 +753,7 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
         TRY(csbuf.alloc(sizeof(float) * state_elems, device));
         Args f = p;
         f.o = nullptr; f.vp = nullptr; f.sf = nullptr; f.cs = csbuf.as<float>();
-        TRY((launch_state_scan<C, DK, BVS>(f, nseq, mode)));
+        TRY((launch_state_scan<C, DK, DV>(f, nseq, sp)));
         p.states = csbuf.as<float>();
     }
     prof.mark("prep+fwd");

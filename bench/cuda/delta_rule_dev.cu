@@ -71,8 +71,8 @@ template <const char *VAR, const char *VAL> int v2_env_bwd(const efla_delta_rule
     unsetenv(VAR);
     return rc;
 }
-static const char PREFETCH[] = "EFLA_DELTA_RULE_PREFETCH", BWD_BV[] = "EFLA_DELTA_RULE_BWD_BV", ZERO[] = "0", ONE[] = "1",
-                  SIXTY_FOUR[] = "64";
+static const char PREFETCH[] = "EFLA_DELTA_RULE_PREFETCH", BWD_BV[] = "EFLA_DELTA_RULE_BWD_BV",
+                  SCAN_BV[] = "EFLA_DELTA_RULE_SCAN_BV", ZERO[] = "0", ONE[] = "1", THIRTY_TWO[] = "32", SIXTY_FOUR[] = "64";
 
 static const struct { const char *name; fwd_fn fwd; bwd_fn bwd; } VERSIONS[] = {
     { "scan (cuda/delta_rule.cu)", v0_fwd, v0_bwd },
@@ -81,6 +81,8 @@ static const struct { const char *name; fwd_fn fwd; bwd_fn bwd; } VERSIONS[] = {
     { "v2, forward scan prefetch forced off", v2_env_fwd<PREFETCH, ZERO>, v2_env_bwd<PREFETCH, ZERO> },
     { "v2, forward scan prefetch forced on", v2_env_fwd<PREFETCH, ONE>, v2_env_bwd<PREFETCH, ONE> },
     { "v2, 64-column backward scan", v2_env_fwd<BWD_BV, SIXTY_FOUR>, v2_env_bwd<BWD_BV, SIXTY_FOUR> },
+    { "v2, 32-column state scan", v2_env_fwd<SCAN_BV, THIRTY_TWO>, v2_env_bwd<SCAN_BV, THIRTY_TWO> },
+    { "v2, 64-column state scan", v2_env_fwd<SCAN_BV, SIXTY_FOUR>, v2_env_bwd<SCAN_BV, SIXTY_FOUR> },
 };
 static const int NVERSIONS = sizeof VERSIONS / sizeof VERSIONS[0];
 
