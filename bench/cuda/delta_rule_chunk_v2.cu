@@ -303,8 +303,14 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV,
     Fm S = cv.fm(DK, BV), F = cv.fm(C, BV);
     Bm Sb = cv.bm(DK, BV);
     constexpr int NB = PF ? 2 : 1;   /* buffer sets: two when prefetching */
-    Bm W[NB], K[NB], U[NB];
-    for (int i = 0; i < NB; i++) { W[i] = cv.bm(C, DK); K[i] = cv.bm(C, DK); U[i] = cv.bm(C, BV); }
+    /* set b is set 0 moved by b * SET bytes (pointer arithmetic rather than arrays of tiles,
+     * which the compiler would keep in local memory) */
+    constexpr size_t SET = 2 * bm_bytes(C, DK) + bm_bytes(C, BV);
+    char *const set0 = smem + cv.off;
+    cv.off += NB * SET;
+    auto Wt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET), DK + 8}; };
+    auto Kt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + bm_bytes(C, DK)), DK + 8}; };
+    auto Ut = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + 2 * bm_bytes(C, DK)), BV + 8}; };
     load_state<DK, BV>(S, p.s0 ? p.s0 + (n * p.H + h) * DK * dv + j0 : nullptr, dv);   /* the entering state */
     const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
     const int64_t nchunks = (len + C - 1) / C;
@@ -316,14 +322,14 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV,
         const int clen = (int)(len - c * C < C ? len - c * C : C);
         const int b = (int)(c % NB);
         if (PF) {
-            load_rows_async<C, DK>(W[b], p.w + (g * p.H + h) * C * DK, DK, C);
-            load_rows_async<C, DK>(K[b], p.k + row * DK, rs * DK, clen);
-            load_rows_async<C, BV>(U[b], p.u + (g * p.H + h) * C * dv + j0, dv, C);
+            load_rows_async<C, DK>(Wt(b), p.w + (g * p.H + h) * C * DK, DK, C);
+            load_rows_async<C, DK>(Kt(b), p.k + row * DK, rs * DK, clen);
+            load_rows_async<C, BV>(Ut(b), p.u + (g * p.H + h) * C * dv + j0, dv, C);
             cp_async_commit();
         } else {
-            load_rows<C, DK>(W[b], p.w + (g * p.H + h) * C * DK, DK, C);
-            load_rows<C, DK>(K[b], p.k + row * DK, rs * DK, clen);
-            load_rows<C, BV>(U[b], p.u + (g * p.H + h) * C * dv + j0, dv, C);
+            load_rows<C, DK>(Wt(b), p.w + (g * p.H + h) * C * DK, DK, C);
+            load_rows<C, DK>(Kt(b), p.k + row * DK, rs * DK, clen);
+            load_rows<C, BV>(Ut(b), p.u + (g * p.H + h) * C * dv + j0, dv, C);
         }
     };
     if (PF && nchunks > 0) fetch(0);
@@ -338,12 +344,12 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV,
         to_bf16<DK, BV>(Sb, S);
         __syncthreads();   /* every thread's part of chunk c's tiles and Sb are in */
         /* V' = U - W S */
-        mm<false, false>(W[b], Sb, F, C, BV, DK, false);
+        mm<false, false>(Wt(b), Sb, F, C, BV, DK, false);
         __syncthreads();
         {
             bf16 *dst = p.vp ? p.vp + (g * p.H + h) * C * dv + j0 : nullptr;
             each<C, BV / 4>([&](int r, int v) {
-                bf16 *u = U[b].p + r * U[b].ld + v * 4;
+                bf16 *u = Ut(b).p + r * Ut(b).ld + v * 4;
                 const float4 f = *(float4 *)(F.p + r * F.ld + v * 4);
                 const float4 x = make_float4(__bfloat162float(u[0]) - f.x, __bfloat162float(u[1]) - f.y,
                                              __bfloat162float(u[2]) - f.z, __bfloat162float(u[3]) - f.w);
@@ -353,7 +359,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV,
         }
         __syncthreads();
         /* S += K^T V' */
-        mm<true, false>(K[b], U[b], S, DK, BV, C, true);
+        mm<true, false>(Kt(b), Ut(b), S, DK, BV, C, true);
     }
     __syncthreads();
     if (p.sf) store_state<DK, BV>(p.sf + (n * p.H + h) * DK * dv + j0, dv, S);

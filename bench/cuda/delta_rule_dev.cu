@@ -40,49 +40,37 @@ using v2::v2_chunk_bwd;
 #include <vector>
 
 typedef int (*fwd_fn)(const efla_delta_rule_args *, const efla_delta_rule_buffers *, const int64_t *, int64_t, int);
-typedef int (*bwd_fn)(const efla_delta_rule_args *, const efla_delta_rule_buffers *, const int64_t *, int64_t, int);
+typedef fwd_fn bwd_fn;
 
-/* version 0: the library's whole CUDA entry with the scan kernels forced */
-static int v0_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *, int64_t, int) {
-    setenv("EFLA_DELTA_RULE_SCAN", "1", 1);
-    int rc = efla_cuda_delta_rule_fwd(a, buf);
-    unsetenv("EFLA_DELTA_RULE_SCAN");
-    return rc;
+/* the library's whole CUDA entry (version 0 forces its scan kernels) */
+static int lib_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *, int64_t, int) {
+    return efla_cuda_delta_rule_fwd(a, buf);
 }
-static int v0_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *, int64_t, int) {
-    setenv("EFLA_DELTA_RULE_SCAN", "1", 1);
-    int rc = efla_cuda_delta_rule_bwd(a, buf);
-    unsetenv("EFLA_DELTA_RULE_SCAN");
-    return rc;
+static int lib_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *, int64_t, int) {
+    return efla_cuda_delta_rule_bwd(a, buf);
 }
 
-/* version 2 with one of its choices forced by its measuring-aid variables */
-template <const char *VAR, const char *VAL> int v2_env_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
-                                                             const int64_t *seq, int64_t nch, int dev) {
+/* entry F with the environment variable VAR set to VAL for the call: how a row forces one of a
+ * version's choices (its measuring-aid variables) */
+template <const char *VAR, const char *VAL, fwd_fn F>
+int with_env(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *seq, int64_t nch, int dev) {
     setenv(VAR, VAL, 1);
-    int rc = v2_chunk_fwd(a, buf, seq, nch, dev);
+    int rc = F(a, buf, seq, nch, dev);
     unsetenv(VAR);
     return rc;
 }
-template <const char *VAR, const char *VAL> int v2_env_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
-                                                             const int64_t *seq, int64_t nch, int dev) {
-    setenv(VAR, VAL, 1);
-    int rc = v2_chunk_bwd(a, buf, seq, nch, dev);
-    unsetenv(VAR);
-    return rc;
-}
-static const char PREFETCH[] = "EFLA_DELTA_RULE_PREFETCH", BWD_BV[] = "EFLA_DELTA_RULE_BWD_BV",
+static const char SCAN[] = "EFLA_DELTA_RULE_SCAN", PREFETCH[] = "EFLA_DELTA_RULE_PREFETCH", BWD_BV[] = "EFLA_DELTA_RULE_BWD_BV",
                   SCAN_BV[] = "EFLA_DELTA_RULE_SCAN_BV", ZERO[] = "0", ONE[] = "1", THIRTY_TWO[] = "32", SIXTY_FOUR[] = "64";
 
 static const struct { const char *name; fwd_fn fwd; bwd_fn bwd; } VERSIONS[] = {
-    { "scan (cuda/delta_rule.cu)", v0_fwd, v0_bwd },
+    { "scan (cuda/delta_rule.cu)", with_env<SCAN, ONE, lib_fwd>, with_env<SCAN, ONE, lib_bwd> },
     { "tensor-core WY chunks (cuda/delta_rule_chunk.cu)", v1_chunk_fwd, v1_chunk_bwd },
     { "v2: state-only scan + parallel outputs (bench/cuda/delta_rule_chunk_v2.cu)", v2_chunk_fwd, v2_chunk_bwd },
-    { "v2, forward scan prefetch forced off", v2_env_fwd<PREFETCH, ZERO>, v2_env_bwd<PREFETCH, ZERO> },
-    { "v2, forward scan prefetch forced on", v2_env_fwd<PREFETCH, ONE>, v2_env_bwd<PREFETCH, ONE> },
-    { "v2, 64-column backward scan", v2_env_fwd<BWD_BV, SIXTY_FOUR>, v2_env_bwd<BWD_BV, SIXTY_FOUR> },
-    { "v2, 32-column state scan", v2_env_fwd<SCAN_BV, THIRTY_TWO>, v2_env_bwd<SCAN_BV, THIRTY_TWO> },
-    { "v2, 64-column state scan", v2_env_fwd<SCAN_BV, SIXTY_FOUR>, v2_env_bwd<SCAN_BV, SIXTY_FOUR> },
+    { "v2, forward scan prefetch forced off", with_env<PREFETCH, ZERO, v2_chunk_fwd>, with_env<PREFETCH, ZERO, v2_chunk_bwd> },
+    { "v2, forward scan prefetch forced on", with_env<PREFETCH, ONE, v2_chunk_fwd>, with_env<PREFETCH, ONE, v2_chunk_bwd> },
+    { "v2, 64-column backward scan", with_env<BWD_BV, SIXTY_FOUR, v2_chunk_fwd>, with_env<BWD_BV, SIXTY_FOUR, v2_chunk_bwd> },
+    { "v2, 32-column state scan", with_env<SCAN_BV, THIRTY_TWO, v2_chunk_fwd>, with_env<SCAN_BV, THIRTY_TWO, v2_chunk_bwd> },
+    { "v2, 64-column state scan", with_env<SCAN_BV, SIXTY_FOUR, v2_chunk_fwd>, with_env<SCAN_BV, SIXTY_FOUR, v2_chunk_bwd> },
 };
 static const int NVERSIONS = sizeof VERSIONS / sizeof VERSIONS[0];
 
