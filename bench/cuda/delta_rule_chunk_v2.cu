@@ -10,9 +10,10 @@
  * Five kernels, each a short script of shared-memory matrix products (mm() below, WMMA
  * 16x16x16 bf16 with float accumulators):
  *   prep_kernel       one block per (chunk, head): G, the triangular solve, W and U -> global
- *   state_scan_kernel one block per (sequence, head, 32-column dv tile): walks the chunks in
- *                     order with the state tile in shared memory (the next chunk's tiles
- *                     prefetched with cp.async); writes V' = U - W S, the chunk states, S_final
+ *   state_scan_kernel one block per (sequence, head, 32- or 64-column dv tile): walks the
+ *                     chunks in order with the state tile in shared memory (the next chunk's
+ *                     tiles prefetched with cp.async where two blocks per SM still fit);
+ *                     writes V' = U - W S, the chunk states, S_final
  *   out_kernel        one block per (chunk, head, dv tile): O = scale (Q S + tril(Q K^T) V')
  *                     from the state entering the chunk, all chunks in parallel
  *   bwd_scan_kernel   one block per (sequence, head, dv tile): walks the chunks backwards
@@ -269,8 +270,8 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<C, DK, DV>())) p
 /* One block per (sequence, head, dv tile of BV columns) walks the chunks in order with the state
  * tile in shared memory: V' = U - W S (bf16 to vp when vp is set), the entering state to cs
  * (when set), S += K^T V'. The output product is not here (out_kernel runs it in parallel over
- * chunks), so the critical path per chunk is two products; BV = 32 gives more blocks.
- * The next chunk's W, K and U are fetched with cp.async while the current chunk computes. */
+ * chunks), so the critical path per chunk is two products (BV: 32 or 64, scan_plan picks).
+ * PF: the next chunk's W, K and U are fetched with cp.async while the current chunk computes. */
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     const int n = valid ? 16 : 0;   /* 0: zero-fill the 16 bytes, read nothing */
