@@ -2,13 +2,17 @@
  * dev/cuda: numbered kernel versions, each checked against a float64 CPU recurrence on fresh
  * random inputs (output and the gradients of q, k, v, alpha), then timed with CUDA events.
  * Try a new version without touching the library: copy cuda/delta_rule_chunk.cu to
- * bench/cuda/delta_rule_chunk_v2.cu, rename its two entry points with the macros below,
- * add a row to VERSIONS, and run
+ * bench/cuda/delta_rule_chunk_vN.cu, rename its two entry points with the macros below,
+ * include it inside a namespace of its own (as v2 is), add a row to VERSIONS, and run
  *
  *   bash bench/cuda/build_dev.sh                         (nvcc, links libefla for allocation)
  *   ./delta_rule_dev [version] [B T H d C] [time]        (default: every version, 2 512 4 128 64;
  *                                                         -1 = every version; 'time' skips the
  *                                                         float64 reference, for large shapes)
+ *
+ * With validation, a second case cuts every batch row into three packed sequences (cu_seqlens)
+ * with a random initial state and final-state gradient, and the backward recomputes the chunk
+ * states (the forward keeps none); it checks s_final and ds0 too, and is not timed.
  *
  * The inputs are bfloat16 with alpha given (the chain through alpha is delta_rule_alpha.cu's
  * and not part of these kernels). Version 0 is the scan of cuda/delta_rule.cu (forced with
@@ -18,6 +22,17 @@
 #include "../../cuda/delta_rule_chunk.cu"
 #undef efla_cuda_delta_rule_chunk_fwd
 #undef efla_cuda_delta_rule_chunk_bwd
+/* a version's own namespace keeps its file-local helpers apart from v1's (the headers it
+ * includes are already in, so their guards keep them out of the namespace) */
+#define efla_cuda_delta_rule_chunk_fwd v2_chunk_fwd
+#define efla_cuda_delta_rule_chunk_bwd v2_chunk_bwd
+namespace v2 {
+#include "delta_rule_chunk_v2.cu"
+}
+using v2::v2_chunk_fwd;
+using v2::v2_chunk_bwd;
+#undef efla_cuda_delta_rule_chunk_fwd
+#undef efla_cuda_delta_rule_chunk_bwd
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,25 +40,37 @@
 #include <vector>
 
 typedef int (*fwd_fn)(const efla_delta_rule_args *, const efla_delta_rule_buffers *, const int64_t *, int64_t, int);
-typedef int (*bwd_fn)(const efla_delta_rule_args *, const efla_delta_rule_buffers *, const int64_t *, int64_t, int);
+typedef fwd_fn bwd_fn;
 
-/* version 0: the library's whole CUDA entry with the scan kernels forced */
-static int v0_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *, int64_t, int) {
-    setenv("EFLA_DELTA_RULE_SCAN", "1", 1);
-    int rc = efla_cuda_delta_rule_fwd(a, buf);
-    unsetenv("EFLA_DELTA_RULE_SCAN");
+/* the library's whole CUDA entry (version 0 forces its scan kernels) */
+static int lib_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *, int64_t, int) {
+    return efla_cuda_delta_rule_fwd(a, buf);
+}
+static int lib_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *, int64_t, int) {
+    return efla_cuda_delta_rule_bwd(a, buf);
+}
+
+/* entry F with the environment variable VAR set to VAL for the call: how a row forces one of a
+ * version's choices (its measuring-aid variables) */
+template <const char *VAR, const char *VAL, fwd_fn F>
+int with_env(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *seq, int64_t nch, int dev) {
+    setenv(VAR, VAL, 1);
+    int rc = F(a, buf, seq, nch, dev);
+    unsetenv(VAR);
     return rc;
 }
-static int v0_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *, int64_t, int) {
-    setenv("EFLA_DELTA_RULE_SCAN", "1", 1);
-    int rc = efla_cuda_delta_rule_bwd(a, buf);
-    unsetenv("EFLA_DELTA_RULE_SCAN");
-    return rc;
-}
+static const char SCAN[] = "EFLA_DELTA_RULE_SCAN", PREFETCH[] = "EFLA_DELTA_RULE_PREFETCH", BWD_BV[] = "EFLA_DELTA_RULE_BWD_BV",
+                  SCAN_BV[] = "EFLA_DELTA_RULE_SCAN_BV", ZERO[] = "0", ONE[] = "1", THIRTY_TWO[] = "32", SIXTY_FOUR[] = "64";
 
 static const struct { const char *name; fwd_fn fwd; bwd_fn bwd; } VERSIONS[] = {
-    { "scan (cuda/delta_rule.cu)", v0_fwd, v0_bwd },
+    { "scan (cuda/delta_rule.cu)", with_env<SCAN, ONE, lib_fwd>, with_env<SCAN, ONE, lib_bwd> },
     { "tensor-core WY chunks (cuda/delta_rule_chunk.cu)", v1_chunk_fwd, v1_chunk_bwd },
+    { "v2: state-only scan + parallel outputs (bench/cuda/delta_rule_chunk_v2.cu)", v2_chunk_fwd, v2_chunk_bwd },
+    { "v2, forward scan prefetch forced off", with_env<PREFETCH, ZERO, v2_chunk_fwd>, with_env<PREFETCH, ZERO, v2_chunk_bwd> },
+    { "v2, forward scan prefetch forced on", with_env<PREFETCH, ONE, v2_chunk_fwd>, with_env<PREFETCH, ONE, v2_chunk_bwd> },
+    { "v2, 64-column backward scan", with_env<BWD_BV, SIXTY_FOUR, v2_chunk_fwd>, with_env<BWD_BV, SIXTY_FOUR, v2_chunk_bwd> },
+    { "v2, 32-column state scan", with_env<SCAN_BV, THIRTY_TWO, v2_chunk_fwd>, with_env<SCAN_BV, THIRTY_TWO, v2_chunk_bwd> },
+    { "v2, 64-column state scan", with_env<SCAN_BV, SIXTY_FOUR, v2_chunk_fwd>, with_env<SCAN_BV, SIXTY_FOUR, v2_chunk_bwd> },
 };
 static const int NVERSIONS = sizeof VERSIONS / sizeof VERSIONS[0];
 
@@ -54,22 +81,48 @@ static double urand(uint64_t *s) { *s = *s * 6364136223846793005ULL + 1442695040
 static double nrand(uint64_t *s) { double u = urand(s) + 1e-300, w = urand(s); return sqrt(-2 * log(u)) * cos(6.283185307179586 * w); }
 static float bf16_round(double x) { return __bfloat162float(__float2bfloat16((float)x)); }
 
-/* float64 recurrence over B*H independent heads (tokens of head h at row (b*T + t)*H + h):
- * S_t = S + a k (v - S^T k)^T, o_t = scale S_t^T q_t; the backward keeps every state. */
-struct Ref { std::vector<double> o, dq, dk, dv, da; };
-static Ref reference(int B, int T, int H, int d, const std::vector<float> &q, const std::vector<float> &k,
-                     const std::vector<float> &v, const std::vector<float> &al, const std::vector<float> &dO, double scale) {
+/* The sequences of a batch, as efla_delta_rule_args holds them: sequence n is tokens
+ * [start[n], start[n] + len[n]) of batch row batch[n]. */
+struct Seqs { std::vector<int64_t> batch, start, len; };
+static Seqs whole_rows(int B, int T) {
+    Seqs s;
+    for (int b = 0; b < B; b++) { s.batch.push_back(b); s.start.push_back(0); s.len.push_back(T); }
+    return s;
+}
+/* every row cut into three packed sequences (cu_seqlens), at places that differ per row and
+ * fall inside chunks, so sequences start and end mid-chunk */
+static Seqs split_rows(int B, int T) {
+    Seqs s;
+    for (int b = 0; b < B; b++) {
+        const int c1 = T / 5 + 3 * b + 1, c2 = c1 + T / 2 - 5;
+        const int cuts[4] = {0, c1, c2, T};
+        for (int i = 0; i < 3; i++) { s.batch.push_back(b); s.start.push_back(cuts[i]); s.len.push_back(cuts[i + 1] - cuts[i]); }
+    }
+    return s;
+}
+
+/* float64 recurrence over every (sequence, head) (token t of sequence n, head h, at row
+ * ((batch[n]*T + start[n] + t)*H + h)): S_t = S + a k (v - S^T k)^T, o_t = scale S_t^T q_t,
+ * starting from s0 (empty: zero) and ending in sf; the backward keeps every state, starts from
+ * dsf (empty: zero) and ends in ds0. States are [N, H, d, d]. */
+struct Ref { std::vector<double> o, dq, dk, dv, da, sf, ds0; };
+static Ref reference(int B, int T, int H, int d, const Seqs &sq, const std::vector<float> &q, const std::vector<float> &k,
+                     const std::vector<float> &v, const std::vector<float> &al, const std::vector<float> &dO,
+                     const std::vector<float> &s0, const std::vector<float> &dsf, double scale) {
     Ref r;
-    size_t n = (size_t)B * T * H * d;
+    const size_t n = (size_t)B * T * H * d, N = sq.len.size(), dd = (size_t)d * d;
     r.o.assign(n, 0); r.dq.assign(n, 0); r.dk.assign(n, 0); r.dv.assign(n, 0); r.da.assign((size_t)B * T * H, 0);
-    std::vector<double> S((size_t)(T + 1) * d * d), dS((size_t)d * d), u(d), du(d);
-    for (int b = 0; b < B; b++)
+    r.sf.assign(N * H * dd, 0); r.ds0.assign(N * H * dd, 0);
+    std::vector<double> S((size_t)(T + 1) * dd), dS(dd), u(d), du(d);
+    for (size_t sn = 0; sn < N; sn++)
         for (int h = 0; h < H; h++) {
-            std::fill(S.begin(), S.begin() + (size_t)d * d, 0.0);
-            for (int t = 0; t < T; t++) {
-                size_t row = ((size_t)b * T + t) * H + h;
-                const double *Sp = &S[(size_t)t * d * d];
-                double *Sn = &S[(size_t)(t + 1) * d * d];
+            const size_t st = (sn * H + h) * dd;
+            const int L = (int)sq.len[sn];
+            for (size_t e = 0; e < dd; e++) S[e] = s0.empty() ? 0.0 : s0[st + e];
+            for (int t = 0; t < L; t++) {
+                size_t row = ((size_t)sq.batch[sn] * T + sq.start[sn] + t) * H + h;
+                const double *Sp = &S[(size_t)t * dd];
+                double *Sn = &S[(size_t)(t + 1) * dd];
                 for (int j = 0; j < d; j++) {
                     double s = 0;
                     for (int i = 0; i < d; i++) s += Sp[i * d + j] * k[row * d + i];
@@ -83,10 +136,10 @@ static Ref reference(int B, int T, int H, int d, const std::vector<float> &q, co
                     r.o[row * d + j] = scale * s;
                 }
             }
-            std::fill(dS.begin(), dS.end(), 0.0);
-            for (int t = T - 1; t >= 0; t--) {
-                size_t row = ((size_t)b * T + t) * H + h;
-                const double *Sp = &S[(size_t)t * d * d], *Sn = &S[(size_t)(t + 1) * d * d];
+            for (size_t e = 0; e < dd; e++) { r.sf[st + e] = S[(size_t)L * dd + e]; dS[e] = dsf.empty() ? 0.0 : dsf[st + e]; }
+            for (int t = L - 1; t >= 0; t--) {
+                size_t row = ((size_t)sq.batch[sn] * T + sq.start[sn] + t) * H + h;
+                const double *Sp = &S[(size_t)t * dd], *Sn = &S[(size_t)(t + 1) * dd];
                 for (int i = 0; i < d; i++) {
                     double s = 0;
                     for (int j = 0; j < d; j++) {
@@ -117,21 +170,31 @@ static Ref reference(int B, int T, int H, int d, const std::vector<float> &q, co
                 for (int i = 0; i < d; i++)
                     for (int j = 0; j < d; j++) dS[i * d + j] -= k[row * d + i] * du[j];
             }
+            for (size_t e = 0; e < dd; e++) r.ds0[st + e] = dS[e];
         }
     return r;
 }
 
-static double rel_err(const std::vector<double> &ref, const bf16 *dev_buf, size_t n) {
-    std::vector<bf16> h(n);
-    CK(cudaMemcpy(h.data(), dev_buf, n * sizeof(bf16), cudaMemcpyDeviceToHost));
+static double rel_err_host(const std::vector<double> &ref, const std::vector<double> &x) {
     double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double x = __bfloat162float(h[i]);
-        if (x != x) return INFINITY;
-        num += (x - ref[i]) * (x - ref[i]);
+    for (size_t i = 0; i < x.size(); i++) {
+        if (x[i] != x[i]) return INFINITY;
+        num += (x[i] - ref[i]) * (x[i] - ref[i]);
         den += ref[i] * ref[i];
     }
     return sqrt(num / (den > 0 ? den : 1));
+}
+static double rel_err(const std::vector<double> &ref, const bf16 *dev_buf, size_t n) {
+    std::vector<bf16> h(n);
+    CK(cudaMemcpy(h.data(), dev_buf, n * sizeof(bf16), cudaMemcpyDeviceToHost));
+    std::vector<double> x(n);
+    for (size_t i = 0; i < n; i++) x[i] = __bfloat162float(h[i]);
+    return rel_err_host(ref, x);
+}
+static double rel_err_f32(const std::vector<double> &ref, const float *dev_buf, size_t n) {
+    std::vector<float> h(n);
+    CK(cudaMemcpy(h.data(), dev_buf, n * sizeof(float), cudaMemcpyDeviceToHost));
+    return rel_err_host(ref, std::vector<double>(h.begin(), h.end()));
 }
 
 static bf16 *upload(const std::vector<float> &x) {
@@ -140,6 +203,12 @@ static bf16 *upload(const std::vector<float> &x) {
     bf16 *d;
     CK(cudaMalloc(&d, h.size() * sizeof(bf16)));
     CK(cudaMemcpy(d, h.data(), h.size() * sizeof(bf16), cudaMemcpyHostToDevice));
+    return d;
+}
+static float *upload_f32(const std::vector<float> &x) {
+    float *d;
+    CK(cudaMalloc(&d, x.size() * sizeof(float)));
+    CK(cudaMemcpy(d, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice));
     return d;
 }
 
@@ -159,60 +228,91 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < nb; i++) al[i] = bf16_round(urand(&seed));
     printf("delta_rule_dev: B=%d T=%d H=%d dk=dv=%d C=%d, bfloat16%s\n", B, T, H, d, C,
            validate ? "; float64 reference..." : " (timing only)");
-    Ref ref;
-    if (validate) ref = reference(B, T, H, d, q, k, v, al, dO, scale);
-
-    /* the sequence table (as upload_seqs builds it) and the device buffers */
-    std::vector<int64_t> batch(B), start(B, 0), len(B, T), tab(3 * B);
-    int64_t nch = 0;
-    for (int b = 0; b < B; b++) {
-        batch[b] = b;
-        tab[3 * b] = (int64_t)b * T * H; tab[3 * b + 1] = T; tab[3 * b + 2] = nch;
-        nch += (T + C - 1) / C;
-    }
-    efla_delta_rule_args a = { B, T, H, d, d, B, batch.data(), start.data(), len.data(), scale, C,
-                               EFLA_ALGO_CHUNKED, EFLA_BFLOAT16, EFLA_FLOAT32 };
-    int64_t *seq;
-    CK(cudaMalloc(&seq, tab.size() * sizeof(int64_t)));
-    CK(cudaMemcpy(seq, tab.data(), tab.size() * sizeof(int64_t), cudaMemcpyHostToDevice));
     bf16 *dq_ = upload(q), *dk_ = upload(k), *dv_ = upload(v), *dal = upload(al), *ddo = upload(dO);
     bf16 *o, *gq, *gk, *gv, *ga;
-    float *cs;
     CK(cudaMalloc(&o, n * 2)); CK(cudaMalloc(&gq, n * 2)); CK(cudaMalloc(&gk, n * 2)); CK(cudaMalloc(&gv, n * 2));
-    CK(cudaMalloc(&ga, nb * 2)); CK(cudaMalloc(&cs, (size_t)nch * H * d * d * 4));
+    CK(cudaMalloc(&ga, nb * 2));
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
 
-    printf("| version | o | dq | dk | dv | dalpha | fwd ms | fwd+bwd ms |\n|---|---|---|---|---|---|---|---|\n");
-    for (int ver = 0; ver < NVERSIONS; ver++) {
-        if (only >= 0 && ver != only) continue;
-        CK(cudaMemset(o, 0xff, n * 2));   /* poison: every element must be written */
-        CK(cudaMemset(gq, 0xff, n * 2)); CK(cudaMemset(gk, 0xff, n * 2)); CK(cudaMemset(gv, 0xff, n * 2));
-        CK(cudaMemset(ga, 0xff, nb * 2));
-        efla_delta_rule_buffers fbuf = {}, bbuf = {};
-        fbuf.q = dq_; fbuf.k = dk_; fbuf.v = dv_; fbuf.alpha = dal; fbuf.o = o; fbuf.chunk_states = cs;
-        bbuf.q = dq_; bbuf.k = dk_; bbuf.v = dv_; bbuf.alpha = dal; bbuf.chunk_states = cs; bbuf.d_o = ddo;
-        bbuf.dq = gq; bbuf.dk = gk; bbuf.dv = gv; bbuf.dalpha = ga;
-        auto fwd = [&]() { return VERSIONS[ver].fwd(&a, &fbuf, seq, nch, EFLA_DEVICE_CUDA0); };
-        auto bwd = [&]() { return VERSIONS[ver].bwd(&a, &bbuf, seq, nch, EFLA_DEVICE_CUDA0); };
-        if (fwd() != 0 || bwd() != 0) { printf("| %d %s | failed: %s |\n", ver, VERSIONS[ver].name, efla_last_error()); continue; }
-        CK(cudaDeviceSynchronize());
-        double eo = 0, eq = 0, ek = 0, ev = 0, ea = 0;
-        if (validate) {
-            eo = rel_err(ref.o, o, n); eq = rel_err(ref.dq, gq, n); ek = rel_err(ref.dk, gk, n);
-            ev = rel_err(ref.dv, gv, n); ea = rel_err(ref.da, ga, nb);
+    /* One case: the sequences sq; with_states adds an initial state, the gradient of the final
+     * state, and a backward that recomputes the chunk states (none kept by the forward); the
+     * plain case is timed. */
+    auto run_case = [&](const Seqs &sq, bool with_states, bool timed) {
+        const int64_t N = (int64_t)sq.len.size();
+        const size_t ns = (size_t)N * H * d * d;
+        std::vector<float> s0, dsf;
+        if (with_states) {
+            s0.resize(ns); dsf.resize(ns);
+            for (size_t i = 0; i < ns; i++) { s0[i] = (float)(0.5 * nrand(&seed)); dsf[i] = (float)(0.5 * nrand(&seed)); }
         }
-        float tf = 0, tb = 0;
-        const int reps = 20;
-        CK(cudaEventRecord(e0));
-        for (int r = 0; r < reps; r++) fwd();
-        CK(cudaEventRecord(e1)); CK(cudaEventSynchronize(e1)); CK(cudaEventElapsedTime(&tf, e0, e1));
-        CK(cudaEventRecord(e0));
-        for (int r = 0; r < reps; r++) { fwd(); bwd(); }
-        CK(cudaEventRecord(e1)); CK(cudaEventSynchronize(e1)); CK(cudaEventElapsedTime(&tb, e0, e1));
-        const bool ok = eo < 1e-2 && eq < 1e-2 && ek < 1e-2 && ev < 1e-2 && ea < 1e-2;
-        printf("| %d %s%s | %.2e | %.2e | %.2e | %.2e | %.2e | %.3f | %.3f |\n", ver, VERSIONS[ver].name,
-               ok ? "" : " (FAILS 1e-2)", eo, eq, ek, ev, ea, tf / reps, tb / reps);
-    }
+        Ref ref;
+        if (validate) ref = reference(B, T, H, d, sq, q, k, v, al, dO, s0, dsf, scale);
+        /* the sequence table (as upload_seqs builds it) */
+        std::vector<int64_t> tab(3 * N);
+        int64_t nch = 0;
+        for (int64_t i = 0; i < N; i++) {
+            tab[3 * i] = (sq.batch[i] * T + sq.start[i]) * H; tab[3 * i + 1] = sq.len[i]; tab[3 * i + 2] = nch;
+            nch += (sq.len[i] + C - 1) / C;
+        }
+        efla_delta_rule_args a = { B, T, H, d, d, N, sq.batch.data(), sq.start.data(), sq.len.data(), scale, C,
+                                   EFLA_ALGO_CHUNKED, EFLA_BFLOAT16, EFLA_FLOAT32 };
+        int64_t *seq;
+        float *cs, *ds0 = nullptr, *sf = nullptr, *s0d = nullptr, *dsfd = nullptr;
+        CK(cudaMalloc(&seq, tab.size() * sizeof(int64_t)));
+        CK(cudaMemcpy(seq, tab.data(), tab.size() * sizeof(int64_t), cudaMemcpyHostToDevice));
+        CK(cudaMalloc(&cs, (size_t)nch * H * d * d * 4));
+        if (with_states) {
+            s0d = upload_f32(s0); dsfd = upload_f32(dsf);
+            CK(cudaMalloc(&sf, ns * 4)); CK(cudaMalloc(&ds0, ns * 4));
+        }
+        if (with_states) printf("\nvariable-length (%lld packed sequences), initial state, d_s_final, states recomputed:\n"
+                                "| version | o | dq | dk | dv | dalpha | s_final | ds0 |\n|---|---|---|---|---|---|---|---|\n",
+                                (long long)N);
+        else printf("| version | o | dq | dk | dv | dalpha | fwd ms | fwd+bwd ms |\n|---|---|---|---|---|---|---|---|\n");
+        for (int ver = 0; ver < NVERSIONS; ver++) {
+            if (only >= 0 && ver != only) continue;
+            CK(cudaMemset(o, 0xff, n * 2));   /* poison: every element must be written */
+            CK(cudaMemset(gq, 0xff, n * 2)); CK(cudaMemset(gk, 0xff, n * 2)); CK(cudaMemset(gv, 0xff, n * 2));
+            CK(cudaMemset(ga, 0xff, nb * 2));
+            if (with_states) { CK(cudaMemset(sf, 0xff, ns * 4)); CK(cudaMemset(ds0, 0xff, ns * 4)); }
+            efla_delta_rule_buffers fbuf = {}, bbuf = {};
+            fbuf.q = dq_; fbuf.k = dk_; fbuf.v = dv_; fbuf.alpha = dal; fbuf.o = o;
+            fbuf.chunk_states = with_states ? nullptr : cs; fbuf.s0 = s0d; fbuf.s_final = sf;
+            bbuf.q = dq_; bbuf.k = dk_; bbuf.v = dv_; bbuf.alpha = dal; bbuf.d_o = ddo;
+            bbuf.chunk_states = with_states ? nullptr : cs; bbuf.s0 = s0d; bbuf.d_s_final = dsfd; bbuf.ds0 = ds0;
+            bbuf.dq = gq; bbuf.dk = gk; bbuf.dv = gv; bbuf.dalpha = ga;
+            auto fwd = [&]() { return VERSIONS[ver].fwd(&a, &fbuf, seq, nch, EFLA_DEVICE_CUDA0); };
+            auto bwd = [&]() { return VERSIONS[ver].bwd(&a, &bbuf, seq, nch, EFLA_DEVICE_CUDA0); };
+            if (fwd() != 0 || bwd() != 0) { printf("| %d %s | failed: %s |\n", ver, VERSIONS[ver].name, efla_last_error()); continue; }
+            CK(cudaDeviceSynchronize());
+            double eo = 0, eq = 0, ek = 0, ev = 0, ea = 0, esf = 0, eds0 = 0;
+            if (validate) {
+                eo = rel_err(ref.o, o, n); eq = rel_err(ref.dq, gq, n); ek = rel_err(ref.dk, gk, n);
+                ev = rel_err(ref.dv, gv, n); ea = rel_err(ref.da, ga, nb);
+                if (with_states) { esf = rel_err_f32(ref.sf, sf, ns); eds0 = rel_err_f32(ref.ds0, ds0, ns); }
+            }
+            const bool ok = eo < 1e-2 && eq < 1e-2 && ek < 1e-2 && ev < 1e-2 && ea < 1e-2 && esf < 1e-2 && eds0 < 1e-2;
+            if (!timed) {
+                printf("| %d %s%s | %.2e | %.2e | %.2e | %.2e | %.2e | %.2e | %.2e |\n", ver, VERSIONS[ver].name,
+                       ok ? "" : " (FAILS 1e-2)", eo, eq, ek, ev, ea, esf, eds0);
+                continue;
+            }
+            float tf = 0, tb = 0;
+            const int reps = 20;
+            CK(cudaEventRecord(e0));
+            for (int r = 0; r < reps; r++) fwd();
+            CK(cudaEventRecord(e1)); CK(cudaEventSynchronize(e1)); CK(cudaEventElapsedTime(&tf, e0, e1));
+            CK(cudaEventRecord(e0));
+            for (int r = 0; r < reps; r++) { fwd(); bwd(); }
+            CK(cudaEventRecord(e1)); CK(cudaEventSynchronize(e1)); CK(cudaEventElapsedTime(&tb, e0, e1));
+            printf("| %d %s%s | %.2e | %.2e | %.2e | %.2e | %.2e | %.3f | %.3f |\n", ver, VERSIONS[ver].name,
+                   ok ? "" : " (FAILS 1e-2)", eo, eq, ek, ev, ea, tf / reps, tb / reps);
+        }
+        CK(cudaFree(seq)); CK(cudaFree(cs));
+        if (with_states) { CK(cudaFree(s0d)); CK(cudaFree(dsfd)); CK(cudaFree(sf)); CK(cudaFree(ds0)); }
+    };
+    run_case(whole_rows(B, T), false, true);
+    if (validate && T >= 16) run_case(split_rows(B, T), true, false);
     return 0;
 }
