@@ -27,6 +27,7 @@
  * float32 and float64, and bfloat16 inputs with float32 state and accumulation. */
 #include "delta_rule_scan.cuh"
 #include <string.h>
+#include <mutex>
 #include <vector>
 
 namespace {
@@ -296,8 +297,22 @@ int check_args(const char *op, const efla_delta_rule_args *a) {
     return 0;
 }
 
-/* The per-sequence table on the device: first token row, length, first chunk. */
-int upload_seqs(const efla_delta_rule_args *a, int device, CuBuffer &buf, int64_t *total_chunks) {
+/* The per-sequence table on the device: first token row, length, first chunk.
+ * A training loop calls the delta rule with the same table in every layer and step, and a
+ * cudaMemcpy from host memory waits for everything queued on the device; so the last few
+ * tables of each device stay there (blocks of the caching allocator, never written again
+ * once uploaded) and a call whose table matches one of them uploads nothing. A miss copies
+ * with cudaMemcpyAsync: the driver stages pageable memory before returning. */
+struct SeqTableCache {
+    static const int SLOTS = 8;
+    struct Entry { std::vector<int64_t> tab; void *ptr = nullptr; size_t nbytes = 0; int device = -1; uint64_t used = 0; };
+    std::mutex mu;
+    Entry slots[SLOTS];
+    uint64_t clock = 0;
+};
+SeqTableCache seq_cache;
+
+int upload_seqs(const efla_delta_rule_args *a, int device, const int64_t **table, int64_t *total_chunks) {
     std::vector<int64_t> tab((size_t)(3 * a->N));
     int64_t c = 0;
     for (int64_t n = 0; n < a->N; n++) {
@@ -307,8 +322,35 @@ int upload_seqs(const efla_delta_rule_args *a, int device, CuBuffer &buf, int64_
         c += (a->seq_len[n] + a->chunk_size - 1) / a->chunk_size;
     }
     *total_chunks = c;
-    TRY(buf.alloc(sizeof(int64_t) * tab.size(), device));
-    CU_CHECK(cudaMemcpy(buf.ptr, tab.data(), sizeof(int64_t) * tab.size(), cudaMemcpyHostToDevice));
+    std::lock_guard<std::mutex> g(seq_cache.mu);
+    SeqTableCache::Entry *victim = &seq_cache.slots[0];
+    for (auto &e : seq_cache.slots) {
+        if (e.device == device && e.tab == tab) {
+            e.used = ++seq_cache.clock;
+            *table = (const int64_t *)e.ptr;
+            return 0;
+        }
+        if (e.used < victim->used) victim = &e;
+    }
+    /* replace the least recently used slot; freeing into the caching allocator is stream-ordered,
+     * so kernels still queued on the old table finish before its block is handed out again */
+    if (victim->ptr) efla_cuda_free(victim->ptr, victim->nbytes, victim->device);
+    victim->ptr = nullptr;
+    victim->device = -1;
+    size_t nbytes = sizeof(int64_t) * (tab.size() ? tab.size() : 1);
+    void *ptr = efla_cuda_alloc(nbytes, device);
+    if (!ptr) return -1;
+    if (tab.size() && cudaMemcpyAsync(ptr, tab.data(), sizeof(int64_t) * tab.size(), cudaMemcpyHostToDevice, 0) != cudaSuccess) {
+        efla_cuda_free(ptr, nbytes, device);
+        return efla_fail("delta_rule: copying the sequence table to the device failed: %s",
+                         cudaGetErrorString(cudaGetLastError()));
+    }
+    victim->tab.swap(tab);
+    victim->ptr = ptr;
+    victim->nbytes = nbytes;
+    victim->device = device;
+    victim->used = ++seq_cache.clock;
+    *table = (const int64_t *)ptr;
     return 0;
 }
 
@@ -387,15 +429,15 @@ int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rul
     size_t es = efla_dtype_size(a->dtype);
     if (a->dk == 0 && buf->o) CU_CHECK(cudaMemsetAsync(buf->o, 0, es * (size_t)(a->B * a->T * a->H * a->dv), 0));
     if (a->N * a->H == 0 || a->dk == 0 || a->dv == 0) return 0;
-    CuBuffer seq;
+    const int64_t *seq;
     int64_t nch;
-    TRY(upload_seqs(a, device, seq, &nch));
+    TRY(upload_seqs(a, device, &seq, &nch));
     /* gated: the gated scan whatever the algorithm (no tensor-core WY form with a decay yet) */
-    if (buf->log_decay) return efla_cuda_delta_rule_gated_fwd(a, buf, seq.as<int64_t>(), nch, device);
+    if (buf->log_decay) return efla_cuda_delta_rule_gated_fwd(a, buf, seq, nch, device);
     /* the tensor-core chunked path (delta_rule_chunk.cu) when it covers these arguments */
-    int fast = efla_cuda_delta_rule_chunk_fwd(a, buf, seq.as<int64_t>(), nch, device);
+    int fast = efla_cuda_delta_rule_chunk_fwd(a, buf, seq, nch, device);
     if (fast <= 0) return fast;
-    DRParams p = base_params(a, seq.as<int64_t>());
+    DRParams p = base_params(a, seq);
     p.q = buf->q; p.k = buf->k; p.v = buf->v; p.al = buf->alpha; p.s0 = buf->s0;
     p.o = buf->o; p.sf = buf->s_final; p.cs = buf->chunk_states;
     switch (a->dtype) {
@@ -424,13 +466,14 @@ int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const efla_delta_rul
         return 0;
     }
     if (a->N * a->H == 0) return 0;
-    CuBuffer seq, states;
+    CuBuffer states;
+    const int64_t *seq;
     int64_t nch;
-    TRY(upload_seqs(a, device, seq, &nch));
-    if (buf->log_decay) return efla_cuda_delta_rule_gated_bwd(a, buf, seq.as<int64_t>(), nch, device);
-    int fast = efla_cuda_delta_rule_chunk_bwd(a, buf, seq.as<int64_t>(), nch, device);
+    TRY(upload_seqs(a, device, &seq, &nch));
+    if (buf->log_decay) return efla_cuda_delta_rule_gated_bwd(a, buf, seq, nch, device);
+    int fast = efla_cuda_delta_rule_chunk_bwd(a, buf, seq, nch, device);
     if (fast <= 0) return fast;
-    DRParams p = base_params(a, seq.as<int64_t>());
+    DRParams p = base_params(a, seq);
     p.q = buf->q; p.k = buf->k; p.v = buf->v; p.al = buf->alpha; p.s0 = buf->s0;
     const void *chunk_states = buf->chunk_states;
     size_t ses = a->dtype == EFLA_FLOAT64 ? 8 : 4;
