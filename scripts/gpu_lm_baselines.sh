@@ -65,12 +65,18 @@ train_one() {
 }
 export -f train_one
 
+# the per-token scan models (rank-r, gated) take several times longer: start them first
+SLOW=" efla-r4 efla-r2 gated-efla gated-deltanet "
 jobs_list=()
-for seed in $SEEDS; do
-  for entry in "${models[@]}"; do
-    name=${entry%%|*}
-    if [[ -n ${ONLY:-} && " $ONLY " != *" $name "* ]]; then continue; fi
-    jobs_list+=("$name $seed ${entry#*|}")
+for pass in slow fast; do
+  for seed in $SEEDS; do
+    for entry in "${models[@]}"; do
+      name=${entry%%|*}
+      if [[ -n ${ONLY:-} && " $ONLY " != *" $name "* ]]; then continue; fi
+      slow=fast; [[ $SLOW == *" $name "* ]] && slow=slow
+      [[ $pass == "$slow" ]] || continue
+      jobs_list+=("$name $seed ${entry#*|}")
+    done
   done
 done
 echo "== ${#jobs_list[@]} training runs, $JOBS at a time (seeds: $SEEDS; $STEPS steps, --size $SIZE, $CORPUS)"
