@@ -412,6 +412,12 @@ DRParams base_params(const efla_delta_rule_args *a, const int64_t *seq) {
     return p;
 }
 
+/* EFLA_DELTA_RULE_CHUNK_V1=1: the first tensor-core version (comparisons, and a way back) */
+bool chunk_v1(void) {
+    static const bool v1 = getenv("EFLA_DELTA_RULE_CHUNK_V1") != nullptr;
+    return v1;
+}
+
 int device_of_current(void) {
     int d = 0;
     cudaGetDevice(&d);
@@ -435,7 +441,8 @@ int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rul
     /* gated: the gated scan whatever the algorithm (no tensor-core WY form with a decay yet) */
     if (buf->log_decay) return efla_cuda_delta_rule_gated_fwd(a, buf, seq, nch, device);
     /* the tensor-core chunked path (delta_rule_chunk.cu) when it covers these arguments */
-    int fast = efla_cuda_delta_rule_chunk_fwd(a, buf, seq, nch, device);
+    int fast = chunk_v1() ? efla_cuda_delta_rule_chunk_v1_fwd(a, buf, seq, nch, device)
+                          : efla_cuda_delta_rule_chunk_fwd(a, buf, seq, nch, device);
     if (fast <= 0) return fast;
     DRParams p = base_params(a, seq);
     p.q = buf->q; p.k = buf->k; p.v = buf->v; p.al = buf->alpha; p.s0 = buf->s0;
@@ -471,7 +478,8 @@ int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const efla_delta_rul
     int64_t nch;
     TRY(upload_seqs(a, device, &seq, &nch));
     if (buf->log_decay) return efla_cuda_delta_rule_gated_bwd(a, buf, seq, nch, device);
-    int fast = efla_cuda_delta_rule_chunk_bwd(a, buf, seq, nch, device);
+    int fast = chunk_v1() ? efla_cuda_delta_rule_chunk_v1_bwd(a, buf, seq, nch, device)
+                          : efla_cuda_delta_rule_chunk_bwd(a, buf, seq, nch, device);
     if (fast <= 0) return fast;
     DRParams p = base_params(a, seq);
     p.q = buf->q; p.k = buf->k; p.v = buf->v; p.al = buf->alpha; p.s0 = buf->s0;

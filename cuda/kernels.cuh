@@ -24,6 +24,11 @@ int efla_cuda_delta_rule_chunk_fwd(const efla_delta_rule_args *a, const efla_del
                                    const int64_t *seq, int64_t nch, int device);
 int efla_cuda_delta_rule_chunk_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
                                    const int64_t *seq, int64_t nch, int device);
+/* version 1 of the same (delta_rule_chunk_v1.cu), chosen with EFLA_DELTA_RULE_CHUNK_V1=1 */
+int efla_cuda_delta_rule_chunk_v1_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
+                                      const int64_t *seq, int64_t nch, int device);
+int efla_cuda_delta_rule_chunk_v1_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
+                                      const int64_t *seq, int64_t nch, int device);
 /* A scratch tensor on `device` (contiguous copy of t when t is not contiguous): a new ref
  * of t itself when it already is. Used by kernels that need contiguous operands. */
 efla_tensor *cu_contiguous(const efla_tensor *t);

@@ -17,17 +17,17 @@
  * The inputs are bfloat16 with alpha given (the chain through alpha is delta_rule_alpha.cu's
  * and not part of these kernels). Version 0 is the scan of cuda/delta_rule.cu (forced with
  * EFLA_DELTA_RULE_SCAN), the baseline every tensor-core version must beat. */
-#define efla_cuda_delta_rule_chunk_fwd v1_chunk_fwd
-#define efla_cuda_delta_rule_chunk_bwd v1_chunk_bwd
-#include "../../cuda/delta_rule_chunk.cu"
-#undef efla_cuda_delta_rule_chunk_fwd
-#undef efla_cuda_delta_rule_chunk_bwd
+#define efla_cuda_delta_rule_chunk_v1_fwd v1_chunk_fwd
+#define efla_cuda_delta_rule_chunk_v1_bwd v1_chunk_bwd
+#include "../../cuda/delta_rule_chunk_v1.cu"
+#undef efla_cuda_delta_rule_chunk_v1_fwd
+#undef efla_cuda_delta_rule_chunk_v1_bwd
 /* a version's own namespace keeps its file-local helpers apart from v1's (the headers it
  * includes are already in, so their guards keep them out of the namespace) */
 #define efla_cuda_delta_rule_chunk_fwd v2_chunk_fwd
 #define efla_cuda_delta_rule_chunk_bwd v2_chunk_bwd
 namespace v2 {
-#include "delta_rule_chunk_v2.cu"
+#include "../../cuda/delta_rule_chunk.cu"
 }
 using v2::v2_chunk_fwd;
 using v2::v2_chunk_bwd;
@@ -64,8 +64,8 @@ static const char SCAN[] = "EFLA_DELTA_RULE_SCAN", PREFETCH[] = "EFLA_DELTA_RULE
 
 static const struct { const char *name; fwd_fn fwd; bwd_fn bwd; } VERSIONS[] = {
     { "scan (cuda/delta_rule.cu)", with_env<SCAN, ONE, lib_fwd>, with_env<SCAN, ONE, lib_bwd> },
-    { "tensor-core WY chunks (cuda/delta_rule_chunk.cu)", v1_chunk_fwd, v1_chunk_bwd },
-    { "v2: state-only scan + parallel outputs (bench/cuda/delta_rule_chunk_v2.cu)", v2_chunk_fwd, v2_chunk_bwd },
+    { "v1: tensor-core WY chunks (cuda/delta_rule_chunk_v1.cu)", v1_chunk_fwd, v1_chunk_bwd },
+    { "v2: state-only scan + parallel outputs (cuda/delta_rule_chunk.cu, the library's)", v2_chunk_fwd, v2_chunk_bwd },
     { "v2, forward scan prefetch forced off", with_env<PREFETCH, ZERO, v2_chunk_fwd>, with_env<PREFETCH, ZERO, v2_chunk_bwd> },
     { "v2, forward scan prefetch forced on", with_env<PREFETCH, ONE, v2_chunk_fwd>, with_env<PREFETCH, ONE, v2_chunk_bwd> },
     { "v2, 64-column backward scan", with_env<BWD_BV, SIXTY_FOUR, v2_chunk_fwd>, with_env<BWD_BV, SIXTY_FOUR, v2_chunk_bwd> },
