@@ -19,7 +19,8 @@
  * Gated calls (docs/MATH.md §6: a decay d_t = e^{g_t} and a value step b_t = alpha'_t) run
  *   S_t = d_t S_{t-1} + k_t u_t,   u_t = b_t v_t - a_t d_t S_{t-1}^T k_t,
  * the chunked forward with decay ratios e^{Gc_i - Gc_j} (Gc = cumulative g inside the chunk),
- * and one backward, the recurrent one (F(bwd_recurrent_gated)), from either forward's states.
+ * and the backward of the algorithm that was asked: F(bwd_chunked_gated) (the WY form with
+ * the decay) or F(bwd_recurrent_gated), either from either forward's states.
  */
 #define DR_CAT2(a, b) a##b
 #define DR_CAT(a, b) DR_CAT2(a, b)
@@ -622,16 +623,165 @@ static void F(bwd_recurrent_gated)(const efla_delta_rule_args *A, int64_t len, c
     }
 }
 
+/* ---- chunked gated backward (docs/MATH.md §6, "The chunked backward with a decay") -------------- */
+/* The reverse of fwd_chunked's gated branch, one chunk at a time. Per chunk (Gc = cumulative g,
+ * Dm_ij = e^{Gc_i - Gc_j} for i >= j, gam_i = e^{Gc_i}, r_j = Dm_{n-1,j}):
+ *   L = strictly-lower(diag(a) (Dm o K K^T)),  KS = K S,  Rg = diag(b) V - diag(a gam) KS
+ *   V' = (I+L)^-1 Rg,   O = scale (diag(gam) Q S + (Dm o tril_incl(Q K^T)) V')
+ *   S <- gam_{n-1} S + K^T diag(r) V'
+ * dGc_i collects every term through a ratio or gam_i; dg is its reverse cumulative sum.
+ * Only ratios with i >= j are ever formed. work: F(work_bwd). */
+static void F(bwd_chunked_gated)(const efla_delta_rule_args *A, int64_t len, const R *q, const R *k,
+                                 const R *v, const R *al, const R *bv, const R *lg, const R *states,
+                                 int64_t st_stride, const R *d_o, R *dq, R *grad_k, R *grad_v, R *dal,
+                                 R *dbv, R *dlg, R *dS, R *work) {
+    const int64_t dk = A->dk, dv = A->dv, C = A->chunk_size;
+    const int64_t ldk = A->H * dk, ldv = A->H * dv, lda = A->H;
+    const R scale = (R)A->scale;
+    R *Gk = work, *Lm = Gk + C * C, *Md = Lm + C * C, *dM = Md + C * C, *E = dM + C * C, *Dm = E + C * C;
+    R *KS = Dm + C * C, *Vp = KS + C * dv, *dOs = Vp + C * dv, *dVp = dOs + C * dv, *Tm = dVp + C * dv;
+    R *Kt = Tm + C * dv, *Vpt = Kt + dk * C, *St = Vpt + dv * C, *dSt = St + dv * dk;
+    R *Gc = dSt + dk * dv, *gam = Gc + C, *dGc = gam + C;
+    const int64_t nch = (len + C - 1) / C;
+    for (int64_t ci = nch - 1; ci >= 0; ci--) {
+        const int64_t c0 = ci * C;
+        const int64_t n = len - c0 < C ? len - c0 : C;
+        const R *Kc = k + c0 * ldk, *Qc = q + c0 * ldk, *Vc = v + c0 * ldv, *ac = al + c0 * lda;
+        const R *bc = bv + c0 * lda;
+        const R *S = states + ci * st_stride;
+        R *dQc = dq + c0 * ldk, *dKc = grad_k + c0 * ldk, *dVc = grad_v + c0 * ldv;
+        R *dac = dal + c0 * lda, *dbc = dbv + c0 * lda;
+        /* recompute the chunk's forward quantities, as fwd_chunked's gated branch does */
+        R acc = 0;
+        for (int64_t i = 0; i < n; i++) {
+            Gc[i] = acc += lg[(c0 + i) * lda];
+            gam[i] = (R)exp((double)Gc[i]);
+            dGc[i] = 0;
+            for (int64_t j = 0; j < i; j++) Dm[i * C + j] = (R)exp((double)(Gc[i] - Gc[j]));
+            Dm[i * C + i] = 1;
+        }
+        F(transpose)(Kt, C, Kc, ldk, n, dk);
+        F(transpose)(St, dk, S, dv, dk, dv);
+        F(mm)(0, n, n, dk, 1, Kc, ldk, Kt, C, 0, Gk, C, 0, 1);
+        for (int64_t i = 1; i < n; i++) {
+            const R ai = ac[i * lda];
+            for (int64_t j = 0; j < i; j++) Lm[i * C + j] = Gk[i * C + j] * (ai * Dm[i * C + j]);
+        }
+        F(mm)(0, n, dv, dk, 1, Kc, ldk, S, dv, 0, KS, dv, 0, 0);
+        for (int64_t i = 0; i < n; i++) {
+            const R b = bc[i * lda], ad = ac[i * lda] * gam[i];
+            for (int64_t j = 0; j < dv; j++) Vp[i * dv + j] = b * Vc[i * ldv + j] - ad * KS[i * dv + j];
+        }
+        F(solve)(0, n, dv, Lm, C, Vp, dv);
+        F(transpose)(Vpt, C, Vp, dv, n, dv);
+        /* Md = Dm o tril_incl(Q K^T) */
+        F(mm)(0, n, n, dk, 1, Qc, ldk, Kt, C, 0, Md, C, 0, 1);
+        for (int64_t i = 0; i < n; i++) {
+            for (int64_t j = 0; j <= i; j++) Md[i * C + j] *= Dm[i * C + j];
+            for (int64_t j = i + 1; j < n; j++) Md[i * C + j] = 0;
+        }
+        F(copy_rows)(dOs, d_o + c0 * ldv, n, dv, ldv, NULL, 0);
+        for (int64_t i = 0; i < n * dv; i++) dOs[i] *= scale;
+        /* O: dQ = diag(gam) dOs S^T + (dMd o Dm) K, dGc_i += gam_i q_i.(S dOs_i) (the Q S term) */
+        F(mm)(0, n, dk, dv, 1, dOs, dv, St, dk, 0, dQc, ldk, 0, 0);
+        for (int64_t i = 0; i < n; i++) {
+            R *restrict dqi = dQc + i * ldk;
+            dGc[i] += gam[i] * F(dot)(Qc + i * ldk, dqi, dk);
+            for (int64_t j = 0; j < dk; j++) dqi[j] *= gam[i];
+        }
+        /* dMd = tril_incl(dOs V'^T); a ratio's share: dMd_ij Md_ij into dGc_i, out of dGc_j */
+        F(mm)(0, n, n, dv, 1, dOs, dv, Vpt, C, 0, dM, C, 0, 1);
+        for (int64_t i = 0; i < n; i++) {
+            for (int64_t j = 0; j < i; j++) {
+                const R h = dM[i * C + j] * Md[i * C + j];
+                dGc[i] += h;
+                dGc[j] -= h;
+                dM[i * C + j] *= Dm[i * C + j];
+            }
+            for (int64_t j = i + 1; j < n; j++) dM[i * C + j] = 0;
+        }
+        F(mm)(0, n, dk, n, 1, dM, C, Kc, ldk, 1, dQc, ldk, 1, 0);
+        F(mm)(1, n, dk, n, 1, dM, C, Qc, ldk, 0, dKc, ldk, 2, 0);
+        /* the state leaving the chunk, gam_{n-1} S + K^T diag(r) V':
+         *   dK += diag(r) V' dS^T;  dV' = diag(r) K dS (+ Md^T dOs below);
+         *   dGc_{n-1} += gam_{n-1} <dS, S> + sum_j r_j k_j^T dS v'_j;  dGc_j -= r_j k_j^T dS v'_j */
+        const R *rl = Dm + (n - 1) * C;
+        F(transpose)(dSt, dk, dS, dv, dk, dv);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < dv; j++) Tm[i * dv + j] = rl[i] * Vp[i * dv + j];
+        F(mm)(0, n, dk, dv, 1, Tm, dv, dSt, dk, 1, dKc, ldk, 0, 0);
+        F(mm)(0, n, dv, dk, 1, Kc, ldk, dS, dv, 0, dVp, dv, 0, 0);
+        R gs = 0;
+        for (int64_t i = 0; i < dk * dv; i++) gs += dS[i] * S[i];
+        dGc[n - 1] += gam[n - 1] * gs;
+        for (int64_t i = 0; i < n; i++) {
+            R *restrict dvi = dVp + i * dv;
+            const R h = rl[i] * F(dot)(dvi, Vp + i * dv, dv);
+            dGc[n - 1] += h;
+            dGc[i] -= h;
+            for (int64_t j = 0; j < dv; j++) dvi[j] *= rl[i];
+        }
+        F(mm)(1, n, dv, n, 1, Md, C, dOs, dv, 1, dVp, dv, 2, 0);
+        /* dS (of the state entering the chunk) = gam_{n-1} dS + Q^T diag(gam) dOs - K^T diag(a gam) Y */
+        for (int64_t i = 0; i < dk * dv; i++) dS[i] *= gam[n - 1];
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < dv; j++) dOs[i * dv + j] *= gam[i];
+        F(mm)(1, dk, dv, n, 1, Qc, ldk, dOs, dv, 1, dS, dv, 0, 0);
+        /* (I+L) V' = Rg:  Y = (I+L)^-T dV';  dL = -Y V'^T (strictly lower), L_ij = a_i Dm_ij Gk_ij:
+         *   da_i += sum_j dL_ij Dm_ij Gk_ij;  dGc_i += dL_ij L_ij, dGc_j -= dL_ij L_ij;
+         *   dK += P K + P^T K, P = diag(a) (Dm o dL) */
+        F(transpose)(Md, C, Lm, C, n, n);      /* Md is free now: it holds L^T */
+        F(solve)(1, n, dv, Md, C, dVp, dv);
+        F(mm)(0, n, n, dv, 1, dVp, dv, Vpt, C, 0, E, C, 0, 1);
+        for (int64_t i = 0; i < n; i++) {
+            const R ai = ac[i * lda];
+            R *restrict e = E + i * C;
+            R da = 0;
+            for (int64_t j = 0; j < i; j++) {
+                const R dl = -e[j], dlD = dl * Dm[i * C + j], h = dl * Lm[i * C + j];
+                da += dlD * Gk[i * C + j];
+                dGc[i] += h;
+                dGc[j] -= h;
+                e[j] = ai * dlD;
+            }
+            for (int64_t j = i; j < n; j++) e[j] = 0;   /* the triangular products read tile corners */
+            dac[i * lda] = da;
+        }
+        F(mm)(0, n, dk, n, 1, E, C, Kc, ldk, 1, dKc, ldk, 1, 0);   /* P K   */
+        F(mm)(1, n, dk, n, 1, E, C, Kc, ldk, 1, dKc, ldk, 2, 0);   /* P^T K */
+        /* Rg = diag(b) V - diag(a gam) K S:  dV = diag(b) Y;  db_i = Y_i.v_i;  w_i = -Y_i.(KS)_i:
+         *   da_i += gam_i w_i;  dGc_i += a_i gam_i w_i;  Z = diag(a gam) Y:  dK -= Z S^T, dS -= K^T Z */
+        for (int64_t i = 0; i < n; i++) {
+            R *restrict y = dVp + i * dv;
+            const R b = bc[i * lda], ai = ac[i * lda], ag = ai * gam[i];
+            const R w = -F(dot)(y, KS + i * dv, dv);
+            dbc[i * lda] = F(dot)(y, Vc + i * ldv, dv);
+            dac[i * lda] += gam[i] * w;
+            dGc[i] += ag * w;
+            for (int64_t j = 0; j < dv; j++) {
+                dVc[i * ldv + j] = b * y[j];
+                y[j] *= ag;
+            }
+        }
+        F(mm)(0, n, dk, dv, -1, dVp, dv, St, dk, 1, dKc, ldk, 0, 0);
+        F(mm)(1, dk, dv, n, -1, Kc, ldk, dVp, dv, 1, dS, dv, 0, 0);
+        /* g_t enters every Gc_i with i >= t */
+        R rs = 0;
+        for (int64_t i = n - 1; i >= 0; i--) dlg[(c0 + i) * lda] = rs += dGc[i];
+    }
+}
+
 /* ---- one call: every (sequence, head) pair --------------------------------------------------- */
 static int64_t F(work_fwd)(const efla_delta_rule_args *A) {
     const int64_t C = A->chunk_size;
     return A->algorithm == EFLA_ALGO_RECURRENT ? 5 * A->dv + A->dk : 2 * C * C + C * A->dv + A->dk * C + C;
 }
-/* rec: the recurrent backward (the recurrent algorithm, and every gated call) */
+/* rec: the recurrent backward (gated or not); otherwise the chunked ones (the gated one's
+ * layout is the ungated one's plus a C x C, a C x dv and three C-vectors) */
 static int64_t F(work_bwd)(const efla_delta_rule_args *A, int rec) {
     const int64_t C = A->chunk_size, dk = A->dk, dv = A->dv;
     return rec ? (C + 1) * dk * dv + C * dv + 5 * dv + dk + (dk > dv ? dk : dv)
-               : 5 * C * C + 4 * C * dv + dk * C + dv * C + 2 * dv * dk;
+               : 6 * C * C + 5 * C * dv + dk * C + dv * C + 2 * dv * dk + 3 * C;
 }
 
 static int F(fwd_all)(const efla_delta_rule_args *A, const efla_delta_rule_buffers *buf) {
@@ -691,8 +841,8 @@ static int F(bwd_all)(const efla_delta_rule_args *A, const efla_delta_rule_buffe
         int64_t c = (A->seq_len[n] + C - 1) / C;
         if (c > maxch) maxch = c;
     }
-    const int rec_fwd = A->algorithm == EFLA_ALGO_RECURRENT, rec_bwd = rec_fwd || lg;
-    const int64_t wb = F(work_bwd)(A, rec_bwd);
+    const int rec_fwd = A->algorithm == EFLA_ALGO_RECURRENT;
+    const int64_t wb = F(work_bwd)(A, rec_fwd);
     const int64_t wf = F(work_fwd)(A);
     /* work layout: [backward work | forward work | dS | S | recomputed states] */
     const int64_t wsz = wb + wf + 2 * sz + (cs ? 0 : maxch * sz);
@@ -731,7 +881,11 @@ static int F(bwd_all)(const efla_delta_rule_args *A, const efla_delta_rule_buffe
             }
             if (d_sf) memcpy(dS, d_sf + p * sz, sizeof(R) * (size_t)sz);
             else memset(dS, 0, sizeof(R) * (size_t)sz);
-            if (lg)
+            if (lg && !rec_fwd)
+                F(bwd_chunked_gated)(A, len, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, bvp, lgp,
+                                     states, st_stride, d_o + tok * dv, dq + tok * dk, grad_k + tok * dk,
+                                     grad_v + tok * dv, dal + tok, dbv + tok, dlg + tok, dS, work);
+            else if (lg)
                 F(bwd_recurrent_gated)(A, len, q + tok * dk, k + tok * dk, v + tok * dv, al + tok, bvp, lgp,
                                        states, st_stride, d_o + tok * dv, dq + tok * dk,
                                        grad_k + tok * dk, grad_v + tok * dv, dal + tok, dbv + tok,
