@@ -60,10 +60,15 @@ static int pick_threads(const efla_delta_rule_args *A) {
 #endif
 }
 
-#define R float
-#define DR_SFX _f32
-#define DR_INT int32_t
-#define DR_TRANSPOSE_MASKS                                                                          \
+/* The kernels' vector width in bytes: the target's register width (zmm with AVX-512, else
+ * ymm). The transpose masks interleave blocks of 1, 2, 4 (, 8) lanes of a vector pair. */
+#define DR_MASKS_8                                                                                  \
+    {{0, 8, 2, 10, 4, 12, 6, 14}, {1, 9, 3, 11, 5, 13, 7, 15}, {0, 1, 8, 9, 4, 5, 12, 13},           \
+     {2, 3, 10, 11, 6, 7, 14, 15}, {0, 1, 2, 3, 8, 9, 10, 11}, {4, 5, 6, 7, 12, 13, 14, 15}}
+#ifdef __AVX512F__
+#define DR_VBYTES 64
+#define DR_NV 4 /* vectors per row of a product's register tile: 4 x DR_NV accumulators */
+#define DR_MASKS_F32                                                                                \
     {{0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},                                   \
      {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31},                                   \
      {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},                                    \
@@ -72,6 +77,18 @@ static int pick_threads(const efla_delta_rule_args *A) {
      {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},                                  \
      {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},                                      \
      {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}}
+#define DR_MASKS_F64 DR_MASKS_8
+#else
+#define DR_VBYTES 32
+#define DR_NV 2 /* 16 ymm registers: 8 accumulators, 2 rows of B, a broadcast */
+#define DR_MASKS_F32 DR_MASKS_8
+#define DR_MASKS_F64 {{0, 4, 2, 6}, {1, 5, 3, 7}, {0, 1, 4, 5}, {2, 3, 6, 7}}
+#endif
+
+#define R float
+#define DR_SFX _f32
+#define DR_INT int32_t
+#define DR_TRANSPOSE_MASKS DR_MASKS_F32
 #include "delta_rule_impl.h"
 #undef R
 #undef DR_SFX
@@ -79,9 +96,7 @@ static int pick_threads(const efla_delta_rule_args *A) {
 #define R double
 #define DR_SFX _f64
 #define DR_INT int64_t
-#define DR_TRANSPOSE_MASKS                                                                          \
-    {{0, 8, 2, 10, 4, 12, 6, 14}, {1, 9, 3, 11, 5, 13, 7, 15}, {0, 1, 8, 9, 4, 5, 12, 13},           \
-     {2, 3, 10, 11, 6, 7, 14, 15}, {0, 1, 2, 3, 8, 9, 10, 11}, {4, 5, 6, 7, 12, 13, 14, 15}}
+#define DR_TRANSPOSE_MASKS DR_MASKS_F64
 #include "delta_rule_impl.h"
 #undef R
 #undef DR_SFX

@@ -29,11 +29,12 @@
 /* ---- small dense kernels ------------------------------------------------------------------
  * Everything here is at most 128 x 128 and sits in L1/L2, so a register-tiled loop nest
  * beats a BLAS call (whose packing and dispatch cost as much as the work at these sizes,
- * and whose triangular solve is slow on small matrices). V is a 64-byte vector of R;
- * GCC/Clang lower it to whatever the target has (zmm with AVX-512). */
-typedef R F(vec) __attribute__((vector_size(64), aligned(sizeof(R)), may_alias));
+ * and whose triangular solve is slow on small matrices). V is a vector of R as wide as the
+ * target's registers (DR_VBYTES, set in delta_rule.c: a wider one than the machine has
+ * spills to the stack and runs ~10x slower). */
+typedef R F(vec) __attribute__((vector_size(DR_VBYTES), aligned(sizeof(R)), may_alias));
 #define V F(vec)
-#define VL ((int64_t)(64 / sizeof(R)))
+#define VL ((int64_t)(DR_VBYTES / sizeof(R)))
 #define VLOAD(p) (*(const V *)(p))
 #define VSTORE(p, x) (*(V *)(p) = (x))
 
@@ -62,7 +63,7 @@ static void F(transpose)(R *restrict dst, int64_t ldd, const R *restrict src, in
                          int64_t rows, int64_t cols) {
     int64_t i0 = 0;
 #if defined(__GNUC__) && !defined(__clang__)
-    typedef DR_INT IV __attribute__((vector_size(64)));
+    typedef DR_INT IV __attribute__((vector_size(DR_VBYTES)));
     /* the interleave masks of each round: lo, hi for blocks of 1, 2, 4 (, 8) */
     static const DR_INT masks[][VL] = DR_TRANSPOSE_MASKS;
     enum { ROUNDS = sizeof masks / sizeof masks[0] / 2 };
@@ -143,13 +144,14 @@ static void F(mm)(int ta, int64_t M, int64_t N, int64_t K, R alpha, const R *A, 
         R *Ci = C + i0 * ldc;
         int64_t j0 = 0;
         if (mr == 4) {
-            for (; j0 + 4 * VL <= nmax; j0 += 4 * VL) F(tile)(4, 4, p0, p1, Ai, sai, sap, B + j0, ldb, Ci + j0, ldc, alpha, beta);
+            for (; j0 + DR_NV * VL <= nmax; j0 += DR_NV * VL)
+                F(tile)(4, DR_NV, p0, p1, Ai, sai, sap, B + j0, ldb, Ci + j0, ldc, alpha, beta);
             for (; j0 + VL <= nmax; j0 += VL) F(tile)(4, 1, p0, p1, Ai, sai, sap, B + j0, ldb, Ci + j0, ldc, alpha, beta);
         } else {
             for (int64_t i = 0; i < mr; i++) {
                 int64_t j = j0;
-                for (; j + 4 * VL <= nmax; j += 4 * VL)
-                    F(tile)(1, 4, p0, p1, Ai + i * sai, sai, sap, B + j, ldb, Ci + i * ldc + j, ldc, alpha, beta);
+                for (; j + DR_NV * VL <= nmax; j += DR_NV * VL)
+                    F(tile)(1, DR_NV, p0, p1, Ai + i * sai, sai, sap, B + j, ldb, Ci + i * ldc + j, ldc, alpha, beta);
                 for (; j + VL <= nmax; j += VL)
                     F(tile)(1, 1, p0, p1, Ai + i * sai, sai, sap, B + j, ldb, Ci + i * ldc + j, ldc, alpha, beta);
             }
