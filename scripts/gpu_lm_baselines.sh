@@ -14,7 +14,7 @@
 # recipes/lm_merge_seeds.lua for the mean ± std table. Results (logs, CSV, JSON; checkpoints
 # left out; plots are redrawn where gnuplot is) go to $OUT/lm-baselines.tgz.
 # Knobs: CORPUS (sotu), SIZE (small), STEPS (1000), SEEDS ("1 2 3"), JOBS (8), LM_ARGS (extra
-# flags for every run), ONLY (space-separated model names), RUN_LIMIT (seconds per training
+# flags for every run), ONLY (space-separated model names), HYBRID (EEEA), RUN_LIMIT (seconds per training
 # run, 420), EVAL_LIMIT (seconds per lm_eval process, 150), DEVICE (cuda; cpu for a dry run
 # here with EFLA=build/efla and a tiny LM_ARGS).
 set -uo pipefail
@@ -30,6 +30,7 @@ STEPS=${STEPS:-1000}
 SEEDS=${SEEDS:-1 2 3}
 JOBS=${JOBS:-8}
 DEVICE=${DEVICE:-cuda}
+HYBRID=${HYBRID:-EEEA}   # the hybrid's layer pattern (as many letters as the size has layers)
 export EFLA EFLA_DATA WORK DEVICE CORPUS SIZE STEPS LM_ARGS=${LM_ARGS:-} RUN_LIMIT=${RUN_LIMIT:-420}
 
 # model | lm.lua flags
@@ -39,7 +40,7 @@ models=(
   "gated-efla|--method gated-efla"
   "gated-deltanet|--method gated-deltanet"
   "transformer|--method transformer"
-  "hybrid-EEEA|--method hybrid --layers EEEA"
+  "hybrid-$HYBRID|--method hybrid --layers $HYBRID"
   "efla-r2|--method efla-r2"
   "efla-r4|--method efla-r4"
 )
