@@ -130,12 +130,12 @@ for _, m in ipairs(METRICS) do
   header[#header + 1] = m .. ' std'
   for _, s in ipairs(seed_cols) do header[#header + 1] = m .. ' seed' .. s end
 end
+local function blank_nan(x) return x == x and x or '' end   -- a metric a seed lacks: an empty field
 local rows = {}
 for _, row in ipairs(summary) do
   local r = { row.label, row.parameters or '', table.concat(row.seeds, ' ') }
   for _, m in ipairs(METRICS) do
     local mean, std = seeds.mean_std(row.values[m])
-    local function blank_nan(x) return x == x and x or '' end   -- a metric a seed lacks: an empty field
     r[#r + 1], r[#r + 2] = blank_nan(mean), blank_nan(std)
     for _, s in ipairs(seed_cols) do
       local v = ''

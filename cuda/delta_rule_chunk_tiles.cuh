@@ -1,0 +1,195 @@
+/* delta_rule_chunk_tiles.cuh: what both versions of the tensor-core chunk kernels
+ * (delta_rule_chunk.cu, delta_rule_chunk_v1.cu) build on: padded shared-memory tiles, the WMMA
+ * product mm(), per-thread loops over a tile, the blockwise unit-lower-triangular inverse, and
+ * the EFLA_DELTA_RULE_PROFILE timer. One copy, so a fix to a building block reaches both. */
+#ifndef EFLA_CUDA_DELTA_RULE_CHUNK_TILES_CUH
+#define EFLA_CUDA_DELTA_RULE_CHUNK_TILES_CUH
+#include "kernels.cuh"
+#include <mma.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+namespace {
+
+using namespace nvcuda;
+
+const int THREADS = 512;   /* 16 warps: these kernels run one or two blocks per SM, so the
+                              * block itself must hide the latency of its short phases */
+const int NWARP = THREADS / 32;
+
+/* ---- shared-memory matrices ------------------------------------------------------------------ */
+/* Row-major tiles with padded rows (the pad keeps WMMA's 32-byte alignment: 8 bf16 / 4 float). */
+struct Bm { bf16 *p; int ld; };
+struct Fm { float *p; int ld; };
+
+struct Carver {
+    char *base; size_t off;
+    __device__ Carver(char *b) : base(b), off(0) {}
+    __device__ Bm bm(int rows, int cols) { Bm m{(bf16 *)(base + off), cols + 8}; off += (size_t)rows * (cols + 8) * 2; return m; }
+    __device__ Fm fm(int rows, int cols) { Fm m{(float *)(base + off), cols + 4}; off += (size_t)rows * (cols + 4) * 4; return m; }
+};
+constexpr size_t bm_bytes(int rows, int cols) { return (size_t)rows * (cols + 8) * 2; }
+constexpr size_t fm_bytes(int rows, int cols) { return (size_t)rows * (cols + 4) * 4; }
+constexpr size_t max_bytes(size_t x, size_t y) { return x > y ? x : y; }
+
+/* Blocks of THREADS threads with this much dynamic shared memory that fit on a multiprocessor
+ * of an H100 (228 KB, 1 KB reserved per block), at most 2 (the register file's limit at 64
+ * registers a thread). A kernel whose two blocks fit is compiled for 2 (__launch_bounds__), so
+ * that registers don't keep the second block out. */
+constexpr int fit_blocks(size_t bytes) { return 2 * (bytes + 1024) <= 233472 ? 2 : 1; }
+
+/* C (M x N, float) (+)= op(A) op(B), op(A) M x K, op(B) K x N, every size a multiple of 16.
+ * TA: A is stored K x M (so op(A) = A^T); TB: B is stored N x K. Each warp owns output
+ * tiles round-robin. Callers synchronise before reading C. */
+template <bool TA, bool TB>
+__device__ void mm(Bm A, Bm B, Fm Cm, int M, int N, int K, bool acc) {
+    typedef typename std::conditional<TA, wmma::col_major, wmma::row_major>::type LA;
+    typedef typename std::conditional<TB, wmma::col_major, wmma::row_major>::type LB;
+    const int warp = threadIdx.x / 32, tn = N / 16, tiles = (M / 16) * tn;
+    for (int t = warp; t < tiles; t += NWARP) {
+        const int i = t / tn, j = t % tn;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
+        float *cp = Cm.p + i * 16 * Cm.ld + j * 16;
+        if (acc) wmma::load_matrix_sync(c, cp, Cm.ld, wmma::mem_row_major);
+        else wmma::fill_fragment(c, 0.0f);
+        for (int k = 0; k < K; k += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> a;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> b;
+            wmma::load_matrix_sync(a, TA ? A.p + k * A.ld + i * 16 : A.p + i * 16 * A.ld + k, A.ld);
+            wmma::load_matrix_sync(b, TB ? B.p + j * 16 * B.ld + k : B.p + k * B.ld + j * 16, B.ld);
+            wmma::mma_sync(c, a, b, c);
+        }
+        wmma::store_matrix_sync(cp, c, Cm.ld, wmma::mem_row_major);
+    }
+}
+
+/* f(r, c) over a ROWS x COLS index space, spread over the block (compile-time sizes: the
+ * divisions are shifts) */
+template <int ROWS, int COLS, class F> __device__ __forceinline__ void each(F f) {
+    for (int e = threadIdx.x; e < ROWS * COLS; e += THREADS) f(e / COLS, e % COLS);
+}
+
+/* rows [0, R) x cols [0, N) of a token-major global matrix (row r at src + r*stride) into
+ * shared bf16 in 16-byte vectors; rows >= len are zero. mult scales the values. */
+template <int R, int N>
+__device__ void load_rows(Bm dst, const bf16 *src, int64_t stride, int len, float mult = 1.0f) {
+    each<R, N / 8>([&](int r, int v) {
+        uint4 val = make_uint4(0, 0, 0, 0);
+        if (r < len) val = *(const uint4 *)(src + r * stride + v * 8);
+        if (mult != 1.0f) {
+            bf16 *h = (bf16 *)&val;
+            for (int x = 0; x < 8; x++) h[x] = __float2bfloat16(__bfloat162float(h[x]) * mult);
+        }
+        *(uint4 *)(dst.p + r * dst.ld + v * 8) = val;
+    });
+}
+
+__device__ __forceinline__ void put4(bf16 *dst, float4 x) {
+    __nv_bfloat162 a = __floats2bfloat162_rn(x.x, x.y), b = __floats2bfloat162_rn(x.z, x.w);
+    uint2 u;
+    u.x = *(unsigned *)&a;
+    u.y = *(unsigned *)&b;
+    *(uint2 *)dst = u;
+}
+__device__ __forceinline__ float4 scale4(float4 x, float m) { return make_float4(x.x * m, x.y * m, x.z * m, x.w * m); }
+
+/* a row-major R x N float32 global matrix (leading dimension ldg) into shared bf16 */
+template <int R, int N>
+__device__ void load_state_bf16(Bm dst, const float *src, int64_t ldg) {
+    each<R, N / 4>([&](int r, int v) { put4(dst.p + r * dst.ld + v * 4, *(const float4 *)(src + r * ldg + v * 4)); });
+}
+
+/* shared float -> shared bf16, with an optional factor */
+template <int R, int N>
+__device__ void to_bf16(Bm dst, Fm src, float mult = 1.0f) {
+    each<R, N / 4>([&](int r, int v) { put4(dst.p + r * dst.ld + v * 4, scale4(*(float4 *)(src.p + r * src.ld + v * 4), mult)); });
+}
+
+/* shared float rows [0, len) -> global bf16 token-major rows */
+template <int R, int N>
+__device__ void store_rows(bf16 *dst, int64_t stride, Fm src, int len, float mult = 1.0f) {
+    each<R, N / 4>([&](int r, int v) {
+        if (r < len) put4(dst + r * stride + v * 4, scale4(*(float4 *)(src.p + r * src.ld + v * 4), mult));
+    });
+}
+
+/* shared float R x N -> global float rows (leading dimension ldg) */
+template <int R, int N>
+__device__ void store_state(float *dst, int64_t ldg, Fm src) {
+    each<R, N / 4>([&](int r, int v) { *(float4 *)(dst + r * ldg + v * 4) = *(float4 *)(src.p + r * src.ld + v * 4); });
+}
+
+/* global float R x N (leading dimension ldg) -> shared float; zero when src is NULL */
+template <int R, int N>
+__device__ void load_state(Fm dst, const float *src, int64_t ldg) {
+    each<R, N / 4>([&](int r, int v) {
+        *(float4 *)(dst.p + r * dst.ld + v * 4) = src ? *(const float4 *)(src + r * ldg + v * 4) : make_float4(0, 0, 0, 0);
+    });
+}
+
+/* X = (I + L)^-1 for L_ij = a_i G_ij (i > j), unit lower triangular, blockwise with 16 x 16
+ * blocks: each diagonal block by forward substitution inside one warp (warp barriers only),
+ * then the blocks below the diagonal, one sub-diagonal at a time:
+ *   X_ij = -X_ii sum_{j <= k < i} L_ik X_kj
+ * That is 2 C/16 - 1 block barriers instead of C - 1. scratch: (C/16 - 1) * 256 floats. */
+template <int C> __device__ void unit_lower_inverse(Fm X, Fm G, const float *a, float *scratch) {
+    constexpr int NB = C / 16;
+    each<C, C>([&](int r, int c) { X.p[r * X.ld + c] = r == c ? 1.0f : 0.0f; });
+    __syncthreads();
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (warp < NB) {
+        const int b0 = warp * 16;
+        for (int m = 0; m < 15; m++) {
+            const int cols = m + 1;
+            for (int e = lane; e < (15 - m) * cols; e += 32) {
+                const int i = b0 + m + 1 + e / cols, j = b0 + e % cols;
+                X.p[i * X.ld + j] -= a[i] * G.p[i * G.ld + b0 + m] * X.p[(b0 + m) * X.ld + j];
+            }
+            __syncwarp();
+        }
+    }
+    __syncthreads();
+    for (int d = 1; d < NB; d++) {
+        /* Y(bj) = sum_{k=bj}^{bi-1} L[bi][k] X[k][bj] for the NB - d blocks (bi = bj + d) */
+        for (int e = threadIdx.x; e < (NB - d) * 256; e += THREADS) {
+            const int bj = e / 256, r = (e / 16) % 16, c = e % 16, bi = bj + d;
+            const int row = bi * 16 + r;
+            float y = 0;
+            for (int t = bj * 16; t < bi * 16; t++) y += G.p[row * G.ld + t] * X.p[t * X.ld + bj * 16 + c];
+            scratch[e] = a[row] * y;
+        }
+        __syncthreads();
+        /* X[bi][bj] = -X[bi][bi] Y(bj) */
+        for (int e = threadIdx.x; e < (NB - d) * 256; e += THREADS) {
+            const int bj = e / 256, r = (e / 16) % 16, c = e % 16, bi = bj + d;
+            float x = 0;
+            for (int t = 0; t < 16; t++) x += X.p[(bi * 16 + r) * X.ld + bi * 16 + t] * scratch[bj * 256 + t * 16 + c];
+            X.p[(bi * 16 + r) * X.ld + bj * 16 + c] = -x;
+        }
+        __syncthreads();
+    }
+}
+
+/* EFLA_DELTA_RULE_PROFILE=1: each kernel's time on stderr (events around each launch; the
+ * synchronisation this adds makes it a measuring aid only) */
+struct Profile {
+    bool on = getenv("EFLA_DELTA_RULE_PROFILE") != nullptr;
+    cudaEvent_t ev[8];
+    const char *names[8];
+    int n = 0;
+    Profile() { if (on) for (int i = 0; i < 8; i++) cudaEventCreate(&ev[i]); }
+    void mark(const char *name) { if (on && n < 8) { names[n] = name; cudaEventRecord(ev[n++]); } }
+    ~Profile() {
+        if (!on || n < 2) return;
+        cudaEventSynchronize(ev[n - 1]);
+        for (int i = 1; i < n; i++) {
+            float ms = 0;
+            cudaEventElapsedTime(&ms, ev[i - 1], ev[i]);
+            fprintf(stderr, "delta_rule_chunk %-10s %8.3f ms\n", names[i], ms);
+        }
+        for (int i = 0; i < 8; i++) cudaEventDestroy(ev[i]);
+    }
+};
+
+} // namespace
+#endif
