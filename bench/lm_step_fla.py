@@ -16,9 +16,11 @@ random tokens on the device; AdamW (fused), clip_grad_norm_(1.0); the loss is re
 the timed steps.
 """
 import argparse
+import importlib
 import os
 import sys
 import time
+import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for p in (os.environ.get('FLA_PATH'), os.path.join(ROOT, '.peers')):
@@ -51,24 +53,87 @@ def parse():
 
 
 def install_noop():
-    import fla.layers.delta_net as dn
+    dn = import_layer_module('delta_net')
 
     def noop(q, k, v, beta, initial_state=None, output_final_state=False, **kw):
         return (q + k + v) * beta.unsqueeze(-1), None
     dn.chunk_delta_rule = noop
 
 
+def import_layer_module(name):
+    """fla.layers.<name> without running fla/layers/__init__.py, which imports every layer
+    (some need `transformers`)."""
+    import fla
+    if 'fla.layers' not in sys.modules:
+        pkg = types.ModuleType('fla.layers')
+        pkg.__path__ = [os.path.join(os.path.dirname(fla.__file__), 'layers')]
+        sys.modules['fla.layers'] = pkg
+    return importlib.import_module('fla.layers.' + name)
+
+
+def build_from_layers(spec, flce):
+    """The same model as DeltaNetForCausalLM (pre-norm blocks of fla's DeltaNet layer and
+    GatedMLP, fused RMSNorm, fused cross-entropy), for a machine without `transformers`."""
+    import torch.nn as nn
+    from fla.modules import FusedCrossEntropyLoss, FusedLinearCrossEntropyLoss, GatedMLP, RMSNorm
+    DeltaNet = import_layer_module('delta_net').DeltaNet
+    d, H = spec['hidden_size'], spec['num_heads']
+
+    class Block(nn.Module):
+        def __init__(self, i):
+            super().__init__()
+            self.attn_norm, self.mlp_norm = RMSNorm(d, eps=1e-6), RMSNorm(d, eps=1e-6)
+            self.attn = DeltaNet(mode='chunk', hidden_size=d, num_heads=H, use_gate=False, use_short_conv=True,
+                                 conv_size=4, use_output_norm=True, qk_norm='l2', qk_activation='silu',
+                                 norm_eps=1e-6, layer_idx=i)
+            self.mlp = GatedMLP(hidden_size=d, hidden_ratio=4, hidden_act='swish', fuse_swiglu=True)
+
+        def forward(self, x):
+            x = x + self.attn(self.attn_norm(x))[0]
+            return x + self.mlp(self.mlp_norm(x))
+
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(spec['vocab_size'], d)
+            self.blocks = nn.ModuleList(Block(i) for i in range(spec['num_hidden_layers']))
+            self.norm = RMSNorm(d, eps=1e-6)
+            self.lm_head = nn.Linear(d, spec['vocab_size'], bias=False)
+            self.criterion = FusedLinearCrossEntropyLoss() if flce else FusedCrossEntropyLoss(inplace_backward=True)
+
+        def forward(self, input_ids, labels, use_cache=False):
+            x = self.embed(input_ids)
+            for b in self.blocks:
+                x = b(x)
+            x = self.norm(x)
+            # next-token loss as fla's model computes it: labels shifted left, last position ignored
+            target = torch.cat((labels[:, 1:], torch.full_like(labels[:, :1], -100)), 1).reshape(-1)
+            if flce:
+                loss = self.criterion(x.reshape(-1, d), target, self.lm_head.weight, self.lm_head.bias)
+            else:
+                loss = self.criterion(self.lm_head(x).reshape(-1, spec['vocab_size']), target)
+            return types.SimpleNamespace(loss=loss)
+
+    return LM()
+
+
 def run(name, a):
-    from fla.models import DeltaNetConfig, DeltaNetForCausalLM
     spec = dict(MODELS[name])
     B, T = a.batch or spec.pop('batch'), a.seq or spec.pop('seq')
     spec.pop('batch', None), spec.pop('seq', None)
     torch.manual_seed(a.seed)
     torch.cuda.empty_cache()
-    cfg = DeltaNetConfig(attn_mode='chunk', use_gate=False, use_short_conv=True, conv_size=4, use_output_norm=True,
-                         qk_norm='l2', qk_activation='silu', hidden_ratio=4, fuse_norm=True, fuse_swiglu=True,
-                         fuse_cross_entropy=not a.flce, fuse_linear_cross_entropy=a.flce, use_cache=False, **spec)
-    model = DeltaNetForCausalLM(cfg).cuda()
+    try:
+        from fla.models import DeltaNetConfig, DeltaNetForCausalLM
+    except ImportError as e:  # fla's model classes need `transformers`
+        print('(fla.models unavailable: %s; building the same model from fla.layers)' % e)
+        model = build_from_layers(spec, a.flce).cuda()
+    else:
+        cfg = DeltaNetConfig(attn_mode='chunk', use_gate=False, use_short_conv=True, conv_size=4,
+                             use_output_norm=True, qk_norm='l2', qk_activation='silu', hidden_ratio=4,
+                             fuse_norm=True, fuse_swiglu=True, fuse_cross_entropy=not a.flce,
+                             fuse_linear_cross_entropy=a.flce, use_cache=False, **spec)
+        model = DeltaNetForCausalLM(cfg).cuda()
     if a.precision == 'bf16':
         model = model.to(torch.bfloat16)
     model.train()

@@ -11,6 +11,8 @@
  *                     shared memory, added over blocks in a second kernel
  *   ce_rows           one warp (C <= 1024) or one 256-thread block per row */
 #include "kernels.cuh"
+#include "vec_io.cuh"
+#include <initializer_list>
 
 namespace {
 
@@ -293,6 +295,153 @@ __global__ void emb_bwd(A *gw, const T *g, const int64_t *ix, int64_t N, int64_t
     }
 }
 
+
+/* ---- fast paths: float32/bfloat16, vectorised (vec_io.cuh) ------------------------------------
+ * SwiGLU eight elements a thread; the short convolution a channel pair per thread walking a
+ * tile of time steps with its last K inputs in registers, so each input is read once (the
+ * generic kernels above re-read K inputs per output and K^2 per input gradient, with 64-bit
+ * divisions per element: 50 us forward and 330 us backward per call on an H100 for
+ * 8192 x 512 bf16, against ~6 us and ~12 us of memory traffic). */
+template <class T> __global__ void swiglu_fwd8(T *o, const T *g, const T *u, int64_t n8) {
+    CU_GRID_STRIDE(i, n8) {
+        float gv[8], uv[8];
+        load8(g + i * 8, gv);
+        load8(u + i * 8, uv);
+#pragma unroll
+        for (int k = 0; k < 8; k++) gv[k] = gv[k] * sigm(gv[k]) * uv[k];
+        store8(o + i * 8, gv);
+    }
+}
+template <class T> __global__ void swiglu_bwd8(T *dg, T *du, const T *d, const T *g, const T *u, int64_t n8) {
+    CU_GRID_STRIDE(i, n8) {
+        float gv[8], uv[8], dv[8], a[8];
+        load8(g + i * 8, gv);
+        load8(u + i * 8, uv);
+        load8(d + i * 8, dv);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            float x = gv[k], sg = sigm(x);
+            a[k] = dv[k] * x * sg;
+            gv[k] = dv[k] * uv[k] * sg * (1.f + x * (1.f - sg));
+        }
+        store8(du + i * 8, a);
+        store8(dg + i * 8, gv);
+    }
+}
+
+const int SC_PAIRS = 128;             /* threads (channel pairs) per block */
+const int SC_TT_FWD = 32, SC_TT_BWD = 64;   /* time steps per block */
+
+struct ScFast { int64_t T, C; int silu; };
+
+/* input at time s of channel pair c (s < 0: the cache row K-1+s, or zero) */
+template <class T, int K> __device__ __forceinline__ float2 sc_in2(const T *x, const T *cache, const ScFast &d,
+                                                                   int64_t b, int64_t s, int64_t c) {
+    if (s >= 0) return load2(x + (b * d.T + s) * d.C + c);
+    if (!cache) return make_float2(0.f, 0.f);
+    return load2(cache + (b * (K - 1) + (K - 1) + s) * d.C + c);
+}
+__device__ __forceinline__ float2 fma2(float2 w, float2 x, float2 a) { return make_float2(fmaf(w.x, x.x, a.x), fmaf(w.y, x.y, a.y)); }
+__device__ __forceinline__ float silu_grad(float g, float p) { float s = sigm(p); return g * s * (1.f + p * (1.f - s)); }
+
+template <class T, int K>
+__global__ void sc_fast_fwd(T *o, const T *x, const T *cache, const T *w, const T *bias, ScFast d) {
+    int64_t c = ((int64_t)blockIdx.x * SC_PAIRS + threadIdx.x) * 2;
+    if (c >= d.C) return;
+    int64_t b = blockIdx.z, t0 = (int64_t)blockIdx.y * SC_TT_FWD, t1 = min(t0 + SC_TT_FWD, d.T);
+    float2 wv[K], win[K], bv = bias ? make_float2(ldv(bias + c), ldv(bias + c + 1)) : make_float2(0.f, 0.f);
+#pragma unroll
+    for (int j = 0; j < K; j++) wv[j] = make_float2(ldv(w + c * K + j), ldv(w + (c + 1) * K + j));
+#pragma unroll
+    for (int j = 0; j < K - 1; j++) win[j] = sc_in2<T, K>(x, cache, d, b, t0 - (K - 1) + j, c);
+    for (int64_t t = t0; t < t1; t++) {
+        win[K - 1] = load2(x + (b * d.T + t) * d.C + c);
+        float2 p = bv;
+#pragma unroll
+        for (int j = 0; j < K; j++) p = fma2(wv[j], win[j], p);
+        if (d.silu) { p.x *= sigm(p.x); p.y *= sigm(p.y); }
+        store2(o + (b * d.T + t) * d.C + c, p);
+#pragma unroll
+        for (int j = 0; j < K - 1; j++) win[j] = win[j + 1];
+    }
+}
+
+/* dx (and dcache) of the tile's own inputs, and part[(b, tile)][c][0..K] = the tile's sums of
+ * dpre * input (dw) and dpre (dbias). The input gradient at s needs dpre(s .. s+K-1), so the
+ * walk runs K-1 steps past the tile (dpre = 0 past T). */
+template <class T, int K>
+__global__ void sc_fast_bwd(T *dx, T *dcache, float *part, const T *dy, const T *x, const T *cache, const T *w,
+                            const T *bias, ScFast d) {
+    int64_t c = ((int64_t)blockIdx.x * SC_PAIRS + threadIdx.x) * 2;
+    if (c >= d.C) return;
+    int64_t b = blockIdx.z, t0 = (int64_t)blockIdx.y * SC_TT_BWD, t1 = min(t0 + SC_TT_BWD, d.T);
+    int64_t emit0 = (t0 == 0 && dcache) ? -(K - 1) : t0;
+    float2 wv[K], win[K], dwin[K], acc[K + 1];
+    float2 bv = bias ? make_float2(ldv(bias + c), ldv(bias + c + 1)) : make_float2(0.f, 0.f);
+#pragma unroll
+    for (int j = 0; j < K; j++) {
+        wv[j] = make_float2(ldv(w + c * K + j), ldv(w + (c + 1) * K + j));
+        dwin[j] = make_float2(0.f, 0.f);
+    }
+#pragma unroll
+    for (int j = 0; j <= K; j++) acc[j] = make_float2(0.f, 0.f);
+#pragma unroll
+    for (int j = 0; j < K - 1; j++) win[j] = sc_in2<T, K>(x, cache, d, b, t0 - (K - 1) + j, c);
+    for (int64_t t = t0; t < t1 + K - 1; t++) {
+        float2 g = make_float2(0.f, 0.f);
+        if (t < d.T) {
+            win[K - 1] = load2(x + (b * d.T + t) * d.C + c);
+            g = load2(dy + (b * d.T + t) * d.C + c);
+            if (d.silu) {
+                float2 p = bv;
+#pragma unroll
+                for (int j = 0; j < K; j++) p = fma2(wv[j], win[j], p);
+                g = make_float2(silu_grad(g.x, p.x), silu_grad(g.y, p.y));
+            }
+            if (t < t1) {
+#pragma unroll
+                for (int j = 0; j < K; j++) acc[j] = fma2(g, win[j], acc[j]);
+                acc[K].x += g.x; acc[K].y += g.y;
+            }
+#pragma unroll
+            for (int j = 0; j < K - 1; j++) win[j] = win[j + 1];
+        }
+#pragma unroll
+        for (int j = 0; j < K - 1; j++) dwin[j] = dwin[j + 1];
+        dwin[K - 1] = g;
+        int64_t s = t - (K - 1);
+        if (s >= emit0 && s < t1) {
+            float2 a = make_float2(0.f, 0.f);
+#pragma unroll
+            for (int j = 0; j < K; j++) a = fma2(wv[j], dwin[K - 1 - j], a);
+            if (s >= 0) store2(dx + (b * d.T + s) * d.C + c, a);
+            else store2(dcache + (b * (K - 1) + (K - 1) + s) * d.C + c, a);
+        }
+    }
+    float *pr = part + ((int64_t)blockIdx.z * gridDim.y + blockIdx.y) * d.C * (K + 1);
+#pragma unroll
+    for (int j = 0; j <= K; j++) { pr[c * (K + 1) + j] = acc[j].x; pr[(c + 1) * (K + 1) + j] = acc[j].y; }
+}
+
+/* column j = c (K + 1) + k of the partial sums: dw[c][k] for k < K, dbias[c] for k = K */
+template <class T> struct ScDwStore {
+    T *dw, *db;
+    int K;
+    __device__ void operator()(int64_t j, double s) const {
+        int64_t c = j / (K + 1), k = j % (K + 1);
+        if (k < K) stv(dw + c * K + k, (float)s);
+        else if (db) stv(db + c, (float)s);
+    }
+};
+
+/* the fast paths' precondition: float32/bfloat16 data at addresses that are multiples of `n` */
+bool fast_ptrs(int dt, std::initializer_list<const efla_tensor *> ts, uintptr_t n) {
+    if (!fast_paths_enabled() || (dt != EFLA_FLOAT32 && dt != EFLA_BFLOAT16)) return false;
+    for (const efla_tensor *t : ts)
+        if (t && !aligned_to(cu_ptr(t), n)) return false;
+    return true;
+}
+
 template <class T> T *dp(const efla_tensor *t) { return t ? (T *)cu_ptr(t) : nullptr; }
 
 #define FUSED_DISPATCH(op, dt, CALL)                                                                   \
@@ -302,11 +451,20 @@ template <class T> T *dp(const efla_tensor *t) { return t ? (T *)cu_ptr(t) : nul
     case EFLA_FLOAT64: { typedef double T; CALL; break; }                                              \
     default: return efla_fail("%s: CUDA computes float32, bfloat16 or float64, got %s", op, efla_dtype_name(dt)); \
     }
+/* the fast paths' dispatch: fast_ptrs() has checked that dt is float32 or bfloat16 */
+#define FAST_DISPATCH(dt, CALL)                                                                         \
+    if ((dt) == EFLA_BFLOAT16) { typedef bf16 T; CALL; } else { typedef float T; CALL; }
 
 /* ---- entry points ----------------------------------------------------------------------------- */
 int cu_swiglu(efla_tensor *out, const efla_tensor *gate, const efla_tensor *up) {
     TRY(cu_set_device(out->device));
     int64_t n = efla_tensor_numel(out);
+    if (n % 8 == 0 && fast_ptrs(gate->dtype, { out, gate, up }, 16)) {
+        FAST_DISPATCH(gate->dtype,
+            (swiglu_fwd8<T><<<cu_blocks(n / 8, THREADS), THREADS>>>(dp<T>(out), dp<T>(gate), dp<T>(up), n / 8)));
+        CU_CHECK_LAUNCH("swiglu");
+        return 0;
+    }
     FUSED_DISPATCH("swiglu", gate->dtype,
         (swiglu_fwd<T><<<cu_blocks(n, THREADS), THREADS>>>(dp<T>(out), dp<T>(gate), dp<T>(up), n)));
     CU_CHECK_LAUNCH("swiglu");
@@ -316,6 +474,13 @@ int cu_swiglu_backward(efla_tensor *dgate, efla_tensor *dup, const efla_tensor *
                        const efla_tensor *up) {
     TRY(cu_set_device(gate->device));
     int64_t n = efla_tensor_numel(gate);
+    if (n % 8 == 0 && fast_ptrs(gate->dtype, { dgate, dup, dout, gate, up }, 16)) {
+        FAST_DISPATCH(gate->dtype,
+            (swiglu_bwd8<T><<<cu_blocks(n / 8, THREADS), THREADS>>>(dp<T>(dgate), dp<T>(dup), dp<T>(dout),
+                                                                     dp<T>(gate), dp<T>(up), n / 8)));
+        CU_CHECK_LAUNCH("swiglu_backward");
+        return 0;
+    }
     FUSED_DISPATCH("swiglu_backward", gate->dtype,
         (swiglu_bwd<T><<<cu_blocks(n, THREADS), THREADS>>>(dp<T>(dgate), dp<T>(dup), dp<T>(dout), dp<T>(gate),
                                                             dp<T>(up), n)));
@@ -328,11 +493,44 @@ int cu_short_conv(efla_tensor *out, const efla_tensor *x, const efla_tensor *cac
     TRY(cu_set_device(x->device));
     ScDims d = { x->shape[0], x->shape[1], x->shape[2], w->shape[1], silu };
     int64_t n = d.B * d.T * d.C;
+    if (n > 0 && d.K >= 2 && d.K <= 4 && d.C % 2 == 0 &&
+        fast_ptrs(x->dtype, { out, x, cache }, 2 * efla_dtype_size(x->dtype))) {
+        ScFast f = { d.T, d.C, silu };
+        dim3 grid((unsigned)((d.C / 2 + SC_PAIRS - 1) / SC_PAIRS), (unsigned)((d.T + SC_TT_FWD - 1) / SC_TT_FWD),
+                  (unsigned)d.B);
+#define SC_FWD(KK) sc_fast_fwd<T, KK><<<grid, SC_PAIRS>>>(dp<T>(out), dp<T>(x), dp<T>(cache), dp<T>(w), dp<T>(bias), f)
+        FAST_DISPATCH(x->dtype, (d.K == 2 ? SC_FWD(2) : d.K == 3 ? SC_FWD(3) : SC_FWD(4)));
+#undef SC_FWD
+        CU_CHECK_LAUNCH("short_conv");
+        return 0;
+    }
     FUSED_DISPATCH("short_conv", x->dtype,
         (sc_fwd<T><<<cu_blocks(n, THREADS), THREADS>>>(dp<T>(out), dp<T>(x), dp<T>(cache), dp<T>(w), dp<T>(bias), d)));
     CU_CHECK_LAUNCH("short_conv");
     return 0;
 }
+/* the fast short-convolution backward: one pass for dx/dcache and the per-tile dw/dbias sums,
+ * then their column sums */
+static int short_conv_backward_fast(efla_tensor *dx, efla_tensor *dcache, efla_tensor *dw, efla_tensor *dbias,
+                                    const efla_tensor *dout, const efla_tensor *x, const efla_tensor *cache,
+                                    const efla_tensor *w, const efla_tensor *bias, const ScDims &d) {
+    ScFast f = { d.T, d.C, d.silu };
+    dim3 grid((unsigned)((d.C / 2 + SC_PAIRS - 1) / SC_PAIRS), (unsigned)((d.T + SC_TT_BWD - 1) / SC_TT_BWD),
+              (unsigned)d.B);
+    int64_t prow = (int64_t)grid.y * d.B, cols = d.C * (d.K + 1);
+    CuBuffer part;
+    TRY(part.alloc((size_t)(prow * cols) * sizeof(float), x->device));
+#define SC_BWD(KK) sc_fast_bwd<T, KK><<<grid, SC_PAIRS>>>(dp<T>(dx), dp<T>(dcache), part.as<float>(), dp<T>(dout), \
+                                                          dp<T>(x), dp<T>(cache), dp<T>(w), dp<T>(bias), f)
+    FAST_DISPATCH(x->dtype, (
+        d.K == 2 ? SC_BWD(2) : d.K == 3 ? SC_BWD(3) : SC_BWD(4),
+        col_sum_kernel<<<col_sum_grid(cols), col_sum_block()>>>(part.as<float>(), prow, cols,
+                                                                ScDwStore<T>{ dp<T>(dw), dp<T>(dbias), (int)d.K })));
+#undef SC_BWD
+    CU_CHECK_LAUNCH("short_conv_backward");
+    return 0;
+}
+
 int cu_short_conv_backward(efla_tensor *dx, efla_tensor *dcache, efla_tensor *dw, efla_tensor *dbias,
                            const efla_tensor *dout, const efla_tensor *x, const efla_tensor *cache,
                            const efla_tensor *w, const efla_tensor *bias, int silu) {
@@ -341,6 +539,9 @@ int cu_short_conv_backward(efla_tensor *dx, efla_tensor *dcache, efla_tensor *dw
     if (d.K > SC_MAXK)
         return efla_fail("short_conv_backward: CUDA handles kernels of up to %d taps, got %lld", SC_MAXK, (long long)d.K);
     int64_t rows = d.B * d.T, n = (d.B * (d.T + (dcache ? d.K - 1 : 0))) * d.C;
+    if (rows > 0 && d.K >= 2 && d.K <= 4 && d.C % 2 == 0 &&
+        fast_ptrs(x->dtype, { dx, dcache, dout, x, cache }, 2 * efla_dtype_size(x->dtype)))
+        return short_conv_backward_fast(dx, dcache, dw, dbias, dout, x, cache, w, bias, d);
     /* segments: enough blocks to fill the GPU, at least 64 rows each */
     int64_t cblocks = (d.C + THREADS - 1) / THREADS;
     int64_t nseg = ((int64_t)cu_sm_count() * 8 + cblocks - 1) / cblocks;

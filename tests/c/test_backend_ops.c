@@ -269,6 +269,11 @@ static const case_spec fixed_cases[] = {
     { "norm.rms_plain_long_rows", K2(norm, norm_backward), 1, { NORM(2, 6, 2500) }, r_rms_norm_plain, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "norm.layer_many_rows", K2(norm, norm_backward), 3, { NORM(1, 3000, 48), NORM(1, 48), NORM(1, 48) }, r_layer_norm, 0, 0, EFLA_DT_FLOAT, 0, 10 },
     { "norm.layer_wide", K2(norm, norm_backward), 3, { NORM(1, 5, 1100), NORM(1, 1100), NORM(1, 1100) }, r_layer_norm, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    /* the float32/bfloat16 fast path (rows of a multiple of 8): a partial last stride of the
+     * warp (520), a row over 1024 (2056), many rows over several weight-gradient segments */
+    { "norm.rms_fast_520", K2(norm, norm_backward), 2, { NORM(1, 70, 520), NORM(1, 520) }, r_rms_norm, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "norm.layer_fast_2056", K2(norm, norm_backward), 3, { NORM(1, 3, 2056), NORM(1, 2056), NORM(1, 2056) }, r_layer_norm, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "norm.rms_fast_many_rows", K2(norm, norm_backward), 2, { NORM(1, 4000, 16), NORM(1, 16) }, r_rms_norm, 0, 0, EFLA_DT_FLOAT, 0, 10 },
     { "cross_entropy", K1(cross_entropy), 2, { NORM(2, 6, 5), TARGET(5, 6) }, r_cross_entropy, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "cross_entropy.smoothing", K1(cross_entropy), 2, { NORM(2, 6, 5), TARGET(5, 6) }, r_cross_entropy, 0.1, 0, EFLA_DT_FLOAT, 0, 0 },
     { "cross_entropy.12x9", K1(cross_entropy), 2, { NORM(3, 12, 9), TARGET(9, 12) }, r_cross_entropy, 0, 0, EFLA_DT_FLOAT, 0, 0 },
@@ -292,8 +297,12 @@ static const case_spec fixed_cases[] = {
     /* fused layers */
     { "swiglu", K2(swiglu, swiglu_backward), 2, { NORM(1, 3, 5, 4), NORM(1, 3, 5, 4) }, r_swiglu, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "swiglu.linear", K2(swiglu, swiglu_backward), 3, { NORM(1, 3, 8), NORM(1, 3, 8), NORM(0.3, 5, 8) }, r_swiglu_linear, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "swiglu.wide", K2(swiglu, swiglu_backward), 2, { NORM(1, 3, 1000), NORM(1, 3, 1000) }, r_swiglu, 0, 0, EFLA_DT_FLOAT, 0, 10 },
     { "short_conv", K2(short_conv, short_conv_backward), 4, { NORM(1, 2, 5, 3), NORM(0.5, 3, 4), NORM(0.5, 3), NORM(1, 2, 3, 3) }, r_short_conv, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "short_conv.big", K2(short_conv, short_conv_backward), 4, { NORM(1, 3, 37, 48), NORM(0.5, 48, 4), NORM(0.5, 48), NORM(1, 3, 3, 48) }, r_short_conv, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    /* the fast path over several time tiles (32 forward, 64 backward), K = 3 and 2 */
+    { "short_conv.long_k3", K2(short_conv, short_conv_backward), 4, { NORM(1, 2, 150, 10), NORM(0.5, 10, 3), NORM(0.5, 10), NORM(1, 2, 2, 10) }, r_short_conv, 0, 0, EFLA_DT_FLOAT, 0, 10 },
+    { "short_conv.long_k2", K2(short_conv, short_conv_backward), 4, { NORM(1, 1, 130, 260), NORM(0.5, 260, 2), NORM(0.5, 260), NORM(1, 1, 1, 260) }, r_short_conv, 0, 0, EFLA_DT_FLOAT, 0, 10 },
     { "l2norm", K2(l2norm, l2norm_backward), 1, { NORM(1, 3, 2, 6) }, r_l2_norm, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "rms_norm_gated", K2(rms_norm_gated, rms_norm_gated_backward), 3, { NORM(1, 2, 3, 6), NORM(1, 2, 3, 6), NORM(1, 6) }, r_rms_norm_gated, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "rms_norm_gated.big", K2(rms_norm_gated, rms_norm_gated_backward), 3, { NORM(1, 3, 37, 48), NORM(1, 3, 37, 48), NORM(1, 48) }, r_rms_norm_gated, 0, 0, EFLA_DT_FLOAT, 0, 0 },
