@@ -225,6 +225,8 @@ static const case_spec fixed_cases[] = {
     { "fill", K1(fill), 0, {{0}}, r_full, 0, 0, EFLA_DT_ALL, 0, 0 },
     { "copy.cast_to_f64", K1(copy), 1, { NORM_T(3, 5, 4) }, r_cast, 0, EFLA_FLOAT64, EFLA_DT_FLOAT, 0, 0 },
     { "copy.cast_to_i64", K1(copy), 1, { NORM_NG(3, 5, 4) }, r_cast, 0, EFLA_INT64, EFLA_DT_FLOAT, 0, 0 },
+    { "copy.cast_to_bf16", K1(copy), 1, { NORM_NG(3, 6, 8) }, r_cast, 0, EFLA_BFLOAT16, EFLA_DT_F32, 0, 0 },
+    { "copy.cast_to_f32", K1(copy), 1, { NORM_NG(3, 6, 8) }, r_cast, 0, EFLA_FLOAT32, EFLA_DT_BF16, 0, 0 },
     { "copy.contiguous", K1(copy), 1, { NORM_T(1, 6, 5) }, r_contiguous, 0, 0, EFLA_DT_NUM, 0, 0 },
     { "copy.broadcast", K1(copy), 1, { NORM_NG(1, 6) }, r_copy_bcast, 0, 0, EFLA_DT_NUM, 0, 0 },
     { "binary_scalar.sub", K1(binary), 1, { NORM(2, 4, 5) }, r_binary_scalar, 1.5, EFLA_SUB, EFLA_DT_FLOAT, 0, 0 },
@@ -345,6 +347,14 @@ static void build_table(void) {
         if (cmp) c.in[0].grad = c.in[1].grad = 0;
         snprintf(c.name, sizeof c.name, "binary.%s", efla_binary_name((efla_binary_op)op));
         add_case(&c);
+        if (!cmp) {   /* contiguous, same shape, 8 | n: the eight-a-thread path of float32/bfloat16 */
+            case_spec v = c;
+            v.in[0] = op == EFLA_POW ? (input_spec)POS(1.5, 6, 8) : (input_spec)NORM(2, 6, 8);
+            v.in[1] = op == EFLA_POW ? (input_spec)NORM(1, 6, 8) : (input_spec)NORM(2, 6, 8);
+            v.dtypes = EFLA_DT_FLOAT;
+            snprintf(v.name, sizeof v.name, "binary.%s_contiguous", efla_binary_name((efla_binary_op)op));
+            add_case(&v);
+        }
         if (op == EFLA_POW) continue;   /* integer powers of negative bases: covered by the float row */
         c.in[0] = (input_spec)INTS(3, 1, 5);
         c.in[1] = (input_spec)INTS(4, 5);
