@@ -114,6 +114,7 @@ int efla_cpu_foreach_scale(int n, efla_tensor *const *ts, const efla_tensor *coe
         }
         default: {
             uint16_t *x = (uint16_t *)p;
+#pragma omp simd
             for (int64_t j = lo; j < hi; j++) x[j] = efla_f32_to_bf16(efla_bf16_to_f32(x[j]) * cf);
             break;
         }
