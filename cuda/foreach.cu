@@ -11,8 +11,12 @@
  * partial (one per chunk, in list order); one single-block kernel then adds all partials
  * in a fixed order into the 0-d output. The layout depends only on the sizes, and every sum
  * runs in a fixed order, so the result is the same on every run.
- * foreach_scale: each block scales its chunk by the float64 coef read on the device. */
+ * foreach_scale: each block scales its chunk by the float64 coef read on the device.
+ * bench/cuda/foreach_emu.cpp runs these kernels on the host (EFLA_FOREACH_EMULATE) against the
+ * cpu backend. */
+#ifndef EFLA_FOREACH_EMULATE
 #include "kernels.cuh"
+#endif
 
 namespace {
 
@@ -209,6 +213,7 @@ int fe_pack(int n, const efla_tensor *const *ts, int from, FeList &L) {
 
 } // namespace
 
+#ifndef EFLA_FOREACH_EMULATE
 int efla_cuda_foreach_sum_squares(efla_tensor *out, int n, const efla_tensor *const *ts) {
     TRY(cu_set_device(out->device));
     int64_t blocks = 0;
@@ -240,3 +245,4 @@ int efla_cuda_foreach_scale(int n, efla_tensor *const *ts, const efla_tensor *co
     }
     return 0;
 }
+#endif
