@@ -103,6 +103,10 @@ typedef struct efla_backend {
      * delta_rule_alpha_v_fwd/bwd: gated calls' value step alpha' of n rows from beta, lambda and
      *   log_decay, and its chain, ADDED into dbeta, dlog_decay and dk (+= 2 k dlambda); dtypes as above.
      * adamw: one parameter in place.
+     * foreach_sum_squares: out (0-d float64) = the sum of x^2 over n contiguous tensors (n >= 1,
+     *   any floating dtypes, some may be empty), in double, in an order fixed by the sizes alone.
+     * foreach_scale: each of n contiguous tensors *= coef (0-d float64 on the device, never
+     *   inside one of them) in the tensor's compute type (float for float32 and bfloat16).
      * cumsum and sort over the last dim of a contiguous [rows, n] input; sort: values like
      *   in, indices int64 0-based positions in the row; stable; NaN sorts last ascending and
      *   first descending. */

@@ -328,6 +328,15 @@ int efla_adamw_step_(efla_tensor *p, const efla_tensor *grad, efla_tensor *m, ef
                      double lr, double beta1, double beta2, double eps, double weight_decay,
                      int64_t step);
 
+/* ---- multi-tensor ops (core/ops_foreach.c) ------------------------------------------- */
+/* Lists of n contiguous floating tensors on one device (dtypes and sizes may differ); they
+ * record no gradient. sum_squares: the sum of x^2 over every element, accumulated in double
+ * in a fixed order (the same result on every run), as a new 0-d float64 tensor on the
+ * list's device (n = 0: 0 on the cpu). scale_: every tensor *= coef in place, coef a
+ * one-element floating tensor on the same device (read there: no host round trip). */
+efla_tensor *efla_foreach_sum_squares(int n, efla_tensor *const *tensors);
+int efla_foreach_scale_(int n, efla_tensor *const *tensors, const efla_tensor *coef);
+
 /* ---- HDF5 files (checkpoints) ---------------------------------------------------------
  * Writing goes to a temporary file beside the target; efla_h5_commit flushes, fsyncs and
  * renames it over the target, so a reader sees the old file or the new one, never half.

@@ -22,6 +22,7 @@ H.modules = {
   { 'nn', 'modules: layers, DeltaAttention, SequenceClassifier, CausalLM, losses, nn.build, nn.register' },
   { 'ops', 'the delta-rule operator: delta_rule, delta_rule_step, delta_rule_alpha' },
   { 'optim', 'SGD, Adam, AdamW, gradient clipping, learning-rate schedules' },
+  { 'foreach', 'multi-tensor ops over a list (the gradients): sum_squares, scale_' },
   { 'data', 'MNIST / Fashion-MNIST, text corpora, DataLoader, corruptions' },
   { 'checkpoint', 'HDF5 checkpoints: save, load, a last-N-plus-best manager' },
   { 'load_model', 'efla.load_model(path): a model rebuilt from a checkpoint' },

@@ -184,6 +184,33 @@ static int r_adamw(const run_args *a, efla_tensor **o) {
     o[1] = v;
     return 2;
 }
+/* A list of five tensors in four dtypes: in[0] in the case's dtype, in[1] (1-d) whole and
+ * as a view from element 1 (an unaligned start: the scalar path), in[2] as bfloat16, in[3] as
+ * float64. The float64 reference makes the same casts, so both sum the same values. */
+static int r_foreach_sum_squares(const run_args *a, efla_tensor **o) {
+    efla_tensor *off = efla_narrow(a->in[1], 0, 1, efla_tensor_size(a->in[1], 0) - 1);
+    efla_tensor *b16 = efla_to(a->in[2], EFLA_BFLOAT16, a->device), *f64 = efla_to(a->in[3], EFLA_FLOAT64, a->device);
+    efla_tensor *list[5] = { a->in[0], off, b16, f64, a->in[1] };
+    efla_tensor *r = off && b16 && f64 ? efla_foreach_sum_squares(5, list) : NULL;
+    efla_tensor_release(off);
+    efla_tensor_release(b16);
+    efla_tensor_release(f64);
+    return one(r, o);
+}
+/* copies of in[0] and of in[1] from element 1 (unaligned), scaled in place by a device 0-d p */
+static int r_foreach_scale(const run_args *a, efla_tensor **o) {
+    efla_tensor *c0 = efla_clone(a->in[0]), *c1 = efla_clone(a->in[1]);
+    efla_tensor *v1 = c1 ? efla_narrow(c1, 0, 1, efla_tensor_size(c1, 0) - 1) : NULL;
+    efla_tensor *coef = efla_full(0, NULL, a->p, EFLA_FLOAT64, a->device);
+    efla_tensor *list[2] = { c0, v1 };
+    int rc = c0 && v1 && coef ? efla_foreach_scale_(2, list, coef) : -1;
+    efla_tensor_release(c1);
+    efla_tensor_release(coef);
+    if (rc) { efla_tensor_release(c0); efla_tensor_release(v1); return -1; }
+    o[0] = c0;
+    o[1] = v1;
+    return 2;
+}
 static int r_cumsum(const run_args *a, efla_tensor **o) { return one(efla_cumsum(a->in[0], a->i), o); }
 static int r_sort(const run_args *a, efla_tensor **o) { return efla_sort(a->in[0], -1, a->i, &o[0], &o[1]) ? -1 : 2; }
 static int r_swiglu(const run_args *a, efla_tensor **o) { return one(efla_swiglu(a->in[0], a->in[1]), o); }
@@ -292,6 +319,10 @@ static const case_spec fixed_cases[] = {
     { "gather", K2(gather, scatter_add), 2, { NORM(1, 4, 6), INDEX(6, 4, 3) }, r_gather, 0, 1, EFLA_DT_FLOAT, 0, 0 },
     { "scatter_add", K2(scatter_add, gather), 3, { NORM(1, 4, 3), NORM(1, 6, 3), INDEX(4, 6, 3) }, r_scatter_add, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "adamw", K1(adamw), 4, { NORM_NG(1, 7, 5), NORM_NG(1, 7, 5), NORM_NG(0.1, 7, 5), NORM_NG(0.01, 7, 5) }, r_adamw, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "foreach_sum_squares", K1(foreach_sum_squares), 4, { NORM_NG(1, 7, 5), NORM_NG(2, 33), NORM_NG(1, 3, 2, 4), NORM_NG(0.5, 6) }, r_foreach_sum_squares, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "foreach_sum_squares.many_chunks", K1(foreach_sum_squares), 4, { NORM_NG(1, 201, 199), NORM_NG(1, 70001), NORM_NG(1, 5, 9), NORM_NG(1, 20000) }, r_foreach_sum_squares, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "foreach_scale", K1(foreach_scale), 2, { NORM_NG(1, 7, 5), NORM_NG(1, 33) }, r_foreach_scale, 0.37, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "foreach_scale.many_chunks", K1(foreach_scale), 2, { NORM_NG(1, 201, 199), NORM_NG(1, 70001) }, r_foreach_scale, -1.7, 0, EFLA_DT_FLOAT, 0, 0 },
     { "cumsum", K1(cumsum), 1, { NORM_T(1, 4, 6) }, r_cumsum, 0, 1, EFLA_DT_FLOAT, 0, 0 },
     { "cumsum.dim0_int64", K1(cumsum), 1, { INTS(5, 3) }, r_cumsum, 0, 0, EFLA_DT_I64, 0, 0 },
     { "sort", K1(sort), 1, { NORM_NG(1, 3, 9) }, r_sort, 0, 0, EFLA_DT_F32_F64, 0, 0 },

@@ -6,6 +6,7 @@ optim.SGD = require 'efla.optim.sgd'
 local adam = require 'efla.optim.adam'
 optim.Adam, optim.AdamW = adam.Adam, adam.AdamW
 optim.schedule = require 'efla.optim.schedule'
+local foreach = require 'efla.foreach'
 
 -- a module, a list of tensors or a list of parameter groups -> a flat list of tensors
 local function flat_params(params, fn)
@@ -19,25 +20,45 @@ local function flat_params(params, fn)
   return params
 end
 
+-- The gradients of params that have one.
+local function grads_of(params)
+  local grads = {}
+  for _, p in ipairs(params) do
+    local g = p.grad
+    if g then grads[#grads + 1] = g end
+  end
+  return grads
+end
+
+-- true when the multi-tensor kernels take the list: one device, contiguous, floating
+local function foreach_ok(grads)
+  local dev = grads[1]:device()
+  for _, g in ipairs(grads) do
+    if g:device() ~= dev or not g:is_contiguous() or not g:is_floating_point() then return false end
+  end
+  return true
+end
+
 -- The global gradient norm as a 0-d float64 tensor on the gradients' device (nil without
--- gradients), and the gradients: one norm kernel per gradient, then one stack and a few
--- scalar ops, all on the device.
+-- gradients), and the gradients. On one device: one multi-tensor sum of squares (a few
+-- launches for any number of gradients) and a sqrt. Otherwise (mixed devices, strided or
+-- integer gradients): one norm per gradient, moved to the first one's device, then a stack.
 local function global_norm(params)
-  local grads, norms = {}, {}
+  local grads = grads_of(params)
+  if #grads == 0 then return nil, grads end
+  if foreach_ok(grads) then
+    return efla.no_grad(function() return foreach.sum_squares(grads):sqrt() end), grads, true
+  end
+  local norms = {}
   efla.no_grad(function()
-    for _, p in ipairs(params) do
-      local g = p.grad
-      if g then
-        grads[#grads + 1] = g
-        local n = g:norm()
-        if #norms > 0 and n:device() ~= norms[1]:device() then n = n:to(norms[1]:device()) end
-        norms[#norms + 1] = n:double()
-      end
+    for _, g in ipairs(grads) do
+      local n = g:norm()
+      if #norms > 0 and n:device() ~= norms[1]:device() then n = n:to(norms[1]:device()) end
+      norms[#norms + 1] = n:double()
     end
   end)
-  if #norms == 0 then return nil, grads end
   local total = efla.no_grad(function() return efla.stack(norms):square():sum():sqrt() end)
-  return total, grads
+  return total, grads, false
 end
 
 local function check_max_norm(max_norm, fn)
@@ -48,18 +69,20 @@ end
 
 --- clip_grad_norm_(params, max_norm) -> the global L2 norm of all gradients before clipping,
 --- as a 0-d float64 tensor on the gradients' device, without waiting for the device: the
---- norm, the factor min(1, max_norm / (norm + 1e-6)) and the scaling all run there. A
+--- norm (one multi-tensor sum of squares, efla.foreach), the factor min(1, max_norm /
+--- (norm + 1e-6)) and the scaling (one multi-tensor scale) all run there. A
 --- non-finite norm leaves the gradients alone (the factor is 1); read the norm (:item())
 --- when you want to log it or skip such a step. The GPU training loop's choice.
 function optim.clip_grad_norm_(params, max_norm)
   params = flat_params(params, 'clip_grad_norm_')
   check_max_norm(max_norm, 'clip_grad_norm_')
-  local total, grads = global_norm(params)
+  local total, grads, one_list = global_norm(params)
   if not total then return efla.zeros({}, { dtype = 'float64' }) end
   if max_norm then
     efla.no_grad(function()
       local coef = (total + 1e-6):reciprocal():mul(max_norm):clamp(-math.huge, 1)
       coef = efla.where(total:lt(math.huge), coef, efla.ones({}, { dtype = 'float64', device = total:device() }))
+      if one_list then foreach.scale_(grads, coef); return end
       local by_dtype = {}
       for _, g in ipairs(grads) do
         local dt = g:dtype()

@@ -1,0 +1,248 @@
+/* foreach.cu: the multi-tensor ops on CUDA (front end core/ops_foreach.c): a whole list of
+ * gradients in a couple of launches, with nothing copied to or read from the host.
+ *
+ * The list goes to the kernel by value, as a kernel parameter (FeList, up to FE_MAX tensors
+ * per launch: longer lists take several launches). Every tensor is cut into chunks of
+ * FE_CHUNK elements, one block per chunk; block b finds its tensor by a binary search of the
+ * chunk starts. Loads and stores are 16 bytes wide where the tensor is 16-byte aligned
+ * (FE_CHUNK is a multiple of 8, so every chunk starts aligned then).
+ *
+ * foreach_sum_squares: each block writes the double sum of its chunk's squares to a scratch
+ * partial (one per chunk, in list order); one single-block kernel then adds all partials
+ * in a fixed order into the 0-d output. The layout depends only on the sizes, and every sum
+ * runs in a fixed order, so the result is the same on every run.
+ * foreach_scale: each block scales its chunk by the float64 coef read on the device.
+ * bench/cuda/foreach_emu.cpp runs these kernels on the host (EFLA_FOREACH_EMULATE) against the
+ * cpu backend. */
+#ifndef EFLA_FOREACH_EMULATE
+#include "kernels.cuh"
+#endif
+
+namespace {
+
+constexpr int FE_MAX = 128;
+constexpr int FE_THREADS = 256;
+constexpr int64_t FE_CHUNK = 16384;   /* 64 elements per thread */
+constexpr int FE_FINISH_THREADS = 1024;
+
+struct FeList {
+    void *ptr[FE_MAX];
+    int64_t numel[FE_MAX];
+    int64_t first[FE_MAX + 1];   /* first block of tensor k in this launch; first[n] = the blocks */
+    int8_t dtype[FE_MAX];
+    int8_t vec[FE_MAX];          /* 1: 16-byte aligned, vector loads */
+    int n;
+};
+
+__device__ __forceinline__ int fe_tensor_of(const FeList &L, int64_t b) {
+    int lo = 0, hi = L.n - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (L.first[mid] <= b) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+__device__ __forceinline__ double bf2d(unsigned short h) {
+    return (double)__uint_as_float((unsigned)h << 16);
+}
+
+/* the sum of squares of elements [lo, hi) of one tensor, this thread's share */
+__device__ double fe_thread_sumsq(const void *p, int dt, bool vec, int64_t lo, int64_t hi) {
+    double acc = 0;
+    if (dt == EFLA_FLOAT32) {
+        const float *x = (const float *)p;
+        int64_t j = lo;
+        if (vec) {
+            int64_t nv = (hi - lo) / 4;
+            const float4 *v = (const float4 *)(x + lo);
+            for (int64_t k = threadIdx.x; k < nv; k += blockDim.x) {
+                float4 a = v[k];
+                acc += (double)a.x * a.x + (double)a.y * a.y + (double)a.z * a.z + (double)a.w * a.w;
+            }
+            j = lo + nv * 4;
+        }
+        for (j += threadIdx.x; j < hi; j += blockDim.x) acc += (double)x[j] * x[j];
+    } else if (dt == EFLA_FLOAT64) {
+        const double *x = (const double *)p;
+        int64_t j = lo;
+        if (vec) {
+            int64_t nv = (hi - lo) / 2;
+            const double2 *v = (const double2 *)(x + lo);
+            for (int64_t k = threadIdx.x; k < nv; k += blockDim.x) {
+                double2 a = v[k];
+                acc += a.x * a.x + a.y * a.y;
+            }
+            j = lo + nv * 2;
+        }
+        for (j += threadIdx.x; j < hi; j += blockDim.x) acc += x[j] * x[j];
+    } else {   /* bfloat16 */
+        const unsigned short *x = (const unsigned short *)p;
+        int64_t j = lo;
+        if (vec) {
+            int64_t nv = (hi - lo) / 8;
+            const uint4 *v = (const uint4 *)(x + lo);
+            for (int64_t k = threadIdx.x; k < nv; k += blockDim.x) {
+                uint4 a = v[k];
+                unsigned w[4] = { a.x, a.y, a.z, a.w };
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    double u = bf2d((unsigned short)(w[e] & 0xffffu)), h = bf2d((unsigned short)(w[e] >> 16));
+                    acc += u * u + h * h;
+                }
+            }
+            j = lo + nv * 8;
+        }
+        for (j += threadIdx.x; j < hi; j += blockDim.x) {
+            double u = bf2d(x[j]);
+            acc += u * u;
+        }
+    }
+    return acc;
+}
+
+/* The block's sum, in a fixed order, valid in thread 0. blockDim.x is a multiple of 32. */
+__device__ double fe_block_sum(double v) {
+    __shared__ double warp_part[32];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if (lane == 0) warp_part[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < nw ? warp_part[lane] : 0.0;
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    }
+    return v;
+}
+
+__global__ void __launch_bounds__(FE_THREADS) fe_sumsq_kernel(const FeList L, double *part) {
+    int64_t b = blockIdx.x;
+    int k = fe_tensor_of(L, b);
+    int64_t lo = (b - L.first[k]) * FE_CHUNK, hi = lo + FE_CHUNK;
+    if (hi > L.numel[k]) hi = L.numel[k];
+    double s = fe_block_sum(fe_thread_sumsq(L.ptr[k], L.dtype[k], L.vec[k], lo, hi));
+    if (threadIdx.x == 0) part[b] = s;
+}
+
+/* out = part[0] + ... + part[n-1]: a strided sum per thread, then the block's fixed tree */
+__global__ void __launch_bounds__(FE_FINISH_THREADS) fe_finish_kernel(const double *part, int64_t n, double *out) {
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += part[i];
+    s = fe_block_sum(s);
+    if (threadIdx.x == 0) *out = s;
+}
+
+__global__ void __launch_bounds__(FE_THREADS) fe_scale_kernel(const FeList L, const double *coef) {
+    int64_t b = blockIdx.x;
+    int k = fe_tensor_of(L, b);
+    int64_t lo = (b - L.first[k]) * FE_CHUNK, hi = lo + FE_CHUNK;
+    if (hi > L.numel[k]) hi = L.numel[k];
+    const double c = *coef;
+    const float cf = (float)c;
+    int dt = L.dtype[k];
+    bool vec = L.vec[k];
+    if (dt == EFLA_FLOAT32) {
+        float *x = (float *)L.ptr[k];
+        int64_t j = lo;
+        if (vec) {
+            int64_t nv = (hi - lo) / 4;
+            float4 *v = (float4 *)(x + lo);
+            for (int64_t i = threadIdx.x; i < nv; i += blockDim.x) {
+                float4 a = v[i];
+                a.x *= cf; a.y *= cf; a.z *= cf; a.w *= cf;
+                v[i] = a;
+            }
+            j = lo + nv * 4;
+        }
+        for (j += threadIdx.x; j < hi; j += blockDim.x) x[j] *= cf;
+    } else if (dt == EFLA_FLOAT64) {
+        double *x = (double *)L.ptr[k];
+        int64_t j = lo;
+        if (vec) {
+            int64_t nv = (hi - lo) / 2;
+            double2 *v = (double2 *)(x + lo);
+            for (int64_t i = threadIdx.x; i < nv; i += blockDim.x) {
+                double2 a = v[i];
+                a.x *= c; a.y *= c;
+                v[i] = a;
+            }
+            j = lo + nv * 2;
+        }
+        for (j += threadIdx.x; j < hi; j += blockDim.x) x[j] *= c;
+    } else {   /* bfloat16, in float as on the cpu */
+        bf16 *x = (bf16 *)L.ptr[k];
+        int64_t j = lo;
+        if (vec) {
+            int64_t nv = (hi - lo) / 8;
+            uint4 *v = (uint4 *)(x + lo);
+            for (int64_t i = threadIdx.x; i < nv; i += blockDim.x) {
+                uint4 a = v[i];
+                __nv_bfloat162 *h = (__nv_bfloat162 *)&a;
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float2 f = __bfloat1622float2(h[e]);
+                    h[e] = __floats2bfloat162_rn(f.x * cf, f.y * cf);
+                }
+                v[i] = a;
+            }
+            j = lo + nv * 8;
+        }
+        for (j += threadIdx.x; j < hi; j += blockDim.x) x[j] = __float2bfloat16(__bfloat162float(x[j]) * cf);
+    }
+}
+
+/* Fills L with tensors [from, from + FE_MAX) of ts that have elements (skipping empty ones);
+ * returns the index after the last tensor taken. */
+int fe_pack(int n, const efla_tensor *const *ts, int from, FeList &L) {
+    L.n = 0;
+    L.first[0] = 0;
+    int i = from;
+    for (; i < n && L.n < FE_MAX; i++) {
+        int64_t numel = efla_tensor_numel(ts[i]);
+        if (numel == 0) continue;
+        char *p = cu_ptr(ts[i]);
+        L.ptr[L.n] = p;
+        L.numel[L.n] = numel;
+        L.dtype[L.n] = (int8_t)ts[i]->dtype;
+        L.vec[L.n] = ((uintptr_t)p & 15u) == 0;
+        L.first[L.n + 1] = L.first[L.n] + (numel + FE_CHUNK - 1) / FE_CHUNK;
+        L.n++;
+    }
+    return i;
+}
+
+} // namespace
+
+#ifndef EFLA_FOREACH_EMULATE
+int efla_cuda_foreach_sum_squares(efla_tensor *out, int n, const efla_tensor *const *ts) {
+    TRY(cu_set_device(out->device));
+    int64_t blocks = 0;
+    for (int i = 0; i < n; i++) blocks += (efla_tensor_numel(ts[i]) + FE_CHUNK - 1) / FE_CHUNK;
+    CuBuffer part;
+    if (blocks > 0) TRY(part.alloc(sizeof(double) * (size_t)blocks, out->device));
+    FeList L;
+    int64_t done = 0;
+    for (int from = 0; from < n;) {
+        from = fe_pack(n, ts, from, L);
+        if (L.n == 0) continue;
+        fe_sumsq_kernel<<<(unsigned)L.first[L.n], FE_THREADS>>>(L, part.as<double>() + done);
+        CU_CHECK_LAUNCH("foreach_sum_squares");
+        done += L.first[L.n];
+    }
+    fe_finish_kernel<<<1, FE_FINISH_THREADS>>>(part.as<double>(), blocks, (double *)cu_ptr(out));
+    CU_CHECK_LAUNCH("foreach_sum_squares_finish");
+    return 0;
+}
+
+int efla_cuda_foreach_scale(int n, efla_tensor *const *ts, const efla_tensor *coef) {
+    TRY(cu_set_device(coef->device));
+    FeList L;
+    for (int from = 0; from < n;) {
+        from = fe_pack(n, (const efla_tensor *const *)ts, from, L);
+        if (L.n == 0) continue;
+        fe_scale_kernel<<<(unsigned)L.first[L.n], FE_THREADS>>>(L, (const double *)cu_ptr(coef));
+        CU_CHECK_LAUNCH("foreach_scale");
+    }
+    return 0;
+}
+#endif
