@@ -367,21 +367,23 @@ function LM.train(method, args, d, opts)
   while step < stop do
     optimizer:zero_grad()
     local lr = sched:step(optimizer)
-    local step_loss = 0
+    -- the loss stays on the device until the optimiser step is queued: reading it earlier
+    -- would make the host wait for every micro-batch before queueing the next
+    local loss_sum
     for k = 1, accum do
       if dp then dp.sync = k == accum end   -- one gradient all-reduce per optimiser step
       local x, y = next_batch()
       local loss = model:loss(x, y)   -- fused head + cross-entropy, float32
       if accum > 1 then loss = loss / accum end
       loss:backward()
-      step_loss = step_loss + loss:item()
+      loss = loss:detach()
+      loss_sum = loss_sum and loss_sum + loss or loss
     end
-    if dp then
-      dp:finish()
-      step_loss = pg:all_numbers({ step_loss }, 'avg')[1]
-    end
-    efla.optim.clip_grad_norm(model:parameters(), args.clip or 1.0)
+    if dp then dp:finish() end
+    efla.optim.clip_grad_norm_(model:parameters(), args.clip or 1.0)
     optimizer:step()
+    local step_loss = loss_sum:item()
+    if dp then step_loss = pg:all_numbers({ step_loss }, 'avg')[1] end
     step = step + 1
     tokens_seen = tokens_seen + B * T * accum
     history[step] = step_loss

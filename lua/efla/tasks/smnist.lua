@@ -201,7 +201,7 @@ function smnist.train(method, args, train_ds, opts)
       local loss = efla.nn.functional.cross_entropy(logits, to_device(y, device))
       optimizer:zero_grad()
       loss:backward()
-      efla.optim.clip_grad_norm(model:parameters(), args.clip or 1.0)
+      efla.optim.clip_grad_norm_(model:parameters(), args.clip or 1.0)
       optimizer:step()
       step = step + 1
       local l = loss:item()
