@@ -493,7 +493,7 @@ int cu_short_conv(efla_tensor *out, const efla_tensor *x, const efla_tensor *cac
     TRY(cu_set_device(x->device));
     ScDims d = { x->shape[0], x->shape[1], x->shape[2], w->shape[1], silu };
     int64_t n = d.B * d.T * d.C;
-    if (n > 0 && d.K >= 2 && d.K <= 4 && d.C % 2 == 0 &&
+    if (n > 0 && d.K >= 2 && d.K <= 4 && d.C % 2 == 0 && d.B <= 65535 &&
         fast_ptrs(x->dtype, { out, x, cache }, 2 * efla_dtype_size(x->dtype))) {
         ScFast f = { d.T, d.C, silu };
         dim3 grid((unsigned)((d.C / 2 + SC_PAIRS - 1) / SC_PAIRS), (unsigned)((d.T + SC_TT_FWD - 1) / SC_TT_FWD),
@@ -539,7 +539,7 @@ int cu_short_conv_backward(efla_tensor *dx, efla_tensor *dcache, efla_tensor *dw
     if (d.K > SC_MAXK)
         return efla_fail("short_conv_backward: CUDA handles kernels of up to %d taps, got %lld", SC_MAXK, (long long)d.K);
     int64_t rows = d.B * d.T, n = (d.B * (d.T + (dcache ? d.K - 1 : 0))) * d.C;
-    if (rows > 0 && d.K >= 2 && d.K <= 4 && d.C % 2 == 0 &&
+    if (rows > 0 && d.K >= 2 && d.K <= 4 && d.C % 2 == 0 && d.B <= 65535 &&
         fast_ptrs(x->dtype, { dx, dcache, dout, x, cache }, 2 * efla_dtype_size(x->dtype)))
         return short_conv_backward_fast(dx, dcache, dw, dbias, dout, x, cache, w, bias, d);
     /* segments: enough blocks to fill the GPU, at least 64 rows each */
