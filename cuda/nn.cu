@@ -10,6 +10,8 @@
  * (col_sum_kernel, vec_io.cuh). Float32/bfloat16 norms take the fast path further down. */
 #include "kernels.cuh"
 #include "vec_io.cuh"
+#include "norm_fast.cuh"
+#include <initializer_list>
 
 namespace {
 
@@ -274,131 +276,8 @@ int check_float(const char *op, const efla_tensor *t) {
 int64_t last_dim(const efla_tensor *t) { return t->ndim ? t->shape[t->ndim - 1] : 1; }
 int64_t stride0(const efla_tensor *t) { return t && t->ndim ? t->strides[0] : 0; }
 
-/* ---- the fast norm path: float32/bfloat16 rows of a multiple of 8 elements --------------------
- * What an LM's RMSNorm/LayerNorm calls: x, out, dy and dx of one dtype T, weight/bias of one
- * dtype W (both float32 or bfloat16), 16-byte aligned. One warp per row, eight elements per
- * lane per access (vec_io.cuh), float sums; the double kernels above serve the rest (float64,
- * odd widths, mixed dtypes). Measured before this path on an H100 (byte LM, bf16, 8192 rows of
- * 512): forward 38 us, backward 60 us + 70 us (dw partials) + 135-510 us (their sum). */
-template <class T, class W> struct NormFast {
-    int64_t rows, D;
-    const T *x, *dy;
-    const W *w, *b;
-    T *out, *dx;
-    double eps;
-    int rms;
-};
-
-template <class T, class W> __global__ void norm_fast_fwd(NormFast<T, W> a, NormArgs st) {
-    const int lane = threadIdx.x % 32;
-    for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32; r < a.rows;
-         r += (int64_t)gridDim.x * blockDim.x / 32) {
-        const T *xr = a.x + r * a.D;
-        float f[8], mu = 0, ss = 0;
-        if (!a.rms) {
-            for (int64_t i = lane * 8; i < a.D; i += 256) {
-                load8(xr + i, f);
-#pragma unroll
-                for (int k = 0; k < 8; k++) mu += f[k];
-            }
-            for (int o = 16; o > 0; o >>= 1) mu += __shfl_xor_sync(0xffffffffu, mu, o);
-            mu /= (float)a.D;
-        }
-        for (int64_t i = lane * 8; i < a.D; i += 256) {
-            load8(xr + i, f);
-#pragma unroll
-            for (int k = 0; k < 8; k++) ss += (f[k] - mu) * (f[k] - mu);
-        }
-        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        float rs = rsqrtf(ss / (float)a.D + (float)a.eps);
-        for (int64_t i = lane * 8; i < a.D; i += 256) {
-            float wv[8], bv[8];
-            load8(xr + i, f);
-            if (a.w) load8(a.w + i, wv);
-            if (a.b) load8(a.b + i, bv);
-#pragma unroll
-            for (int k = 0; k < 8; k++) {
-                f[k] = (f[k] - mu) * rs;
-                if (a.w) f[k] *= wv[k];
-                if (a.b) f[k] += bv[k];
-            }
-            store8(a.out + r * a.D + i, f);
-        }
-        if (lane == 0) {
-            if (st.mean) store_any(st.mean, st.dt_mean, r * st.s_mean, mu);
-            if (st.rstd) store_any(st.rstd, st.dt_rstd, r * st.s_rstd, rs);
-        }
-    }
-}
-
-/* dx = rs (dxh - mean(dxh) - xh mean(dxh xh)), dxh = dy w (the mean(dxh) term only for LayerNorm) */
-template <class T, class W> __global__ void norm_fast_bwd(NormFast<T, W> a, NormArgs st) {
-    const int lane = threadIdx.x % 32;
-    for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32; r < a.rows;
-         r += (int64_t)gridDim.x * blockDim.x / 32) {
-        const T *xr = a.x + r * a.D, *dr = a.dy + r * a.D;
-        float mu = a.rms ? 0.f : (float)load_any(st.mean, st.dt_mean, r * st.s_mean);
-        float rs = (float)load_any(st.rstd, st.dt_rstd, r * st.s_rstd);
-        float xv[8], dv[8], wv[8], sa = 0, sb = 0;
-        for (int64_t i = lane * 8; i < a.D; i += 256) {
-            load8(xr + i, xv);
-            load8(dr + i, dv);
-            if (a.w) load8(a.w + i, wv);
-#pragma unroll
-            for (int k = 0; k < 8; k++) {
-                float dxh = a.w ? dv[k] * wv[k] : dv[k];
-                sa += dxh;
-                sb += dxh * (xv[k] - mu) * rs;
-            }
-        }
-        for (int o = 16; o > 0; o >>= 1) {
-            sa += __shfl_xor_sync(0xffffffffu, sa, o);
-            sb += __shfl_xor_sync(0xffffffffu, sb, o);
-        }
-        sa = a.rms ? 0.f : sa / (float)a.D;
-        sb /= (float)a.D;
-        for (int64_t i = lane * 8; i < a.D; i += 256) {
-            load8(xr + i, xv);
-            load8(dr + i, dv);
-            if (a.w) load8(a.w + i, wv);
-#pragma unroll
-            for (int k = 0; k < 8; k++) {
-                float dxh = a.w ? dv[k] * wv[k] : dv[k];
-                xv[k] = rs * (dxh - sa - (xv[k] - mu) * rs * sb);
-            }
-            store8(a.dx + r * a.D + i, xv);
-        }
-    }
-}
-
-/* part[seg][0][j] = sum of dy xhat, part[seg][1][j] = sum of dy, over the rows of segment
- * blockIdx.y, for the column pair of thread x; the 8 row lanes (threadIdx.y) meet in shared
- * memory. col_sum_kernel then adds the segments. */
-template <class T, class W> __global__ void norm_fast_wb_partial(NormFast<T, W> a, NormArgs st, int segs, float *part) {
-    __shared__ float sh[4][8][33];
-    int64_t c = ((int64_t)blockIdx.x * 32 + threadIdx.x) * 2;
-    int64_t seg = blockIdx.y, r0 = a.rows * seg / segs, r1 = a.rows * (seg + 1) / segs;
-    float dw0 = 0, dw1 = 0, db0 = 0, db1 = 0;
-    if (c < a.D)
-        for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) {
-            float mu = a.rms ? 0.f : (float)load_any(st.mean, st.dt_mean, r * st.s_mean);
-            float rs = (float)load_any(st.rstd, st.dt_rstd, r * st.s_rstd);
-            float2 x = load2(a.x + r * a.D + c), d = load2(a.dy + r * a.D + c);
-            dw0 += d.x * (x.x - mu) * rs; dw1 += d.y * (x.y - mu) * rs;
-            db0 += d.x; db1 += d.y;
-        }
-    sh[0][threadIdx.y][threadIdx.x] = dw0; sh[1][threadIdx.y][threadIdx.x] = dw1;
-    sh[2][threadIdx.y][threadIdx.x] = db0; sh[3][threadIdx.y][threadIdx.x] = db1;
-    __syncthreads();
-    if (threadIdx.y < 4 && c < a.D) {
-        float s = 0;
-        for (int k = 0; k < 8; k++) s += sh[threadIdx.y][k][threadIdx.x];
-        int which = threadIdx.y / 2, odd = threadIdx.y % 2;   /* 0: dw, 1: db */
-        part[(seg * 2 + which) * a.D + c + odd] = s;
-    }
-}
-
-struct NormWbStore {
+/* col_sum_kernel's store for the double kernels' [segs][2][D] partials, in any dtype */
+struct NormWbStoreAny {
     int64_t D, sw, sb;
     char *gw, *gb;
     int dt_w, dt_b;
@@ -408,32 +287,39 @@ struct NormWbStore {
     }
 };
 
+/* ---- the fast path (norm_fast.cuh) ------------------------------------------------------------ */
 bool norm_fast_dtype(int dt) { return dt == EFLA_FLOAT32 || dt == EFLA_BFLOAT16; }
+/* the weight/bias gradients to write in the fast path (what = 2) */
+struct NormGrads { efla_tensor *gw, *gb; };
 
-/* Can the fast path take it? T: dt_x (= out/dy/dx), W: the weight's (and bias's) dtype. */
-bool norm_fast_ok(const NormArgs &a, bool bwd) {
+/* Can the fast path take it? T: dt_x (= out/dy/dx), W: the weight's (and bias's and their
+ * gradients') dtype; statistics float32, one per row. */
+bool norm_fast_ok(const NormArgs &a, int what, const NormGrads *g) {
     if (!norm_fast_dtype(a.dt_x) || a.D % 8 != 0 || a.D == 0) return false;
-    if (bwd ? (a.dy && a.dt_dy != a.dt_x) || (a.dx && a.dt_dx != a.dt_x) : a.dt_out != a.dt_x) return false;
+    if (what ? (a.dt_dy != a.dt_x || (a.dx && a.dt_dx != a.dt_x)) : a.dt_out != a.dt_x) return false;
     if (a.w && !norm_fast_dtype(a.dt_w)) return false;
     if (a.b && (!a.w || a.dt_b != a.dt_w)) return false;
-    const void *ps[] = { a.x, a.w, a.b, bwd ? a.dy : a.out, a.dx };
+    if ((a.mean && (a.dt_mean != EFLA_FLOAT32 || a.s_mean != 1)) || !a.rstd || a.dt_rstd != EFLA_FLOAT32 ||
+        a.s_rstd != 1 || (!a.rms && !a.mean))
+        return false;
+    if (what == 2) {
+        int wdt = a.w ? a.dt_w : a.dt_x;
+        for (const efla_tensor *t : { g->gw, g->gb })
+            if (t && (t->dtype != wdt || stride0(t) != 1)) return false;
+    }
+    const void *ps[] = { a.x, a.w, a.b, what ? a.dy : a.out, a.dx };
     for (const void *p : ps)
         if (p && !aligned_to(p, 16)) return false;
     return true;
 }
 
-template <class T, class W> NormFast<T, W> norm_fast_args(const NormArgs &a) {
+/* forward (what = 0), dx (1) or the weight/bias gradients (2) on the fast path */
+template <class T, class W> int norm_fast_run(const NormArgs &a, int what, const NormGrads *g, int device) {
     NormFast<T, W> f = { a.rows, a.D, (const T *)a.x, (const T *)a.dy, (const W *)a.w, (const W *)a.b,
-                         (T *)a.out, (T *)a.dx, a.eps, a.rms };
-    return f;
-}
-
-/* forward (what = 0), dx (1) or the weight/bias gradients (2, into gw/gb) on the fast path */
-template <class T, class W> int norm_fast_run(const NormArgs &a, int what, const NormWbStore *wb, int device) {
-    NormFast<T, W> f = norm_fast_args<T, W>(a);
+                         (T *)a.out, (T *)a.dx, (float *)a.mean, (float *)a.rstd, (float)a.eps, a.rms };
     if (a.rows == 0) return 0;
-    if (what == 0) norm_fast_fwd<T, W><<<cu_blocks(a.rows * 32, THREADS), THREADS>>>(f, a);
-    else if (what == 1) norm_fast_bwd<T, W><<<cu_blocks(a.rows * 32, THREADS), THREADS>>>(f, a);
+    if (what == 0) norm_fast_fwd<T, W><<<cu_blocks(a.rows * 32, THREADS), THREADS>>>(f);
+    else if (what == 1) norm_fast_bwd<T, W><<<cu_blocks(a.rows * 32, THREADS), THREADS>>>(f);
     else {
         /* each block: 64 columns x a segment of rows; about 8 blocks per SM in all */
         int64_t cblocks = (a.D + 63) / 64, segs = ((int64_t)cu_sm_count() * 8 + cblocks - 1) / cblocks;
@@ -442,21 +328,22 @@ template <class T, class W> int norm_fast_run(const NormArgs &a, int what, const
         if (segs < 1) segs = 1;
         CuBuffer part;
         TRY(part.alloc(sizeof(float) * 2 * (size_t)(a.D * segs), device));
-        norm_fast_wb_partial<T, W><<<dim3((unsigned)cblocks, (unsigned)segs), dim3(32, 8)>>>(f, a, (int)segs,
+        norm_fast_wb_partial<T, W><<<dim3((unsigned)cblocks, (unsigned)segs), dim3(32, 8)>>>(f, (int)segs,
                                                                                             part.as<float>());
         CU_CHECK_LAUNCH("norm_backward_wb");
-        col_sum_kernel<<<col_sum_grid(2 * a.D), col_sum_block()>>>(part.as<float>(), segs, 2 * a.D, *wb);
+        NormWbStore<W> st = { a.D, g->gw ? (W *)cu_ptr(g->gw) : nullptr, g->gb ? (W *)cu_ptr(g->gb) : nullptr };
+        col_sum_kernel<<<col_sum_grid(2 * a.D), col_sum_block()>>>(part.as<float>(), segs, 2 * a.D, st);
     }
     CU_CHECK_LAUNCH(what == 0 ? "norm" : what == 1 ? "norm_backward" : "norm_backward_wb_sum");
     return 0;
 }
 
 /* 1: not taken (use the double kernels), 0: done, -1: error */
-int norm_fast(const NormArgs &a, int what, const NormWbStore *wb, int device) {
-    if (!fast_paths_enabled() || !norm_fast_ok(a, what != 0)) return 1;
-    bool tb = a.dt_x == EFLA_BFLOAT16, wbf = a.w && a.dt_w == EFLA_BFLOAT16;
-    if (tb) return wbf ? norm_fast_run<bf16, bf16>(a, what, wb, device) : norm_fast_run<bf16, float>(a, what, wb, device);
-    return wbf ? norm_fast_run<float, bf16>(a, what, wb, device) : norm_fast_run<float, float>(a, what, wb, device);
+int norm_fast(const NormArgs &a, int what, const NormGrads *g, int device) {
+    if (!fast_paths_enabled() || !norm_fast_ok(a, what, g)) return 1;
+    bool tb = a.dt_x == EFLA_BFLOAT16, wbf = a.w ? a.dt_w == EFLA_BFLOAT16 : tb;
+    if (tb) return wbf ? norm_fast_run<bf16, bf16>(a, what, g, device) : norm_fast_run<bf16, float>(a, what, g, device);
+    return wbf ? norm_fast_run<float, bf16>(a, what, g, device) : norm_fast_run<float, float>(a, what, g, device);
 }
 
 } // namespace
@@ -534,9 +421,10 @@ int efla_cuda_norm_backward(efla_tensor *grad_x, efla_tensor *grad_w, efla_tenso
         if (fast) TRY(launch_rows(norm_backward_kernel<32>, norm_backward_kernel<256>, a, a.rows, a.D, "norm_backward"));
     }
     if ((grad_w || grad_b) && a.D > 0) {
-        NormWbStore wb = { a.D, stride0(grad_w), stride0(grad_b), grad_w ? cu_ptr(grad_w) : NULL,
-                           grad_b ? cu_ptr(grad_b) : NULL, grad_w ? grad_w->dtype : 0, grad_b ? grad_b->dtype : 0 };
-        int fast = norm_fast(a, 2, &wb, x->device);
+        NormGrads g = { grad_w, grad_b };
+        int fast = norm_fast(a, 2, &g, x->device);
+        NormWbStoreAny wb = { a.D, stride0(grad_w), stride0(grad_b), grad_w ? cu_ptr(grad_w) : NULL,
+                              grad_b ? cu_ptr(grad_b) : NULL, grad_w ? grad_w->dtype : 0, grad_b ? grad_b->dtype : 0 };
         if (fast <= 0) return fast;
         /* enough segments of rows to fill the chip with D columns each */
         int64_t target = (int64_t)cu_sm_count() * 2048;

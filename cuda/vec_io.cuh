@@ -2,16 +2,20 @@
  *   - load8/store8: eight consecutive float32 or bfloat16 elements as float registers, in one
  *     16-byte (bf16) or two 16-byte (float) accesses, so that a warp moves whole cache lines
  *     (the scalar 2-byte loads of a bf16 row left most of each transaction unused);
- *   - load2/store2: two consecutive elements (a channel pair), 4 or 8 bytes;
+ *   - load2/store2: two consecutive elements (a channel pair), 4 or 8 bytes; load1/store1 one;
  *   - col_sum_kernel: out[j] = sum over rows r of part[r * cols + j], the second stage of the
  *     column sums (weight gradients) that kernels write per block or per row segment. One
  *     block of 32 x 8 threads per 32 columns, the 8 row lanes combined in shared memory in a
  *     fixed order: deterministic, and parallel over the rows (a thread per column walking all
  *     partial rows alone took 0.1-0.5 ms for a 512-wide RMSNorm weight).
- * The callers check alignment (16 bytes for load8, 4/8 for load2) and n % 8 == 0. */
+ * The callers check alignment (16 bytes for load8, 4/8 for load2) and n % 8 == 0. The kernels
+ * built on these (norm_fast.cuh, conv_fast.cuh) also compile on the host, under
+ * bench/cuda/fast_paths_emu.cpp, which checks them against float64 references. */
 #ifndef EFLA_CUDA_VEC_IO_CUH
 #define EFLA_CUDA_VEC_IO_CUH
+#ifndef EFLA_EMULATE_CUDA   /* bench/cuda/fast_paths_emu.cpp supplies these types on the host */
 #include <cuda_bf16.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -19,31 +23,40 @@ __device__ __forceinline__ void load8(const float *p, float *f) {
     float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
     f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
 }
+/* bfloat16 <-> float by bits (the upper half of a float32), so no local is read through a
+ * pointer of another type (the host emulator compiles these with strict aliasing too) */
+__device__ __forceinline__ float bf16_lo(unsigned w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16_hi(unsigned w) { return __uint_as_float(w & 0xffff0000u); }
+__device__ __forceinline__ unsigned bf16_pack(float lo, float hi) {
+    return (unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
+           ((unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
+}
 __device__ __forceinline__ void load8(const __nv_bfloat16 *p, float *f) {
     uint4 u = *(const uint4 *)p;
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 v = __bfloat1622float2(h[i]);
-        f[2 * i] = v.x; f[2 * i + 1] = v.y;
-    }
+    f[0] = bf16_lo(u.x); f[1] = bf16_hi(u.x); f[2] = bf16_lo(u.y); f[3] = bf16_hi(u.y);
+    f[4] = bf16_lo(u.z); f[5] = bf16_hi(u.z); f[6] = bf16_lo(u.w); f[7] = bf16_hi(u.w);
 }
 __device__ __forceinline__ void store8(float *p, const float *f) {
     ((float4 *)p)[0] = make_float4(f[0], f[1], f[2], f[3]);
     ((float4 *)p)[1] = make_float4(f[4], f[5], f[6], f[7]);
 }
 __device__ __forceinline__ void store8(__nv_bfloat16 *p, const float *f) {
-    uint4 u;
-    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
-#pragma unroll
-    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
-    *(uint4 *)p = u;
+    *(uint4 *)p = make_uint4(bf16_pack(f[0], f[1]), bf16_pack(f[2], f[3]), bf16_pack(f[4], f[5]), bf16_pack(f[6], f[7]));
 }
 
+__device__ __forceinline__ float load1(const float *p) { return *p; }
+__device__ __forceinline__ float load1(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void store1(float *p, float v) { *p = v; }
+__device__ __forceinline__ void store1(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
+__device__ __forceinline__ float sigmoid_fast(float x) { return 1.0f / (1.0f + __expf(-x)); }
+
 __device__ __forceinline__ float2 load2(const float *p) { return *(const float2 *)p; }
-__device__ __forceinline__ float2 load2(const __nv_bfloat16 *p) { return __bfloat1622float2(*(const __nv_bfloat162 *)p); }
+__device__ __forceinline__ float2 load2(const __nv_bfloat16 *p) {
+    unsigned w = *(const unsigned *)p;
+    return make_float2(bf16_lo(w), bf16_hi(w));
+}
 __device__ __forceinline__ void store2(float *p, float2 v) { *(float2 *)p = v; }
-__device__ __forceinline__ void store2(__nv_bfloat16 *p, float2 v) { *(__nv_bfloat162 *)p = __floats2bfloat162_rn(v.x, v.y); }
+__device__ __forceinline__ void store2(__nv_bfloat16 *p, float2 v) { *(unsigned *)p = bf16_pack(v.x, v.y); }
 
 static inline bool aligned_to(const void *p, uintptr_t n) { return ((uintptr_t)p % n) == 0; }
 
