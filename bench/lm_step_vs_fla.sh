@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # lm_step_vs_fla.sh: efla (bench/lm_step_gpu.lua, from the bundle) and flash-linear-attention
 # (bench/lm_step_fla.py) training steps on the same GPU in one run, byte-level and 125M-class
-# models, with and without the delta rule (--delta-rule-noop), one table each; logs in $OUT.
+# models, with and without the delta rule (--delta-rule-noop), plus efla with its generic kernels
+# (EFLA_CUDA_GENERIC=1: no fast norm/conv/SwiGLU/elementwise paths) for a before/after ratio in
+# the same run; logs in $OUT.
 #
 #   bash scripts/make_bundle.sh          (on the build machine), then on the GPU machine:
 #   bash bench/lm_step_vs_fla.sh         [STEPS=10] [MODELS="byte 125m"] [EFLA_BUNDLE=bundle]
+#                                        [CHECK=1: the CUDA tests of the fast paths first]
+#
+# fla's first step on a shape autotunes its Triton kernels (over 200 s for the byte model on an
+# H100 with a cold cache); TRITON_CACHE_AUTOTUNING=1 keeps the choices in TRITON_CACHE_DIR so
+# the no-op and later runs reuse them. Each process gets FLA_LIMIT seconds (default 400).
 set -u
 cd "$(dirname "$0")/.."
 LOG=${OUT:-/tmp/efla-lm-step}
@@ -12,16 +19,28 @@ mkdir -p "$LOG"
 B=${EFLA_BUNDLE:-bundle}
 STEPS=${STEPS:-10}
 MODELS=${MODELS:-"byte 125m"}
+export TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/efla-triton-cache}
 if [[ ! -x $B/bin/efla ]]; then echo "lm_step_vs_fla: no bundle at ./$B (bash scripts/make_bundle.sh)" >&2; exit 2; fi
 . "$B/bin/efla-env.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$LOG/gpu.txt"
+if [[ ${CHECK:-0} == 1 ]]; then
+  echo "== the fast paths' CUDA tests"
+  timeout 300 "$B/tests/bin/test_backend_ops" -b cuda > "$LOG/backend_ops.log" 2>&1; echo "test_backend_ops rc=$?"
+  for t in test_fused test_foreach_cuda test_mixed_precision; do
+    timeout 120 "$B/bin/efla" tests/lua/$t.lua > "$LOG/$t.log" 2>&1; echo "$t rc=$?"
+  done
+fi
 for m in $MODELS; do
   for noop in "" "--delta-rule-noop"; do
     echo "== $m ${noop:-(real delta rule)}"
     timeout 280 "$B/bin/efla" bench/lm_step_gpu.lua --model "$m" --steps "$STEPS" $noop 2>&1 | tee -a "$LOG/efla.txt" | tail -n +2
-    timeout 280 python3 bench/lm_step_fla.py --model "$m" --steps "$STEPS" $noop 2>&1 | tee -a "$LOG/fla.txt" | tail -n +3
+    if [[ -z $noop ]]; then
+      EFLA_CUDA_GENERIC=1 timeout 280 "$B/bin/efla" bench/lm_step_gpu.lua --model "$m" --steps "$STEPS" 2>&1 |
+        tee -a "$LOG/efla_generic.txt" | tail -n 2 | sed 's/^/  (EFLA_CUDA_GENERIC=1) /'
+    fi
+    timeout "${FLA_LIMIT:-400}" python3 bench/lm_step_fla.py --model "$m" --steps "$STEPS" $noop 2>&1 | tee -a "$LOG/fla.txt" | tail -n +3
     if [[ $m == 125m && -z $noop ]]; then
-      timeout 280 python3 bench/lm_step_fla.py --model "$m" --steps "$STEPS" --flce 2>&1 | tee -a "$LOG/fla.txt" | tail -n 1
+      timeout "${FLA_LIMIT:-400}" python3 bench/lm_step_fla.py --model "$m" --steps "$STEPS" --flce 2>&1 | tee -a "$LOG/fla.txt" | tail -n 1
     fi
   done
 done
