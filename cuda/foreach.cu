@@ -17,6 +17,7 @@
 #ifndef EFLA_FOREACH_EMULATE
 #include "kernels.cuh"
 #endif
+#include "vec_io.cuh"
 
 namespace {
 
@@ -174,16 +175,12 @@ __global__ void __launch_bounds__(FE_THREADS) fe_scale_kernel(const FeList L, co
         int64_t j = lo;
         if (vec) {
             int64_t nv = (hi - lo) / 8;
-            uint4 *v = (uint4 *)(x + lo);
             for (int64_t i = threadIdx.x; i < nv; i += blockDim.x) {
-                uint4 a = v[i];
-                __nv_bfloat162 *h = (__nv_bfloat162 *)&a;
+                float f[8];
+                load8(x + lo + 8 * i, f);
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float2 f = __bfloat1622float2(h[e]);
-                    h[e] = __floats2bfloat162_rn(f.x * cf, f.y * cf);
-                }
-                v[i] = a;
+                for (int e = 0; e < 8; e++) f[e] *= cf;
+                store8(x + lo + 8 * i, f);
             }
             j = lo + nv * 8;
         }

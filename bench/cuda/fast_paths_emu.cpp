@@ -2,96 +2,22 @@
 // forward, input gradient, weight/bias gradients through col_sum_kernel) and cuda/conv_fast.cuh
 // (short convolution forward/backward with its dw/dbias column sums, SwiGLU) on the host, no
 // GPU and no nvcc, against float64 references written out here, for float32 and bfloat16 data.
-// Each block is blockDim.x * blockDim.y OS threads; __syncthreads is a pthread barrier and warp
-// shuffles go through a per-warp barrier; blocks run one at a time. Shapes cover partial warps
+// The CUDA built-ins come from emu_cuda.h (OS threads as CUDA threads). Shapes cover partial warps
 // (D = 520), several grid-stride rounds, several time tiles and row segments, K = 2, 3, 4, with
 // and without a cache, bias and SiLU.
-//   g++ -std=c++17 -O2 -fno-strict-aliasing -pthread -Wno-unknown-pragmas -Icuda bench/cuda/fast_paths_emu.cpp -o /tmp/fast_emu
+//   g++ -std=c++17 -O2 -fno-strict-aliasing -pthread -Wno-unknown-pragmas -Icuda -Ibench/cuda bench/cuda/fast_paths_emu.cpp -o /tmp/fast_emu
 //   (-fno-strict-aliasing: the vector loads read bfloat16 arrays as uint4, as CUDA code does;
 //   ctest runs it as cuda_fast_paths_emu)
 //   /tmp/fast_emu            (add -fsanitize=thread to find a missing barrier)
 // Prints one line per case with the norm-relative error of every output; exit status 1 when one
 // exceeds its dtype's tolerance (float32 1e-5, bfloat16 1e-2).
-#include <pthread.h>
-#include <cmath>
-#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <random>
-#include <thread>
-#include <vector>
 
-// ---- the CUDA built-ins the kernels use ------------------------------------------------------
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __shared__ static
-struct dim3 {
-    unsigned x, y, z;
-    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
-};
-static thread_local dim3 threadIdx;
-static dim3 blockIdx, blockDim, gridDim;
-static pthread_barrier_t bar, wbar[32];
-static void __syncthreads() { pthread_barrier_wait(&bar); }
-static float xbuf[32][32];
-static float __shfl_xor_sync(unsigned, float v, int o) {
-    int t = threadIdx.y * blockDim.x + threadIdx.x, w = t / 32, l = t % 32;
-    xbuf[w][l] = v;
-    pthread_barrier_wait(&wbar[w]);
-    float r = xbuf[w][l ^ o];
-    pthread_barrier_wait(&wbar[w]);
-    return r;
-}
-struct float2 { float x, y; };
-struct float4 { float x, y, z, w; };
-struct uint4 { unsigned x, y, z, w; };
-struct __nv_bfloat16 { uint16_t h; };
-typedef __nv_bfloat16 bf16;
-static float2 make_float2(float a, float b) { return float2{ a, b }; }
-static float4 make_float4(float a, float b, float c, float d) { return float4{ a, b, c, d }; }
-static float __bfloat162float(bf16 b) { uint32_t u = (uint32_t)b.h << 16; float f; memcpy(&f, &u, 4); return f; }
-static bf16 __float2bfloat16(float f) {   // round to nearest even, as the device does
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return bf16{ (uint16_t)((u >> 16) | 0x40) };
-    u += 0x7fffu + ((u >> 16) & 1);
-    return bf16{ (uint16_t)(u >> 16) };
-}
-static float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
-static unsigned short __bfloat16_as_ushort(bf16 b) { return b.h; }
-static bf16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
-static uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return uint4{ a, b, c, d }; }
-static float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
-#define __expf(x) std::exp((float)(x))
-using std::min;
-#define CU_GRID_STRIDE(i, n) \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
-
-#define EFLA_EMULATE_CUDA
+#include "emu_cuda.h"
 #include "vec_io.cuh"
 #include "norm_fast.cuh"
 #include "conv_fast.cuh"
-
-template <class F> static void launch(dim3 grid, dim3 block, F f) {
-    unsigned n = block.x * block.y;
-    blockDim = block;
-    gridDim = grid;
-    pthread_barrier_init(&bar, NULL, n);
-    for (unsigned w = 0; w < n / 32; w++) pthread_barrier_init(&wbar[w], NULL, 32);
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                blockIdx = dim3(x, y, z);
-                std::vector<std::thread> ts;
-                for (unsigned t = 0; t < n; t++)
-                    ts.emplace_back([&, t] { threadIdx = dim3(t % block.x, t / block.x, 0); f(); });
-                for (auto &t : ts) t.join();
-            }
-    pthread_barrier_destroy(&bar);
-    for (unsigned w = 0; w < n / 32; w++) pthread_barrier_destroy(&wbar[w]);
-}
 
 // ---- data in T, references in double from the same (rounded) values ---------------------------
 static std::mt19937_64 rng(7);

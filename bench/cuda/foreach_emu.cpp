@@ -4,19 +4,14 @@
 // blockDim.x OS threads; __syncthreads is a pthread barrier, warp shuffles go through a
 // per-warp barrier; blocks run one at a time. The list: n tensors (default 150, two launches
 // of 128) of float32, float64 and bfloat16, empty ones, several chunks long, every fifth an
-// unaligned view. The host side mirrors efla_cuda_foreach_* (launches replaced).
-//   g++ -std=c++17 -O1 -g -pthread -Icore bench/cuda/foreach_emu.cpp -o /tmp/foreach_emu -Lbuild -lefla -Wl,-rpath,$PWD/build
+// unaligned view. The host side mirrors efla_cuda_foreach_* (launches replaced); the CUDA
+// built-ins come from emu_cuda.h.
+//   g++ -std=c++17 -O1 -g -pthread -Icore -Icuda -Ibench/cuda bench/cuda/foreach_emu.cpp -o /tmp/foreach_emu -Lbuild -lefla -Wl,-rpath,$PWD/build
 //   OMP_NUM_THREADS=1 /tmp/foreach_emu [n]        (add -fsanitize=thread to find a missing barrier)
 // Prints the sum of squares against the cpu's (relative ~1e-16), whether a repeat gives the
 // same bits, and how many scaled tensors differ from the cpu's bit for bit (0); exit status 1
 // on a mismatch.
-#include <pthread.h>
-#include <thread>
-#include <vector>
 #include <cstdio>
-#include <cstring>
-#include <cstdint>
-#include <cmath>
 #include <cstdlib>
 #include <random>
 #include <atomic>
@@ -26,55 +21,11 @@ using std::atomic_llong;
 extern "C" {
 #include "backend.h"
 }
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
-#define __shared__ static
-struct d3 { unsigned x, y, z; };
-static thread_local d3 threadIdx;
-static d3 blockIdx, blockDim = {256, 1, 1};
-static pthread_barrier_t bar, wbar[32];
-static void __syncthreads() { pthread_barrier_wait(&bar); }
-static double xbuf[32][32];
-static double __shfl_down_sync(unsigned, double v, int o) {
-    int w = threadIdx.x / 32, l = threadIdx.x % 32;
-    xbuf[w][l] = v;
-    pthread_barrier_wait(&wbar[w]);
-    double r = l + o < 32 ? xbuf[w][l + o] : v;
-    pthread_barrier_wait(&wbar[w]);
-    return r;
-}
-struct float4 { float x, y, z, w; };
-struct double2 { double x, y; };
-struct uint4 { unsigned x, y, z, w; };
-struct __nv_bfloat16 { uint16_t h; };
-struct __nv_bfloat162 { __nv_bfloat16 x, y; };
-struct float2 { float x, y; };
-typedef __nv_bfloat16 bf16;
-static float __bfloat162float(bf16 b) { return efla_bf16_to_f32(b.h); }
-static bf16 __float2bfloat16(float f) { return bf16{ efla_f32_to_bf16(f) }; }
-static float2 __bfloat1622float2(__nv_bfloat162 h) { return float2{ __bfloat162float(h.x), __bfloat162float(h.y) }; }
-static __nv_bfloat162 __floats2bfloat162_rn(float a, float b) { return __nv_bfloat162{ __float2bfloat16(a), __float2bfloat16(b) }; }
-static float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+#include "emu_cuda.h"
 static char *cu_ptr(const efla_tensor *t) { return (char *)t->storage->data + t->offset * (int64_t)efla_dtype_size(t->dtype); }
 
 #define EFLA_FOREACH_EMULATE
 #include "../../cuda/foreach.cu"
-
-template <class F> static void launch(unsigned grid, unsigned threads, F f) {
-    blockDim.x = threads;
-    pthread_barrier_init(&bar, NULL, threads);
-    for (unsigned w = 0; w < threads / 32; w++) pthread_barrier_init(&wbar[w], NULL, 32);
-    for (unsigned b = 0; b < grid; b++) {
-        blockIdx.x = b;
-        std::vector<std::thread> ts;
-        for (unsigned t = 0; t < threads; t++) ts.emplace_back([&, t] { threadIdx.x = t; f(); });
-        for (auto &t : ts) t.join();
-    }
-    pthread_barrier_destroy(&bar);
-    for (unsigned w = 0; w < threads / 32; w++) pthread_barrier_destroy(&wbar[w]);
-}
 
 // the host functions of foreach.cu, launches replaced
 static double emu_sum_squares(int n, const efla_tensor *const *ts) {
