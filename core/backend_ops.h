@@ -79,6 +79,7 @@
     /* multi-tensor ops over a list of contiguous tensors, dtypes may differ (ops_foreach.c; cpu/foreach.c, cuda/foreach.cu) */ \
     X(foreach_sum_squares, 1, 1, EFLA_DT_FLOAT, EFLA_DT_FLOAT, (efla_tensor *out, int n, const efla_tensor *const *ts)) \
     X(foreach_scale,    1, 1, EFLA_DT_FLOAT, EFLA_DT_FLOAT, (int n, efla_tensor *const *ts, const efla_tensor *coef)) \
+    X(foreach_adamw,    1, 1, EFLA_DT_FLOAT, EFLA_DT_FLOAT, (int n, efla_tensor *const *ps, const efla_tensor *const *gs, efla_tensor *const *ms, efla_tensor *const *vs, double lr, double beta1, double beta2, double eps, double wd, int64_t step)) \
     /* scans and sorting (ops_scan.c); CUDA has none yet */ \
     X(cumsum,           1, 0, EFLA_DT_NUM,  EFLA_DT_NONE, (efla_tensor *out, const efla_tensor *in)) \
     X(sort,             1, 0, EFLA_DT_ALL,  EFLA_DT_NONE, (efla_tensor *values, efla_tensor *indices, const efla_tensor *in, int descending))

@@ -336,6 +336,12 @@ int efla_adamw_step_(efla_tensor *p, const efla_tensor *grad, efla_tensor *m, ef
  * one-element floating tensor on the same device (read there: no host round trip). */
 efla_tensor *efla_foreach_sum_squares(int n, efla_tensor *const *tensors);
 int efla_foreach_scale_(int n, efla_tensor *const *tensors, const efla_tensor *coef);
+/* foreach_adamw_: efla_adamw_step_ on every (params[i], grads[i], ms[i], vs[i]) in a few kernel
+ * launches, with the same checks per tensor and the same result bit for bit; one step count
+ * and one set of hyperparameters for the list. */
+int efla_foreach_adamw_(int n, efla_tensor *const *params, const efla_tensor *const *grads, efla_tensor *const *ms,
+                        efla_tensor *const *vs, double lr, double beta1, double beta2, double eps,
+                        double weight_decay, int64_t step);
 
 /* ---- HDF5 files (checkpoints) ---------------------------------------------------------
  * Writing goes to a temporary file beside the target; efla_h5_commit flushes, fsyncs and

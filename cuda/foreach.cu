@@ -12,6 +12,8 @@
  * in a fixed order into the 0-d output. The layout depends only on the sizes, and every sum
  * runs in a fixed order, so the result is the same on every run.
  * foreach_scale: each block scales its chunk by the float64 coef read on the device.
+ * foreach_adamw: each block runs adamw_kernel's update (elementwise.cu) on its chunk of one
+ * parameter and its grad, m and v (FaList: 64 tensors a launch, four pointers each).
  * bench/cuda/foreach_emu.cpp runs these kernels on the host (EFLA_FOREACH_EMULATE) against the
  * cpu backend. */
 #ifndef EFLA_FOREACH_EMULATE
@@ -208,6 +210,114 @@ int fe_pack(int n, const efla_tensor *const *ts, int from, FeList &L) {
     return i;
 }
 
+/* ---- foreach_adamw: four pointers per tensor, so fewer tensors a launch (the parameters
+ * stay under the 4 KiB of a classic kernel argument list) ---- */
+constexpr int FA_MAX = 64;
+
+struct FaList {
+    void *p[FA_MAX], *g[FA_MAX], *m[FA_MAX], *v[FA_MAX];
+    int64_t first[FA_MAX + 1];   /* first block of tensor k in this launch; first[n] = the blocks */
+    int64_t numel[FA_MAX];
+    int8_t dp[FA_MAX], dm[FA_MAX];   /* the dtypes of p (and g), of m (and v) */
+    int n;
+};
+struct FaArgs { double lr, b1, b2, eps, wd, ibc1, ibc2; };
+
+__device__ __forceinline__ int fa_tensor_of(const FaList &L, int64_t b) {
+    int lo = 0, hi = L.n - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (L.first[mid] <= b) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+template <typename S> struct FaIo;
+template <> struct FaIo<float> {
+    static __device__ __forceinline__ float ld(const float *x) { return *x; }
+    static __device__ __forceinline__ void st(float *x, float v) { *x = v; }
+};
+template <> struct FaIo<double> {
+    static __device__ __forceinline__ double ld(const double *x) { return *x; }
+    static __device__ __forceinline__ void st(double *x, double v) { *x = v; }
+};
+template <> struct FaIo<bf16> {
+    static __device__ __forceinline__ float ld(const bf16 *x) { return __bfloat162float(*x); }
+    static __device__ __forceinline__ void st(bf16 *x, float v) { *x = __float2bfloat16(v); }
+};
+__device__ __forceinline__ float fa_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double fa_sqrt(double x) { return sqrt(x); }
+
+/* elements [lo, hi) of one tensor: adamw_kernel's arithmetic (cuda/elementwise.cu) and the
+ * cpu's, operation for operation, in the compute type CT */
+template <typename SP, typename SM, typename CT>
+__device__ void fa_chunk(const FaList &L, int k, int64_t lo, int64_t hi, const FaArgs &a) {
+    const CT lr = (CT)a.lr, lrwd = (CT)(a.lr * a.wd), b1 = (CT)a.b1, b2 = (CT)a.b2, eps = (CT)a.eps,
+             ibc1 = (CT)a.ibc1, ibc2 = (CT)a.ibc2;
+    SP *pp = (SP *)L.p[k];
+    const SP *pg = (const SP *)L.g[k];
+    SM *pm = (SM *)L.m[k], *pv = (SM *)L.v[k];
+    for (int64_t j = lo + threadIdx.x; j < hi; j += blockDim.x) {
+        CT p = (CT)FaIo<SP>::ld(pp + j), g = (CT)FaIo<SP>::ld(pg + j), m = (CT)FaIo<SM>::ld(pm + j),
+           v = (CT)FaIo<SM>::ld(pv + j);
+        p -= lrwd * p;
+        m = b1 * m + (1 - b1) * g;
+        v = b2 * v + (1 - b2) * g * g;
+        p -= lr * (m * ibc1) / (fa_sqrt(v * ibc2) + eps);
+        FaIo<SP>::st(pp + j, p);
+        FaIo<SM>::st(pm + j, m);
+        FaIo<SM>::st(pv + j, v);
+    }
+}
+
+__global__ void __launch_bounds__(FE_THREADS) fa_adamw_kernel(const FaList L, const FaArgs a) {
+    int64_t b = blockIdx.x;
+    int k = fa_tensor_of(L, b);
+    int64_t lo = (b - L.first[k]) * FE_CHUNK, hi = lo + FE_CHUNK;
+    if (hi > L.numel[k]) hi = L.numel[k];
+    int dp = L.dp[k], dm = L.dm[k];
+    if (dp == EFLA_FLOAT32) fa_chunk<float, float, float>(L, k, lo, hi, a);
+    else if (dp == EFLA_FLOAT64 && dm == EFLA_FLOAT64) fa_chunk<double, double, double>(L, k, lo, hi, a);
+    else if (dp == EFLA_FLOAT64) fa_chunk<double, float, double>(L, k, lo, hi, a);
+    else if (dm == EFLA_BFLOAT16) fa_chunk<bf16, bf16, float>(L, k, lo, hi, a);
+    else fa_chunk<bf16, float, float>(L, k, lo, hi, a);
+}
+
+/* the dtype pairs fa_adamw_kernel computes (the front end's rule: g as p; m, v as p or float32) */
+bool fa_supported(const efla_tensor *p, const efla_tensor *g, const efla_tensor *m, const efla_tensor *v) {
+    if (g->dtype != p->dtype || m->dtype != v->dtype) return false;
+    if (p->dtype == EFLA_FLOAT32) return m->dtype == EFLA_FLOAT32;
+    return (p->dtype == EFLA_FLOAT64 || p->dtype == EFLA_BFLOAT16) && (m->dtype == p->dtype || m->dtype == EFLA_FLOAT32);
+}
+
+/* Fills L with the tensors [from, ...) that have elements, up to FA_MAX; returns the index
+ * after the last tensor taken. */
+int fa_pack(int n, efla_tensor *const *ps, const efla_tensor *const *gs, efla_tensor *const *ms,
+            efla_tensor *const *vs, int from, FaList &L) {
+    L.n = 0;
+    L.first[0] = 0;
+    int i = from;
+    for (; i < n && L.n < FA_MAX; i++) {
+        int64_t numel = efla_tensor_numel(ps[i]);
+        if (numel == 0) continue;
+        L.p[L.n] = cu_ptr(ps[i]);
+        L.g[L.n] = cu_ptr(gs[i]);
+        L.m[L.n] = cu_ptr(ms[i]);
+        L.v[L.n] = cu_ptr(vs[i]);
+        L.numel[L.n] = numel;
+        L.dp[L.n] = (int8_t)ps[i]->dtype;
+        L.dm[L.n] = (int8_t)ms[i]->dtype;
+        L.first[L.n + 1] = L.first[L.n] + (numel + FE_CHUNK - 1) / FE_CHUNK;
+        L.n++;
+    }
+    return i;
+}
+
+FaArgs fa_args(double lr, double beta1, double beta2, double eps, double wd, int64_t step) {
+    FaArgs a = { lr, beta1, beta2, eps, wd, 1.0 / (1.0 - pow(beta1, (double)step)), 1.0 / (1.0 - pow(beta2, (double)step)) };
+    return a;
+}
+
 } // namespace
 
 #ifndef EFLA_FOREACH_EMULATE
@@ -239,6 +349,31 @@ int efla_cuda_foreach_scale(int n, efla_tensor *const *ts, const efla_tensor *co
         if (L.n == 0) continue;
         fe_scale_kernel<<<(unsigned)L.first[L.n], FE_THREADS>>>(L, (const double *)cu_ptr(coef));
         CU_CHECK_LAUNCH("foreach_scale");
+    }
+    return 0;
+}
+#endif
+
+#ifndef EFLA_FOREACH_EMULATE
+static_assert(sizeof(FaList) + sizeof(FaArgs) <= 4000, "foreach_adamw's kernel arguments must fit 4 KiB");
+
+int efla_cuda_foreach_adamw(int n, efla_tensor *const *ps, const efla_tensor *const *gs, efla_tensor *const *ms,
+                            efla_tensor *const *vs, double lr, double beta1, double beta2, double eps, double wd,
+                            int64_t step) {
+    for (int i = 0; i < n; i++)
+        if (!fa_supported(ps[i], gs[i], ms[i], vs[i]))
+            return efla_fail("foreach_adamw (cuda kernel): unsupported dtypes for tensor %d: p %s, grad %s, m %s, v %s", i,
+                             efla_dtype_name(ps[i]->dtype), efla_dtype_name(gs[i]->dtype),
+                             efla_dtype_name(ms[i]->dtype), efla_dtype_name(vs[i]->dtype));
+    if (n == 0) return 0;
+    TRY(cu_set_device(ps[0]->device));
+    FaArgs a = fa_args(lr, beta1, beta2, eps, wd, step);
+    FaList L;
+    for (int from = 0; from < n;) {
+        from = fa_pack(n, ps, gs, ms, vs, from, L);
+        if (L.n == 0) continue;
+        fa_adamw_kernel<<<(unsigned)L.first[L.n], FE_THREADS>>>(L, a);
+        CU_CHECK_LAUNCH("foreach_adamw");
     }
     return 0;
 }

@@ -8,7 +8,7 @@
  *   delta_rule.c   delta_rule_fwd delta_rule_bwd
  *   scan.c         cumsum sort
  *   fused.c        the fused layers (their own table, efla_cpu_fused)
- *   foreach.c      foreach_sum_squares foreach_scale (lists of tensors)
+ *   foreach.c      foreach_sum_squares foreach_scale foreach_adamw (lists of tensors)
  * Declarations are generated from the op list (core/backend_ops.h), which also says which
  * kernels the CPU has; backend_cpu.c fills the table from the same list. */
 #ifndef EFLA_CPU_KERNELS_H

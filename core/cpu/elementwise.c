@@ -19,6 +19,7 @@
  * All of it in double, so a CUDA kernel doing the same gets the same numbers. */
 #include "cpu_kernels.h"
 #include "strided.h"
+#include "adamw_row.h"
 #include <math.h>
 #include <string.h>
 
@@ -608,7 +609,7 @@ int efla_cpu_rand(efla_tensor *out, int dist, uint64_t seed, uint64_t offset, do
 /* ---- adamw --------------------------------------------------------------------------------------- */
 /* Operands p, g, m, v. g has p's dtype; m and v share a dtype (p's, or float32). Computed
  * in double for float64 parameters, float otherwise. */
-typedef struct { double lr, b1, b2, eps, wd, inv_bc1, inv_bc2; } adamw_ctx;
+typedef efla_adamw_ctx adamw_ctx;
 #define SQRT_float sqrtf
 #define SQRT_double sqrt
 
@@ -636,24 +637,32 @@ DEF_ADAMW(F64, F32, double)
 DEF_ADAMW(BF16, BF16, float)
 DEF_ADAMW(BF16, F32, float)
 
+efla_adamw_ctx efla_cpu_adamw_ctx(double lr, double beta1, double beta2, double eps, double wd, int64_t step) {
+    efla_adamw_ctx c = { lr, beta1, beta2, eps, wd, 1.0 / (1.0 - pow(beta1, (double)step)),
+                         1.0 / (1.0 - pow(beta2, (double)step)) };
+    return c;
+}
+
+efla_row_fn efla_cpu_adamw_row(efla_dtype p, efla_dtype g, efla_dtype m, efla_dtype v) {
+    if (g != p || m != v) return NULL;
+    if (p == EFLA_FLOAT32 && m == EFLA_FLOAT32) return adamw_row_F32_F32;
+    if (p == EFLA_FLOAT64 && m == EFLA_FLOAT64) return adamw_row_F64_F64;
+    if (p == EFLA_FLOAT64 && m == EFLA_FLOAT32) return adamw_row_F64_F32;
+    if (p == EFLA_BFLOAT16 && m == EFLA_BFLOAT16) return adamw_row_BF16_BF16;
+    if (p == EFLA_BFLOAT16 && m == EFLA_FLOAT32) return adamw_row_BF16_F32;
+    return NULL;
+}
+
 int efla_cpu_adamw(efla_tensor *p, const efla_tensor *g, efla_tensor *m, efla_tensor *v, double lr,
                    double beta1, double beta2, double eps, double wd, int64_t step) {
     const efla_tensor *ts[4] = { p, g, m, v };
     if (check_cpu_shapes("adamw", 4, ts)) return -1;
-    efla_row_fn fn = NULL;
-    if (g->dtype == p->dtype && m->dtype == v->dtype) {
-        if (p->dtype == EFLA_FLOAT32 && m->dtype == EFLA_FLOAT32) fn = adamw_row_F32_F32;
-        else if (p->dtype == EFLA_FLOAT64 && m->dtype == EFLA_FLOAT64) fn = adamw_row_F64_F64;
-        else if (p->dtype == EFLA_FLOAT64 && m->dtype == EFLA_FLOAT32) fn = adamw_row_F64_F32;
-        else if (p->dtype == EFLA_BFLOAT16 && m->dtype == EFLA_BFLOAT16) fn = adamw_row_BF16_BF16;
-        else if (p->dtype == EFLA_BFLOAT16 && m->dtype == EFLA_FLOAT32) fn = adamw_row_BF16_F32;
-    }
+    efla_row_fn fn = efla_cpu_adamw_row(p->dtype, g->dtype, m->dtype, v->dtype);
     if (!fn)
         return efla_fail("adamw (cpu kernel): unsupported dtypes p %s, grad %s, m %s, v %s",
                          efla_dtype_name(p->dtype), efla_dtype_name(g->dtype), efla_dtype_name(m->dtype),
                          efla_dtype_name(v->dtype));
-    adamw_ctx c = { lr, beta1, beta2, eps, wd, 1.0 / (1.0 - pow(beta1, (double)step)),
-                    1.0 / (1.0 - pow(beta2, (double)step)) };
+    adamw_ctx c = efla_cpu_adamw_ctx(lr, beta1, beta2, eps, wd, step);
     efla_strided_run(4, ts, fn, &c);
     return 0;
 }

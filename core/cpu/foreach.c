@@ -4,8 +4,10 @@
  * work items of one parallel loop. foreach_sum_squares writes one double partial per chunk
  * and adds the partials in list order afterwards, so the result depends only on the sizes,
  * never on the thread count or schedule. Squares are exact in double for float32 and
- * bfloat16 inputs. */
+ * bfloat16 inputs. foreach_adamw runs elementwise.c's AdamW row function on each chunk, so it
+ * gives the bits of the per-tensor kernel. */
 #include "cpu_kernels.h"
+#include "adamw_row.h"
 #include <stdlib.h>
 
 enum { FE_CHUNK = 1 << 16 };
@@ -119,6 +121,33 @@ int efla_cpu_foreach_scale(int n, efla_tensor *const *ts, const efla_tensor *coe
             break;
         }
         }
+    }
+    free(first);
+    return 0;
+}
+
+int efla_cpu_foreach_adamw(int n, efla_tensor *const *ps, const efla_tensor *const *gs, efla_tensor *const *ms,
+                           efla_tensor *const *vs, double lr, double beta1, double beta2, double eps, double wd,
+                           int64_t step) {
+    for (int i = 0; i < n; i++)
+        if (!efla_cpu_adamw_row(ps[i]->dtype, gs[i]->dtype, ms[i]->dtype, vs[i]->dtype))
+            return efla_fail("foreach_adamw (cpu kernel): unsupported dtypes for tensor %d: p %s, grad %s, m %s, v %s", i,
+                             efla_dtype_name(ps[i]->dtype), efla_dtype_name(gs[i]->dtype),
+                             efla_dtype_name(ms[i]->dtype), efla_dtype_name(vs[i]->dtype));
+    int64_t *first = chunk_table("foreach_adamw_", n, (const efla_tensor *const *)ps);
+    if (!first) return -1;
+    efla_adamw_ctx c = efla_cpu_adamw_ctx(lr, beta1, beta2, eps, wd, step);
+    int64_t items = first[n];
+    static const int64_t unit[4] = { 1, 1, 1, 1 };
+#pragma omp parallel for schedule(static) if (items > 1)
+    for (int64_t w = 0; w < items; w++) {
+        int i = tensor_of(first, n, w);
+        int64_t lo = (w - first[i]) * FE_CHUNK, hi = lo + FE_CHUNK, numel = efla_tensor_numel(ps[i]);
+        if (hi > numel) hi = numel;
+        const efla_tensor *t[4] = { ps[i], gs[i], ms[i], vs[i] };
+        char *ptr[4];
+        for (int k = 0; k < 4; k++) ptr[k] = (char *)efla_cpu_ptr(t[k]) + lo * (int64_t)efla_dtype_size(t[k]->dtype);
+        efla_cpu_adamw_row(t[0]->dtype, t[1]->dtype, t[2]->dtype, t[3]->dtype)(&c, ptr, unit, hi - lo, lo);
     }
     free(first);
     return 0;

@@ -1,7 +1,7 @@
 -- efla/foreach.lua: multi-tensor ops (core/ops_foreach.c), one kernel call over a whole list
 -- of tensors instead of one per tensor; what optim.clip_grad_norm_ runs on the gradients.
 -- The lists hold contiguous floating tensors on one device (dtypes and sizes may differ);
--- neither op records a gradient.
+-- neither op records a gradient. adamw_ is AdamW over lists (what optim.AdamW's step runs).
 local binding = require 'efla._binding'
 local ffi, lib = binding.ffi, binding.lib
 
@@ -39,6 +39,33 @@ function M.scale_(list, coef)
   end
   binding.check(lib.efla_foreach_scale_(n, arr, binding.need_tensor(coef, 'foreach.scale_', 'coef').ptr))
   return list
+end
+
+--- efla.foreach.adamw_(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay, step):
+--- efla.adamw_step_ on every (params[i], grads[i], ms[i], vs[i]) in a few kernel launches,
+--- the same result bit for bit; one step count (from 1) for the whole list. The four lists
+--- have one length; every tensor is contiguous and on one device; grads have their
+--- parameter's dtype, m and v the parameter's dtype or float32. Returns params. Errors
+--- name the tensor by its index from 0.
+function M.adamw_(params, grads, ms, vs, lr, b1, b2, eps, wd, step)
+  local op = 'foreach.adamw_'
+  local n, pa = c_list(params, op)
+  local lists = { { 'grads', grads }, { 'ms', ms }, { 'vs', vs } }
+  local arrs = {}
+  for k, e in ipairs(lists) do
+    local m, arr = c_list(e[2], op)
+    if m ~= n then binding.raise(string.format('%s: %d params but %d %s; the four lists must have one length', op, n, m, e[1])) end
+    arrs[k] = arr
+  end
+  for k, x in ipairs({ lr, b1, b2, eps, wd, step }) do
+    if type(x) ~= 'number' then
+      binding.raise(string.format('%s: %s must be a number, got %s', op,
+        ({ 'lr', 'beta1', 'beta2', 'eps', 'weight_decay', 'step' })[k], type(x)))
+    end
+  end
+  binding.check(lib.efla_foreach_adamw_(n, pa, ffi.cast('const efla_tensor *const *', arrs[1]), arrs[2], arrs[3],
+    lr, b1, b2, eps, wd, step))
+  return params
 end
 
 return M
