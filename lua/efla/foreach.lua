@@ -57,7 +57,9 @@ function M.adamw_(params, grads, ms, vs, lr, b1, b2, eps, wd, step)
     if m ~= n then binding.raise(string.format('%s: %d params but %d %s; the four lists must have one length', op, n, m, e[1])) end
     arrs[k] = arr
   end
-  for k, x in ipairs({ lr, b1, b2, eps, wd, step }) do
+  local nums = { lr, b1, b2, eps, wd, step }
+  for k = 1, 6 do
+    local x = nums[k]
     if type(x) ~= 'number' then
       binding.raise(string.format('%s: %s must be a number, got %s', op,
         ({ 'lr', 'beta1', 'beta2', 'eps', 'weight_decay', 'step' })[k], type(x)))

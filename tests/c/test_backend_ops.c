@@ -184,6 +184,26 @@ static int r_adamw(const run_args *a, efla_tensor **o) {
     o[1] = v;
     return 2;
 }
+/* two parameters (in[0] with grad in[1], in[1] with grad in[0]) and fresh moments from in[2]
+ * and |in[3]| (float32 for bfloat16 parameters), one multi-tensor step; out: both parameters */
+static int r_foreach_adamw(const run_args *a, efla_tensor **o) {
+    efla_dtype md = a->dtype == EFLA_BFLOAT16 ? EFLA_FLOAT32 : a->dtype;
+    efla_tensor *av = efla_unary(EFLA_ABS, a->in[3]);
+    efla_tensor *p[2] = { efla_clone(a->in[0]), efla_clone(a->in[1]) };
+    efla_tensor *m[2] = { efla_to(a->in[2], md, a->device), NULL }, *v[2] = { av ? efla_to(av, md, a->device) : NULL, NULL };
+    m[1] = m[0] ? efla_clone(m[0]) : NULL;
+    if (m[0] && m[0]->storage == a->in[2]->storage) { efla_tensor *c = efla_clone(m[0]); efla_tensor_release(m[0]); m[0] = c; }
+    v[1] = v[0] ? efla_clone(v[0]) : NULL;
+    const efla_tensor *g[2] = { a->in[1], a->in[0] };
+    int rc = p[0] && p[1] && m[0] && m[1] && v[0] && v[1]
+                 ? efla_foreach_adamw_(2, p, g, m, v, 1e-2, 0.9, 0.999, 1e-8, 0.1, 3) : -1;
+    efla_tensor_release(av);
+    for (int k = 0; k < 2; k++) { efla_tensor_release(m[k]); efla_tensor_release(v[k]); }
+    if (rc) { efla_tensor_release(p[0]); efla_tensor_release(p[1]); return -1; }
+    o[0] = p[0];
+    o[1] = p[1];
+    return 2;
+}
 /* A list of five tensors in four dtypes: in[0] in the case's dtype, in[1] (1-d) whole and
  * as a view from element 1 (an unaligned start: the scalar path), in[2] as bfloat16, in[3] as
  * float64. The float64 reference makes the same casts, so both sum the same values. */
@@ -321,6 +341,8 @@ static const case_spec fixed_cases[] = {
     { "adamw", K1(adamw), 4, { NORM_NG(1, 7, 5), NORM_NG(1, 7, 5), NORM_NG(0.1, 7, 5), NORM_NG(0.01, 7, 5) }, r_adamw, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "foreach_sum_squares", K1(foreach_sum_squares), 4, { NORM_NG(1, 7, 5), NORM_NG(2, 33), NORM_NG(1, 3, 2, 4), NORM_NG(0.5, 6) }, r_foreach_sum_squares, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "foreach_sum_squares.many_chunks", K1(foreach_sum_squares), 4, { NORM_NG(1, 201, 199), NORM_NG(1, 70001), NORM_NG(1, 5, 9), NORM_NG(1, 20000) }, r_foreach_sum_squares, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "foreach_adamw", K1(foreach_adamw), 4, { NORM_NG(1, 7, 5), NORM_NG(1, 7, 5), NORM_NG(0.1, 7, 5), NORM_NG(0.01, 7, 5) }, r_foreach_adamw, 0, 0, EFLA_DT_FLOAT, 0, 0 },
+    { "foreach_adamw.many_chunks", K1(foreach_adamw), 4, { NORM_NG(1, 201, 199), NORM_NG(1, 201, 199), NORM_NG(0.1, 201, 199), NORM_NG(0.01, 201, 199) }, r_foreach_adamw, 0, 0, EFLA_DT_FLOAT, 0, 0 },
     { "foreach_scale", K1(foreach_scale), 2, { NORM_NG(1, 7, 5), NORM_NG(1, 33) }, r_foreach_scale, 0.37, 0, EFLA_DT_FLOAT, 0, 0 },
     { "foreach_scale.many_chunks", K1(foreach_scale), 2, { NORM_NG(1, 201, 199), NORM_NG(1, 70001) }, r_foreach_scale, -1.7, 0, EFLA_DT_FLOAT, 0, 0 },
     { "cumsum", K1(cumsum), 1, { NORM_T(1, 4, 6) }, r_cumsum, 0, 1, EFLA_DT_FLOAT, 0, 0 },
