@@ -283,13 +283,6 @@ __global__ void __launch_bounds__(FE_THREADS) fa_adamw_kernel(const FaList L, co
     else fa_chunk<bf16, float, float>(L, k, lo, hi, a);
 }
 
-/* the dtype pairs fa_adamw_kernel computes (the front end's rule: g as p; m, v as p or float32) */
-bool fa_supported(const efla_tensor *p, const efla_tensor *g, const efla_tensor *m, const efla_tensor *v) {
-    if (g->dtype != p->dtype || m->dtype != v->dtype) return false;
-    if (p->dtype == EFLA_FLOAT32) return m->dtype == EFLA_FLOAT32;
-    return (p->dtype == EFLA_FLOAT64 || p->dtype == EFLA_BFLOAT16) && (m->dtype == p->dtype || m->dtype == EFLA_FLOAT32);
-}
-
 /* Fills L with the tensors [from, ...) that have elements, up to FA_MAX; returns the index
  * after the last tensor taken. */
 int fa_pack(int n, efla_tensor *const *ps, const efla_tensor *const *gs, efla_tensor *const *ms,
@@ -356,6 +349,14 @@ int efla_cuda_foreach_scale(int n, efla_tensor *const *ts, const efla_tensor *co
 
 #ifndef EFLA_FOREACH_EMULATE
 static_assert(sizeof(FaList) + sizeof(FaArgs) <= 4000, "foreach_adamw's kernel arguments must fit 4 KiB");
+
+/* the dtype pairs fa_adamw_kernel computes (the front end's rule: g as p; m, v as p or float32) */
+static bool fa_supported(const efla_tensor *p, const efla_tensor *g, const efla_tensor *m, const efla_tensor *v) {
+    if (g->dtype != p->dtype || m->dtype != v->dtype) return false;
+    if (p->dtype == EFLA_FLOAT32) return m->dtype == EFLA_FLOAT32;
+    return (p->dtype == EFLA_FLOAT64 || p->dtype == EFLA_BFLOAT16) && (m->dtype == p->dtype || m->dtype == EFLA_FLOAT32);
+}
+
 
 int efla_cuda_foreach_adamw(int n, efla_tensor *const *ps, const efla_tensor *const *gs, efla_tensor *const *ms,
                             efla_tensor *const *vs, double lr, double beta1, double beta2, double eps, double wd,

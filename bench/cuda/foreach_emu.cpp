@@ -5,12 +5,15 @@
 // per-warp barrier; blocks run one at a time. The list: n tensors (default 150, two launches
 // of 128) of float32, float64 and bfloat16, empty ones, several chunks long, every fifth an
 // unaligned view. The host side mirrors efla_cuda_foreach_* (launches replaced); the CUDA
-// built-ins come from emu_cuda.h.
-//   g++ -std=c++17 -O1 -g -pthread -Icore -Icuda -Ibench/cuda bench/cuda/foreach_emu.cpp -o /tmp/foreach_emu -Lbuild -lefla -Wl,-rpath,$PWD/build
+// built-ins come from emu_cuda.h. Build it with the library's -march (CMake does): GCC
+// contracts a*b+c into fma in the cpu kernels, and the emulated AdamW must make the same choices.
+//   g++ -std=c++17 -O1 -g -march=native -pthread -Icore -Icuda -Ibench/cuda bench/cuda/foreach_emu.cpp -o /tmp/foreach_emu -Lbuild -lefla -Wl,-rpath,$PWD/build
 //   OMP_NUM_THREADS=1 /tmp/foreach_emu [n]        (add -fsanitize=thread to find a missing barrier)
 // Prints the sum of squares against the cpu's (relative ~1e-16), whether a repeat gives the
-// same bits, and how many scaled tensors differ from the cpu's bit for bit (0); exit status 1
-// on a mismatch.
+// same bits, how many scaled tensors differ from the cpu's bit for bit (0), and how many
+// parameters/moments of two AdamW steps (fa_adamw_kernel, 64 tensors a launch, every dtype
+// pair: float32, float64 with float64/float32 moments, bfloat16 with bfloat16/float32 moments)
+// differ from efla_foreach_adamw_ on the cpu bit for bit (0); exit status 1 on a mismatch.
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -56,6 +59,81 @@ static void emu_scale(int n, efla_tensor *const *ts, double coef) {
     }
 }
 
+static int emu_adamw(int n, efla_tensor *const *ps, const efla_tensor *const *gs, efla_tensor *const *ms,
+                     efla_tensor *const *vs, double lr, double b1, double b2, double eps, double wd, int64_t step) {
+    FaArgs a = fa_args(lr, b1, b2, eps, wd, step);
+    FaList L;
+    int launches = 0;
+    for (int from = 0; from < n;) {
+        from = fa_pack(n, ps, gs, ms, vs, from, L);
+        if (L.n == 0) continue;
+        launch((unsigned)L.first[L.n], FE_THREADS, [&] { fa_adamw_kernel(L, a); });
+        launches++;
+    }
+    return launches;
+}
+
+static bool same_bytes(const efla_tensor *a, const efla_tensor *b) {
+    return !memcmp(cu_ptr(a), cu_ptr(b), (size_t)efla_tensor_numel(a) * efla_dtype_size(a->dtype));
+}
+
+// two AdamW steps (the second without weight decay) of n parameters on the cpu op and in the emulated kernel; the mismatches
+static int64_t check_adamw(int n, std::mt19937_64 &rng) {
+    std::normal_distribution<double> nd;
+    const int64_t lens[] = { 0, 1, 7, 513, 4096, 16384, 16385, 33000 };
+    // (p, m) dtypes: every pair the kernel computes
+    const efla_dtype dp[] = { EFLA_FLOAT32, EFLA_FLOAT64, EFLA_FLOAT64, EFLA_BFLOAT16, EFLA_BFLOAT16 };
+    const efla_dtype dm[] = { EFLA_FLOAT32, EFLA_FLOAT64, EFLA_FLOAT32, EFLA_BFLOAT16, EFLA_FLOAT32 };
+    auto filled = [&](int64_t len, efla_dtype dt, double scale, bool positive) {
+        efla_tensor *f = efla_empty(1, &len, EFLA_FLOAT64, 0);
+        for (int64_t j = 0; j < len; j++) {
+            double x = nd(rng) * scale;
+            ((double *)cu_ptr(f))[j] = positive ? fabs(x) : x;
+        }
+        efla_tensor *x = efla_to(f, dt, 0);
+        if (x == f) x = efla_clone(f);
+        efla_tensor_release(f);
+        return x;
+    };
+    std::vector<efla_tensor *> p(n), m(n), v(n), g(n), p2(n), m2(n), v2(n);
+    for (int i = 0; i < n; i++) {
+        int64_t len = lens[(i * 5) % 8];
+        int k = i % 5;
+        p[i] = filled(len, dp[k], 1, false);
+        m[i] = filled(len, dm[k], 0.1, false);
+        v[i] = filled(len, dm[k], 0.01, true);
+        p2[i] = efla_clone(p[i]); m2[i] = efla_clone(m[i]); v2[i] = efla_clone(v[i]);
+    }
+    std::vector<char> differs(n, 0);
+    for (int step = 1; step <= 2; step++) {
+        for (int i = 0; i < n; i++) g[i] = filled(efla_tensor_numel(p[i]), dp[i % 5], 1, false);
+        double lr = 1e-2 * step, wd = step == 2 ? 0 : 0.1;
+        if (efla_foreach_adamw_(n, p.data(), (const efla_tensor *const *)g.data(), m.data(), v.data(), lr, 0.9, 0.999,
+                                1e-8, wd, step)) {
+            printf("cpu foreach_adamw_ failed: %s\n", efla_last_error());
+            return -1;
+        }
+        int launches = emu_adamw(n, p2.data(), (const efla_tensor *const *)g.data(), m2.data(), v2.data(), lr, 0.9,
+                                 0.999, 1e-8, wd, step);
+        if (step == 1) printf("  adamw: %d tensors in %d launches\n", n, launches);
+        for (int i = 0; i < n; i++) {
+            if (!same_bytes(p[i], p2[i]) || !same_bytes(m[i], m2[i]) || !same_bytes(v[i], v2[i])) {
+                differs[i] = 1;
+                printf("  adamw step %d: tensor %d (%s/%s) differs\n", step, i, efla_dtype_name(p[i]->dtype),
+                       efla_dtype_name(m[i]->dtype));
+            }
+            efla_tensor_release(g[i]);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        efla_tensor *all[6] = { p[i], m[i], v[i], p2[i], m2[i], v2[i] };
+        for (efla_tensor *t : all) efla_tensor_release(t);
+    }
+    int64_t bad = 0;
+    for (char d : differs) bad += d;
+    return bad;
+}
+
 int main(int argc, char **argv) {
     int n = argc > 1 ? atoi(argv[1]) : 150;
     std::mt19937_64 rng(1);
@@ -98,5 +176,8 @@ int main(int argc, char **argv) {
         if (memcmp(cu_ptr(b[i]) - es, cu_ptr(a[i]) - es, es)) { bad++; printf("  element before view %d changed\n", i); }
     }
     printf("scale: %lld of %d tensors differ (%lld elements)\n", (long long)bad, n, (long long)total);
-    return bad != 0 || fabs(got - want) > 1e-12 * want || again != got;
+    int na = n < 75 ? n : 75;   // 65 with elements: two launches (64 + 1), and the ctest run stays short
+    int64_t abad = check_adamw(na, rng);
+    printf("adamw: %lld of %d tensors differ from the cpu op over 2 steps\n", (long long)abad, na);
+    return bad != 0 || abad != 0 || fabs(got - want) > 1e-12 * want || again != got;
 }
