@@ -3,7 +3,8 @@
 -- launch (128 tensors), float32/float64/bfloat16 mixed, empty tensors, tensors spanning many
 -- chunks, unaligned starts (the scalar path); the same bits on repeated calls; scale_ bit for
 -- bit like the cpu; clear errors for mixed devices; clip_grad_norm_ of an LM on CUDA against
--- the same LM on the cpu. Skipped without a CUDA device.
+-- the same LM on the cpu; adamw_ and optim.AdamW bit for bit like adamw_step_ per tensor on
+-- the device. Skipped without a CUDA device.
 --   build/efla tests/lua/test_foreach_cuda.lua
 -- (EFLA_FOREACH_TEST_DEVICE=cpu runs it cpu against cpu, to check the test itself.)
 local efla = require 'efla'
@@ -119,6 +120,59 @@ test('clip_grad_norm_: an LM on ' .. DEVICE .. ' like the same LM on the cpu (fl
       local exp = ref[i]:double() * coef
       local tol = (dt == 'bfloat16' and 2 ^ -8 or 1e-7) * exp:abs():max():item() + 1e-30
       near((p.grad:cpu():double() - exp):abs():max():item(), 0, tol, dt .. ' gradient ' .. i)
+    end
+  end
+end)
+
+-- two AdamW steps of 150 mixed parameters (three launches of 64) with foreach.adamw_ and with
+-- adamw_step_ per tensor on the device: the same bits (fa_adamw_kernel repeats adamw_kernel's
+-- arithmetic); bfloat16 parameters with float32 moments, the others with their own dtype
+test('adamw_: 150 mixed parameters bit for bit like adamw_step_ per tensor, on ' .. DEVICE, function()
+  local P, G1, G2 = cpu_list(150, 11), cpu_list(150, 12), cpu_list(150, 13)
+  local start = {}
+  for i, x in ipairs(P) do start[i] = x:double():clone() end   -- (on the cpu, dev_list may hand back P itself)
+  local sets = {}
+  for k = 1, 2 do
+    local s = { p = dev_list(P), m = {}, v = {} }
+    for i, y in ipairs(s.p) do if i % 5 ~= 0 then s.p[i] = y:clone() end end   -- two sets, never P itself
+    for i, x in ipairs(P) do
+      local o = { dtype = x:dtype() == 'bfloat16' and 'float32' or x:dtype(), device = DEVICE }
+      s.m[i], s.v[i] = efla.zeros(x:size(), o), efla.zeros(x:size(), o)
+    end
+    sets[k] = s
+  end
+  for step, G in ipairs({ dev_list(G1), dev_list(G2) }) do
+    local a, b = sets[1], sets[2]
+    fe.adamw_(a.p, G, a.m, a.v, 1e-2, 0.9, 0.999, 1e-8, step == 1 and 0.1 or 0, step)
+    for i = 1, #P do efla.adamw_step_(b.p[i], G[i], b.m[i], b.v[i], 1e-2, 0.9, 0.999, 1e-8, step == 1 and 0.1 or 0, step) end
+  end
+  for i, x in ipairs(P) do
+    if x:numel() > 0 then
+      local what = 'tensor ' .. i .. ' (' .. x:dtype() .. ', ' .. x:numel() .. ')'
+      ok(sets[1].p[i]:cpu():double():eq(sets[2].p[i]:cpu():double()):all(), what .. ' p')
+      ok(sets[1].v[i]:cpu():double():eq(sets[2].v[i]:cpu():double()):all(), what .. ' v')
+      if x:numel() > 100 then ok(sets[1].p[i]:cpu():double():ne(start[i]):any(), what .. ' moved') end
+    end
+  end
+end)
+
+test('AdamW: an LM on ' .. DEVICE .. ', the multi-tensor step like one kernel per parameter (float32, bfloat16)', function()
+  for _, dt in ipairs({ 'float32', 'bfloat16' }) do
+    local res = {}
+    for k, fe_on in ipairs({ true, false }) do
+      efla.manual_seed(9)
+      local m = efla.nn.CausalLM { vocab_size = 17, d_model = 32, n_layers = 2, n_heads = 2 }
+      m:to(dt); m:to(DEVICE)
+      local opt = optim.AdamW(m, { lr = 1e-2, weight_decay = 0.1, foreach = fe_on })
+      for s = 1, 2 do
+        efla.manual_seed(20 + s)
+        for _, p in ipairs(m:parameters()) do p.grad = (efla.randn(p:size()) * 1e-2):to(dt):to(DEVICE) end
+        opt:step()
+      end
+      res[k] = m:parameters()
+    end
+    for i, p in ipairs(res[1]) do
+      ok(p:cpu():double():eq(res[2][i]:cpu():double()):all(), dt .. ' parameter ' .. i)
     end
   end
 end)
