@@ -141,4 +141,28 @@ for _, dtype in ipairs({ 'float32', 'bfloat16' }) do
   end
 end
 
+test('AdamW: a non-contiguous parameter takes the per-tensor path, the others one call', function()
+  local function run(fe_on)
+    efla.manual_seed(4)
+    local a = efla.randn({ 3, 4 }):requires_grad_()
+    local b = efla.randn({ 4, 3 }):t():requires_grad_()   -- a transposed leaf: not contiguous
+    local c = efla.randn({ 5 }, { dtype = 'float64' }):requires_grad_()
+    local opt = optim.AdamW({ a, b, c }, { lr = 0.1, foreach = fe_on })
+    for s = 1, 2 do
+      for _, p in ipairs({ a, b, c }) do p.grad = efla.randn(p:size(), { dtype = p:dtype() }) end
+      opt:step()
+    end
+    return { a, b, c }
+  end
+  local real, calls, sizes = fe.adamw_, 0, {}
+  fe.adamw_ = function(p, ...) calls = calls + 1; sizes[#sizes + 1] = #p; return real(p, ...) end
+  local okr, x = pcall(run, true)
+  fe.adamw_ = real
+  assert(okr, x)
+  eq(calls, 2); eq(sizes[1], 2, 'a and c in one call')
+  local y = run(false)
+  ok(not x[2]:is_contiguous())
+  for i = 1, 3 do same_bits(x[i], y[i], 'parameter ' .. i) end
+end)
+
 t.done()

@@ -88,7 +88,7 @@ local function adam_step(self, closure, decoupled)
             b.p[n], b.m[n], b.v[n], b.s[n] = p, state.exp_avg, state.exp_avg_sq, state
             b.g[n] = cwd ~= 0 and grad + p * cwd or grad
           else
-            adam_update(p, grad, state, g, dwd, cwd)
+            self:update(p, grad, state, g)
           end
         end
       end
