@@ -137,8 +137,8 @@ template <class T> struct ScDwStore {
     int K;
     __device__ void operator()(int64_t j, double s) const {
         int64_t c = j / (K + 1), k = j % (K + 1);
-        if (k < K) store1(dw + c * K + k, (float)s);
-        else if (db) store1(db + c, (float)s);
+        if (k < K) store1(dw + c * K + k, s);
+        else if (db) store1(db + c, s);
     }
 };
 

@@ -6,9 +6,11 @@
  *   swiglu            elementwise, grid-stride
  *   short_conv        one thread per output (K taps); backward: one thread per input for
  *                     dx/dcache (recomputing the K pre-activations it feeds), and per-channel
- *                     column sums for dw/dbias over row segments, added in a second kernel
+ *                     column sums for dw/dbias over row segments, added by col_sum_kernel
  *   l2norm, rms_norm_gated   one warp per row; dw of the gated norm: per-block column sums in
- *                     shared memory, added over blocks in a second kernel
+ *                     shared memory, added over blocks by col_sum_kernel
+ * Contiguous float32/bfloat16 swiglu and short_conv take conv_fast.cuh's kernels instead; the
+ * loads, stores, warp sum and column sum come from vec_io.cuh.
  *   ce_rows           one warp (C <= 1024) or one 256-thread block per row */
 #include "kernels.cuh"
 #include "vec_io.cuh"
@@ -22,21 +24,10 @@ const int THREADS = 256;
 template <class T> struct Acc { typedef float type; };
 template <> struct Acc<double> { typedef double type; };
 
-__device__ __forceinline__ float ldv(const float *p) { return *p; }
-__device__ __forceinline__ float ldv(const bf16 *p) { return __bfloat162float(*p); }
-__device__ __forceinline__ double ldv(const double *p) { return *p; }
-__device__ __forceinline__ void stv(float *p, float v) { *p = v; }
-__device__ __forceinline__ void stv(bf16 *p, float v) { *p = __float2bfloat16(v); }
-__device__ __forceinline__ void stv(double *p, double v) { *p = v; }
 
 __device__ __forceinline__ float sigm(float x) { return 1.0f / (1.0f + __expf(-x)); }
 __device__ __forceinline__ double sigm(double x) { return 1.0 / (1.0 + exp(-x)); }
 
-template <class A> __device__ __forceinline__ A warp_sum(A v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 template <class A> __device__ __forceinline__ A warp_max(A v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -58,14 +49,14 @@ template <int G, class A> __device__ __forceinline__ A group_reduce(A v, bool mx
 /* ---- SwiGLU ------------------------------------------------------------------------------ */
 template <class T> __global__ void swiglu_fwd(T *o, const T *g, const T *u, int64_t n) {
     typedef typename Acc<T>::type A;
-    CU_GRID_STRIDE(i, n) { A x = ldv(g + i); stv(o + i, x * sigm(x) * ldv(u + i)); }
+    CU_GRID_STRIDE(i, n) { A x = load1(g + i); store1(o + i, x * sigm(x) * load1(u + i)); }
 }
 template <class T> __global__ void swiglu_bwd(T *dg, T *du, const T *d, const T *g, const T *u, int64_t n) {
     typedef typename Acc<T>::type A;
     CU_GRID_STRIDE(i, n) {
-        A x = ldv(g + i), s = sigm(x), dy = ldv(d + i);
-        stv(du + i, dy * x * s);
-        stv(dg + i, dy * ldv(u + i) * s * (A(1) + x * (A(1) - s)));
+        A x = load1(g + i), s = sigm(x), dy = load1(d + i);
+        store1(du + i, dy * x * s);
+        store1(dg + i, dy * load1(u + i) * s * (A(1) + x * (A(1) - s)));
     }
 }
 
@@ -75,22 +66,22 @@ struct ScDims { int64_t B, T, C, K; int silu; };
 /* input at time s (< 0: from the cache, or zero) */
 template <class T> __device__ __forceinline__ typename Acc<T>::type
 sc_in(const T *x, const T *cache, const ScDims &d, int64_t b, int64_t s, int64_t c) {
-    if (s >= 0) return ldv(x + (b * d.T + s) * d.C + c);
+    if (s >= 0) return load1(x + (b * d.T + s) * d.C + c);
     if (!cache) return 0;
-    return ldv(cache + (b * (d.K - 1) + (d.K - 1) + s) * d.C + c);
+    return load1(cache + (b * (d.K - 1) + (d.K - 1) + s) * d.C + c);
 }
 template <class T> __device__ __forceinline__ typename Acc<T>::type
 sc_pre(const T *x, const T *cache, const T *w, const T *bias, const ScDims &d, int64_t b, int64_t t, int64_t c) {
     typedef typename Acc<T>::type A;
-    A a = bias ? ldv(bias + c) : A(0);
-    for (int64_t j = 0; j < d.K; j++) a += ldv(w + c * d.K + j) * sc_in(x, cache, d, b, t - d.K + 1 + j, c);
+    A a = bias ? load1(bias + c) : A(0);
+    for (int64_t j = 0; j < d.K; j++) a += load1(w + c * d.K + j) * sc_in(x, cache, d, b, t - d.K + 1 + j, c);
     return a;
 }
 template <class T> __device__ __forceinline__ typename Acc<T>::type
 sc_dpre(const T *dy, const T *x, const T *cache, const T *w, const T *bias, const ScDims &d, int64_t b, int64_t t,
         int64_t c) {
     typedef typename Acc<T>::type A;
-    A g = ldv(dy + (b * d.T + t) * d.C + c);
+    A g = load1(dy + (b * d.T + t) * d.C + c);
     if (!d.silu) return g;
     A p = sc_pre(x, cache, w, bias, d, b, t, c), s = sigm(p);
     return g * s * (A(1) + p * (A(1) - s));
@@ -102,7 +93,7 @@ template <class T> __global__ void sc_fwd(T *o, const T *x, const T *cache, cons
     CU_GRID_STRIDE(i, n) {
         int64_t c = i % d.C, bt = i / d.C, t = bt % d.T, b = bt / d.T;
         A p = sc_pre(x, cache, w, bias, d, b, t, c);
-        stv(o + i, d.silu ? p * sigm(p) : p);
+        store1(o + i, d.silu ? p * sigm(p) : p);
     }
 }
 /* one thread per input position s in [-(K-1), T) (the first K-1 only with a cache) */
@@ -116,10 +107,10 @@ __global__ void sc_bwd_dx(T *dx, T *dcache, const T *dy, const T *x, const T *ca
         A a = 0;
         for (int64_t j = 0; j < d.K; j++) {
             int64_t t = s + d.K - 1 - j;
-            if (t >= 0 && t < d.T) a += ldv(w + c * d.K + j) * sc_dpre(dy, x, cache, w, bias, d, b, t, c);
+            if (t >= 0 && t < d.T) a += load1(w + c * d.K + j) * sc_dpre(dy, x, cache, w, bias, d, b, t, c);
         }
-        if (s >= 0) stv(dx + (b * d.T + s) * d.C + c, a);
-        else stv(dcache + (b * (d.K - 1) + (d.K - 1) + s) * d.C + c, a);
+        if (s >= 0) store1(dx + (b * d.T + s) * d.C + c, a);
+        else store1(dcache + (b * (d.K - 1) + (d.K - 1) + s) * d.C + c, a);
     }
 }
 /* partial[seg, c, 0..K] = sums over rows of segment seg of dpre * input (and dpre for the bias) */
@@ -143,17 +134,6 @@ __global__ void sc_bwd_dw_part(typename Acc<T>::type *partial, const T *dy, cons
     A *p = partial + (seg * d.C + c) * (d.K + 1);
     for (int j = 0; j <= d.K; j++) p[j] = acc[j];
 }
-template <class T>
-__global__ void sc_bwd_dw_sum(T *dw, T *db, const typename Acc<T>::type *partial, int64_t nseg, ScDims d) {
-    int64_t n = d.C * (d.K + 1);
-    CU_GRID_STRIDE(i, n) {
-        double s = 0;
-        for (int64_t k = 0; k < nseg; k++) s += partial[k * n + i];
-        int64_t c = i / (d.K + 1), j = i % (d.K + 1);
-        if (j < d.K) stv(dw + c * d.K + j, (typename Acc<T>::type)s);
-        else if (db) stv(db + c, (typename Acc<T>::type)s);
-    }
-}
 
 /* ---- L2 norm and gated RMS norm: one warp per row ------------------------------------------- */
 #define WARP_ROWS(r, R) \
@@ -167,10 +147,10 @@ template <class T> __global__ void l2_fwd(T *o, typename Acc<T>::type *rstd, con
     WARP_ROWS(r, R) {
         const T *xr = x + r * D;
         A s = 0;
-        for (int64_t i = lane; i < D; i += 32) { A v = ldv(xr + i); s += v * v; }
+        for (int64_t i = lane; i < D; i += 32) { A v = load1(xr + i); s += v * v; }
         A q = A(1) / sqrt(warp_sum(s) + (A)eps);
         if (lane == 0) rstd[r] = q;
-        for (int64_t i = lane; i < D; i += 32) stv(o + r * D + i, ldv(xr + i) * q);
+        for (int64_t i = lane; i < D; i += 32) store1(o + r * D + i, load1(xr + i) * q);
     }
 }
 /* dx = rstd (dy - y (y . dy)) from the output y */
@@ -180,10 +160,10 @@ __global__ void l2_bwd(T *dx, const T *dy, const T *y, const typename Acc<T>::ty
     WARP_ROWS(r, R) {
         const T *yr = y + r * D, *dr = dy + r * D;
         A yd = 0;
-        for (int64_t i = lane; i < D; i += 32) yd += ldv(yr + i) * ldv(dr + i);
+        for (int64_t i = lane; i < D; i += 32) yd += load1(yr + i) * load1(dr + i);
         yd = warp_sum(yd);
         A q = rstd[r];
-        for (int64_t i = lane; i < D; i += 32) stv(dx + r * D + i, q * (ldv(dr + i) - yd * ldv(yr + i)));
+        for (int64_t i = lane; i < D; i += 32) store1(dx + r * D + i, q * (load1(dr + i) - yd * load1(yr + i)));
     }
 }
 template <class T>
@@ -192,11 +172,11 @@ __global__ void rg_fwd(T *o, const T *x, const T *g, const T *w, int64_t R, int6
     WARP_ROWS(r, R) {
         const T *xr = x + r * D, *gr = g + r * D;
         A s = 0;
-        for (int64_t i = lane; i < D; i += 32) { A v = ldv(xr + i); s += v * v; }
+        for (int64_t i = lane; i < D; i += 32) { A v = load1(xr + i); s += v * v; }
         A q = A(1) / sqrt(warp_sum(s) / (A)D + (A)eps);
         for (int64_t i = lane; i < D; i += 32) {
-            A gv = ldv(gr + i);
-            stv(o + r * D + i, ldv(xr + i) * q * ldv(w + i) * gv * sigm(gv));
+            A gv = load1(gr + i);
+            store1(o + r * D + i, load1(xr + i) * q * load1(w + i) * gv * sigm(gv));
         }
     }
 }
@@ -212,29 +192,22 @@ __global__ void rg_bwd(T *dx, T *dg, typename Acc<T>::type *partial, const T *dy
     WARP_ROWS(r, R) {
         const T *xr = x + r * D, *gr = g + r * D, *dr = dy + r * D;
         A s = 0;
-        for (int64_t i = lane; i < D; i += 32) { A v = ldv(xr + i); s += v * v; }
+        for (int64_t i = lane; i < D; i += 32) { A v = load1(xr + i); s += v * v; }
         A q = A(1) / sqrt(warp_sum(s) / (A)D + (A)eps), m = 0;
         for (int64_t i = lane; i < D; i += 32) {
-            A gv = ldv(gr + i);
-            m += ldv(dr + i) * ldv(w + i) * gv * sigm(gv) * ldv(xr + i) * q;
+            A gv = load1(gr + i);
+            m += load1(dr + i) * load1(w + i) * gv * sigm(gv) * load1(xr + i) * q;
         }
         m = warp_sum(m) / (A)D;
         for (int64_t i = lane; i < D; i += 32) {
-            A gv = ldv(gr + i), sg1 = sigm(gv), sg = gv * sg1, n = ldv(xr + i) * q, d = ldv(dr + i), wv = ldv(w + i);
-            stv(dx + r * D + i, q * (d * wv * sg - n * m));
-            stv(dg + r * D + i, d * n * wv * sg1 * (A(1) + gv * (A(1) - sg1)));
+            A gv = load1(gr + i), sg1 = sigm(gv), sg = gv * sg1, n = load1(xr + i) * q, d = load1(dr + i), wv = load1(w + i);
+            store1(dx + r * D + i, q * (d * wv * sg - n * m));
+            store1(dg + r * D + i, d * n * wv * sg1 * (A(1) + gv * (A(1) - sg1)));
             atomicAdd(col + i, d * n * sg);
         }
     }
     __syncthreads();
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) partial[(int64_t)blockIdx.x * D + i] = col[i];
-}
-template <class T> __global__ void col_sum(T *out, const typename Acc<T>::type *partial, int64_t nblocks, int64_t D) {
-    CU_GRID_STRIDE(i, D) {
-        double s = 0;
-        for (int64_t k = 0; k < nblocks; k++) s += partial[k * D + i];
-        stv(out + i, (typename Acc<T>::type)s);
-    }
 }
 
 /* ---- cross-entropy rows ------------------------------------------------------------------------ */
@@ -252,30 +225,30 @@ __global__ void ce_rows_kernel(L *loss, T *grad, const T *logits, const int64_t 
         bool skip = t == ignore || t < 0 || t >= C;
         if (G == 32 && skip) {   /* warp-uniform: no group reduction below for this warp */
             if (live && lane == 0) loss[r] = t == ignore ? L(0) : L(NAN);
-            if (live && grad) for (int64_t i = lane; i < C; i += G) stv(grad + r * C + i, A(0));
+            if (live && grad) for (int64_t i = lane; i < C; i += G) store1(grad + r * C + i, A(0));
             continue;
         }
         A m = -INFINITY;
-        for (int64_t i = lane; i < C; i += G) m = fmax(m, ldv(xr + i));
+        for (int64_t i = lane; i < C; i += G) m = fmax(m, load1(xr + i));
         m = group_reduce<G>(m, true, sh);
         if (m == -INFINITY || isnan(m)) m = 0;
         A s = 0;
-        for (int64_t i = lane; i < C; i += G) s += exp(ldv(xr + i) - m);
+        for (int64_t i = lane; i < C; i += G) s += exp(load1(xr + i) - m);
         s = group_reduce<G>(s, false, sh);
         A lse = m + log(s);
         if (skip) {
             if (lane == 0) loss[r] = t == ignore ? L(0) : L(NAN);
-            if (grad) for (int64_t i = lane; i < C; i += G) stv(grad + r * C + i, A(0));
+            if (grad) for (int64_t i = lane; i < C; i += G) store1(grad + r * C + i, A(0));
             continue;
         }
-        A xt = ldv(xr + t);
+        A xt = load1(xr + t);
         if (lane == 0) loss[r] = (L)(lse - xt);
         if (grad) {
             /* grad may alias logits: every thread must have read x[t] before any writes */
             if (G == 32) __syncwarp(); else __syncthreads();
             for (int64_t i = lane; i < C; i += G) {
-                A p = exp(ldv(xr + i) - lse);
-                stv(grad + r * C + i, i == t ? p - A(1) : p);
+                A p = exp(load1(xr + i) - lse);
+                store1(grad + r * C + i, i == t ? p - A(1) : p);
             }
         }
     }
@@ -285,14 +258,14 @@ __global__ void ce_rows_kernel(L *loss, T *grad, const T *logits, const int64_t 
 template <class T> __global__ void emb_fwd(T *o, const T *w, const int64_t *ix, int64_t N, int64_t V, int64_t D) {
     CU_GRID_STRIDE(i, N * D) {
         int64_t r = i / D, c = i % D, v = ix[r];
-        stv(o + i, (v >= 0 && v < V) ? ldv(w + v * D + c) : (typename Acc<T>::type)NAN);
+        store1(o + i, (v >= 0 && v < V) ? load1(w + v * D + c) : (typename Acc<T>::type)NAN);
     }
 }
 template <class T, class A>
 __global__ void emb_bwd(A *gw, const T *g, const int64_t *ix, int64_t N, int64_t V, int64_t D) {
     CU_GRID_STRIDE(i, N * D) {
         int64_t r = i / D, c = i % D, v = ix[r];
-        if (v >= 0 && v < V) atomicAdd(gw + v * D + c, (A)ldv(g + i));
+        if (v >= 0 && v < V) atomicAdd(gw + v * D + c, (A)load1(g + i));
     }
 }
 
@@ -420,8 +393,8 @@ int cu_short_conv_backward(efla_tensor *dx, efla_tensor *dcache, efla_tensor *dw
                                                           dp<T>(w), dp<T>(bias), d),
         sc_bwd_dw_part<T><<<grid, THREADS>>>(part.as<typename Acc<T>::type>(), dp<T>(dout), dp<T>(x), dp<T>(cache),
                                              dp<T>(w), dp<T>(bias), d, seg_rows),
-        sc_bwd_dw_sum<T><<<cu_blocks(d.C * (d.K + 1), THREADS), THREADS>>>(dp<T>(dw), dp<T>(dbias),
-                                                                          part.as<typename Acc<T>::type>(), nseg, d)));
+        col_sum_kernel<<<col_sum_grid(d.C * (d.K + 1)), col_sum_block()>>>(
+            part.as<typename Acc<T>::type>(), nseg, d.C * (d.K + 1), ScDwStore<T>{ dp<T>(dw), dp<T>(dbias), (int)d.K })));
     CU_CHECK_LAUNCH("short_conv_backward");
     return 0;
 }
@@ -471,7 +444,8 @@ int cu_rms_norm_gated_backward(efla_tensor *dx, efla_tensor *dg, efla_tensor *dw
     FUSED_DISPATCH("rms_norm_gated_backward", x->dtype, (
         rg_bwd<T><<<nb, THREADS, (size_t)D * esz>>>(dp<T>(dx), dp<T>(dg), part.as<typename Acc<T>::type>(), dp<T>(dy),
                                                     dp<T>(x), dp<T>(g), dp<T>(w), R, D, eps),
-        col_sum<T><<<cu_blocks(D, THREADS), THREADS>>>(dp<T>(dw), part.as<typename Acc<T>::type>(), (int64_t)nb, D)));
+        col_sum_kernel<<<col_sum_grid(D), col_sum_block()>>>(part.as<typename Acc<T>::type>(), (int64_t)nb, D,
+                                                             ColStore<T>{ dp<T>(dw) })));
     CU_CHECK_LAUNCH("rms_norm_gated_backward");
     return 0;
 }

@@ -8,7 +8,7 @@
  *   index.cu        index_select index_add gather scatter_add
  *   delta_rule.cu   delta_rule_fwd delta_rule_bwd (delta_rule_alpha.cu: delta_rule_alpha_fwd/bwd)
  *   fused.cu        the fused layers (their own table)
- *   foreach.cu      foreach_sum_squares foreach_scale (lists of tensors, by value)
+ *   foreach.cu      foreach_sum_squares foreach_scale foreach_adamw (lists of tensors, by value)
  * The declarations are generated from the op list (core/backend_ops.h), which says which
  * kernels CUDA has; backend_cuda.cu fills the table from the same list, by name. */
 #ifndef EFLA_CUDA_KERNELS_CUH

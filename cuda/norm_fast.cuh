@@ -21,11 +21,6 @@ template <class T, class W> struct NormFast {
     int rms;
 };
 
-__device__ __forceinline__ float warp_allsum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 #define NORM_FAST_ROWS(r, a)                                                                  \
     const int lane = threadIdx.x % 32;                                                        \
     for (int64_t r = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32; r < (a).rows;     \
@@ -41,14 +36,14 @@ template <class T, class W> __global__ void norm_fast_fwd(NormFast<T, W> a) {
 #pragma unroll
                 for (int k = 0; k < 8; k++) mu += f[k];
             }
-            mu = warp_allsum(mu) / (float)a.D;
+            mu = warp_sum(mu) / (float)a.D;
         }
         for (int64_t i = lane * 8; i < a.D; i += 256) {
             load8(xr + i, f);
 #pragma unroll
             for (int k = 0; k < 8; k++) ss += (f[k] - mu) * (f[k] - mu);
         }
-        float rs = rsqrtf(warp_allsum(ss) / (float)a.D + a.eps);
+        float rs = rsqrtf(warp_sum(ss) / (float)a.D + a.eps);
         for (int64_t i = lane * 8; i < a.D; i += 256) {
             float wv[8], bv[8];
             load8(xr + i, f);
@@ -86,8 +81,8 @@ template <class T, class W> __global__ void norm_fast_bwd(NormFast<T, W> a) {
                 sb += dxh * (xv[k] - mu) * rs;
             }
         }
-        sa = a.rms ? 0.f : warp_allsum(sa) / (float)a.D;
-        sb = warp_allsum(sb) / (float)a.D;
+        sa = a.rms ? 0.f : warp_sum(sa) / (float)a.D;
+        sb = warp_sum(sb) / (float)a.D;
         for (int64_t i = lane * 8; i < a.D; i += 256) {
             load8(xr + i, xv);
             load8(dr + i, dv);

@@ -3,6 +3,7 @@
  *     16-byte (bf16) or two 16-byte (float) accesses, so that a warp moves whole cache lines
  *     (the scalar 2-byte loads of a bf16 row left most of each transaction unused);
  *   - load2/store2: two consecutive elements (a channel pair), 4 or 8 bytes; load1/store1 one;
+ *   - warp_sum: a warp's sum in every lane;
  *   - col_sum_kernel: out[j] = sum over rows r of part[r * cols + j], the second stage of the
  *     column sums (weight gradients) that kernels write per block or per row segment. One
  *     block of 32 x 8 threads per 32 columns, the 8 row lanes combined in shared memory in a
@@ -46,8 +47,10 @@ __device__ __forceinline__ void store8(__nv_bfloat16 *p, const float *f) {
 
 __device__ __forceinline__ float load1(const float *p) { return *p; }
 __device__ __forceinline__ float load1(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ double load1(const double *p) { return *p; }
 __device__ __forceinline__ void store1(float *p, float v) { *p = v; }
 __device__ __forceinline__ void store1(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
+__device__ __forceinline__ void store1(double *p, double v) { *p = v; }
 __device__ __forceinline__ float sigmoid_fast(float x) { return 1.0f / (1.0f + __expf(-x)); }
 
 __device__ __forceinline__ float2 load2(const float *p) { return *(const float2 *)p; }
@@ -57,6 +60,13 @@ __device__ __forceinline__ float2 load2(const __nv_bfloat16 *p) {
 }
 __device__ __forceinline__ void store2(float *p, float2 v) { *(float2 *)p = v; }
 __device__ __forceinline__ void store2(__nv_bfloat16 *p, float2 v) { *(unsigned *)p = bf16_pack(v.x, v.y); }
+
+/* the sum over a warp, in every lane */
+template <class A> __device__ __forceinline__ A warp_sum(A v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
 
 static inline bool aligned_to(const void *p, uintptr_t n) { return ((uintptr_t)p % n) == 0; }
 
@@ -82,6 +92,11 @@ __global__ void col_sum_kernel(const P *part, int64_t rows, int64_t cols, Store 
         store(j, s);
     }
 }
+/* col_sum_kernel's store for a plain row of sums: out[j] in out's dtype */
+template <class T> struct ColStore {
+    T *out;
+    __device__ void operator()(int64_t j, double s) const { store1(out + j, s); }
+};
 /* launch geometry of col_sum_kernel */
 static inline dim3 col_sum_grid(int64_t cols) { return dim3((unsigned)((cols + 31) / 32)); }
 static inline dim3 col_sum_block() { return dim3(32, 8); }
