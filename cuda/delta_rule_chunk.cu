@@ -592,64 +592,10 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
     return 0;
 }
 
-/* Dispatch on (C, dk, dv) to a compiled instance; *done = false when none covers them. */
-template <bool BWD>
-int dispatch(const efla_delta_rule_args *a, Args &p, int device, bool *done) {
-    *done = false;
-#define EFLA_CHUNK_CASE(CC, DKK, DVV) \
-    if (a->chunk_size == CC && a->dk == DKK && a->dv == DVV) \
-        return BWD ? run_bwd<CC, DKK, DVV>(p, a->N, device, done) : run_fwd<CC, DKK, DVV>(p, a->N, device, done);
-#define EFLA_CHUNK_DIMS(CC) \
-    EFLA_CHUNK_CASE(CC, 32, 32) EFLA_CHUNK_CASE(CC, 64, 64) EFLA_CHUNK_CASE(CC, 128, 128) \
-    EFLA_CHUNK_CASE(CC, 64, 128) EFLA_CHUNK_CASE(CC, 128, 64)
-    EFLA_CHUNK_DIMS(64)
-    EFLA_CHUNK_DIMS(32)
-    EFLA_CHUNK_DIMS(16)
-#undef EFLA_CHUNK_DIMS
-#undef EFLA_CHUNK_CASE
-    return 0;
-}
-
-bool covered(const efla_delta_rule_args *a) {
-    if (a->dtype != EFLA_BFLOAT16 || a->algorithm != EFLA_ALGO_CHUNKED) return false;
-    if (getenv("EFLA_DELTA_RULE_SCAN")) return false;   /* benchmarks and tests: force the scan kernels */
-    return true;
-}
-
-/* The sizes and the inputs both directions read; each entry adds its own outputs. */
-static Args shared_args(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *seq,
-                        int64_t nch) {
-    Args p;
-    memset(&p, 0, sizeof p);
-    p.H = a->H; p.dk = a->dk; p.dv = a->dv; p.nseq = a->N; p.nch = nch; p.seq = seq;
-    p.scale = (float)a->scale;
-    p.q = (const bf16 *)buf->q; p.k = (const bf16 *)buf->k; p.v = (const bf16 *)buf->v; p.alpha = (const bf16 *)buf->alpha;
-    p.s0 = (const float *)buf->s0;
-    return p;
-}
-
 } // namespace
 
-/* 1: not covered (use the scan kernels), 0: done, -1: error */
-int efla_cuda_delta_rule_chunk_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
-                                   const int64_t *seq, int64_t nch, int device) {
-    if (!covered(a)) return 1;
-    Args p = shared_args(a, buf, seq, nch);
-    p.o = (bf16 *)buf->o; p.sf = (float *)buf->s_final; p.cs = (float *)buf->chunk_states;
-    bool done = false;
-    TRY(dispatch<false>(a, p, device, &done));
-    return done ? 0 : 1;
-}
-
-int efla_cuda_delta_rule_chunk_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
-                                   const int64_t *seq, int64_t nch, int device) {
-    if (!covered(a)) return 1;
-    Args p = shared_args(a, buf, seq, nch);
-    p.states = (const float *)buf->chunk_states; p.d_o = (const bf16 *)buf->d_o;
-    p.dsf = (const float *)buf->d_s_final;
-    p.dq = (bf16 *)buf->dq; p.dk_out = (bf16 *)buf->dk; p.dv_out = (bf16 *)buf->dv; p.dalpha = (bf16 *)buf->dalpha;
-    p.ds0 = (float *)buf->ds0;
-    bool done = false;
-    TRY(dispatch<true>(a, p, device, &done));
-    return done ? 0 : 1;
-}
+/* the entry points (dispatch on the sizes, coverage, the shared arguments): the same for
+ * every version */
+#define EFLA_CHUNK_FWD efla_cuda_delta_rule_chunk_fwd
+#define EFLA_CHUNK_BWD efla_cuda_delta_rule_chunk_bwd
+#include "delta_rule_chunk_entry.inc"
