@@ -4,8 +4,9 @@
  * read once; its backward writes dx (and the cache's gradient) and per-tile dw/dbias sums in
  * one pass, which col_sum_kernel adds. The generic kernels of fused.cu re-read K inputs per
  * output and K^2 per input gradient, with 64-bit divisions per element: 50 us forward and
- * 330 us backward per call on an H100 for 8192 x 512 bf16, against ~6 and ~12 us of memory
- * traffic. Compiled on the host too by bench/cuda/fast_paths_emu.cpp. */
+ * 330 us backward per call for 8192 x 512 bf16 (ncu on an H100, kernels serialised and clocks
+ * locked, in the byte LM's step), where moving the data once would take some 6 and 12 us (an
+ * estimate from the bandwidth). Compiled on the host too by bench/cuda/fast_paths_emu.cpp. */
 #ifndef EFLA_CUDA_CONV_FAST_CUH
 #define EFLA_CUDA_CONV_FAST_CUH
 #include "vec_io.cuh"

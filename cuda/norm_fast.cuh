@@ -4,8 +4,9 @@
  * per row, eight elements per lane per access (vec_io.cuh), float sums; the weight gradient as
  * per-segment column sums (a block: 64 columns x a segment of rows, 8 row lanes meeting in
  * shared memory) that col_sum_kernel adds. nn.cu's double kernels serve everything else.
- * Before this path, on an H100 (byte LM, bf16, 8192 rows of 512): forward 38 us, backward
- * 60 us + 70 us (dw partials) + 135-510 us (their sum, one thread per column).
+ * Before this path (ncu on an H100, kernels serialised and clocks locked; the byte LM's bf16
+ * step, 8192 rows of 512): forward 38 us, backward 60 us + 70 us (dw partials) + 135-510 us
+ * (their sum, one thread per column).
  * Compiled on the host too by bench/cuda/fast_paths_emu.cpp. */
 #ifndef EFLA_CUDA_NORM_FAST_CUH
 #define EFLA_CUDA_NORM_FAST_CUH
