@@ -34,6 +34,7 @@ local opts = efla.args.parse(arg, {
   { '--order', default = '1', help = "delta-rule order: 1 (DeltaNet, like fla) or 'exact' (EFLA)" },
   { '--delta-rule-noop', type = 'boolean', help = 'replace the delta rule by o = (q + k + v) * beta (same shapes, cheap)' },
   { '--recompute-states', type = 'boolean', help = 'delta rule: recompute chunk states in backward instead of saving them' },
+  { '--memory-report', type = 'boolean', help = 'print what the graph keeps for backward, per op (efla.autograd.saved_memory)' },
   { '--no-fused', type = 'boolean', help = 'composed ops instead of the fused layers (efla.nn.fused.enabled = false)' },
   { '--seed', type = 'number', default = 1, help = 'seed of weights and tokens' },
 })
@@ -98,6 +99,7 @@ local function run(name)
   local loss = model:loss(tok, tgt)
   sync()
   local kept = mem().live_bytes - before
+  local report = opts.memory_report and { efla.autograd.saved_memory(loss) } or nil
   loss:backward()
   loss = nil
   collectgarbage('collect')
@@ -127,6 +129,17 @@ local function run(name)
     opts.delta_rule_noop and 'noop' or 'real', dt * 1e3, tokens / dt, peak / 2 ^ 30, kept / tokens / spec.n_layers,
     loss:item(), string.format('%.1fM params, B=%d T=%d', model:num_parameters() / 1e6, B, T)))
   if #phase > 0 then print('       peak GiB by phase: ' .. table.concat(phase, ', ')) end
+  if report then
+    local rows, total = report[1], report[2]
+    print(string.format('       saved for backward: %.0f B/token/layer in all (%.2f GiB), by op:', total / tokens / spec.n_layers,
+      total / 2 ^ 30))
+    for _, r in ipairs(rows) do
+      if r.bytes > 0 then
+        print(string.format('         %-28s %4d nodes %5d tensors %9.0f B/token/layer', r.name, r.nodes, r.tensors,
+          r.bytes / tokens / spec.n_layers))
+      end
+    end
+  end
 end
 
 print(string.format('efla %s on %s%s', efla.version(), dev,

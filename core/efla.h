@@ -248,6 +248,16 @@ int64_t efla_node_input_size(const efla_node *node, int input, int dim);
 int efla_node_input_ndim(const efla_node *node, int input);
 const char *efla_node_name(const efla_node *node);
 
+/* Where activation memory goes: per node name behind root, the nodes, the tensors they saved
+ * for backward and those tensors' storage bytes (each storage once; leaves' storages, such as
+ * parameters, left out). Fills up to cap entries sorted by bytes, largest first, and returns
+ * the number of distinct names (may exceed cap), or -1; *total_bytes gets the sum. */
+typedef struct efla_saved_entry {
+    char name[40];
+    int64_t nodes, tensors, bytes;
+} efla_saved_entry;
+int efla_graph_saved(const efla_tensor *root, efla_saved_entry *out, int cap, int64_t *total_bytes);
+
 /* ---- NCCL collectives (efla.distributed; docs/DISTRIBUTED.md) ------------------------------
  * libnccl.so.2 is opened at run time (nothing links it); without it, or in a libefla built
  * without CUDA, every call fails with a message saying so. Tensors must be contiguous CUDA

@@ -284,8 +284,10 @@ efla_tensor *efla_reduce(efla_reduce_op op, const efla_tensor *t, int ndims, con
     }
     if (!arg && floating && efla_any_requires_grad(1, (efla_tensor *const *)&t)) {
         efla_node *n = NULL;
+        /* sum and mean need only the input's shape (in the node's metadata): save nothing */
+        const int save = op != EFLA_SUM && op != EFLA_MEAN;
         if (efla_record1(name, reduce_backward, 1, (efla_tensor *const *)&t, res, &n) ||
-            (n && (efla_node_save(n, t) < 0 || efla_node_save(n, out) < 0))) {
+            (n && save && (efla_node_save(n, t) < 0 || efla_node_save(n, out) < 0))) {
             if (res != out) efla_tensor_release(out);
             efla_tensor_release(res);
             return NULL;

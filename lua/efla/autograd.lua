@@ -6,6 +6,7 @@
 --   efla.autograd.Function{forward=, backward=}         custom differentiable functions
 --   efla.gradcheck(f, inputs [, opts])                   finite-difference check (float64)
 --   efla.set_gc_callback([enable])                       let the CUDA allocator ask for a GC
+--   efla.autograd.saved_memory(t)                        what the graph keeps for backward, per op
 --
 -- LuaJIT callbacks: core calls back into Lua for custom Functions (the backward, and the
 -- release of their context). LuaJIT must not enter a callback from a C function that
@@ -329,6 +330,30 @@ function autograd.gradcheck(f, inputs, opts)
     failed and 'FAILED' or 'ok', worst.input or 0, table.concat(worst.position or {}, ','), worst.analytic or 0,
     worst.numeric or 0, worst.diff or 0, atol + rtol * math.abs(worst.numeric or 0))
   return not failed, report, worst
+end
+
+-- ---- where activation memory goes ----------------------------------------------------------------------
+--- efla.autograd.saved_memory(t) -> rows, total_bytes: the tensors that the graph behind t keeps
+--- for its backward, per node name (rows of {name=, nodes=, tensors=, bytes=}, largest first).
+--- Each storage counts once, for the node nearest t that saves it; parameters and other
+--- leaves are left out. Call it between forward and backward, e.g. on the loss.
+function autograd.saved_memory(t)
+  if not is_tensor(t) then raise('saved_memory(t): t must be a tensor, got ' .. type(t)) end
+  local total = ffi.new('int64_t[1]')
+  local n = lib.efla_graph_saved(t.ptr, nil, 0, total)
+  if n < 0 then check(-1) end
+  local rows = {}
+  if n > 0 then
+    local buf = ffi.new('efla_saved_entry[?]', n)
+    n = lib.efla_graph_saved(t.ptr, buf, n, total)
+    if n < 0 then check(-1) end
+    for i = 0, n - 1 do
+      local e = buf[i]
+      rows[#rows + 1] = { name = ffi.string(e.name), nodes = tonumber(e.nodes), tensors = tonumber(e.tensors),
+                          bytes = tonumber(e.bytes) }
+    end
+  end
+  return rows, tonumber(total[0])
 end
 
 -- ---- the GC hook for device memory ---------------------------------------------------------------------

@@ -35,8 +35,9 @@ efla.Tensor = tensor.T
 efla.autograd = {
   Function = autograd.Function, gradcheck = autograd.gradcheck, no_grad = autograd.no_grad, enable_grad = autograd.enable_grad,
   set_grad_enabled = autograd.set_grad_enabled, is_grad_enabled = autograd.is_grad_enabled,
+  saved_memory = autograd.saved_memory,
 }
-efla.autograd.__doc = 'efla.autograd: Function{forward=, backward=} (a differentiable function written in Lua), gradcheck(f, inputs), no_grad(fn), enable_grad(fn), set_grad_enabled(flag), is_grad_enabled().'
+efla.autograd.__doc = 'efla.autograd: Function{forward=, backward=} (a differentiable function written in Lua), gradcheck(f, inputs), no_grad(fn), enable_grad(fn), set_grad_enabled(flag), is_grad_enabled(), saved_memory(t) (what the graph keeps for backward, per op).'
 efla.no_grad = autograd.no_grad
 efla.enable_grad = autograd.enable_grad
 efla.set_grad_enabled = autograd.set_grad_enabled

@@ -281,6 +281,23 @@ end
 local function release(self) lib.efla_tensor_release(self.ptr) end
 jit.off(release)
 mt.__gc = release
+-- Lua frees a tensor only when its collector runs, so a training step's intermediate tensors
+-- would wait on the GPU for the next collection. efla's built-in layers hand theirs back as
+-- soon as they are used (efla.nn.temporaries). A dropped box points at an empty placeholder
+-- (shape [0]) from then on: using it again gives a shape error, never a crash.
+local placeholder
+function M._drop_box(x)
+  if not placeholder then
+    placeholder = lib.efla_empty(1, i64arr(1, 0), DT.float32, lib.EFLA_DEVICE_CPU)
+    if placeholder == nil then raise(last_error()) end
+  end
+  local p = x.ptr
+  if p == placeholder then return end
+  lib.efla_tensor_retain(placeholder)
+  x.ptr = placeholder
+  lib.efla_tensor_release(p)
+end
+jit.off(M._drop_box)   -- like release: freeing a graph node can call back into Lua
 mt.__tostring = function(self) return require('efla.format').tensor(self) end
 mt.__concat = function(a, b) return tostring(a) .. tostring(b) end
 mt.__len = function(self)

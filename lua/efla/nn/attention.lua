@@ -20,6 +20,7 @@ local layers = require 'efla.nn.layers'
 local blocks = require 'efla.nn.blocks'
 local init = require 'efla.nn.init_fns'
 local fused = require 'efla.nn.fused'
+local drop = require('efla.nn.temporaries').drop
 
 local DeltaAttention = class.new('DeltaAttention', Module)
 
@@ -139,16 +140,22 @@ end
 --- and the query/key normalisation, shared by every delta-rule mixer.
 function DeltaAttention.project_qkv(layer, x, state, new_state)
   local B, T, H, dh = x:size(1), x:size(2), layer.n_heads, layer.head_dim
-  local q, k, v = layer.q_proj:forward(x), layer.k_proj:forward(x), layer.v_proj:forward(x)
-  if layer.q_conv then
-    q, new_state.q_conv = layer.q_conv:forward(q, state.q_conv)
-    k, new_state.k_conv = layer.k_conv:forward(k, state.k_conv)
-    v, new_state.v_conv = layer.v_conv:forward(v, state.v_conv)
+  -- each stage's input is a temporary of this layer (autograd keeps what backward needs):
+  -- hand it back once the next stage has it (efla.nn.temporaries)
+  local function next_stage(t, y) if not rawequal(t, y) then drop(x, t) end return y end
+  local function qkv(proj, conv, norm, conv_key)
+    local t = proj:forward(x)
+    if conv then
+      local c
+      c, new_state[conv_key] = conv:forward(t, state[conv_key])
+      t = next_stage(t, c)
+    end
+    t = next_stage(t, t:reshape(B, T, H, dh))
+    if norm == 'l2' then t = next_stage(t, l2_normalise(t)) end
+    return t
   end
-  q, k, v = q:reshape(B, T, H, dh), k:reshape(B, T, H, dh), v:reshape(B, T, H, dh)
-  if layer.query_norm == 'l2' then q = l2_normalise(q) end
-  if layer.key_norm == 'l2' then k = l2_normalise(k) end
-  return q, k, v
+  return qkv(layer.q_proj, layer.q_conv, layer.query_norm, 'q_conv'), qkv(layer.k_proj, layer.k_conv, layer.key_norm, 'k_conv'),
+         qkv(layer.v_proj, layer.v_conv, 'none', 'v_conv')
 end
 
 --- forward(x [B, T, d_model] [, state]) -> y [B, T, d_model], new_state.
@@ -163,29 +170,47 @@ function DeltaAttention:forward(x, state)
   local H, dh = self.n_heads, self.head_dim
   local new_state = {}
   local q, k, v = DeltaAttention.project_qkv(self, x, state, new_state)
-  local beta = self.b_proj:forward(x):sigmoid()
+  local b = self.b_proj:forward(x)
+  local beta = b:sigmoid()
+  drop(x, b)
   local g = self.A_log and self:log_decay(x) or nil
   -- where the device's delta-rule kernel lacks this dtype (bfloat16 on the CPU), compute in
   -- float32 (the state is float32 for bfloat16 inputs on every device)
   local low = q:dtype() == 'bfloat16' and not efla.supports(q, 'delta_rule_fwd', 'bfloat16')
   if low then q, k, v, beta = q:float(), k:float(), v:float(), beta:float() end
   if low and g then g = g:float() end
-  local o
+  local o, o2
   o, new_state.S = efla.ops.delta_rule(q, k, v, beta, {
     order = self.order, scale = self.scale, initial_state = state.S, output_final_state = true,
     chunk_size = self.chunk_size, algorithm = self.algorithm, recompute_states = self.recompute_states,
     log_decay = g,
   })
-  if low then o = o:bfloat16() end
+  drop(x, q, k, v, beta, g)   -- the operator keeps its own references for backward
+  if low then o2 = o:bfloat16(); drop(x, o); o = o2 end
   if self.o_norm and self.g_proj and fused.on(o) then
     -- RMSNorm(o) * weight * SiLU(gate) as one node (saves o, the gate and the weight)
     local on = self.o_norm
-    o = fused.rms_norm_gated(self:cast(o), self.g_proj:forward(x):reshape(B, T, H, dh), on:cast(on.weight), on.eps)
+    local gate = self.g_proj:forward(x)
+    o2 = fused.rms_norm_gated(self:cast(o), gate:reshape(B, T, H, dh), on:cast(on.weight), on.eps)
+    drop(x, o, gate)
+    o = o2
   else
-    if self.o_norm then o = self.o_norm:forward(o) end
-    if self.g_proj then o = o * self.g_proj:forward(x):reshape(B, T, H, dh):silu() end
+    if self.o_norm then
+      o2 = self.o_norm:forward(o)
+      if not rawequal(o2, o) then drop(x, o) end
+      o = o2
+    end
+    if self.g_proj then
+      local gate = self.g_proj:forward(x)
+      o2 = o * gate:reshape(B, T, H, dh):silu()
+      drop(x, o, gate)
+      o = o2
+    end
   end
-  return self.o_proj:forward(o:reshape(B, T, H * dh)), new_state
+  local flat = o:reshape(B, T, H * dh)
+  local y = self.o_proj:forward(flat)
+  drop({ x, y }, o, flat)
+  return y, new_state
 end
 
 function DeltaAttention:extra_repr()

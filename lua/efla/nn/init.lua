@@ -3,6 +3,7 @@ local nn = {}
 nn.Module = require 'efla.nn.module'
 nn.init = require 'efla.nn.init_fns'
 nn.fused = require 'efla.nn.fused'
+nn.temporaries = require 'efla.nn.temporaries'
 for k, v in pairs(require 'efla.nn.layers') do nn[k] = v end
 for k, v in pairs(require 'efla.nn.blocks') do nn[k] = v end
 nn.DeltaAttention = require 'efla.nn.attention'
@@ -31,6 +32,9 @@ efla.nn: modules that own their parameters.
            functional.mse(a, b), CrossEntropyLoss(opts), MSELoss()
   Fused:   nn.fused.swiglu, short_conv, l2_norm, rms_norm_gated, linear_cross_entropy (one
            autograd node each; modules use them unless nn.fused.enabled = false)
+  Memory:  built-in blocks give their intermediate tensors back as soon as they are used, not at
+           the next garbage collection (nn.temporaries.enabled = false if a module of yours
+           inside one keeps its output)
   Init:    nn.init.xavier_uniform/xavier_normal/normal/uniform/zeros/ones/constant
   Every module: m(x) = m:forward(x), parameters(), named_parameters(), num_parameters(),
            train(), evaluate(), state_dict(), load_state_dict(sd [, strict]), zero_grad(),

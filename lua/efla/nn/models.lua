@@ -9,6 +9,7 @@ local blocks = require 'efla.nn.blocks'
 local DeltaAttention = require 'efla.nn.attention'
 local SoftmaxAttention = require 'efla.nn.softmax_attention'
 local fused = require 'efla.nn.fused'
+local drop = require('efla.nn.temporaries').drop
 local init = require 'efla.nn.init_fns'
 
 local models = {}
@@ -258,9 +259,15 @@ function Block:__init(c, letter)
 end
 --- forward(x [, state]) -> x', the mixer's new state (delta-rule memory or KV cache)
 function Block:forward(x, state)
-  local a, s = self.attn:forward(self.attn_norm:forward(x), state)
-  x = x + a
-  return x + self.mlp:forward(self.mlp_norm:forward(x)), s
+  local xn = self.attn_norm:forward(x)
+  local a, s = self.attn:forward(xn, state)
+  local h = x + a
+  drop({ x, h }, xn, a)   -- autograd keeps what backward needs; the boxes go now (efla.nn.temporaries)
+  local hn = self.mlp_norm:forward(h)
+  local m = self.mlp:forward(hn)
+  local y = h + m
+  drop({ x, y }, hn, m, h)
+  return y, s
 end
 
 function models.CausalLM:__init(cfg)
