@@ -1,6 +1,6 @@
 -- bench/clip_grad_norm.lua: gradient clipping of a language model's gradients, per call:
 -- optim.clip_grad_norm_ (the multi-tensor ops of efla.foreach: one sum of squares, a few
--- scalar ops, one scale) against the per-tensor formula it replaced (a norm, a cast and a
+-- scalar ops, one scale) against its per-tensor path ({foreach = false}: a norm, a cast and a
 -- multiply per gradient, then a stack), and efla.foreach.sum_squares alone. Both clip to half
 -- the norm, so every call scales every gradient. Prints both norms and their difference.
 --
@@ -36,23 +36,9 @@ end
 local grads = {}
 for i, p in ipairs(params) do grads[i] = p.grad end
 
--- the formula clip_grad_norm_ ran before efla.foreach
-local function per_tensor_clip(max_norm)
-  return efla.no_grad(function()
-    local norms = {}
-    for i, g in ipairs(grads) do norms[i] = g:norm():double() end
-    local total = efla.stack(norms):square():sum():sqrt()
-    local coef = (total + 1e-6):reciprocal():mul(max_norm):clamp(-math.huge, 1)
-    coef = efla.where(total:lt(math.huge), coef, efla.ones({}, { dtype = 'float64', device = total:device() }))
-    local by_dtype = {}
-    for _, g in ipairs(grads) do
-      local dt = g:dtype()
-      by_dtype[dt] = by_dtype[dt] or coef:to(dt)
-      g:mul_(by_dtype[dt])
-    end
-    return total
-  end)
-end
+-- the per-tensor path (one norm and one scaling per gradient), what clip_grad_norm_ ran before
+-- efla.foreach
+local function per_tensor_clip(max_norm) return optim.clip_grad_norm_(params, max_norm, { foreach = false }) end
 
 local function time(name, fn)
   for _ = 1, 3 do fn() end   -- warm-up (allocator, first launches)

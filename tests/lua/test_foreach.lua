@@ -132,13 +132,14 @@ local function lm_with_grads(dtype)
 end
 
 for _, dtype in ipairs({ 'float32', 'float64' }) do
-  test('clip_grad_norm_ (' .. dtype .. ' LM): the same norm and gradients as the per-tensor formula', function()
-    for _, max_norm in ipairs({ 1e-3, 1e6 }) do
+  test('clip_grad_norm_ (' .. dtype .. ' LM): the same norm and gradients as the per-tensor formula (multi-tensor and {foreach = false})', function()
+    for _, case in ipairs({ { 1e-3 }, { 1e6 }, { 1e-3, { foreach = false } }, { 1e6, { foreach = false } } }) do
+      local max_norm, opts = case[1], case[2]
       local m = lm_with_grads(dtype)
       local ref = {}
       for i, p in ipairs(m:parameters()) do ref[i] = p.grad:clone() end
       local want = old_clip(ref, max_norm)
-      local n = optim.clip_grad_norm_(m, max_norm)
+      local n = optim.clip_grad_norm_(m, max_norm, opts)
       eq(n:dtype(), 'float64'); eq(n:dim(), 0)
       near(n:item(), want, 1e-6 * want, 'norm')
       for i, p in ipairs(m:parameters()) do

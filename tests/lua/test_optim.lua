@@ -200,6 +200,7 @@ test('clip_grad_norm: returns the global norm, scales only above max_norm, in pl
   eq(optim.clip_grad_norm({ a }, 1), math.huge)
   eq(a.grad:totable()[2], 1)
   raises(function() optim.clip_grad_norm({ a }, 0) end, 'max_norm must be a number > 0')
+  raises(function() optim.clip_grad_norm_({ a }, 1, 'fast') end, 'opts must be a table')
 end)
 
 test('param_groups: no weight decay on biases and norms; AdamW decays only the first group', function()

@@ -43,10 +43,10 @@ end
 -- gradients), and the gradients. On one device: one multi-tensor sum of squares (a few
 -- launches for any number of gradients) and a sqrt. Otherwise (mixed devices, strided or
 -- integer gradients): one norm per gradient, moved to the first one's device, then a stack.
-local function global_norm(params)
+local function global_norm(params, use_foreach)
   local grads = grads_of(params)
   if #grads == 0 then return nil, grads end
-  if foreach_ok(grads) then
+  if use_foreach and foreach_ok(grads) then
     return efla.no_grad(function() return foreach.sum_squares(grads):sqrt() end), grads, true
   end
   local norms = {}
@@ -73,10 +73,13 @@ end
 --- (norm + 1e-6)) and the scaling (one multi-tensor scale) all run there. A
 --- non-finite norm leaves the gradients alone (the factor is 1); read the norm (:item())
 --- when you want to log it or skip such a step. The GPU training loop's choice.
-function optim.clip_grad_norm_(params, max_norm)
+--- opts.foreach = false: one norm and one scaling per gradient instead (the path taken anyway
+--- for gradients on several devices, strided or not floating; a baseline for benchmarks).
+function optim.clip_grad_norm_(params, max_norm, opts)
   params = flat_params(params, 'clip_grad_norm_')
   check_max_norm(max_norm, 'clip_grad_norm_')
-  local total, grads, one_list = global_norm(params)
+  if opts ~= nil and type(opts) ~= 'table' then error('clip_grad_norm_: opts must be a table ({foreach = false}), got ' .. type(opts), 2) end
+  local total, grads, one_list = global_norm(params, not (opts and opts.foreach == false))
   if not total then return efla.zeros({}, { dtype = 'float64' }) end
   if max_norm then
     efla.no_grad(function()
