@@ -95,4 +95,37 @@ test('an LM step with temporaries dropped: the same loss and gradients, less mem
   ok(kept_drop <= 1.15 * saved1, string.format('held %d bytes, the graph saves %d', kept_drop, saved1))
 end)
 
+-- after the backward, with the collector stopped: what is still held beyond the gradients.
+-- Intermediate boxes that nobody dropped (views included: a view's box keeps its whole base
+-- alive) would hold their storage here until a collection.
+local function left_after_backward(drop_on)
+  nn.temporaries.enabled = drop_on
+  efla.manual_seed(3)
+  local m = nn.CausalLM { vocab_size = 64, d_model = 32, n_layers = 2, n_heads = 2, order = 'exact', short_conv = true,
+                          output_norm = true, key_norm = 'l2', query_norm = 'l2', dtype = 'float64' }
+  m:set_compute_dtype('float32')   -- the weight copies of mixed precision, as on a GPU
+  local tok = efla.randint(1, 65, { 2, 40 })
+  local param_bytes = 0
+  for _, p in ipairs(m:parameters()) do param_bytes = param_bytes + p:numel() * 8 end
+  collectgarbage('collect')
+  collectgarbage('stop')
+  local base = efla.cpu_live_bytes()
+  local loss = m:loss(tok, tok)
+  local _, saved = efla.autograd.saved_memory(loss)
+  loss:backward()
+  local left = efla.cpu_live_bytes() - base - param_bytes   -- minus the new gradients
+  collectgarbage('restart')
+  nn.temporaries.enabled = true
+  return left, saved
+end
+
+test('after an LM backward (mixed precision) the step holds little beyond the gradients', function()
+  local left_drop, saved = left_after_backward(true)
+  local left_keep = left_after_backward(false)
+  ok(left_drop < left_keep, string.format('%d bytes left with drops, %d without', left_drop, left_keep))
+  -- the final states the loss ignores, the caches and a few small copies (7 % here); the
+  -- gates and ups of the MLPs alone were 20 %, the residual stream 6 %
+  ok(left_drop <= 0.12 * saved, string.format('%d bytes left after backward; the forward saved %d', left_drop, saved))
+end)
+
 t.done()

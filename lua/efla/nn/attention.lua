@@ -191,8 +191,9 @@ function DeltaAttention:forward(x, state)
     -- RMSNorm(o) * weight * SiLU(gate) as one node (saves o, the gate and the weight)
     local on = self.o_norm
     local gate = self.g_proj:forward(x)
-    o2 = fused.rms_norm_gated(self:cast(o), gate:reshape(B, T, H, dh), on:cast(on.weight), on.eps)
-    drop(x, o, gate)
+    local gate4, oc = gate:reshape(B, T, H, dh), self:cast(o)
+    o2 = fused.rms_norm_gated(oc, gate4, on:cast(on.weight), on.eps)
+    drop(x, o, oc, gate, gate4)
     o = o2
   else
     if self.o_norm then
@@ -202,8 +203,10 @@ function DeltaAttention:forward(x, state)
     end
     if self.g_proj then
       local gate = self.g_proj:forward(x)
-      o2 = o * gate:reshape(B, T, H, dh):silu()
-      drop(x, o, gate)
+      local gate4 = gate:reshape(B, T, H, dh)
+      local act = gate4:silu()
+      o2 = o * act
+      drop(x, o, gate, gate4, act)
       o = o2
     end
   end

@@ -5,6 +5,7 @@ local Module = require 'efla.nn.module'
 local layers = require 'efla.nn.layers'
 local init = require 'efla.nn.init_fns'
 local fused = require 'efla.nn.fused'
+local drop = require('efla.nn.temporaries').drop
 
 local blocks = {}
 
@@ -28,10 +29,20 @@ function blocks.SwiGLU:forward(x)
   local g, u = self.gate:forward(x), self.up:forward(x)
   -- fused: one node for silu(gate) * up and the down projection that keeps gate and up only
   -- (the composed ops also keep silu(gate) and the product)
+  local y
   if fused.on(g) and not self.down.bias then
-    return fused.swiglu_linear(g, u, self.down:cast(self.down.weight))
+    local w = self.down:cast(self.down.weight)
+    y = fused.swiglu_linear(g, u, w)
+    if not rawequal(w, self.down.weight) then drop({ x, y }, w) end
+  else
+    local a = g:silu()
+    local h = a * u
+    y = self.down:forward(h)
+    drop({ x, y }, a, h)
   end
-  return self.down:forward(g:silu() * u)
+  -- gate and up are saved by the node; their boxes go now (efla.nn.temporaries)
+  drop({ x, y }, g, u)
+  return y
 end
 function blocks.SwiGLU:extra_repr() return string.format('%d -> %d -> %d', self.dim, self.hidden, self.dim) end
 
@@ -89,7 +100,13 @@ function blocks.ShortConv:forward(x, cache)
   end
   if self.bias then y = y + self:cast(self.bias) end
   if self.activation == 'silu' then y = y:silu() end
-  local new_cache = K > 1 and xp:narrow(2, T + 1, K - 1) or nil
+  -- a copy, not a view: a view would keep the whole [B, T, C] input alive as long as the cache
+  local new_cache
+  if K > 1 then
+    local tail = xp:narrow(2, T + 1, K - 1)
+    new_cache = tail:contiguous()
+    if not rawequal(new_cache, tail) then drop(x, tail) end   -- the view's box pins xp too
+  end
   return y, new_cache
 end
 --- conv:forward_fused(x [, cache]) -> y, new_cache: the forward as one fused node
@@ -106,7 +123,11 @@ function blocks.ShortConv:forward_fused(x, cache)
   local new_cache
   if K > 1 then
     if T >= K - 1 then
-      new_cache = x:narrow(2, T - K + 2, K - 1)
+      -- a copy, not a view: a view would keep the whole [B, T, C] input (the projection) alive as
+      -- long as the cache, e.g. until the collector finds the states a training loss ignores
+      local tail = x:narrow(2, T - K + 2, K - 1)
+      new_cache = tail:contiguous()
+      if not rawequal(new_cache, tail) then drop(x, tail) end   -- the view's box pins x too
     else
       cache = cache or efla.zeros({ B, K - 1, C }, { dtype = x:dtype(), device = x:device() })
       new_cache = efla.cat({ cache, x }, 2):narrow(2, T + 1, K - 1)

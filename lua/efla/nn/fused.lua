@@ -17,6 +17,7 @@
 local efla = require 'efla'
 local I = require 'efla._binding'
 local lib = I.lib
+local drop = require('efla.nn.temporaries').drop
 
 local fused = { enabled = true }
 
@@ -83,12 +84,15 @@ function fused.linear_cross_entropy(h, weight, target, opts)
   if not I.is_tensor(h) or not I.is_tensor(target) then
     I.raise('linear_cross_entropy(h, weight, target): h and target must be tensors')
   end
-  if h:dim() ~= 2 then h = h:reshape(-1, h:size(-1)) end
-  if target:dim() ~= 1 then target = target:reshape(-1) end
+  local h2 = h:dim() ~= 2 and h:reshape(-1, h:size(-1)) or h
+  local target1 = target:dim() ~= 1 and target:reshape(-1) or target
   local ignore = opts and opts.ignore_index or -100
-  local t = I.c_index(target, 'linear_cross_entropy', h)
-  return I.wrap(lib.efla_linear_cross_entropy(h.ptr, ptr(weight, 'weight', 'linear_cross_entropy'), t.ptr,
+  local t = I.c_index(target1, 'linear_cross_entropy', h2)
+  local loss = I.wrap(lib.efla_linear_cross_entropy(h2.ptr, ptr(weight, 'weight', 'linear_cross_entropy'), t.ptr,
     ignore - 1, opts and opts.chunk_rows or 0))
+  -- our own views and the 0-based index: their boxes go now, not at the next collection
+  drop({ h, target }, h2, target1, t)
+  return loss
 end
 
 return fused

@@ -4,6 +4,7 @@
 local efla = require 'efla'
 local class = require 'efla.class'
 local Module = require 'efla.nn.module'
+local drop = require('efla.nn.temporaries').drop
 local init = require 'efla.nn.init_fns'
 local fused = require 'efla.nn.fused'
 
@@ -44,11 +45,20 @@ function nn.Linear:forward(x)
     error(string.format('Linear(%d -> %d): the input %s must have %d features in its last dim',
       self.in_features, self.out_features, shape_str(x), self.in_features), 2)
   end
-  x = self:cast(x)
+  local xc = self:cast(x)
   local w, y = self:cast(self.weight)
-  if x:dim() == 1 then y = x:unsqueeze(1):matmul(w:t()):squeeze(1)
-  else y = x:matmul(w:t()) end
-  if self.bias then y = y + self:cast(self.bias) end
+  local wt = w:t()
+  if xc:dim() == 1 then y = xc:unsqueeze(1):matmul(wt):squeeze(1)
+  else y = xc:matmul(wt) end
+  -- the compute-dtype copies and the transposed view: autograd keeps what it needs, the boxes
+  -- go now (efla.nn.temporaries) instead of holding a weight copy until the next collection
+  drop({ x, self.weight, y }, wt, not rawequal(w, self.weight) and w or nil, not rawequal(xc, x) and xc or nil)
+  if self.bias then
+    local b = self:cast(self.bias)
+    local yb = y + b
+    drop({ self.bias, x }, y, not rawequal(b, self.bias) and b or nil)
+    y = yb
+  end
   return y
 end
 function nn.Linear:extra_repr()

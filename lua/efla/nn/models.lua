@@ -324,9 +324,14 @@ function models.CausalLM:forward_hidden(tokens, states)
   local h = self.embed:forward(tokens)
   local out_states = {}
   for i = 1, self.config.n_layers do
-    h, out_states[i] = self.layers[i]:forward(h, states and states[i])
+    local h2
+    h2, out_states[i] = self.layers[i]:forward(h, states and states[i])
+    drop(h2, h)   -- the residual stream between blocks: the next norm saved what it needs
+    h = h2
   end
-  return self.norm:forward(h), out_states
+  local y = self.norm:forward(h)
+  drop(y, h)
+  return y, out_states
 end
 
 --- loss(tokens int64 [B, T], targets int64 [B, T] (1-based; ignore_index marks padding),
@@ -339,9 +344,12 @@ function models.CausalLM:loss(tokens, targets, opts)
   if not efla.is_tensor(targets) or targets:dim() ~= 2 or targets:size(1) ~= tokens:size(1) or targets:size(2) ~= tokens:size(2) then
     error(string.format('CausalLM:loss: targets must be int64 [B, T] like tokens [%s]', table.concat(tokens:size(), ',')), 2)
   end
-  local w = self:cast(self.head and self.head.weight or self.embed.weight)
+  local w0 = self.head and self.head.weight or self.embed.weight
+  local w = self:cast(w0)
   if fused.on(h) then
-    return fused.linear_cross_entropy(h, w, targets, { ignore_index = opts and opts.ignore_index })
+    local loss = fused.linear_cross_entropy(h, w, targets, { ignore_index = opts and opts.ignore_index })
+    drop(w0, h, w)   -- the node computed its gradients already: h and the weight copy can go
+    return loss
   end
   local logits = h:matmul(w:t())
   if logits:dtype() == 'bfloat16' then logits = logits:float() end
