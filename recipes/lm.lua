@@ -44,6 +44,8 @@ local args = efla.args.parse(arg, {
   { '--context', type = 'number', help = 'training window length in tokens' },
   { '--conv-size', type = 'number', default = 4, help = 'width of the causal short convolutions on q, k, v' },
   { '--chunk-size', type = 'number', default = 64, help = 'delta-rule chunk length' },
+  { '--recompute-states', type = 'boolean',
+    help = "delta rule: recompute the per-chunk states in the backward instead of keeping them (less memory, a little more time; fla's choice)" },
   { '--tie-weights', type = 'boolean', help = 'share the embedding and output matrices' },
   { '--order', help = 'integration order override: exact, 1, 2, 3, 4 (default: exact for EFLA, 1 for DeltaNet)' },
   { '--key-norm', choices = { 'none', 'l2' }, help = 'key normalisation override (default: none for EFLA, l2 for DeltaNet)' },

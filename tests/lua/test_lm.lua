@@ -291,6 +291,25 @@ t.test('bits per byte: byte = loss / ln 2; BPE counts the bytes the targets stan
   t.ok(math.abs(e.bpb - e.loss * e.tokens / math.log(2) / bytes) < 1e-9)
 end)
 
+t.test('--recompute-states reaches every delta-rule layer and gives the same gradients', function()
+  local a = args_copy()
+  a.recompute_states = true
+  local cfg = LM.model_config('efla', a, 256)
+  t.eq(cfg.recompute_states, true)
+  t.eq(LM.model_config('efla', args_copy(), 256).recompute_states, nil)
+  local grads = {}
+  for _, rs in ipairs({ true, false }) do
+    efla.manual_seed(2)
+    cfg.recompute_states = rs
+    local m = efla.nn.build(cfg)
+    for _, layer in ipairs(m.layers) do t.eq(layer.attn.recompute_states, rs) end
+    local tok = efla.randint(1, 257, { 2, 24 })
+    m:loss(tok, tok):backward()
+    grads[#grads + 1] = m.layers[1].attn.k_proj.weight.grad:clone()
+  end
+  t.ok((grads[1] - grads[2]):abs():max():item() <= 1e-6 * grads[2]:abs():max():item(), 'same gradient either way')
+end)
+
 t.test('load_checkpoint refuses an sMNIST checkpoint with a clear message', function()
   local S = require 'efla.tasks.smnist'
   local cfg = S.model_config('efla', { d_model = 8 })

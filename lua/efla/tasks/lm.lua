@@ -119,7 +119,8 @@ end
 -- ---- models ---------------------------------------------------------------------------------------
 
 --- model_config(method, args, vocab_size) -> the CausalLM config (stored in checkpoints).
---- args: d_model, layers, heads, mlp_hidden, order, key_norm, chunk_size, tie_weights, conv_size.
+--- args: d_model, layers, heads, mlp_hidden, order, key_norm, chunk_size, tie_weights, conv_size,
+--- recompute_states.
 function LM.model_config(method, args, vocab_size)
   local m = LM.METHODS[method]
   if not m then
@@ -135,7 +136,7 @@ function LM.model_config(method, args, vocab_size)
     n_heads = args.heads, mlp_hidden = args.mlp_hidden, order = args.order or m.order,
     key_norm = args.key_norm or m.key_norm, query_norm = 'l2', short_conv = true, conv_size = args.conv_size or 4,
     output_norm = true, beta_bias = 0, tie_weights = args.tie_weights or false, chunk_size = args.chunk_size or 64,
-    algorithm = 'auto',
+    algorithm = 'auto', recompute_states = args.recompute_states or nil,
     rank = m.rank,
   }
   if m.gate then config.gate = true end
