@@ -14,10 +14,11 @@ cd "$(dirname "$0")/.."
 DIR=${OUT:-/tmp/efla-vs-fla}/exchange
 mkdir -p "$DIR"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/.peers${PYTHONPATH:+:$PYTHONPATH}
-# Triton's compiled kernels and autotuning results: kept in .peers/triton-cache (carried along
-# from an earlier run when present), so that fla's autotuning is paid once
-export TRITON_CACHE_DIR=$PWD/.peers/triton-cache TRITON_CACHE_AUTOTUNING=1
-mkdir -p "$TRITON_CACHE_DIR"
+# fla's autotuning results: restored from .peers/triton-autotune.tgz when carried along, saved
+# to $OUT/triton-autotune.tgz at the end (bench/triton_autotune_cache.sh), so it is paid once
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/efla-triton-cache}
+. bench/triton_autotune_cache.sh
+triton_autotune_restore
 [[ -d .peers/fla ]] || { echo "delta_rule_vs_fla: no .peers/fla (copy fla/ of flash-linear-attention there)" >&2; exit 2; }
 . bundle/bin/efla-env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -29,4 +30,5 @@ else
   python3 bench/delta_rule_vs_fla.py fla --dir "$DIR" || echo "delta_rule_vs_fla: fla's part failed"
 fi
 python3 bench/delta_rule_vs_fla.py report --dir "$DIR"
+triton_autotune_save "${OUT:-/tmp/efla-vs-fla}"
 rm -f "$DIR"/*.q "$DIR"/*.k "$DIR"/*.v "$DIR"/*.beta "$DIR"/*.do "$DIR"/*.fla.* "$DIR"/*.efla.*

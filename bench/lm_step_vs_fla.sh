@@ -10,8 +10,9 @@
 #                                        [CHECK=1: the CUDA tests of the fast paths first]
 #
 # fla's first step on a shape autotunes its Triton kernels (over 200 s for the byte model on an
-# H100 with a cold cache); TRITON_CACHE_AUTOTUNING=1 keeps the choices in TRITON_CACHE_DIR so
-# the no-op and later runs reuse them. Each process gets FLA_LIMIT seconds (default 400).
+# H100 with a cold cache). bench/triton_autotune_cache.sh keeps the choices: restored from
+# .peers/triton-autotune.tgz when it was carried along, saved to $OUT/triton-autotune.tgz at the
+# end (copy it to .peers/ for the next call). Each fla process gets FLA_LIMIT seconds (400).
 set -u
 cd "$(dirname "$0")/.."
 LOG=${OUT:-/tmp/efla-lm-step}
@@ -19,7 +20,9 @@ mkdir -p "$LOG"
 B=${EFLA_BUNDLE:-bundle}
 STEPS=${STEPS:-10}
 MODELS=${MODELS:-"byte 125m"}
-export TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/efla-triton-cache}
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/efla-triton-cache}
+. bench/triton_autotune_cache.sh
+triton_autotune_restore
 if [[ ! -x $B/bin/efla ]]; then echo "lm_step_vs_fla: no bundle at ./$B (bash scripts/make_bundle.sh)" >&2; exit 2; fi
 . "$B/bin/efla-env.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$LOG/gpu.txt"
@@ -44,4 +47,5 @@ for m in $MODELS; do
     fi
   done
 done
+triton_autotune_save "$LOG"
 echo "logs in $LOG"

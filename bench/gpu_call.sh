@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# gpu_call.sh: one device call that does what every session needs from the GPU, most important
+# first, inside a budget of BUDGET seconds (default 540, under the device's 600 s per call).
+# Device time is scarce (30 minutes a session, a failed start costs one or two), so each part
+# runs only while the time it usually takes is still left, and the logs come back as one file.
+#
+#   bash scripts/make_bundle.sh                    here; carry bundle/, .peers/fla and, when you
+#   bash bench/gpu_call.sh [PARTS]                 have it, .peers/triton-autotune.tgz; there:
+#
+# PARTS (default "tests lm workbench vs_fla"), in this order:
+#   tests      test_backend_ops -b cuda (every op against the CPU), test_cuda, the CUDA Lua tests
+#   lm         bench/lm_step_vs_fla.sh's rows in one run: efla and fla, byte and 125m, real and
+#              no-op delta rule, efla with --recompute-states and the per-op memory report
+#   workbench  bench/cuda/build_dev.sh, then ./delta_rule_dev: validate every kernel version
+#              against the float64 recurrence, then time them at the issue's shapes
+#   vs_fla     bench/delta_rule_vs_fla.sh (the operator against fla's chunk_delta_rule)
+# Out: $OUT/gpu_call.tgz (every log; the device returns at most 8 files) and
+# $OUT/triton-autotune.tgz (copy it to .peers/ here: the next call's fla skips its autotuning).
+set -u
+cd "$(dirname "$0")/.."
+OUTDIR=${OUT:-/tmp/efla-gpu-call}
+LOGS=$OUTDIR/logs
+mkdir -p "$LOGS"
+PARTS=${1:-"tests lm workbench vs_fla"}
+BUDGET=${BUDGET:-540}
+[[ -x bundle/bin/efla ]] || { echo "gpu_call: no bundle at ./bundle (bash scripts/make_bundle.sh, then carry it)" >&2; exit 2; }
+. bundle/bin/efla-env.sh
+export EFLA_PROGRESS=plain PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/.peers${PYTHONPATH:+:$PYTHONPATH}
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/efla-triton-cache}
+. bench/triton_autotune_cache.sh
+triton_autotune_restore
+
+t0=$(date +%s)
+elapsed() { echo $(( $(date +%s) - t0 )); }
+left() { echo $(( BUDGET - $(elapsed) )); }
+# run NAME SECONDS CMD...: CMD under a timeout of SECONDS (at most what is left), its output in
+# logs/NAME.log, its last lines here; skipped when less than half of SECONDS is left
+run() {
+  local name=$1 want=$2; shift 2
+  local l; l=$(left)
+  if (( l < want / 2 )); then echo "-- $name: skipped, ${l}s left"; return; fi
+  (( want > l )) && want=$l
+  echo "== T+$(elapsed)s $name"
+  timeout "$want" "$@" > "$LOGS/$name.log" 2>&1
+  echo "   rc=$?"
+  tail -n "${TAIL:-3}" "$LOGS/$name.log" | sed 's/^/   /'
+}
+has() { [[ " $PARTS " == *" $1 "* ]]; }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOGS/gpu.txt"
+if has tests; then
+  run backend_ops 120 bundle/tests/bin/test_backend_ops -b cuda
+  run test_cuda 120 bundle/tests/bin/test_cuda
+  for t in test_fused test_mixed_precision test_foreach_cuda test_temporaries test_attention_cuda \
+           test_gated_delta_rule_cuda test_delta_rule_rank_cuda; do
+    TAIL=1 run "$t" 60 bundle/bin/efla "tests/lua/$t.lua"
+  done
+fi
+if has lm; then
+  efla_lm() { TAIL=${TAIL:-4} run "efla_$1" 60 bundle/bin/efla bench/lm_step_gpu.lua --model "${@:2}"; }
+  fla_lm() { TAIL=1 run "fla_$1" 300 python3 bench/lm_step_fla.py --model "${@:2}"; }
+  efla_lm byte byte --steps 10 --memory-report
+  efla_lm byte_recompute byte --steps 10 --recompute-states
+  fla_lm byte byte --steps 10
+  efla_lm 125m 125m --steps 5 --memory-report
+  fla_lm 125m 125m --steps 5
+  efla_lm byte_noop byte --steps 10 --delta-rule-noop
+  fla_lm byte_noop byte --steps 10 --delta-rule-noop
+  efla_lm 125m_noop 125m --steps 5 --delta-rule-noop
+  fla_lm 125m_noop 125m --steps 5 --delta-rule-noop
+fi
+if has workbench; then
+  run workbench_build 120 bash bench/cuda/build_dev.sh
+  if [[ -x ./delta_rule_dev ]]; then
+    TAIL=12 run workbench_validate 90 ./delta_rule_dev -1 2 512 4 128 64
+    TAIL=10 run workbench_b8 90 ./delta_rule_dev -1 8 2048 16 128 64 time
+    TAIL=10 run workbench_b16_d64 120 ./delta_rule_dev -1 16 4096 32 64 64 time
+  fi
+fi
+if has vs_fla; then
+  TAIL=30 OUT=$OUTDIR/vs_fla run delta_rule_vs_fla 400 bash bench/delta_rule_vs_fla.sh
+fi
+echo "== T+$(elapsed)s end"
+triton_autotune_save "$OUTDIR"
+tar czf "$OUTDIR/gpu_call.tgz" -C "$OUTDIR" logs && echo "logs: $OUTDIR/gpu_call.tgz"
