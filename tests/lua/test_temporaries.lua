@@ -63,12 +63,18 @@ end)
 
 -- one forward and backward of a small LM: loss, gradients and the memory left between forward
 -- and backward, with the collector stopped so that only explicit drops free anything
-local function lm_step(drop_on)
-  nn.temporaries.enabled = drop_on
+-- a small float64 LM and a batch, the same for every call (compute: its compute dtype, or nil)
+local function small_lm(compute)
   efla.manual_seed(3)
   local m = nn.CausalLM { vocab_size = 64, d_model = 32, n_layers = 2, n_heads = 2, order = 'exact', short_conv = true,
                           output_norm = true, key_norm = 'l2', query_norm = 'l2', dtype = 'float64' }
-  local tok = efla.randint(1, 65, { 2, 40 })
+  if compute then m:set_compute_dtype(compute) end
+  return m, efla.randint(1, 65, { 2, 40 })
+end
+
+local function lm_step(drop_on)
+  nn.temporaries.enabled = drop_on
+  local m, tok = small_lm()
   collectgarbage('collect')
   collectgarbage('stop')
   local before = efla.cpu_live_bytes()
@@ -100,11 +106,7 @@ end)
 -- alive) would hold their storage here until a collection.
 local function left_after_backward(drop_on)
   nn.temporaries.enabled = drop_on
-  efla.manual_seed(3)
-  local m = nn.CausalLM { vocab_size = 64, d_model = 32, n_layers = 2, n_heads = 2, order = 'exact', short_conv = true,
-                          output_norm = true, key_norm = 'l2', query_norm = 'l2', dtype = 'float64' }
-  m:set_compute_dtype('float32')   -- the weight copies of mixed precision, as on a GPU
-  local tok = efla.randint(1, 65, { 2, 40 })
+  local m, tok = small_lm('float32')   -- the weight copies of mixed precision, as on a GPU
   local param_bytes = 0
   for _, p in ipairs(m:parameters()) do param_bytes = param_bytes + p:numel() * 8 end
   collectgarbage('collect')
