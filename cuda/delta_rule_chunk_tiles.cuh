@@ -4,10 +4,20 @@
  * the EFLA_DELTA_RULE_PROFILE timer. One copy, so a fix to a building block reaches both. */
 #ifndef EFLA_CUDA_DELTA_RULE_CHUNK_TILES_CUH
 #define EFLA_CUDA_DELTA_RULE_CHUNK_TILES_CUH
+#ifndef EFLA_EMULATE_CUDA   /* bench/cuda/emu_cuda.h supplies the built-ins and WMMA on the host */
 #include "kernels.cuh"
 #include <mma.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
+#include <type_traits>
+
+/* the block's dynamic shared memory (on the host emulator: one buffer, blocks run one at a time) */
+#ifdef EFLA_EMULATE_CUDA
+#define EFLA_DYNAMIC_SMEM(name) char *const name = emu_dynamic_smem
+#else
+#define EFLA_DYNAMIC_SMEM(name) extern __shared__ __align__(128) char name[]
+#endif
 
 namespace {
 
@@ -170,6 +180,7 @@ template <int C> __device__ void unit_lower_inverse(Fm X, Fm G, const float *a, 
     }
 }
 
+#ifndef EFLA_EMULATE_CUDA
 /* EFLA_DELTA_RULE_PROFILE=1: each kernel's time on stderr (events around each launch; the
  * synchronisation this adds makes it a measuring aid only) */
 struct Profile {
@@ -190,6 +201,7 @@ struct Profile {
         for (int i = 0; i < 8; i++) cudaEventDestroy(ev[i]);
     }
 };
+#endif
 
 } // namespace
 #endif

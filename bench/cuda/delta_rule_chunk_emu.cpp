@@ -1,0 +1,153 @@
+// delta_rule_chunk_emu.cpp: the tensor-core chunk kernels of the delta rule (cuda/
+// delta_rule_chunk_kernels.cuh, the library's version) on the host, no GPU and no nvcc: WMMA and
+// the CUDA built-ins come from emu_wmma.h / emu_cuda.h (OS threads as CUDA threads, lane 0 of a
+// warp doing its matrix products). Each case runs the forward (prep, the state-only scan, the
+// outputs) and the backward (prep, the backward scan, the per-chunk gradients) as
+// cuda/delta_rule_chunk.cu launches them, and checks o, dq, dk, dv, dalpha (and s_final, ds0)
+// against the float64 recurrence of delta_rule_ref.h with the workbench's tolerance (1e-2
+// norm-relative; bfloat16 inputs). Cases: chunk sizes 16, 32 and 64, head sizes 32 and 64, T
+// not a multiple of C, packed sequences with an initial state and a final-state gradient,
+// states saved or recomputed, both state-scan tiles, with and without the prefetch.
+//   g++ -std=c++17 -O2 -fno-strict-aliasing -pthread -Wno-unknown-pragmas -Icuda -Ibench/cuda
+//       bench/cuda/delta_rule_chunk_emu.cpp -o /tmp/chunk_emu && /tmp/chunk_emu
+//   (ctest runs it as cuda_delta_rule_chunk_emu; a new kernel version can be checked here before
+//   any GPU time is spent on it)
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "emu_wmma.h"
+#include "delta_rule_chunk_kernels.cuh"
+#include "delta_rule_ref.h"
+
+static int failures;
+
+template <class T> static std::vector<double> as_double(const std::vector<T> &v);
+template <> std::vector<double> as_double(const std::vector<bf16> &v) {
+    std::vector<double> r(v.size());
+    for (size_t i = 0; i < v.size(); i++) r[i] = __bfloat162float(v[i]);
+    return r;
+}
+template <> std::vector<double> as_double(const std::vector<float> &v) { return std::vector<double>(v.begin(), v.end()); }
+static std::vector<bf16> to_bf16v(const std::vector<float> &x) {
+    std::vector<bf16> r(x.size());
+    for (size_t i = 0; i < x.size(); i++) r[i] = __float2bfloat16(x[i]);
+    return r;
+}
+template <class T> static std::vector<T> poison(size_t n) {   // every element must be written
+    std::vector<T> v(n);
+    memset(v.data(), 0xff, n * sizeof(T));
+    return v;
+}
+
+struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; };
+
+template <int C, int D> static void run_case(const Case &cs) {
+    const int B = cs.B, T = cs.T, H = cs.H;
+    const double scale = 1 / sqrt((double)D);
+    const size_t n = (size_t)B * T * H * D, nb = (size_t)B * T * H;
+    uint64_t seed = 977 + 31 * C + D + T;
+    std::vector<float> q(n), k(n), v(n), al(nb), dO(n);
+    for (size_t i = 0; i < n; i++) {
+        q[i] = bf16_round(nrand(&seed)); k[i] = bf16_round(nrand(&seed) * scale);
+        v[i] = bf16_round(nrand(&seed)); dO[i] = bf16_round(nrand(&seed));
+    }
+    for (size_t i = 0; i < nb; i++) al[i] = bf16_round(urand(&seed));
+    const Seqs sq = cs.packed ? split_rows(B, T) : whole_rows(B, T);
+    const int64_t N = (int64_t)sq.len.size();
+    const size_t dd = (size_t)D * D, ns = (size_t)N * H * dd;
+    std::vector<float> s0, dsf;
+    if (cs.packed) {   // the packed case also carries an initial state and a final-state gradient
+        s0.resize(ns); dsf.resize(ns);
+        for (size_t i = 0; i < ns; i++) { s0[i] = (float)(0.5 * nrand(&seed)); dsf[i] = (float)(0.5 * nrand(&seed)); }
+    }
+    const Ref ref = reference(B, T, H, D, sq, q, k, v, al, dO, s0, dsf, scale);
+
+    // the sequence table as the library uploads it: (row of token 0, length, first chunk)
+    std::vector<int64_t> tab(3 * N);
+    int64_t nch = 0;
+    for (int64_t i = 0; i < N; i++) {
+        tab[3 * i] = (sq.batch[i] * T + sq.start[i]) * H; tab[3 * i + 1] = sq.len[i]; tab[3 * i + 2] = nch;
+        nch += (sq.len[i] + C - 1) / C;
+    }
+    std::vector<bf16> qb = to_bf16v(q), kb = to_bf16v(k), vb = to_bf16v(v), ab = to_bf16v(al), dob = to_bf16v(dO);
+    const size_t tile = (size_t)nch * H * C, states = (size_t)nch * H * dd;
+    std::vector<bf16> w(tile * D), u(tile * D), vp(tile * D), o = poison<bf16>(n);
+    std::vector<float> cstates(states), sf = poison<float>(ns);
+
+    Args p;
+    memset(&p, 0, sizeof p);
+    p.H = H; p.dk = D; p.dv = D; p.nseq = N; p.nch = nch; p.seq = tab.data(); p.scale = (float)scale;
+    p.q = qb.data(); p.k = kb.data(); p.v = vb.data(); p.alpha = ab.data(); p.s0 = s0.empty() ? nullptr : s0.data();
+    p.w = w.data(); p.u = u.data();
+
+    // forward: W, U; the states and V' (the state-only scan); the outputs
+    const dim3 block(THREADS);
+    launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<C, D, D>(p); });
+    auto scan = [&](Args a) {
+        const dim3 grid((unsigned)(N * H), (unsigned)(D / (cs.scan_bv < D ? cs.scan_bv : D)));
+        if (cs.scan_bv >= D || cs.scan_bv == 64) {
+            constexpr int BV = D >= 64 ? 64 : D;
+            if (cs.prefetch) launch(grid, block, [&] { state_scan_kernel<C, D, BV, true>(a); });
+            else launch(grid, block, [&] { state_scan_kernel<C, D, BV, false>(a); });
+        } else {
+            constexpr int BV = D >= 32 ? 32 : D;
+            if (cs.prefetch) launch(grid, block, [&] { state_scan_kernel<C, D, BV, true>(a); });
+            else launch(grid, block, [&] { state_scan_kernel<C, D, BV, false>(a); });
+        }
+    };
+    Args f = p;
+    f.o = o.data(); f.vp = vp.data(); f.cs = cstates.data(); f.sf = cs.packed ? sf.data() : nullptr;
+    scan(f);
+    constexpr int BVO = D >= 64 ? 64 : D;
+    launch(dim3((unsigned)nch, H, D / BVO), block, [&] { out_kernel<C, D, BVO>(f); });
+
+    // backward: W, U again; the states (saved, or recomputed by the state-only scan); dV' and
+    // the state gradients; the per-chunk gradients
+    std::vector<bf16> dvp(tile * D), dq = poison<bf16>(n), dk = poison<bf16>(n), dv = poison<bf16>(n), da = poison<bf16>(nb);
+    std::vector<float> dcs(states), ds0 = poison<float>(ns), recomputed(states);
+    Args g = p;
+    g.d_o = dob.data(); g.dsf = dsf.empty() ? nullptr : dsf.data();
+    g.dq = dq.data(); g.dk_out = dk.data(); g.dv_out = dv.data(); g.dalpha = da.data(); g.ds0 = cs.packed ? ds0.data() : nullptr;
+    g.dvp = dvp.data(); g.dcs = dcs.data();
+    std::fill(w.begin(), w.end(), bf16{ 0xffff });
+    launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<C, D, D>(g); });
+    g.states = cstates.data();
+    if (cs.recompute) {
+        Args r = g;
+        r.o = nullptr; r.vp = nullptr; r.sf = nullptr; r.cs = recomputed.data();
+        scan(r);
+        g.states = recomputed.data();
+    }
+    constexpr int BVB = D >= 32 ? 32 : D;
+    launch(dim3((unsigned)(N * H), D / BVB), block, [&] { bwd_scan_kernel<C, D, BVB>(g); });
+    launch(dim3((unsigned)nch, H), block, [&] { bwd_chunk_kernel<C, D, D>(g); });
+
+    struct { const char *name; double err; } errs[] = {
+        { "o", rel_err_host(ref.o, as_double(o)) },   { "dq", rel_err_host(ref.dq, as_double(dq)) },
+        { "dk", rel_err_host(ref.dk, as_double(dk)) }, { "dv", rel_err_host(ref.dv, as_double(dv)) },
+        { "dalpha", rel_err_host(ref.da, as_double(da)) },
+        { "s_final", cs.packed ? rel_err_host(ref.sf, as_double(sf)) : 0.0 },
+        { "ds0", cs.packed ? rel_err_host(ref.ds0, as_double(ds0)) : 0.0 },
+    };
+    bool bad = false;
+    for (auto &e : errs) bad |= !(e.err < 1e-2);
+    failures += bad;
+    printf("C=%-2d d=%-3d B=%d T=%-3d H=%d %-6s %-10s scan tile %-2d %-11s |", C, D, B, T, H, cs.packed ? "packed" : "rows",
+           cs.recompute ? "recomputed" : "saved", cs.scan_bv < D ? cs.scan_bv : D, cs.prefetch ? "prefetch" : "no prefetch");
+    for (auto &e : errs) printf(" %s %.1e", e.name, e.err);
+    printf("%s\n", bad ? "  FAIL (1e-2)" : "");
+}
+
+int main() {
+    printf("delta_rule_chunk_emu: the tensor-core chunk kernels on the host against the float64 recurrence\n");
+    run_case<16, 32>({ 1, 70, 2, false, false, false, 32 });
+    run_case<32, 32>({ 2, 100, 1, true, true, true, 32 });
+    run_case<64, 32>({ 1, 150, 1, true, false, true, 32 });
+    run_case<64, 64>({ 1, 130, 1, false, false, false, 32 });
+    run_case<64, 64>({ 1, 130, 1, true, true, true, 64 });
+    run_case<32, 64>({ 1, 90, 2, false, true, true, 64 });
+    if (failures) { printf("%d case(s) FAILED\n", failures); return 1; }
+    printf("every case within 1e-2\n");
+    return 0;
+}

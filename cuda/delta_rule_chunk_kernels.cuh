@@ -1,0 +1,413 @@
+/* delta_rule_chunk_kernels.cuh: the device code of the tensor-core chunk kernels (version 2,
+ * the library's): their arguments, shared-memory sizes and the five kernels. cuda/delta_rule_chunk.cu
+ * launches them (the maths and the plan of each kernel are at its top); the host emulator
+ * bench/cuda/delta_rule_chunk_emu.cpp runs the same code on a machine without a GPU. */
+#ifndef EFLA_CUDA_DELTA_RULE_CHUNK_KERNELS_CUH
+#define EFLA_CUDA_DELTA_RULE_CHUNK_KERNELS_CUH
+#include "delta_rule_chunk_tiles.cuh"
+
+namespace {
+
+struct Args {
+    int64_t H, dk, dv, nseq, nch;
+    const int64_t *seq;   /* per sequence: (b*T+start)*H, length, first chunk */
+    float scale;
+    const bf16 *q, *k, *v, *alpha, *d_o;
+    const float *s0, *dsf, *states;
+    bf16 *o, *w, *u, *vp, *dvp, *dq, *dk_out, *dv_out, *dalpha;
+    float *sf, *cs, *dcs, *ds0;
+};
+
+/* token row (in units of H-strided rows) of token r of chunk g for head h */
+struct ChunkRows {
+    int64_t first;   /* row index of token 0 of the chunk for head h: ((b*T + t0)*H + h) */
+    int len;
+};
+
+__device__ ChunkRows chunk_rows(const Args &p, int64_t g, int64_t h, int C) {
+    int64_t lo = 0, hi = p.nseq - 1;
+    while (lo < hi) {
+        int64_t mid = (lo + hi + 1) / 2;
+        if (p.seq[3 * mid + 2] <= g) lo = mid; else hi = mid - 1;
+    }
+    const int64_t c = g - p.seq[3 * lo + 2], start = c * C, rem = p.seq[3 * lo + 1] - start;
+    ChunkRows r;
+    r.first = p.seq[3 * lo] + start * p.H + h;
+    r.len = (int)(rem < C ? rem : C);
+    return r;
+}
+
+/* ---- prep: W = T K and U = T V of every chunk -------------------------------------------------- */
+template <int C, int DK, int DV>
+constexpr size_t prep_smem() {
+    return 2 * bm_bytes(C, DK > DV ? DK : DV) + bm_bytes(C, C) + 2 * fm_bytes(C, C) + fm_bytes(C, DK > DV ? DK : DV) +
+           C * 4 + 128;
+}
+
+template <int C, int DK, int DV>
+__global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<C, DK, DV>())) prep_kernel(Args p) {
+    EFLA_DYNAMIC_SMEM(smem);
+    const int64_t g = blockIdx.x, h = blockIdx.y;
+    const ChunkRows cr = chunk_rows(p, g, h, C);
+    Carver cv(smem);
+    Bm K = cv.bm(C, DK), V = cv.bm(C, DV), Tb = cv.bm(C, C);
+    Fm G = cv.fm(C, C), X = cv.fm(C, C), F = cv.fm(C, DK > DV ? DK : DV);
+    float *a = (float *)(smem + cv.off);
+    const int64_t rs = p.H;   /* rows between consecutive tokens */
+    load_rows<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
+    load_rows<C, DV>(V, p.v + cr.first * DV, rs * DV, cr.len);
+    for (int i = threadIdx.x; i < C; i += THREADS)
+        a[i] = i < cr.len ? __bfloat162float(p.alpha[cr.first + i * rs]) : 0.0f;
+    __syncthreads();
+    mm<false, true>(K, K, G, C, C, DK, false);
+    __syncthreads();
+    unit_lower_inverse<C>(X, G, a, F.p);   /* F is free until W */
+    each<C, C>([&](int r, int c) { Tb.p[r * Tb.ld + c] = __float2bfloat16(X.p[r * X.ld + c] * a[c]); });
+    __syncthreads();
+    bf16 *w = p.w + (g * p.H + h) * C * DK, *u = p.u + (g * p.H + h) * C * DV;
+    mm<false, false>(Tb, K, F, C, DK, C, false);
+    __syncthreads();
+    store_rows<C, DK>(w, DK, F, C);
+    __syncthreads();
+    mm<false, false>(Tb, V, F, C, DV, C, false);
+    __syncthreads();
+    store_rows<C, DV>(u, DV, F, C);
+}
+
+
+/* ---- forward, step 1: the state recurrence alone ---------------------------------------------- */
+/* One block per (sequence, head, dv tile of BV columns) walks the chunks in order with the state
+ * tile in shared memory: V' = U - W S (bf16 to vp when vp is set), the entering state to cs
+ * (when set), S += K^T V'. The output product is not here (out_kernel runs it in parallel over
+ * chunks), so the critical path per chunk is two products (BV: 32 or 64, scan_plan picks).
+ * PF: the next chunk's W, K and U are fetched with cp.async while the current chunk computes. */
+#ifdef EFLA_EMULATE_CUDA   /* the host emulator copies at once; the waits have nothing to wait for */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
+    if (valid) memcpy(dst, src, 16); else memset(dst, 0, 16);
+}
+__device__ __forceinline__ void cp_async_commit() {}
+__device__ __forceinline__ void cp_async_wait_one() {}
+__device__ __forceinline__ void cp_async_wait_all() {}
+#else
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    const int n = valid ? 16 : 0;   /* 0: zero-fill the 16 bytes, read nothing */
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(n) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+#endif
+
+/* the asynchronous counterpart of load_rows (no scaling): rows >= len are zero-filled */
+template <int R, int N>
+__device__ void load_rows_async(Bm dst, const bf16 *src, int64_t stride, int len) {
+    each<R, N / 8>([&](int r, int v) {
+        const bool ok = r < len;
+        cp_async16(dst.p + r * dst.ld + v * 8, ok ? src + r * stride + v * 8 : src, ok);
+    });
+}
+
+template <int C, int DK, int BV, bool PF>
+constexpr size_t state_scan_smem() {
+    return fm_bytes(DK, BV) + fm_bytes(C, BV) + bm_bytes(DK, BV) + (PF ? 2 : 1) * (2 * bm_bytes(C, DK) + bm_bytes(C, BV)) + 128;
+}
+
+template <int C, int DK, int BV, bool PF>
+__global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV, PF>())) state_scan_kernel(Args p) {
+    EFLA_DYNAMIC_SMEM(smem);
+    const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, j0 = (int64_t)blockIdx.y * BV;
+    const int64_t dv = p.dv;
+    Carver cv(smem);
+    Fm S = cv.fm(DK, BV), F = cv.fm(C, BV);
+    Bm Sb = cv.bm(DK, BV);
+    constexpr int NB = PF ? 2 : 1;   /* buffer sets: two when prefetching */
+    /* set b is set 0 moved by b * SET bytes (pointer arithmetic rather than arrays of tiles,
+     * which the compiler would keep in local memory) */
+    constexpr size_t SET = 2 * bm_bytes(C, DK) + bm_bytes(C, BV);
+    char *const set0 = smem + cv.off;
+    cv.off += NB * SET;
+    auto Wt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET), DK + 8}; };
+    auto Kt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + bm_bytes(C, DK)), DK + 8}; };
+    auto Ut = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + 2 * bm_bytes(C, DK)), BV + 8}; };
+    load_state<DK, BV>(S, p.s0 ? p.s0 + (n * p.H + h) * DK * dv + j0 : nullptr, dv);   /* the entering state */
+    const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
+    const int64_t nchunks = (len + C - 1) / C;
+    const int64_t rs = p.H;
+    /* chunk c's tiles into buffer set c % NB: asynchronously (one commit group per chunk) when
+     * prefetching, else synchronously */
+    auto fetch = [&](int64_t c) {
+        const int64_t g = first + c, row = p.seq[3 * n] + c * C * p.H + h;
+        const int clen = (int)(len - c * C < C ? len - c * C : C);
+        const int b = (int)(c % NB);
+        if (PF) {
+            load_rows_async<C, DK>(Wt(b), p.w + (g * p.H + h) * C * DK, DK, C);
+            load_rows_async<C, DK>(Kt(b), p.k + row * DK, rs * DK, clen);
+            load_rows_async<C, BV>(Ut(b), p.u + (g * p.H + h) * C * dv + j0, dv, C);
+            cp_async_commit();
+        } else {
+            load_rows<C, DK>(Wt(b), p.w + (g * p.H + h) * C * DK, DK, C);
+            load_rows<C, DK>(Kt(b), p.k + row * DK, rs * DK, clen);
+            load_rows<C, BV>(Ut(b), p.u + (g * p.H + h) * C * dv + j0, dv, C);
+        }
+    };
+    if (PF && nchunks > 0) fetch(0);
+    for (int64_t c = 0; c < nchunks; c++) {
+        const int64_t g = first + c;
+        const int b = (int)(c % NB);
+        __syncthreads();   /* S final from the previous chunk; F, Sb and the other buffer set free */
+        if (!PF) fetch(c);
+        else if (c + 1 < nchunks) { fetch(c + 1); cp_async_wait_one(); }
+        else cp_async_wait_all();
+        if (p.cs) store_state<DK, BV>(p.cs + (g * p.H + h) * DK * dv + j0, dv, S);
+        to_bf16<DK, BV>(Sb, S);
+        __syncthreads();   /* every thread's part of chunk c's tiles and Sb are in */
+        /* V' = U - W S */
+        mm<false, false>(Wt(b), Sb, F, C, BV, DK, false);
+        __syncthreads();
+        {
+            bf16 *dst = p.vp ? p.vp + (g * p.H + h) * C * dv + j0 : nullptr;
+            each<C, BV / 4>([&](int r, int v) {
+                bf16 *u = Ut(b).p + r * Ut(b).ld + v * 4;
+                const float4 f = *(float4 *)(F.p + r * F.ld + v * 4);
+                const float4 x = make_float4(__bfloat162float(u[0]) - f.x, __bfloat162float(u[1]) - f.y,
+                                             __bfloat162float(u[2]) - f.z, __bfloat162float(u[3]) - f.w);
+                put4(u, x);
+                if (dst) put4(dst + r * dv + v * 4, x);
+            });
+        }
+        __syncthreads();
+        /* S += K^T V' */
+        mm<true, false>(Kt(b), Ut(b), S, DK, BV, C, true);
+    }
+    __syncthreads();
+    if (p.sf) store_state<DK, BV>(p.sf + (n * p.H + h) * DK * dv + j0, dv, S);
+}
+
+
+/* ---- forward, step 2: the outputs, in parallel over chunks ------------------------------------ */
+/* One block per (chunk, head, dv tile of BV columns): O = scale (Q S + tril(Q K^T) V') with S the
+ * state entering the chunk (cs) and V' from the scan (vp). */
+template <int C, int DK, int BV>
+constexpr size_t out_smem() {
+    return fm_bytes(C, C) + fm_bytes(C, BV) + 2 * bm_bytes(C, DK) + bm_bytes(DK, BV) + bm_bytes(C, BV) + bm_bytes(C, C) + 128;
+}
+
+template <int C, int DK, int BV>
+__global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<C, DK, BV>())) out_kernel(Args p) {
+    EFLA_DYNAMIC_SMEM(smem);
+    const int64_t g = blockIdx.x, h = blockIdx.y, j0 = (int64_t)blockIdx.z * BV;
+    const int64_t dv = p.dv, rs = p.H;
+    const ChunkRows cr = chunk_rows(p, g, h, C);
+    Carver cv(smem);
+    Fm P = cv.fm(C, C), F = cv.fm(C, BV);
+    Bm Q = cv.bm(C, DK), K = cv.bm(C, DK), Sb = cv.bm(DK, BV), Vp = cv.bm(C, BV), Pb = cv.bm(C, C);
+    load_rows<C, DK>(Q, p.q + cr.first * DK, rs * DK, cr.len);
+    load_rows<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
+    load_state_bf16<DK, BV>(Sb, p.cs + (g * p.H + h) * DK * dv + j0, dv);
+    load_rows<C, BV>(Vp, p.vp + (g * p.H + h) * C * dv + j0, dv, C);
+    __syncthreads();
+    mm<false, true>(Q, K, P, C, C, DK, false);
+    mm<false, false>(Q, Sb, F, C, BV, DK, false);
+    __syncthreads();
+    each<C, C>([&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
+    __syncthreads();
+    mm<false, false>(Pb, Vp, F, C, BV, C, true);
+    __syncthreads();
+    store_rows<C, BV>(p.o + cr.first * dv + j0, rs * dv, F, cr.len, p.scale);
+}
+
+
+/* ---- backward scan over chunks: dV' and the state gradients ----------------------------------- */
+/* P = Q K^T (float) is dead once Pb holds it, before F is written, and dS_out in bf16 once
+ * K dS_out is in F, before -dV' is written: each pair shares one space (which brings d = 64,
+ * and d = 128 with 32-column tiles, to two blocks per multiprocessor) */
+template <int C, int DK, int BV>
+constexpr size_t bwd_scan_smem() {
+    return fm_bytes(DK, BV) + max_bytes(fm_bytes(C, C), fm_bytes(C, BV)) + max_bytes(bm_bytes(DK, BV), bm_bytes(C, BV)) +
+           3 * bm_bytes(C, DK) + bm_bytes(C, BV) + bm_bytes(C, C) + 128;
+}
+
+template <int C, int DK, int BV>
+__global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV>())) bwd_scan_kernel(Args p) {
+    EFLA_DYNAMIC_SMEM(smem);
+    const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, j0 = (int64_t)blockIdx.y * BV;
+    const int64_t dv = p.dv;
+    Carver cv(smem);
+    Fm dS = cv.fm(DK, BV);
+    Fm P{(float *)(smem + cv.off), C + 4}, F{(float *)(smem + cv.off), BV + 4};
+    cv.off += max_bytes(fm_bytes(C, C), fm_bytes(C, BV));
+    Bm dSb{(bf16 *)(smem + cv.off), BV + 8}, dVn{(bf16 *)(smem + cv.off), BV + 8};
+    cv.off += max_bytes(bm_bytes(DK, BV), bm_bytes(C, BV));
+    Bm Q = cv.bm(C, DK), K = cv.bm(C, DK), W = cv.bm(C, DK), dO = cv.bm(C, BV), Pb = cv.bm(C, C);
+    load_state<DK, BV>(dS, p.dsf ? p.dsf + (n * p.H + h) * DK * dv + j0 : nullptr, dv);
+    const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
+    const int64_t nchunks = (len + C - 1) / C;
+    const int64_t rs = p.H;
+    for (int64_t c = nchunks - 1; c >= 0; c--) {
+        const int64_t g = first + c;
+        const int64_t row = p.seq[3 * n] + c * C * p.H + h;
+        const int clen = (int)(len - c * C < C ? len - c * C : C);
+        __syncthreads();
+        store_state<DK, BV>(p.dcs + (g * p.H + h) * DK * dv + j0, dv, dS);   /* the gradient leaving chunk g */
+        to_bf16<DK, BV>(dSb, dS);
+        load_rows<C, DK>(Q, p.q + row * DK, rs * DK, clen);
+        load_rows<C, DK>(K, p.k + row * DK, rs * DK, clen);
+        load_rows<C, DK>(W, p.w + (g * p.H + h) * C * DK, DK, C);
+        load_rows<C, BV>(dO, p.d_o + row * dv + j0, rs * dv, clen, p.scale);
+        __syncthreads();
+        mm<false, true>(Q, K, P, C, C, DK, false);
+        __syncthreads();
+        each<C, C>([&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
+        __syncthreads();
+        /* dV' = P^T (scale dO) + K dS_out (the same warp owns a tile in both products) */
+        mm<true, false>(Pb, dO, F, C, BV, C, false);
+        mm<false, false>(K, dSb, F, C, BV, DK, true);
+        __syncthreads();
+        {
+            bf16 *dst = p.dvp + (g * p.H + h) * C * dv + j0;
+            each<C, BV / 4>([&](int r, int v) {
+                const float4 x = *(float4 *)(F.p + r * F.ld + v * 4);
+                put4(dst + r * dv + v * 4, x);
+                put4(dVn.p + r * dVn.ld + v * 4, scale4(x, -1.0f));
+            });
+        }
+        __syncthreads();
+        /* dS_in = dS_out + Q^T (scale dO) - W^T dV' */
+        mm<true, false>(Q, dO, dS, DK, BV, C, true);
+        mm<true, false>(W, dVn, dS, DK, BV, C, true);
+    }
+    __syncthreads();
+    if (p.ds0) store_state<DK, BV>(p.ds0 + (n * p.H + h) * DK * dv + j0, dv, dS);
+}
+
+
+/* ---- backward within each chunk ----------------------------------------------------------------- */
+/* Shared memory, phase by phase (v1 kept X and G in two more float C x C tiles and dX in a
+ * fifth bf16 C x C tile; here X lives in F's space until T and X are in bf16, G is
+ * recomputed where phase 5 needs it, into the bf16 tiles T and dP that are done by then, and
+ * dX takes dO's / dV''s space), which brings d = 64, C = 64 to two blocks per multiprocessor. */
+template <int C, int DK, int DV>
+constexpr size_t bwd_chunk_smem() {
+    return 2 * bm_bytes(C, DK) + 2 * bm_bytes(C, DV) + max_bytes(bm_bytes(C, DV), (size_t)C * C * 2) + bm_bytes(DK, DV) +
+           max_bytes(fm_bytes(C, DK > DV ? DK : DV), fm_bytes(C, C)) + fm_bytes(C, C) + 3 * (size_t)C * C * 2 + 2 * C * 4;
+}
+
+template <int C, int DK, int DV>
+__global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>())) bwd_chunk_kernel(Args p) {
+    EFLA_DYNAMIC_SMEM(smem);
+    const int64_t g = blockIdx.x, h = blockIdx.y;
+    const ChunkRows cr = chunk_rows(p, g, h, C);
+    const int64_t rs = p.H;
+    const int D = DK > DV ? DK : DV;
+    Carver cv(smem);
+    /* C-row bf16 buffers, reused phase by phase (see the comments at each phase); the C x C
+     * bf16 tiles go unpadded to save shared memory */
+    Bm K = cv.bm(C, DK), Qb = cv.bm(C, DK), bufD = cv.bm(C, DV), Vp = cv.bm(C, DV);
+    char *const o_space = smem + cv.off;            /* dO, then dV', then dX (and the solve's scratch) */
+    cv.off += max_bytes(bm_bytes(C, DV), (size_t)C * C * 2);
+    Bm bufO{(bf16 *)o_space, DV + 8}, dXb{(bf16 *)o_space, C};
+    Bm Mat = cv.bm(DK, DV);                         /* S_in, later dS_out */
+    char *const f_space = smem + cv.off;            /* X (phase 1), then the staging of C x d products */
+    cv.off += max_bytes(fm_bytes(C, D), fm_bytes(C, C));
+    Fm F{(float *)f_space, D + 4}, Xf{(float *)f_space, C + 4};
+    Fm CC = cv.fm(C, C);                            /* float C x C scratch */
+    Bm Tb{(bf16 *)(smem + cv.off), C}; cv.off += (size_t)C * C * 2;
+    Bm dPb{(bf16 *)(smem + cv.off), C}; cv.off += (size_t)C * C * 2;
+    Fm Gf{(float *)Tb.p, C};                        /* G in phase 5, over Tb and dPb (adjacent) */
+    Bm Xb{(bf16 *)(smem + cv.off), C}; cv.off += (size_t)C * C * 2;
+    float *a = (float *)(smem + cv.off);
+    float *da = a + C;
+
+    /* phase 1: G, X, T; V (phase 2) and Q (phase 5) arrive meanwhile */
+    load_rows_async<C, DV>(bufD, p.v + cr.first * DV, rs * DV, cr.len);
+    load_rows_async<C, DK>(Qb, p.q + cr.first * DK, rs * DK, cr.len);
+    cp_async_commit();
+    load_rows<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
+    for (int i = threadIdx.x; i < C; i += THREADS) {
+        a[i] = i < cr.len ? __bfloat162float(p.alpha[cr.first + i * rs]) : 0.0f;
+        da[i] = 0.0f;
+    }
+    __syncthreads();
+    mm<false, true>(K, K, CC, C, C, DK, false);     /* CC = G */
+    __syncthreads();
+    unit_lower_inverse<C>(Xf, CC, a, (float *)o_space);   /* Xf = X; dO's space is free until phase 3 */
+    each<C, C>([&](int r, int c) {
+        const float x = Xf.p[r * Xf.ld + c];
+        Tb.p[r * C + c] = __float2bfloat16(x * a[c]);
+        Xb.p[r * C + c] = __float2bfloat16(x);
+    });
+    /* phase 2: D = V - K S_in (bufD), V' = T D (Vp) */
+    load_state_bf16<DK, DV>(Mat, p.states + (g * p.H + h) * DK * DV, DV);
+    cp_async_wait_all();                            /* this thread's part of V and Q */
+    __syncthreads();                                /* everyone's; also: Xf is read, F may be written */
+    mm<false, false>(K, Mat, F, C, DV, DK, false);
+    __syncthreads();
+    each<C, DV>([&](int r, int c) {
+        bufD.p[r * bufD.ld + c] = __float2bfloat16(__bfloat162float(bufD.p[r * bufD.ld + c]) - F.p[r * F.ld + c]);
+    });
+    __syncthreads();
+    mm<false, false>(Tb, bufD, F, C, DV, C, false);
+    __syncthreads();
+    to_bf16<C, DV>(Vp, F);
+    /* phase 3: dP = tril(dO V'^T) with dO scaled (bufO), dQ = dO S^T + dP K */
+    load_rows<C, DV>(bufO, p.d_o + cr.first * DV, rs * DV, cr.len, p.scale);
+    __syncthreads();
+    mm<false, true>(bufO, Vp, CC, C, C, DV, false);
+    __syncthreads();
+    each<C, C>([&](int r, int c) { dPb.p[r * C + c] = __float2bfloat16(c <= r ? CC.p[r * CC.ld + c] : 0.0f); });
+    __syncthreads();
+    mm<false, true>(bufO, Mat, F, C, DK, DV, false);
+    mm<false, false>(dPb, K, F, C, DK, C, true);     /* same tiles, same warp: no barrier needed */
+    __syncthreads();
+    store_rows<C, DK>(p.dq + cr.first * DK, rs * DK, F, cr.len);
+    __syncthreads();
+    /* phase 4: dV' (bufO, dO is done), dD = T^T dV' = dv, dT = dV' D^T, da from T */
+    load_rows<C, DV>(bufO, p.dvp + (g * p.H + h) * C * DV, DV, C);
+    __syncthreads();
+    mm<true, false>(Tb, bufO, F, C, DV, C, false);
+    mm<false, true>(bufO, bufD, CC, C, C, DV, false);   /* CC = dT */
+    __syncthreads();                                   /* dV' is done: dX may take its space */
+    store_rows<C, DV>(p.dv_out + cr.first * DV, rs * DV, F, cr.len);
+    to_bf16<C, DV>(bufD, F, -1.0f);                    /* bufD = -dD (D is done) */
+    for (int j = threadIdx.x; j < C; j += THREADS) {   /* da_j += sum_i X_ij dT_ij */
+        float s = 0;
+        for (int i = j; i < C; i++) s += __bfloat162float(Xb.p[i * C + j]) * CC.p[i * CC.ld + j];
+        da[j] += s;
+    }
+    each<C, C>([&](int r, int c) { dXb.p[r * C + c] = __float2bfloat16(CC.p[r * CC.ld + c] * a[c]); });
+    __syncthreads();
+    /* phase 5: dK = dP^T Q - dD S^T + V' dS_out^T + (dG + dG^T) K */
+    mm<true, false>(dPb, Qb, F, C, DK, C, false);
+    mm<false, true>(bufD, Mat, F, C, DK, DV, true);
+    __syncthreads();                                   /* T and dP are done: G may take their space */
+    load_state_bf16<DK, DV>(Mat, p.dcs + (g * p.H + h) * DK * DV, DV);   /* Mat = dS_out */
+    __syncthreads();
+    mm<false, true>(Vp, Mat, F, C, DK, DV, true);
+    mm<false, true>(dXb, Xb, CC, C, C, C, false);      /* CC = Y = dX X^T */
+    mm<false, true>(K, K, Gf, C, C, DK, false);        /* Gf = G again (as phase 1 had it) */
+    __syncthreads();
+    each<C, C>([&](int r, int c) { dXb.p[r * C + c] = __float2bfloat16(CC.p[r * CC.ld + c]); });   /* Y, bf16 */
+    __syncthreads();
+    mm<true, false>(Xb, dXb, CC, C, C, C, false);      /* CC = X^T Y = -dL */
+    __syncthreads();
+    for (int i = threadIdx.x; i < C; i += THREADS) {   /* da_i += sum_{j<i} dL_ij G_ij */
+        float s = 0;
+        for (int j = 0; j < i; j++) s -= CC.p[i * CC.ld + j] * Gf.p[i * Gf.ld + j];
+        da[i] += s;
+    }
+    each<C, C>([&](int r, int c) {                    /* dGs = dG + dG^T into dXb */
+        float x = 0;
+        if (r > c) x = -a[r] * CC.p[r * CC.ld + c];
+        else if (c > r) x = -a[c] * CC.p[c * CC.ld + r];
+        dXb.p[r * C + c] = __float2bfloat16(x);
+    });
+    __syncthreads();
+    mm<false, false>(dXb, K, F, C, DK, C, true);
+    __syncthreads();
+    store_rows<C, DK>(p.dk_out + cr.first * DK, rs * DK, F, cr.len);
+    for (int i = threadIdx.x; i < cr.len; i += THREADS) p.dalpha[cr.first + i * rs] = __float2bfloat16(da[i]);
+}
+
+} // namespace
+#endif
