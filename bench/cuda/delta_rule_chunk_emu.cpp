@@ -5,9 +5,9 @@
 // outputs) and the backward (prep, the backward scan, the per-chunk gradients) as
 // cuda/delta_rule_chunk.cu launches them, and checks o, dq, dk, dv, dalpha (and s_final, ds0)
 // against the float64 recurrence of delta_rule_ref.h with the workbench's tolerance (1e-2
-// norm-relative; bfloat16 inputs). Cases: chunk sizes 16, 32 and 64, head sizes 32 and 64, T
-// not a multiple of C, packed sequences with an initial state and a final-state gradient,
-// states saved or recomputed, both state-scan tiles, with and without the prefetch.
+// norm-relative; bfloat16 inputs). Cases: chunk sizes 16, 32 and 64, head sizes 32, 64 and 128
+// (the LMs'), T not a multiple of C, packed sequences with an initial state and a final-state
+// gradient, states saved or recomputed, both state-scan tiles, with and without the prefetch.
 //   g++ -std=c++17 -O2 -fno-strict-aliasing -pthread -Wno-unknown-pragmas -Icuda -Ibench/cuda
 //       bench/cuda/delta_rule_chunk_emu.cpp -o /tmp/chunk_emu && /tmp/chunk_emu
 //   (ctest runs it as cuda_delta_rule_chunk_emu; a new kernel version can be checked here before
@@ -147,6 +147,7 @@ int main() {
     run_case<64, 64>({ 1, 130, 1, false, false, false, 32 });
     run_case<64, 64>({ 1, 130, 1, true, true, true, 64 });
     run_case<32, 64>({ 1, 90, 2, false, true, true, 64 });
+    run_case<64, 128>({ 1, 80, 1, true, false, true, 32 });   // the LMs' head size
     if (failures) { printf("%d case(s) FAILED\n", failures); return 1; }
     printf("every case within 1e-2\n");
     return 0;
