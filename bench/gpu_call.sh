@@ -7,12 +7,14 @@
 #   bash scripts/make_bundle.sh                    here; carry bundle/, .peers/fla and, when you
 #   bash bench/gpu_call.sh [PARTS]                 have it, .peers/triton-autotune.tgz; there:
 #
-# PARTS (default "tests lm workbench vs_fla"), in this order:
+# PARTS (default "tests lm workbench sanitize vs_fla"), in this order:
 #   tests      test_backend_ops -b cuda (every op against the CPU), test_cuda, the CUDA Lua tests
 #   lm         bench/lm_step_vs_fla.sh's rows in one run: efla and fla, byte and 125m, real and
 #              no-op delta rule, efla with --recompute-states and the per-op memory report
 #   workbench  bench/cuda/build_dev.sh, then ./delta_rule_dev: validate every kernel version
 #              against the float64 recurrence, then time them at the shapes
+#   sanitize   compute-sanitizer memcheck and racecheck of the workbench's kernels (the commands
+#              docs/RELIABILITY.md records)
 #   vs_fla     bench/delta_rule_vs_fla.sh (the operator against fla's chunk_delta_rule)
 # Out: $OUT/gpu_call.tgz (every log; the device returns at most 8 files) and
 # $OUT/triton-autotune.tgz (copy it to .peers/ here: the next call's fla skips its autotuning).
@@ -21,7 +23,7 @@ cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-/tmp/efla-gpu-call}
 LOGS=$OUTDIR/logs
 mkdir -p "$LOGS"
-PARTS=${1:-"tests lm workbench vs_fla"}
+PARTS=${1:-"tests lm workbench sanitize vs_fla"}
 BUDGET=${BUDGET:-540}
 [[ -x bundle/bin/efla ]] || { echo "gpu_call: no bundle at ./bundle (bash scripts/make_bundle.sh, then carry it)" >&2; exit 2; }
 . bundle/bin/efla-env.sh
@@ -76,6 +78,10 @@ if has workbench; then
     TAIL=10 run workbench_b8 90 ./delta_rule_dev -1 8 2048 16 128 64 time
     TAIL=10 run workbench_b16_d64 120 ./delta_rule_dev -1 16 4096 32 64 64 time
   fi
+fi
+if has sanitize && [[ -x ./delta_rule_dev ]]; then
+  TAIL=4 run memcheck 90 compute-sanitizer --tool memcheck ./delta_rule_dev 2 1 200 2 64 64
+  TAIL=4 run racecheck 120 compute-sanitizer --tool racecheck ./delta_rule_dev 2 1 130 1 64 32
 fi
 if has vs_fla; then
   TAIL=30 OUT=$OUTDIR/vs_fla run delta_rule_vs_fla 400 bash bench/delta_rule_vs_fla.sh
