@@ -63,12 +63,11 @@ end)
 
 -- one forward and backward of a small LM: loss, gradients and the memory left between forward
 -- and backward, with the collector stopped so that only explicit drops free anything
--- a small float64 LM and a batch, the same for every call (compute: its compute dtype, or nil)
-local function small_lm(compute)
+-- a small float64 LM and a batch, the same for every call
+local function small_lm()
   efla.manual_seed(3)
   local m = nn.CausalLM { vocab_size = 64, d_model = 32, n_layers = 2, n_heads = 2, order = 'exact', short_conv = true,
                           output_norm = true, key_norm = 'l2', query_norm = 'l2', dtype = 'float64' }
-  if compute then m:set_compute_dtype(compute) end
   return m, efla.randint(1, 65, { 2, 40 })
 end
 
@@ -103,23 +102,8 @@ end)
 
 -- after the backward, with the collector stopped: what is still held beyond the gradients.
 -- Intermediate boxes that nobody dropped (views included: a view's box keeps its whole base
--- alive) would hold their storage here until a collection.
-local function left_after_backward(drop_on)
-  nn.temporaries.enabled = drop_on
-  local m, tok = small_lm('float32')   -- the weight copies of mixed precision, as on a GPU
-  local param_bytes = 0
-  for _, p in ipairs(m:parameters()) do param_bytes = param_bytes + p:numel() * 8 end
-  collectgarbage('collect')
-  collectgarbage('stop')
-  local base = efla.cpu_live_bytes()
-  local loss = m:loss(tok, tok)
-  local _, saved = efla.autograd.saved_memory(loss)
-  loss:backward()
-  local left = efla.cpu_live_bytes() - base - param_bytes   -- minus the new gradients
-  collectgarbage('restart')
-  nn.temporaries.enabled = true
-  return left, saved
-end
+-- alive) would hold their storage here until a collection. bench/held_after_backward.lua measures it.
+local left_after_backward = dofile((arg[0]:match('^(.*[/\\])') or './') .. '../../bench/held_after_backward.lua')
 
 test('after an LM backward (mixed precision) the step holds little beyond the gradients', function()
   local left_drop, saved = left_after_backward(true)
