@@ -142,7 +142,7 @@ function DeltaAttention.project_qkv(layer, x, state, new_state)
   local B, T, H, dh = x:size(1), x:size(2), layer.n_heads, layer.head_dim
   -- each stage's input is a temporary of this layer (autograd keeps what backward needs):
   -- hand it back once the next stage has it (efla.nn.temporaries)
-  local function next_stage(t, y) if not rawequal(t, y) then drop(x, t) end return y end
+  local function next_stage(t, y) drop({ x, y }, t) return y end
   local function qkv(proj, conv, norm, conv_key)
     local t = proj:forward(x)
     if conv then
@@ -193,12 +193,12 @@ function DeltaAttention:forward(x, state)
     local gate = self.g_proj:forward(x)
     local gate4, oc = gate:reshape(B, T, H, dh), self:cast(o)
     o2 = fused.rms_norm_gated(oc, gate4, on:cast(on.weight), on.eps)
-    drop(x, o, oc, gate, gate4)
+    drop({ x, o2 }, o, oc, gate, gate4)
     o = o2
   else
     if self.o_norm then
       o2 = self.o_norm:forward(o)
-      if not rawequal(o2, o) then drop(x, o) end
+      drop({ x, o2 }, o)
       o = o2
     end
     if self.g_proj then
@@ -206,7 +206,7 @@ function DeltaAttention:forward(x, state)
       local gate4 = gate:reshape(B, T, H, dh)
       local act = gate4:silu()
       o2 = o * act
-      drop(x, o, gate, gate4, act)
+      drop({ x, o2 }, o, gate, gate4, act)
       o = o2
     end
   end

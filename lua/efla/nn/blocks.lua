@@ -33,7 +33,7 @@ function blocks.SwiGLU:forward(x)
   if fused.on(g) and not self.down.bias then
     local w = self.down:cast(self.down.weight)
     y = fused.swiglu_linear(g, u, w)
-    if not rawequal(w, self.down.weight) then drop({ x, y }, w) end
+    drop({ x, y, self.down.weight }, w)
   else
     local a = g:silu()
     local h = a * u
@@ -105,7 +105,7 @@ function blocks.ShortConv:forward(x, cache)
   if K > 1 then
     local tail = xp:narrow(2, T + 1, K - 1)
     new_cache = tail:contiguous()
-    if not rawequal(new_cache, tail) then drop(x, tail) end   -- the view's box pins xp too
+    drop({ x, new_cache }, tail)   -- the view's box pins xp too
   end
   return y, new_cache
 end
@@ -127,7 +127,7 @@ function blocks.ShortConv:forward_fused(x, cache)
       -- long as the cache, e.g. until the collector finds the states a training loss ignores
       local tail = x:narrow(2, T - K + 2, K - 1)
       new_cache = tail:contiguous()
-      if not rawequal(new_cache, tail) then drop(x, tail) end   -- the view's box pins x too
+      drop({ x, new_cache }, tail)   -- the view's box pins x too
     else
       cache = cache or efla.zeros({ B, K - 1, C }, { dtype = x:dtype(), device = x:device() })
       new_cache = efla.cat({ cache, x }, 2):narrow(2, T + 1, K - 1)

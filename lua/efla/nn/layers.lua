@@ -52,11 +52,11 @@ function nn.Linear:forward(x)
   else y = xc:matmul(wt) end
   -- the compute-dtype copies and the transposed view: autograd keeps what it needs, the boxes
   -- go now (efla.nn.temporaries) instead of holding a weight copy until the next collection
-  drop({ x, self.weight, y }, wt, not rawequal(w, self.weight) and w or nil, not rawequal(xc, x) and xc or nil)
+  drop({ x, self.weight, y }, wt, w, xc)
   if self.bias then
     local b = self:cast(self.bias)
     local yb = y + b
-    drop({ self.bias, x }, y, not rawequal(b, self.bias) and b or nil)
+    drop({ self.bias, x, yb }, y, b)
     y = yb
   end
   return y
