@@ -37,13 +37,18 @@ struct FeList {
     int n;
 };
 
-__device__ __forceinline__ int fe_tensor_of(const FeList &L, int64_t b) {
+/* Block b of a launch over a list (FeList or FaList: first, numel, n): its tensor k and the
+ * elements [lo, hi) of that tensor it covers (a binary search over the first blocks). */
+struct BlockRange { int k; int64_t lo, hi; };
+template <class List> __device__ __forceinline__ BlockRange block_range(const List &L, int64_t b) {
     int lo = 0, hi = L.n - 1;
     while (lo < hi) {
         int mid = (lo + hi + 1) >> 1;
         if (L.first[mid] <= b) lo = mid; else hi = mid - 1;
     }
-    return lo;
+    BlockRange r{lo, (b - L.first[lo]) * FE_CHUNK, 0};
+    r.hi = r.lo + FE_CHUNK < L.numel[lo] ? r.lo + FE_CHUNK : L.numel[lo];
+    return r;
 }
 
 __device__ __forceinline__ double bf2d(unsigned short h) {
@@ -119,10 +124,10 @@ __device__ double fe_block_sum(double v) {
 }
 
 __global__ void __launch_bounds__(FE_THREADS) fe_sumsq_kernel(const FeList L, double *part) {
-    int64_t b = blockIdx.x;
-    int k = fe_tensor_of(L, b);
-    int64_t lo = (b - L.first[k]) * FE_CHUNK, hi = lo + FE_CHUNK;
-    if (hi > L.numel[k]) hi = L.numel[k];
+    const int64_t b = blockIdx.x;
+    const BlockRange r = block_range(L, b);
+    const int k = r.k;
+    const int64_t lo = r.lo, hi = r.hi;
     double s = fe_block_sum(fe_thread_sumsq(L.ptr[k], L.dtype[k], L.vec[k], lo, hi));
     if (threadIdx.x == 0) part[b] = s;
 }
@@ -136,10 +141,10 @@ __global__ void __launch_bounds__(FE_FINISH_THREADS) fe_finish_kernel(const doub
 }
 
 __global__ void __launch_bounds__(FE_THREADS) fe_scale_kernel(const FeList L, const double *coef) {
-    int64_t b = blockIdx.x;
-    int k = fe_tensor_of(L, b);
-    int64_t lo = (b - L.first[k]) * FE_CHUNK, hi = lo + FE_CHUNK;
-    if (hi > L.numel[k]) hi = L.numel[k];
+    const int64_t b = blockIdx.x;
+    const BlockRange r = block_range(L, b);
+    const int k = r.k;
+    const int64_t lo = r.lo, hi = r.hi;
     const double c = *coef;
     const float cf = (float)c;
     int dt = L.dtype[k];
@@ -223,14 +228,6 @@ struct FaList {
 };
 struct FaArgs { double lr, b1, b2, eps, wd, ibc1, ibc2; };
 
-__device__ __forceinline__ int fa_tensor_of(const FaList &L, int64_t b) {
-    int lo = 0, hi = L.n - 1;
-    while (lo < hi) {
-        int mid = (lo + hi + 1) >> 1;
-        if (L.first[mid] <= b) lo = mid; else hi = mid - 1;
-    }
-    return lo;
-}
 
 template <typename S> struct FaIo;
 template <> struct FaIo<float> {
@@ -271,10 +268,10 @@ __device__ void fa_chunk(const FaList &L, int k, int64_t lo, int64_t hi, const F
 }
 
 __global__ void __launch_bounds__(FE_THREADS) fa_adamw_kernel(const FaList L, const FaArgs a) {
-    int64_t b = blockIdx.x;
-    int k = fa_tensor_of(L, b);
-    int64_t lo = (b - L.first[k]) * FE_CHUNK, hi = lo + FE_CHUNK;
-    if (hi > L.numel[k]) hi = L.numel[k];
+    const int64_t b = blockIdx.x;
+    const BlockRange r = block_range(L, b);
+    const int k = r.k;
+    const int64_t lo = r.lo, hi = r.hi;
     int dp = L.dp[k], dm = L.dm[k];
     if (dp == EFLA_FLOAT32) fa_chunk<float, float, float>(L, k, lo, hi, a);
     else if (dp == EFLA_FLOAT64 && dm == EFLA_FLOAT64) fa_chunk<double, double, double>(L, k, lo, hi, a);

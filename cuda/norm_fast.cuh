@@ -70,29 +70,33 @@ template <class T, class W> __global__ void norm_fast_bwd(NormFast<T, W> a) {
     NORM_FAST_ROWS(r, a) {
         const T *xr = a.x + r * a.D, *dr = a.dy + r * a.D;
         float mu = a.rms ? 0.f : a.mean[r], rs = a.rstd[r];
-        float xv[8], dv[8], wv[8], sa = 0, sb = 0;
-        for (int64_t i = lane * 8; i < a.D; i += 256) {
+        float xv[8], dxh[8], sa = 0, sb = 0;
+        /* x and dxh = dy w of the 8 columns at i; both passes reload them (the row is not kept
+         * in registers) */
+        auto load = [&](int64_t i) {
+            float wv[8];
             load8(xr + i, xv);
-            load8(dr + i, dv);
-            if (a.w) load8(a.w + i, wv);
+            load8(dr + i, dxh);
+            if (a.w) {
+                load8(a.w + i, wv);
+#pragma unroll
+                for (int k = 0; k < 8; k++) dxh[k] *= wv[k];
+            }
+        };
+        for (int64_t i = lane * 8; i < a.D; i += 256) {
+            load(i);
 #pragma unroll
             for (int k = 0; k < 8; k++) {
-                float dxh = a.w ? dv[k] * wv[k] : dv[k];
-                sa += dxh;
-                sb += dxh * (xv[k] - mu) * rs;
+                sa += dxh[k];
+                sb += dxh[k] * (xv[k] - mu) * rs;
             }
         }
         sa = a.rms ? 0.f : warp_sum(sa) / (float)a.D;
         sb = warp_sum(sb) / (float)a.D;
         for (int64_t i = lane * 8; i < a.D; i += 256) {
-            load8(xr + i, xv);
-            load8(dr + i, dv);
-            if (a.w) load8(a.w + i, wv);
+            load(i);
 #pragma unroll
-            for (int k = 0; k < 8; k++) {
-                float dxh = a.w ? dv[k] * wv[k] : dv[k];
-                xv[k] = rs * (dxh - sa - (xv[k] - mu) * rs * sb);
-            }
+            for (int k = 0; k < 8; k++) xv[k] = rs * (dxh[k] - sa - (xv[k] - mu) * rs * sb);
             store8(a.dx + r * a.D + i, xv);
         }
     }
