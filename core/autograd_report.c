@@ -4,46 +4,10 @@
  * tensor saved by two nodes is one allocation), and storages of leaves (parameters, inputs)
  * are left out: they live whether or not a backward follows. */
 #include "autograd.h"
+#include "addr_set.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* An open-addressing set of pointers (nodes visited, storages counted). */
-typedef struct { const void **slot; size_t cap, n; } ptr_set;
-
-static int set_add(ptr_set *s, const void *p) {   /* 1 added, 0 present, -1 out of memory */
-    if (2 * (s->n + 1) > s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 256;
-        const void **slot = calloc(cap, sizeof *slot);
-        if (!slot) return -1;
-        for (size_t i = 0; i < s->cap; i++) {
-            if (!s->slot[i]) continue;
-            size_t j = ((uintptr_t)s->slot[i] >> 4) & (cap - 1);
-            while (slot[j]) j = (j + 1) & (cap - 1);
-            slot[j] = s->slot[i];
-        }
-        free(s->slot);
-        s->slot = slot;
-        s->cap = cap;
-    }
-    size_t j = ((uintptr_t)p >> 4) & (s->cap - 1);
-    while (s->slot[j]) {
-        if (s->slot[j] == p) return 0;
-        j = (j + 1) & (s->cap - 1);
-    }
-    s->slot[j] = p;
-    s->n++;
-    return 1;
-}
-
-static int set_has(const ptr_set *s, const void *p) {
-    if (!s->cap) return 0;
-    size_t j = ((uintptr_t)p >> 4) & (s->cap - 1);
-    while (s->slot[j]) {
-        if (s->slot[j] == p) return 1;
-        j = (j + 1) & (s->cap - 1);
-    }
-    return 0;
-}
 
 static int add_entry(efla_saved_entry *out, int cap, int *n_names, const char *name, int64_t bytes,
                      int64_t tensors) {
@@ -57,7 +21,7 @@ static int add_entry(efla_saved_entry *out, int cap, int *n_names, const char *n
     if (*n_names < cap) {
         efla_saved_entry *e = &out[*n_names];
         memset(e, 0, sizeof *e);
-        strncpy(e->name, name, sizeof e->name - 1);
+        snprintf(e->name, sizeof e->name, "%s", name);
         e->nodes = 1;
         e->tensors = tensors;
         e->bytes = bytes;
@@ -76,7 +40,7 @@ int efla_graph_saved(const efla_tensor *root, efla_saved_entry *out, int cap, in
     if (cap < 0 || (cap > 0 && !out)) return efla_fail("graph_saved: out must hold cap = %d entries", cap);
     if (total_bytes) *total_bytes = 0;
     if (!root->grad_fn) return 0;
-    ptr_set nodes = {0}, storages = {0}, leaves = {0};
+    efla_addr_set nodes = {0}, storages = {0}, leaves = {0};
     size_t cap_stack = 64, top = 0;
     efla_node **stack = malloc(cap_stack * sizeof *stack), **order = NULL;   /* order: nodes as met */
     size_t n_order = 0;
@@ -85,7 +49,7 @@ int efla_graph_saved(const efla_tensor *root, efla_saved_entry *out, int cap, in
     if (!stack) goto oom;
     /* pass 1: every node, and the storages of the leaves their edges reach */
     stack[top++] = root->grad_fn;
-    if (set_add(&nodes, root->grad_fn) < 0) goto oom;
+    if (efla_addr_set_add(&nodes, (uintptr_t)root->grad_fn) < 0) goto oom;
     while (top) {
         efla_node *n = stack[--top];
         efla_node **o2 = realloc(order, (n_order + 1) * sizeof *order);
@@ -93,10 +57,10 @@ int efla_graph_saved(const efla_tensor *root, efla_saved_entry *out, int cap, in
         order = o2;
         order[n_order++] = n;
         for (int i = 0; i < n->n_inputs; i++) {
-            if (n->edges[i].leaf && set_add(&leaves, n->edges[i].leaf->storage) < 0) goto oom;
+            if (n->edges[i].leaf && efla_addr_set_add(&leaves, (uintptr_t)n->edges[i].leaf->storage) < 0) goto oom;
             efla_node *fn = n->edges[i].fn;
             if (!fn) continue;
-            int added = set_add(&nodes, fn);
+            int added = efla_addr_set_add(&nodes, (uintptr_t)fn);
             if (added < 0) goto oom;
             if (!added) continue;
             if (top == cap_stack) {
@@ -114,8 +78,8 @@ int efla_graph_saved(const efla_tensor *root, efla_saved_entry *out, int cap, in
         int64_t bytes = 0, tensors = 0;
         for (int s = 0; s < n->n_saved; s++) {
             const efla_storage *st = n->saved[s].t->storage;
-            if (set_has(&leaves, st)) continue;
-            int added = set_add(&storages, st);
+            if (efla_addr_set_has(&leaves, (uintptr_t)st)) continue;
+            int added = efla_addr_set_add(&storages, (uintptr_t)st);
             if (added < 0) goto oom;
             if (!added) continue;
             bytes += (int64_t)st->nbytes;
@@ -133,8 +97,8 @@ oom:
 done:
     free(stack);
     free(order);
-    free(nodes.slot);
-    free(storages.slot);
-    free(leaves.slot);
+    efla_addr_set_free(&nodes);
+    efla_addr_set_free(&storages);
+    efla_addr_set_free(&leaves);
     return rc;
 }

@@ -22,6 +22,7 @@
  * which lies inside the file. The format is HDF5's File Format Specification version 3. */
 #define _GNU_SOURCE
 #include "h5_check.h"
+#include "addr_set.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -84,9 +85,8 @@ typedef struct {
     uint64_t eof;                   /* the end of the file's data: min(file size, superblock EOF) */
     char *why;
     size_t cap;
-    uint64_t *seen;                 /* object headers and chunks already checked, by address: */
-    size_t n_seen, cap_seen;        /* an open-addressing hash set (0 = empty slot; address 0 is
-                                     * the superblock, never an object) */
+    efla_addr_set seen;             /* object headers and chunks already checked, by address
+                                     * (address 0 is the superblock, never an object) */
     size_t chunks;                  /* continuation chunks read so far (all objects) */
 } walk;
 
@@ -105,31 +105,12 @@ static uint64_t le(const uint8_t *p, int n) {
     return v;
 }
 
-static size_t slot_of(const uint64_t *set, size_t cap, uint64_t addr) {
-    size_t i = (size_t)((addr * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
-    while (set[i] && set[i] != addr) i = (i + 1) & (cap - 1);
-    return i;
-}
-
 /* 1 if addr was seen before, else records it; -1 when out of memory. A hash set, so that a
  * file of a million tiny objects costs linear time, not quadratic. */
 static int seen_before(walk *w, uint64_t addr) {
     if (addr == 0) return 1;        /* the superblock: never an object or chunk */
-    if (2 * (w->n_seen + 1) > w->cap_seen) {
-        size_t cap = w->cap_seen ? 2 * w->cap_seen : 256;
-        uint64_t *p = calloc(cap, sizeof *p);
-        if (!p) return -1;
-        for (size_t i = 0; i < w->cap_seen; i++)
-            if (w->seen[i]) p[slot_of(p, cap, w->seen[i])] = w->seen[i];
-        free(w->seen);
-        w->seen = p;
-        w->cap_seen = cap;
-    }
-    size_t i = slot_of(w->seen, w->cap_seen, addr);
-    if (w->seen[i]) return 1;
-    w->seen[i] = addr;
-    w->n_seen++;
-    return 0;
+    int added = efla_addr_set_add(&w->seen, addr);
+    return added < 0 ? -1 : !added;
 }
 
 /* Reads n bytes at addr into a fresh buffer; the range must lie inside the file. */
@@ -482,6 +463,6 @@ int efla_h5_check_layout(int fd, char *why, size_t cap) {
         rc = check_object(&w, le(sb + 36, 8), 0, 1);
     }
     free(sb);
-    free(w.seen);
+    efla_addr_set_free(&w.seen);
     return rc;
 }
