@@ -9,8 +9,8 @@
 #
 # PARTS (default "tests lm workbench sanitize vs_fla"), in this order:
 #   tests      test_backend_ops -b cuda (every op against the CPU), test_cuda, the CUDA Lua tests
-#   lm         bench/lm_step_vs_fla.sh's rows in one run: efla and fla, byte and 125m, real and
-#              no-op delta rule, efla with --recompute-states and the per-op memory report
+#   lm         bench/lm_step_vs_fla.sh: efla and fla, byte and 125m, real and no-op delta rule,
+#              efla with --recompute-states, the per-op memory report and the generic kernels
 #   workbench  bench/cuda/build_dev.sh, then ./delta_rule_dev: validate every kernel version
 #              against the float64 recurrence, then time them at the shapes
 #   sanitize   compute-sanitizer memcheck and racecheck of the workbench's kernels (the commands
@@ -59,17 +59,7 @@ if has tests; then
   done
 fi
 if has lm; then
-  efla_lm() { TAIL=${TAIL:-4} run "efla_$1" 60 bundle/bin/efla bench/lm_step_gpu.lua --model "${@:2}"; }
-  fla_lm() { TAIL=1 run "fla_$1" 300 python3 bench/lm_step_fla.py --model "${@:2}"; }
-  efla_lm byte byte --steps 10 --memory-report
-  efla_lm byte_recompute byte --steps 10 --recompute-states
-  fla_lm byte byte --steps 10
-  efla_lm 125m 125m --steps 5 --memory-report
-  fla_lm 125m 125m --steps 5
-  efla_lm byte_noop byte --steps 10 --delta-rule-noop
-  fla_lm byte_noop byte --steps 10 --delta-rule-noop
-  efla_lm 125m_noop 125m --steps 5 --delta-rule-noop
-  fla_lm 125m_noop 125m --steps 5 --delta-rule-noop
+  TAIL=40 OUT=$LOGS/lm run lm 360 bash bench/lm_step_vs_fla.sh
 fi
 if has workbench; then
   run workbench_build 120 bash bench/cuda/build_dev.sh

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # lm_step_vs_fla.sh: efla (bench/lm_step_gpu.lua, from the bundle) and flash-linear-attention
 # (bench/lm_step_fla.py) training steps on the same GPU in one run, byte-level and 125M-class
-# models, with and without the delta rule (--delta-rule-noop), plus efla with its generic kernels
+# models, with and without the delta rule (--delta-rule-noop), efla's real rows with the per-op
+# memory report and once more with --recompute-states, plus efla with its generic kernels
 # (EFLA_CUDA_GENERIC=1: no fast norm/conv/SwiGLU/elementwise paths) for a before/after ratio in
 # the same run; logs in $OUT.
 #
@@ -36,8 +37,12 @@ fi
 for m in $MODELS; do
   for noop in "" "--delta-rule-noop"; do
     echo "== $m ${noop:-(real delta rule)}"
-    timeout 280 "$B/bin/efla" bench/lm_step_gpu.lua --model "$m" --steps "$STEPS" $noop 2>&1 | tee -a "$LOG/efla.txt" | tail -n +2
+    report=--memory-report; [[ -n $noop ]] && report=
+    timeout 280 "$B/bin/efla" bench/lm_step_gpu.lua --model "$m" --steps "$STEPS" $noop $report 2>&1 |
+      tee -a "$LOG/efla.txt" | tail -n +2
     if [[ -z $noop ]]; then
+      timeout 280 "$B/bin/efla" bench/lm_step_gpu.lua --model "$m" --steps "$STEPS" --recompute-states 2>&1 |
+        tee -a "$LOG/efla_recompute.txt" | tail -n 2 | sed 's/^/  (--recompute-states) /'
       EFLA_CUDA_GENERIC=1 timeout 280 "$B/bin/efla" bench/lm_step_gpu.lua --model "$m" --steps "$STEPS" 2>&1 |
         tee -a "$LOG/efla_generic.txt" | tail -n 2 | sed 's/^/  (EFLA_CUDA_GENERIC=1) /'
     fi
