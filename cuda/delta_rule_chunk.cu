@@ -10,6 +10,7 @@
  * Five kernels, each a short script of shared-memory matrix products (mm() below, WMMA
  * 16x16x16 bf16 with float accumulators):
  *   prep_kernel       one block per (chunk, head): G, the triangular solve, W and U -> global
+ *                     (in the backward: W, T and X, and U only to recompute the states)
  *   state_scan_kernel one block per (sequence, head, 32- or 64-column dv tile): walks the
  *                     chunks in order with the state tile in shared memory (the next chunk's
  *                     tiles prefetched with cp.async where two blocks per SM still fit);
@@ -17,9 +18,10 @@
  *   out_kernel        one block per (chunk, head, dv tile): O = scale (Q S + tril(Q K^T) V')
  *                     from the state entering the chunk, all chunks in parallel
  *   bwd_scan_kernel   one block per (sequence, head, dv tile): walks the chunks backwards
- *                     with dS; writes dV' and the state gradient leaving every chunk, dS0
+ *                     with dS; writes dV' and the state gradient leaving every chunk (bf16),
+ *                     dS0
  *   bwd_chunk_kernel  one block per (chunk, head): dq, dk, dv and dalpha of the chunk from
- *                     its entering state, the gradient of its leaving state and dV'
+ *                     its entering state, the gradient of its leaving state, dV' and prep's T, X
  * The backward of the last line (derivation in docs/MATH.md §4):
  *   D = V - K S,  dP = tril(dO V'^T),  dQ = scale (dO S^T + dP K)
  *   dV' = scale tril(QK^T)^T dO + K dS_out,   dS_in = dS_out + scale Q^T dO - W^T dV'
@@ -169,14 +171,17 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
     TRY(set_smem(bwd_chunk_kernel<C, DK, DV>, bwd_chunk_smem<C, DK, DV>(), &f4));
     if (!f1 || mode < 0 || !f3 || !f4) { *done = false; return 0; }
     const size_t state_elems = (size_t)(p.nch * p.H * DK * DV);
-    CuBuffer wbuf, dvpbuf, dcsbuf, csbuf;
-    TRY(wbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * C * (DK + DV)), device));
+    CuBuffer wbuf, txbuf, dvpbuf, dcsbuf, csbuf;
+    /* U only for a state recompute: with saved states the backward reads W alone */
+    TRY(wbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * C * (DK + (p.states ? 0 : DV))), device));
     p.w = wbuf.as<bf16>();
-    p.u = p.w + p.nch * p.H * C * DK;
+    p.u = p.states ? nullptr : p.w + p.nch * p.H * C * DK;
+    TRY(txbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * 2 * C * C), device));
+    p.tx = txbuf.as<bf16>();
     TRY(dvpbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * C * DV), device));
     p.dvp = dvpbuf.as<bf16>();
-    TRY(dcsbuf.alloc(sizeof(float) * state_elems, device));
-    p.dcs = dcsbuf.as<float>();
+    TRY(dcsbuf.alloc(sizeof(bf16) * state_elems, device));
+    p.dcs = dcsbuf.as<bf16>();
     Profile prof;
     prof.mark("start");
     prep_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_smem<C, DK, DV>()>>>(p);

@@ -15,8 +15,37 @@ struct Args {
     const bf16 *q, *k, *v, *alpha, *d_o;
     const float *s0, *dsf, *states;
     bf16 *o, *w, *u, *vp, *dvp, *dq, *dk_out, *dv_out, *dalpha;
-    float *sf, *cs, *dcs, *ds0;
+    bf16 *tx;    /* backward: T then X (C x C each) of every chunk, from prep for bwd_chunk */
+    bf16 *dcs;   /* backward: the state gradient leaving every chunk (bf16: its one reader rounds to bf16) */
+    float *sf, *cs, *ds0;
 };
+
+/* EFLA_PHASE_CLOCK (the workbench's measuring aid, never in the library): thread 0 of each block
+ * adds the cycles since its previous mark to phase_cycles[kernel][phase], so a run shows where
+ * each kernel's time goes between its barriers (phase_clock_report() prints and clears them). */
+#ifdef EFLA_PHASE_CLOCK
+__device__ unsigned long long phase_cycles[5][24];
+#define PHASE_START long long phase_t0_ = clock64()
+#define PHASE(K, I) do { if (threadIdx.x == 0) { const long long t_ = clock64(); \
+    atomicAdd(&phase_cycles[K][I], (unsigned long long)(t_ - phase_t0_)); phase_t0_ = t_; } } while (0)
+void phase_clock_report() {
+    static const char *names[5] = {"prep", "state_scan", "out", "bwd_scan", "bwd_chunk"};
+    unsigned long long h[5][24], zero[5][24] = {};
+    cudaMemcpyFromSymbol(h, phase_cycles, sizeof h);
+    cudaMemcpyToSymbol(phase_cycles, zero, sizeof zero);
+    for (int k = 0; k < 5; k++) {
+        double tot = 0;
+        for (int i = 0; i < 24; i++) tot += (double)h[k][i];
+        if (tot == 0) continue;
+        printf("phase clock %-10s", names[k]);
+        for (int i = 0; i < 24; i++) if (h[k][i]) printf(" %d:%.1f%%", i, 100.0 * (double)h[k][i] / tot);
+        printf("  (%.3g Gcycles summed over blocks)\n", tot / 1e9);
+    }
+}
+#else
+#define PHASE_START
+#define PHASE(K, I)
+#endif
 
 /* token row (in units of H-strided rows) of token r of chunk g for head h */
 struct ChunkRows {
@@ -37,50 +66,7 @@ __device__ ChunkRows chunk_rows(const Args &p, int64_t g, int64_t h, int C) {
     return r;
 }
 
-/* ---- prep: W = T K and U = T V of every chunk -------------------------------------------------- */
-template <int C, int DK, int DV>
-constexpr size_t prep_smem() {
-    return 2 * bm_bytes(C, DK > DV ? DK : DV) + bm_bytes(C, C) + 2 * fm_bytes(C, C) + fm_bytes(C, DK > DV ? DK : DV) +
-           C * 4 + 128;
-}
-
-template <int C, int DK, int DV>
-__global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<C, DK, DV>())) prep_kernel(Args p) {
-    EFLA_DYNAMIC_SMEM(smem);
-    const int64_t g = blockIdx.x, h = blockIdx.y;
-    const ChunkRows cr = chunk_rows(p, g, h, C);
-    Carver cv(smem);
-    Bm K = cv.bm(C, DK), V = cv.bm(C, DV), Tb = cv.bm(C, C);
-    Fm G = cv.fm(C, C), X = cv.fm(C, C), F = cv.fm(C, DK > DV ? DK : DV);
-    float *a = (float *)(smem + cv.off);
-    const int64_t rs = p.H;   /* rows between consecutive tokens */
-    load_rows<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
-    load_rows<C, DV>(V, p.v + cr.first * DV, rs * DV, cr.len);
-    for (int i = threadIdx.x; i < C; i += THREADS)
-        a[i] = i < cr.len ? __bfloat162float(p.alpha[cr.first + i * rs]) : 0.0f;
-    __syncthreads();
-    mm<false, true>(K, K, G, C, C, DK, false);
-    __syncthreads();
-    unit_lower_inverse<C>(X, G, a, F.p);   /* F is free until W */
-    each<C, C>([&](int r, int c) { Tb.p[r * Tb.ld + c] = __float2bfloat16(X.p[r * X.ld + c] * a[c]); });
-    __syncthreads();
-    bf16 *w = p.w + (g * p.H + h) * C * DK, *u = p.u + (g * p.H + h) * C * DV;
-    mm<false, false>(Tb, K, F, C, DK, C, false);
-    __syncthreads();
-    store_rows<C, DK>(w, DK, F, C);
-    __syncthreads();
-    mm<false, false>(Tb, V, F, C, DV, C, false);
-    __syncthreads();
-    store_rows<C, DV>(u, DV, F, C);
-}
-
-
-/* ---- forward, step 1: the state recurrence alone ---------------------------------------------- */
-/* One block per (sequence, head, dv tile of BV columns) walks the chunks in order with the state
- * tile in shared memory: V' = U - W S (bf16 to vp when vp is set), the entering state to cs
- * (when set), S += K^T V'. The output product is not here (out_kernel runs it in parallel over
- * chunks), so the critical path per chunk is two products (BV: 32 or 64, scan_plan picks).
- * PF: the next chunk's W, K and U are fetched with cp.async while the current chunk computes. */
+/* ---- asynchronous copies (cp.async): global -> shared without a register round trip -------- */
 #ifdef EFLA_EMULATE_CUDA   /* the host emulator copies at once; the waits have nothing to wait for */
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
     if (valid) memcpy(dst, src, 16); else memset(dst, 0, 16);
@@ -88,6 +74,7 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool vali
 __device__ __forceinline__ void cp_async_commit() {}
 __device__ __forceinline__ void cp_async_wait_one() {}
 __device__ __forceinline__ void cp_async_wait_all() {}
+template <int N> __device__ __forceinline__ void cp_async_wait() {}
 #else
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
@@ -97,6 +84,8 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool vali
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+/* this thread's copies done but for the last N commit groups */
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 #endif
 
 /* the asynchronous counterpart of load_rows (no scaling): rows >= len are zero-filled */
@@ -108,6 +97,72 @@ __device__ void load_rows_async(Bm dst, const bf16 *src, int64_t stride, int len
     });
 }
 
+/* load_rows' scaling after load_rows_async: each thread scales the vectors it copied (the same
+ * mapping), so after its own wait no barrier is needed in between */
+template <int R, int N>
+__device__ void scale_rows(Bm m, float mult) {
+    each<R, N / 8>([&](int r, int v) {
+        bf16 *x = m.p + r * m.ld + v * 8;
+        for (int e = 0; e < 8; e++) x[e] = __float2bfloat16(__bfloat162float(x[e]) * mult);
+    });
+}
+
+/* ---- prep: W = T K and U = T V of every chunk (W alone when p.u is NULL; T and X to p.tx when set) ---- */
+template <int C, int DK, int DV>
+constexpr size_t prep_smem() {
+    return 2 * bm_bytes(C, DK > DV ? DK : DV) + bm_bytes(C, C) + 2 * fm_bytes(C, C) + fm_bytes(C, DK > DV ? DK : DV) +
+           C * 4 + 128;
+}
+
+template <int C, int DK, int DV>
+__global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<C, DK, DV>())) prep_kernel(Args p) {
+    EFLA_DYNAMIC_SMEM(smem);
+    PHASE_START;
+    const int64_t g = blockIdx.x, h = blockIdx.y;
+    const ChunkRows cr = chunk_rows(p, g, h, C);
+    Carver cv(smem);
+    Bm K = cv.bm(C, DK), V = cv.bm(C, DV), Tb = cv.bm(C, C);
+    Fm G = cv.fm(C, C), X = cv.fm(C, C), F = cv.fm(C, DK > DV ? DK : DV);
+    float *a = (float *)(smem + cv.off);
+    const int64_t rs = p.H;   /* rows between consecutive tokens */
+    load_rows_async<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
+    if (p.u) load_rows_async<C, DV>(V, p.v + cr.first * DV, rs * DV, cr.len);
+    cp_async_commit();
+    for (int i = threadIdx.x; i < C; i += THREADS)
+        a[i] = i < cr.len ? __bfloat162float(p.alpha[cr.first + i * rs]) : 0.0f;
+    cp_async_wait_all();
+    __syncthreads(); PHASE(0, 1);
+    mm<false, true>(K, K, G, C, C, DK, false);
+    __syncthreads(); PHASE(0, 2);
+    unit_lower_inverse<C>(X, G, a, F.p);   /* F is free until W */
+    each<C, C>([&](int r, int c) {
+        const float x = X.p[r * X.ld + c];
+        Tb.p[r * Tb.ld + c] = __float2bfloat16(x * a[c]);
+        if (p.tx) {   /* the backward's bwd_chunk reads T and X instead of solving again */
+            bf16 *tx = p.tx + (g * p.H + h) * 2 * C * C;
+            tx[r * C + c] = Tb.p[r * Tb.ld + c];
+            tx[C * C + r * C + c] = __float2bfloat16(x);
+        }
+    });
+    __syncthreads(); PHASE(0, 3);
+    mm<false, false>(Tb, K, F, C, DK, C, false);
+    __syncthreads(); PHASE(0, 4);
+    store_rows<C, DK>(p.w + (g * p.H + h) * C * DK, DK, F, C);
+    if (!p.u) { PHASE(0, 0); return; }   /* a backward with saved chunk states needs W alone */
+    __syncthreads(); PHASE(0, 5);
+    mm<false, false>(Tb, V, F, C, DV, C, false);
+    __syncthreads(); PHASE(0, 6);
+    store_rows<C, DV>(p.u + (g * p.H + h) * C * DV, DV, F, C);
+    PHASE(0, 0);
+}
+
+
+/* ---- forward, step 1: the state recurrence alone ---------------------------------------------- */
+/* One block per (sequence, head, dv tile of BV columns) walks the chunks in order with the state
+ * tile in shared memory: V' = U - W S (bf16 to vp when vp is set), the entering state to cs
+ * (when set), S += K^T V'. The output product is not here (out_kernel runs it in parallel over
+ * chunks), so the critical path per chunk is two products (BV: 32 or 64, scan_plan picks).
+ * PF: the next chunk's W, K and U are fetched with cp.async while the current chunk computes. */
 template <int C, int DK, int BV, bool PF>
 constexpr size_t state_scan_smem() {
     return fm_bytes(DK, BV) + fm_bytes(C, BV) + bm_bytes(DK, BV) + (PF ? 2 : 1) * (2 * bm_bytes(C, DK) + bm_bytes(C, BV)) + 128;
@@ -116,6 +171,7 @@ constexpr size_t state_scan_smem() {
 template <int C, int DK, int BV, bool PF>
 __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV, PF>())) state_scan_kernel(Args p) {
     EFLA_DYNAMIC_SMEM(smem);
+    PHASE_START;
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, j0 = (int64_t)blockIdx.y * BV;
     const int64_t dv = p.dv;
     Carver cv(smem);
@@ -134,8 +190,9 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV,
     const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
     const int64_t nchunks = (len + C - 1) / C;
     const int64_t rs = p.H;
-    /* chunk c's tiles into buffer set c % NB: asynchronously (one commit group per chunk) when
-     * prefetching, else synchronously */
+    /* chunk c's tiles into buffer set c % NB: one commit group per chunk when prefetching; else
+     * three (W, U, K in the order the chunk uses them), so that the products start on W while U
+     * and K are still on their way */
     auto fetch = [&](int64_t c) {
         const int64_t g = first + c, row = p.seq[3 * n] + c * C * p.H + h;
         const int clen = (int)(len - c * C < C ? len - c * C : C);
@@ -146,25 +203,30 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV,
             load_rows_async<C, BV>(Ut(b), p.u + (g * p.H + h) * C * dv + j0, dv, C);
             cp_async_commit();
         } else {
-            load_rows<C, DK>(Wt(b), p.w + (g * p.H + h) * C * DK, DK, C);
-            load_rows<C, DK>(Kt(b), p.k + row * DK, rs * DK, clen);
-            load_rows<C, BV>(Ut(b), p.u + (g * p.H + h) * C * dv + j0, dv, C);
+            load_rows_async<C, DK>(Wt(b), p.w + (g * p.H + h) * C * DK, DK, C);
+            cp_async_commit();
+            load_rows_async<C, BV>(Ut(b), p.u + (g * p.H + h) * C * dv + j0, dv, C);
+            cp_async_commit();
+            load_rows_async<C, DK>(Kt(b), p.k + row * DK, rs * DK, clen);
+            cp_async_commit();
         }
     };
     if (PF && nchunks > 0) fetch(0);
     for (int64_t c = 0; c < nchunks; c++) {
         const int64_t g = first + c;
         const int b = (int)(c % NB);
-        __syncthreads();   /* S final from the previous chunk; F, Sb and the other buffer set free */
+        __syncthreads(); PHASE(1, 1);   /* S final from the previous chunk; F, Sb and the other buffer set free */
         if (!PF) fetch(c);
         else if (c + 1 < nchunks) { fetch(c + 1); cp_async_wait_one(); }
         else cp_async_wait_all();
         if (p.cs) store_state<DK, BV>(p.cs + (g * p.H + h) * DK * dv + j0, dv, S);
         to_bf16<DK, BV>(Sb, S);
-        __syncthreads();   /* every thread's part of chunk c's tiles and Sb are in */
+        if (!PF) cp_async_wait<2>();   /* W */
+        __syncthreads(); PHASE(1, 2);   /* every thread's part of chunk c's tiles (W) and Sb are in */
         /* V' = U - W S */
         mm<false, false>(Wt(b), Sb, F, C, BV, DK, false);
-        __syncthreads();
+        if (!PF) cp_async_wait<1>();   /* U */
+        __syncthreads(); PHASE(1, 3);
         {
             bf16 *dst = p.vp ? p.vp + (g * p.H + h) * C * dv + j0 : nullptr;
             each<C, BV / 4>([&](int r, int v) {
@@ -176,12 +238,14 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV,
                 if (dst) put4(dst + r * dv + v * 4, x);
             });
         }
-        __syncthreads();
+        if (!PF) cp_async_wait<0>();   /* K */
+        __syncthreads(); PHASE(1, 4);
         /* S += K^T V' */
         mm<true, false>(Kt(b), Ut(b), S, DK, BV, C, true);
     }
-    __syncthreads();
+    __syncthreads(); PHASE(1, 5);
     if (p.sf) store_state<DK, BV>(p.sf + (n * p.H + h) * DK * dv + j0, dv, S);
+    PHASE(1, 0);
 }
 
 
@@ -196,25 +260,29 @@ constexpr size_t out_smem() {
 template <int C, int DK, int BV>
 __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<C, DK, BV>())) out_kernel(Args p) {
     EFLA_DYNAMIC_SMEM(smem);
+    PHASE_START;
     const int64_t g = blockIdx.x, h = blockIdx.y, j0 = (int64_t)blockIdx.z * BV;
     const int64_t dv = p.dv, rs = p.H;
     const ChunkRows cr = chunk_rows(p, g, h, C);
     Carver cv(smem);
     Fm P = cv.fm(C, C), F = cv.fm(C, BV);
     Bm Q = cv.bm(C, DK), K = cv.bm(C, DK), Sb = cv.bm(DK, BV), Vp = cv.bm(C, BV), Pb = cv.bm(C, C);
-    load_rows<C, DK>(Q, p.q + cr.first * DK, rs * DK, cr.len);
-    load_rows<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
-    load_state_bf16<DK, BV>(Sb, p.cs + (g * p.H + h) * DK * dv + j0, dv);
-    load_rows<C, BV>(Vp, p.vp + (g * p.H + h) * C * dv + j0, dv, C);
-    __syncthreads();
+    load_rows_async<C, DK>(Q, p.q + cr.first * DK, rs * DK, cr.len);
+    load_rows_async<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
+    load_rows_async<C, BV>(Vp, p.vp + (g * p.H + h) * C * dv + j0, dv, C);
+    cp_async_commit();
+    load_state_bf16<DK, BV>(Sb, p.cs + (g * p.H + h) * DK * dv + j0, dv);   /* while the copies run */
+    cp_async_wait_all();
+    __syncthreads(); PHASE(2, 1);
     mm<false, true>(Q, K, P, C, C, DK, false);
     mm<false, false>(Q, Sb, F, C, BV, DK, false);
-    __syncthreads();
+    __syncthreads(); PHASE(2, 2);
     each<C, C>([&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
-    __syncthreads();
+    __syncthreads(); PHASE(2, 3);
     mm<false, false>(Pb, Vp, F, C, BV, C, true);
-    __syncthreads();
+    __syncthreads(); PHASE(2, 4);
     store_rows<C, BV>(p.o + cr.first * dv + j0, rs * dv, F, cr.len, p.scale);
+    PHASE(2, 0);
 }
 
 
@@ -231,6 +299,7 @@ constexpr size_t bwd_scan_smem() {
 template <int C, int DK, int BV>
 __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV>())) bwd_scan_kernel(Args p) {
     EFLA_DYNAMIC_SMEM(smem);
+    PHASE_START;
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, j0 = (int64_t)blockIdx.y * BV;
     const int64_t dv = p.dv;
     Carver cv(smem);
@@ -248,22 +317,29 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV>()
         const int64_t g = first + c;
         const int64_t row = p.seq[3 * n] + c * C * p.H + h;
         const int clen = (int)(len - c * C < C ? len - c * C : C);
-        __syncthreads();
-        store_state<DK, BV>(p.dcs + (g * p.H + h) * DK * dv + j0, dv, dS);   /* the gradient leaving chunk g */
+        __syncthreads(); PHASE(3, 1);
+        store_state_bf16<DK, BV>(p.dcs + (g * p.H + h) * DK * dv + j0, dv, dS);   /* the gradient leaving chunk g */
         to_bf16<DK, BV>(dSb, dS);
-        load_rows<C, DK>(Q, p.q + row * DK, rs * DK, clen);
-        load_rows<C, DK>(K, p.k + row * DK, rs * DK, clen);
-        load_rows<C, DK>(W, p.w + (g * p.H + h) * C * DK, DK, C);
-        load_rows<C, BV>(dO, p.d_o + row * dv + j0, rs * dv, clen, p.scale);
-        __syncthreads();
+        /* three commit groups in the order the chunk uses them: Q and K, dO, W */
+        load_rows_async<C, DK>(Q, p.q + row * DK, rs * DK, clen);
+        load_rows_async<C, DK>(K, p.k + row * DK, rs * DK, clen);
+        cp_async_commit();
+        load_rows_async<C, BV>(dO, p.d_o + row * dv + j0, rs * dv, clen);
+        cp_async_commit();
+        load_rows_async<C, DK>(W, p.w + (g * p.H + h) * C * DK, DK, C);
+        cp_async_commit();
+        cp_async_wait<2>();
+        __syncthreads(); PHASE(3, 2);
         mm<false, true>(Q, K, P, C, C, DK, false);
-        __syncthreads();
+        __syncthreads(); PHASE(3, 3);
         each<C, C>([&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
-        __syncthreads();
+        cp_async_wait<1>();
+        scale_rows<C, BV>(dO, p.scale);
+        __syncthreads(); PHASE(3, 4);
         /* dV' = P^T (scale dO) + K dS_out (the same warp owns a tile in both products) */
         mm<true, false>(Pb, dO, F, C, BV, C, false);
         mm<false, false>(K, dSb, F, C, BV, DK, true);
-        __syncthreads();
+        __syncthreads(); PHASE(3, 5);
         {
             bf16 *dst = p.dvp + (g * p.H + h) * C * dv + j0;
             each<C, BV / 4>([&](int r, int v) {
@@ -272,30 +348,49 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV>()
                 put4(dVn.p + r * dVn.ld + v * 4, scale4(x, -1.0f));
             });
         }
-        __syncthreads();
+        cp_async_wait<0>();
+        __syncthreads(); PHASE(3, 6);
         /* dS_in = dS_out + Q^T (scale dO) - W^T dV' */
         mm<true, false>(Q, dO, dS, DK, BV, C, true);
         mm<true, false>(W, dVn, dS, DK, BV, C, true);
     }
-    __syncthreads();
+    __syncthreads(); PHASE(3, 7);
     if (p.ds0) store_state<DK, BV>(p.ds0 + (n * p.H + h) * DK * dv + j0, dv, dS);
+    PHASE(3, 0);
 }
 
 
+/* da[o] += sum_t term(o, t) over t in [0, C), for every o in [0, C): eight threads per o, each
+ * an eighth of the sum, then a shuffle sum inside the eight (one thread per o walking all C
+ * terms kept the other warps waiting at the next barrier) */
+template <int C, class F> __device__ void add_sums(float *da, F term) {
+    static_assert(8 * C <= THREADS, "eight threads per output");
+    const int o = threadIdx.x / 8, part = threadIdx.x % 8;
+    float s = 0;
+    if (o < C)
+        for (int t = part; t < C; t += 8) s += term(o, t);
+    s += __shfl_xor_sync(0xffffffffu, s, 4);
+    s += __shfl_xor_sync(0xffffffffu, s, 2);
+    s += __shfl_xor_sync(0xffffffffu, s, 1);
+    if (o < C && part == 0) da[o] += s;
+}
+
 /* ---- backward within each chunk ----------------------------------------------------------------- */
-/* Shared memory, phase by phase (v1 kept X and G in two more float C x C tiles and dX in a
- * fifth bf16 C x C tile; here X lives in F's space until T and X are in bf16, G is
- * recomputed where phase 5 needs it, into the bf16 tiles T and dP that are done by then, and
- * dX takes dO's / dV''s space), which brings d = 64, C = 64 to two blocks per multiprocessor. */
+/* T and X come from the backward's prep (p.tx) rather than a second triangular solve here.
+ * Shared memory, phase by phase (v1 kept X and G in two more float C x C tiles and dX in a
+ * fifth bf16 C x C tile; here G is recomputed where phase 5 needs it, into the bf16 tiles T and
+ * dP that are done by then, and dX takes dO's / dV''s space), which brings d = 64, C = 64 to two
+ * blocks per multiprocessor. */
 template <int C, int DK, int DV>
 constexpr size_t bwd_chunk_smem() {
     return 2 * bm_bytes(C, DK) + 2 * bm_bytes(C, DV) + max_bytes(bm_bytes(C, DV), (size_t)C * C * 2) + bm_bytes(DK, DV) +
-           max_bytes(fm_bytes(C, DK > DV ? DK : DV), fm_bytes(C, C)) + fm_bytes(C, C) + 3 * (size_t)C * C * 2 + 2 * C * 4;
+           fm_bytes(C, DK > DV ? DK : DV) + fm_bytes(C, C) + 3 * (size_t)C * C * 2 + 2 * C * 4;
 }
 
 template <int C, int DK, int DV>
 __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>())) bwd_chunk_kernel(Args p) {
     EFLA_DYNAMIC_SMEM(smem);
+    PHASE_START;
     const int64_t g = blockIdx.x, h = blockIdx.y;
     const ChunkRows cr = chunk_rows(p, g, h, C);
     const int64_t rs = p.H;
@@ -304,13 +399,11 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     /* C-row bf16 buffers, reused phase by phase (see the comments at each phase); the C x C
      * bf16 tiles go unpadded to save shared memory */
     Bm K = cv.bm(C, DK), Qb = cv.bm(C, DK), bufD = cv.bm(C, DV), Vp = cv.bm(C, DV);
-    char *const o_space = smem + cv.off;            /* dO, then dV', then dX (and the solve's scratch) */
+    char *const o_space = smem + cv.off;            /* dO, then dV', then dX */
     cv.off += max_bytes(bm_bytes(C, DV), (size_t)C * C * 2);
     Bm bufO{(bf16 *)o_space, DV + 8}, dXb{(bf16 *)o_space, C};
     Bm Mat = cv.bm(DK, DV);                         /* S_in, later dS_out */
-    char *const f_space = smem + cv.off;            /* X (phase 1), then the staging of C x d products */
-    cv.off += max_bytes(fm_bytes(C, D), fm_bytes(C, C));
-    Fm F{(float *)f_space, D + 4}, Xf{(float *)f_space, C + 4};
+    Fm F = cv.fm(C, D);                             /* the staging of C x d products */
     Fm CC = cv.fm(C, C);                            /* float C x C scratch */
     Bm Tb{(bf16 *)(smem + cv.off), C}; cv.off += (size_t)C * C * 2;
     Bm dPb{(bf16 *)(smem + cv.off), C}; cv.off += (size_t)C * C * 2;
@@ -319,94 +412,87 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     float *a = (float *)(smem + cv.off);
     float *da = a + C;
 
-    /* phase 1: G, X, T; V (phase 2) and Q (phase 5) arrive meanwhile */
+    /* phase 1: every load up to phase 3 in flight at once: T and X (prep's, bf16), K, V, Q, dO
+     * (scaled once here) and, meanwhile, a and the entering state */
+    const bf16 *tx = p.tx + (g * p.H + h) * 2 * C * C;
+    load_rows_async<C, C>(Tb, tx, C, C);
+    load_rows_async<C, C>(Xb, tx + C * C, C, C);
+    load_rows_async<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
     load_rows_async<C, DV>(bufD, p.v + cr.first * DV, rs * DV, cr.len);
     load_rows_async<C, DK>(Qb, p.q + cr.first * DK, rs * DK, cr.len);
+    load_rows_async<C, DV>(bufO, p.d_o + cr.first * DV, rs * DV, cr.len);
     cp_async_commit();
-    load_rows<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
     for (int i = threadIdx.x; i < C; i += THREADS) {
         a[i] = i < cr.len ? __bfloat162float(p.alpha[cr.first + i * rs]) : 0.0f;
         da[i] = 0.0f;
     }
-    __syncthreads();
-    mm<false, true>(K, K, CC, C, C, DK, false);     /* CC = G */
-    __syncthreads();
-    unit_lower_inverse<C>(Xf, CC, a, (float *)o_space);   /* Xf = X; dO's space is free until phase 3 */
-    each<C, C>([&](int r, int c) {
-        const float x = Xf.p[r * Xf.ld + c];
-        Tb.p[r * C + c] = __float2bfloat16(x * a[c]);
-        Xb.p[r * C + c] = __float2bfloat16(x);
-    });
     /* phase 2: D = V - K S_in (bufD), V' = T D (Vp) */
     load_state_bf16<DK, DV>(Mat, p.states + (g * p.H + h) * DK * DV, DV);
-    cp_async_wait_all();                            /* this thread's part of V and Q */
-    __syncthreads();                                /* everyone's; also: Xf is read, F may be written */
+    cp_async_wait_all();                            /* this thread's part of the copies */
+    scale_rows<C, DV>(bufO, p.scale);
+    __syncthreads(); PHASE(4, 3);                   /* everyone's */
     mm<false, false>(K, Mat, F, C, DV, DK, false);
-    __syncthreads();
+    __syncthreads(); PHASE(4, 4);
     each<C, DV>([&](int r, int c) {
         bufD.p[r * bufD.ld + c] = __float2bfloat16(__bfloat162float(bufD.p[r * bufD.ld + c]) - F.p[r * F.ld + c]);
     });
-    __syncthreads();
+    __syncthreads(); PHASE(4, 5);
     mm<false, false>(Tb, bufD, F, C, DV, C, false);
-    __syncthreads();
+    __syncthreads(); PHASE(4, 6);
     to_bf16<C, DV>(Vp, F);
     /* phase 3: dP = tril(dO V'^T) with dO scaled (bufO), dQ = dO S^T + dP K */
-    load_rows<C, DV>(bufO, p.d_o + cr.first * DV, rs * DV, cr.len, p.scale);
-    __syncthreads();
+    __syncthreads(); PHASE(4, 7);
     mm<false, true>(bufO, Vp, CC, C, C, DV, false);
-    __syncthreads();
+    __syncthreads(); PHASE(4, 8);
     each<C, C>([&](int r, int c) { dPb.p[r * C + c] = __float2bfloat16(c <= r ? CC.p[r * CC.ld + c] : 0.0f); });
-    __syncthreads();
+    __syncthreads(); PHASE(4, 9);
     mm<false, true>(bufO, Mat, F, C, DK, DV, false);
     mm<false, false>(dPb, K, F, C, DK, C, true);     /* same tiles, same warp: no barrier needed */
-    __syncthreads();
+    __syncthreads(); PHASE(4, 10);
     store_rows<C, DK>(p.dq + cr.first * DK, rs * DK, F, cr.len);
-    __syncthreads();
+    __syncthreads(); PHASE(4, 11);
     /* phase 4: dV' (bufO, dO is done), dD = T^T dV' = dv, dT = dV' D^T, da from T */
     load_rows<C, DV>(bufO, p.dvp + (g * p.H + h) * C * DV, DV, C);
-    __syncthreads();
+    __syncthreads(); PHASE(4, 12);
     mm<true, false>(Tb, bufO, F, C, DV, C, false);
     mm<false, true>(bufO, bufD, CC, C, C, DV, false);   /* CC = dT */
-    __syncthreads();                                   /* dV' is done: dX may take its space */
+    __syncthreads(); PHASE(4, 13);                                   /* dV' is done: dX may take its space */
     store_rows<C, DV>(p.dv_out + cr.first * DV, rs * DV, F, cr.len);
     to_bf16<C, DV>(bufD, F, -1.0f);                    /* bufD = -dD (D is done) */
-    for (int j = threadIdx.x; j < C; j += THREADS) {   /* da_j += sum_i X_ij dT_ij */
-        float s = 0;
-        for (int i = j; i < C; i++) s += __bfloat162float(Xb.p[i * C + j]) * CC.p[i * CC.ld + j];
-        da[j] += s;
-    }
+    add_sums<C>(da, [&](int j, int i) {               /* da_j += sum_{i >= j} X_ij dT_ij */
+        return i >= j ? __bfloat162float(Xb.p[i * C + j]) * CC.p[i * CC.ld + j] : 0.0f;
+    });
     each<C, C>([&](int r, int c) { dXb.p[r * C + c] = __float2bfloat16(CC.p[r * CC.ld + c] * a[c]); });
-    __syncthreads();
+    __syncthreads(); PHASE(4, 14);
     /* phase 5: dK = dP^T Q - dD S^T + V' dS_out^T + (dG + dG^T) K */
     mm<true, false>(dPb, Qb, F, C, DK, C, false);
     mm<false, true>(bufD, Mat, F, C, DK, DV, true);
-    __syncthreads();                                   /* T and dP are done: G may take their space */
-    load_state_bf16<DK, DV>(Mat, p.dcs + (g * p.H + h) * DK * DV, DV);   /* Mat = dS_out */
-    __syncthreads();
+    __syncthreads(); PHASE(4, 15);                                   /* T and dP are done: G may take their space */
+    load_rows<DK, DV>(Mat, p.dcs + (g * p.H + h) * DK * DV, DV, DK);   /* Mat = dS_out */
+    __syncthreads(); PHASE(4, 16);
     mm<false, true>(Vp, Mat, F, C, DK, DV, true);
     mm<false, true>(dXb, Xb, CC, C, C, C, false);      /* CC = Y = dX X^T */
     mm<false, true>(K, K, Gf, C, C, DK, false);        /* Gf = G again (as phase 1 had it) */
-    __syncthreads();
+    __syncthreads(); PHASE(4, 17);
     each<C, C>([&](int r, int c) { dXb.p[r * C + c] = __float2bfloat16(CC.p[r * CC.ld + c]); });   /* Y, bf16 */
-    __syncthreads();
+    __syncthreads(); PHASE(4, 18);
     mm<true, false>(Xb, dXb, CC, C, C, C, false);      /* CC = X^T Y = -dL */
-    __syncthreads();
-    for (int i = threadIdx.x; i < C; i += THREADS) {   /* da_i += sum_{j<i} dL_ij G_ij */
-        float s = 0;
-        for (int j = 0; j < i; j++) s -= CC.p[i * CC.ld + j] * Gf.p[i * Gf.ld + j];
-        da[i] += s;
-    }
+    __syncthreads(); PHASE(4, 19);
+    add_sums<C>(da, [&](int i, int j) {               /* da_i += sum_{j < i} dL_ij G_ij */
+        return j < i ? -CC.p[i * CC.ld + j] * Gf.p[i * Gf.ld + j] : 0.0f;
+    });
     each<C, C>([&](int r, int c) {                    /* dGs = dG + dG^T into dXb */
         float x = 0;
         if (r > c) x = -a[r] * CC.p[r * CC.ld + c];
         else if (c > r) x = -a[c] * CC.p[c * CC.ld + r];
         dXb.p[r * C + c] = __float2bfloat16(x);
     });
-    __syncthreads();
+    __syncthreads(); PHASE(4, 20);
     mm<false, false>(dXb, K, F, C, DK, C, true);
-    __syncthreads();
+    __syncthreads(); PHASE(4, 21);
     store_rows<C, DK>(p.dk_out + cr.first * DK, rs * DK, F, cr.len);
     for (int i = threadIdx.x; i < cr.len; i += THREADS) p.dalpha[cr.first + i * rs] = __float2bfloat16(da[i]);
+    PHASE(4, 0);
 }
 
 } // namespace

@@ -79,19 +79,37 @@ template <int ROWS, int COLS, class F> __device__ __forceinline__ void each(F f)
     for (int e = threadIdx.x; e < ROWS * COLS; e += THREADS) f(e / COLS, e % COLS);
 }
 
+/* each<> for a copy from global memory: every load of this thread first, into registers, then
+ * every store (st(r, c, value)). A plain loop would wait out one load's latency per element,
+ * since the compiler cannot move a global load past a store through another pointer. */
+template <int ROWS, int COLS, class Load, class Store> __device__ __forceinline__ void each_copy(Load ld, Store st) {
+    constexpr int TOTAL = ROWS * COLS, PER = (TOTAL + THREADS - 1) / THREADS;
+    decltype(ld(0, 0)) val[PER];
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        const int e = threadIdx.x + i * THREADS;
+        if (TOTAL % THREADS == 0 || e < TOTAL) val[i] = ld(e / COLS, e % COLS);
+    }
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        const int e = threadIdx.x + i * THREADS;
+        if (TOTAL % THREADS == 0 || e < TOTAL) st(e / COLS, e % COLS, val[i]);
+    }
+}
+
 /* rows [0, R) x cols [0, N) of a token-major global matrix (row r at src + r*stride) into
  * shared bf16 in 16-byte vectors; rows >= len are zero. mult scales the values. */
 template <int R, int N>
 __device__ void load_rows(Bm dst, const bf16 *src, int64_t stride, int len, float mult = 1.0f) {
-    each<R, N / 8>([&](int r, int v) {
-        uint4 val = make_uint4(0, 0, 0, 0);
-        if (r < len) val = *(const uint4 *)(src + r * stride + v * 8);
-        if (mult != 1.0f) {
-            bf16 *h = (bf16 *)&val;
-            for (int x = 0; x < 8; x++) h[x] = __float2bfloat16(__bfloat162float(h[x]) * mult);
-        }
-        *(uint4 *)(dst.p + r * dst.ld + v * 8) = val;
-    });
+    each_copy<R, N / 8>(
+        [&](int r, int v) { return r < len ? *(const uint4 *)(src + r * stride + v * 8) : make_uint4(0, 0, 0, 0); },
+        [&](int r, int v, uint4 val) {
+            if (mult != 1.0f) {
+                bf16 *h = (bf16 *)&val;
+                for (int x = 0; x < 8; x++) h[x] = __float2bfloat16(__bfloat162float(h[x]) * mult);
+            }
+            *(uint4 *)(dst.p + r * dst.ld + v * 8) = val;
+        });
 }
 
 __device__ __forceinline__ void put4(bf16 *dst, float4 x) {
@@ -106,7 +124,8 @@ __device__ __forceinline__ float4 scale4(float4 x, float m) { return make_float4
 /* a row-major R x N float32 global matrix (leading dimension ldg) into shared bf16 */
 template <int R, int N>
 __device__ void load_state_bf16(Bm dst, const float *src, int64_t ldg) {
-    each<R, N / 4>([&](int r, int v) { put4(dst.p + r * dst.ld + v * 4, *(const float4 *)(src + r * ldg + v * 4)); });
+    each_copy<R, N / 4>([&](int r, int v) { return *(const float4 *)(src + r * ldg + v * 4); },
+                        [&](int r, int v, float4 x) { put4(dst.p + r * dst.ld + v * 4, x); });
 }
 
 /* shared float -> shared bf16, with an optional factor */
@@ -129,34 +148,48 @@ __device__ void store_state(float *dst, int64_t ldg, Fm src) {
     each<R, N / 4>([&](int r, int v) { *(float4 *)(dst + r * ldg + v * 4) = *(float4 *)(src.p + r * src.ld + v * 4); });
 }
 
+/* shared float R x N -> global bf16 rows (leading dimension ldg), rounded as load_state_bf16 rounds */
+template <int R, int N>
+__device__ void store_state_bf16(bf16 *dst, int64_t ldg, Fm src) {
+    each<R, N / 4>([&](int r, int v) { put4(dst + r * ldg + v * 4, *(float4 *)(src.p + r * src.ld + v * 4)); });
+}
+
 /* global float R x N (leading dimension ldg) -> shared float; zero when src is NULL */
 template <int R, int N>
 __device__ void load_state(Fm dst, const float *src, int64_t ldg) {
-    each<R, N / 4>([&](int r, int v) {
-        *(float4 *)(dst.p + r * dst.ld + v * 4) = src ? *(const float4 *)(src + r * ldg + v * 4) : make_float4(0, 0, 0, 0);
-    });
+    each_copy<R, N / 4>(
+        [&](int r, int v) { return src ? *(const float4 *)(src + r * ldg + v * 4) : make_float4(0, 0, 0, 0); },
+        [&](int r, int v, float4 x) { *(float4 *)(dst.p + r * dst.ld + v * 4) = x; });
 }
 
 /* X = (I + L)^-1 for L_ij = a_i G_ij (i > j), unit lower triangular, blockwise with 16 x 16
- * blocks: each diagonal block by forward substitution inside one warp (warp barriers only),
- * then the blocks below the diagonal, one sub-diagonal at a time:
+ * blocks. Each diagonal block is inverted by forward substitution inside one warp, in
+ * registers (lane: one column, eight rows; row m of the block reaches the other lanes by a
+ * shuffle at step m). Then the blocks below the diagonal, one sub-diagonal at a time:
  *   X_ij = -X_ii sum_{j <= k < i} L_ik X_kj
- * That is 2 C/16 - 1 block barriers instead of C - 1. scratch: (C/16 - 1) * 256 floats. */
+ * with 16-term inner products of fixed length (unrolled, so their loads overlap). That is
+ * 2 C/16 - 1 block barriers instead of C - 1. scratch: (C/16 - 1) * 256 floats. */
 template <int C> __device__ void unit_lower_inverse(Fm X, Fm G, const float *a, float *scratch) {
     constexpr int NB = C / 16;
-    each<C, C>([&](int r, int c) { X.p[r * X.ld + c] = r == c ? 1.0f : 0.0f; });
-    __syncthreads();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    each<C, C>([&](int r, int c) { if (r / 16 < c / 16) X.p[r * X.ld + c] = 0.0f; });   /* above the diagonal blocks */
     if (warp < NB) {
-        const int b0 = warp * 16;
-        for (int m = 0; m < 15; m++) {
-            const int cols = m + 1;
-            for (int e = lane; e < (15 - m) * cols; e += 32) {
-                const int i = b0 + m + 1 + e / cols, j = b0 + e % cols;
-                X.p[i * X.ld + j] -= a[i] * G.p[i * G.ld + b0 + m] * X.p[(b0 + m) * X.ld + j];
-            }
-            __syncwarp();
+        const int b0 = warp * 16, j = lane % 16, h8 = (lane / 16) * 8;   /* this lane: X[b0 + h8 + r][b0 + j] */
+        float x[8], al[8];
+#pragma unroll
+        for (int r = 0; r < 8; r++) {
+            x[r] = h8 + r == j ? 1.0f : 0.0f;
+            al[r] = a[b0 + h8 + r];
         }
+#pragma unroll
+        for (int m = 0; m < 15; m++) {   /* rows below m lose L_im times row m (final by now) */
+            const float xm = __shfl_sync(0xffffffffu, x[m % 8], (m / 8) * 16 + j);
+#pragma unroll
+            for (int r = 0; r < 8; r++)
+                if (h8 + r > m) x[r] -= al[r] * G.p[(b0 + h8 + r) * G.ld + b0 + m] * xm;
+        }
+#pragma unroll
+        for (int r = 0; r < 8; r++) X.p[(b0 + h8 + r) * X.ld + b0 + j] = x[r];
     }
     __syncthreads();
     for (int d = 1; d < NB; d++) {
@@ -164,8 +197,12 @@ template <int C> __device__ void unit_lower_inverse(Fm X, Fm G, const float *a, 
         for (int e = threadIdx.x; e < (NB - d) * 256; e += THREADS) {
             const int bj = e / 256, r = (e / 16) % 16, c = e % 16, bi = bj + d;
             const int row = bi * 16 + r;
+            const float *grow = G.p + row * G.ld;
             float y = 0;
-            for (int t = bj * 16; t < bi * 16; t++) y += G.p[row * G.ld + t] * X.p[t * X.ld + bj * 16 + c];
+            for (int kb = bj; kb < bi; kb++) {
+#pragma unroll
+                for (int t = 0; t < 16; t++) y += grow[kb * 16 + t] * X.p[(kb * 16 + t) * X.ld + bj * 16 + c];
+            }
             scratch[e] = a[row] * y;
         }
         __syncthreads();
@@ -173,6 +210,7 @@ template <int C> __device__ void unit_lower_inverse(Fm X, Fm G, const float *a, 
         for (int e = threadIdx.x; e < (NB - d) * 256; e += THREADS) {
             const int bj = e / 256, r = (e / 16) % 16, c = e % 16, bi = bj + d;
             float x = 0;
+#pragma unroll
             for (int t = 0; t < 16; t++) x += X.p[(bi * 16 + r) * X.ld + bi * 16 + t] * scratch[bj * 256 + t * 16 + c];
             X.p[(bi * 16 + r) * X.ld + bj * 16 + c] = -x;
         }

@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 LIB=${1:-$([[ -f bundle/lib/libefla.so ]] && echo bundle/lib || echo build)}
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-"$NVCC" -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -I core -I cuda \
+"$NVCC" -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr ${DEV_FLAGS:-} -I core -I cuda \
   bench/cuda/delta_rule_dev.cu -o delta_rule_dev -L"$LIB" -lefla -lcudart -Xlinker -rpath,"$PWD/$LIB"
 echo "built ./delta_rule_dev (libefla from $LIB)"

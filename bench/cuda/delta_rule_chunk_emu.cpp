@@ -104,13 +104,15 @@ template <int C, int D> static void run_case(const Case &cs) {
 
     // backward: W, U again; the states (saved, or recomputed by the state-only scan); dV' and
     // the state gradients; the per-chunk gradients
-    std::vector<bf16> dvp(tile * D), dq = poison<bf16>(n), dk = poison<bf16>(n), dv = poison<bf16>(n), da = poison<bf16>(nb);
-    std::vector<float> dcs(states), ds0 = poison<float>(ns), recomputed(states);
+    std::vector<bf16> dvp(tile * D), tx((size_t)nch * H * 2 * C * C, bf16{ 0xffff }), dcs(states), dq = poison<bf16>(n), dk = poison<bf16>(n), dv = poison<bf16>(n), da = poison<bf16>(nb);
+    std::vector<float> ds0 = poison<float>(ns), recomputed(states);
     Args g = p;
     g.d_o = dob.data(); g.dsf = dsf.empty() ? nullptr : dsf.data();
     g.dq = dq.data(); g.dk_out = dk.data(); g.dv_out = dv.data(); g.dalpha = da.data(); g.ds0 = cs.packed ? ds0.data() : nullptr;
-    g.dvp = dvp.data(); g.dcs = dcs.data();
+    g.dvp = dvp.data(); g.dcs = dcs.data(); g.tx = tx.data();
     std::fill(w.begin(), w.end(), bf16{ 0xffff });
+    std::fill(u.begin(), u.end(), bf16{ 0xffff });
+    g.u = cs.recompute ? u.data() : nullptr;   // as run_bwd: U only for the state recompute
     launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<C, D, D>(g); });
     g.states = cstates.data();
     if (cs.recompute) {

@@ -207,6 +207,9 @@ int main(int argc, char **argv) {
             CK(cudaEventRecord(e1)); CK(cudaEventSynchronize(e1)); CK(cudaEventElapsedTime(&tb, e0, e1));
             printf("| %d %s%s | %.2e | %.2e | %.2e | %.2e | %.2e | %.3f | %.3f |\n", ver, VERSIONS[ver].name,
                    ok ? "" : " (FAILS 1e-2)", eo, eq, ek, ev, ea, tf / reps, tb / reps);
+#ifdef EFLA_PHASE_CLOCK
+            v2::phase_clock_report();   /* version 2's kernels, summed over this row's calls */
+#endif
         }
         CK(cudaFree(seq)); CK(cudaFree(cs));
         if (with_states) { CK(cudaFree(s0d)); CK(cudaFree(dsfd)); CK(cudaFree(sf)); CK(cudaFree(ds0)); }

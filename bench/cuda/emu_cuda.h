@@ -39,6 +39,7 @@ template <class A, class Src> static inline A emu_shuffle(A v, Src src) {
     pthread_barrier_wait(&emu_warp_bar[w]);
     return r;
 }
+template <class A> static inline A __shfl_sync(unsigned, A v, int src) { return emu_shuffle(v, [src](int) { return src; }); }
 template <class A> static inline A __shfl_xor_sync(unsigned, A v, int o) { return emu_shuffle(v, [o](int l) { return l ^ o; }); }
 template <class A> static inline A __shfl_down_sync(unsigned, A v, int o) {
     return emu_shuffle(v, [o](int l) { return l + o < 32 ? l + o : -1; });
