@@ -9,6 +9,8 @@
 #   bash scripts/make_bundle.sh          (on the build machine), then on the GPU machine:
 #   bash bench/lm_step_vs_fla.sh         [STEPS=10] [MODELS="byte 125m"] [EFLA_BUNDLE=bundle]
 #                                        [CHECK=1: the CUDA tests of the fast paths first]
+#                                        [GENERIC=0: leave out the EFLA_CUDA_GENERIC=1 rows]
+#                                        [REPEAT=3: the table three times, interleaved]
 #
 # fla's first step on a shape autotunes its Triton kernels (over 200 s for the byte model on an
 # H100 with a cold cache). bench/triton_autotune_cache.sh keeps the choices: restored from
@@ -34,6 +36,10 @@ if [[ ${CHECK:-0} == 1 ]]; then
     timeout 120 "$B/bin/efla" tests/lua/$t.lua > "$LOG/$t.log" 2>&1; echo "$t rc=$?"
   done
 fi
+# REPEAT=N runs the whole table N times, efla and fla interleaved, for the spread between runs
+# (fla's step time has moved by up to 1.6x between device calls)
+for rep in $(seq "${REPEAT:-1}"); do
+[[ ${REPEAT:-1} -gt 1 ]] && echo "== round $rep of $REPEAT"
 for m in $MODELS; do
   for noop in "" "--delta-rule-noop"; do
     echo "== $m ${noop:-(real delta rule)}"
@@ -43,14 +49,17 @@ for m in $MODELS; do
     if [[ -z $noop ]]; then
       timeout 280 "$B/bin/efla" bench/lm_step_gpu.lua --model "$m" --steps "$STEPS" --recompute-states 2>&1 |
         tee -a "$LOG/efla_recompute.txt" | tail -n 2 | sed 's/^/  (--recompute-states) /'
-      EFLA_CUDA_GENERIC=1 timeout 280 "$B/bin/efla" bench/lm_step_gpu.lua --model "$m" --steps "$STEPS" 2>&1 |
-        tee -a "$LOG/efla_generic.txt" | tail -n 2 | sed 's/^/  (EFLA_CUDA_GENERIC=1) /'
+      if [[ ${GENERIC:-1} == 1 ]]; then
+        EFLA_CUDA_GENERIC=1 timeout 280 "$B/bin/efla" bench/lm_step_gpu.lua --model "$m" --steps "$STEPS" 2>&1 |
+          tee -a "$LOG/efla_generic.txt" | tail -n 2 | sed 's/^/  (EFLA_CUDA_GENERIC=1) /'
+      fi
     fi
     timeout "${FLA_LIMIT:-400}" python3 bench/lm_step_fla.py --model "$m" --steps "$STEPS" $noop 2>&1 | tee -a "$LOG/fla.txt" | tail -n +3
     if [[ $m == 125m && -z $noop ]]; then
       timeout "${FLA_LIMIT:-400}" python3 bench/lm_step_fla.py --model "$m" --steps "$STEPS" --flce 2>&1 | tee -a "$LOG/fla.txt" | tail -n 1
     fi
   done
+done
 done
 triton_autotune_save "$LOG"
 echo "logs in $LOG"

@@ -430,7 +430,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     load_state_bf16<DK, DV>(Mat, p.states + (g * p.H + h) * DK * DV, DV);
     cp_async_wait_all();                            /* this thread's part of the copies */
     scale_rows<C, DV>(bufO, p.scale);
-    __syncthreads(); PHASE(4, 3);                   /* everyone's */
+    __syncthreads(); PHASE(4, 3);    /* everyone's */
     mm<false, false>(K, Mat, F, C, DV, DK, false);
     __syncthreads(); PHASE(4, 4);
     each<C, DV>([&](int r, int c) {
@@ -456,7 +456,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     __syncthreads(); PHASE(4, 12);
     mm<true, false>(Tb, bufO, F, C, DV, C, false);
     mm<false, true>(bufO, bufD, CC, C, C, DV, false);   /* CC = dT */
-    __syncthreads(); PHASE(4, 13);                                   /* dV' is done: dX may take its space */
+    __syncthreads(); PHASE(4, 13);   /* dV' is done: dX may take its space */
     store_rows<C, DV>(p.dv_out + cr.first * DV, rs * DV, F, cr.len);
     to_bf16<C, DV>(bufD, F, -1.0f);                    /* bufD = -dD (D is done) */
     add_sums<C>(da, [&](int j, int i) {               /* da_j += sum_{i >= j} X_ij dT_ij */
@@ -467,7 +467,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     /* phase 5: dK = dP^T Q - dD S^T + V' dS_out^T + (dG + dG^T) K */
     mm<true, false>(dPb, Qb, F, C, DK, C, false);
     mm<false, true>(bufD, Mat, F, C, DK, DV, true);
-    __syncthreads(); PHASE(4, 15);                                   /* T and dP are done: G may take their space */
+    __syncthreads(); PHASE(4, 15);   /* T and dP are done: G may take their space */
     load_rows<DK, DV>(Mat, p.dcs + (g * p.H + h) * DK * DV, DV, DK);   /* Mat = dS_out */
     __syncthreads(); PHASE(4, 16);
     mm<false, true>(Vp, Mat, F, C, DK, DV, true);
