@@ -10,9 +10,11 @@
 # PARTS (default "tests lm workbench sanitize vs_fla"), in this order:
 #   tests      test_backend_ops -b cuda (every op against the CPU), test_cuda, the CUDA Lua tests
 #   lm         bench/lm_step_vs_fla.sh: efla and fla, byte and 125m, real and no-op delta rule,
-#              efla with --recompute-states, the per-op memory report and the generic kernels
-#   workbench  bench/cuda/build_dev.sh, then ./delta_rule_dev: validate every kernel version
-#              against the float64 recurrence, then time them at the shapes
+#              efla with --recompute-states and the per-op memory report, REPEAT=${LM_REPEAT:-2}
+#              rounds interleaved (fla's step time moves between calls: see docs/BENCHMARKS.md)
+#   workbench  ./delta_rule_dev (built here and carried as WORKBENCH=path, else built there with
+#              bench/cuda/build_dev.sh): validate every kernel version against the float64
+#              recurrence, then time them at the shapes
 #   sanitize   compute-sanitizer memcheck and racecheck of the workbench's kernels (the commands
 #              docs/RELIABILITY.md records)
 #   vs_fla     bench/delta_rule_vs_fla.sh (the operator against fla's chunk_delta_rule)
@@ -59,19 +61,22 @@ if has tests; then
   done
 fi
 if has lm; then
-  TAIL=40 OUT=$LOGS/lm run lm 360 bash bench/lm_step_vs_fla.sh
+  TAIL=40 OUT=$LOGS/lm REPEAT=${LM_REPEAT:-2} GENERIC=0 run lm 360 bash bench/lm_step_vs_fla.sh
 fi
+WB=${WORKBENCH:-./delta_rule_dev}
 if has workbench; then
-  run workbench_build 120 bash bench/cuda/build_dev.sh
-  if [[ -x ./delta_rule_dev ]]; then
-    TAIL=12 run workbench_validate 90 ./delta_rule_dev -1 2 512 4 128 64
-    TAIL=10 run workbench_b8 90 ./delta_rule_dev -1 8 2048 16 128 64 time
-    TAIL=10 run workbench_b16_d64 120 ./delta_rule_dev -1 16 4096 32 64 64 time
+  [[ -x $WB ]] || run workbench_build 120 bash bench/cuda/build_dev.sh
+  if [[ -x $WB ]]; then
+    TAIL=12 run workbench_validate 90 "$WB" -1 2 512 4 128 64
+    TAIL=10 run workbench_b8 90 "$WB" -1 8 2048 16 128 64 time
+    TAIL=10 run workbench_b16_d64 120 "$WB" -1 16 4096 32 64 64 time
   fi
 fi
-if has sanitize && [[ -x ./delta_rule_dev ]]; then
-  TAIL=4 run memcheck 90 compute-sanitizer --tool memcheck ./delta_rule_dev 2 1 200 2 64 64
-  TAIL=4 run racecheck 120 compute-sanitizer --tool racecheck ./delta_rule_dev 2 1 130 1 64 32
+if has sanitize && [[ -x $WB ]]; then
+  TAIL=4 run memcheck 90 compute-sanitizer --tool memcheck "$WB" 2 1 200 2 64 64
+  TAIL=4 run racecheck 120 compute-sanitizer --tool racecheck "$WB" 2 1 130 1 64 32
+  # C = 64 at d = 64 and 128: more than 30 s and 45 s under racecheck on an H100 (session 7)
+  TAIL=4 run racecheck_c64 150 compute-sanitizer --tool racecheck "$WB" 2 1 130 1 128 64
 fi
 if has vs_fla; then
   TAIL=30 OUT=$OUTDIR/vs_fla run delta_rule_vs_fla 400 bash bench/delta_rule_vs_fla.sh
