@@ -101,10 +101,7 @@ __device__ void load_rows_async(Bm dst, const bf16 *src, int64_t stride, int len
  * mapping), so after its own wait no barrier is needed in between */
 template <int R, int N>
 __device__ void scale_rows(Bm m, float mult) {
-    each<R, N / 8>([&](int r, int v) {
-        bf16 *x = m.p + r * m.ld + v * 8;
-        for (int e = 0; e < 8; e++) x[e] = __float2bfloat16(__bfloat162float(x[e]) * mult);
-    });
+    each<R, N / 8>([&](int r, int v) { scale8(m.p + r * m.ld + v * 8, mult); });
 }
 
 /* ---- prep: W = T K and U = T V of every chunk (W alone when p.u is NULL; T and X to p.tx when set) ---- */

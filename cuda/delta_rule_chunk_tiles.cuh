@@ -97,6 +97,11 @@ template <int ROWS, int COLS, class Load, class Store> __device__ __forceinline_
     }
 }
 
+/* eight bf16 values times mult, rounded back to bf16 (how load_rows and scale_rows scale) */
+__device__ __forceinline__ void scale8(bf16 *h, float mult) {
+    for (int x = 0; x < 8; x++) h[x] = __float2bfloat16(__bfloat162float(h[x]) * mult);
+}
+
 /* rows [0, R) x cols [0, N) of a token-major global matrix (row r at src + r*stride) into
  * shared bf16 in 16-byte vectors; rows >= len are zero. mult scales the values. */
 template <int R, int N>
@@ -104,10 +109,7 @@ __device__ void load_rows(Bm dst, const bf16 *src, int64_t stride, int len, floa
     each_copy<R, N / 8>(
         [&](int r, int v) { return r < len ? *(const uint4 *)(src + r * stride + v * 8) : make_uint4(0, 0, 0, 0); },
         [&](int r, int v, uint4 val) {
-            if (mult != 1.0f) {
-                bf16 *h = (bf16 *)&val;
-                for (int x = 0; x < 8; x++) h[x] = __float2bfloat16(__bfloat162float(h[x]) * mult);
-            }
+            if (mult != 1.0f) scale8((bf16 *)&val, mult);
             *(uint4 *)(dst.p + r * dst.ld + v * 8) = val;
         });
 }
