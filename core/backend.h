@@ -31,7 +31,9 @@ typedef struct efla_delta_rule_args {
     int chunk_size;
     int algorithm;          /* EFLA_ALGO_CHUNKED or EFLA_ALGO_RECURRENT (never auto here) */
     efla_dtype dtype;       /* of q, k, v, alpha, o; states are float32 for bf16 inputs */
-    efla_dtype state_dtype;
+    efla_dtype state_dtype; /* of s0, s_final, ds0, d_s_final */
+    efla_dtype chunk_state_dtype;   /* of chunk_states: what the backend's delta_rule_chunk_state_dtype
+                                     * answered (state_dtype when it has none) */
 } efla_delta_rule_args;
 
 /* The buffers of one delta-rule call, by name (all contiguous, [B,T,H,d] / [B,T,H] / [N,H,dk,dv]).
@@ -77,6 +79,11 @@ typedef struct efla_backend {
     /* memory statistics (CUDA) */
     int (*memory_stats)(int device, efla_memory_stats *stats);
     int (*empty_cache)(int device);
+    /* the dtype the delta rule's forward writes chunk_states in for these arguments (gated: a
+     * call with log_decay), asked before the front end allocates them; NULL: a->state_dtype.
+     * CUDA's tensor-core kernels round the states to bfloat16 wherever they read them, so they
+     * keep them in bfloat16 (half the memory, no result changes). */
+    efla_dtype (*delta_rule_chunk_state_dtype)(const efla_delta_rule_args *a, int gated);
 
     /* The kernels, one per row of EFLA_BACKEND_OPS. What each one does:
      *

@@ -436,6 +436,10 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
     a.state_dtype = q->dtype == EFLA_BFLOAT16 ? EFLA_FLOAT32 : q->dtype;
 
     const int save_cs = want_grad && !o.recompute_states;
+    /* the backend says which dtype its forward keeps the chunk states in (CUDA's tensor cores:
+     * bfloat16) before they are allocated */
+    a.chunk_state_dtype = save_cs && b->delta_rule_chunk_state_dtype
+                              ? b->delta_rule_chunk_state_dtype(&a, o.log_decay != NULL) : a.state_dtype;
     efla_tensor *qc = efla_plain(q), *kc = efla_plain(k), *vc = efla_plain(v), *bc = efla_plain(beta);
     efla_tensor *sc = initial_state ? efla_plain(initial_state) : NULL;
     efla_tensor *gc = o.log_decay ? efla_plain(o.log_decay) : NULL;
@@ -476,7 +480,7 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
         int64_t nch = 0;
         for (int64_t n = 0; n < s.N; n++) nch += (s.len[n] + a.chunk_size - 1) / a.chunk_size;
         int64_t cshape[4] = {nch, H, head_dim_k, head_dim_v};
-        if (!(cs = efla_empty(4, cshape, a.state_dtype, q->device))) goto out;
+        if (!(cs = efla_empty(4, cshape, a.chunk_state_dtype, q->device))) goto out;
     }
     efla_delta_rule_buffers buf = {
         .q = efla_cpu_ptr(qc), .k = efla_cpu_ptr(kc), .v = efla_cpu_ptr(vc), .alpha = efla_cpu_ptr(alpha),

@@ -123,6 +123,7 @@ extern "C" const efla_backend efla_cuda_backend = {
     .memcpy_d2h = cuda_memcpy_d2h,
     .memory_stats = efla_cuda_backend_memory_stats,
     .empty_cache = efla_cuda_backend_empty_cache,
+    .delta_rule_chunk_state_dtype = efla_cuda_delta_rule_chunk_state_dtype,
     EFLA_BACKEND_OPS(EFLA_OP_ENTRY_CUDA)
 };
 

@@ -428,6 +428,14 @@ int device_of_current(void) {
 
 /* The backend contract has no device argument here: the front end's tensors live on the
  * current device (made current by the ops that allocated them). */
+
+/* bfloat16 where the tensor-core path (version 2) will take the forward, else the state dtype
+ * (the scan kernels, version 1 and the gated scan keep float32 / float64 states) */
+efla_dtype efla_cuda_delta_rule_chunk_state_dtype(const efla_delta_rule_args *a, int gated) {
+    if (gated || chunk_v1() || a->algorithm != EFLA_ALGO_CHUNKED) return a->state_dtype;
+    return efla_cuda_delta_rule_chunk_plan(a) ? EFLA_BFLOAT16 : a->state_dtype;
+}
+
 int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
     TRY(check_args("delta_rule", a));
     int device = device_of_current();
@@ -444,6 +452,10 @@ int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rul
     int fast = chunk_v1() ? efla_cuda_delta_rule_chunk_v1_fwd(a, buf, seq, nch, device)
                           : efla_cuda_delta_rule_chunk_fwd(a, buf, seq, nch, device);
     if (fast <= 0) return fast;
+    if (buf->chunk_states && a->chunk_state_dtype != a->state_dtype)
+        return efla_fail("delta_rule: the chunk states were allocated as %s but the scan kernels that take this call "
+                         "write %s; allocate them with the dtype that backend->delta_rule_chunk_state_dtype gives",
+                         efla_dtype_name(a->chunk_state_dtype), efla_dtype_name(a->state_dtype));
     DRParams p = base_params(a, seq);
     p.q = buf->q; p.k = buf->k; p.v = buf->v; p.al = buf->alpha; p.s0 = buf->s0;
     p.o = buf->o; p.sf = buf->s_final; p.cs = buf->chunk_states;
@@ -483,7 +495,8 @@ int efla_cuda_delta_rule_bwd(const efla_delta_rule_args *a, const efla_delta_rul
     if (fast <= 0) return fast;
     DRParams p = base_params(a, seq);
     p.q = buf->q; p.k = buf->k; p.v = buf->v; p.al = buf->alpha; p.s0 = buf->s0;
-    const void *chunk_states = buf->chunk_states;
+    /* states saved by the tensor-core path (bfloat16) when this call falls back to the scan: recompute */
+    const void *chunk_states = a->chunk_state_dtype == a->state_dtype ? buf->chunk_states : nullptr;
     size_t ses = a->dtype == EFLA_FLOAT64 ? 8 : 4;
     if (!chunk_states) {
         /* recompute the chunk states with a state-only forward */

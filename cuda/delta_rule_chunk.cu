@@ -113,8 +113,14 @@ template <int C, int DK, int DV> int launch_state_scan(const Args &p, int64_t ns
     return 0;
 }
 
+/* version 2 keeps the chunk states in bfloat16: out_kernel and bwd_chunk_kernel, their only
+ * readers, multiply them on the tensor cores in bfloat16, so rounding them once when the scan
+ * stores them changes no result and halves what a training step saves for them */
+const efla_dtype CHUNK_STATE_DTYPE = EFLA_BFLOAT16;
+
+/* plan: only say whether the kernels fit (*done), launch nothing */
 template <int C, int DK, int DV>
-int run_fwd(Args &p, int64_t nseq, int device, bool *done) {
+int run_fwd(Args &p, int64_t nseq, int device, bool *done, bool plan) {
     const int BVO = Tile<DV>::BV;
     bool f1, f3;
     TRY(set_smem(prep_kernel<C, DK, DV>, prep_smem<C, DK, DV>(), &f1));
@@ -122,7 +128,7 @@ int run_fwd(Args &p, int64_t nseq, int device, bool *done) {
     TRY((scan_plan<C, DK, DV>(nseq, p.H, &sp)));
     const int mode = sp.mode;
     TRY(set_smem(out_kernel<C, DK, BVO>, out_smem<C, DK, BVO>(), &f3));
-    if (!f1 || mode < 0 || !f3) { *done = false; return 0; }
+    if (!f1 || mode < 0 || !f3 || plan) { *done = f1 && mode >= 0 && f3; return 0; }
     const size_t tile_elems = (size_t)(p.nch * p.H * C);
     CuBuffer wbuf, csbuf;
     TRY(wbuf.alloc(sizeof(bf16) * tile_elems * (DK + DV + (p.o ? DV : 0)), device));
@@ -131,8 +137,8 @@ int run_fwd(Args &p, int64_t nseq, int device, bool *done) {
     if (p.o) {   /* out_kernel reads V' and the entering states */
         p.vp = p.u + tile_elems * DV;
         if (!p.cs) {
-            TRY(csbuf.alloc(sizeof(float) * (size_t)(p.nch * p.H * DK * DV), device));
-            p.cs = csbuf.as<float>();
+            TRY(csbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * DK * DV), device));
+            p.cs = csbuf.as<bf16>();
         }
     }
     Profile prof;
@@ -187,11 +193,11 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
     prep_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_smem<C, DK, DV>()>>>(p);
     CU_CHECK_LAUNCH("delta_rule_chunk_prep");
     if (!p.states) {   /* recompute the chunk states with a state-only forward */
-        TRY(csbuf.alloc(sizeof(float) * state_elems, device));
+        TRY(csbuf.alloc(sizeof(bf16) * state_elems, device));
         Args f = p;
-        f.o = nullptr; f.vp = nullptr; f.sf = nullptr; f.cs = csbuf.as<float>();
+        f.o = nullptr; f.vp = nullptr; f.sf = nullptr; f.cs = csbuf.as<bf16>();
         TRY((launch_state_scan<C, DK, DV>(f, nseq, sp)));
-        p.states = csbuf.as<float>();
+        p.states = csbuf.as<bf16>();
     }
     prof.mark("prep+fwd");
     if (f64) launch_bwd_scan<C, DK, BV64>(p, nseq);
@@ -211,4 +217,5 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
  * every version */
 #define EFLA_CHUNK_FWD efla_cuda_delta_rule_chunk_fwd
 #define EFLA_CHUNK_BWD efla_cuda_delta_rule_chunk_bwd
+#define EFLA_CHUNK_PLAN efla_cuda_delta_rule_chunk_plan
 #include "delta_rule_chunk_entry.inc"

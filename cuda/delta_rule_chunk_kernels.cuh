@@ -13,11 +13,13 @@ struct Args {
     const int64_t *seq;   /* per sequence: (b*T+start)*H, length, first chunk */
     float scale;
     const bf16 *q, *k, *v, *alpha, *d_o;
-    const float *s0, *dsf, *states;
+    const float *s0, *dsf;
+    const bf16 *states;   /* backward: the state entering every chunk (cs of the forward) */
     bf16 *o, *w, *u, *vp, *dvp, *dq, *dk_out, *dv_out, *dalpha;
     bf16 *tx;    /* backward: T then X (C x C each) of every chunk, from prep for bwd_chunk */
     bf16 *dcs;   /* backward: the state gradient leaving every chunk (bf16: its one reader rounds to bf16) */
-    float *sf, *cs, *ds0;
+    bf16 *cs;    /* forward: the state entering every chunk (bf16: its readers round to bf16) */
+    float *sf, *ds0;
 };
 
 /* EFLA_PHASE_CLOCK (the workbench's measuring aid, never in the library): thread 0 of each block
@@ -216,7 +218,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV,
         if (!PF) fetch(c);
         else if (c + 1 < nchunks) { fetch(c + 1); cp_async_wait_one(); }
         else cp_async_wait_all();
-        if (p.cs) store_state<DK, BV>(p.cs + (g * p.H + h) * DK * dv + j0, dv, S);
+        if (p.cs) store_state_bf16<DK, BV>(p.cs + (g * p.H + h) * DK * dv + j0, dv, S);
         to_bf16<DK, BV>(Sb, S);
         if (!PF) cp_async_wait<2>();   /* W */
         __syncthreads(); PHASE(1, 2);   /* every thread's part of chunk c's tiles (W) and Sb are in */
@@ -267,8 +269,8 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<C, DK, BV>())) ou
     load_rows_async<C, DK>(Q, p.q + cr.first * DK, rs * DK, cr.len);
     load_rows_async<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
     load_rows_async<C, BV>(Vp, p.vp + (g * p.H + h) * C * dv + j0, dv, C);
+    load_rows_async<DK, BV>(Sb, p.cs + (g * p.H + h) * DK * dv + j0, dv, DK);
     cp_async_commit();
-    load_state_bf16<DK, BV>(Sb, p.cs + (g * p.H + h) * DK * dv + j0, dv);   /* while the copies run */
     cp_async_wait_all();
     __syncthreads(); PHASE(2, 1);
     mm<false, true>(Q, K, P, C, C, DK, false);
@@ -410,7 +412,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     float *da = a + C;
 
     /* phase 1: every load up to phase 3 in flight at once: T and X (prep's, bf16), K, V, Q, dO
-     * (scaled once here) and, meanwhile, a and the entering state */
+     * (scaled once here), the entering state (bf16) and, meanwhile, a */
     const bf16 *tx = p.tx + (g * p.H + h) * 2 * C * C;
     load_rows_async<C, C>(Tb, tx, C, C);
     load_rows_async<C, C>(Xb, tx + C * C, C, C);
@@ -418,13 +420,13 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     load_rows_async<C, DV>(bufD, p.v + cr.first * DV, rs * DV, cr.len);
     load_rows_async<C, DK>(Qb, p.q + cr.first * DK, rs * DK, cr.len);
     load_rows_async<C, DV>(bufO, p.d_o + cr.first * DV, rs * DV, cr.len);
+    load_rows_async<DK, DV>(Mat, p.states + (g * p.H + h) * DK * DV, DV, DK);
     cp_async_commit();
     for (int i = threadIdx.x; i < C; i += THREADS) {
         a[i] = i < cr.len ? __bfloat162float(p.alpha[cr.first + i * rs]) : 0.0f;
         da[i] = 0.0f;
     }
     /* phase 2: D = V - K S_in (bufD), V' = T D (Vp) */
-    load_state_bf16<DK, DV>(Mat, p.states + (g * p.H + h) * DK * DV, DV);
     cp_async_wait_all();                            /* this thread's part of the copies */
     scale_rows<C, DV>(bufO, p.scale);
     __syncthreads(); PHASE(4, 3);    /* everyone's */

@@ -340,13 +340,17 @@ template <typename K> int set_smem(K kernel, size_t bytes, bool *fits) {
 /* dv tile of the scans: 64 when dv allows it (fewer redundant Q K^T products), else dv */
 template <int DV> struct Tile { static const int BV = DV >= 64 ? 64 : DV; };
 
+/* version 1 keeps the chunk states in float32 (delta_rule_chunk_entry.inc) */
+const efla_dtype CHUNK_STATE_DTYPE = EFLA_FLOAT32;
+
+/* plan: only say whether the kernels fit (*done), launch nothing */
 template <int C, int DK, int DV>
-int run_fwd(Args &p, int64_t nseq, int device, bool *done) {
+int run_fwd(Args &p, int64_t nseq, int device, bool *done, bool plan) {
     const int BV = Tile<DV>::BV;
     bool f1, f2;
     TRY(set_smem(prep_kernel<C, DK, DV>, prep_smem<C, DK, DV>(), &f1));
     TRY(set_smem(fwd_scan_kernel<C, DK, BV>, fwd_scan_smem<C, DK, BV>(), &f2));
-    if (!f1 || !f2) { *done = false; return 0; }
+    if (!f1 || !f2 || plan) { *done = f1 && f2; return 0; }
     CuBuffer wbuf, ubuf;
     TRY(wbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * C * (DK + DV)), device));
     p.w = wbuf.as<bf16>();
@@ -410,4 +414,5 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
  * every version */
 #define EFLA_CHUNK_FWD efla_cuda_delta_rule_chunk_v1_fwd
 #define EFLA_CHUNK_BWD efla_cuda_delta_rule_chunk_v1_bwd
+#define EFLA_CHUNK_PLAN efla_cuda_delta_rule_chunk_v1_plan
 #include "delta_rule_chunk_entry.inc"

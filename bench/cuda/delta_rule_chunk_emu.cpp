@@ -73,7 +73,8 @@ template <int C, int D> static void run_case(const Case &cs) {
     std::vector<bf16> qb = to_bf16v(q), kb = to_bf16v(k), vb = to_bf16v(v), ab = to_bf16v(al), dob = to_bf16v(dO);
     const size_t tile = (size_t)nch * H * C, states = (size_t)nch * H * dd;
     std::vector<bf16> w(tile * D), u(tile * D), vp(tile * D), o = poison<bf16>(n);
-    std::vector<float> cstates(states), sf = poison<float>(ns);
+    std::vector<bf16> cstates(states);   // the chunk states, bf16 as the library keeps them
+    std::vector<float> sf = poison<float>(ns);
 
     Args p;
     memset(&p, 0, sizeof p);
@@ -105,7 +106,8 @@ template <int C, int D> static void run_case(const Case &cs) {
     // backward: W, U again; the states (saved, or recomputed by the state-only scan); dV' and
     // the state gradients; the per-chunk gradients
     std::vector<bf16> dvp(tile * D), tx((size_t)nch * H * 2 * C * C, bf16{ 0xffff }), dcs(states), dq = poison<bf16>(n), dk = poison<bf16>(n), dv = poison<bf16>(n), da = poison<bf16>(nb);
-    std::vector<float> ds0 = poison<float>(ns), recomputed(states);
+    std::vector<float> ds0 = poison<float>(ns);
+    std::vector<bf16> recomputed(states);
     Args g = p;
     g.d_o = dob.data(); g.dsf = dsf.empty() ? nullptr : dsf.data();
     g.dq = dq.data(); g.dk_out = dk.data(); g.dv_out = dv.data(); g.dalpha = da.data(); g.ds0 = cs.packed ? ds0.data() : nullptr;

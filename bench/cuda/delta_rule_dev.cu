@@ -66,15 +66,16 @@ int with_env(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, 
 static const char SCAN[] = "EFLA_DELTA_RULE_SCAN", PREFETCH[] = "EFLA_DELTA_RULE_PREFETCH", BWD_BV[] = "EFLA_DELTA_RULE_BWD_BV",
                   SCAN_BV[] = "EFLA_DELTA_RULE_SCAN_BV", ZERO[] = "0", ONE[] = "1", THIRTY_TWO[] = "32", SIXTY_FOUR[] = "64";
 
-static const struct { const char *name; fwd_fn fwd; bwd_fn bwd; } VERSIONS[] = {
-    { "scan (cuda/delta_rule.cu)", with_env<SCAN, ONE, lib_fwd>, with_env<SCAN, ONE, lib_bwd> },
-    { "v1: tensor-core WY chunks (cuda/delta_rule_chunk_v1.cu)", v1_chunk_fwd, v1_chunk_bwd },
-    { "v2: state-only scan + parallel outputs (cuda/delta_rule_chunk.cu, the library's)", v2_chunk_fwd, v2_chunk_bwd },
-    { "v2, forward scan prefetch forced off", with_env<PREFETCH, ZERO, v2_chunk_fwd>, with_env<PREFETCH, ZERO, v2_chunk_bwd> },
-    { "v2, forward scan prefetch forced on", with_env<PREFETCH, ONE, v2_chunk_fwd>, with_env<PREFETCH, ONE, v2_chunk_bwd> },
-    { "v2, 64-column backward scan", with_env<BWD_BV, SIXTY_FOUR, v2_chunk_fwd>, with_env<BWD_BV, SIXTY_FOUR, v2_chunk_bwd> },
-    { "v2, 32-column state scan", with_env<SCAN_BV, THIRTY_TWO, v2_chunk_fwd>, with_env<SCAN_BV, THIRTY_TWO, v2_chunk_bwd> },
-    { "v2, 64-column state scan", with_env<SCAN_BV, SIXTY_FOUR, v2_chunk_fwd>, with_env<SCAN_BV, SIXTY_FOUR, v2_chunk_bwd> },
+/* states: the dtype each version keeps the chunk states in (the buffer is sized for float32) */
+static const struct { const char *name; fwd_fn fwd; bwd_fn bwd; efla_dtype states; } VERSIONS[] = {
+    { "scan (cuda/delta_rule.cu)", with_env<SCAN, ONE, lib_fwd>, with_env<SCAN, ONE, lib_bwd>, EFLA_FLOAT32 },
+    { "v1: tensor-core WY chunks (cuda/delta_rule_chunk_v1.cu)", v1_chunk_fwd, v1_chunk_bwd, EFLA_FLOAT32 },
+    { "v2: state-only scan + parallel outputs (cuda/delta_rule_chunk.cu, the library's)", v2_chunk_fwd, v2_chunk_bwd, EFLA_BFLOAT16 },
+    { "v2, forward scan prefetch forced off", with_env<PREFETCH, ZERO, v2_chunk_fwd>, with_env<PREFETCH, ZERO, v2_chunk_bwd>, EFLA_BFLOAT16 },
+    { "v2, forward scan prefetch forced on", with_env<PREFETCH, ONE, v2_chunk_fwd>, with_env<PREFETCH, ONE, v2_chunk_bwd>, EFLA_BFLOAT16 },
+    { "v2, 64-column backward scan", with_env<BWD_BV, SIXTY_FOUR, v2_chunk_fwd>, with_env<BWD_BV, SIXTY_FOUR, v2_chunk_bwd>, EFLA_BFLOAT16 },
+    { "v2, 32-column state scan", with_env<SCAN_BV, THIRTY_TWO, v2_chunk_fwd>, with_env<SCAN_BV, THIRTY_TWO, v2_chunk_bwd>, EFLA_BFLOAT16 },
+    { "v2, 64-column state scan", with_env<SCAN_BV, SIXTY_FOUR, v2_chunk_fwd>, with_env<SCAN_BV, SIXTY_FOUR, v2_chunk_bwd>, EFLA_BFLOAT16 },
 };
 static const int NVERSIONS = sizeof VERSIONS / sizeof VERSIONS[0];
 
@@ -175,6 +176,7 @@ int main(int argc, char **argv) {
             CK(cudaMemset(gq, 0xff, n * 2)); CK(cudaMemset(gk, 0xff, n * 2)); CK(cudaMemset(gv, 0xff, n * 2));
             CK(cudaMemset(ga, 0xff, nb * 2));
             if (with_states) { CK(cudaMemset(sf, 0xff, ns * 4)); CK(cudaMemset(ds0, 0xff, ns * 4)); }
+            a.chunk_state_dtype = VERSIONS[ver].states;
             efla_delta_rule_buffers fbuf = {}, bbuf = {};
             fbuf.q = dq_; fbuf.k = dk_; fbuf.v = dv_; fbuf.alpha = dal; fbuf.o = o;
             fbuf.chunk_states = with_states ? nullptr : cs; fbuf.s0 = s0d; fbuf.s_final = sf;

@@ -14,5 +14,6 @@ const efla_backend efla_cpu_backend = {
     .memcpy_d2h = NULL,
     .memory_stats = NULL,
     .empty_cache = NULL,
+    .delta_rule_chunk_state_dtype = NULL,   /* the state dtype */
     EFLA_BACKEND_OPS(EFLA_OP_ENTRY_CPU)
 };

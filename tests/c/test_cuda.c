@@ -319,6 +319,77 @@ static void dr_chunk_states(void) {
     efla_tensor_release(gq); efla_tensor_release(gk); efla_tensor_release(gv); efla_tensor_release(gal); efla_tensor_release(gs0);
 }
 
+/* The chunk states' dtype. The backend says bfloat16 where the tensor-core path takes the
+ * forward (it rounds the states to bfloat16 wherever it reads them) and the state dtype
+ * elsewhere; the bfloat16 states it writes are the cpu's float32 ones rounded; the scan kernels
+ * refuse bfloat16 states in a forward and recompute them in a backward (a call whose backward
+ * does not fit the tensor-core kernels), so NaN there never reaches a gradient. */
+static void dr_chunk_state_dtype(void) {
+    const int64_t B = 1, T = 100, H = 2, d = 64, C = 64, nch = (T + C - 1) / C;
+    int64_t sq[4] = { B, T, H, d }, sb[3] = { B, T, H }, scs[4] = { nch, H, d, d };
+    int64_t batch[1] = { 0 }, start[1] = { 0 }, len[1] = { T };
+    efla_delta_rule_args a = { B, T, H, d, d, B, batch, start, len, 0.125, (int)C, EFLA_ALGO_CHUNKED, EFLA_BFLOAT16,
+                               EFLA_FLOAT32 };
+    const efla_backend *bc = efla_backend_for("test", CPU), *bg = efla_backend_for("test", GPU);
+    CHECK(bc->delta_rule_chunk_state_dtype == NULL, "the cpu keeps its chunk states in the state dtype");
+    CHECK(bg->delta_rule_chunk_state_dtype && bg->delta_rule_chunk_state_dtype(&a, 0) == EFLA_BFLOAT16,
+          "bfloat16, C = 64, d = 64: the tensor-core path keeps bfloat16 chunk states");
+    CHECK(bg->delta_rule_chunk_state_dtype(&a, 1) == EFLA_FLOAT32, "gated (the scan): float32 chunk states");
+    efla_delta_rule_args a128 = a, af = a;
+    a128.chunk_size = 128;
+    af.dtype = EFLA_FLOAT32;
+    CHECK(bg->delta_rule_chunk_state_dtype(&a128, 0) == EFLA_FLOAT32, "chunk 128 (the scan): float32 chunk states");
+    CHECK(bg->delta_rule_chunk_state_dtype(&af, 0) == EFLA_FLOAT32, "float32 inputs: float32 chunk states");
+
+    /* the same values on both sides: float32 on the cpu, bfloat16 on the gpu */
+    efla_tensor *x[5], *g[5];
+    for (int i = 0; i < 5; i++) {
+        efla_tensor *r = i == 3 ? MUST(efla_rand(3, sb, EFLA_FLOAT32, CPU)) : rnd(4, sq, EFLA_FLOAT32, i == 1 ? 0.125 : 1);
+        efla_tensor *h = MUST(efla_to(r, EFLA_BFLOAT16, CPU));
+        x[i] = MUST(efla_to(h, EFLA_FLOAT32, CPU));
+        g[i] = MUST(efla_to(h, EFLA_BFLOAT16, GPU));
+        efla_tensor_release(r); efla_tensor_release(h);
+    }   /* q, k, v, alpha, dO */
+    efla_tensor *oc = MUST(efla_empty(4, sq, EFLA_FLOAT32, CPU)), *og = MUST(efla_empty(4, sq, EFLA_BFLOAT16, GPU));
+    efla_tensor *csc = MUST(efla_empty(4, scs, EFLA_FLOAT32, CPU)), *csg = MUST(efla_empty(4, scs, EFLA_BFLOAT16, GPU));
+    efla_delta_rule_args acpu = af;
+    acpu.chunk_state_dtype = EFLA_FLOAT32;
+    a.chunk_state_dtype = EFLA_BFLOAT16;
+    efla_delta_rule_buffers cb = {.q = efla_tensor_data(x[0]), .k = efla_tensor_data(x[1]), .v = efla_tensor_data(x[2]),
+                                  .alpha = efla_tensor_data(x[3]), .o = efla_tensor_data(oc),
+                                  .chunk_states = efla_tensor_data(csc)};
+    efla_delta_rule_buffers gb = {.q = dptr(g[0]), .k = dptr(g[1]), .v = dptr(g[2]), .alpha = dptr(g[3]), .o = dptr(og),
+                                  .chunk_states = dptr(csg)};
+    MUST_OK(bc->delta_rule_fwd(&acpu, &cb));
+    MUST_OK(bg->delta_rule_fwd(&a, &gb));
+    efla_tensor_retain(csg);
+    expect_close_norm("bfloat16 chunk states of the tensor-core path = the cpu's float32 states (rounded)", csg, csc,
+                      1e-2);
+
+    /* chunk 128 takes the scan kernels: bfloat16 states are refused in the forward ... */
+    a128.chunk_state_dtype = EFLA_BFLOAT16;
+    efla_clear_error();
+    CHECK_ERROR(bg->delta_rule_fwd(&a128, &gb) < 0, "allocated as bfloat16");
+    /* ... and recomputed in the backward: NaN states change nothing */
+    efla_tensor *nan_states = MUST(efla_full(4, scs, NAN, EFLA_BFLOAT16, GPU)), *grads[2][4];
+    for (int run = 0; run < 2; run++) {
+        for (int i = 0; i < 4; i++) grads[run][i] = MUST(efla_empty(i == 3 ? 3 : 4, i == 3 ? sb : sq, EFLA_BFLOAT16, GPU));
+        efla_delta_rule_buffers bb = {.q = dptr(g[0]), .k = dptr(g[1]), .v = dptr(g[2]), .alpha = dptr(g[3]),
+                                      .d_o = dptr(g[4]), .chunk_states = run ? dptr(nan_states) : NULL,
+                                      .dq = dptr(grads[run][0]), .dk = dptr(grads[run][1]), .dv = dptr(grads[run][2]),
+                                      .dalpha = dptr(grads[run][3])};
+        MUST_OK(bg->delta_rule_bwd(&a128, &bb));
+    }
+    const char *gn[4] = { "dq", "dk", "dv", "dalpha" };
+    for (int i = 0; i < 4; i++) {
+        char what[120];
+        snprintf(what, sizeof what, "scan backward given bfloat16 states recomputes them: %s as without states", gn[i]);
+        expect_close_norm(what, grads[1][i], grads[0][i], 1e-3);
+    }
+    efla_tensor_release(nan_states); efla_tensor_release(csg); efla_tensor_release(og); efla_tensor_release(oc);
+    for (int i = 0; i < 5; i++) { efla_tensor_release(x[i]); efla_tensor_release(g[i]); }
+}
+
 /* Gated calls (log_decay, docs/MATH.md §6) run on CUDA (cuda/delta_rule_gated.cu) and equal the cpu;
  * tests/lua/test_gated_delta_rule_cuda.lua checks them in depth (gradients, dtypes, shapes). An order
  * with no gated form is still a clear error that leaves no output. */
@@ -367,6 +438,7 @@ static void test_delta_rule(void) {
     dr_compare("bfloat16 chunk 128 (scan fallback)", 1, 150, 2, 64, 64, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 128, 0);
     dr_compare("bfloat16 dk=24 (scan fallback)", 1, 70, 2, 24, 40, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
     dr_chunk_states();
+    dr_chunk_state_dtype();
     dr_gated_cuda();
 }
 
