@@ -24,6 +24,6 @@ local runs = smnist.run_variants({
 report.loss(args.out, runs)
 local aggregated = runs[1].seeds ~= nil   -- --seeds N > 1: mean ± std, every seed in seed-<s>/
 if aggregated then seeds.write(args.out, runs) else report.robustness(args.out, runs) end
-report.write_json(args.out .. '/results.json', { args = args, runs = runs })
+report.write_json(args.out .. '/results.json', { args = args, compute = runs[1].compute, runs = runs })
 print('\n' .. (aggregated and seeds.summary_table(runs) or report.summary_table(runs)))
 print('\nwrote ' .. args.out .. ': loss.csv, robustness_*.csv, acc_vs_*.png, results.json')

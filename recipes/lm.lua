@@ -14,6 +14,7 @@
 local efla = require 'efla'
 local LM = require 'efla.tasks.lm'
 local lm_report = require 'efla.tasks.lm_report'
+local precision = require 'efla.tasks.precision'
 
 local sizes = {}
 for _, n in ipairs(LM.SIZE_NAMES) do
@@ -61,8 +62,7 @@ local args = efla.args.parse(arg, {
   { '--valid-tokens', type = 'number', default = 32768, help = 'validation tokens per evaluation (0 = the whole split)' },
   { '--seed', type = 'number', default = 1, help = 'seed for initialisation and data order' },
   { '--device', default = 'cpu', help = 'cpu or cuda[:N]' },
-  { '--compute', default = 'auto', choices = { 'auto', 'bfloat16', 'float32' },
-    help = 'compute dtype: mixed precision (bfloat16 activations and matmuls, float32 master weights, optimiser state and loss) or float32; auto = bfloat16 on a GPU, float32 on the CPU' },
+  precision.option(),   -- --compute auto|bfloat16|float32
   { '--threads', type = 'number', help = 'CPU threads (default: OMP_NUM_THREADS or every core; 1 is faster on a busy machine)' },
   { '--out', help = 'output folder (default checkpoints/lm-<corpus>)' },
   { '--resume', help = 'continue from this checkpoint (with --method efla or deltanet and the same flags)' },
@@ -102,11 +102,12 @@ local ok, err = pcall(function()
   print(string.format('lm: corpus %s (%d documents; train/valid/test %d/%d/%d bytes), %s tokenizer (vocab %d, %.2f bytes/token)',
     d.name, d.corpus.n_docs, d.bytes.train, d.bytes.valid, d.bytes.test, args.tokenizer, d.tok.vocab_size,
     d.bytes.train / math.max(1, d.train:numel())))
-  print(string.format('lm: size %s: d_model %d, %d layers%s, %d heads, context %d, batch %d x accum %d, %d steps (%.2fM tokens), lr %g, device %s%s, threads %d',
+  print(string.format('lm: size %s: d_model %d, %d layers%s, %d heads, context %d, batch %d x accum %d, %d steps (%.2fM tokens), lr %g, device %s%s, compute %s, threads %d',
     args.size, args.d_model, args.layers, (args.pattern or LM.METHODS[args.method] and LM.METHODS[args.method].layers)
       and (' (' .. (args.pattern or LM.METHODS[args.method].layers) .. ')') or '', args.heads, args.context, args.batch, args.accum, args.steps,
     args.steps * args.batch * args.accum * args.context / 1e6, args.lr, device,
-    pg and string.format(' x %d ranks (%s%s)', pg.world_size, pg.backend, args.zero and ', ZeRO-1' or '') or '', efla.num_threads()))
+    pg and string.format(' x %d ranks (%s%s)', pg.world_size, pg.backend, args.zero and ', ZeRO-1' or '') or '',
+    precision.resolve(args.compute, device, precision.recorded(args.resume)), efla.num_threads()))
 
   local methods = args.method == 'both' and { 'efla', 'deltanet' } or { args.method }
   local runs, models = {}, {}
@@ -118,7 +119,8 @@ local ok, err = pcall(function()
       f.loss, f.bpb, f.ppl, info.checkpoint or '-')) end
     runs[#runs + 1] = { name = method, method = method, config = info.config, parameters = model:num_parameters(),
       steps = info.steps, tokens = info.tokens, seconds = info.seconds, tokens_per_second = info.tokens_per_second,
-      history = info.history, valid = info.valid, final = f, checkpoint = info.checkpoint, best = info.best, lr = info.lr }
+      history = info.history, valid = info.valid, final = f, checkpoint = info.checkpoint, best = info.best, lr = info.lr,
+      compute = info.compute }
     models[method] = model
   end
 

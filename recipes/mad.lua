@@ -3,7 +3,8 @@
 --
 --   efla recipes/mad.lua                                  # reduced CPU scale, all 6 tasks
 --   efla recipes/mad.lua --tasks in-context-recall,selective-copying --epochs 8
---   efla recipes/mad.lua --scale paper --device cuda      # MAD's published setting (GPU)
+--   efla recipes/mad.lua --scale paper --device cuda      # MAD's published setting (GPU, mixed precision)
+--   efla recipes/mad.lua --device cuda --compute float32  # float32 on the GPU too
 --
 -- Tasks, their generation rules and the two scales are in docs/EVAL.md. Writes mad.csv,
 -- mad.json (with provenance) and mad.md to --out.
@@ -13,6 +14,7 @@ local mad = require 'efla.data.mad'
 local data = require 'efla.data'
 local csv = require 'efla.csv'
 local json = require 'efla.json'
+local precision = require 'efla.tasks.precision'
 
 local args = efla.args.parse(arg, {
   name = 'recipes/mad.lua',
@@ -27,6 +29,7 @@ local args = efla.args.parse(arg, {
   { '--n-test', type = 'number', help = 'test examples (default: per scale and task)' },
   { '--seed', type = 'number', default = 1, help = 'seed of the data, the initialisation and the batch order' },
   { '--device', default = 'cpu', help = 'cpu or cuda[:N]' },
+  precision.option(),   -- --compute auto|bfloat16|float32
   { '--out', default = 'checkpoints/mad', help = 'where mad.csv, mad.json and mad.md go' },
   { '--quiet', type = 'boolean', help = 'plain log lines instead of progress bars' },
 })
@@ -47,12 +50,16 @@ end
 local tasks = list(args.tasks, mad.TASKS, 'task')
 local methods = list(args.methods, { 'efla', 'deltanet' }, 'method')
 data.mkdir_p(args.out)
+local compute = precision.compute_dtype(args.compute, args.device)
+print(string.format('mad: %d task(s) x %d method(s), scale %s, seed %d, device %s, compute %s, threads %d',
+  #tasks, #methods, args.scale, args.seed, args.device, compute, efla.num_threads()))
 
 local results, t0 = {}, require('efla.progress').wall()
 for _, task in ipairs(tasks) do
   for _, method in ipairs(methods) do
     local ok, r = pcall(mad_suite.run, task, method, { scale = args.scale, seed = args.seed, device = args.device,
-      epochs = args.epochs, lr = args.lr, batch = args.batch, n_train = args.n_train, n_test = args.n_test, quiet = args.quiet })
+      epochs = args.epochs, lr = args.lr, batch = args.batch, n_train = args.n_train, n_test = args.n_test, quiet = args.quiet,
+      compute = args.compute })
     if not ok then
       io.stderr:write(tostring(r), '\n')
       os.exit(1)
@@ -94,10 +101,10 @@ md[#md + 1] = '| ' .. table.concat(mean, ' | ') .. ' |'
 local long = {}
 for _, r in ipairs(results) do
   long[#long + 1] = { r.task, r.method, r.accuracy, r.chance, r.n_scored, r.final_loss, r.steps, r.seconds, r.params,
-    r.lr, r.epochs, r.batch, r.n_train, r.n_test, r.seq_len, r.task_config.vocab_size }
+    r.lr, r.epochs, r.batch, r.n_train, r.n_test, r.seq_len, r.task_config.vocab_size, r.compute }
 end
 csv.write(args.out .. '/mad.csv', { 'task', 'method', 'accuracy', 'chance', 'n_scored', 'final_loss', 'steps', 'seconds',
-  'params', 'lr', 'epochs', 'batch', 'n_train', 'n_test', 'seq_len', 'vocab_size' }, long)
+  'params', 'lr', 'epochs', 'batch', 'n_train', 'n_test', 'seq_len', 'vocab_size', 'compute' }, long)
 local text = table.concat(md, '\n')
 data.write_atomic(args.out .. '/mad.md', text .. '\n')
 local slim = {}
@@ -106,11 +113,11 @@ for i, r in ipairs(results) do
   for k, v in pairs(r.task_config) do if k:sub(1, 1) ~= '_' then c[k] = v end end
   slim[i] = { task = r.task, method = r.method, accuracy = r.accuracy, chance = r.chance, n_scored = r.n_scored,
     final_loss = r.final_loss, steps = r.steps, seconds = r.seconds, params = r.params, lr = r.lr, epochs = r.epochs,
-    batch = r.batch, n_train = r.n_train, n_test = r.n_test, model = r.config, task_config = c }
+    batch = r.batch, n_train = r.n_train, n_test = r.n_test, model = r.config, task_config = c, compute = r.compute }
 end
 data.write_atomic(args.out .. '/mad.json', json.encode({
   provenance = { efla_version = efla.version(), date = os.date('!%Y-%m-%dT%H:%M:%SZ'), seed = args.seed,
-    scale = args.scale, device = args.device, args = args }, results = slim }) .. '\n')
+    scale = args.scale, device = args.device, compute = compute, args = args }, results = slim }) .. '\n')
 print('\n' .. text)
 print(string.format('\n%d runs in %.0f s; wrote %s/mad.csv, %s/mad.json, %s/mad.md', #results,
   require('efla.progress').wall() - t0, args.out, args.out, args.out))

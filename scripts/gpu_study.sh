@@ -11,6 +11,7 @@
 # ${OUT:-out}/study-<part>.tgz. $STUDY_ARGS is appended to every recipe's arguments, e.g.
 #   STUDY_ARGS="--seeds 3" bash scripts/gpu_study.sh mnist fashion ablations
 #   STUDY_ARGS="--seeds 3 --epochs 10" STUDY_DIR=out/10ep OUT=out/10ep bash scripts/gpu_study.sh mnist fashion
+# The recipes run with --compute float32 (STUDY_ARGS="--compute auto" for mixed precision).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${EFLA_BUNDLE:-bundle}
@@ -19,17 +20,19 @@ mkdir -p "$OUTDIR"
 . "$B/bin/efla-env.sh"
 EFLA="$B/bin/efla"
 export EFLA_PROGRESS=plain
+# float32, not the GPU default of mixed precision: parity with the float32 PyTorch reference and the CPU runs (docs/RESULTS.md)
+COMPUTE=(--compute float32)
 for part in "$@"; do
   dir="${STUDY_DIR:-$OUTDIR}/study-$part"
   mkdir -p "$dir"
   start=$(date +%s)
   case $part in
     mnist|fashion)
-      $EFLA recipes/smnist.lua --dataset "$part" --device cuda --train-samples 0 --test-samples 0 \
+      $EFLA recipes/smnist.lua --dataset "$part" --device cuda "${COMPUTE[@]}" --train-samples 0 --test-samples 0 \
         --out "$dir" ${STUDY_ARGS:-} 2>&1 | tee "$dir/log.txt" | grep -v ' step ' ;;
     ablations)
       for r in ablate_keynorm order_sweep lr_sweep; do
-        $EFLA recipes/$r.lua --device cuda --train-samples 0 --test-samples 1000 --out "$dir/$r" ${STUDY_ARGS:-} 2>&1 \
+        $EFLA recipes/$r.lua --device cuda "${COMPUTE[@]}" --train-samples 0 --test-samples 1000 --out "$dir/$r" ${STUDY_ARGS:-} 2>&1 \
           | tee "$dir/$r.log" | grep -v ' step '
       done ;;
     *) echo "gpu_study: unknown part '$part' (mnist, fashion, ablations)" >&2; exit 2 ;;

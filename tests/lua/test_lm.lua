@@ -217,6 +217,7 @@ t.test('training: accumulation, validation, checkpoints; an interrupted run resu
   t.eq(a.meta.order, 'exact')
   t.eq(a.meta.key_norm, 'none')
   t.eq(a.meta.tokenizer, { type = 'byte', vocab_size = 256 })
+  t.eq({ a.meta.compute, full.compute, resumed.compute }, { 'float32', 'float32', 'float32' }, 'the compute dtype (auto on the cpu)')
   -- the held-out split an evaluation reads back from the checkpoint alone
   local _, tok, meta = LM.load_checkpoint(string.format('%s/full/efla/step-000006.h5', tmp))
   local test_tokens = LM.held_out(meta, tok, 'test')
@@ -339,6 +340,8 @@ t.test('recipes: lm.lua --method both on a --text file, then generate.lua; error
   t.ok(math.abs(results.comparison.valid_loss_difference - (results.runs[2].valid_loss - results.runs[1].valid_loss)) < 1e-12)
   t.ok(results.provenance.efla_version and results.provenance.git_revision and results.provenance.date, 'provenance')
   t.eq(results.provenance.seed, 1)
+  t.eq({ results.runs[1].compute, results.runs[2].compute }, { 'float32', 'float32' }, 'the compute dtype each run used')
+  t.ok(log:find(', compute float32, threads', 1, true), 'the start-up line says the compute dtype:\n' .. log)
   t.ok(require('efla.data').exists(out .. '/valid.csv') and require('efla.data').exists(out .. '/train.csv'), 'CSVs')
   local ck = out .. '/efla/step-000003.h5'
   t.ok(sh(string.format('%s recipes/generate.lua --checkpoint %s --prompt "Document" --tokens 8 --quiet > %s/gen.txt 2>&1', bin, ck, tmp)),

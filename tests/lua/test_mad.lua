@@ -1,7 +1,8 @@
 -- tests/lua/test_mad.lua: the MAD synthetic task generators (efla.data.mad) against their
 -- published definitions on fixed seeds (sizes, vocabulary ranges, where the answers are,
 -- noise), the data sets they make, the auto-encoder for compression, a two-step training
--- run, and clear errors on bad settings.
+-- run, --compute (mixed precision: resolved, applied and recorded, on the CPU; the recipe's
+-- mad.json and mad.csv), and clear errors on bad settings.
 -- Run: build/efla tests/lua/test_mad.lua [name-pattern]
 local efla = require 'efla'
 local t = dofile('tests/lua/testlib.lua')
@@ -196,6 +197,43 @@ t.test('a two-step training run per backbone gives an accuracy in [0, 1] over th
   end
   t.near(M.chance('in-context-recall', mad.config('in-context-recall')), 1 / 8, 1e-12)
   t.near(M.chance('selective-copying', mad.config('selective-copying')), 1 / 14, 1e-12)
+end)
+
+t.test('--compute: each run resolves it (auto = float32 on the cpu), trains in it and records it', function()
+  local function run(task, compute)
+    return M.run(task, 'efla', { scale = 'cpu', seed = 2, epochs = 1, n_train = 8, n_test = 4, batch = 4, quiet = true,
+      task_overrides = { seq_len = 16 }, compute = compute })
+  end
+  for _, task in ipairs({ 'in-context-recall', 'compression' }) do   -- CausalLM and the auto-encoder
+    local auto, f32, bf16 = run(task, nil), run(task, 'float32'), run(task, 'bfloat16')
+    t.eq({ auto.compute, f32.compute, bf16.compute }, { 'float32', 'float32', 'bfloat16' }, task)
+    t.eq(auto.final_loss, f32.final_loss, task .. ': auto on the cpu is float32')
+    t.ok(bf16.final_loss ~= f32.final_loss, string.format('%s: bfloat16 compute was used (%.7f vs %.7f)', task,
+      bf16.final_loss, f32.final_loss))
+    t.near(bf16.final_loss, f32.final_loss, 0.05 * f32.final_loss, task .. ': bfloat16 loss near float32')
+    t.ok(bf16.accuracy >= 0 and bf16.accuracy <= 1)
+  end
+  t.raises(function() run('compression', 'fp8') end, "--compute must be auto, bfloat16 or float32, got 'fp8'")
+end)
+
+t.test('recipes/mad.lua --compute: printed at start-up, recorded in mad.json and mad.csv', function()
+  local bin = os.getenv('EFLA_BIN') or 'build/efla'
+  local out = (os.getenv('EFLA_TEST_TMP') or '/tmp') .. '/test_mad_recipe'
+  os.execute("rm -rf '" .. out .. "'")
+  local p = io.popen(string.format('EFLA_PROGRESS=plain %s recipes/mad.lua --tasks compression --methods efla --n-train 8 ' ..
+    '--n-test 4 --batch 4 --epochs 1 --compute bfloat16 --quiet --out %s 2>&1; echo "exit=$?"', bin, out))
+  local log = p:read('*a')
+  p:close()
+  t.eq(tonumber(log:match('exit=(%d+)%s*$')), 0, log)
+  t.ok(log:find('device cpu, compute bfloat16', 1, true), 'the start-up line says the compute dtype:\n' .. log)
+  local j = require('efla.json').decode(require('efla.data').read_file(out .. '/mad.json'))
+  t.eq(j.provenance.compute, 'bfloat16')
+  t.eq(j.provenance.args.compute, 'bfloat16')
+  t.eq(j.results[1].compute, 'bfloat16')
+  local header, rows = require('efla.csv').read(out .. '/mad.csv')
+  t.eq(header[#header], 'compute')
+  t.eq(rows[1][#header], 'bfloat16')
+  os.execute("rm -rf '" .. out .. "'")
 end)
 
 t.test('bad settings give clear errors', function()

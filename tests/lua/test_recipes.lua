@@ -1,7 +1,8 @@
 -- test_recipes.lua: a tiny end-to-end run of the sMNIST recipe and of the batch
 -- evaluation: every output file is written and well formed, the robustness tables hold
--- every setting, eval.lua reproduces the recipe's own accuracy from the checkpoints, and a
--- corrupt checkpoint in the batch is reported and skipped.
+-- every setting, eval.lua reproduces the recipe's own accuracy from the checkpoints, a
+-- corrupt checkpoint in the batch is reported and skipped, and --compute (auto: float32 on
+-- the CPU; bfloat16 when given) is printed and recorded in the checkpoints and results.json.
 local t = dofile('tests/lua/testlib.lua')
 local csv = require 'efla.csv'
 local json = require 'efla.json'
@@ -106,11 +107,34 @@ t.test('eval.lua reproduces the recipe accuracy and skips a corrupt file', funct
   t.eq(ev.rows[1].test_samples, 40)
 end)
 
+t.test('--compute: auto is float32 on the cpu; bfloat16 given is printed and recorded', function()
+  local checkpoint = require 'efla.checkpoint'
+  -- the run above: the default (auto) on the CPU
+  t.ok(log:find('device cpu, compute float32', 1, true), 'the start-up line says the compute dtype:\n' .. log)
+  local res = json.decode(require('efla.data').read_file(out .. '/results.json'))
+  t.eq({ res.args.compute, res.compute, res.runs[1].compute, res.runs[2].compute }, { 'auto', 'float32', 'float32', 'float32' })
+  t.eq(checkpoint.info(out .. '/efla/step-000002.h5').meta.compute, 'float32')
+  -- a tiny run with the option given
+  local out16 = tmp .. '/smnist-bf16'
+  local c, log16 = run(string.format('EFLA_PROGRESS=plain %s recipes/smnist.lua --method efla --train-samples 32 --batch 32 '
+    .. '--test-samples 8 --compute bfloat16 --out %s', bin, out16))
+  t.eq(c, 0, log16)
+  t.ok(log16:find('device cpu, compute bfloat16', 1, true), log16)
+  local meta = checkpoint.info(out16 .. '/efla/step-000001.h5').meta
+  t.eq({ meta.compute, meta.args.compute }, { 'bfloat16', 'bfloat16' })
+  local res16 = json.decode(require('efla.data').read_file(out16 .. '/results.json'))
+  t.eq({ res16.compute, res16.runs[1].compute }, { 'bfloat16', 'bfloat16' })
+end)
+
 t.test('recipes answer --help and reject unknown options', function()
-  for _, r in ipairs({ 'smnist', 'eval', 'ablate_keynorm', 'lr_sweep', 'order_sweep' }) do
+  for _, r in ipairs({ 'smnist', 'eval', 'ablate_keynorm', 'lr_sweep', 'order_sweep', 'mad' }) do
     local c, h = run(bin .. ' recipes/' .. r .. '.lua --help')
     t.eq(c, 0, r .. ' --help')
     t.ok(h:find('usage: efla recipes/' .. r .. '.lua'), r .. ' usage line:\n' .. h)
+    if r ~= 'eval' then   -- the training recipes
+      t.ok(h:find('--compute VALUE', 1, true) and h:find('(auto|bfloat16|float32) [default: auto]', 1, true),
+        r .. ' --help shows --compute:\n' .. h)
+    end
   end
   local c, h = run(bin .. ' recipes/smnist.lua --no-such-option')
   t.eq(c, 2)

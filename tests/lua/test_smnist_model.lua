@@ -1,7 +1,9 @@
 -- test_smnist_model.lua: the published sMNIST model (SequenceClassifier arch 'published')
 -- against a plain-Lua token-by-token reference, its layers, initialisation rules and AdamW
--- groups, the efla-variant kept for old checkpoints, and the --seeds aggregation
--- (tasks/seeds.lua) on constructed numbers. Tiny sizes: a few seconds.
+-- groups, the efla-variant kept for old checkpoints, the --seeds aggregation
+-- (tasks/seeds.lua) on constructed numbers, and the --compute option (tasks/precision.lua:
+-- how auto resolves, what a checkpoint records, that S.train applies it; CPU only). Tiny
+-- sizes: a few seconds.
 local t = dofile('tests/lua/testlib.lua')
 local efla = require 'efla'
 local nn = efla.nn
@@ -204,7 +206,7 @@ end)
 t.test('seeds: aggregate and write over a constructed set of runs', function()
   local function run(name, clean, x10, hist)
     return { name = name, method = name, lr = 1e-3, history = hist, final_loss = hist[#hist], seconds = 1,
-      results = { scale = { { 1, clean }, { 10, x10 } } } }
+      compute = 'bfloat16', results = { scale = { { 1, clean }, { 10, x10 } } } }
   end
   local per_seed = {
     { run('efla', 0.8, 0.7, { 2, 1 }), run('deltanet', 0.6, 0.3, { 2, 1.5 }) },
@@ -222,6 +224,7 @@ t.test('seeds: aggregate and write over a constructed set of runs', function()
   near(agg[1].history[2], 0.8, 1e-12, 'mean loss curve')
   near(agg[2].final_loss, 1.3, 1e-12, 'mean final loss')
   t.eq(agg[1].seconds, 3)
+  t.eq(agg[1].compute, 'bfloat16', 'the compute dtype is kept')
   local dir = (os.getenv('EFLA_TEST_TMP') or '/tmp') .. '/test_smnist_seeds'
   os.execute('rm -rf ' .. dir .. ' && mkdir -p ' .. dir)
   seeds.write(dir, agg)
@@ -236,4 +239,82 @@ t.test('seeds: aggregate and write over a constructed set of runs', function()
   t.ok(not ok and tostring(err):find("seed 2 has no run 'efla'"), tostring(err))
 end)
 
+-- ---- --compute (mixed precision) ----------------------------------------------------------------
+local P = require 'efla.tasks.precision'
+local tmp = (os.getenv('EFLA_TEST_TMP') or '/tmp') .. '/test_smnist_compute'
+os.execute("rm -rf '" .. tmp .. "' && mkdir -p '" .. tmp .. "'")
+
+t.test('--compute: auto is float32 on the cpu, bfloat16 on a GPU; explicit choices pass through', function()
+  t.eq(P.compute_dtype('auto', 'cpu'), 'float32')
+  t.eq(P.compute_dtype(nil, 'cpu'), 'float32')
+  t.eq(P.compute_dtype('auto', nil), 'float32', 'no device is the cpu')
+  t.eq(P.compute_dtype('auto', 'cuda'), 'bfloat16')
+  t.eq(P.compute_dtype('auto', 'cuda:1'), 'bfloat16')
+  t.eq(P.compute_dtype(nil, 'cuda:1'), 'bfloat16')
+  for _, dev in ipairs({ 'cpu', 'cuda', 'cuda:1' }) do
+    t.eq(P.compute_dtype('float32', dev), 'float32', 'float32 on ' .. dev)
+    t.eq(P.compute_dtype('bfloat16', dev), 'bfloat16', 'bfloat16 on ' .. dev)
+  end
+  t.raises(function() P.compute_dtype('bf16', 'cuda') end, "--compute must be auto, bfloat16 or float32, got 'bf16'")
+  -- a resume: auto (or none) keeps the checkpoint's dtype, an explicit choice wins, none recorded = auto
+  t.eq({ P.resolve('auto', 'cuda', 'float32') }, { 'float32', 'checkpoint' })
+  t.eq({ P.resolve(nil, 'cpu', 'bfloat16') }, { 'bfloat16', 'checkpoint' })
+  t.eq({ P.resolve('float32', 'cuda', 'bfloat16') }, { 'float32', 'given' })
+  t.eq({ P.resolve('auto', 'cuda:1', nil) }, { 'bfloat16', 'auto' })
+  t.eq({ P.resolve('auto', 'cpu', nil) }, { 'float32', 'auto' })
+  -- one function: the LM task's name for it is an alias
+  t.ok(require('efla.tasks.lm').compute_dtype == P.compute_dtype, 'LM.compute_dtype is precision.compute_dtype')
+  -- the option every training recipe takes (the sweeps through S.common_options)
+  local o = P.option()
+  t.eq({ o[1], o.default, o.choices }, { '--compute', 'auto', { 'auto', 'bfloat16', 'float32' } })
+  local found
+  for _, opt in ipairs(S.common_options()) do if opt[1] == '--compute' then found = opt end end
+  t.ok(found and found.default == 'auto', 'S.common_options has --compute (default auto)')
+end)
+
+t.test('--compute: what a checkpoint records; unreadable or older files give nil, no error', function()
+  local checkpoint = require 'efla.checkpoint'
+  checkpoint.save(tmp .. '/bf16.h5', { model = {}, step = 1, meta = { method = 'efla', compute = 'bfloat16' } })
+  checkpoint.save(tmp .. '/old.h5', { model = {}, step = 1, meta = { method = 'efla' } })
+  local f = io.open(tmp .. '/text.h5', 'w') f:write('not a checkpoint\n') f:close()
+  t.eq(P.recorded(tmp .. '/bf16.h5'), 'bfloat16')
+  t.eq(P.recorded(tmp .. '/old.h5'), nil, 'a checkpoint from before --compute')
+  t.eq(P.recorded(tmp .. '/text.h5'), nil, 'not HDF5')
+  t.eq(P.recorded(tmp .. '/missing.h5'), nil, 'no such file')
+  t.eq(P.recorded(nil), nil)
+  t.eq(P.resolve('auto', 'cuda', P.recorded(tmp .. '/old.h5')), 'bfloat16', 'an older checkpoint: auto by device')
+end)
+
+t.test('S.train applies --compute after the move to the device and records it (cpu)', function()
+  local checkpoint = require 'efla.checkpoint'
+  local ds = S.load('mnist', 'train', 32)
+  local function run(compute, dir)
+    local a = { epochs = 1, batch = 16, seed = 1, dataset = 'mnist', quiet = true, compute = compute }
+    return S.train('efla', a, ds, { device = 'cpu', out_dir = tmp .. '/' .. dir })
+  end
+  local m32, i32 = run(nil, 'auto')
+  local m16, i16 = run('bfloat16', 'bf16')
+  t.eq(i32.compute, 'float32', 'auto on the cpu')
+  t.eq(i16.compute, 'bfloat16')
+  t.eq(rawget(m32, 'compute_dtype'), nil, 'float32: no compute dtype set')
+  t.eq(rawget(m16, 'compute_dtype'), 'bfloat16')
+  t.eq(rawget(m16.attn.q_proj, 'compute_dtype'), 'bfloat16', 'on every submodule')
+  for _, np in ipairs(m16:named_parameters()) do t.eq(np[2]:dtype(), 'float32', np[1] .. ' stays a float32 master weight') end
+  -- bfloat16 compute changes the losses a little, not much
+  t.ok(i16.history[1] ~= i32.history[1], string.format('bfloat16 compute was used: %.7f vs %.7f', i16.history[1], i32.history[1]))
+  near(i16.history[1], i32.history[1], 0.05 * i32.history[1], 'bfloat16 loss near the float32 loss')
+  t.eq(checkpoint.info(i32.checkpoint).meta.compute, 'float32')
+  t.eq(checkpoint.info(i16.checkpoint).meta.compute, 'bfloat16')
+  -- resuming the bfloat16 run with auto keeps bfloat16; float32 given wins
+  local a = { epochs = 2, batch = 16, seed = 1, dataset = 'mnist', quiet = true, compute = 'auto' }
+  local m, info = S.train('efla', a, ds, { device = 'cpu', out_dir = tmp .. '/bf16', resume = i16.checkpoint })
+  t.eq({ info.steps, info.compute, rawget(m, 'compute_dtype') }, { 4, 'bfloat16', 'bfloat16' })
+  a.epochs, a.compute = 3, 'float32'
+  m, info = S.train('efla', a, ds, { device = 'cpu', out_dir = tmp .. '/bf16', resume = info.checkpoint })
+  t.eq({ info.steps, info.compute, rawget(m, 'compute_dtype') }, { 6, 'float32', nil })
+  t.eq(checkpoint.info(info.checkpoint).meta.compute, 'float32')
+  t.raises(function() run('float16', 'bad') end, "--compute must be auto, bfloat16 or float32, got 'float16'")
+end)
+
+os.execute("rm -rf '" .. tmp .. "'")
 t.done()

@@ -15,6 +15,7 @@ local layers = require 'efla.nn.layers'
 local models = require 'efla.nn.models'
 local mad = require 'efla.data.mad'
 local progress = require 'efla.progress'
+local precision = require 'efla.tasks.precision'
 
 local M = {}
 
@@ -173,12 +174,15 @@ function M.accuracy(model, ds, opts)
 end
 
 --- M.run(task, method, opts) -> result {task, method, accuracy, n_scored, final_loss, steps,
---- seconds, params, config, task_config}. opts: scale ('cpu' | 'paper'), seed, device,
---- lr, epochs, batch, n_train, n_test, task overrides (opts.task_overrides), quiet.
+--- seconds, params, config, task_config, compute}. opts: scale ('cpu' | 'paper'), seed, device,
+--- lr, epochs, batch, n_train, n_test, task overrides (opts.task_overrides), quiet, compute
+--- ('auto' = mixed precision, bfloat16, on a GPU and float32 on the CPU; 'bfloat16';
+--- 'float32'; tasks/precision.lua): result.compute is the dtype it resolved to.
 function M.run(task, method, opts)
   opts = opts or {}
   local scale = opts.scale or 'cpu'
   local t = M.TRAIN[scale] or error("mad: scale must be 'cpu' or 'paper', got " .. tostring(scale), 2)
+  local compute = precision.compute_dtype(opts.compute, opts.device or 'cpu')
   local tcfg = M.task_config(task, scale, opts.task_overrides)
   local seed = opts.seed or 1
   local train = mad.dataset(task, tcfg, { n = opts.n_train or tcfg.n_train, seed = seed, training = true })
@@ -188,6 +192,7 @@ function M.run(task, method, opts)
   local model = build(cfg)
   local device = opts.device or 'cpu'
   if device ~= 'cpu' then model:to(device) end
+  precision.apply(model, compute)   -- float32 master weights, bfloat16 compute unless float32
   local batch = opts.batch or t.batch
   local epochs = opts.epochs or (scale == 'cpu' and M.CPU_TASKS[task] and M.CPU_TASKS[task].epochs) or t.epochs
   local lr = opts.lr or t.lr
@@ -226,7 +231,7 @@ function M.run(task, method, opts)
   for _, p in ipairs(model:parameters()) do params = params + p:numel() end
   return { task = task, method = method, accuracy = acc, n_scored = n_scored, final_loss = last, steps = step,
     seconds = seconds, params = params, lr = lr, epochs = epochs, batch = batch, n_train = train.n, n_test = test.n,
-    seq_len = train.seq_len, config = cfg, task_config = tcfg, chance = M.chance(task, tcfg) }
+    seq_len = train.seq_len, config = cfg, task_config = tcfg, chance = M.chance(task, tcfg), compute = compute }
 end
 
 return M

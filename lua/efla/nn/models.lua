@@ -76,8 +76,13 @@ function DeltaReadout:forward(h)
   if self.query_norm == 'l2' then q = normalize_clamped(q) end
   if self.key_norm == 'l2' then k = normalize_clamped(k) end
   local beta = self.b_proj:forward(h):sigmoid()
+  -- where the device's delta-rule kernel lacks this dtype (bfloat16 compute on the CPU), the
+  -- delta rule runs in float32, as in DeltaAttention
+  local low = q:dtype() == 'bfloat16' and not efla.supports(q, 'delta_rule_fwd', 'bfloat16')
+  if low then q, k, v, beta = q:float(), k:float(), v:float(), beta:float() end
   local o = efla.ops.delta_rule(q, k, v, beta, { order = self.order, scale = self.scale, output_final_state = false,
     reference_eps = self.reference_eps, chunk_size = self.chunk_size, algorithm = self.algorithm })
+  if low then o = o:bfloat16() end
   return o:select(2, T):reshape(B, H * dh)
 end
 function DeltaReadout:extra_repr()

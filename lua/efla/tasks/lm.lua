@@ -24,6 +24,7 @@ local tokenizer = require 'efla.data.tokenizer'
 local checkpoint = require 'efla.checkpoint'
 local progress = require 'efla.progress'
 local S = require 'efla.tasks.smnist'
+local precision = require 'efla.tasks.precision'
 
 local LM = {}
 
@@ -211,10 +212,8 @@ end
 
 --- compute_dtype(choice, device) -> 'bfloat16' or 'float32': the --compute option, where auto
 --- means mixed precision on a GPU and float32 on the CPU (whose bfloat16 is storage only).
-function LM.compute_dtype(choice, device)
-  if choice == nil or choice == 'auto' then return device ~= 'cpu' and 'bfloat16' or 'float32' end
-  return choice
-end
+--- The same function as efla.tasks.precision's, which the other training tasks share.
+LM.compute_dtype = precision.compute_dtype
 
 --- evaluate(model, tokens, tok, {context, batch, max_tokens, device}) -> {loss (nats per
 --- token), bpb (bits per byte), ppl (per token), tokens, bytes}. Scores non-overlapping
@@ -260,9 +259,11 @@ end
 
 --- train(method, args, d, {out_dir, device, resume, recipe, argv, stop_at}) -> model, info.
 --- args (see recipes/lm.lua): steps, batch, accum, context, lr, warmup, min_lr, weight_decay,
---- clip, seed, eval_every, valid_tokens, plus the model fields. d: LM.prepare_data's table.
---- Checkpoints go to <out_dir>/<method>/ (best.h5 = lowest validation loss). stop_at: end
---- after that step as if interrupted (the schedule still spans args.steps), checkpointing it.
+--- clip, seed, eval_every, valid_tokens, compute (--compute: auto, bfloat16 or float32; auto
+--- on a resume keeps the checkpoint's), plus the model fields. d: LM.prepare_data's table.
+--- Checkpoints go to <out_dir>/<method>/ (best.h5 = lowest validation loss; meta.compute = the
+--- resolved compute dtype, also info.compute). stop_at: end after that step as if interrupted
+--- (the schedule still spans args.steps), checkpointing it.
 function LM.train(method, args, d, opts)
   opts = opts or {}
   local device = LM.device_of(opts.device or args.device)
@@ -279,8 +280,10 @@ function LM.train(method, args, d, opts)
   efla.manual_seed(args.seed or 1)
   local model = efla.nn.build(config)
   if device ~= 'cpu' then model:to(device) end
-  local compute = LM.compute_dtype(args.compute, device)
-  if compute ~= 'float32' then model:set_compute_dtype(compute) end
+  -- mixed precision (--compute); auto on a resume keeps the dtype the checkpoint was trained in
+  local recorded = opts.resume and precision.recorded(opts.resume)
+  local compute, compute_source = precision.resolve(args.compute, device, recorded)
+  precision.apply(model, compute)
   local optimizer = efla.optim.AdamW(efla.optim.param_groups(model, { weight_decay = args.weight_decay or 0.1 }),
     { lr = args.lr, betas = { 0.9, 0.95 } })
   local dp
@@ -326,6 +329,8 @@ function LM.train(method, args, d, opts)
     tokens_seen = step * B * T * accum
     if main then io.stderr:write(string.format('resumed %s from %s at step %d%s\n', method, opts.resume, step,
       W > 1 and string.format(' on %d ranks', W) or '')) end
+    local note = main and precision.note(method, compute, compute_source, recorded)
+    if note then io.stderr:write(note .. '\n') end
   end
 
   local function valid_losses()
@@ -341,7 +346,7 @@ function LM.train(method, args, d, opts)
       rng = efla.rng_state(), step = step, epoch = loader:state().epoch,
       metrics = { loss = history, valid = valid, valid_loss = valid_losses() },
       extra = { loader = loader:state() },
-      meta = { recipe = opts.recipe or 'lm', task = 'lm', config = config, args = args, method = method,
+      meta = { recipe = opts.recipe or 'lm', task = 'lm', config = config, args = args, method = method, compute = compute,
         order = tostring(config.order), key_norm = config.key_norm, layers = config.layers, tokenizer = d.tok:to_meta(), corpus = d.name, text = d.text,
         context = T, tokens_seen = tokens_seen, argv = opts.argv, final = final or false },
     })
@@ -405,7 +410,7 @@ function LM.train(method, args, d, opts)
   if last_eval_step ~= step then last_valid = validate() or last_valid; save(true) end
   local path = manager and string.format('%s/%s/step-%06d.h5', opts.out_dir, method, step)
   return model, { history = history, valid = valid, seconds = seconds, steps = step, tokens = tokens_seen,
-    checkpoint = path, best = manager and manager:best(), config = config, lr = args.lr,
+    checkpoint = path, best = manager and manager:best(), config = config, lr = args.lr, compute = compute,
     tokens_per_second = (tokens_seen - start_tokens) / math.max(1e-9, seconds), final = last_valid }
 end
 

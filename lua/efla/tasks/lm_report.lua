@@ -58,7 +58,7 @@ function R.write(out_dir, runs, args)
     out_runs[i] = { name = r.name, method = r.method, config = r.config, parameters = r.parameters, steps = r.steps,
       tokens = r.tokens, seconds = r.seconds, tokens_per_second = r.tokens_per_second, lr = r.lr,
       valid_loss = r.final.loss, bits_per_byte = r.final.bpb, perplexity = r.final.ppl, valid = r.valid,
-      checkpoint = r.checkpoint, best = r.best }
+      checkpoint = r.checkpoint, best = r.best, compute = r.compute }
   end
   local result = { provenance = R.provenance(args), args = args, runs = out_runs }
   if #runs == 2 then

@@ -35,9 +35,9 @@ end
 --- aggregate(per_seed, seeds) -> runs. per_seed[i] is the list of runs of seed seeds[i] (as
 --- the single-seed recipes make them: {name, history, results = {kind -> {{level, acc}}}, ...}),
 --- the same run names in the same order for every seed. Each returned run keeps the first
---- seed's name, method, lr and config, and has results = the mean accuracies, std = {kind ->
---- {std per level}}, per_seed = {kind -> {{acc of each seed} per level}}, history = the mean
---- loss per step, final_loss = the mean final loss, seconds = the total, seeds.
+--- seed's name, method, lr, config and compute (dtype), and has results = the mean accuracies,
+--- std = {kind -> {std per level}}, per_seed = {kind -> {{acc of each seed} per level}},
+--- history = the mean loss per step, final_loss = the mean final loss, seconds = the total, seeds.
 function seed_study.aggregate(per_seed, seeds)
   if #per_seed == 0 then error('seeds.aggregate: no runs', 2) end
   local out = {}
@@ -50,7 +50,7 @@ function seed_study.aggregate(per_seed, seeds)
       end
       runs[si] = r
     end
-    local agg = { name = first.name, method = first.method, lr = first.lr, config = first.config, seeds = seeds,
+    local agg = { name = first.name, method = first.method, lr = first.lr, config = first.config, compute = first.compute, seeds = seeds,
       results = {}, std = {}, per_seed = {}, history = {}, seconds = 0 }
     for kind, entries in pairs(first.results) do
       agg.results[kind], agg.std[kind], agg.per_seed[kind] = {}, {}, {}

@@ -10,6 +10,7 @@ local data = require 'efla.data'
 local transforms = require 'efla.data.transforms'
 local checkpoint = require 'efla.checkpoint'
 local progress = require 'efla.progress'
+local precision = require 'efla.tasks.precision'
 
 local smnist = {}
 
@@ -144,9 +145,12 @@ function smnist.progress_tty(args)
 end
 
 --- train(method, args, train_ds, {out_dir, device, resume}) -> model, info.
---- args: lr, epochs, batch, seed, clip, weight_decay, save_every, order, key_norm, quiet.
---- Checkpoints go to <out_dir>/<method>/ (the last 2 plus the final); a resume path
---- restores the model, the optimiser, the RNG, the data order and the step exactly.
+--- args: lr, epochs, batch, seed, clip, weight_decay, save_every, order, key_norm, quiet,
+--- compute (--compute: auto = mixed precision, bfloat16, on a GPU and float32 on the CPU;
+--- bfloat16; float32. tasks/precision.lua). Checkpoints go to <out_dir>/<method>/ (the last 2
+--- plus the final; meta.compute = the resolved compute dtype, also info.compute); a resume
+--- path restores the model, the optimiser, the RNG, the data order and the step exactly, and
+--- with compute auto (or none) keeps the compute dtype the checkpoint records.
 function smnist.train(method, args, train_ds, opts)
   opts = opts or {}
   local device = device_of(opts.device)
@@ -155,6 +159,10 @@ function smnist.train(method, args, train_ds, opts)
   efla.manual_seed(args.seed or 0)
   local model = efla.nn.build(config)
   if device ~= 'cpu' then model:to(device) end
+  -- mixed precision (float32 master weights, bfloat16 compute) where args.compute says so
+  local recorded = opts.resume and precision.recorded(opts.resume)
+  local compute, compute_source = precision.resolve(args.compute, device, recorded)
+  precision.apply(model, compute)
   local optimizer = efla.optim.AdamW(smnist.param_groups(model, args.weight_decay or 0.01), { lr = lr })
   local loader = efla.data.DataLoader(train_ds, { batch_size = args.batch or 128, shuffle = true,
     seed = args.seed or 0, drop_last = true, flatten = true })
@@ -177,6 +185,8 @@ function smnist.train(method, args, train_ds, opts)
     loader:set_state(ck.extra.loader)
     step, history = ck.step, ck.metrics.loss or {}
     io.stderr:write(string.format('resumed %s from %s at step %d\n', method, opts.resume, step))
+    local note = precision.note(method, compute, compute_source, recorded)
+    if note then io.stderr:write(note .. '\n') end
   end
 
   local function save(final)
@@ -186,7 +196,7 @@ function smnist.train(method, args, train_ds, opts)
       step = step, epoch = loader:state().epoch, metrics = { loss = history },
       extra = { loader = loader:state() },
       meta = { recipe = opts.recipe or 'smnist', config = config, args = args, method = method,
-        dataset = args.dataset, final = final or false },
+        dataset = args.dataset, compute = compute, final = final or false },
     })
   end
 
@@ -215,7 +225,8 @@ function smnist.train(method, args, train_ds, opts)
   end
   local seconds = bar:finish()
   local path = save(true)
-  return model, { history = history, seconds = seconds, steps = step, checkpoint = path, lr = lr, config = config }
+  return model, { history = history, seconds = seconds, steps = step, checkpoint = path, lr = lr, config = config,
+    compute = compute }
 end
 
 --- common_options: the options every sMNIST recipe takes (for efla.args.parse).
@@ -231,6 +242,7 @@ function smnist.common_options(defaults)
     { '--seeds', type = 'number', integer = true, min = 1, default = 1, help = 'run seeds seed .. seed+N-1; report mean and std' },
     { '--model', default = smnist.DEFAULT_MODEL, choices = smnist.MODELS, help = 'architecture: the published model or efla-variant' },
     { '--device', type = 'device', default = 'cpu', help = 'cpu or cuda[:N]' },
+    precision.option(),   -- --compute auto|bfloat16|float32
     { '--weight-decay', type = 'number', min = 0, default = 0.01, help = 'AdamW weight decay' },
     { '--clip', type = 'number', above = 0, default = 1.0, help = 'global gradient-norm clip' },
     { '--quiet', type = 'boolean', help = 'plain log lines instead of a progress bar' },
@@ -251,12 +263,16 @@ end
 --- evaluates it (robustness unless opts.clean_only) and returns one run per variant. With
 --- args.seeds = N > 1 it does so for seeds args.seed .. args.seed+N-1 (checkpoints under
 --- out/seed-<s>/<name>) and returns the runs aggregated over the seeds (results = the mean;
---- std, per_seed, seeds: see tasks/seeds.lua) and the per-seed lists.
+--- std, per_seed, seeds: see tasks/seeds.lua) and the per-seed lists. Every run trains with
+--- args.compute (--compute) and records the resolved dtype (run.compute, checkpoint meta.compute).
 function smnist.run_variants(variants, args, out, opts)
   opts = opts or {}
   local seeds = require('efla.tasks.seeds').seed_list(args.seed or 1, args.seeds or 1)
   local train_ds = smnist.load(args.dataset, 'train', args.train_samples)
   local test_ds = smnist.load(args.dataset, 'test', args.test_samples)
+  print(string.format('%s: %s, %d training and %d test images, %d runs per seed, device %s, compute %s, threads %d',
+    opts.recipe or 'smnist', args.dataset, train_ds:size(), test_ds:size(), #variants, args.device or 'cpu',
+    precision.compute_dtype(args.compute, args.device or 'cpu'), efla.num_threads()))
   local function one_seed(seed, dir)
     local runs = {}
     for _, v in ipairs(variants) do
@@ -266,7 +282,7 @@ function smnist.run_variants(variants, args, out, opts)
       a.seed = seed
       local model, info = smnist.train(v.method, a, train_ds, { out_dir = dir .. '/' .. v.name, device = args.device, recipe = opts.recipe })
       local run = { name = v.name, method = v.method, history = info.history, lr = info.lr, config = info.config,
-        checkpoint = info.checkpoint, seconds = info.seconds, about = smnist.describe(a, train_ds, test_ds) }
+        compute = info.compute, checkpoint = info.checkpoint, seconds = info.seconds, about = smnist.describe(a, train_ds, test_ds) }
       if opts.clean_only then
         local f = test_ds:float()
         run.results = { scale = { { 1, smnist.accuracy(model, f.images, f.labels, { device = smnist.device_of(args.device) }) } } }
