@@ -11,6 +11,7 @@
 #                                        [CHECK=1: the CUDA tests of the fast paths first]
 #                                        [GENERIC=0: leave out the EFLA_CUDA_GENERIC=1 rows]
 #                                        [REPEAT=3: the table three times, interleaved]
+#                                        [NOOP=0: leave out the --delta-rule-noop rows]
 #
 # fla's first step on a shape autotunes its Triton kernels (over 200 s for the byte model on an
 # H100 with a cold cache). bench/triton_autotune_cache.sh keeps the choices: restored from
@@ -41,7 +42,8 @@ fi
 for rep in $(seq "${REPEAT:-1}"); do
 [[ ${REPEAT:-1} -gt 1 ]] && echo "== round $rep of $REPEAT"
 for m in $MODELS; do
-  for noop in "" "--delta-rule-noop"; do
+  noops=("" "--delta-rule-noop"); [[ ${NOOP:-1} == 0 ]] && noops=("")
+  for noop in "${noops[@]}"; do
     echo "== $m ${noop:-(real delta rule)}"
     report=--memory-report; [[ -n $noop ]] && report=
     timeout 280 "$B/bin/efla" bench/lm_step_gpu.lua --model "$m" --steps "$STEPS" $noop $report 2>&1 |
