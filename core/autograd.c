@@ -274,7 +274,18 @@ static int accumulate_leaf(efla_tensor *leaf, efla_tensor *g, const char *who) {
         return rc;
     }
     if (!leaf->grad) {
-        /* Own a fresh buffer: g may alias storage that its producer still uses. */
+        /* A gradient that nothing else can reach (this reference is the only one to the tensor
+         * and to its storage) becomes .grad as it is: no copy of every weight's gradient in
+         * every step. Otherwise own a fresh buffer: g may alias storage that its producer
+         * still uses (a view, a tensor a node passed through, one Lua still holds), and a view
+         * of a larger buffer would keep all of it alive. */
+        if (g->dtype == leaf->dtype && g->device == leaf->device && !g->grad_fn && !g->requires_grad &&
+            atomic_load(&g->refcount) == 1 && atomic_load(&g->storage->refcount) == 1 && g->offset == 0 &&
+            efla_tensor_is_contiguous(g) &&
+            g->storage->nbytes == (size_t)efla_tensor_numel(g) * efla_dtype_size(g->dtype)) {
+            leaf->grad = g;
+            return 0;
+        }
         efla_tensor *c = efla_to(g, leaf->dtype, leaf->device);
         if (c == g) { efla_tensor_release(c); c = efla_clone(g); }
         efla_tensor_release(g);
