@@ -1,0 +1,127 @@
+/* delta_rule_alpha_kernels.cuh: the device code of delta_rule_alpha.cu (lambda = |k|^2, the step
+ * size alpha, and the chain rule through alpha and gated EFLA's alpha'), kept apart from the
+ * launching so that bench/cuda/alpha_chain_emu.cpp runs the same kernels on the host against
+ * core/alpha_formulas.h in double.
+ *
+ *   forward:  lambda_i = |k_i|^2,  alpha_i = beta_i * phi_order(beta_i * lambda_i)
+ *   backward: dbeta_i = g_i * dalpha/dbeta,  dk_i += 2 k_i g_i dalpha/dlambda
+ * Forward: one warp per token row (dk elements), lanes split the row and reduce with shuffles.
+ * Backward: one warp per 32 rows, a lane per row for alpha's derivatives, then the warp over
+ * each row of dk.
+ * Include after common.cuh (CU_GRID_STRIDE and the CUDA built-ins), or emu_cuda.h on the host. */
+#ifndef EFLA_CUDA_DELTA_RULE_ALPHA_KERNELS_CUH
+#define EFLA_CUDA_DELTA_RULE_ALPHA_KERNELS_CUH
+#ifndef EFLA_EMULATE_CUDA   /* bench/cuda/alpha_chain_emu.cpp supplies these on the host */
+#include <cuda_bf16.h>
+typedef __nv_bfloat16 bf16;
+#endif
+#include <stdint.h>
+#include "../core/alpha_formulas.h"
+
+namespace {
+
+__device__ void alpha_eval(double beta, double lambda, int order, int ref, double *alpha, double *d_beta,
+                           double *d_lambda) {
+    efla_alpha_eval_of(beta, lambda, order, ref, alpha, d_beta, d_lambda);
+}
+
+__device__ __forceinline__ double ld(const float *p) { return *p; }
+__device__ __forceinline__ double ld(const double *p) { return *p; }
+__device__ __forceinline__ double ld(const bf16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void st(float *p, double v) { *p = (float)v; }
+__device__ __forceinline__ void st(double *p, double v) { *p = v; }
+__device__ __forceinline__ void st(bf16 *p, double v) { *p = __float2bfloat16((float)v); }
+
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+template <typename T>
+__global__ void alpha_fwd_kernel(int64_t n, int64_t dk, const T *k, const T *beta, int order, int ref, T *alpha,
+                                 double *lambda) {
+    const int lane = threadIdx.x % 32;
+    const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
+    for (int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; row < n; row += warps) {
+        double s = 0;
+        for (int64_t d = lane; d < dk; d += 32) { double x = ld(k + row * dk + d); s += x * x; }
+        s = warp_sum_d(s);
+        if (lane == 0) {
+            double a, db, dl;
+            alpha_eval(ld(beta + row), s, order, ref, &a, &db, &dl);
+            lambda[row] = s;
+            st(alpha + row, a);
+        }
+    }
+}
+
+/* dk rows [base, base + 32) of a warp += 2 k s_j, s_j held by lane j (rows past n: none) */
+template <typename T>
+__device__ void add_dk_rows(int64_t n, int64_t dk, int64_t base, double s, const T *k, T *dkk) {
+    const int lane = threadIdx.x % 32, rows = n - base < 32 ? (int)(n - base) : 32;
+    for (int j = 0; j < rows; j++) {   /* the same j for the whole warp */
+        const double sj = __shfl_sync(0xffffffffu, s, j);
+        if (sj == 0) continue;
+        const int64_t r = (base + j) * dk;
+        for (int64_t d = lane; d < dk; d += 32) st(dkk + r + d, ld(dkk + r + d) + sj * ld(k + r + d));
+    }
+}
+
+/* One warp per 32 consecutive rows: lane i evaluates the derivatives of alpha for row base + i
+ * once (double-precision exponentials and divisions: evaluated by all 32 lanes of a warp per
+ * row, as before, they were most of the chain's time), then the warp updates the 32 rows of dk. */
+template <typename T>
+__global__ void alpha_bwd_kernel(int64_t n, int64_t dk, const T *k, const T *beta, const double *lambda,
+                                 const T *g, int order, int ref, T *dkk, T *dbeta) {
+    const int lane = threadIdx.x % 32;
+    const int64_t groups = (n + 31) / 32, warps = (int64_t)gridDim.x * (blockDim.x / 32);
+    for (int64_t grp = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; grp < groups; grp += warps) {
+        const int64_t row = grp * 32 + lane;
+        double s = 0;
+        if (row < n) {
+            double a, db, dl, gi = ld(g + row);
+            alpha_eval(ld(beta + row), lambda[row], order, ref, &a, &db, &dl);
+            if (dbeta) st(dbeta + row, gi * db);
+            s = 2 * gi * dl;
+        }
+        add_dk_rows(n, dk, grp * 32, s, k, dkk);
+    }
+}
+
+
+/* ---- gated calls: alpha' (docs/MATH.md §6) ------------------------------------------------------
+ *   forward:  alpha'_i = efla_alpha_v_eval_of(beta_i, lambda_i, g_i)
+ *   backward: dbeta_i += gv_i dalpha'/dbeta, dg_i += gv_i dalpha'/dg, dk_i += 2 k_i gv_i dalpha'/dlambda
+ * (added: the ungated chain has written dbeta, the kernel dg). Warps as above. */
+
+template <typename T>
+__global__ void alpha_v_fwd_kernel(int64_t n, const T *beta, const double *lambda, const T *g, int order,
+                                   T *alpha_v) {
+    CU_GRID_STRIDE(i, n) {
+        double av;
+        efla_alpha_v_eval_of(ld(beta + i), lambda[i], ld(g + i), order, &av, nullptr, nullptr, nullptr);
+        st(alpha_v + i, av);
+    }
+}
+
+template <typename T>
+__global__ void alpha_v_bwd_kernel(int64_t n, int64_t dk, const T *k, const T *beta, const double *lambda,
+                                   const T *g, const T *gv, int order, T *dkk, T *dbeta, T *dg) {
+    const int lane = threadIdx.x % 32;
+    const int64_t groups = (n + 31) / 32, warps = (int64_t)gridDim.x * (blockDim.x / 32);
+    for (int64_t grp = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; grp < groups; grp += warps) {
+        const int64_t row = grp * 32 + lane;
+        double s = 0;
+        if (row < n) {
+            double av, db, dl, dgg, gi = ld(gv + row);
+            efla_alpha_v_eval_of(ld(beta + row), lambda[row], ld(g + row), order, &av, &db, &dl, &dgg);
+            st(dbeta + row, ld(dbeta + row) + gi * db);
+            st(dg + row, ld(dg + row) + gi * dgg);
+            s = 2 * gi * dl;
+        }
+        add_dk_rows(n, dk, grp * 32, s, k, dkk);
+    }
+}
+
+} // namespace
+#endif
