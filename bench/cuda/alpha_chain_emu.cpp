@@ -12,19 +12,9 @@
 #include <random>
 
 #include "emu_cuda.h"
+#include "emu_check.h"
 #include "delta_rule_alpha_kernels.cuh"
 
-template <class T> static T from_double(double v);
-template <> double from_double<double>(double v) { return v; }
-template <> float from_double<float>(double v) { return (float)v; }
-template <> bf16 from_double<bf16>(double v) { return __float2bfloat16((float)v); }
-static double to_double(double v) { return v; }
-static double to_double(float v) { return v; }
-static double to_double(bf16 v) { return __bfloat162float(v); }
-template <class T> static const char *tname();
-template <> const char *tname<double>() { return "float64"; }
-template <> const char *tname<float>() { return "float32"; }
-template <> const char *tname<bf16>() { return "bfloat16"; }
 template <class T> static double tol() { return sizeof(T) == 8 ? 1e-12 : sizeof(T) == 4 ? 1e-6 : 1e-2; }
 
 static std::mt19937_64 rng(11);
@@ -33,15 +23,6 @@ template <class T> static std::vector<T> draw(size_t n, double lo, double hi) {
     std::vector<T> v(n);
     for (auto &x : v) x = from_double<T>(d(rng));
     return v;
-}
-template <class T> static double rel_err(const std::vector<T> &got, const std::vector<double> &want) {
-    double e = 0, n = 0;
-    for (size_t i = 0; i < want.size(); i++) {
-        double d = to_double(got[i]) - want[i];
-        e += d * d;
-        n += want[i] * want[i];
-    }
-    return std::sqrt(e / (n > 0 ? n : 1));
 }
 static int failures;
 static void report(const char *what, double e, double t) {

@@ -15,17 +15,13 @@
 #include <random>
 
 #include "emu_cuda.h"
+#include "emu_check.h"
 #include "vec_io.cuh"
 #include "norm_fast.cuh"
 #include "conv_fast.cuh"
 
 // ---- data in T, references in double from the same (rounded) values ---------------------------
 static std::mt19937_64 rng(7);
-template <class T> static T from_double(double v);
-template <> float from_double<float>(double v) { return (float)v; }
-template <> bf16 from_double<bf16>(double v) { return __float2bfloat16((float)v); }
-static double to_double(float v) { return v; }
-static double to_double(bf16 v) { return __bfloat162float(v); }
 template <class T> static std::vector<T> randn(size_t n, double scale = 1) {
     std::normal_distribution<double> d(0, scale);
     std::vector<T> v(n);
@@ -37,24 +33,12 @@ template <class T> static std::vector<double> dbl(const std::vector<T> &v) {
     for (size_t i = 0; i < v.size(); i++) r[i] = to_double(v[i]);
     return r;
 }
-template <class T> static double rel_err(const std::vector<T> &got, const std::vector<double> &want) {
-    double e = 0, n = 0;
-    for (size_t i = 0; i < want.size(); i++) {
-        double d = to_double(got[i]) - want[i];
-        e += d * d;
-        n += want[i] * want[i];
-    }
-    return std::sqrt(e / (n > 0 ? n : 1));
-}
 static int failures;
 static void report(const char *name, const char *what, double e, double tol) {
     bool bad = !(e <= tol);
     failures += bad;
     printf("  %-44s %-14s %.2e%s\n", name, what, e, bad ? "  FAIL" : "");
 }
-template <class T> static const char *tname();
-template <> const char *tname<float>() { return "float32"; }
-template <> const char *tname<bf16>() { return "bfloat16"; }
 template <class T> static double tol() { return sizeof(T) == 2 ? 1e-2 : 1e-5; }
 
 // ---- RMSNorm / LayerNorm -------------------------------------------------------------------------
