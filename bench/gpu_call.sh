@@ -7,8 +7,9 @@
 #   bash scripts/make_bundle.sh                    here; carry bundle/, .peers/fla and, when you
 #   bash bench/gpu_call.sh [PARTS]                 have it, .peers/triton-autotune.tgz; there:
 #
-# PARTS (default "tests lm workbench sanitize vs_fla"), in this order:
+# PARTS (default "tests trace lm workbench sanitize vs_fla"), in this order:
 #   tests      test_backend_ops -b cuda (every op against the CPU), test_cuda, the CUDA Lua tests
+#   trace      bench/delta_rule_op_trace.sh: every kernel of one operator forward+backward under ncu
 #   lm         bench/lm_step_vs_fla.sh: efla and fla, byte and 125m, real and no-op delta rule,
 #              efla with --recompute-states and the per-op memory report, REPEAT=${LM_REPEAT:-2}
 #              rounds interleaved (fla's step time moves between calls: see docs/BENCHMARKS.md)
@@ -25,7 +26,7 @@ cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-/tmp/efla-gpu-call}
 LOGS=$OUTDIR/logs
 mkdir -p "$LOGS"
-PARTS=${1:-"tests lm workbench sanitize vs_fla"}
+PARTS=${1:-"tests trace lm workbench sanitize vs_fla"}
 BUDGET=${BUDGET:-540}
 [[ -x bundle/bin/efla ]] || { echo "gpu_call: no bundle at ./bundle (bash scripts/make_bundle.sh, then carry it)" >&2; exit 2; }
 . bundle/bin/efla-env.sh
@@ -59,6 +60,9 @@ if has tests; then
            test_gated_delta_rule_cuda test_delta_rule_rank_cuda; do
     TAIL=1 run "$t" 60 bundle/bin/efla "tests/lua/$t.lua"
   done
+fi
+if has trace; then
+  TAIL=14 OUT=$LOGS/trace run op_trace 90 bash bench/delta_rule_op_trace.sh
 fi
 if has lm; then
   TAIL=40 OUT=$LOGS/lm REPEAT=${LM_REPEAT:-2} GENERIC=0 run lm 360 bash bench/lm_step_vs_fla.sh
