@@ -426,9 +426,6 @@ int device_of_current(void) {
 
 } // namespace
 
-/* The backend contract has no device argument here: the front end's tensors live on the
- * current device (made current by the ops that allocated them). */
-
 /* bfloat16 where the tensor-core path (version 2) will take the forward, else the state dtype
  * (the scan kernels, version 1 and the gated scan keep float32 / float64 states) */
 efla_dtype efla_cuda_delta_rule_chunk_state_dtype(const efla_delta_rule_args *a, int gated) {
@@ -436,6 +433,8 @@ efla_dtype efla_cuda_delta_rule_chunk_state_dtype(const efla_delta_rule_args *a,
     return efla_cuda_delta_rule_chunk_plan(a) ? EFLA_BFLOAT16 : a->state_dtype;
 }
 
+/* The backend contract has no device argument here: the front end's tensors live on the
+ * current device (made current by the ops that allocated them). */
 int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
     TRY(check_args("delta_rule", a));
     int device = device_of_current();
