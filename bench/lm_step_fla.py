@@ -49,6 +49,9 @@ def parse():
     ap.add_argument('--delta-rule-noop', action='store_true')
     ap.add_argument('--flce', action='store_true', help="fla's fused linear cross-entropy (default: fused CE)")
     ap.add_argument('--seed', type=int, default=1)
+    ap.add_argument('--per-step', action='store_true',
+                    help='then time each step alone (synchronised) and print min / median / max and host time '
+                         'per step: whether a slow run is slow throughout or in a few steps, and host-bound or not')
     return ap.parse_args()
 
 
@@ -177,6 +180,22 @@ def run(name, a):
         name, 'fla-' + a.precision, 'noop' if a.delta_rule_noop else 'real', dt * 1e3, B * T / dt, peak / 2 ** 30,
         kept / (B * T) / spec['num_hidden_layers'], loss.item(),
         '%.1fM params, B=%d T=%d%s' % (nparams / 1e6, B, T, ', flce' if a.flce else '')))
+    if a.per_step:
+        # each step between synchronisations: its wall time, and the host's share (the time until
+        # step() returned, before the wait for the device)
+        walls, hosts = [], []
+        for _ in range(a.steps):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step()
+            t1 = time.perf_counter()
+            torch.cuda.synchronize()
+            walls.append(time.perf_counter() - t0)
+            hosts.append(t1 - t0)
+        walls.sort(), hosts.sort()
+        mid = len(walls) // 2
+        print('       per step (synchronised, %d steps): min %.1f, median %.1f, max %.1f ms; host until return: '
+              'median %.1f ms' % (len(walls), walls[0] * 1e3, walls[mid] * 1e3, walls[-1] * 1e3, hosts[mid] * 1e3))
 
 
 def main():

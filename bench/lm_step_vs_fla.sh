@@ -12,6 +12,7 @@
 #                                        [GENERIC=0: leave out the EFLA_CUDA_GENERIC=1 rows]
 #                                        [REPEAT=3: the table three times, interleaved]
 #                                        [NOOP=0: leave out the --delta-rule-noop rows]
+#                                        [FLA_PER_STEP=1: fla's steps also timed one by one]
 #
 # fla's first step on a shape autotunes its Triton kernels (over 200 s for the byte model on an
 # H100 with a cold cache). bench/triton_autotune_cache.sh keeps the choices: restored from
@@ -56,9 +57,12 @@ for m in $MODELS; do
           tee -a "$LOG/efla_generic.txt" | tail -n 2 | sed 's/^/  (EFLA_CUDA_GENERIC=1) /'
       fi
     fi
-    timeout "${FLA_LIMIT:-400}" python3 bench/lm_step_fla.py --model "$m" --steps "$STEPS" $noop 2>&1 | tee -a "$LOG/fla.txt" | tail -n +3
+    per_step=(); [[ ${FLA_PER_STEP:-0} == 1 ]] && per_step=(--per-step)
+    timeout "${FLA_LIMIT:-400}" python3 bench/lm_step_fla.py --model "$m" --steps "$STEPS" $noop "${per_step[@]}" 2>&1 |
+      tee -a "$LOG/fla.txt" | tail -n +3
     if [[ $m == 125m && -z $noop ]]; then
-      timeout "${FLA_LIMIT:-400}" python3 bench/lm_step_fla.py --model "$m" --steps "$STEPS" --flce 2>&1 | tee -a "$LOG/fla.txt" | tail -n 1
+      timeout "${FLA_LIMIT:-400}" python3 bench/lm_step_fla.py --model "$m" --steps "$STEPS" --flce "${per_step[@]}" 2>&1 |
+        tee -a "$LOG/fla.txt" | tail -n $(( 1 + ${#per_step[@]} ))
     fi
   done
 done
