@@ -55,39 +55,38 @@ __global__ void alpha_fwd_kernel(int64_t n, int64_t dk, const T *k, const T *bet
     }
 }
 
-/* dk rows [base, base + 32) of a warp += 2 k s_j, s_j held by lane j (rows past n: none) */
-template <typename T>
-__device__ void add_dk_rows(int64_t n, int64_t dk, int64_t base, double s, const T *k, T *dkk) {
-    const int lane = threadIdx.x % 32, rows = n - base < 32 ? (int)(n - base) : 32;
-    for (int j = 0; j < rows; j++) {   /* the same j for the whole warp */
-        const double sj = __shfl_sync(0xffffffffu, s, j);
-        if (sj == 0) continue;
-        const int64_t r = (base + j) * dk;
-        for (int64_t d = lane; d < dk; d += 32) st(dkk + r + d, ld(dkk + r + d) + sj * ld(k + r + d));
-    }
-}
-
-/* One warp per 32 consecutive rows: lane i evaluates the derivatives of alpha for row base + i
- * once (double-precision exponentials and divisions: evaluated by all 32 lanes of a warp per
- * row, as before, they were most of the chain's time), then the warp updates the 32 rows of dk. */
-template <typename T>
-__global__ void alpha_bwd_kernel(int64_t n, int64_t dk, const T *k, const T *beta, const double *lambda,
-                                 const T *g, int order, int ref, T *dkk, T *dbeta) {
+/* The backward's row loop: one warp per 32 consecutive rows. Lane i calls row_factor(row) once
+ * for row base + i, which writes that row's scalar gradients and returns s, the factor of its
+ * dk update (alpha's derivatives are double-precision exponentials and divisions: evaluated by
+ * all 32 lanes of a warp per row, as before, they were most of the chain's time); then the warp
+ * adds s_j k to each row j of dk, s_j shuffled from lane j. */
+template <typename T, class RowFactor>
+__device__ void chain_rows(int64_t n, int64_t dk, const T *k, T *dkk, RowFactor row_factor) {
     const int lane = threadIdx.x % 32;
     const int64_t groups = (n + 31) / 32, warps = (int64_t)gridDim.x * (blockDim.x / 32);
     for (int64_t grp = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; grp < groups; grp += warps) {
-        const int64_t row = grp * 32 + lane;
-        double s = 0;
-        if (row < n) {
-            double a, db, dl, gi = ld(g + row);
-            alpha_eval(ld(beta + row), lambda[row], order, ref, &a, &db, &dl);
-            if (dbeta) st(dbeta + row, gi * db);
-            s = 2 * gi * dl;
+        const int64_t base = grp * 32;
+        const double s = base + lane < n ? row_factor(base + lane) : 0.0;
+        const int rows = n - base < 32 ? (int)(n - base) : 32;
+        for (int j = 0; j < rows; j++) {   /* the same j for the whole warp */
+            const double sj = __shfl_sync(0xffffffffu, s, j);
+            if (sj == 0) continue;
+            const int64_t r = (base + j) * dk;
+            for (int64_t d = lane; d < dk; d += 32) st(dkk + r + d, ld(dkk + r + d) + sj * ld(k + r + d));
         }
-        add_dk_rows(n, dk, grp * 32, s, k, dkk);
     }
 }
 
+template <typename T>
+__global__ void alpha_bwd_kernel(int64_t n, int64_t dk, const T *k, const T *beta, const double *lambda,
+                                 const T *g, int order, int ref, T *dkk, T *dbeta) {
+    chain_rows(n, dk, k, dkk, [&](int64_t row) {
+        double a, db, dl, gi = ld(g + row);
+        alpha_eval(ld(beta + row), lambda[row], order, ref, &a, &db, &dl);
+        if (dbeta) st(dbeta + row, gi * db);
+        return 2 * gi * dl;
+    });
+}
 
 /* ---- gated calls: alpha' (docs/MATH.md §6) ------------------------------------------------------
  *   forward:  alpha'_i = efla_alpha_v_eval_of(beta_i, lambda_i, g_i)
@@ -107,20 +106,13 @@ __global__ void alpha_v_fwd_kernel(int64_t n, const T *beta, const double *lambd
 template <typename T>
 __global__ void alpha_v_bwd_kernel(int64_t n, int64_t dk, const T *k, const T *beta, const double *lambda,
                                    const T *g, const T *gv, int order, T *dkk, T *dbeta, T *dg) {
-    const int lane = threadIdx.x % 32;
-    const int64_t groups = (n + 31) / 32, warps = (int64_t)gridDim.x * (blockDim.x / 32);
-    for (int64_t grp = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; grp < groups; grp += warps) {
-        const int64_t row = grp * 32 + lane;
-        double s = 0;
-        if (row < n) {
-            double av, db, dl, dgg, gi = ld(gv + row);
-            efla_alpha_v_eval_of(ld(beta + row), lambda[row], ld(g + row), order, &av, &db, &dl, &dgg);
-            st(dbeta + row, ld(dbeta + row) + gi * db);
-            st(dg + row, ld(dg + row) + gi * dgg);
-            s = 2 * gi * dl;
-        }
-        add_dk_rows(n, dk, grp * 32, s, k, dkk);
-    }
+    chain_rows(n, dk, k, dkk, [&](int64_t row) {
+        double av, db, dl, dgg, gi = ld(gv + row);
+        efla_alpha_v_eval_of(ld(beta + row), lambda[row], ld(g + row), order, &av, &db, &dl, &dgg);
+        st(dbeta + row, ld(dbeta + row) + gi * db);
+        st(dg + row, ld(dg + row) + gi * dgg);
+        return 2 * gi * dl;
+    });
 }
 
 } // namespace

@@ -17,7 +17,7 @@ precision.CHOICES = { 'auto', 'bfloat16', 'float32' }
 
 --- option() -> the --compute option spec (a fresh table) for efla.args.parse.
 function precision.option()
-  return { '--compute', default = 'auto', choices = { 'auto', 'bfloat16', 'float32' },
+  return { '--compute', default = 'auto', choices = { unpack(precision.CHOICES) },
     help = 'compute dtype: mixed precision (bfloat16 activations and matmuls, float32 master weights, optimiser state and loss) or float32; auto = bfloat16 on a GPU, float32 on the CPU' }
 end
 
