@@ -40,16 +40,6 @@
 namespace {
 
 /* ---- launching ------------------------------------------------------------------------------------ */
-template <typename K> int set_smem(K kernel, size_t bytes, bool *fits) {
-    int dev = 0, maxs = 0;
-    CU_CHECK(cudaGetDevice(&dev));
-    CU_CHECK(cudaDeviceGetAttribute(&maxs, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    *fits = bytes <= (size_t)maxs;
-    if (*fits && bytes > 48 * 1024) CU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    /* the whole L1/shared split to shared memory, so that fit_blocks' second block fits */
-    if (*fits) CU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared));
-    return 0;
-}
 
 /* dv tile of out_kernel: 64 when dv allows it (fewer redundant Q K^T products), else dv; of the
  * state-only forward scan: 32 or 64 (scan_plan picks); of the backward scan: 64 when two of its
@@ -157,23 +147,41 @@ int run_fwd(Args &p, int64_t nseq, int device, bool *done, bool plan) {
     return 0;
 }
 
-template <int C, int DK, int BV> void launch_bwd_scan(const Args &p, int64_t nseq) {
-    bwd_scan_kernel<C, DK, BV><<<dim3((unsigned)(nseq * p.H), (unsigned)(p.dv / BV)), THREADS, bwd_scan_smem<C, DK, BV>()>>>(p);
+/* Whether the backward scan prefetches (PF), decided as scan_mode decides for the forward's:
+ * with the prefetch unless only the version without it fits two blocks on a multiprocessor.
+ * *fits: some version fits the device. EFLA_DELTA_RULE_BWD_PREFETCH=0/1 forces the choice (a
+ * measuring aid for the workbench). */
+template <int C, int DK, int BV> int bwd_scan_mode(bool *pf, bool *fits) {
+    bool fp, fn;
+    TRY(set_smem(bwd_scan_kernel<C, DK, BV, true>, bwd_scan_smem<C, DK, BV, true>(), &fp));
+    TRY(set_smem(bwd_scan_kernel<C, DK, BV, false>, bwd_scan_smem<C, DK, BV, false>(), &fn));
+    bool want = fit_blocks(bwd_scan_smem<C, DK, BV, true>()) == 2 || fit_blocks(bwd_scan_smem<C, DK, BV, false>()) == 1;
+    const char *force = getenv("EFLA_DELTA_RULE_BWD_PREFETCH");
+    if (force && *force) want = force[0] != '0';
+    *pf = fp && (want || !fn);
+    *fits = fp || fn;
+    return 0;
+}
+
+template <int C, int DK, int BV> void launch_bwd_scan(const Args &p, int64_t nseq, bool pf) {
+    const dim3 grid((unsigned)(nseq * p.H), (unsigned)(p.dv / BV));
+    if (pf) bwd_scan_kernel<C, DK, BV, true><<<grid, THREADS, bwd_scan_smem<C, DK, BV, true>()>>>(p);
+    else bwd_scan_kernel<C, DK, BV, false><<<grid, THREADS, bwd_scan_smem<C, DK, BV, false>()>>>(p);
 }
 
 template <int C, int DK, int DV>
 int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
     const int BV = BwdTile<C, DK, DV>::BV, BV64 = Tile<DV>::BV;
-    bool f1, f3, f4, f64 = false;
+    bool f1, f3, f4, f64 = false, pf = false, pf64 = false;
     TRY(set_smem(prep_kernel<C, DK, DV>, prep_smem<C, DK, DV>(), &f1));
     ScanPlan sp;
     TRY((scan_plan<C, DK, DV>(nseq, p.H, &sp)));
     const int mode = sp.mode;
-    TRY(set_smem(bwd_scan_kernel<C, DK, BV>, bwd_scan_smem<C, DK, BV>(), &f3));
+    TRY((bwd_scan_mode<C, DK, BV>(&pf, &f3)));
     /* EFLA_DELTA_RULE_BWD_BV=64: the backward scan with 64-column tiles even where two blocks of
      * it don't fit a multiprocessor (a measuring aid for the workbench) */
     const char *force = getenv("EFLA_DELTA_RULE_BWD_BV");
-    if (BV64 != BV && force && atoi(force) == BV64) TRY(set_smem(bwd_scan_kernel<C, DK, BV64>, bwd_scan_smem<C, DK, BV64>(), &f64));
+    if (BV64 != BV && force && atoi(force) == BV64) TRY((bwd_scan_mode<C, DK, BV64>(&pf64, &f64)));
     TRY(set_smem(bwd_chunk_kernel<C, DK, DV>, bwd_chunk_smem<C, DK, DV>(), &f4));
     if (!f1 || mode < 0 || !f3 || !f4) { *done = false; return 0; }
     const size_t state_elems = (size_t)(p.nch * p.H * DK * DV);
@@ -200,8 +208,8 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
         p.states = csbuf.as<bf16>();
     }
     prof.mark("prep+fwd");
-    if (f64) launch_bwd_scan<C, DK, BV64>(p, nseq);
-    else launch_bwd_scan<C, DK, BV>(p, nseq);
+    if (f64) launch_bwd_scan<C, DK, BV64>(p, nseq, pf64);
+    else launch_bwd_scan<C, DK, BV>(p, nseq, pf);
     CU_CHECK_LAUNCH("delta_rule_chunk_bwd_scan");
     prof.mark("bwd_scan");
     bwd_chunk_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, bwd_chunk_smem<C, DK, DV>()>>>(p);

@@ -288,15 +288,18 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<C, DK, BV>())) ou
 /* ---- backward scan over chunks: dV' and the state gradients ----------------------------------- */
 /* P = Q K^T (float) is dead once Pb holds it, before F is written, and dS_out in bf16 once
  * K dS_out is in F, before -dV' is written: each pair shares one space (which brings d = 64,
- * and d = 128 with 32-column tiles, to two blocks per multiprocessor) */
-template <int C, int DK, int BV>
+ * and d = 128 with 32-column tiles, to two blocks per multiprocessor).
+ * PF: the next chunk's Q, K, dO and W are fetched with cp.async while the current chunk
+ * computes (two buffer sets), as in state_scan_kernel; without it the loads of a chunk are
+ * waited for at its start, but the block is small enough for a second one per multiprocessor. */
+template <int C, int DK, int BV, bool PF = false>
 constexpr size_t bwd_scan_smem() {
     return fm_bytes(DK, BV) + max_bytes(fm_bytes(C, C), fm_bytes(C, BV)) + max_bytes(bm_bytes(DK, BV), bm_bytes(C, BV)) +
-           3 * bm_bytes(C, DK) + bm_bytes(C, BV) + bm_bytes(C, C) + 128;
+           (PF ? 2 : 1) * (3 * bm_bytes(C, DK) + bm_bytes(C, BV)) + bm_bytes(C, C) + 128;
 }
 
-template <int C, int DK, int BV>
-__global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV>())) bwd_scan_kernel(Args p) {
+template <int C, int DK, int BV, bool PF>
+__global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV, PF>())) bwd_scan_kernel(Args p) {
     EFLA_DYNAMIC_SMEM(smem);
     PHASE_START;
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, j0 = (int64_t)blockIdx.y * BV;
@@ -307,32 +310,49 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV>()
     cv.off += max_bytes(fm_bytes(C, C), fm_bytes(C, BV));
     Bm dSb{(bf16 *)(smem + cv.off), BV + 8}, dVn{(bf16 *)(smem + cv.off), BV + 8};
     cv.off += max_bytes(bm_bytes(DK, BV), bm_bytes(C, BV));
-    Bm Q = cv.bm(C, DK), K = cv.bm(C, DK), W = cv.bm(C, DK), dO = cv.bm(C, BV), Pb = cv.bm(C, C);
+    Bm Pb = cv.bm(C, C);
+    /* buffer set b: Q, K, W (C x DK) and dO (C x BV), set 0 moved by b * SET bytes (as in
+     * state_scan_kernel: pointer arithmetic, not arrays of tiles) */
+    constexpr size_t SET = 3 * bm_bytes(C, DK) + bm_bytes(C, BV);
+    char *const set0 = smem + cv.off;
+    auto Qt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET), DK + 8}; };
+    auto Kt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + bm_bytes(C, DK)), DK + 8}; };
+    auto Wt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + 2 * bm_bytes(C, DK)), DK + 8}; };
+    auto dOt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + 3 * bm_bytes(C, DK)), BV + 8}; };
     load_state<DK, BV>(dS, p.dsf ? p.dsf + (n * p.H + h) * DK * dv + j0 : nullptr, dv);
     const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
     const int64_t nchunks = (len + C - 1) / C;
     const int64_t rs = p.H;
+    /* chunk c's tiles into set c % 2 (PF) or set 0: one commit group (PF) or three in the order
+     * the chunk uses them (Q and K, dO, W) */
+    auto fetch = [&](int64_t c) {
+        const int64_t g = first + c, row = p.seq[3 * n] + c * C * p.H + h;
+        const int clen = (int)(len - c * C < C ? len - c * C : C);
+        const int b = PF ? (int)(c % 2) : 0;
+        load_rows_async<C, DK>(Qt(b), p.q + row * DK, rs * DK, clen);
+        load_rows_async<C, DK>(Kt(b), p.k + row * DK, rs * DK, clen);
+        if (!PF) cp_async_commit();
+        load_rows_async<C, BV>(dOt(b), p.d_o + row * dv + j0, rs * dv, clen);
+        if (!PF) cp_async_commit();
+        load_rows_async<C, DK>(Wt(b), p.w + (g * p.H + h) * C * DK, DK, C);
+        cp_async_commit();
+    };
+    if (PF && nchunks > 0) fetch(nchunks - 1);
     for (int64_t c = nchunks - 1; c >= 0; c--) {
         const int64_t g = first + c;
-        const int64_t row = p.seq[3 * n] + c * C * p.H + h;
-        const int clen = (int)(len - c * C < C ? len - c * C : C);
-        __syncthreads(); PHASE(3, 1);
+        const int b = PF ? (int)(c % 2) : 0;
+        const Bm Q = Qt(b), K = Kt(b), W = Wt(b), dO = dOt(b);
+        __syncthreads(); PHASE(3, 1);   /* dS final from the previous chunk; the other buffer set free */
         store_state_bf16<DK, BV>(p.dcs + (g * p.H + h) * DK * dv + j0, dv, dS);   /* the gradient leaving chunk g */
         to_bf16<DK, BV>(dSb, dS);
-        /* three commit groups in the order the chunk uses them: Q and K, dO, W */
-        load_rows_async<C, DK>(Q, p.q + row * DK, rs * DK, clen);
-        load_rows_async<C, DK>(K, p.k + row * DK, rs * DK, clen);
-        cp_async_commit();
-        load_rows_async<C, BV>(dO, p.d_o + row * dv + j0, rs * dv, clen);
-        cp_async_commit();
-        load_rows_async<C, DK>(W, p.w + (g * p.H + h) * C * DK, DK, C);
-        cp_async_commit();
-        cp_async_wait<2>();
+        if (!PF) { fetch(c); cp_async_wait<2>(); }
+        else if (c > 0) { fetch(c - 1); cp_async_wait_one(); }
+        else cp_async_wait_all();
         __syncthreads(); PHASE(3, 2);
         mm<false, true>(Q, K, P, C, C, DK, false);
         __syncthreads(); PHASE(3, 3);
         each<C, C>([&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
-        cp_async_wait<1>();
+        if (!PF) cp_async_wait<1>();
         scale_rows<C, BV>(dO, p.scale);
         __syncthreads(); PHASE(3, 4);
         /* dV' = P^T (scale dO) + K dS_out (the same warp owns a tile in both products) */
@@ -347,7 +367,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV>()
                 put4(dVn.p + r * dVn.ld + v * 4, scale4(x, -1.0f));
             });
         }
-        cp_async_wait<0>();
+        if (!PF) cp_async_wait<0>();
         __syncthreads(); PHASE(3, 6);
         /* dS_in = dS_out + Q^T (scale dO) - W^T dV' */
         mm<true, false>(Q, dO, dS, DK, BV, C, true);
@@ -411,24 +431,25 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     float *a = (float *)(smem + cv.off);
     float *da = a + C;
 
-    /* phase 1: every load up to phase 3 in flight at once: T and X (prep's, bf16), K, V, Q, dO
-     * (scaled once here), the entering state (bf16) and, meanwhile, a */
+    /* phase 1: every load up to phase 3 in flight at once, in two commit groups: what phase 2
+     * needs (T, K, V and the entering state, bf16), then X, Q and dO (scaled once, before phase
+     * 3), which arrive while phase 2 computes; meanwhile, a */
     const bf16 *tx = p.tx + (g * p.H + h) * 2 * C * C;
     load_rows_async<C, C>(Tb, tx, C, C);
-    load_rows_async<C, C>(Xb, tx + C * C, C, C);
     load_rows_async<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
     load_rows_async<C, DV>(bufD, p.v + cr.first * DV, rs * DV, cr.len);
+    load_rows_async<DK, DV>(Mat, p.states + (g * p.H + h) * DK * DV, DV, DK);
+    cp_async_commit();
+    load_rows_async<C, C>(Xb, tx + C * C, C, C);
     load_rows_async<C, DK>(Qb, p.q + cr.first * DK, rs * DK, cr.len);
     load_rows_async<C, DV>(bufO, p.d_o + cr.first * DV, rs * DV, cr.len);
-    load_rows_async<DK, DV>(Mat, p.states + (g * p.H + h) * DK * DV, DV, DK);
     cp_async_commit();
     for (int i = threadIdx.x; i < C; i += THREADS) {
         a[i] = i < cr.len ? __bfloat162float(p.alpha[cr.first + i * rs]) : 0.0f;
         da[i] = 0.0f;
     }
     /* phase 2: D = V - K S_in (bufD), V' = T D (Vp) */
-    cp_async_wait_all();                            /* this thread's part of the copies */
-    scale_rows<C, DV>(bufO, p.scale);
+    cp_async_wait_one();                            /* this thread's part of the first group */
     __syncthreads(); PHASE(4, 3);    /* everyone's */
     mm<false, false>(K, Mat, F, C, DV, DK, false);
     __syncthreads(); PHASE(4, 4);
@@ -439,6 +460,8 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     mm<false, false>(Tb, bufD, F, C, DV, C, false);
     __syncthreads(); PHASE(4, 6);
     to_bf16<C, DV>(Vp, F);
+    cp_async_wait_all();                            /* the second group: X, Q, dO */
+    scale_rows<C, DV>(bufO, p.scale);
     /* phase 3: dP = tril(dO V'^T) with dO scaled (bufO), dQ = dO S^T + dP K */
     __syncthreads(); PHASE(4, 7);
     mm<false, true>(bufO, Vp, CC, C, C, DV, false);

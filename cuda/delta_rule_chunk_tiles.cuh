@@ -1,7 +1,8 @@
 /* delta_rule_chunk_tiles.cuh: what both versions of the tensor-core chunk kernels
  * (delta_rule_chunk.cu, delta_rule_chunk_v1.cu) build on: padded shared-memory tiles, the WMMA
- * product mm(), per-thread loops over a tile, the blockwise unit-lower-triangular inverse, and
- * the EFLA_DELTA_RULE_PROFILE timer. One copy, so a fix to a building block reaches both. */
+ * product mm(), per-thread loops over a tile, the blockwise unit-lower-triangular inverse, the
+ * launch set-up (set_smem) and the EFLA_DELTA_RULE_PROFILE timer. One copy, so a fix to a
+ * building block reaches both. */
 #ifndef EFLA_CUDA_DELTA_RULE_CHUNK_TILES_CUH
 #define EFLA_CUDA_DELTA_RULE_CHUNK_TILES_CUH
 #ifndef EFLA_EMULATE_CUDA   /* bench/cuda/emu_cuda.h supplies the built-ins and WMMA on the host */
@@ -11,6 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <type_traits>
+#ifndef EFLA_EMULATE_CUDA
+#include <mutex>
+#include <vector>
+#endif
 
 /* the block's dynamic shared memory (on the host emulator: one buffer, blocks run one at a time) */
 #ifdef EFLA_EMULATE_CUDA
@@ -221,6 +226,31 @@ template <int C> __device__ void unit_lower_inverse(Fm X, Fm G, const float *a, 
 }
 
 #ifndef EFLA_EMULATE_CUDA
+/* Sets kernel up for `bytes` of dynamic shared memory (and the whole L1/shared split to shared
+ * memory, so that fit_blocks' second block fits) and says in *fits whether that fits the
+ * device. Each launch path asks for every kernel it may run, on every call, so what a device
+ * answered is kept: done once per kernel, size and device, not in every training step. */
+template <typename K> int set_smem(K kernel, size_t bytes, bool *fits) {
+    struct Seen { const void *fn; int dev; size_t bytes; bool fits; };
+    static std::mutex mu;
+    static std::vector<Seen> seen;
+    int dev = 0;
+    CU_CHECK(cudaGetDevice(&dev));
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        for (const Seen &e : seen)
+            if (e.fn == (const void *)kernel && e.dev == dev && e.bytes == bytes) { *fits = e.fits; return 0; }
+    }
+    int maxs = 0;
+    CU_CHECK(cudaDeviceGetAttribute(&maxs, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    *fits = bytes <= (size_t)maxs;
+    if (*fits && bytes > 48 * 1024) CU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    if (*fits) CU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared));
+    std::lock_guard<std::mutex> lock(mu);
+    seen.push_back(Seen{(const void *)kernel, dev, bytes, *fits});
+    return 0;
+}
+
 /* EFLA_DELTA_RULE_PROFILE=1: each kernel's time on stderr (events around each launch; the
  * synchronisation this adds makes it a measuring aid only) */
 struct Profile {

@@ -328,14 +328,6 @@ size_t bwd_chunk_smem() {
 }
 
 /* ---- launching ------------------------------------------------------------------------------------ */
-template <typename K> int set_smem(K kernel, size_t bytes, bool *fits) {
-    int dev = 0, maxs = 0;
-    CU_CHECK(cudaGetDevice(&dev));
-    CU_CHECK(cudaDeviceGetAttribute(&maxs, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    *fits = bytes <= (size_t)maxs;
-    if (*fits && bytes > 48 * 1024) CU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    return 0;
-}
 
 /* dv tile of the scans: 64 when dv allows it (fewer redundant Q K^T products), else dv */
 template <int DV> struct Tile { static const int BV = DV >= 64 ? 64 : DV; };

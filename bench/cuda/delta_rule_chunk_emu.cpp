@@ -7,7 +7,8 @@
 // against the float64 recurrence of delta_rule_ref.h with the workbench's tolerance (1e-2
 // norm-relative; bfloat16 inputs). Cases: chunk sizes 16, 32 and 64, head sizes 32, 64 and 128
 // (the LMs'), T not a multiple of C, packed sequences with an initial state and a final-state
-// gradient, states saved or recomputed, both state-scan tiles, with and without the prefetch.
+// gradient, states saved or recomputed, both state-scan tiles, with and without the prefetch
+// (of both scans).
 //   g++ -std=c++17 -O2 -fno-strict-aliasing -pthread -Wno-unknown-pragmas -Icuda -Ibench/cuda
 //       bench/cuda/delta_rule_chunk_emu.cpp -o /tmp/chunk_emu && /tmp/chunk_emu
 //   (ctest runs it as cuda_delta_rule_chunk_emu; a new kernel version can be checked here before
@@ -124,7 +125,8 @@ template <int C, int D> static void run_case(const Case &cs) {
         g.states = recomputed.data();
     }
     constexpr int BVB = D >= 32 ? 32 : D;
-    launch(dim3((unsigned)(N * H), D / BVB), block, [&] { bwd_scan_kernel<C, D, BVB>(g); });
+    if (cs.prefetch) launch(dim3((unsigned)(N * H), D / BVB), block, [&] { bwd_scan_kernel<C, D, BVB, true>(g); });
+    else launch(dim3((unsigned)(N * H), D / BVB), block, [&] { bwd_scan_kernel<C, D, BVB, false>(g); });
     launch(dim3((unsigned)nch, H), block, [&] { bwd_chunk_kernel<C, D, D>(g); });
 
     struct { const char *name; double err; } errs[] = {
