@@ -185,13 +185,21 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
     TRY(set_smem(bwd_chunk_kernel<C, DK, DV>, bwd_chunk_smem<C, DK, DV>(), &f4));
     if (!f1 || mode < 0 || !f3 || !f4) { *done = false; return 0; }
     const size_t state_elems = (size_t)(p.nch * p.H * DK * DV);
-    CuBuffer wbuf, txbuf, dvpbuf, dcsbuf, csbuf;
+    CuBuffer wbuf, txbuf, pqbuf, dvpbuf, dcsbuf, csbuf;
     /* U only for a state recompute: with saved states the backward reads W alone */
     TRY(wbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * C * (DK + (p.states ? 0 : DV))), device));
     p.w = wbuf.as<bf16>();
     p.u = p.states ? nullptr : p.w + p.nch * p.H * C * DK;
     TRY(txbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * 2 * C * C), device));
     p.tx = txbuf.as<bf16>();
+    /* tril(Q K^T) made once per chunk by prep instead of once per dv tile and chunk by the
+     * backward scan; prep has room for Q only where it makes no U (saved states).
+     * EFLA_DELTA_RULE_SCAN_QK=1: the scan makes it (a measuring aid for the workbench). */
+    const char *scan_qk = getenv("EFLA_DELTA_RULE_SCAN_QK");
+    if (p.states && DV >= DK && !(scan_qk && scan_qk[0] == '1')) {
+        TRY(pqbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * C * C), device));
+        p.pq = pqbuf.as<bf16>();
+    }
     TRY(dvpbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * C * DV), device));
     p.dvp = dvpbuf.as<bf16>();
     TRY(dcsbuf.alloc(sizeof(bf16) * state_elems, device));

@@ -17,6 +17,7 @@ struct Args {
     const bf16 *states;   /* backward: the state entering every chunk (cs of the forward) */
     bf16 *o, *w, *u, *vp, *dvp, *dq, *dk_out, *dv_out, *dalpha;
     bf16 *tx;    /* backward: T then X (C x C each) of every chunk, from prep for bwd_chunk */
+    bf16 *pq;    /* backward: tril(Q K^T) of every chunk (C x C), from prep for bwd_scan, when set */
     bf16 *dcs;   /* backward: the state gradient leaving every chunk (bf16: its one reader rounds to bf16) */
     bf16 *cs;    /* forward: the state entering every chunk (bf16: its readers round to bf16) */
     float *sf, *ds0;
@@ -106,7 +107,9 @@ __device__ void scale_rows(Bm m, float mult) {
     each<R, N / 8>([&](int r, int v) { scale8(m.p + r * m.ld + v * 8, mult); });
 }
 
-/* ---- prep: W = T K and U = T V of every chunk (W alone when p.u is NULL; T and X to p.tx when set) ---- */
+/* ---- prep: W = T K and U = T V of every chunk (W alone when p.u is NULL; T and X to p.tx when set;
+ * tril(Q K^T) to p.pq when set, which the run sets only where U is not made: Q then takes V's
+ * space, so DV >= DK) ---- */
 template <int C, int DK, int DV>
 constexpr size_t prep_smem() {
     return 2 * bm_bytes(C, DK > DV ? DK : DV) + bm_bytes(C, C) + 2 * fm_bytes(C, C) + fm_bytes(C, DK > DV ? DK : DV) +
@@ -126,6 +129,8 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<C, DK, DV>())) p
     const int64_t rs = p.H;   /* rows between consecutive tokens */
     load_rows_async<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
     if (p.u) load_rows_async<C, DV>(V, p.v + cr.first * DV, rs * DV, cr.len);
+    const Bm Q = V;   /* p.pq: Q in V's space (no U then) */
+    if (DV >= DK && p.pq) load_rows_async<C, DK>(Q, p.q + cr.first * DK, rs * DK, cr.len);
     cp_async_commit();
     for (int i = threadIdx.x; i < C; i += THREADS)
         a[i] = i < cr.len ? __bfloat162float(p.alpha[cr.first + i * rs]) : 0.0f;
@@ -145,8 +150,18 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<C, DK, DV>())) p
     });
     __syncthreads(); PHASE(0, 3);
     mm<false, false>(Tb, K, F, C, DK, C, false);
+    if (DV >= DK && p.pq) mm<false, true>(Q, K, G, C, C, DK, false);   /* G is free after the solve */
     __syncthreads(); PHASE(0, 4);
     store_rows<C, DK>(p.w + (g * p.H + h) * C * DK, DK, F, C);
+    if (DV >= DK && p.pq) {
+        bf16 *pq = p.pq + (g * p.H + h) * C * C;
+        each<C, C / 4>([&](int r, int v) {
+            const float4 x = *(float4 *)(G.p + r * G.ld + v * 4);
+            const int c = v * 4;   /* tril: the columns past the row are zero */
+            put4(pq + r * C + c, make_float4(c <= r ? x.x : 0.0f, c + 1 <= r ? x.y : 0.0f, c + 2 <= r ? x.z : 0.0f,
+                                             c + 3 <= r ? x.w : 0.0f));
+        });
+    }
     if (!p.u) { PHASE(0, 0); return; }   /* a backward with saved chunk states needs W alone */
     __syncthreads(); PHASE(0, 5);
     mm<false, false>(Tb, V, F, C, DV, C, false);
@@ -295,7 +310,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<C, DK, BV>())) ou
 template <int C, int DK, int BV, bool PF = false>
 constexpr size_t bwd_scan_smem() {
     return fm_bytes(DK, BV) + max_bytes(fm_bytes(C, C), fm_bytes(C, BV)) + max_bytes(bm_bytes(DK, BV), bm_bytes(C, BV)) +
-           (PF ? 2 : 1) * (3 * bm_bytes(C, DK) + bm_bytes(C, BV)) + bm_bytes(C, C) + 128;
+           (PF ? 2 : 1) * (3 * bm_bytes(C, DK) + bm_bytes(C, BV) + bm_bytes(C, C)) + 128;
 }
 
 template <int C, int DK, int BV, bool PF>
@@ -310,15 +325,16 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV, P
     cv.off += max_bytes(fm_bytes(C, C), fm_bytes(C, BV));
     Bm dSb{(bf16 *)(smem + cv.off), BV + 8}, dVn{(bf16 *)(smem + cv.off), BV + 8};
     cv.off += max_bytes(bm_bytes(DK, BV), bm_bytes(C, BV));
-    Bm Pb = cv.bm(C, C);
-    /* buffer set b: Q, K, W (C x DK) and dO (C x BV), set 0 moved by b * SET bytes (as in
-     * state_scan_kernel: pointer arithmetic, not arrays of tiles) */
-    constexpr size_t SET = 3 * bm_bytes(C, DK) + bm_bytes(C, BV);
+    /* buffer set b: Q, K, W (C x DK), dO (C x BV) and tril(Q K^T) (C x C, bf16: prep's when
+     * p.pq is set, else made here), set 0 moved by b * SET bytes (as in state_scan_kernel:
+     * pointer arithmetic, not arrays of tiles) */
+    constexpr size_t SET = 3 * bm_bytes(C, DK) + bm_bytes(C, BV) + bm_bytes(C, C);
     char *const set0 = smem + cv.off;
     auto Qt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET), DK + 8}; };
     auto Kt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + bm_bytes(C, DK)), DK + 8}; };
     auto Wt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + 2 * bm_bytes(C, DK)), DK + 8}; };
     auto dOt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + 3 * bm_bytes(C, DK)), BV + 8}; };
+    auto Pbt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + 3 * bm_bytes(C, DK) + bm_bytes(C, BV)), C + 8}; };
     load_state<DK, BV>(dS, p.dsf ? p.dsf + (n * p.H + h) * DK * dv + j0 : nullptr, dv);
     const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
     const int64_t nchunks = (len + C - 1) / C;
@@ -331,6 +347,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV, P
         const int b = PF ? (int)(c % 2) : 0;
         load_rows_async<C, DK>(Qt(b), p.q + row * DK, rs * DK, clen);
         load_rows_async<C, DK>(Kt(b), p.k + row * DK, rs * DK, clen);
+        if (p.pq) load_rows_async<C, C>(Pbt(b), p.pq + (g * p.H + h) * C * C, C, C);
         if (!PF) cp_async_commit();
         load_rows_async<C, BV>(dOt(b), p.d_o + row * dv + j0, rs * dv, clen);
         if (!PF) cp_async_commit();
@@ -341,17 +358,19 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV, P
     for (int64_t c = nchunks - 1; c >= 0; c--) {
         const int64_t g = first + c;
         const int b = PF ? (int)(c % 2) : 0;
-        const Bm Q = Qt(b), K = Kt(b), W = Wt(b), dO = dOt(b);
+        const Bm Q = Qt(b), K = Kt(b), W = Wt(b), dO = dOt(b), Pb = Pbt(b);
         __syncthreads(); PHASE(3, 1);   /* dS final from the previous chunk; the other buffer set free */
         store_state_bf16<DK, BV>(p.dcs + (g * p.H + h) * DK * dv + j0, dv, dS);   /* the gradient leaving chunk g */
         to_bf16<DK, BV>(dSb, dS);
         if (!PF) { fetch(c); cp_async_wait<2>(); }
         else if (c > 0) { fetch(c - 1); cp_async_wait_one(); }
         else cp_async_wait_all();
-        __syncthreads(); PHASE(3, 2);
-        mm<false, true>(Q, K, P, C, C, DK, false);
-        __syncthreads(); PHASE(3, 3);
-        each<C, C>([&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
+        if (!p.pq) {   /* P = tril(Q K^T) here, unless prep made it */
+            __syncthreads(); PHASE(3, 2);
+            mm<false, true>(Q, K, P, C, C, DK, false);
+            __syncthreads(); PHASE(3, 3);
+            each<C, C>([&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
+        }
         if (!PF) cp_async_wait<1>();
         scale_rows<C, BV>(dO, p.scale);
         __syncthreads(); PHASE(3, 4);

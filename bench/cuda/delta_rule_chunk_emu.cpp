@@ -116,6 +116,8 @@ template <int C, int D> static void run_case(const Case &cs) {
     std::fill(w.begin(), w.end(), bf16{ 0xffff });
     std::fill(u.begin(), u.end(), bf16{ 0xffff });
     g.u = cs.recompute ? u.data() : nullptr;   // as run_bwd: U only for the state recompute
+    std::vector<bf16> pq((size_t)nch * H * C * C, bf16{ 0xffff });
+    g.pq = cs.recompute ? nullptr : pq.data();   // and tril(Q K^T) from prep where it makes no U
     launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<C, D, D>(g); });
     g.states = cstates.data();
     if (cs.recompute) {

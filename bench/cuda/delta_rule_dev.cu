@@ -64,7 +64,7 @@ int with_env(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, 
     return rc;
 }
 static const char SCAN[] = "EFLA_DELTA_RULE_SCAN", PREFETCH[] = "EFLA_DELTA_RULE_PREFETCH",
-                  BWD_PREFETCH[] = "EFLA_DELTA_RULE_BWD_PREFETCH", BWD_BV[] = "EFLA_DELTA_RULE_BWD_BV",
+                  BWD_PREFETCH[] = "EFLA_DELTA_RULE_BWD_PREFETCH", SCAN_QK[] = "EFLA_DELTA_RULE_SCAN_QK", BWD_BV[] = "EFLA_DELTA_RULE_BWD_BV",
                   SCAN_BV[] = "EFLA_DELTA_RULE_SCAN_BV", ZERO[] = "0", ONE[] = "1", THIRTY_TWO[] = "32", SIXTY_FOUR[] = "64";
 
 /* states: the dtype each version keeps the chunk states in (the buffer is sized for float32) */
@@ -76,6 +76,7 @@ static const struct { const char *name; fwd_fn fwd; bwd_fn bwd; efla_dtype state
     { "v2, forward scan prefetch forced on", with_env<PREFETCH, ONE, v2_chunk_fwd>, with_env<PREFETCH, ONE, v2_chunk_bwd>, EFLA_BFLOAT16 },
     { "v2, backward scan prefetch forced off", v2_chunk_fwd, with_env<BWD_PREFETCH, ZERO, v2_chunk_bwd>, EFLA_BFLOAT16 },
     { "v2, backward scan prefetch forced on", v2_chunk_fwd, with_env<BWD_PREFETCH, ONE, v2_chunk_bwd>, EFLA_BFLOAT16 },
+    { "v2, backward scan makes tril(Q K^T) itself", v2_chunk_fwd, with_env<SCAN_QK, ONE, v2_chunk_bwd>, EFLA_BFLOAT16 },
     { "v2, 64-column backward scan", with_env<BWD_BV, SIXTY_FOUR, v2_chunk_fwd>, with_env<BWD_BV, SIXTY_FOUR, v2_chunk_bwd>, EFLA_BFLOAT16 },
     { "v2, 32-column state scan", with_env<SCAN_BV, THIRTY_TWO, v2_chunk_fwd>, with_env<SCAN_BV, THIRTY_TWO, v2_chunk_bwd>, EFLA_BFLOAT16 },
     { "v2, 64-column state scan", with_env<SCAN_BV, SIXTY_FOUR, v2_chunk_fwd>, with_env<SCAN_BV, SIXTY_FOUR, v2_chunk_bwd>, EFLA_BFLOAT16 },
