@@ -490,10 +490,12 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     mm<false, true>(bufO, Mat, F, C, DK, DV, false);
     mm<false, false>(dPb, K, F, C, DK, C, true);     /* same tiles, same warp: no barrier needed */
     __syncthreads(); PHASE(4, 10);
+    /* phase 4: dV' (bufO: dO is done), fetched while dq is stored; dD = T^T dV' = dv,
+     * dT = dV' D^T, da from T */
+    load_rows_async<C, DV>(bufO, p.dvp + (g * p.H + h) * C * DV, DV, C);
+    cp_async_commit();
     store_rows<C, DK>(p.dq + cr.first * DK, rs * DK, F, cr.len);
-    __syncthreads(); PHASE(4, 11);
-    /* phase 4: dV' (bufO, dO is done), dD = T^T dV' = dv, dT = dV' D^T, da from T */
-    load_rows<C, DV>(bufO, p.dvp + (g * p.H + h) * C * DV, DV, C);
+    cp_async_wait_all();
     __syncthreads(); PHASE(4, 12);
     mm<true, false>(Tb, bufO, F, C, DV, C, false);
     mm<false, true>(bufO, bufD, CC, C, C, DV, false);   /* CC = dT */
@@ -508,13 +510,14 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     /* phase 5: dK = dP^T Q - dD S^T + V' dS_out^T + (dG + dG^T) K */
     mm<true, false>(dPb, Qb, F, C, DK, C, false);
     mm<false, true>(bufD, Mat, F, C, DK, DV, true);
-    __syncthreads(); PHASE(4, 15);   /* T and dP are done: G may take their space */
-    load_rows<DK, DV>(Mat, p.dcs + (g * p.H + h) * DK * DV, DV, DK);   /* Mat = dS_out */
-    __syncthreads(); PHASE(4, 16);
-    mm<false, true>(Vp, Mat, F, C, DK, DV, true);
+    __syncthreads(); PHASE(4, 15);   /* T and dP are done: G may take their space; S is done: dS_out takes Mat */
+    load_rows_async<DK, DV>(Mat, p.dcs + (g * p.H + h) * DK * DV, DV, DK);   /* arrives during the two products */
+    cp_async_commit();
     mm<false, true>(dXb, Xb, CC, C, C, C, false);      /* CC = Y = dX X^T */
     mm<false, true>(K, K, Gf, C, C, DK, false);        /* Gf = G again (as phase 1 had it) */
-    __syncthreads(); PHASE(4, 17);
+    cp_async_wait_all();
+    __syncthreads(); PHASE(4, 16);
+    mm<false, true>(Vp, Mat, F, C, DK, DV, true);      /* + V' dS_out^T */
     each<C, C>([&](int r, int c) { dXb.p[r * C + c] = __float2bfloat16(CC.p[r * CC.ld + c]); });   /* Y, bf16 */
     __syncthreads(); PHASE(4, 18);
     mm<true, false>(Xb, dXb, CC, C, C, C, false);      /* CC = X^T Y = -dL */
