@@ -70,14 +70,34 @@ __device__ ChunkRows chunk_rows(const Args &p, int64_t g, int64_t h, int C) {
 }
 
 /* ---- asynchronous copies (cp.async): global -> shared without a register round trip -------- */
-#ifdef EFLA_EMULATE_CUDA   /* the host emulator copies at once; the waits have nothing to wait for */
+#ifdef EFLA_EMULATE_CUDA
+/* The host emulator holds each copy back until the wait that covers its commit group and fills
+ * its destination with NaN meanwhile, so a read that comes before its wait (a missing or wrong
+ * cp_async_wait) reads NaN and fails the emulator's checks, where a GPU would read stale data
+ * only now and then. The copied bytes are taken at issue (global inputs do not change). */
+struct EmuCopy { void *dst; unsigned char bytes[16]; };
+struct EmuAsync { std::vector<EmuCopy> open; std::vector<std::vector<EmuCopy>> groups; };
+static thread_local EmuAsync emu_async;   /* per emulated thread, as cp.async groups are */
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
-    if (valid) memcpy(dst, src, 16); else memset(dst, 0, 16);
+    EmuCopy c;
+    c.dst = dst;
+    if (valid) memcpy(c.bytes, src, 16); else memset(c.bytes, 0, 16);
+    memset(dst, 0xff, 16);   /* NaN in bfloat16 and in float */
+    emu_async.open.push_back(c);
 }
-__device__ __forceinline__ void cp_async_commit() {}
-__device__ __forceinline__ void cp_async_wait_one() {}
-__device__ __forceinline__ void cp_async_wait_all() {}
-template <int N> __device__ __forceinline__ void cp_async_wait() {}
+__device__ __forceinline__ void cp_async_commit() {
+    emu_async.groups.push_back(emu_async.open);
+    emu_async.open.clear();
+}
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    std::vector<std::vector<EmuCopy>> &g = emu_async.groups;
+    while ((int)g.size() > N) {
+        for (const EmuCopy &c : g.front()) memcpy(c.dst, c.bytes, 16);
+        g.erase(g.begin());
+    }
+}
+__device__ __forceinline__ void cp_async_wait_one() { cp_async_wait<1>(); }
+__device__ __forceinline__ void cp_async_wait_all() { cp_async_wait<0>(); }
 #else
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
     const unsigned d = (unsigned)__cvta_generic_to_shared(dst);

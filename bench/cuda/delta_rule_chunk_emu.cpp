@@ -8,7 +8,9 @@
 // norm-relative; bfloat16 inputs). Cases: chunk sizes 16, 32 and 64, head sizes 32, 64 and 128
 // (the LMs'), T not a multiple of C, packed sequences with an initial state and a final-state
 // gradient, states saved or recomputed, both state-scan tiles, with and without the prefetch
-// (of both scans).
+// (of both scans). Asynchronous copies land only at the wait that covers them (NaN until then),
+// so a missing or misplaced cp_async_wait fails here: removing any one of bwd_chunk's waits
+// fails every case.
 //   g++ -std=c++17 -O2 -fno-strict-aliasing -pthread -Wno-unknown-pragmas -Icuda -Ibench/cuda
 //       bench/cuda/delta_rule_chunk_emu.cpp -o /tmp/chunk_emu && /tmp/chunk_emu
 //   (ctest runs it as cuda_delta_rule_chunk_emu; a new kernel version can be checked here before
