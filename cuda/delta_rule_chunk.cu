@@ -50,19 +50,26 @@ template <int C, int DK, int DV> struct BwdTile {
     static const int BV = DV >= 64 && fit_blocks(bwd_scan_smem<C, DK, 64>()) == 2 ? 64 : ScanTile<DV>::BV;
 };
 
-/* Which state_scan_kernel runs: *mode = 1 with the cp.async prefetch (two buffer sets) unless
- * only the version without it fits two blocks on a multiprocessor (then 0); -1 when neither
- * fits the device.
- * EFLA_DELTA_RULE_PREFETCH=0/1 forces the choice (a measuring aid for the workbench). */
-template <int C, int DK, int BV> int scan_mode(int *mode) {
+/* Which version of a scan kernel runs: *mode = 1 the one with the cross-chunk cp.async
+ * prefetch (two buffer sets, `with`) unless only the one without it fits two blocks on a
+ * multiprocessor (then 0); -1 when neither fits the device. The variable named by env, set to
+ * 0 or 1, forces the choice (a measuring aid for the workbench). */
+template <typename K>
+int prefetch_mode(K with, size_t with_bytes, K without, size_t without_bytes, const char *env, int *mode) {
     bool fp, fn;
-    TRY(set_smem(state_scan_kernel<C, DK, BV, true>, state_scan_smem<C, DK, BV, true>(), &fp));
-    TRY(set_smem(state_scan_kernel<C, DK, BV, false>, state_scan_smem<C, DK, BV, false>(), &fn));
-    bool want = fit_blocks(state_scan_smem<C, DK, BV, true>()) == 2 || fit_blocks(state_scan_smem<C, DK, BV, false>()) == 1;
-    const char *force = getenv("EFLA_DELTA_RULE_PREFETCH");
+    TRY(set_smem(with, with_bytes, &fp));
+    TRY(set_smem(without, without_bytes, &fn));
+    bool want = fit_blocks(with_bytes) == 2 || fit_blocks(without_bytes) == 1;
+    const char *force = getenv(env);
     if (force && *force) want = force[0] != '0';
     *mode = fp && (want || !fn) ? 1 : fn ? 0 : -1;
     return 0;
+}
+
+/* the forward's state scan: EFLA_DELTA_RULE_PREFETCH forces its choice */
+template <int C, int DK, int BV> int scan_mode(int *mode) {
+    return prefetch_mode(state_scan_kernel<C, DK, BV, true>, state_scan_smem<C, DK, BV, true>(),
+                         state_scan_kernel<C, DK, BV, false>, state_scan_smem<C, DK, BV, false>(), "EFLA_DELTA_RULE_PREFETCH", mode);
 }
 
 /* The state scan's tile and mode. The scan is latency-bound (a chunk step costs about the same
@@ -147,20 +154,11 @@ int run_fwd(Args &p, int64_t nseq, int device, bool *done, bool plan) {
     return 0;
 }
 
-/* Whether the backward scan prefetches (PF), decided as scan_mode decides for the forward's:
- * with the prefetch unless only the version without it fits two blocks on a multiprocessor.
- * *fits: some version fits the device. EFLA_DELTA_RULE_BWD_PREFETCH=0/1 forces the choice (a
- * measuring aid for the workbench). */
-template <int C, int DK, int BV> int bwd_scan_mode(bool *pf, bool *fits) {
-    bool fp, fn;
-    TRY(set_smem(bwd_scan_kernel<C, DK, BV, true>, bwd_scan_smem<C, DK, BV, true>(), &fp));
-    TRY(set_smem(bwd_scan_kernel<C, DK, BV, false>, bwd_scan_smem<C, DK, BV, false>(), &fn));
-    bool want = fit_blocks(bwd_scan_smem<C, DK, BV, true>()) == 2 || fit_blocks(bwd_scan_smem<C, DK, BV, false>()) == 1;
-    const char *force = getenv("EFLA_DELTA_RULE_BWD_PREFETCH");
-    if (force && *force) want = force[0] != '0';
-    *pf = fp && (want || !fn);
-    *fits = fp || fn;
-    return 0;
+/* the backward scan (*mode as prefetch_mode's): EFLA_DELTA_RULE_BWD_PREFETCH forces its choice. By
+ * that rule the prefetch is off wherever the scan without it fits two blocks per multiprocessor */
+template <int C, int DK, int BV> int bwd_scan_mode(int *mode) {
+    return prefetch_mode(bwd_scan_kernel<C, DK, BV, true>, bwd_scan_smem<C, DK, BV, true>(),
+                         bwd_scan_kernel<C, DK, BV, false>, bwd_scan_smem<C, DK, BV, false>(), "EFLA_DELTA_RULE_BWD_PREFETCH", mode);
 }
 
 template <int C, int DK, int BV> void launch_bwd_scan(const Args &p, int64_t nseq, bool pf) {
@@ -172,18 +170,19 @@ template <int C, int DK, int BV> void launch_bwd_scan(const Args &p, int64_t nse
 template <int C, int DK, int DV>
 int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
     const int BV = BwdTile<C, DK, DV>::BV, BV64 = Tile<DV>::BV;
-    bool f1, f3, f4, f64 = false, pf = false, pf64 = false;
+    bool f1, f4;
+    int bmode = -1, bmode64 = -1;
     TRY(set_smem(prep_kernel<C, DK, DV>, prep_smem<C, DK, DV>(), &f1));
     ScanPlan sp;
     TRY((scan_plan<C, DK, DV>(nseq, p.H, &sp)));
     const int mode = sp.mode;
-    TRY((bwd_scan_mode<C, DK, BV>(&pf, &f3)));
+    TRY((bwd_scan_mode<C, DK, BV>(&bmode)));
     /* EFLA_DELTA_RULE_BWD_BV=64: the backward scan with 64-column tiles even where two blocks of
      * it don't fit a multiprocessor (a measuring aid for the workbench) */
     const char *force = getenv("EFLA_DELTA_RULE_BWD_BV");
-    if (BV64 != BV && force && atoi(force) == BV64) TRY((bwd_scan_mode<C, DK, BV64>(&pf64, &f64)));
+    if (BV64 != BV && force && atoi(force) == BV64) TRY((bwd_scan_mode<C, DK, BV64>(&bmode64)));
     TRY(set_smem(bwd_chunk_kernel<C, DK, DV>, bwd_chunk_smem<C, DK, DV>(), &f4));
-    if (!f1 || mode < 0 || !f3 || !f4) { *done = false; return 0; }
+    if (!f1 || mode < 0 || bmode < 0 || !f4) { *done = false; return 0; }
     const size_t state_elems = (size_t)(p.nch * p.H * DK * DV);
     CuBuffer wbuf, txbuf, pqbuf, dvpbuf, dcsbuf, csbuf;
     /* U only for a state recompute: with saved states the backward reads W alone */
@@ -216,8 +215,8 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
         p.states = csbuf.as<bf16>();
     }
     prof.mark("prep+fwd");
-    if (f64) launch_bwd_scan<C, DK, BV64>(p, nseq, pf64);
-    else launch_bwd_scan<C, DK, BV>(p, nseq, pf);
+    if (bmode64 >= 0) launch_bwd_scan<C, DK, BV64>(p, nseq, bmode64 == 1);
+    else launch_bwd_scan<C, DK, BV>(p, nseq, bmode == 1);
     CU_CHECK_LAUNCH("delta_rule_chunk_bwd_scan");
     prof.mark("bwd_scan");
     bwd_chunk_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, bwd_chunk_smem<C, DK, DV>()>>>(p);
