@@ -435,6 +435,19 @@ static void test_delta_rule(void) {
     dr_compare("tensor cores packed cu_seqlens, recomputed states", 1, 64, 3, 32, 32, 1, EFLA_BFLOAT16,
                EFLA_ORDER_EXACT, 16, 1);
     dr_compare("tensor cores packed cu_seqlens chunk 64", 1, 130, 2, 64, 64, 1, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
+    /* the backward's other ways, forced (the defaults above take the usual ones): the backward
+     * scan with its cross-chunk prefetch, and the scan making tril(Q K^T) itself rather than
+     * reading prep's */
+    static const char *const other_way[2] = { "EFLA_DELTA_RULE_BWD_PREFETCH", "EFLA_DELTA_RULE_SCAN_QK" };
+    for (int i = 0; i < 2; i++) {
+        char label[112];
+        setenv(other_way[i], "1", 1);
+        snprintf(label, sizeof label, "tensor cores dk=dv=128 chunk 64, %s=1", other_way[i]);
+        dr_compare(label, 1, 200, 2, 128, 128, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
+        snprintf(label, sizeof label, "tensor cores packed dk=dv=64 chunk 64, %s=1", other_way[i]);
+        dr_compare(label, 1, 130, 2, 64, 64, 1, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
+        unsetenv(other_way[i]);
+    }
     dr_compare("bfloat16 chunk 128 (scan fallback)", 1, 150, 2, 64, 64, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 128, 0);
     dr_compare("bfloat16 dk=24 (scan fallback)", 1, 70, 2, 24, 40, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
     dr_chunk_states();
