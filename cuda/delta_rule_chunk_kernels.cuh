@@ -225,8 +225,8 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV,
     const int64_t nchunks = (len + C - 1) / C;
     const int64_t rs = p.H;
     /* chunk c's tiles into buffer set c % NB: one commit group per chunk when prefetching; else
-     * three (W, U, K in the order the chunk uses them), so that the products start on W while U
-     * and K are still on their way */
+     * three (W, U, K in the order the chunk uses them), so that the products start on W and U
+     * while K is still on its way */
     auto fetch = [&](int64_t c) {
         const int64_t g = first + c, row = p.seq[3 * n] + c * C * p.H + h;
         const int clen = (int)(len - c * C < C ? len - c * C : C);
@@ -255,21 +255,17 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV,
         else cp_async_wait_all();
         if (p.cs) store_state_bf16<DK, BV>(p.cs + (g * p.H + h) * DK * dv + j0, dv, S);
         to_bf16<DK, BV>(Sb, S);
-        if (!PF) cp_async_wait<2>();   /* W */
-        __syncthreads(); PHASE(1, 2);   /* every thread's part of chunk c's tiles (W) and Sb are in */
-        /* V' = U - W S */
-        mm<false, false>(Wt(b), Sb, F, C, BV, DK, false);
-        if (!PF) cp_async_wait<1>();   /* U */
-        __syncthreads(); PHASE(1, 3);
+        if (!PF) cp_async_wait<1>();   /* W and U */
+        __syncthreads(); PHASE(1, 2);   /* every thread's part of chunk c's tiles (W, U) and Sb are in */
+        /* V' = U - W S, by the warp that owns each tile of the product right after it (no other
+         * warp reads U meanwhile), into U's space and to vp */
         {
             bf16 *dst = p.vp ? p.vp + (g * p.H + h) * C * dv + j0 : nullptr;
-            each<C, BV / 4>([&](int r, int v) {
-                bf16 *u = Ut(b).p + r * Ut(b).ld + v * 4;
-                const float4 f = *(float4 *)(F.p + r * F.ld + v * 4);
-                const float4 x = make_float4(__bfloat162float(u[0]) - f.x, __bfloat162float(u[1]) - f.y,
-                                             __bfloat162float(u[2]) - f.z, __bfloat162float(u[3]) - f.w);
-                put4(u, x);
-                if (dst) put4(dst + r * dv + v * 4, x);
+            const Bm U = Ut(b);
+            mm_then<false, false>(Wt(b), Sb, F, C, BV, DK, false, [&](int r, int c) {
+                const bf16 x = __float2bfloat16(__bfloat162float(U.p[r * U.ld + c]) - F.p[r * F.ld + c]);
+                U.p[r * U.ld + c] = x;
+                if (dst) dst[r * dv + c] = x;
             });
         }
         if (!PF) cp_async_wait<0>();   /* K */
@@ -308,10 +304,9 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<C, DK, BV>())) ou
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads(); PHASE(2, 1);
-    mm<false, true>(Q, K, P, C, C, DK, false);
+    mm_then<false, true>(Q, K, P, C, C, DK, false,   /* tril(P) to bf16 by the warp that owns the tile */
+                         [&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
     mm<false, false>(Q, Sb, F, C, BV, DK, false);
-    __syncthreads(); PHASE(2, 2);
-    each<C, C>([&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
     __syncthreads(); PHASE(2, 3);
     mm<false, false>(Pb, Vp, F, C, BV, C, true);
     __syncthreads(); PHASE(2, 4);
@@ -385,11 +380,10 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV, P
         if (!PF) { fetch(c); cp_async_wait<2>(); }
         else if (c > 0) { fetch(c - 1); cp_async_wait_one(); }
         else cp_async_wait_all();
-        if (!p.pq) {   /* P = tril(Q K^T) here, unless prep made it */
+        if (!p.pq) {   /* P = tril(Q K^T) here (to bf16 by the warp that owns the tile), unless prep made it */
             __syncthreads(); PHASE(3, 2);
-            mm<false, true>(Q, K, P, C, C, DK, false);
-            __syncthreads(); PHASE(3, 3);
-            each<C, C>([&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
+            mm_then<false, true>(Q, K, P, C, C, DK, false,
+                                 [&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
         }
         if (!PF) cp_async_wait<1>();
         scale_rows<C, BV>(dO, p.scale);
@@ -490,22 +484,20 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     /* phase 2: D = V - K S_in (bufD), V' = T D (Vp) */
     cp_async_wait_one();                            /* this thread's part of the first group */
     __syncthreads(); PHASE(4, 3);    /* everyone's */
-    mm<false, false>(K, Mat, F, C, DV, DK, false);
-    __syncthreads(); PHASE(4, 4);
-    each<C, DV>([&](int r, int c) {
+    /* each elementwise pass below right after its product, by the warp that owns the tile
+     * (mm_then): none of them writes what another warp reads during the product */
+    mm_then<false, false>(K, Mat, F, C, DV, DK, false, [&](int r, int c) {
         bufD.p[r * bufD.ld + c] = __float2bfloat16(__bfloat162float(bufD.p[r * bufD.ld + c]) - F.p[r * F.ld + c]);
     });
     __syncthreads(); PHASE(4, 5);
-    mm<false, false>(Tb, bufD, F, C, DV, C, false);
-    __syncthreads(); PHASE(4, 6);
-    to_bf16<C, DV>(Vp, F);
+    mm_then<false, false>(Tb, bufD, F, C, DV, C, false,
+                          [&](int r, int c) { Vp.p[r * Vp.ld + c] = __float2bfloat16(F.p[r * F.ld + c]); });
     cp_async_wait_all();                            /* the second group: X, Q, dO */
     scale_rows<C, DV>(bufO, p.scale);
     /* phase 3: dP = tril(dO V'^T) with dO scaled (bufO), dQ = dO S^T + dP K */
     __syncthreads(); PHASE(4, 7);
-    mm<false, true>(bufO, Vp, CC, C, C, DV, false);
-    __syncthreads(); PHASE(4, 8);
-    each<C, C>([&](int r, int c) { dPb.p[r * C + c] = __float2bfloat16(c <= r ? CC.p[r * CC.ld + c] : 0.0f); });
+    mm_then<false, true>(bufO, Vp, CC, C, C, DV, false,
+                         [&](int r, int c) { dPb.p[r * C + c] = __float2bfloat16(c <= r ? CC.p[r * CC.ld + c] : 0.0f); });
     __syncthreads(); PHASE(4, 9);
     mm<false, true>(bufO, Mat, F, C, DK, DV, false);
     mm<false, false>(dPb, K, F, C, DK, C, true);     /* same tiles, same warp: no barrier needed */

@@ -112,6 +112,21 @@ __device__ void mm(Bm A, Bm B, Fm Cm, int M, int N, int K, bool acc) {
     }
 }
 
+/* mm(), then f(r, c) for every element of every output tile this warp wrote (after a
+ * __syncwarp: the tile's stores are then visible to all its lanes). An elementwise pass that
+ * reads only the product's own tiles, and writes only where no other warp reads during the
+ * product, needs no block barrier between the two: a barrier fewer on a latency-bound path. */
+template <bool TA, bool TB, class F>
+__device__ void mm_then(Bm A, Bm B, Fm Cm, int M, int N, int K, bool acc, F f) {
+    mm<TA, TB>(A, B, Cm, M, N, K, acc);
+    __syncwarp();
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tn = N / 16, tiles = (M / 16) * tn;
+    for (int t = warp; t < tiles; t += NWARP) {   /* mm's tiles of this warp, in mm's order */
+        const int r0 = t / tn * 16, c0 = t % tn * 16;
+        for (int e = lane; e < 256; e += 32) f(r0 + e / 16, c0 + e % 16);
+    }
+}
+
 /* f(r, c) over a ROWS x COLS index space, spread over the block (compile-time sizes: the
  * divisions are shifts) */
 template <int ROWS, int COLS, class F> __device__ __forceinline__ void each(F f) {
