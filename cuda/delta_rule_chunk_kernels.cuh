@@ -544,9 +544,10 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
         dXb.p[r * C + c] = __float2bfloat16(x);
     });
     __syncthreads(); PHASE(4, 20);
-    mm<false, false>(dXb, K, F, C, DK, C, true);
-    __syncthreads(); PHASE(4, 21);
-    store_rows<C, DK>(p.dk_out + cr.first * DK, rs * DK, F, cr.len);
+    mm_then<false, false>(dXb, K, F, C, DK, C, true, [&](int r, int c) {   /* dk stored by the tile's warp */
+        if (r < cr.len) p.dk_out[(cr.first + r * rs) * DK + c] = __float2bfloat16(F.p[r * F.ld + c]);
+    });
+    PHASE(4, 21);
     for (int i = threadIdx.x; i < cr.len; i += THREADS) p.dalpha[cr.first + i * rs] = __float2bfloat16(da[i]);
     PHASE(4, 0);
 }
