@@ -80,6 +80,7 @@ if has sanitize && [[ -x $WB ]]; then
   TAIL=4 run memcheck 90 compute-sanitizer --tool memcheck "$WB" 2 1 200 2 64 64
   TAIL=4 run racecheck 120 compute-sanitizer --tool racecheck "$WB" 2 1 130 1 64 32
   # C = 64 at d = 64 and 128: more than 30 s and 45 s under racecheck on an H100 (session 7)
+  TAIL=4 run racecheck_c64_d64 100 compute-sanitizer --tool racecheck "$WB" 2 1 130 1 64 64
   TAIL=4 run racecheck_c64 150 compute-sanitizer --tool racecheck "$WB" 2 1 130 1 128 64
 fi
 if has vs_fla; then
