@@ -316,15 +316,17 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<C, DK, BV>())) ou
 
 
 /* ---- backward scan over chunks: dV' and the state gradients ----------------------------------- */
-/* P = Q K^T (float) is dead once Pb holds it, before F is written, and dS_out in bf16 once
- * K dS_out is in F, before -dV' is written: each pair shares one space (which brings d = 64,
- * and d = 128 with 32-column tiles, to two blocks per multiprocessor).
+/* P = Q K^T (float) is dead once Pb holds it, before F is written, so the two share one space,
+ * and -dV' (bf16) takes that space's room past F (P's rows, dead by then): its own room, so that
+ * each warp writes it from its own tiles of F right after the products (mm_then), while other
+ * warps may still read dS_out in bf16 (which fits d = 64, and d = 128 with 32-column tiles, two
+ * blocks per multiprocessor).
  * PF: the next chunk's Q, K, dO and W are fetched with cp.async while the current chunk
  * computes (two buffer sets), as in state_scan_kernel; without it the loads of a chunk are
  * waited for at its start, but the block is small enough for a second one per multiprocessor. */
 template <int C, int DK, int BV, bool PF = false>
 constexpr size_t bwd_scan_smem() {
-    return fm_bytes(DK, BV) + max_bytes(fm_bytes(C, C), fm_bytes(C, BV)) + max_bytes(bm_bytes(DK, BV), bm_bytes(C, BV)) +
+    return fm_bytes(DK, BV) + max_bytes(fm_bytes(C, C), fm_bytes(C, BV) + bm_bytes(C, BV)) + bm_bytes(DK, BV) +
            (PF ? 2 : 1) * (3 * bm_bytes(C, DK) + bm_bytes(C, BV) + bm_bytes(C, C)) + 128;
 }
 
@@ -337,9 +339,9 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV, P
     Carver cv(smem);
     Fm dS = cv.fm(DK, BV);
     Fm P{(float *)(smem + cv.off), C + 4}, F{(float *)(smem + cv.off), BV + 4};
-    cv.off += max_bytes(fm_bytes(C, C), fm_bytes(C, BV));
-    Bm dSb{(bf16 *)(smem + cv.off), BV + 8}, dVn{(bf16 *)(smem + cv.off), BV + 8};
-    cv.off += max_bytes(bm_bytes(DK, BV), bm_bytes(C, BV));
+    Bm dVn{(bf16 *)(smem + cv.off + fm_bytes(C, BV)), BV + 8};
+    cv.off += max_bytes(fm_bytes(C, C), fm_bytes(C, BV) + bm_bytes(C, BV));
+    Bm dSb = cv.bm(DK, BV);
     /* buffer set b: Q, K, W (C x DK), dO (C x BV) and tril(Q K^T) (C x C, bf16: prep's when
      * p.pq is set, else made here), set 0 moved by b * SET bytes (as in state_scan_kernel:
      * pointer arithmetic, not arrays of tiles) */
@@ -390,14 +392,12 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV, P
         __syncthreads(); PHASE(3, 4);
         /* dV' = P^T (scale dO) + K dS_out (the same warp owns a tile in both products) */
         mm<true, false>(Pb, dO, F, C, BV, C, false);
-        mm<false, false>(K, dSb, F, C, BV, DK, true);
-        __syncthreads(); PHASE(3, 5);
-        {
+        {   /* dV' to dvp and -dV' to dVn, by the warp that owns each tile */
             bf16 *dst = p.dvp + (g * p.H + h) * C * dv + j0;
-            each<C, BV / 4>([&](int r, int v) {
-                const float4 x = *(float4 *)(F.p + r * F.ld + v * 4);
-                put4(dst + r * dv + v * 4, x);
-                put4(dVn.p + r * dVn.ld + v * 4, scale4(x, -1.0f));
+            mm_then<false, false>(K, dSb, F, C, BV, DK, true, [&](int r, int c) {
+                const float x = F.p[r * F.ld + c];
+                dst[r * dv + c] = __float2bfloat16(x);
+                dVn.p[r * dVn.ld + c] = __float2bfloat16(-x);
             });
         }
         if (!PF) cp_async_wait<0>();
