@@ -150,7 +150,8 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<C, DK, DV>())) p
     load_rows_async<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
     if (p.u) load_rows_async<C, DV>(V, p.v + cr.first * DV, rs * DV, cr.len);
     const Bm Q = V;   /* p.pq: Q in V's space (no U then) */
-    if (DV >= DK && p.pq) load_rows_async<C, DK>(Q, p.q + cr.first * DK, rs * DK, cr.len);
+    const bool make_pq = DV >= DK && p.pq;   /* DV >= DK: Q fits V's space */
+    if (make_pq) load_rows_async<C, DK>(Q, p.q + cr.first * DK, rs * DK, cr.len);
     cp_async_commit();
     for (int i = threadIdx.x; i < C; i += THREADS)
         a[i] = i < cr.len ? __bfloat162float(p.alpha[cr.first + i * rs]) : 0.0f;
@@ -170,18 +171,10 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<C, DK, DV>())) p
     });
     __syncthreads(); PHASE(0, 3);
     mm<false, false>(Tb, K, F, C, DK, C, false);
-    if (DV >= DK && p.pq) mm<false, true>(Q, K, G, C, C, DK, false);   /* G is free after the solve */
+    if (make_pq) mm<false, true>(Q, K, G, C, C, DK, false);   /* G is free after the solve */
     __syncthreads(); PHASE(0, 4);
     store_rows<C, DK>(p.w + (g * p.H + h) * C * DK, DK, F, C);
-    if (DV >= DK && p.pq) {
-        bf16 *pq = p.pq + (g * p.H + h) * C * C;
-        each<C, C / 4>([&](int r, int v) {
-            const float4 x = *(float4 *)(G.p + r * G.ld + v * 4);
-            const int c = v * 4;   /* tril: the columns past the row are zero */
-            put4(pq + r * C + c, make_float4(c <= r ? x.x : 0.0f, c + 1 <= r ? x.y : 0.0f, c + 2 <= r ? x.z : 0.0f,
-                                             c + 3 <= r ? x.w : 0.0f));
-        });
-    }
+    if (make_pq) each<C, C>(tril_to_bf16(Bm{p.pq + (g * p.H + h) * C * C, C}, G));
     if (!p.u) { PHASE(0, 0); return; }   /* a backward with saved chunk states needs W alone */
     __syncthreads(); PHASE(0, 5);
     mm<false, false>(Tb, V, F, C, DV, C, false);
@@ -304,8 +297,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<C, DK, BV>())) ou
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads(); PHASE(2, 1);
-    mm_then<false, true>(Q, K, P, C, C, DK, false,   /* tril(P) to bf16 by the warp that owns the tile */
-                         [&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
+    mm_then<false, true>(Q, K, P, C, C, DK, false, tril_to_bf16(Pb, P));   /* by the warp that owns the tile */
     mm<false, false>(Q, Sb, F, C, BV, DK, false);
     __syncthreads(); PHASE(2, 3);
     mm<false, false>(Pb, Vp, F, C, BV, C, true);
@@ -384,8 +376,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV, P
         else cp_async_wait_all();
         if (!p.pq) {   /* P = tril(Q K^T) here (to bf16 by the warp that owns the tile), unless prep made it */
             __syncthreads(); PHASE(3, 2);
-            mm_then<false, true>(Q, K, P, C, C, DK, false,
-                                 [&](int r, int cc) { Pb.p[r * Pb.ld + cc] = __float2bfloat16(cc <= r ? P.p[r * P.ld + cc] : 0.0f); });
+            mm_then<false, true>(Q, K, P, C, C, DK, false, tril_to_bf16(Pb, P));
         }
         if (!PF) cp_async_wait<1>();
         scale_rows<C, BV>(dO, p.scale);
@@ -496,8 +487,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     scale_rows<C, DV>(bufO, p.scale);
     /* phase 3: dP = tril(dO V'^T) with dO scaled (bufO), dQ = dO S^T + dP K */
     __syncthreads(); PHASE(4, 7);
-    mm_then<false, true>(bufO, Vp, CC, C, C, DV, false,
-                         [&](int r, int c) { dPb.p[r * C + c] = __float2bfloat16(c <= r ? CC.p[r * CC.ld + c] : 0.0f); });
+    mm_then<false, true>(bufO, Vp, CC, C, C, DV, false, tril_to_bf16(dPb, CC));
     __syncthreads(); PHASE(4, 9);
     mm<false, true>(bufO, Mat, F, C, DK, DV, false);
     mm<false, false>(dPb, K, F, C, DK, C, true);     /* same tiles, same warp: no barrier needed */

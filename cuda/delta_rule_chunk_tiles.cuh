@@ -55,57 +55,23 @@ constexpr int fit_blocks(size_t bytes) { return 2 * (bytes + 1024) <= 233472 ? 2
 
 /* C (M x N, float) (+)= op(A) op(B), op(A) M x K, op(B) K x N, every size a multiple of 16.
  * TA: A is stored K x M (so op(A) = A^T); TB: B is stored N x K. Each warp owns output
- * tiles round-robin. Callers synchronise before reading C.
- * EFLA_MM_PAIRS (a workbench experiment): a warp with two tiles runs their k loops interleaved,
- * two independent accumulator chains instead of one after the other. */
+ * tiles round-robin. Callers synchronise before reading C. */
 template <bool TA, bool TB>
 __device__ void mm(Bm A, Bm B, Fm Cm, int M, int N, int K, bool acc) {
     typedef typename std::conditional<TA, wmma::col_major, wmma::row_major>::type LA;
     typedef typename std::conditional<TB, wmma::col_major, wmma::row_major>::type LB;
-    typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
-    typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> FragA;
-    typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> FragB;
     const int warp = threadIdx.x / 32, tn = N / 16, tiles = (M / 16) * tn;
-    auto a_at = [&](int i, int k) { return TA ? A.p + k * A.ld + i * 16 : A.p + i * 16 * A.ld + k; };
-    auto b_at = [&](int j, int k) { return TB ? B.p + j * 16 * B.ld + k : B.p + k * B.ld + j * 16; };
-    int t = warp;
-#ifdef EFLA_MM_PAIRS
-    for (; t + NWARP < tiles; t += 2 * NWARP) {
-        const int i0 = t / tn, j0 = t % tn, i1 = (t + NWARP) / tn, j1 = (t + NWARP) % tn;
-        Acc c0, c1;
-        float *cp0 = Cm.p + i0 * 16 * Cm.ld + j0 * 16, *cp1 = Cm.p + i1 * 16 * Cm.ld + j1 * 16;
-        if (acc) {
-            wmma::load_matrix_sync(c0, cp0, Cm.ld, wmma::mem_row_major);
-            wmma::load_matrix_sync(c1, cp1, Cm.ld, wmma::mem_row_major);
-        } else {
-            wmma::fill_fragment(c0, 0.0f);
-            wmma::fill_fragment(c1, 0.0f);
-        }
-        for (int k = 0; k < K; k += 16) {
-            FragA a0, a1;
-            FragB b0, b1;
-            wmma::load_matrix_sync(a0, a_at(i0, k), A.ld);
-            wmma::load_matrix_sync(b0, b_at(j0, k), B.ld);
-            wmma::load_matrix_sync(a1, a_at(i1, k), A.ld);
-            wmma::load_matrix_sync(b1, b_at(j1, k), B.ld);
-            wmma::mma_sync(c0, a0, b0, c0);
-            wmma::mma_sync(c1, a1, b1, c1);
-        }
-        wmma::store_matrix_sync(cp0, c0, Cm.ld, wmma::mem_row_major);
-        wmma::store_matrix_sync(cp1, c1, Cm.ld, wmma::mem_row_major);
-    }
-#endif
-    for (; t < tiles; t += NWARP) {
+    for (int t = warp; t < tiles; t += NWARP) {
         const int i = t / tn, j = t % tn;
-        Acc c;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
         float *cp = Cm.p + i * 16 * Cm.ld + j * 16;
         if (acc) wmma::load_matrix_sync(c, cp, Cm.ld, wmma::mem_row_major);
         else wmma::fill_fragment(c, 0.0f);
         for (int k = 0; k < K; k += 16) {
-            FragA a;
-            FragB b;
-            wmma::load_matrix_sync(a, a_at(i, k), A.ld);
-            wmma::load_matrix_sync(b, b_at(j, k), B.ld);
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> a;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> b;
+            wmma::load_matrix_sync(a, TA ? A.p + k * A.ld + i * 16 : A.p + i * 16 * A.ld + k, A.ld);
+            wmma::load_matrix_sync(b, TB ? B.p + j * 16 * B.ld + k : B.p + k * B.ld + j * 16, B.ld);
             wmma::mma_sync(c, a, b, c);
         }
         wmma::store_matrix_sync(cp, c, Cm.ld, wmma::mem_row_major);
@@ -125,6 +91,12 @@ __device__ void mm_then(Bm A, Bm B, Fm Cm, int M, int N, int K, bool acc, F f) {
         const int r0 = t / tn * 16, c0 = t % tn * 16;
         for (int e = lane; e < 256; e += 32) f(r0 + e / 16, c0 + e % 16);
     }
+}
+
+/* f(r, c) for each<> or mm_then: dst = tril(src) in bf16, zero above the diagonal (dst may be
+ * global memory: a Bm is a pointer and a row stride) */
+__device__ __forceinline__ auto tril_to_bf16(Bm dst, Fm src) {
+    return [=](int r, int c) { dst.p[r * dst.ld + c] = __float2bfloat16(c <= r ? src.p[r * src.ld + c] : 0.0f); };
 }
 
 /* f(r, c) over a ROWS x COLS index space, spread over the block (compile-time sizes: the
