@@ -7,7 +7,7 @@
  *   backward: dbeta_i = g_i * dalpha/dbeta,  dk_i += 2 k_i g_i dalpha/dlambda
  * Forward: one warp per token row (dk elements), lanes split the row and reduce with shuffles.
  * Backward: one warp per 32 rows, a lane per row for alpha's derivatives, then the warp over
- * each row of dk.
+ * the group's rows of dk as one flat run.
  * Include after common.cuh (CU_GRID_STRIDE and the CUDA built-ins), or emu_cuda.h on the host. */
 #ifndef EFLA_CUDA_DELTA_RULE_ALPHA_KERNELS_CUH
 #define EFLA_CUDA_DELTA_RULE_ALPHA_KERNELS_CUH
@@ -58,21 +58,38 @@ __global__ void alpha_fwd_kernel(int64_t n, int64_t dk, const T *k, const T *bet
 /* The backward's row loop: one warp per 32 consecutive rows. Lane i calls row_factor(row) once
  * for row base + i, which writes that row's scalar gradients and returns s, the factor of its
  * dk update (alpha's derivatives are double-precision exponentials and divisions: evaluated by
- * all 32 lanes of a warp per row, as before, they were most of the chain's time); then the warp
- * adds s_j k to each row j of dk, s_j shuffled from lane j. */
+ * all 32 lanes of a warp per row, they were most of the chain's time). Then the warp adds
+ * s_j k_j to the group's rows of dk as one flat run of 32 dk elements (the rows are adjacent):
+ * element e = 32 it + lane, its s shuffled from lane e / dk. Every lane takes part in every
+ * shuffle (the trip count is the warp's), and UNROLL elements' loads go out before their stores:
+ * a walk row by row waited out a load's latency per row and element step, which made this kernel
+ * slower than the one it replaced. */
 template <typename T, class RowFactor>
 __device__ void chain_rows(int64_t n, int64_t dk, const T *k, T *dkk, RowFactor row_factor) {
     const int lane = threadIdx.x % 32;
     const int64_t groups = (n + 31) / 32, warps = (int64_t)gridDim.x * (blockDim.x / 32);
+    constexpr int UNROLL = 4;
     for (int64_t grp = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; grp < groups; grp += warps) {
         const int64_t base = grp * 32;
         const double s = base + lane < n ? row_factor(base + lane) : 0.0;
-        const int rows = n - base < 32 ? (int)(n - base) : 32;
-        for (int j = 0; j < rows; j++) {   /* the same j for the whole warp */
-            const double sj = __shfl_sync(0xffffffffu, s, j);
-            if (sj == 0) continue;
-            const int64_t r = (base + j) * dk;
-            for (int64_t d = lane; d < dk; d += 32) st(dkk + r + d, ld(dkk + r + d) + sj * ld(k + r + d));
+        const int64_t total = (n - base < 32 ? n - base : 32) * dk;   /* elements of the group's rows */
+        T *dst = dkk + base * dk;
+        const T *src = k + base * dk;
+        for (int64_t it = 0; it < dk; it += UNROLL) {   /* 32 dk elements: dk steps of 32 */
+            double sj[UNROLL], kv[UNROLL], dv[UNROLL];
+#pragma unroll
+            for (int u = 0; u < UNROLL; u++) {
+                const int64_t e = (it + u) * 32 + lane;
+                sj[u] = __shfl_sync(0xffffffffu, s, (int)(e / dk) & 31);
+                const bool in = it + u < dk && e < total;
+                kv[u] = in ? ld(src + e) : 0.0;
+                dv[u] = in ? ld(dst + e) : 0.0;
+            }
+#pragma unroll
+            for (int u = 0; u < UNROLL; u++) {
+                const int64_t e = (it + u) * 32 + lane;
+                if (it + u < dk && e < total && sj[u] != 0) st(dst + e, dv[u] + sj[u] * kv[u]);
+            }
         }
     }
 }
