@@ -84,6 +84,11 @@ typedef struct efla_backend {
      * CUDA's tensor-core kernels round the states to bfloat16 wherever they read them, so they
      * keep them in bfloat16 (half the memory, no result changes). */
     efla_dtype (*delta_rule_chunk_state_dtype)(const efla_delta_rule_args *a, int gated);
+    /* the chunk size the delta rule runs these arguments with (a->chunk_size is the one asked
+     * for), asked before anything is sized by it; NULL: a->chunk_size. The chunk size only
+     * groups tokens (the same maths at any size), so a backend may pick a smaller one where its
+     * fast kernels do not fit the one asked for (CUDA: float32 at head size 128). */
+    int (*delta_rule_chunk_size)(const efla_delta_rule_args *a, int gated);
 
     /* The kernels, one per row of EFLA_BACKEND_OPS. What each one does:
      *

@@ -434,6 +434,7 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
                       : choose_algorithm(s.max_len, head_dim_k, head_dim_v, q->device, want_grad);
     a.dtype = q->dtype;
     a.state_dtype = q->dtype == EFLA_BFLOAT16 ? EFLA_FLOAT32 : q->dtype;
+    if (b->delta_rule_chunk_size) a.chunk_size = b->delta_rule_chunk_size(&a, o.log_decay != NULL);
 
     const int save_cs = want_grad && !o.recompute_states;
     /* the backend says which dtype its forward keeps the chunk states in (CUDA's tensor cores:

@@ -124,6 +124,7 @@ extern "C" const efla_backend efla_cuda_backend = {
     .memory_stats = efla_cuda_backend_memory_stats,
     .empty_cache = efla_cuda_backend_empty_cache,
     .delta_rule_chunk_state_dtype = efla_cuda_delta_rule_chunk_state_dtype,
+    .delta_rule_chunk_size = efla_cuda_delta_rule_chunk_size,
     EFLA_BACKEND_OPS(EFLA_OP_ENTRY_CUDA)
 };
 

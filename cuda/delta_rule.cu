@@ -426,11 +426,25 @@ int device_of_current(void) {
 
 } // namespace
 
-/* bfloat16 where the tensor-core path (version 2) will take the forward, else the state dtype
- * (the scan kernels, version 1 and the gated scan keep float32 / float64 states) */
+/* bfloat16 where the tensor-core path (version 2) will take a bfloat16 forward, else the state
+ * dtype (its float32 path, the scan kernels, version 1 and the gated scan keep float32 / float64
+ * states) */
 efla_dtype efla_cuda_delta_rule_chunk_state_dtype(const efla_delta_rule_args *a, int gated) {
-    if (gated || chunk_v1() || a->algorithm != EFLA_ALGO_CHUNKED) return a->state_dtype;
-    return efla_cuda_delta_rule_chunk_plan(a) ? EFLA_BFLOAT16 : a->state_dtype;
+    if (gated || chunk_v1() || a->algorithm != EFLA_ALGO_CHUNKED || a->dtype != EFLA_BFLOAT16) return a->state_dtype;
+    return efla_cuda_delta_rule_chunk_plan(a, 0) ? EFLA_BFLOAT16 : a->state_dtype;
+}
+
+/* The chunk size a call runs with: the one asked for, except for float32 tensor-core calls whose
+ * kernels (float tiles: twice the shared memory of bfloat16's) do not all fit at it (the
+ * backward's per-chunk kernel at C = 64, d = 128): the largest smaller one at which they do.
+ * The result is the same maths (the chunk size only groups the tokens), and the scan kernels
+ * would be several times slower. */
+int efla_cuda_delta_rule_chunk_size(const efla_delta_rule_args *a, int gated) {
+    if (gated || chunk_v1() || a->algorithm != EFLA_ALGO_CHUNKED || a->dtype != EFLA_FLOAT32) return a->chunk_size;
+    efla_delta_rule_args t = *a;
+    for (t.chunk_size = a->chunk_size; t.chunk_size >= 16; t.chunk_size /= 2)
+        if (efla_cuda_delta_rule_chunk_plan(&t, 1)) return t.chunk_size;
+    return a->chunk_size;
 }
 
 /* The backend contract has no device argument here: the front end's tensors live on the

@@ -46,8 +46,8 @@ namespace {
  * blocks fit a multiprocessor at 64, else 32 (more blocks) */
 template <int DV> struct Tile { static const int BV = DV >= 64 ? 64 : DV; };
 template <int DV> struct ScanTile { static const int BV = DV >= 32 ? 32 : DV; };
-template <int C, int DK, int DV> struct BwdTile {
-    static const int BV = DV >= 64 && fit_blocks(bwd_scan_smem<C, DK, 64>()) == 2 ? 64 : ScanTile<DV>::BV;
+template <class E, int C, int DK, int DV> struct BwdTile {
+    static const int BV = DV >= 64 && fit_blocks(bwd_scan_smem<E, C, DK, 64>()) == 2 ? 64 : ScanTile<DV>::BV;
 };
 
 /* Which version of a scan kernel runs: *mode = 1 the one with the cross-chunk cp.async
@@ -67,9 +67,9 @@ int prefetch_mode(K with, size_t with_bytes, K without, size_t without_bytes, co
 }
 
 /* the forward's state scan: EFLA_DELTA_RULE_PREFETCH forces its choice */
-template <int C, int DK, int BV> int scan_mode(int *mode) {
-    return prefetch_mode(state_scan_kernel<C, DK, BV, true>, state_scan_smem<C, DK, BV, true>(),
-                         state_scan_kernel<C, DK, BV, false>, state_scan_smem<C, DK, BV, false>(), "EFLA_DELTA_RULE_PREFETCH", mode);
+template <class E, int C, int DK, int BV> int scan_mode(int *mode) {
+    return prefetch_mode(state_scan_kernel<E, C, DK, BV, true>, state_scan_smem<E, C, DK, BV, true>(),
+                         state_scan_kernel<E, C, DK, BV, false>, state_scan_smem<E, C, DK, BV, false>(), "EFLA_DELTA_RULE_PREFETCH", mode);
 }
 
 /* The state scan's tile and mode. The scan is latency-bound (a chunk step costs about the same
@@ -77,19 +77,19 @@ template <int C, int DK, int BV> int scan_mode(int *mode) {
  * blocks over the multiprocessors: 64 unless 32 needs fewer than 1.3x its waves.
  * EFLA_DELTA_RULE_SCAN_BV=32/64 forces the tile (a measuring aid for the workbench). */
 struct ScanPlan { int bv, mode; };
-template <int C, int DK, int DV> int scan_plan(int64_t nseq, int64_t H, ScanPlan *sp) {
+template <class E, int C, int DK, int DV> int scan_plan(int64_t nseq, int64_t H, ScanPlan *sp) {
     const int N = ScanTile<DV>::BV, W = Tile<DV>::BV;
     int mn = -1, mw = -1;
-    TRY((scan_mode<C, DK, N>(&mn)));
-    if (W != N) TRY((scan_mode<C, DK, W>(&mw)));
+    TRY((scan_mode<E, C, DK, N>(&mn)));
+    if (W != N) TRY((scan_mode<E, C, DK, W>(&mw)));
     *sp = ScanPlan{N, mn};
     if (mw < 0) return 0;
     if (mn < 0) { *sp = ScanPlan{W, mw}; return 0; }
     int dev = 0, sms = 0;
     CU_CHECK(cudaGetDevice(&dev));
     CU_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    const int64_t slots_n = (int64_t)sms * fit_blocks(mn == 1 ? state_scan_smem<C, DK, N, true>() : state_scan_smem<C, DK, N, false>());
-    const int64_t slots_w = (int64_t)sms * fit_blocks(mw == 1 ? state_scan_smem<C, DK, W, true>() : state_scan_smem<C, DK, W, false>());
+    const int64_t slots_n = (int64_t)sms * fit_blocks(mn == 1 ? state_scan_smem<E, C, DK, N, true>() : state_scan_smem<E, C, DK, N, false>());
+    const int64_t slots_w = (int64_t)sms * fit_blocks(mw == 1 ? state_scan_smem<E, C, DK, W, true>() : state_scan_smem<E, C, DK, W, false>());
     const int64_t waves_n = (nseq * H * (DV / N) + slots_n - 1) / slots_n, waves_w = (nseq * H * (DV / W) + slots_w - 1) / slots_w;
     bool wide = 13 * waves_w < 10 * waves_n;
     const char *force = getenv("EFLA_DELTA_RULE_SCAN_BV");
@@ -98,55 +98,59 @@ template <int C, int DK, int DV> int scan_plan(int64_t nseq, int64_t H, ScanPlan
     return 0;
 }
 
-template <int C, int DK, int BV> void launch_state_scan_bv(const Args &p, int64_t nseq, int mode) {
+template <class E, int C, int DK, int BV> void launch_state_scan_bv(const ArgsT<E> &p, int64_t nseq, int mode) {
     const dim3 grid((unsigned)(nseq * p.H), (unsigned)(p.dv / BV));
-    if (mode == 1) state_scan_kernel<C, DK, BV, true><<<grid, THREADS, state_scan_smem<C, DK, BV, true>()>>>(p);
-    else state_scan_kernel<C, DK, BV, false><<<grid, THREADS, state_scan_smem<C, DK, BV, false>()>>>(p);
+    if (mode == 1) state_scan_kernel<E, C, DK, BV, true><<<grid, THREADS, state_scan_smem<E, C, DK, BV, true>()>>>(p);
+    else state_scan_kernel<E, C, DK, BV, false><<<grid, THREADS, state_scan_smem<E, C, DK, BV, false>()>>>(p);
 }
-template <int C, int DK, int DV> int launch_state_scan(const Args &p, int64_t nseq, ScanPlan sp) {
-    if (sp.bv == Tile<DV>::BV) launch_state_scan_bv<C, DK, Tile<DV>::BV>(p, nseq, sp.mode);
-    else launch_state_scan_bv<C, DK, ScanTile<DV>::BV>(p, nseq, sp.mode);
+template <class E, int C, int DK, int DV> int launch_state_scan(const ArgsT<E> &p, int64_t nseq, ScanPlan sp) {
+    if (sp.bv == Tile<DV>::BV) launch_state_scan_bv<E, C, DK, Tile<DV>::BV>(p, nseq, sp.mode);
+    else launch_state_scan_bv<E, C, DK, ScanTile<DV>::BV>(p, nseq, sp.mode);
     CU_CHECK_LAUNCH("delta_rule_chunk_state_scan");
     return 0;
 }
 
-/* version 2 keeps the chunk states in bfloat16: out_kernel and bwd_chunk_kernel, their only
- * readers, multiply them on the tensor cores in bfloat16, so rounding them once when the scan
- * stores them changes no result and halves what a training step saves for them */
-const efla_dtype CHUNK_STATE_DTYPE = EFLA_BFLOAT16;
+/* version 2 keeps the chunk states in its element type: bfloat16 on the fast path (out_kernel
+ * and bwd_chunk_kernel, their only readers, multiply them on the tensor cores in bfloat16, so
+ * rounding them once when the scan stores them changes no result and halves what a training
+ * step saves for them), float32 on the float32 path */
+template <class E> constexpr efla_dtype chunk_state_dtype_for() {
+    return std::is_same<E, bf16>::value ? EFLA_BFLOAT16 : EFLA_FLOAT32;
+}
+const bool CHUNK_FLOAT32 = true;   /* float32 inputs take these kernels too (mm()'s three-TF32 products) */
 
 /* plan: only say whether the kernels fit (*done), launch nothing */
-template <int C, int DK, int DV>
-int run_fwd(Args &p, int64_t nseq, int device, bool *done, bool plan) {
+template <class E, int C, int DK, int DV>
+int run_fwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
     const int BVO = Tile<DV>::BV;
     bool f1, f3;
-    TRY(set_smem(prep_kernel<C, DK, DV>, prep_smem<C, DK, DV>(), &f1));
+    TRY(set_smem(prep_kernel<E, C, DK, DV>, prep_smem<E, C, DK, DV>(), &f1));
     ScanPlan sp;
-    TRY((scan_plan<C, DK, DV>(nseq, p.H, &sp)));
+    TRY((scan_plan<E, C, DK, DV>(nseq, p.H, &sp)));
     const int mode = sp.mode;
-    TRY(set_smem(out_kernel<C, DK, BVO>, out_smem<C, DK, BVO>(), &f3));
+    TRY(set_smem(out_kernel<E, C, DK, BVO>, out_smem<E, C, DK, BVO>(), &f3));
     if (!f1 || mode < 0 || !f3 || plan) { *done = f1 && mode >= 0 && f3; return 0; }
     const size_t tile_elems = (size_t)(p.nch * p.H * C);
     CuBuffer wbuf, csbuf;
-    TRY(wbuf.alloc(sizeof(bf16) * tile_elems * (DK + DV + (p.o ? DV : 0)), device));
-    p.w = wbuf.as<bf16>();
+    TRY(wbuf.alloc(sizeof(E) * tile_elems * (DK + DV + (p.o ? DV : 0)), device));
+    p.w = wbuf.as<E>();
     p.u = p.w + tile_elems * DK;
     if (p.o) {   /* out_kernel reads V' and the entering states */
         p.vp = p.u + tile_elems * DV;
         if (!p.cs) {
-            TRY(csbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * DK * DV), device));
-            p.cs = csbuf.as<bf16>();
+            TRY(csbuf.alloc(sizeof(E) * (size_t)(p.nch * p.H * DK * DV), device));
+            p.cs = csbuf.as<E>();
         }
     }
     Profile prof;
     prof.mark("start");
-    prep_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_smem<C, DK, DV>()>>>(p);
+    prep_kernel<E, C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_smem<E, C, DK, DV>()>>>(p);
     CU_CHECK_LAUNCH("delta_rule_chunk_prep");
     prof.mark("prep");
-    TRY((launch_state_scan<C, DK, DV>(p, nseq, sp)));
+    TRY((launch_state_scan<E, C, DK, DV>(p, nseq, sp)));
     prof.mark("state_scan");
     if (p.o && p.nch > 0) {
-        out_kernel<C, DK, BVO><<<dim3((unsigned)p.nch, (unsigned)p.H, DV / BVO), THREADS, out_smem<C, DK, BVO>()>>>(p);
+        out_kernel<E, C, DK, BVO><<<dim3((unsigned)p.nch, (unsigned)p.H, DV / BVO), THREADS, out_smem<E, C, DK, BVO>()>>>(p);
         CU_CHECK_LAUNCH("delta_rule_chunk_out");
     }
     prof.mark("out");
@@ -156,70 +160,71 @@ int run_fwd(Args &p, int64_t nseq, int device, bool *done, bool plan) {
 
 /* the backward scan (*mode as prefetch_mode's): EFLA_DELTA_RULE_BWD_PREFETCH forces its choice. By
  * that rule the prefetch is off wherever the scan without it fits two blocks per multiprocessor */
-template <int C, int DK, int BV> int bwd_scan_mode(int *mode) {
-    return prefetch_mode(bwd_scan_kernel<C, DK, BV, true>, bwd_scan_smem<C, DK, BV, true>(),
-                         bwd_scan_kernel<C, DK, BV, false>, bwd_scan_smem<C, DK, BV, false>(), "EFLA_DELTA_RULE_BWD_PREFETCH", mode);
+template <class E, int C, int DK, int BV> int bwd_scan_mode(int *mode) {
+    return prefetch_mode(bwd_scan_kernel<E, C, DK, BV, true>, bwd_scan_smem<E, C, DK, BV, true>(),
+                         bwd_scan_kernel<E, C, DK, BV, false>, bwd_scan_smem<E, C, DK, BV, false>(), "EFLA_DELTA_RULE_BWD_PREFETCH", mode);
 }
 
-template <int C, int DK, int BV> void launch_bwd_scan(const Args &p, int64_t nseq, bool pf) {
+template <class E, int C, int DK, int BV> void launch_bwd_scan(const ArgsT<E> &p, int64_t nseq, bool pf) {
     const dim3 grid((unsigned)(nseq * p.H), (unsigned)(p.dv / BV));
-    if (pf) bwd_scan_kernel<C, DK, BV, true><<<grid, THREADS, bwd_scan_smem<C, DK, BV, true>()>>>(p);
-    else bwd_scan_kernel<C, DK, BV, false><<<grid, THREADS, bwd_scan_smem<C, DK, BV, false>()>>>(p);
+    if (pf) bwd_scan_kernel<E, C, DK, BV, true><<<grid, THREADS, bwd_scan_smem<E, C, DK, BV, true>()>>>(p);
+    else bwd_scan_kernel<E, C, DK, BV, false><<<grid, THREADS, bwd_scan_smem<E, C, DK, BV, false>()>>>(p);
 }
 
-template <int C, int DK, int DV>
-int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
-    const int BV = BwdTile<C, DK, DV>::BV, BV64 = Tile<DV>::BV;
+/* plan: only say whether the kernels fit (*done), launch nothing */
+template <class E, int C, int DK, int DV>
+int run_bwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
+    const int BV = BwdTile<E, C, DK, DV>::BV, BV64 = Tile<DV>::BV;
     bool f1, f4;
     int bmode = -1, bmode64 = -1;
-    TRY(set_smem(prep_kernel<C, DK, DV>, prep_smem<C, DK, DV>(), &f1));
+    TRY(set_smem(prep_kernel<E, C, DK, DV>, prep_smem<E, C, DK, DV>(), &f1));
     ScanPlan sp;
-    TRY((scan_plan<C, DK, DV>(nseq, p.H, &sp)));
+    TRY((scan_plan<E, C, DK, DV>(nseq, p.H, &sp)));
     const int mode = sp.mode;
-    TRY((bwd_scan_mode<C, DK, BV>(&bmode)));
+    TRY((bwd_scan_mode<E, C, DK, BV>(&bmode)));
     /* EFLA_DELTA_RULE_BWD_BV=64: the backward scan with 64-column tiles even where two blocks of
      * it don't fit a multiprocessor (a measuring aid for the workbench) */
     const char *force = getenv("EFLA_DELTA_RULE_BWD_BV");
-    if (BV64 != BV && force && atoi(force) == BV64) TRY((bwd_scan_mode<C, DK, BV64>(&bmode64)));
-    TRY(set_smem(bwd_chunk_kernel<C, DK, DV>, bwd_chunk_smem<C, DK, DV>(), &f4));
-    if (!f1 || mode < 0 || bmode < 0 || !f4) { *done = false; return 0; }
+    if (BV64 != BV && force && atoi(force) == BV64) TRY((bwd_scan_mode<E, C, DK, BV64>(&bmode64)));
+    TRY(set_smem(bwd_chunk_kernel<E, C, DK, DV>, bwd_chunk_smem<E, C, DK, DV>(), &f4));
+    if (!f1 || mode < 0 || bmode < 0 || !f4 || plan) { *done = f1 && mode >= 0 && bmode >= 0 && f4; return 0; }
     const size_t state_elems = (size_t)(p.nch * p.H * DK * DV);
     CuBuffer wbuf, txbuf, pqbuf, dvpbuf, dcsbuf, csbuf;
     /* U only for a state recompute: with saved states the backward reads W alone */
-    TRY(wbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * C * (DK + (p.states ? 0 : DV))), device));
-    p.w = wbuf.as<bf16>();
+    TRY(wbuf.alloc(sizeof(E) * (size_t)(p.nch * p.H * C * (DK + (p.states ? 0 : DV))), device));
+    p.w = wbuf.as<E>();
     p.u = p.states ? nullptr : p.w + p.nch * p.H * C * DK;
-    TRY(txbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * 2 * C * C), device));
-    p.tx = txbuf.as<bf16>();
+    TRY(txbuf.alloc(sizeof(E) * (size_t)(p.nch * p.H * 2 * C * C), device));
+    p.tx = txbuf.as<E>();
     /* tril(Q K^T) made once per chunk by prep instead of once per dv tile and chunk by the
      * backward scan; prep has room for Q only where it makes no U (saved states).
      * EFLA_DELTA_RULE_SCAN_QK=1: the scan makes it (a measuring aid for the workbench). */
     const char *scan_qk = getenv("EFLA_DELTA_RULE_SCAN_QK");
     if (p.states && DV >= DK && !(scan_qk && scan_qk[0] == '1')) {
-        TRY(pqbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * C * C), device));
-        p.pq = pqbuf.as<bf16>();
+        TRY(pqbuf.alloc(sizeof(E) * (size_t)(p.nch * p.H * C * C), device));
+        p.pq = pqbuf.as<E>();
     }
-    TRY(dvpbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * C * DV), device));
-    p.dvp = dvpbuf.as<bf16>();
-    TRY(dcsbuf.alloc(sizeof(bf16) * state_elems, device));
-    p.dcs = dcsbuf.as<bf16>();
+    TRY(dvpbuf.alloc(sizeof(E) * (size_t)(p.nch * p.H * C * DV), device));
+    p.dvp = dvpbuf.as<E>();
+    TRY(dcsbuf.alloc(sizeof(E) * state_elems, device));
+    p.dcs = dcsbuf.as<E>();
     Profile prof;
     prof.mark("start");
-    prep_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_smem<C, DK, DV>()>>>(p);
+    prep_kernel<E, C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_smem<E, C, DK, DV>()>>>(p);
     CU_CHECK_LAUNCH("delta_rule_chunk_prep");
     if (!p.states) {   /* recompute the chunk states with a state-only forward */
-        TRY(csbuf.alloc(sizeof(bf16) * state_elems, device));
-        Args f = p;
-        f.o = nullptr; f.vp = nullptr; f.sf = nullptr; f.cs = csbuf.as<bf16>();
-        TRY((launch_state_scan<C, DK, DV>(f, nseq, sp)));
-        p.states = csbuf.as<bf16>();
+        TRY(csbuf.alloc(sizeof(E) * state_elems, device));
+        ArgsT<E> f = p;
+        f.o = nullptr; f.vp = nullptr; f.sf = nullptr; f.cs = csbuf.as<E>();
+        TRY((launch_state_scan<E, C, DK, DV>(f, nseq, sp)));
+        p.states = csbuf.as<E>();
     }
     prof.mark("prep+fwd");
-    if (bmode64 >= 0) launch_bwd_scan<C, DK, BV64>(p, nseq, bmode64 == 1);
-    else launch_bwd_scan<C, DK, BV>(p, nseq, bmode == 1);
+    if (bmode64 >= 0) launch_bwd_scan<E, C, DK, BV64>(p, nseq, bmode64 == 1);
+    else launch_bwd_scan<E, C, DK, BV>(p, nseq, bmode == 1);
     CU_CHECK_LAUNCH("delta_rule_chunk_bwd_scan");
     prof.mark("bwd_scan");
-    bwd_chunk_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, bwd_chunk_smem<C, DK, DV>()>>>(p);
+    bwd_chunk_kernel<E, C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, bwd_chunk_smem<E, C, DK, DV>()>>>(p);
     CU_CHECK_LAUNCH("delta_rule_chunk_bwd_chunk");
     prof.mark("bwd_chunk");
     *done = true;

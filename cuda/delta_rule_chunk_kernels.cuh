@@ -8,20 +8,23 @@
 
 namespace {
 
-struct Args {
+/* E: the element of the inputs, the outputs and every intermediate the kernels pass on
+ * (bf16: the fast path; float: the float32 path, whose products are mm()'s three-TF32 ones) */
+template <class E> struct ArgsT {
     int64_t H, dk, dv, nseq, nch;
     const int64_t *seq;   /* per sequence: (b*T+start)*H, length, first chunk */
     float scale;
-    const bf16 *q, *k, *v, *alpha, *d_o;
+    const E *q, *k, *v, *alpha, *d_o;
     const float *s0, *dsf;
-    const bf16 *states;   /* backward: the state entering every chunk (cs of the forward) */
-    bf16 *o, *w, *u, *vp, *dvp, *dq, *dk_out, *dv_out, *dalpha;
-    bf16 *tx;    /* backward: T then X (C x C each) of every chunk, from prep for bwd_chunk */
-    bf16 *pq;    /* backward: tril(Q K^T) of every chunk (C x C), from prep for bwd_scan, when set */
-    bf16 *dcs;   /* backward: the state gradient leaving every chunk (bf16: its one reader rounds to bf16) */
-    bf16 *cs;    /* forward: the state entering every chunk (bf16: its readers round to bf16) */
+    const E *states;   /* backward: the state entering every chunk (cs of the forward) */
+    E *o, *w, *u, *vp, *dvp, *dq, *dk_out, *dv_out, *dalpha;
+    E *tx;    /* backward: T then X (C x C each) of every chunk, from prep for bwd_chunk */
+    E *pq;    /* backward: tril(Q K^T) of every chunk (C x C), from prep for bwd_scan, when set */
+    E *dcs;   /* backward: the state gradient leaving every chunk (bf16: its one reader rounds to bf16) */
+    E *cs;    /* forward: the state entering every chunk (bf16: its readers round to bf16) */
     float *sf, *ds0;
 };
+typedef ArgsT<bf16> Args;
 
 /* EFLA_PHASE_CLOCK (the workbench's measuring aid, never in the library): thread 0 of each block
  * adds the cycles since its previous mark to phase_cycles[kernel][phase], so a run shows where
@@ -56,7 +59,7 @@ struct ChunkRows {
     int len;
 };
 
-__device__ ChunkRows chunk_rows(const Args &p, int64_t g, int64_t h, int C) {
+template <class E> __device__ ChunkRows chunk_rows(const ArgsT<E> &p, int64_t g, int64_t h, int C) {
     int64_t lo = 0, hi = p.nseq - 1;
     while (lo < hi) {
         int64_t mid = (lo + hi + 1) / 2;
@@ -112,49 +115,51 @@ template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile(
 #endif
 
 /* the asynchronous counterpart of load_rows (no scaling): rows >= len are zero-filled */
-template <int R, int N>
-__device__ void load_rows_async(Bm dst, const bf16 *src, int64_t stride, int len) {
-    each<R, N / 8>([&](int r, int v) {
+template <int R, int N, class E>
+__device__ void load_rows_async(Tm<E> dst, const E *src, int64_t stride, int len) {
+    constexpr int V = pad_of<E>();   /* elements per 16-byte copy */
+    each<R, N / V>([&](int r, int v) {
         const bool ok = r < len;
-        cp_async16(dst.p + r * dst.ld + v * 8, ok ? src + r * stride + v * 8 : src, ok);
+        cp_async16(dst.p + r * dst.ld + v * V, ok ? src + r * stride + v * V : src, ok);
     });
 }
 
 /* load_rows' scaling after load_rows_async: each thread scales the vectors it copied (the same
  * mapping), so after its own wait no barrier is needed in between */
-template <int R, int N>
-__device__ void scale_rows(Bm m, float mult) {
-    each<R, N / 8>([&](int r, int v) { scale8(m.p + r * m.ld + v * 8, mult); });
+template <int R, int N, class E>
+__device__ void scale_rows(Tm<E> m, float mult) {
+    constexpr int V = pad_of<E>();
+    each<R, N / V>([&](int r, int v) { scale_vec(m.p + r * m.ld + v * V, mult); });
 }
 
 /* ---- prep: W = T K and U = T V of every chunk (W alone when p.u is NULL; T and X to p.tx when set;
  * tril(Q K^T) to p.pq when set, which the run sets only where U is not made: Q then takes V's
  * space, so DV >= DK) ---- */
-template <int C, int DK, int DV>
+template <class E, int C, int DK, int DV>
 constexpr size_t prep_smem() {
-    return 2 * bm_bytes(C, DK > DV ? DK : DV) + bm_bytes(C, C) + 2 * fm_bytes(C, C) + fm_bytes(C, DK > DV ? DK : DV) +
+    return 2 * tm_bytes<E>(C, DK > DV ? DK : DV) + tm_bytes<E>(C, C) + 2 * fm_bytes(C, C) + fm_bytes(C, DK > DV ? DK : DV) +
            C * 4 + 128;
 }
 
-template <int C, int DK, int DV>
-__global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<C, DK, DV>())) prep_kernel(Args p) {
+template <class E, int C, int DK, int DV>
+__global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())) prep_kernel(ArgsT<E> p) {
     EFLA_DYNAMIC_SMEM(smem);
     PHASE_START;
     const int64_t g = blockIdx.x, h = blockIdx.y;
     const ChunkRows cr = chunk_rows(p, g, h, C);
     Carver cv(smem);
-    Bm K = cv.bm(C, DK), V = cv.bm(C, DV), Tb = cv.bm(C, C);
+    Tm<E> K = cv.tm<E>(C, DK), V = cv.tm<E>(C, DV), Tb = cv.tm<E>(C, C);
     Fm G = cv.fm(C, C), X = cv.fm(C, C), F = cv.fm(C, DK > DV ? DK : DV);
     float *a = (float *)(smem + cv.off);
     const int64_t rs = p.H;   /* rows between consecutive tokens */
     load_rows_async<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
     if (p.u) load_rows_async<C, DV>(V, p.v + cr.first * DV, rs * DV, cr.len);
-    const Bm Q = V;   /* p.pq: Q in V's space (no U then) */
+    const Tm<E> Q = V;   /* p.pq: Q in V's space (no U then) */
     const bool make_pq = DV >= DK && p.pq;   /* DV >= DK: Q fits V's space */
     if (make_pq) load_rows_async<C, DK>(Q, p.q + cr.first * DK, rs * DK, cr.len);
     cp_async_commit();
     for (int i = threadIdx.x; i < C; i += THREADS)
-        a[i] = i < cr.len ? __bfloat162float(p.alpha[cr.first + i * rs]) : 0.0f;
+        a[i] = i < cr.len ? to_f(p.alpha[cr.first + i * rs]) : 0.0f;
     cp_async_wait_all();
     __syncthreads(); PHASE(0, 1);
     mm<false, true>(K, K, G, C, C, DK, false);
@@ -162,11 +167,11 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<C, DK, DV>())) p
     unit_lower_inverse<C>(X, G, a, F.p);   /* F is free until W */
     each<C, C>([&](int r, int c) {
         const float x = X.p[r * X.ld + c];
-        Tb.p[r * Tb.ld + c] = __float2bfloat16(x * a[c]);
+        Tb.p[r * Tb.ld + c] = from_f<E>(x * a[c]);
         if (p.tx) {   /* the backward's bwd_chunk reads T and X instead of solving again */
-            bf16 *tx = p.tx + (g * p.H + h) * 2 * C * C;
+            E *tx = p.tx + (g * p.H + h) * 2 * C * C;
             tx[r * C + c] = Tb.p[r * Tb.ld + c];
-            tx[C * C + r * C + c] = __float2bfloat16(x);
+            tx[C * C + r * C + c] = from_f<E>(x);
         }
     });
     __syncthreads(); PHASE(0, 3);
@@ -174,7 +179,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<C, DK, DV>())) p
     if (make_pq) mm<false, true>(Q, K, G, C, C, DK, false);   /* G is free after the solve */
     __syncthreads(); PHASE(0, 4);
     store_rows<C, DK>(p.w + (g * p.H + h) * C * DK, DK, F, C);
-    if (make_pq) each<C, C>(tril_to_bf16(Bm{p.pq + (g * p.H + h) * C * C, C}, G));
+    if (make_pq) each<C, C>(tril_to(Tm<E>{p.pq + (g * p.H + h) * C * C, C}, G));
     if (!p.u) { PHASE(0, 0); return; }   /* a backward with saved chunk states needs W alone */
     __syncthreads(); PHASE(0, 5);
     mm<false, false>(Tb, V, F, C, DV, C, false);
@@ -190,29 +195,29 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<C, DK, DV>())) p
  * (when set), S += K^T V'. The output product is not here (out_kernel runs it in parallel over
  * chunks), so the critical path per chunk is two products (BV: 32 or 64, scan_plan picks).
  * PF: the next chunk's W, K and U are fetched with cp.async while the current chunk computes. */
-template <int C, int DK, int BV, bool PF>
+template <class E, int C, int DK, int BV, bool PF>
 constexpr size_t state_scan_smem() {
-    return fm_bytes(DK, BV) + fm_bytes(C, BV) + bm_bytes(DK, BV) + (PF ? 2 : 1) * (2 * bm_bytes(C, DK) + bm_bytes(C, BV)) + 128;
+    return fm_bytes(DK, BV) + fm_bytes(C, BV) + tm_bytes<E>(DK, BV) + (PF ? 2 : 1) * (2 * tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV)) + 128;
 }
 
-template <int C, int DK, int BV, bool PF>
-__global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV, PF>())) state_scan_kernel(Args p) {
+template <class E, int C, int DK, int BV, bool PF>
+__global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<E, C, DK, BV, PF>())) state_scan_kernel(ArgsT<E> p) {
     EFLA_DYNAMIC_SMEM(smem);
     PHASE_START;
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, j0 = (int64_t)blockIdx.y * BV;
     const int64_t dv = p.dv;
     Carver cv(smem);
     Fm S = cv.fm(DK, BV), F = cv.fm(C, BV);
-    Bm Sb = cv.bm(DK, BV);
+    Tm<E> Sb = cv.tm<E>(DK, BV);
     constexpr int NB = PF ? 2 : 1;   /* buffer sets: two when prefetching */
     /* set b is set 0 moved by b * SET bytes (pointer arithmetic rather than arrays of tiles,
      * which the compiler would keep in local memory) */
-    constexpr size_t SET = 2 * bm_bytes(C, DK) + bm_bytes(C, BV);
+    constexpr size_t SET = 2 * tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV);
     char *const set0 = smem + cv.off;
     cv.off += NB * SET;
-    auto Wt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET), DK + 8}; };
-    auto Kt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + bm_bytes(C, DK)), DK + 8}; };
-    auto Ut = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + 2 * bm_bytes(C, DK)), BV + 8}; };
+    auto Wt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET), DK + pad_of<E>()}; };
+    auto Kt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + tm_bytes<E>(C, DK)), DK + pad_of<E>()}; };
+    auto Ut = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + 2 * tm_bytes<E>(C, DK)), BV + pad_of<E>()}; };
     load_state<DK, BV>(S, p.s0 ? p.s0 + (n * p.H + h) * DK * dv + j0 : nullptr, dv);   /* the entering state */
     const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
     const int64_t nchunks = (len + C - 1) / C;
@@ -246,17 +251,17 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV,
         if (!PF) fetch(c);
         else if (c + 1 < nchunks) { fetch(c + 1); cp_async_wait_one(); }
         else cp_async_wait_all();
-        if (p.cs) store_state_bf16<DK, BV>(p.cs + (g * p.H + h) * DK * dv + j0, dv, S);
-        to_bf16<DK, BV>(Sb, S);
+        if (p.cs) store_state<DK, BV>(p.cs + (g * p.H + h) * DK * dv + j0, dv, S);
+        to_tile<DK, BV>(Sb, S);
         if (!PF) cp_async_wait<1>();   /* W and U */
         __syncthreads(); PHASE(1, 2);   /* every thread's part of chunk c's tiles (W, U) and Sb are in */
         /* V' = U - W S, by the warp that owns each tile of the product right after it (no other
          * warp reads U meanwhile), into U's space and to vp */
         {
-            bf16 *dst = p.vp ? p.vp + (g * p.H + h) * C * dv + j0 : nullptr;
-            const Bm U = Ut(b);
+            E *dst = p.vp ? p.vp + (g * p.H + h) * C * dv + j0 : nullptr;
+            const Tm<E> U = Ut(b);
             mm_then<false, false>(Wt(b), Sb, F, C, BV, DK, false, [&](int r, int c) {
-                const bf16 x = __float2bfloat16(__bfloat162float(U.p[r * U.ld + c]) - F.p[r * F.ld + c]);
+                const E x = from_f<E>(to_f(U.p[r * U.ld + c]) - F.p[r * F.ld + c]);
                 U.p[r * U.ld + c] = x;
                 if (dst) dst[r * dv + c] = x;
             });
@@ -275,13 +280,13 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<C, DK, BV,
 /* ---- forward, step 2: the outputs, in parallel over chunks ------------------------------------ */
 /* One block per (chunk, head, dv tile of BV columns): O = scale (Q S + tril(Q K^T) V') with S the
  * state entering the chunk (cs) and V' from the scan (vp). */
-template <int C, int DK, int BV>
+template <class E, int C, int DK, int BV>
 constexpr size_t out_smem() {
-    return fm_bytes(C, C) + fm_bytes(C, BV) + 2 * bm_bytes(C, DK) + bm_bytes(DK, BV) + bm_bytes(C, BV) + bm_bytes(C, C) + 128;
+    return fm_bytes(C, C) + fm_bytes(C, BV) + 2 * tm_bytes<E>(C, DK) + tm_bytes<E>(DK, BV) + tm_bytes<E>(C, BV) + tm_bytes<E>(C, C) + 128;
 }
 
-template <int C, int DK, int BV>
-__global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<C, DK, BV>())) out_kernel(Args p) {
+template <class E, int C, int DK, int BV>
+__global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<E, C, DK, BV>())) out_kernel(ArgsT<E> p) {
     EFLA_DYNAMIC_SMEM(smem);
     PHASE_START;
     const int64_t g = blockIdx.x, h = blockIdx.y, j0 = (int64_t)blockIdx.z * BV;
@@ -289,7 +294,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<C, DK, BV>())) ou
     const ChunkRows cr = chunk_rows(p, g, h, C);
     Carver cv(smem);
     Fm P = cv.fm(C, C), F = cv.fm(C, BV);
-    Bm Q = cv.bm(C, DK), K = cv.bm(C, DK), Sb = cv.bm(DK, BV), Vp = cv.bm(C, BV), Pb = cv.bm(C, C);
+    Tm<E> Q = cv.tm<E>(C, DK), K = cv.tm<E>(C, DK), Sb = cv.tm<E>(DK, BV), Vp = cv.tm<E>(C, BV), Pb = cv.tm<E>(C, C);
     load_rows_async<C, DK>(Q, p.q + cr.first * DK, rs * DK, cr.len);
     load_rows_async<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
     load_rows_async<C, BV>(Vp, p.vp + (g * p.H + h) * C * dv + j0, dv, C);
@@ -297,7 +302,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<C, DK, BV>())) ou
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads(); PHASE(2, 1);
-    mm_then<false, true>(Q, K, P, C, C, DK, false, tril_to_bf16(Pb, P));   /* by the warp that owns the tile */
+    mm_then<false, true>(Q, K, P, C, C, DK, false, tril_to(Pb, P));   /* by the warp that owns the tile */
     mm<false, false>(Q, Sb, F, C, BV, DK, false);
     __syncthreads(); PHASE(2, 3);
     mm<false, false>(Pb, Vp, F, C, BV, C, true);
@@ -316,14 +321,14 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<C, DK, BV>())) ou
  * PF: the next chunk's Q, K, dO and W are fetched with cp.async while the current chunk
  * computes (two buffer sets), as in state_scan_kernel; without it the loads of a chunk are
  * waited for at its start, but the block is small enough for a second one per multiprocessor. */
-template <int C, int DK, int BV, bool PF = false>
+template <class E, int C, int DK, int BV, bool PF = false>
 constexpr size_t bwd_scan_smem() {
-    return fm_bytes(DK, BV) + max_bytes(fm_bytes(C, C), fm_bytes(C, BV) + bm_bytes(C, BV)) + bm_bytes(DK, BV) +
-           (PF ? 2 : 1) * (3 * bm_bytes(C, DK) + bm_bytes(C, BV) + bm_bytes(C, C)) + 128;
+    return fm_bytes(DK, BV) + max_bytes(fm_bytes(C, C), fm_bytes(C, BV) + tm_bytes<E>(C, BV)) + tm_bytes<E>(DK, BV) +
+           (PF ? 2 : 1) * (3 * tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV) + tm_bytes<E>(C, C)) + 128;
 }
 
-template <int C, int DK, int BV, bool PF>
-__global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV, PF>())) bwd_scan_kernel(Args p) {
+template <class E, int C, int DK, int BV, bool PF>
+__global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<E, C, DK, BV, PF>())) bwd_scan_kernel(ArgsT<E> p) {
     EFLA_DYNAMIC_SMEM(smem);
     PHASE_START;
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, j0 = (int64_t)blockIdx.y * BV;
@@ -331,19 +336,19 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV, P
     Carver cv(smem);
     Fm dS = cv.fm(DK, BV);
     Fm P{(float *)(smem + cv.off), C + 4}, F{(float *)(smem + cv.off), BV + 4};
-    Bm dVn{(bf16 *)(smem + cv.off + fm_bytes(C, BV)), BV + 8};
-    cv.off += max_bytes(fm_bytes(C, C), fm_bytes(C, BV) + bm_bytes(C, BV));
-    Bm dSb = cv.bm(DK, BV);
+    Tm<E> dVn{(E *)(smem + cv.off + fm_bytes(C, BV)), BV + pad_of<E>()};
+    cv.off += max_bytes(fm_bytes(C, C), fm_bytes(C, BV) + tm_bytes<E>(C, BV));
+    Tm<E> dSb = cv.tm<E>(DK, BV);
     /* buffer set b: Q, K, W (C x DK), dO (C x BV) and tril(Q K^T) (C x C, bf16: prep's when
      * p.pq is set, else made here), set 0 moved by b * SET bytes (as in state_scan_kernel:
      * pointer arithmetic, not arrays of tiles) */
-    constexpr size_t SET = 3 * bm_bytes(C, DK) + bm_bytes(C, BV) + bm_bytes(C, C);
+    constexpr size_t SET = 3 * tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV) + tm_bytes<E>(C, C);
     char *const set0 = smem + cv.off;
-    auto Qt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET), DK + 8}; };
-    auto Kt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + bm_bytes(C, DK)), DK + 8}; };
-    auto Wt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + 2 * bm_bytes(C, DK)), DK + 8}; };
-    auto dOt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + 3 * bm_bytes(C, DK)), BV + 8}; };
-    auto Pbt = [&](int b) { return Bm{(bf16 *)(set0 + b * SET + 3 * bm_bytes(C, DK) + bm_bytes(C, BV)), C + 8}; };
+    auto Qt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET), DK + pad_of<E>()}; };
+    auto Kt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + tm_bytes<E>(C, DK)), DK + pad_of<E>()}; };
+    auto Wt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + 2 * tm_bytes<E>(C, DK)), DK + pad_of<E>()}; };
+    auto dOt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + 3 * tm_bytes<E>(C, DK)), BV + pad_of<E>()}; };
+    auto Pbt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + 3 * tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV)), C + pad_of<E>()}; };
     load_state<DK, BV>(dS, p.dsf ? p.dsf + (n * p.H + h) * DK * dv + j0 : nullptr, dv);
     const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
     const int64_t nchunks = (len + C - 1) / C;
@@ -367,16 +372,16 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV, P
     for (int64_t c = nchunks - 1; c >= 0; c--) {
         const int64_t g = first + c;
         const int b = PF ? (int)(c % 2) : 0;
-        const Bm Q = Qt(b), K = Kt(b), W = Wt(b), dO = dOt(b), Pb = Pbt(b);
+        const Tm<E> Q = Qt(b), K = Kt(b), W = Wt(b), dO = dOt(b), Pb = Pbt(b);
         __syncthreads(); PHASE(3, 1);   /* dS final from the previous chunk; the other buffer set free */
-        store_state_bf16<DK, BV>(p.dcs + (g * p.H + h) * DK * dv + j0, dv, dS);   /* the gradient leaving chunk g */
-        to_bf16<DK, BV>(dSb, dS);
+        store_state<DK, BV>(p.dcs + (g * p.H + h) * DK * dv + j0, dv, dS);   /* the gradient leaving chunk g */
+        to_tile<DK, BV>(dSb, dS);
         if (!PF) { fetch(c); cp_async_wait<2>(); }
         else if (c > 0) { fetch(c - 1); cp_async_wait_one(); }
         else cp_async_wait_all();
         if (!p.pq) {   /* P = tril(Q K^T) here (to bf16 by the warp that owns the tile), unless prep made it */
             __syncthreads(); PHASE(3, 2);
-            mm_then<false, true>(Q, K, P, C, C, DK, false, tril_to_bf16(Pb, P));
+            mm_then<false, true>(Q, K, P, C, C, DK, false, tril_to(Pb, P));
         }
         if (!PF) cp_async_wait<1>();
         scale_rows<C, BV>(dO, p.scale);
@@ -384,11 +389,11 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<C, DK, BV, P
         /* dV' = P^T (scale dO) + K dS_out (the same warp owns a tile in both products) */
         mm<true, false>(Pb, dO, F, C, BV, C, false);
         {   /* dV' to dvp and -dV' to dVn, by the warp that owns each tile */
-            bf16 *dst = p.dvp + (g * p.H + h) * C * dv + j0;
+            E *dst = p.dvp + (g * p.H + h) * C * dv + j0;
             mm_then<false, false>(K, dSb, F, C, BV, DK, true, [&](int r, int c) {
                 const float x = F.p[r * F.ld + c];
-                dst[r * dv + c] = __float2bfloat16(x);
-                dVn.p[r * dVn.ld + c] = __float2bfloat16(-x);
+                dst[r * dv + c] = from_f<E>(x);
+                dVn.p[r * dVn.ld + c] = from_f<E>(-x);
             });
         }
         if (!PF) cp_async_wait<0>();
@@ -424,14 +429,14 @@ template <int C, class F> __device__ void add_sums(float *da, F term) {
  * fifth bf16 C x C tile; here G is recomputed where phase 5 needs it, into the bf16 tiles T and
  * dP that are done by then, and dX takes dO's / dV''s space), which brings d = 64, C = 64 to two
  * blocks per multiprocessor. */
-template <int C, int DK, int DV>
+template <class E, int C, int DK, int DV>
 constexpr size_t bwd_chunk_smem() {
-    return 2 * bm_bytes(C, DK) + 2 * bm_bytes(C, DV) + max_bytes(bm_bytes(C, DV), (size_t)C * C * 2) + bm_bytes(DK, DV) +
-           fm_bytes(C, DK > DV ? DK : DV) + fm_bytes(C, C) + 3 * (size_t)C * C * 2 + 2 * C * 4;
+    return 2 * tm_bytes<E>(C, DK) + 2 * tm_bytes<E>(C, DV) + max_bytes(tm_bytes<E>(C, DV), (size_t)C * C * sizeof(E)) + tm_bytes<E>(DK, DV) +
+           fm_bytes(C, DK > DV ? DK : DV) + fm_bytes(C, C) + 3 * (size_t)C * C * sizeof(E) + 2 * C * 4;
 }
 
-template <int C, int DK, int DV>
-__global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>())) bwd_chunk_kernel(Args p) {
+template <class E, int C, int DK, int DV>
+__global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, DV>())) bwd_chunk_kernel(ArgsT<E> p) {
     EFLA_DYNAMIC_SMEM(smem);
     PHASE_START;
     const int64_t g = blockIdx.x, h = blockIdx.y;
@@ -441,24 +446,24 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     Carver cv(smem);
     /* C-row bf16 buffers, reused phase by phase (see the comments at each phase); the C x C
      * bf16 tiles go unpadded to save shared memory */
-    Bm K = cv.bm(C, DK), Qb = cv.bm(C, DK), bufD = cv.bm(C, DV), Vp = cv.bm(C, DV);
+    Tm<E> K = cv.tm<E>(C, DK), Qb = cv.tm<E>(C, DK), bufD = cv.tm<E>(C, DV), Vp = cv.tm<E>(C, DV);
     char *const o_space = smem + cv.off;            /* dO, then dV', then dX */
-    cv.off += max_bytes(bm_bytes(C, DV), (size_t)C * C * 2);
-    Bm bufO{(bf16 *)o_space, DV + 8}, dXb{(bf16 *)o_space, C};
-    Bm Mat = cv.bm(DK, DV);                         /* S_in, later dS_out */
+    cv.off += max_bytes(tm_bytes<E>(C, DV), (size_t)C * C * sizeof(E));
+    Tm<E> bufO{(E *)o_space, DV + pad_of<E>()}, dXb{(E *)o_space, C};
+    Tm<E> Mat = cv.tm<E>(DK, DV);                         /* S_in, later dS_out */
     Fm F = cv.fm(C, D);                             /* the staging of C x d products */
     Fm CC = cv.fm(C, C);                            /* float C x C scratch */
-    Bm Tb{(bf16 *)(smem + cv.off), C}; cv.off += (size_t)C * C * 2;
-    Bm dPb{(bf16 *)(smem + cv.off), C}; cv.off += (size_t)C * C * 2;
+    Tm<E> Tb{(E *)(smem + cv.off), C}; cv.off += (size_t)C * C * sizeof(E);
+    Tm<E> dPb{(E *)(smem + cv.off), C}; cv.off += (size_t)C * C * sizeof(E);
     Fm Gf{(float *)Tb.p, C};                        /* G in phase 5, over Tb and dPb (adjacent) */
-    Bm Xb{(bf16 *)(smem + cv.off), C}; cv.off += (size_t)C * C * 2;
+    Tm<E> Xb{(E *)(smem + cv.off), C}; cv.off += (size_t)C * C * sizeof(E);
     float *a = (float *)(smem + cv.off);
     float *da = a + C;
 
     /* phase 1: every load up to phase 3 in flight at once, in two commit groups: what phase 2
      * needs (T, K, V and the entering state, bf16), then X, Q and dO (scaled once, before phase
      * 3), which arrive while phase 2 computes; meanwhile, a */
-    const bf16 *tx = p.tx + (g * p.H + h) * 2 * C * C;
+    const E *tx = p.tx + (g * p.H + h) * 2 * C * C;
     load_rows_async<C, C>(Tb, tx, C, C);
     load_rows_async<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
     load_rows_async<C, DV>(bufD, p.v + cr.first * DV, rs * DV, cr.len);
@@ -469,7 +474,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     load_rows_async<C, DV>(bufO, p.d_o + cr.first * DV, rs * DV, cr.len);
     cp_async_commit();
     for (int i = threadIdx.x; i < C; i += THREADS) {
-        a[i] = i < cr.len ? __bfloat162float(p.alpha[cr.first + i * rs]) : 0.0f;
+        a[i] = i < cr.len ? to_f(p.alpha[cr.first + i * rs]) : 0.0f;
         da[i] = 0.0f;
     }
     /* phase 2: D = V - K S_in (bufD), V' = T D (Vp) */
@@ -478,16 +483,16 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     /* each elementwise pass below right after its product, by the warp that owns the tile
      * (mm_then): none of them writes what another warp reads during the product */
     mm_then<false, false>(K, Mat, F, C, DV, DK, false, [&](int r, int c) {
-        bufD.p[r * bufD.ld + c] = __float2bfloat16(__bfloat162float(bufD.p[r * bufD.ld + c]) - F.p[r * F.ld + c]);
+        bufD.p[r * bufD.ld + c] = from_f<E>(to_f(bufD.p[r * bufD.ld + c]) - F.p[r * F.ld + c]);
     });
     __syncthreads(); PHASE(4, 5);
     mm_then<false, false>(Tb, bufD, F, C, DV, C, false,
-                          [&](int r, int c) { Vp.p[r * Vp.ld + c] = __float2bfloat16(F.p[r * F.ld + c]); });
+                          [&](int r, int c) { Vp.p[r * Vp.ld + c] = from_f<E>(F.p[r * F.ld + c]); });
     cp_async_wait_all();                            /* the second group: X, Q, dO */
     scale_rows<C, DV>(bufO, p.scale);
     /* phase 3: dP = tril(dO V'^T) with dO scaled (bufO), dQ = dO S^T + dP K */
     __syncthreads(); PHASE(4, 7);
-    mm_then<false, true>(bufO, Vp, CC, C, C, DV, false, tril_to_bf16(dPb, CC));
+    mm_then<false, true>(bufO, Vp, CC, C, C, DV, false, tril_to(dPb, CC));
     __syncthreads(); PHASE(4, 9);
     mm<false, true>(bufO, Mat, F, C, DK, DV, false);
     mm<false, false>(dPb, K, F, C, DK, C, true);     /* same tiles, same warp: no barrier needed */
@@ -503,11 +508,11 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     mm<false, true>(bufO, bufD, CC, C, C, DV, false);   /* CC = dT */
     __syncthreads(); PHASE(4, 13);   /* dV' is done: dX may take its space */
     store_rows<C, DV>(p.dv_out + cr.first * DV, rs * DV, F, cr.len);
-    to_bf16<C, DV>(bufD, F, -1.0f);                    /* bufD = -dD (D is done) */
+    to_tile<C, DV>(bufD, F, -1.0f);                    /* bufD = -dD (D is done) */
     add_sums<C>(da, [&](int j, int i) {               /* da_j += sum_{i >= j} X_ij dT_ij */
-        return i >= j ? __bfloat162float(Xb.p[i * C + j]) * CC.p[i * CC.ld + j] : 0.0f;
+        return i >= j ? to_f(Xb.p[i * C + j]) * CC.p[i * CC.ld + j] : 0.0f;
     });
-    each<C, C>([&](int r, int c) { dXb.p[r * C + c] = __float2bfloat16(CC.p[r * CC.ld + c] * a[c]); });
+    each<C, C>([&](int r, int c) { dXb.p[r * C + c] = from_f<E>(CC.p[r * CC.ld + c] * a[c]); });
     __syncthreads(); PHASE(4, 14);
     /* phase 5: dK = dP^T Q - dD S^T + V' dS_out^T + (dG + dG^T) K */
     mm<true, false>(dPb, Qb, F, C, DK, C, false);
@@ -520,7 +525,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
     cp_async_wait_all();
     __syncthreads(); PHASE(4, 16);
     mm<false, true>(Vp, Mat, F, C, DK, DV, true);      /* + V' dS_out^T */
-    each<C, C>([&](int r, int c) { dXb.p[r * C + c] = __float2bfloat16(CC.p[r * CC.ld + c]); });   /* Y, bf16 */
+    each<C, C>([&](int r, int c) { dXb.p[r * C + c] = from_f<E>(CC.p[r * CC.ld + c]); });   /* Y, bf16 */
     __syncthreads(); PHASE(4, 18);
     mm<true, false>(Xb, dXb, CC, C, C, C, false);      /* CC = X^T Y = -dL */
     __syncthreads(); PHASE(4, 19);
@@ -531,14 +536,14 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<C, DK, DV>(
         float x = 0;
         if (r > c) x = -a[r] * CC.p[r * CC.ld + c];
         else if (c > r) x = -a[c] * CC.p[c * CC.ld + r];
-        dXb.p[r * C + c] = __float2bfloat16(x);
+        dXb.p[r * C + c] = from_f<E>(x);
     });
     __syncthreads(); PHASE(4, 20);
     mm_then<false, false>(dXb, K, F, C, DK, C, true, [&](int r, int c) {   /* dk stored by the tile's warp */
-        if (r < cr.len) p.dk_out[(cr.first + r * rs) * DK + c] = __float2bfloat16(F.p[r * F.ld + c]);
+        if (r < cr.len) p.dk_out[(cr.first + r * rs) * DK + c] = from_f<E>(F.p[r * F.ld + c]);
     });
     PHASE(4, 21);
-    for (int i = threadIdx.x; i < cr.len; i += THREADS) p.dalpha[cr.first + i * rs] = __float2bfloat16(da[i]);
+    for (int i = threadIdx.x; i < cr.len; i += THREADS) p.dalpha[cr.first + i * rs] = from_f<E>(da[i]);
     PHASE(4, 0);
 }
 

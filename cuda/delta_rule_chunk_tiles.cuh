@@ -33,18 +33,35 @@ const int THREADS = 512;   /* 16 warps: these kernels run one or two blocks per 
 const int NWARP = THREADS / 32;
 
 /* ---- shared-memory matrices ------------------------------------------------------------------ */
-/* Row-major tiles with padded rows (the pad keeps WMMA's 32-byte alignment: 8 bf16 / 4 float). */
-struct Bm { bf16 *p; int ld; };
-struct Fm { float *p; int ld; };
+/* Row-major tiles of element E (bf16: the fast path's operands; float: accumulators, and the
+ * operands of the float32 path) with rows padded by 16 bytes (8 bf16 / 4 float), which keeps
+ * WMMA's 32-byte alignment and spreads a column over the shared-memory banks. */
+template <class E> struct Tm { E *p; int ld; };
+typedef Tm<bf16> Bm;
+typedef Tm<float> Fm;
+template <class E> constexpr int pad_of() { return 16 / (int)sizeof(E); }
+template <class E> constexpr size_t tm_bytes(int rows, int cols) { return (size_t)rows * (cols + pad_of<E>()) * sizeof(E); }
+constexpr size_t bm_bytes(int rows, int cols) { return tm_bytes<bf16>(rows, cols); }
+constexpr size_t fm_bytes(int rows, int cols) { return tm_bytes<float>(rows, cols); }
 
 struct Carver {
     char *base; size_t off;
     __device__ Carver(char *b) : base(b), off(0) {}
-    __device__ Bm bm(int rows, int cols) { Bm m{(bf16 *)(base + off), cols + 8}; off += (size_t)rows * (cols + 8) * 2; return m; }
-    __device__ Fm fm(int rows, int cols) { Fm m{(float *)(base + off), cols + 4}; off += (size_t)rows * (cols + 4) * 4; return m; }
+    template <class E> __device__ Tm<E> tm(int rows, int cols) {
+        Tm<E> m{(E *)(base + off), cols + pad_of<E>()};
+        off += tm_bytes<E>(rows, cols);
+        return m;
+    }
+    __device__ Bm bm(int rows, int cols) { return tm<bf16>(rows, cols); }
+    __device__ Fm fm(int rows, int cols) { return tm<float>(rows, cols); }
 };
-constexpr size_t bm_bytes(int rows, int cols) { return (size_t)rows * (cols + 8) * 2; }
-constexpr size_t fm_bytes(int rows, int cols) { return (size_t)rows * (cols + 4) * 4; }
+
+/* one element to and from float (the tiles' arithmetic is in float) */
+__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f(float x) { return x; }
+template <class E> __device__ __forceinline__ E from_f(float x);
+template <> __device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16(x); }
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
 constexpr size_t max_bytes(size_t x, size_t y) { return x > y ? x : y; }
 
 /* Blocks of THREADS threads with this much dynamic shared memory that fit on a multiprocessor
@@ -55,7 +72,8 @@ constexpr int fit_blocks(size_t bytes) { return 2 * (bytes + 1024) <= 233472 ? 2
 
 /* C (M x N, float) (+)= op(A) op(B), op(A) M x K, op(B) K x N, every size a multiple of 16.
  * TA: A is stored K x M (so op(A) = A^T); TB: B is stored N x K. Each warp owns output
- * tiles round-robin. Callers synchronise before reading C. */
+ * tiles round-robin. Callers synchronise before reading C. bf16 operands: one 16x16x16 bf16
+ * product per step; float operands: the float32 path's three TF32 products below. */
 template <bool TA, bool TB>
 __device__ void mm(Bm A, Bm B, Fm Cm, int M, int N, int K, bool acc) {
     typedef typename std::conditional<TA, wmma::col_major, wmma::row_major>::type LA;
@@ -78,12 +96,50 @@ __device__ void mm(Bm A, Bm B, Fm Cm, int M, int N, int K, bool acc) {
     }
 }
 
+/* The float32 path's product: each operand split into a TF32 head and the TF32 rounding of
+ * what the head misses (x = hi + lo to about 21 bits), and op(A) op(B) taken as
+ * lo_A hi_B + hi_A lo_B + hi_A hi_B (the lo_A lo_B term is below float32's precision; the
+ * small terms go first). Three 16x16x8 TF32 products per step of 8: float32 accuracy (about
+ * 1e-6 relative) from the tensor cores, where a plain TF32 product keeps 11 bits. */
+template <class Frag> __device__ __forceinline__ void split_tf32(Frag &hi, Frag &lo) {
+    for (int i = 0; i < hi.num_elements; i++) {
+        const float x = hi.x[i], h = wmma::__float_to_tf32(x);
+        hi.x[i] = h;
+        lo.x[i] = wmma::__float_to_tf32(x - h);
+    }
+}
+template <bool TA, bool TB>
+__device__ void mm(Fm A, Fm B, Fm Cm, int M, int N, int K, bool acc) {
+    typedef typename std::conditional<TA, wmma::col_major, wmma::row_major>::type LA;
+    typedef typename std::conditional<TB, wmma::col_major, wmma::row_major>::type LB;
+    const int warp = threadIdx.x / 32, tn = N / 16, tiles = (M / 16) * tn;
+    for (int t = warp; t < tiles; t += NWARP) {
+        const int i = t / tn, j = t % tn;
+        wmma::fragment<wmma::accumulator, 16, 16, 8, float> c;
+        float *cp = Cm.p + i * 16 * Cm.ld + j * 16;
+        if (acc) wmma::load_matrix_sync(c, cp, Cm.ld, wmma::mem_row_major);
+        else wmma::fill_fragment(c, 0.0f);
+        for (int k = 0; k < K; k += 8) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> a, al;
+            wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> b, bl;
+            wmma::load_matrix_sync(a, TA ? A.p + k * A.ld + i * 16 : A.p + i * 16 * A.ld + k, A.ld);
+            wmma::load_matrix_sync(b, TB ? B.p + j * 16 * B.ld + k : B.p + k * B.ld + j * 16, B.ld);
+            split_tf32(a, al);
+            split_tf32(b, bl);
+            wmma::mma_sync(c, al, b, c);
+            wmma::mma_sync(c, a, bl, c);
+            wmma::mma_sync(c, a, b, c);
+        }
+        wmma::store_matrix_sync(cp, c, Cm.ld, wmma::mem_row_major);
+    }
+}
+
 /* mm(), then f(r, c) for every element of every output tile this warp wrote (after a
  * __syncwarp: the tile's stores are then visible to all its lanes). An elementwise pass that
  * reads only the product's own tiles, and writes only where no other warp reads during the
  * product, needs no block barrier between the two: a barrier fewer on a latency-bound path. */
-template <bool TA, bool TB, class F>
-__device__ void mm_then(Bm A, Bm B, Fm Cm, int M, int N, int K, bool acc, F f) {
+template <bool TA, bool TB, class E, class F>
+__device__ void mm_then(Tm<E> A, Tm<E> B, Fm Cm, int M, int N, int K, bool acc, F f) {
     mm<TA, TB>(A, B, Cm, M, N, K, acc);
     __syncwarp();
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tn = N / 16, tiles = (M / 16) * tn;
@@ -93,10 +149,10 @@ __device__ void mm_then(Bm A, Bm B, Fm Cm, int M, int N, int K, bool acc, F f) {
     }
 }
 
-/* f(r, c) for each<> or mm_then: dst = tril(src) in bf16, zero above the diagonal (dst may be
- * global memory: a Bm is a pointer and a row stride) */
-__device__ __forceinline__ auto tril_to_bf16(Bm dst, Fm src) {
-    return [=](int r, int c) { dst.p[r * dst.ld + c] = __float2bfloat16(c <= r ? src.p[r * src.ld + c] : 0.0f); };
+/* f(r, c) for each<> or mm_then: dst = tril(src) in dst's element type, zero above the
+ * diagonal (dst may be global memory: a tile is a pointer and a row stride) */
+template <class E> __device__ __forceinline__ auto tril_to(Tm<E> dst, Fm src) {
+    return [=](int r, int c) { dst.p[r * dst.ld + c] = from_f<E>(c <= r ? src.p[r * src.ld + c] : 0.0f); };
 }
 
 /* f(r, c) over a ROWS x COLS index space, spread over the block (compile-time sizes: the
@@ -123,23 +179,27 @@ template <int ROWS, int COLS, class Load, class Store> __device__ __forceinline_
     }
 }
 
-/* eight bf16 values times mult, rounded back to bf16 (how load_rows and scale_rows scale) */
-__device__ __forceinline__ void scale8(bf16 *h, float mult) {
-    for (int x = 0; x < 8; x++) h[x] = __float2bfloat16(__bfloat162float(h[x]) * mult);
+/* the elements of one 16-byte vector (8 bf16 / 4 float) times mult, rounded back to E (how
+ * load_rows and scale_rows scale) */
+template <class E> __device__ __forceinline__ void scale_vec(E *h, float mult) {
+    for (int x = 0; x < pad_of<E>(); x++) h[x] = from_f<E>(to_f(h[x]) * mult);
 }
 
 /* rows [0, R) x cols [0, N) of a token-major global matrix (row r at src + r*stride) into
- * shared bf16 in 16-byte vectors; rows >= len are zero. mult scales the values. */
-template <int R, int N>
-__device__ void load_rows(Bm dst, const bf16 *src, int64_t stride, int len, float mult = 1.0f) {
-    each_copy<R, N / 8>(
-        [&](int r, int v) { return r < len ? *(const uint4 *)(src + r * stride + v * 8) : make_uint4(0, 0, 0, 0); },
+ * shared memory in 16-byte vectors; rows >= len are zero. mult scales the values. */
+template <int R, int N, class E>
+__device__ void load_rows(Tm<E> dst, const E *src, int64_t stride, int len, float mult = 1.0f) {
+    constexpr int V = pad_of<E>();   /* elements per vector */
+    each_copy<R, N / V>(
+        [&](int r, int v) { return r < len ? *(const uint4 *)(src + r * stride + v * V) : make_uint4(0, 0, 0, 0); },
         [&](int r, int v, uint4 val) {
-            if (mult != 1.0f) scale8((bf16 *)&val, mult);
-            *(uint4 *)(dst.p + r * dst.ld + v * 8) = val;
+            if (mult != 1.0f) scale_vec((E *)&val, mult);
+            *(uint4 *)(dst.p + r * dst.ld + v * V) = val;
         });
 }
 
+/* four floats to dst in its element type */
+__device__ __forceinline__ void put4(float *dst, float4 x) { *(float4 *)dst = x; }
 __device__ __forceinline__ void put4(bf16 *dst, float4 x) {
     __nv_bfloat162 a = __floats2bfloat162_rn(x.x, x.y), b = __floats2bfloat162_rn(x.z, x.w);
     uint2 u;
@@ -156,29 +216,24 @@ __device__ void load_state_bf16(Bm dst, const float *src, int64_t ldg) {
                         [&](int r, int v, float4 x) { put4(dst.p + r * dst.ld + v * 4, x); });
 }
 
-/* shared float -> shared bf16, with an optional factor */
-template <int R, int N>
-__device__ void to_bf16(Bm dst, Fm src, float mult = 1.0f) {
+/* shared float -> a shared tile of element E (bf16: rounded), with an optional factor */
+template <int R, int N, class E>
+__device__ void to_tile(Tm<E> dst, Fm src, float mult = 1.0f) {
     each<R, N / 4>([&](int r, int v) { put4(dst.p + r * dst.ld + v * 4, scale4(*(float4 *)(src.p + r * src.ld + v * 4), mult)); });
 }
 
-/* shared float rows [0, len) -> global bf16 token-major rows */
-template <int R, int N>
-__device__ void store_rows(bf16 *dst, int64_t stride, Fm src, int len, float mult = 1.0f) {
+/* shared float rows [0, len) -> global token-major rows of element E */
+template <int R, int N, class E>
+__device__ void store_rows(E *dst, int64_t stride, Fm src, int len, float mult = 1.0f) {
     each<R, N / 4>([&](int r, int v) {
         if (r < len) put4(dst + r * stride + v * 4, scale4(*(float4 *)(src.p + r * src.ld + v * 4), mult));
     });
 }
 
-/* shared float R x N -> global float rows (leading dimension ldg) */
-template <int R, int N>
-__device__ void store_state(float *dst, int64_t ldg, Fm src) {
-    each<R, N / 4>([&](int r, int v) { *(float4 *)(dst + r * ldg + v * 4) = *(float4 *)(src.p + r * src.ld + v * 4); });
-}
-
-/* shared float R x N -> global bf16 rows (leading dimension ldg), rounded as load_state_bf16 rounds */
-template <int R, int N>
-__device__ void store_state_bf16(bf16 *dst, int64_t ldg, Fm src) {
+/* shared float R x N -> global rows of element E (leading dimension ldg); bf16 rounded as
+ * load_state_bf16 rounds */
+template <int R, int N, class E>
+__device__ void store_state(E *dst, int64_t ldg, Fm src) {
     each<R, N / 4>([&](int r, int v) { put4(dst + r * ldg + v * 4, *(float4 *)(src.p + r * src.ld + v * 4)); });
 }
 

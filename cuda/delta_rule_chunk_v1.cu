@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(THREADS) fwd_scan_kernel(Args p) {
         const int clen = (int)(len - c * C < C ? len - c * C : C);
         __syncthreads();   /* S final from the previous chunk; buffers free */
         if (p.cs) store_state<DK, BV>(p.cs + (g * p.H + h) * DK * dv + j0, dv, S);
-        to_bf16<DK, BV>(Sb, S);
+        to_tile<DK, BV>(Sb, S);
         load_rows<C, DK>(Q, p.q + row * DK, rs * DK, clen);
         load_rows<C, DK>(K, p.k + row * DK, rs * DK, clen);
         load_rows<C, DK>(W, p.w + (g * p.H + h) * C * DK, DK, C);
@@ -172,7 +172,7 @@ __global__ void __launch_bounds__(THREADS) bwd_scan_kernel(Args p) {
         const int clen = (int)(len - c * C < C ? len - c * C : C);
         __syncthreads();
         store_state<DK, BV>(p.dcs + (g * p.H + h) * DK * dv + j0, dv, dS);   /* the gradient leaving chunk g */
-        to_bf16<DK, BV>(dSb, dS);
+        to_tile<DK, BV>(dSb, dS);
         load_rows<C, DK>(Q, p.q + row * DK, rs * DK, clen);
         load_rows<C, DK>(K, p.k + row * DK, rs * DK, clen);
         load_rows<C, DK>(W, p.w + (g * p.H + h) * C * DK, DK, C);
@@ -260,7 +260,7 @@ __global__ void __launch_bounds__(THREADS) bwd_chunk_kernel(Args p) {
     __syncthreads();
     mm<false, false>(Tb, bufD, F, C, DV, C, false);
     __syncthreads();
-    to_bf16<C, DV>(Vp, F);
+    to_tile<C, DV>(Vp, F);
     /* phase 3: dP = tril(dO V'^T) with dO scaled (bufO), dQ = dO S^T + dP K */
     load_rows<C, DV>(bufO, p.d_o + cr.first * DV, rs * DV, cr.len, p.scale);
     load_rows<C, DK>(Qb, p.q + cr.first * DK, rs * DK, cr.len);
@@ -281,7 +281,7 @@ __global__ void __launch_bounds__(THREADS) bwd_chunk_kernel(Args p) {
     mm<false, true>(bufO, bufD, CC, C, C, DV, false);   /* CC = dT */
     __syncthreads();
     store_rows<C, DV>(p.dv_out + cr.first * DV, rs * DV, F, cr.len);
-    to_bf16<C, DV>(bufD, F, -1.0f);                    /* bufD = -dD (D is done) */
+    to_tile<C, DV>(bufD, F, -1.0f);                    /* bufD = -dD (D is done) */
     for (int j = threadIdx.x; j < C; j += THREADS) {   /* da_j += sum_i X_ij dT_ij */
         float s = 0;
         for (int i = j; i < C; i++) s += __bfloat162float(Xb.p[i * C + j]) * CC.p[i * CC.ld + j];
@@ -332,11 +332,14 @@ size_t bwd_chunk_smem() {
 /* dv tile of the scans: 64 when dv allows it (fewer redundant Q K^T products), else dv */
 template <int DV> struct Tile { static const int BV = DV >= 64 ? 64 : DV; };
 
-/* version 1 keeps the chunk states in float32 (delta_rule_chunk_entry.inc) */
-const efla_dtype CHUNK_STATE_DTYPE = EFLA_FLOAT32;
+/* version 1 keeps the chunk states in float32 (delta_rule_chunk_entry.inc) and takes bfloat16
+ * inputs only */
+template <class E> constexpr efla_dtype chunk_state_dtype_for() { return EFLA_FLOAT32; }
+const bool CHUNK_FLOAT32 = false;
+template <class E> using ArgsT = Args;
 
 /* plan: only say whether the kernels fit (*done), launch nothing */
-template <int C, int DK, int DV>
+template <class E, int C, int DK, int DV>
 int run_fwd(Args &p, int64_t nseq, int device, bool *done, bool plan) {
     const int BV = Tile<DV>::BV;
     bool f1, f2;
@@ -359,15 +362,15 @@ int run_fwd(Args &p, int64_t nseq, int device, bool *done, bool plan) {
     return 0;
 }
 
-template <int C, int DK, int DV>
-int run_bwd(Args &p, int64_t nseq, int device, bool *done) {
+template <class E, int C, int DK, int DV>
+int run_bwd(Args &p, int64_t nseq, int device, bool *done, bool plan) {
     const int BV = Tile<DV>::BV;
     bool f1, f2, f3, f4;
     TRY(set_smem(prep_kernel<C, DK, DV>, prep_smem<C, DK, DV>(), &f1));
     TRY(set_smem(fwd_scan_kernel<C, DK, BV>, fwd_scan_smem<C, DK, BV>(), &f2));
     TRY(set_smem(bwd_scan_kernel<C, DK, BV>, bwd_scan_smem<C, DK, BV>(), &f3));
     TRY(set_smem(bwd_chunk_kernel<C, DK, DV>, bwd_chunk_smem<C, DK, DV>(), &f4));
-    if (!f1 || !f2 || !f3 || !f4) { *done = false; return 0; }
+    if (!f1 || !f2 || !f3 || !f4 || plan) { *done = f1 && f2 && f3 && f4; return 0; }
     const size_t state_elems = (size_t)(p.nch * p.H * DK * DV);
     CuBuffer wbuf, dvpbuf, dcsbuf, csbuf;
     TRY(wbuf.alloc(sizeof(bf16) * (size_t)(p.nch * p.H * C * (DK + DV)), device));

@@ -25,18 +25,20 @@ int efla_cuda_delta_rule_chunk_fwd(const efla_delta_rule_args *a, const efla_del
                                    const int64_t *seq, int64_t nch, int device);
 int efla_cuda_delta_rule_chunk_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
                                    const int64_t *seq, int64_t nch, int device);
-/* 1 when efla_cuda_delta_rule_chunk_fwd takes these arguments (covered, and its kernels fit the
- * current device): its chunk states are then bfloat16 (delta_rule.cu asks before the front end
- * allocates them) */
-int efla_cuda_delta_rule_chunk_plan(const efla_delta_rule_args *a);
+/* 1 when efla_cuda_delta_rule_chunk_fwd (with_backward: and _bwd) takes these arguments
+ * (covered, and the kernels fit the current device): a bfloat16 call's chunk states are then
+ * bfloat16 (delta_rule.cu asks before the front end allocates them) */
+int efla_cuda_delta_rule_chunk_plan(const efla_delta_rule_args *a, int with_backward);
 /* version 1 of the same (delta_rule_chunk_v1.cu), chosen with EFLA_DELTA_RULE_CHUNK_V1=1 */
 int efla_cuda_delta_rule_chunk_v1_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
                                       const int64_t *seq, int64_t nch, int device);
 int efla_cuda_delta_rule_chunk_v1_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
                                       const int64_t *seq, int64_t nch, int device);
-int efla_cuda_delta_rule_chunk_v1_plan(const efla_delta_rule_args *a);
-/* delta_rule.cu: the backend service delta_rule_chunk_state_dtype (core/backend.h) */
+int efla_cuda_delta_rule_chunk_v1_plan(const efla_delta_rule_args *a, int with_backward);
+/* delta_rule.cu: the backend services delta_rule_chunk_state_dtype and delta_rule_chunk_size
+ * (core/backend.h) */
 efla_dtype efla_cuda_delta_rule_chunk_state_dtype(const efla_delta_rule_args *a, int gated);
+int efla_cuda_delta_rule_chunk_size(const efla_delta_rule_args *a, int gated);
 /* A scratch tensor on `device` (contiguous copy of t when t is not contiguous): a new ref
  * of t itself when it already is. Used by kernels that need contiguous operands. */
 efla_tensor *cu_contiguous(const efla_tensor *t);

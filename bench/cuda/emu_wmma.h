@@ -2,6 +2,10 @@
 // chunk kernels use (cuda/delta_rule_chunk_tiles.cuh: mm()), and the other built-ins they need
 // beyond emu_cuda.h: 16-bit pairs, __syncwarp, the block's dynamic shared memory.
 //
+// TF32 (the float32 path's three-product mm()): precision::tf32 fragments hold floats;
+// __float_to_tf32 rounds to TF32's 10 mantissa bits (to nearest, ties away, as cvt.rna does) and
+// a TF32 product reads only those bits of its operands, as the tensor cores do.
+//
 // A WMMA call is collective over a warp. Here lane 0 of each warp does the whole 16 x 16 x 16
 // product in float (k in order) and the other lanes do nothing: their fragments are never
 // stored, so a lane that runs ahead or behind cannot write a stale tile. Products differ from
@@ -30,13 +34,29 @@ struct accumulator {};
 struct row_major {};
 struct col_major {};
 enum layout_t { mem_row_major, mem_col_major };
+namespace precision { struct tf32 {}; }
 
-// the whole tile in (row, column) order, in float (bfloat16 values are exact in float)
+// the whole tile in (row, column) order, in float (bfloat16 values are exact in float); on a GPU
+// each lane holds num_elements of them, here lane 0 holds all
 template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
     static const int ROWS = std::is_same<Use, matrix_b>::value ? K : M;
     static const int COLS = std::is_same<Use, matrix_a>::value ? K : N;
+    static const int num_elements = ROWS * COLS;
     float x[ROWS * COLS];
 };
+
+static inline float emu_tf32_bits(float v, bool round) {   // keep the top 19 bits (sign, 8 + 10)
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u) {   // finite: round (to nearest, ties away) or truncate
+        if (round) u += 0x1000u;
+        u &= 0xffffe000u;
+    }
+    memcpy(&v, &u, 4);
+    return v;
+}
+static inline float __float_to_tf32(float v) { return emu_tf32_bits(v, true); }
+template <class T> static inline float emu_operand(float v) { return std::is_same<T, precision::tf32>::value ? emu_tf32_bits(v, false) : v; }
 
 static inline float emu_value(float v) { return v; }
 static inline float emu_value(bf16 v) { return __bfloat162float(v); }
@@ -77,7 +97,7 @@ static inline void mma_sync(fragment<accumulator, M, N, K, float> &d, const frag
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             float s = c.x[i * N + j];
-            for (int k = 0; k < K; k++) s += a.x[i * K + k] * b.x[k * N + j];
+            for (int k = 0; k < K; k++) s += emu_operand<T>(a.x[i * K + k]) * emu_operand<T>(b.x[k * N + j]);
             out[i * N + j] = s;
         }
     for (int i = 0; i < M * N; i++) d.x[i] = out[i];

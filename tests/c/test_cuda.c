@@ -250,9 +250,10 @@ static void dr_compare(const char *label, int B, int T, int H, int dk, int dv, i
     efla_tensor *in[5];
     /* inputs on the CPU in the test dtype's precision (so both devices see the same values) */
     efla_dtype cdt = dt == EFLA_BFLOAT16 ? EFLA_FLOAT32 : dt;
-    /* bfloat16: |k|^2 about 1, where every order is stable (orders 2 and 4 diverge once
-     * beta |k|^2 > 2, and bfloat16 then compares exploding values) */
-    const double kscale = dt == EFLA_BFLOAT16 ? 1.0 / sqrt((double)dk) : 0.5;
+    /* bfloat16 and the truncated orders: |k|^2 about 1, where every order is stable (orders 1, 2
+     * and 4 diverge once beta |k|^2 > 2, and the two sides then compare exploding values summed
+     * in different orders); EFLA (exact) is stable at any |k|, so it gets large keys */
+    const double kscale = dt == EFLA_BFLOAT16 || order != EFLA_ORDER_EXACT ? 1.0 / sqrt((double)dk) : 0.5;
     efla_tensor *raw[5] = { rnd(4, sq, EFLA_FLOAT64, 1), rnd(4, sq, EFLA_FLOAT64, kscale), rnd(4, sv, EFLA_FLOAT64, 1),
                             MUST(efla_rand(3, sb, EFLA_FLOAT64, CPU)), rnd(4, ss, EFLA_FLOAT64, 0.3) };
     for (int i = 0; i < 5; i++) {
@@ -340,6 +341,16 @@ static void dr_chunk_state_dtype(void) {
     af.dtype = EFLA_FLOAT32;
     CHECK(bg->delta_rule_chunk_state_dtype(&a128, 0) == EFLA_FLOAT32, "chunk 128 (the scan): float32 chunk states");
     CHECK(bg->delta_rule_chunk_state_dtype(&af, 0) == EFLA_FLOAT32, "float32 inputs: float32 chunk states");
+    /* the chunk size a call runs with: the one asked for, but float32 at d = 128 (float tiles:
+     * the backward's per-chunk kernel does not fit at C = 64) gets 32 */
+    CHECK(bg->delta_rule_chunk_size && bg->delta_rule_chunk_size(&a, 0) == 64, "bfloat16 d = 64: chunk 64 as asked");
+    CHECK(bg->delta_rule_chunk_size(&af, 0) == 64, "float32 d = 64: chunk 64 as asked (its kernels fit)");
+    efla_delta_rule_args af128 = af;
+    af128.dk = af128.dv = 128;
+    CHECK(bg->delta_rule_chunk_size(&af128, 0) == 32, "float32 d = 128 asked for chunk 64: runs with 32, got %d",
+          bg->delta_rule_chunk_size(&af128, 0));
+    CHECK(bg->delta_rule_chunk_size(&af128, 1) == 64, "float32 d = 128 gated (the scan): chunk 64 as asked");
+    CHECK(bc->delta_rule_chunk_size == NULL, "the cpu runs the chunk size asked for");
 
     /* the same values on both sides: float32 on the cpu, bfloat16 on the gpu */
     efla_tensor *x[5], *g[5];
@@ -448,6 +459,15 @@ static void test_delta_rule(void) {
         dr_compare(label, 1, 130, 2, 64, 64, 1, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
         unsetenv(other_way[i]);
     }
+    /* float32 through the same kernels (float tiles, three-TF32 products: within 1e-5 of the
+     * float64 recurrence), dk = dv = 64 chunk 64 above included: d = 128 (which runs at chunk 32,
+     * efla_cuda_delta_rule_chunk_size), dk != dv, chunk 16, packed sequences, recomputed states */
+    dr_compare("float32 tensor cores dk=dv=128 chunk 64 (runs at 32)", 1, 150, 2, 128, 128, 0, EFLA_FLOAT32,
+               EFLA_ORDER_EXACT, 64, 0);
+    dr_compare("float32 tensor cores dk=64 dv=128 chunk 32 order 2", 2, 77, 2, 64, 128, 0, EFLA_FLOAT32, 2, 32, 0);
+    dr_compare("float32 tensor cores packed dk=dv=32 chunk 16 order 4, recomputed states", 1, 64, 3, 32, 32, 1,
+               EFLA_FLOAT32, 4, 16, 1);
+    dr_compare("float32 tensor cores packed dk=dv=64 chunk 64 DeltaNet", 1, 130, 2, 64, 64, 1, EFLA_FLOAT32, 1, 64, 0);
     dr_compare("bfloat16 chunk 128 (scan fallback)", 1, 150, 2, 64, 64, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 128, 0);
     dr_compare("bfloat16 dk=24 (scan fallback)", 1, 70, 2, 24, 40, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
     dr_chunk_states();
