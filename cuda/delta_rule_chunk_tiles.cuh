@@ -70,37 +70,24 @@ constexpr size_t max_bytes(size_t x, size_t y) { return x > y ? x : y; }
  * that registers don't keep the second block out. */
 constexpr int fit_blocks(size_t bytes) { return 2 * (bytes + 1024) <= 233472 ? 2 : 1; }
 
-/* C (M x N, float) (+)= op(A) op(B), op(A) M x K, op(B) K x N, every size a multiple of 16.
- * TA: A is stored K x M (so op(A) = A^T); TB: B is stored N x K. Each warp owns output
- * tiles round-robin. Callers synchronise before reading C. bf16 operands: one 16x16x16 bf16
- * product per step; float operands: the float32 path's three TF32 products below. */
-template <bool TA, bool TB>
-__device__ void mm(Bm A, Bm B, Fm Cm, int M, int N, int K, bool acc) {
-    typedef typename std::conditional<TA, wmma::col_major, wmma::row_major>::type LA;
-    typedef typename std::conditional<TB, wmma::col_major, wmma::row_major>::type LB;
-    const int warp = threadIdx.x / 32, tn = N / 16, tiles = (M / 16) * tn;
-    for (int t = warp; t < tiles; t += NWARP) {
-        const int i = t / tn, j = t % tn;
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
-        float *cp = Cm.p + i * 16 * Cm.ld + j * 16;
-        if (acc) wmma::load_matrix_sync(c, cp, Cm.ld, wmma::mem_row_major);
-        else wmma::fill_fragment(c, 0.0f);
-        for (int k = 0; k < K; k += 16) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> a;
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> b;
-            wmma::load_matrix_sync(a, TA ? A.p + k * A.ld + i * 16 : A.p + i * 16 * A.ld + k, A.ld);
-            wmma::load_matrix_sync(b, TB ? B.p + j * 16 * B.ld + k : B.p + k * B.ld + j * 16, B.ld);
-            wmma::mma_sync(c, a, b, c);
-        }
-        wmma::store_matrix_sync(cp, c, Cm.ld, wmma::mem_row_major);
+/* One k step of a 16 x 16 output tile on the tensor cores, by operand element: bf16, one
+ * 16x16x16 product; float (the float32 path), three 16x16x8 TF32 products of a split of each
+ * operand into a TF32 head and the TF32 rounding of what the head misses (x = hi + lo to about
+ * 21 bits), taken as lo_A hi_B + hi_A lo_B + hi_A hi_B (the lo_A lo_B term is below float32's
+ * precision; the small terms go first): float32 accuracy (about 1e-6 relative) where a plain
+ * TF32 product keeps 11 bits. LA, LB: the operands' layouts in shared memory. */
+template <class E> struct TileMma;
+template <> struct TileMma<bf16> {
+    static const int K = 16;
+    typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
+    template <class LA, class LB> __device__ static void step(Acc &c, const bf16 *a, int lda, const bf16 *b, int ldb) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> fa;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> fb;
+        wmma::load_matrix_sync(fa, a, lda);
+        wmma::load_matrix_sync(fb, b, ldb);
+        wmma::mma_sync(c, fa, fb, c);
     }
-}
-
-/* The float32 path's product: each operand split into a TF32 head and the TF32 rounding of
- * what the head misses (x = hi + lo to about 21 bits), and op(A) op(B) taken as
- * lo_A hi_B + hi_A lo_B + hi_A hi_B (the lo_A lo_B term is below float32's precision; the
- * small terms go first). Three 16x16x8 TF32 products per step of 8: float32 accuracy (about
- * 1e-6 relative) from the tensor cores, where a plain TF32 product keeps 11 bits. */
+};
 template <class Frag> __device__ __forceinline__ void split_tf32(Frag &hi, Frag &lo) {
     for (int i = 0; i < hi.num_elements; i++) {
         const float x = hi.x[i], h = wmma::__float_to_tf32(x);
@@ -108,28 +95,41 @@ template <class Frag> __device__ __forceinline__ void split_tf32(Frag &hi, Frag 
         lo.x[i] = wmma::__float_to_tf32(x - h);
     }
 }
-template <bool TA, bool TB>
-__device__ void mm(Fm A, Fm B, Fm Cm, int M, int N, int K, bool acc) {
+template <> struct TileMma<float> {
+    static const int K = 8;
+    typedef wmma::fragment<wmma::accumulator, 16, 16, 8, float> Acc;
+    template <class LA, class LB> __device__ static void step(Acc &c, const float *a, int lda, const float *b, int ldb) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> fa, fal;
+        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> fb, fbl;
+        wmma::load_matrix_sync(fa, a, lda);
+        wmma::load_matrix_sync(fb, b, ldb);
+        split_tf32(fa, fal);
+        split_tf32(fb, fbl);
+        wmma::mma_sync(c, fal, fb, c);
+        wmma::mma_sync(c, fa, fbl, c);
+        wmma::mma_sync(c, fa, fb, c);
+    }
+};
+
+/* C (M x N, float) (+)= op(A) op(B), op(A) M x K, op(B) K x N, every size a multiple of 16.
+ * TA: A is stored K x M (so op(A) = A^T); TB: B is stored N x K. Each warp owns output
+ * tiles round-robin. Callers synchronise before reading C. The operands' element E picks the
+ * product (TileMma<E>: bf16, or the float32 path's three TF32 products). */
+template <bool TA, bool TB, class E>
+__device__ void mm(Tm<E> A, Tm<E> B, Fm Cm, int M, int N, int K, bool acc) {
     typedef typename std::conditional<TA, wmma::col_major, wmma::row_major>::type LA;
     typedef typename std::conditional<TB, wmma::col_major, wmma::row_major>::type LB;
+    typedef TileMma<E> Op;
     const int warp = threadIdx.x / 32, tn = N / 16, tiles = (M / 16) * tn;
     for (int t = warp; t < tiles; t += NWARP) {
         const int i = t / tn, j = t % tn;
-        wmma::fragment<wmma::accumulator, 16, 16, 8, float> c;
+        typename Op::Acc c;
         float *cp = Cm.p + i * 16 * Cm.ld + j * 16;
         if (acc) wmma::load_matrix_sync(c, cp, Cm.ld, wmma::mem_row_major);
         else wmma::fill_fragment(c, 0.0f);
-        for (int k = 0; k < K; k += 8) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> a, al;
-            wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> b, bl;
-            wmma::load_matrix_sync(a, TA ? A.p + k * A.ld + i * 16 : A.p + i * 16 * A.ld + k, A.ld);
-            wmma::load_matrix_sync(b, TB ? B.p + j * 16 * B.ld + k : B.p + k * B.ld + j * 16, B.ld);
-            split_tf32(a, al);
-            split_tf32(b, bl);
-            wmma::mma_sync(c, al, b, c);
-            wmma::mma_sync(c, a, bl, c);
-            wmma::mma_sync(c, a, b, c);
-        }
+        for (int k = 0; k < K; k += Op::K)
+            Op::template step<LA, LB>(c, TA ? A.p + k * A.ld + i * 16 : A.p + i * 16 * A.ld + k, A.ld,
+                                      TB ? B.p + j * 16 * B.ld + k : B.p + k * B.ld + j * 16, B.ld);
         wmma::store_matrix_sync(cp, c, Cm.ld, wmma::mem_row_major);
     }
 }
