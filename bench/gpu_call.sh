@@ -7,7 +7,7 @@
 #   bash scripts/make_bundle.sh                    here; carry bundle/, .peers/fla and, when you
 #   bash bench/gpu_call.sh [PARTS]                 have it, .peers/triton-autotune.tgz; there:
 #
-# PARTS (default "tests trace lm workbench sanitize vs_fla"), in this order:
+# PARTS (default "tests trace lm workbench sanitize op vs_fla"), in this order:
 #   tests      test_backend_ops -b cuda (every op against the CPU), test_cuda, the CUDA Lua tests
 #   trace      bench/delta_rule_op_trace.sh: every kernel of one operator forward+backward under ncu
 #   lm         bench/lm_step_vs_fla.sh: efla and fla, byte and 125m, real and no-op delta rule,
@@ -15,9 +15,13 @@
 #              rounds interleaved (fla's step time moves between calls: see docs/BENCHMARKS.md)
 #   workbench  ./delta_rule_dev (built here and carried as WORKBENCH=path, else built there with
 #              bench/cuda/build_dev.sh): validate every kernel version against the float64
-#              recurrence, then time them at the shapes
+#              recurrence (bfloat16, and float32 inputs within 1e-5), then time them at the
+#              issue's shapes (float32 at chunk 32, where d = 128 runs it)
 #   sanitize   compute-sanitizer memcheck and racecheck of the workbench's kernels (the commands
 #              docs/RELIABILITY.md records)
+#   op         bench/delta_rule_gpu.lua at the four shapes: the operator in bfloat16 and
+#              float32 (the float32 target: at most 2x the bfloat16 time; fla has no
+#              float32) and its achieved TFLOP/s against the bf16 GEMM ceiling measured there
 #   vs_fla     bench/delta_rule_vs_fla.sh (the operator against fla's chunk_delta_rule)
 # Out: $OUT/gpu_call.tgz (every log; the device returns at most 8 files) and
 # $OUT/triton-autotune.tgz (copy it to .peers/ here: the next call's fla skips its autotuning).
@@ -26,7 +30,7 @@ cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-/tmp/efla-gpu-call}
 LOGS=$OUTDIR/logs
 mkdir -p "$LOGS"
-PARTS=${1:-"tests trace lm workbench sanitize vs_fla"}
+PARTS=${1:-"tests trace lm workbench sanitize op vs_fla"}
 BUDGET=${BUDGET:-540}
 [[ -x bundle/bin/efla ]] || { echo "gpu_call: no bundle at ./bundle (bash scripts/make_bundle.sh, then carry it)" >&2; exit 2; }
 . bundle/bin/efla-env.sh
@@ -63,6 +67,7 @@ if has tests; then
 fi
 if has trace; then
   TAIL=14 OUT=$LOGS/trace run op_trace 90 bash bench/delta_rule_op_trace.sh
+  TAIL=14 OUT=$LOGS/trace_f32 run op_trace_f32 90 bash bench/delta_rule_op_trace.sh --dtype float32
 fi
 if has lm; then
   TAIL=40 OUT=$LOGS/lm REPEAT=${LM_REPEAT:-2} GENERIC=0 run lm 360 bash bench/lm_step_vs_fla.sh
@@ -72,16 +77,25 @@ if has workbench; then
   [[ -x $WB ]] || run workbench_build 120 bash bench/cuda/build_dev.sh
   if [[ -x $WB ]]; then
     TAIL=12 run workbench_validate 90 "$WB" -1 2 512 4 128 64
+    TAIL=12 run workbench_validate_f32 60 "$WB" -1 2 300 2 128 32 f32
+    TAIL=12 run workbench_validate_f32_d64 60 "$WB" -1 1 300 2 64 64 f32
     TAIL=10 run workbench_b8 90 "$WB" -1 8 2048 16 128 64 time
+    TAIL=4 run workbench_b8_f32 60 "$WB" 2 8 2048 16 128 32 time f32
     TAIL=10 run workbench_b16_d64 120 "$WB" -1 16 4096 32 64 64 time
   fi
 fi
 if has sanitize && [[ -x $WB ]]; then
   TAIL=4 run memcheck 90 compute-sanitizer --tool memcheck "$WB" 2 1 200 2 64 64
   TAIL=4 run racecheck 120 compute-sanitizer --tool racecheck "$WB" 2 1 130 1 64 32
+  TAIL=4 run memcheck_f32 60 compute-sanitizer --tool memcheck "$WB" 2 1 100 2 128 32 f32
+  TAIL=4 run racecheck_f32 90 compute-sanitizer --tool racecheck "$WB" 2 1 70 1 64 32 f32
   # C = 64 at d = 64 and 128: more than 30 s and 45 s under racecheck on an H100 (session 7)
   TAIL=4 run racecheck_c64_d64 100 compute-sanitizer --tool racecheck "$WB" 2 1 130 1 64 64
   TAIL=4 run racecheck_c64 150 compute-sanitizer --tool racecheck "$WB" 2 1 130 1 128 64
+fi
+if has op; then
+  TAIL=24 run delta_rule_op 150 bundle/bin/efla bench/delta_rule_gpu.lua \
+    --shapes '8,2048,16,128;4,8192,16,128;16,4096,32,64;128,784,1,64' --deadline 120
 fi
 if has vs_fla; then
   TAIL=30 OUT=$OUTDIR/vs_fla run delta_rule_vs_fla 400 bash bench/delta_rule_vs_fla.sh
