@@ -53,25 +53,6 @@ void phase_clock_report() {
 #define PHASE(K, I)
 #endif
 
-/* token row (in units of H-strided rows) of token r of chunk g for head h */
-struct ChunkRows {
-    int64_t first;   /* row index of token 0 of the chunk for head h: ((b*T + t0)*H + h) */
-    int len;
-};
-
-template <class E> __device__ ChunkRows chunk_rows(const ArgsT<E> &p, int64_t g, int64_t h, int C) {
-    int64_t lo = 0, hi = p.nseq - 1;
-    while (lo < hi) {
-        int64_t mid = (lo + hi + 1) / 2;
-        if (p.seq[3 * mid + 2] <= g) lo = mid; else hi = mid - 1;
-    }
-    const int64_t c = g - p.seq[3 * lo + 2], start = c * C, rem = p.seq[3 * lo + 1] - start;
-    ChunkRows r;
-    r.first = p.seq[3 * lo] + start * p.H + h;
-    r.len = (int)(rem < C ? rem : C);
-    return r;
-}
-
 /* ---- asynchronous copies (cp.async): global -> shared without a register round trip -------- */
 #ifdef EFLA_EMULATE_CUDA
 /* The host emulator holds each copy back until the wait that covers its commit group and fills

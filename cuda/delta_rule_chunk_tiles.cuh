@@ -32,6 +32,28 @@ const int THREADS = 512;   /* 16 warps: these kernels run one or two blocks per 
                               * block itself must hide the latency of its short phases */
 const int NWARP = THREADS / 32;
 
+/* ---- which tokens a block's chunk holds ------------------------------------------------------- */
+/* token row (in units of H-strided rows) of token r of chunk g for head h */
+struct ChunkRows {
+    int64_t first;   /* row index of token 0 of the chunk for head h: ((b*T + t0)*H + h) */
+    int len;
+};
+
+/* chunk g's rows from a version's arguments P (p.seq: per sequence (b*T+start)*H, length,
+ * first chunk; p.nseq sequences; p.H heads): a binary search for its sequence */
+template <class P> __device__ ChunkRows chunk_rows(const P &p, int64_t g, int64_t h, int C) {
+    int64_t lo = 0, hi = p.nseq - 1;
+    while (lo < hi) {
+        int64_t mid = (lo + hi + 1) / 2;
+        if (p.seq[3 * mid + 2] <= g) lo = mid; else hi = mid - 1;
+    }
+    const int64_t c = g - p.seq[3 * lo + 2], start = c * C, rem = p.seq[3 * lo + 1] - start;
+    ChunkRows r;
+    r.first = p.seq[3 * lo] + start * p.H + h;
+    r.len = (int)(rem < C ? rem : C);
+    return r;
+}
+
 /* ---- shared-memory matrices ------------------------------------------------------------------ */
 /* Row-major tiles of element E (bf16: the fast path's operands; float: accumulators, and the
  * operands of the float32 path) with rows padded by 16 bytes (8 bf16 / 4 float), which keeps

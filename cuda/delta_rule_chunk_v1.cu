@@ -44,25 +44,6 @@ struct Args {
     float *sf, *cs, *dcs, *ds0;
 };
 
-/* token row (in units of H-strided rows) of token r of chunk g for head h */
-struct ChunkRows {
-    int64_t first;   /* row index of token 0 of the chunk for head h: ((b*T + t0)*H + h) */
-    int len;
-};
-
-__device__ ChunkRows chunk_rows(const Args &p, int64_t g, int64_t h, int C) {
-    int64_t lo = 0, hi = p.nseq - 1;
-    while (lo < hi) {
-        int64_t mid = (lo + hi + 1) / 2;
-        if (p.seq[3 * mid + 2] <= g) lo = mid; else hi = mid - 1;
-    }
-    const int64_t c = g - p.seq[3 * lo + 2], start = c * C, rem = p.seq[3 * lo + 1] - start;
-    ChunkRows r;
-    r.first = p.seq[3 * lo] + start * p.H + h;
-    r.len = (int)(rem < C ? rem : C);
-    return r;
-}
-
 /* ---- prep: W = T K and U = T V of every chunk -------------------------------------------------- */
 template <int C, int DK, int DV>
 __global__ void __launch_bounds__(THREADS) prep_kernel(Args p) {
