@@ -426,12 +426,12 @@ int device_of_current(void) {
 
 } // namespace
 
-/* bfloat16 where the tensor-core path (version 2) will take a bfloat16 forward, else the state
- * dtype (its float32 path, the scan kernels, version 1 and the gated scan keep float32 / float64
- * states) */
+/* what the tensor-core version that will take the forward keeps the chunk states in (version 2:
+ * bfloat16 for bfloat16 inputs; float32 for float32 ones and in version 1); the state dtype where
+ * the scan kernels take it (and the gated scan) */
 efla_dtype efla_cuda_delta_rule_chunk_state_dtype(const efla_delta_rule_args *a, int gated) {
-    if (gated || chunk_v1() || a->algorithm != EFLA_ALGO_CHUNKED || a->dtype != EFLA_BFLOAT16) return a->state_dtype;
-    return efla_cuda_delta_rule_chunk_plan(a, 0) ? EFLA_BFLOAT16 : a->state_dtype;
+    if (gated) return a->state_dtype;
+    return chunk_v1() ? efla_cuda_delta_rule_chunk_v1_states_dtype(a) : efla_cuda_delta_rule_chunk_states_dtype(a);
 }
 
 /* The chunk size a call runs with: the one asked for, except for float32 tensor-core calls whose

@@ -72,23 +72,24 @@ __device__ void chain_rows(int64_t n, int64_t dk, const T *k, T *dkk, RowFactor 
     for (int64_t grp = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; grp < groups; grp += warps) {
         const int64_t base = grp * 32;
         const double s = base + lane < n ? row_factor(base + lane) : 0.0;
-        const int64_t total = (n - base < 32 ? n - base : 32) * dk;   /* elements of the group's rows */
+        /* offsets inside the group fit an int (32 rows of dk): 32-bit divisions on this hot loop */
+        const int width = (int)dk, total = (n - base < 32 ? (int)(n - base) : 32) * width;   /* the group's elements */
         T *dst = dkk + base * dk;
         const T *src = k + base * dk;
-        for (int64_t it = 0; it < dk; it += UNROLL) {   /* 32 dk elements: dk steps of 32 */
+        for (int it = 0; it < width; it += UNROLL) {   /* 32 dk elements: dk steps of 32 */
             double sj[UNROLL], kv[UNROLL], dv[UNROLL];
 #pragma unroll
             for (int u = 0; u < UNROLL; u++) {
-                const int64_t e = (it + u) * 32 + lane;
-                sj[u] = __shfl_sync(0xffffffffu, s, (int)(e / dk) & 31);
-                const bool in = it + u < dk && e < total;
+                const int e = (it + u) * 32 + lane;
+                sj[u] = __shfl_sync(0xffffffffu, s, (e / width) & 31);
+                const bool in = it + u < width && e < total;
                 kv[u] = in ? ld(src + e) : 0.0;
                 dv[u] = in ? ld(dst + e) : 0.0;
             }
 #pragma unroll
             for (int u = 0; u < UNROLL; u++) {
-                const int64_t e = (it + u) * 32 + lane;
-                if (it + u < dk && e < total && sj[u] != 0) st(dst + e, dv[u] + sj[u] * kv[u]);
+                const int e = (it + u) * 32 + lane;
+                if (it + u < width && e < total && sj[u] != 0) st(dst + e, dv[u] + sj[u] * kv[u]);
             }
         }
     }

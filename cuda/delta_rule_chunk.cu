@@ -238,4 +238,5 @@ int run_bwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
 #define EFLA_CHUNK_FWD efla_cuda_delta_rule_chunk_fwd
 #define EFLA_CHUNK_BWD efla_cuda_delta_rule_chunk_bwd
 #define EFLA_CHUNK_PLAN efla_cuda_delta_rule_chunk_plan
+#define EFLA_CHUNK_STATES efla_cuda_delta_rule_chunk_states_dtype
 #include "delta_rule_chunk_entry.inc"

@@ -20,11 +20,10 @@ template <class E> struct ArgsT {
     E *o, *w, *u, *vp, *dvp, *dq, *dk_out, *dv_out, *dalpha;
     E *tx;    /* backward: T then X (C x C each) of every chunk, from prep for bwd_chunk */
     E *pq;    /* backward: tril(Q K^T) of every chunk (C x C), from prep for bwd_scan, when set */
-    E *dcs;   /* backward: the state gradient leaving every chunk (bf16: its one reader rounds to bf16) */
-    E *cs;    /* forward: the state entering every chunk (bf16: its readers round to bf16) */
+    E *dcs;   /* backward: the state gradient leaving every chunk (in E: on the bf16 path its one reader rounds to bf16 anyway) */
+    E *cs;    /* forward: the state entering every chunk (in E: on the bf16 path its readers round to bf16 anyway) */
     float *sf, *ds0;
 };
-typedef ArgsT<bf16> Args;
 
 /* EFLA_PHASE_CLOCK (the workbench's measuring aid, never in the library): thread 0 of each block
  * adds the cycles since its previous mark to phase_cycles[kernel][phase], so a run shows where
@@ -172,7 +171,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())
 
 /* ---- forward, step 1: the state recurrence alone ---------------------------------------------- */
 /* One block per (sequence, head, dv tile of BV columns) walks the chunks in order with the state
- * tile in shared memory: V' = U - W S (bf16 to vp when vp is set), the entering state to cs
+ * tile in shared memory: V' = U - W S (to vp when vp is set), the entering state to cs
  * (when set), S += K^T V'. The output product is not here (out_kernel runs it in parallel over
  * chunks), so the critical path per chunk is two products (BV: 32 or 64, scan_plan picks).
  * PF: the next chunk's W, K and U are fetched with cp.async while the current chunk computes. */
@@ -320,7 +319,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<E, C, DK, BV
     Tm<E> dVn{(E *)(smem + cv.off + fm_bytes(C, BV)), BV + pad_of<E>()};
     cv.off += max_bytes(fm_bytes(C, C), fm_bytes(C, BV) + tm_bytes<E>(C, BV));
     Tm<E> dSb = cv.tm<E>(DK, BV);
-    /* buffer set b: Q, K, W (C x DK), dO (C x BV) and tril(Q K^T) (C x C, bf16: prep's when
+    /* buffer set b: Q, K, W (C x DK), dO (C x BV) and tril(Q K^T) (C x C: prep's when
      * p.pq is set, else made here), set 0 moved by b * SET bytes (as in state_scan_kernel:
      * pointer arithmetic, not arrays of tiles) */
     constexpr size_t SET = 3 * tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV) + tm_bytes<E>(C, C);
@@ -360,7 +359,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<E, C, DK, BV
         if (!PF) { fetch(c); cp_async_wait<2>(); }
         else if (c > 0) { fetch(c - 1); cp_async_wait_one(); }
         else cp_async_wait_all();
-        if (!p.pq) {   /* P = tril(Q K^T) here (to bf16 by the warp that owns the tile), unless prep made it */
+        if (!p.pq) {   /* P = tril(Q K^T) here (to E by the warp that owns the tile), unless prep made it */
             __syncthreads(); PHASE(3, 2);
             mm_then<false, true>(Q, K, P, C, C, DK, false, tril_to(Pb, P));
         }
@@ -425,24 +424,23 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     const int64_t rs = p.H;
     const int D = DK > DV ? DK : DV;
     Carver cv(smem);
-    /* C-row bf16 buffers, reused phase by phase (see the comments at each phase); the C x C
-     * bf16 tiles go unpadded to save shared memory */
+    /* C-row buffers of E, reused phase by phase (see the comments at each phase); the C x C
+     * tiles go unpadded to save shared memory */
     Tm<E> K = cv.tm<E>(C, DK), Qb = cv.tm<E>(C, DK), bufD = cv.tm<E>(C, DV), Vp = cv.tm<E>(C, DV);
     char *const o_space = smem + cv.off;            /* dO, then dV', then dX */
     cv.off += max_bytes(tm_bytes<E>(C, DV), (size_t)C * C * sizeof(E));
-    Tm<E> bufO{(E *)o_space, DV + pad_of<E>()}, dXb{(E *)o_space, C};
+    Tm<E> bufO{(E *)o_space, DV + pad_of<E>()}, dXb{(E *)o_space, C};   /* dX unpadded */
     Tm<E> Mat = cv.tm<E>(DK, DV);                         /* S_in, later dS_out */
     Fm F = cv.fm(C, D);                             /* the staging of C x d products */
     Fm CC = cv.fm(C, C);                            /* float C x C scratch */
-    Tm<E> Tb{(E *)(smem + cv.off), C}; cv.off += (size_t)C * C * sizeof(E);
-    Tm<E> dPb{(E *)(smem + cv.off), C}; cv.off += (size_t)C * C * sizeof(E);
+    Tm<E> Tb = cv.packed<E>(C, C), dPb = cv.packed<E>(C, C);
     Fm Gf{(float *)Tb.p, C};                        /* G in phase 5, over Tb and dPb (adjacent) */
-    Tm<E> Xb{(E *)(smem + cv.off), C}; cv.off += (size_t)C * C * sizeof(E);
+    Tm<E> Xb = cv.packed<E>(C, C);
     float *a = (float *)(smem + cv.off);
     float *da = a + C;
 
     /* phase 1: every load up to phase 3 in flight at once, in two commit groups: what phase 2
-     * needs (T, K, V and the entering state, bf16), then X, Q and dO (scaled once, before phase
+     * needs (T, K, V and the entering state), then X, Q and dO (scaled once, before phase
      * 3), which arrive while phase 2 computes; meanwhile, a */
     const E *tx = p.tx + (g * p.H + h) * 2 * C * C;
     load_rows_async<C, C>(Tb, tx, C, C);
@@ -506,7 +504,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     cp_async_wait_all();
     __syncthreads(); PHASE(4, 16);
     mm<false, true>(Vp, Mat, F, C, DK, DV, true);      /* + V' dS_out^T */
-    each<C, C>([&](int r, int c) { dXb.p[r * C + c] = from_f<E>(CC.p[r * CC.ld + c]); });   /* Y, bf16 */
+    each<C, C>([&](int r, int c) { dXb.p[r * C + c] = from_f<E>(CC.p[r * CC.ld + c]); });   /* Y, in E */
     __syncthreads(); PHASE(4, 18);
     mm<true, false>(Xb, dXb, CC, C, C, C, false);      /* CC = X^T Y = -dL */
     __syncthreads(); PHASE(4, 19);

@@ -74,6 +74,11 @@ struct Carver {
         off += tm_bytes<E>(rows, cols);
         return m;
     }
+    template <class E> __device__ Tm<E> packed(int rows, int cols) {   /* unpadded: where shared memory is short */
+        Tm<E> m{(E *)(base + off), cols};
+        off += (size_t)rows * cols * sizeof(E);
+        return m;
+    }
     __device__ Bm bm(int rows, int cols) { return tm<bf16>(rows, cols); }
     __device__ Fm fm(int rows, int cols) { return tm<float>(rows, cols); }
 };

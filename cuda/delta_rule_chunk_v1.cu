@@ -391,4 +391,5 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done, bool plan) {
 #define EFLA_CHUNK_FWD efla_cuda_delta_rule_chunk_v1_fwd
 #define EFLA_CHUNK_BWD efla_cuda_delta_rule_chunk_v1_bwd
 #define EFLA_CHUNK_PLAN efla_cuda_delta_rule_chunk_v1_plan
+#define EFLA_CHUNK_STATES efla_cuda_delta_rule_chunk_v1_states_dtype
 #include "delta_rule_chunk_entry.inc"

@@ -29,12 +29,15 @@ int efla_cuda_delta_rule_chunk_bwd(const efla_delta_rule_args *a, const efla_del
  * (covered, and the kernels fit the current device): a bfloat16 call's chunk states are then
  * bfloat16 (delta_rule.cu asks before the front end allocates them) */
 int efla_cuda_delta_rule_chunk_plan(const efla_delta_rule_args *a, int with_backward);
+/* the dtype its forward keeps a's chunk states in where it takes that forward, else a->state_dtype */
+efla_dtype efla_cuda_delta_rule_chunk_states_dtype(const efla_delta_rule_args *a);
 /* version 1 of the same (delta_rule_chunk_v1.cu), chosen with EFLA_DELTA_RULE_CHUNK_V1=1 */
 int efla_cuda_delta_rule_chunk_v1_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
                                       const int64_t *seq, int64_t nch, int device);
 int efla_cuda_delta_rule_chunk_v1_bwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf,
                                       const int64_t *seq, int64_t nch, int device);
 int efla_cuda_delta_rule_chunk_v1_plan(const efla_delta_rule_args *a, int with_backward);
+efla_dtype efla_cuda_delta_rule_chunk_v1_states_dtype(const efla_delta_rule_args *a);
 /* delta_rule.cu: the backend services delta_rule_chunk_state_dtype and delta_rule_chunk_size
  * (core/backend.h) */
 efla_dtype efla_cuda_delta_rule_chunk_state_dtype(const efla_delta_rule_args *a, int gated);

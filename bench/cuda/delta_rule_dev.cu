@@ -105,7 +105,12 @@ static double rel_err(const std::vector<double> &ref, const void *dev_buf, size_
     return rel_err_host(ref, x);
 }
 
-static float *upload_f32(const std::vector<float> &x);
+static float *upload_f32(const std::vector<float> &x) {
+    float *d;
+    CK(cudaMalloc(&d, x.size() * sizeof(float)));
+    CK(cudaMemcpy(d, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice));
+    return d;
+}
 static void *upload(const std::vector<float> &x, bool f32) {
     if (f32) return upload_f32(x);
     std::vector<bf16> h(x.size());
@@ -113,12 +118,6 @@ static void *upload(const std::vector<float> &x, bool f32) {
     bf16 *d;
     CK(cudaMalloc(&d, h.size() * sizeof(bf16)));
     CK(cudaMemcpy(d, h.data(), h.size() * sizeof(bf16), cudaMemcpyHostToDevice));
-    return d;
-}
-static float *upload_f32(const std::vector<float> &x) {
-    float *d;
-    CK(cudaMalloc(&d, x.size() * sizeof(float)));
-    CK(cudaMemcpy(d, x.data(), x.size() * sizeof(float), cudaMemcpyHostToDevice));
     return d;
 }
 
