@@ -34,6 +34,8 @@ typedef struct efla_delta_rule_args {
     efla_dtype state_dtype; /* of s0, s_final, ds0, d_s_final */
     efla_dtype chunk_state_dtype;   /* of chunk_states: what the backend's delta_rule_chunk_state_dtype
                                      * answered (state_dtype when it has none) */
+    int alpha_order, alpha_reference_eps;   /* how alpha was made (order, reference option): for a
+                                             * backward that takes the chain through alpha itself */
 } efla_delta_rule_args;
 
 /* The buffers of one delta-rule call, by name (all contiguous, [B,T,H,d] / [B,T,H] / [N,H,dk,dv]).
@@ -46,6 +48,14 @@ typedef struct efla_delta_rule_buffers {
     void *o, *s_final, *chunk_states;                            /* forward outputs */
     const void *d_o, *d_s_final;                                 /* backward inputs */
     void *dq, *dk, *dv, *dalpha, *dalpha_v, *dlog_decay, *ds0;   /* backward outputs */
+    /* backward, optional (ungated calls): the chain through alpha (docs/MATH.md §3) inside the
+     * backward, when the backend can: from beta and lambda (float64), dbeta written and
+     * 2 k dlambda added into dk; the backend then sets *alpha_chained = 1 (dalpha may be left
+     * unwritten). Otherwise the front end runs delta_rule_alpha_bwd on dalpha. */
+    const void *beta;
+    const double *lambda;
+    void *dbeta;
+    int *alpha_chained;
 } efla_delta_rule_buffers;
 
 /* Raw-pointer arguments of the softmax-attention kernels (core/ops_attention.c): q [B,Tq,H,dk],

@@ -349,10 +349,21 @@ static int dr_backward(efla_node *node, efla_tensor *const *go, efla_tensor **gi
         .dq = efla_cpu_ptr(grad[IN_Q]), .dk = efla_cpu_ptr(grad[IN_K]), .dv = efla_cpu_ptr(grad[IN_V]),
         .dalpha = efla_cpu_ptr(grad_alpha), .dalpha_v = ptr_or_null(grad_alpha_v),
         .dlog_decay = ptr_or_null(grad[IN_LOG_DECAY]), .ds0 = ptr_or_null(grad[IN_S0])};
-    if (b->delta_rule_bwd(a, &buf)) goto out;
-    if (b->delta_rule_alpha_bwd && (!log_decay || b->delta_rule_alpha_v_bwd)) {
+    int alpha_chained = 0;
+    if (b->delta_rule_alpha_bwd && !log_decay) {   /* offer the chain through alpha to the backward */
         const efla_tensor *beta = sv[SL_BETA];
         if (!(grad[IN_BETA] = efla_empty(3, beta->shape, beta->dtype, beta->device))) goto out;
+        buf.beta = efla_cpu_ptr(beta);
+        buf.lambda = efla_cpu_ptr(sv[SL_LAMBDA]);
+        buf.dbeta = efla_cpu_ptr(grad[IN_BETA]);
+        buf.alpha_chained = &alpha_chained;
+    }
+    if (b->delta_rule_bwd(a, &buf)) goto out;
+    if (alpha_chained) {
+        /* the backward took the chain: dbeta and dk are final */
+    } else if (b->delta_rule_alpha_bwd && (!log_decay || b->delta_rule_alpha_v_bwd)) {
+        const efla_tensor *beta = sv[SL_BETA];
+        if (!grad[IN_BETA] && !(grad[IN_BETA] = efla_empty(3, beta->shape, beta->dtype, beta->device))) goto out;
         if (b->delta_rule_alpha_bwd(efla_tensor_numel(beta), a->dk, q->dtype, efla_cpu_ptr(k), efla_cpu_ptr(beta),
                                     efla_cpu_ptr(sv[SL_LAMBDA]), efla_cpu_ptr(grad_alpha), c->order,
                                     c->reference_eps, efla_cpu_ptr(grad[IN_K]), efla_cpu_ptr(grad[IN_BETA])))
@@ -434,6 +445,8 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
                       : choose_algorithm(s.max_len, head_dim_k, head_dim_v, q->device, want_grad);
     a.dtype = q->dtype;
     a.state_dtype = q->dtype == EFLA_BFLOAT16 ? EFLA_FLOAT32 : q->dtype;
+    a.alpha_order = o.order;
+    a.alpha_reference_eps = o.reference_eps != 0;
     if (b->delta_rule_chunk_size) a.chunk_size = b->delta_rule_chunk_size(&a, o.log_decay != NULL);
 
     const int save_cs = want_grad && !o.recompute_states;

@@ -118,6 +118,12 @@ template <class E> constexpr efla_dtype chunk_state_dtype_for() {
     return std::is_same<E, bf16>::value ? EFLA_BFLOAT16 : EFLA_FLOAT32;
 }
 const bool CHUNK_FLOAT32 = true;   /* float32 inputs take these kernels too (mm()'s three-TF32 products) */
+/* bwd_chunk takes the chain through alpha (dbeta, dk += 2 k dlambda) from beta and lambda */
+template <class E> bool take_alpha_chain(ArgsT<E> &p, const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
+    p.beta = (const E *)buf->beta; p.lambda = buf->lambda; p.dbeta = (E *)buf->dbeta;
+    p.order = a->alpha_order; p.ref = a->alpha_reference_eps;
+    return true;
+}
 
 /* plan: only say whether the kernels fit (*done), launch nothing */
 template <class E, int C, int DK, int DV>

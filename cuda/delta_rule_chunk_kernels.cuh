@@ -5,6 +5,7 @@
 #ifndef EFLA_CUDA_DELTA_RULE_CHUNK_KERNELS_CUH
 #define EFLA_CUDA_DELTA_RULE_CHUNK_KERNELS_CUH
 #include "delta_rule_chunk_tiles.cuh"
+#include "../core/alpha_formulas.h"
 
 namespace {
 
@@ -23,6 +24,12 @@ template <class E> struct ArgsT {
     E *dcs;   /* backward: the state gradient leaving every chunk (in E: on the bf16 path its one reader rounds to bf16 anyway) */
     E *cs;    /* forward: the state entering every chunk (in E: on the bf16 path its readers round to bf16 anyway) */
     float *sf, *ds0;
+    /* backward, when dbeta is set: bwd_chunk takes the chain through alpha itself (dbeta, and
+     * 2 k dlambda added into dk before dk is stored) instead of writing dalpha */
+    const E *beta;
+    const double *lambda;
+    E *dbeta;
+    int order, ref;
 };
 
 /* EFLA_PHASE_CLOCK (the workbench's measuring aid, never in the library): thread 0 of each block
@@ -392,6 +399,11 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<E, C, DK, BV
  * an eighth of the sum, then a shuffle sum inside the eight (one thread per o walking all C
  * terms kept the other warps waiting at the next barrier) */
 template <int C, class F> __device__ void add_sums(float *da, F term) {
+    add_sums<C>(da, term, [](int, float) {});
+}
+
+/* add_sums, then done(o, da[o]) by the one thread that wrote da[o] (no barrier needed for it) */
+template <int C, class F, class Done> __device__ void add_sums(float *da, F term, Done done) {
     static_assert(8 * C <= THREADS, "eight threads per output");
     const int o = threadIdx.x / 8, part = threadIdx.x % 8;
     float s = 0;
@@ -400,7 +412,23 @@ template <int C, class F> __device__ void add_sums(float *da, F term) {
     s += __shfl_xor_sync(0xffffffffu, s, 4);
     s += __shfl_xor_sync(0xffffffffu, s, 2);
     s += __shfl_xor_sync(0xffffffffu, s, 1);
-    if (o < C && part == 0) da[o] += s;
+    if (o < C && part == 0) {
+        da[o] += s;
+        done(o, da[o]);
+    }
+}
+
+/* The chain through alpha for token row `row` (docs/MATH.md §3) with dalpha = g: dbeta written,
+ * the factor s of dk += s k returned (s = 2 g dalpha/dlambda). The formulas are the host's
+ * (core/alpha_formulas.h, in double); out of line, so that their registers stay out of the
+ * kernel's products (64 threads of a block call it once each). */
+template <class E>
+__device__ __noinline__ float alpha_chain_row(const E *beta, const double *lambda, E *dbeta, int order, int ref,
+                                              int64_t row, float g) {
+    double a, db, dl;
+    efla_alpha_eval_of((double)to_f(beta[row]), lambda[row], order, ref, &a, &db, &dl);
+    dbeta[row] = from_f<E>((float)(g * db));
+    return (float)(2 * g * dl);
 }
 
 /* ---- backward within each chunk ----------------------------------------------------------------- */
@@ -412,7 +440,7 @@ template <int C, class F> __device__ void add_sums(float *da, F term) {
 template <class E, int C, int DK, int DV>
 constexpr size_t bwd_chunk_smem() {
     return 2 * tm_bytes<E>(C, DK) + 2 * tm_bytes<E>(C, DV) + max_bytes(tm_bytes<E>(C, DV), (size_t)C * C * sizeof(E)) + tm_bytes<E>(DK, DV) +
-           fm_bytes(C, DK > DV ? DK : DV) + fm_bytes(C, C) + 3 * (size_t)C * C * sizeof(E) + 2 * C * 4;
+           fm_bytes(C, DK > DV ? DK : DV) + fm_bytes(C, C) + 3 * (size_t)C * C * sizeof(E) + 3 * C * 4;
 }
 
 template <class E, int C, int DK, int DV>
@@ -438,6 +466,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     Tm<E> Xb = cv.packed<E>(C, C);
     float *a = (float *)(smem + cv.off);
     float *da = a + C;
+    float *chain = da + C;   /* p.dbeta set: each row's factor s of dk += s k */
 
     /* phase 1: every load up to phase 3 in flight at once, in two commit groups: what phase 2
      * needs (T, K, V and the entering state), then X, Q and dO (scaled once, before phase
@@ -510,6 +539,8 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     __syncthreads(); PHASE(4, 19);
     add_sums<C>(da, [&](int i, int j) {               /* da_i += sum_{j < i} dL_ij G_ij */
         return j < i ? -CC.p[i * CC.ld + j] * Gf.p[i * Gf.ld + j] : 0.0f;
+    }, [&](int i, float dai) {                        /* da_i is final: the chain through alpha */
+        if (p.dbeta) chain[i] = i < cr.len ? alpha_chain_row(p.beta, p.lambda, p.dbeta, p.order, p.ref, cr.first + i * rs, dai) : 0.0f;
     });
     each<C, C>([&](int r, int c) {                    /* dGs = dG + dG^T into dXb */
         float x = 0;
@@ -519,10 +550,13 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     });
     __syncthreads(); PHASE(4, 20);
     mm_then<false, false>(dXb, K, F, C, DK, C, true, [&](int r, int c) {   /* dk stored by the tile's warp */
-        if (r < cr.len) p.dk_out[(cr.first + r * rs) * DK + c] = from_f<E>(F.p[r * F.ld + c]);
+        float x = F.p[r * F.ld + c];
+        if (p.dbeta) x += chain[r] * to_f(K.p[r * K.ld + c]);   /* + 2 dlambda k */
+        if (r < cr.len) p.dk_out[(cr.first + r * rs) * DK + c] = from_f<E>(x);
     });
     PHASE(4, 21);
-    for (int i = threadIdx.x; i < cr.len; i += THREADS) p.dalpha[cr.first + i * rs] = from_f<E>(da[i]);
+    if (!p.dbeta)
+        for (int i = threadIdx.x; i < cr.len; i += THREADS) p.dalpha[cr.first + i * rs] = from_f<E>(da[i]);
     PHASE(4, 0);
 }
 

@@ -317,6 +317,8 @@ template <int DV> struct Tile { static const int BV = DV >= 64 ? 64 : DV; };
  * inputs only */
 template <class E> constexpr efla_dtype chunk_state_dtype_for() { return EFLA_FLOAT32; }
 const bool CHUNK_FLOAT32 = false;
+/* version 1 writes dalpha: the front end takes the chain */
+bool take_alpha_chain(Args &, const efla_delta_rule_args *, const efla_delta_rule_buffers *) { return false; }
 template <class E> using ArgsT = Args;
 
 /* plan: only say whether the kernels fit (*done), launch nothing */

@@ -8,7 +8,7 @@
 // norm-relative; bfloat16 inputs). Cases: chunk sizes 16, 32 and 64, head sizes 32, 64 and 128
 // (the LMs'), T not a multiple of C, packed sequences with an initial state and a final-state
 // gradient, states saved or recomputed, both state-scan tiles, with and without the prefetch
-// (of both scans). Asynchronous copies land only at the wait that covers them (NaN until then),
+// (of both scans), and the chain through alpha taken in bwd_chunk. Asynchronous copies land only at the wait that covers them (NaN until then),
 // so a missing or misplaced cp_async_wait fails here: removing any one of bwd_chunk's waits
 // fails every case.
 //   g++ -std=c++17 -O2 -fno-strict-aliasing -pthread -Wno-unknown-pragmas -Icuda -Ibench/cuda
@@ -43,7 +43,10 @@ template <class T> static std::vector<T> poison(size_t n) {   // every element m
     return v;
 }
 
-struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; };
+// chain: alpha from beta and lambda = |k|^2 (exact EFLA), and bwd_chunk takes the chain
+// through alpha (dbeta and dk's 2 k dlambda term, checked against the reference's dalpha
+// carried through core/alpha_formulas.h in double) instead of writing dalpha
+struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool chain; };
 
 // E: bf16 (the fast path, checked within 1e-2) or float (the float32 path, within 1e-5)
 template <class E, int C, int D> static void run_case(const Case &cs) {
@@ -60,6 +63,17 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
         v[i] = in(nrand(&seed)); dO[i] = in(nrand(&seed));
     }
     for (size_t i = 0; i < nb; i++) al[i] = in(urand(&seed));
+    std::vector<double> lam(nb), dbeta_of(nb), dlam_of(nb);   // chain: per row, lambda and alpha's derivatives
+    std::vector<float> beta(nb);
+    if (cs.chain)
+        for (size_t i = 0; i < nb; i++) {   // alpha = beta phi(beta lambda), as the forward's alpha kernel makes it
+            beta[i] = in(urand(&seed));
+            double l = 0, a;
+            for (int d = 0; d < D; d++) l += (double)k[i * D + d] * k[i * D + d];
+            lam[i] = l;
+            efla_alpha_eval_of(beta[i], l, EFLA_ORDER_EXACT_OF, 0, &a, &dbeta_of[i], &dlam_of[i]);
+            al[i] = in(a);
+        }
     const Seqs sq = cs.packed ? split_rows(B, T) : whole_rows(B, T);
     const int64_t N = (int64_t)sq.len.size();
     const size_t dd = (size_t)D * D, ns = (size_t)N * H * dd;
@@ -68,7 +82,13 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
         s0.resize(ns); dsf.resize(ns);
         for (size_t i = 0; i < ns; i++) { s0[i] = (float)(0.5 * nrand(&seed)); dsf[i] = (float)(0.5 * nrand(&seed)); }
     }
-    const Ref ref = reference(B, T, H, D, sq, q, k, v, al, dO, s0, dsf, scale);
+    Ref ref = reference(B, T, H, D, sq, q, k, v, al, dO, s0, dsf, scale);
+    std::vector<double> ref_dbeta(nb);
+    if (cs.chain)   // dbeta = dalpha dalpha/dbeta, dk += 2 k dalpha dalpha/dlambda
+        for (size_t i = 0; i < nb; i++) {
+            ref_dbeta[i] = ref.da[i] * dbeta_of[i];
+            for (int d = 0; d < D; d++) ref.dk[i * D + d] += 2 * ref.da[i] * dlam_of[i] * k[i * D + d];
+        }
 
     // the sequence table as the library uploads it: (row of token 0, length, first chunk)
     std::vector<int64_t> tab(3 * N);
@@ -113,13 +133,17 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     // backward: W, U again; the states (saved, or recomputed by the state-only scan); dV' and
     // the state gradients; the per-chunk gradients
     std::vector<E> dvp(tile * D), tx = poison<E>((size_t)nch * H * 2 * C * C), dcs(states), dq = poison<E>(n), dk = poison<E>(n),
-                   dv = poison<E>(n), da = poison<E>(nb);
+                   dv = poison<E>(n), da = poison<E>(nb), dbeta = poison<E>(nb), betab = to_elems<E>(beta);
     std::vector<float> ds0 = poison<float>(ns);
     std::vector<E> recomputed(states);
     ArgsT<E> g = p;
     g.d_o = dob.data(); g.dsf = dsf.empty() ? nullptr : dsf.data();
     g.dq = dq.data(); g.dk_out = dk.data(); g.dv_out = dv.data(); g.dalpha = da.data(); g.ds0 = cs.packed ? ds0.data() : nullptr;
     g.dvp = dvp.data(); g.dcs = dcs.data(); g.tx = tx.data();
+    if (cs.chain) {
+        g.beta = betab.data(); g.lambda = lam.data(); g.dbeta = dbeta.data(); g.order = EFLA_ORDER_EXACT_OF; g.ref = 0;
+        g.dalpha = nullptr;   // not written when the chain is taken
+    }
     memset(w.data(), 0xff, w.size() * sizeof(E));   // poisoned in place: p.w and p.u point here
     memset(u.data(), 0xff, u.size() * sizeof(E));
     g.u = cs.recompute ? u.data() : nullptr;   // as run_bwd: U only for the state recompute
@@ -141,15 +165,15 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     struct { const char *name; double err; } errs[] = {
         { "o", rel_err_host(ref.o, as_double(o)) },   { "dq", rel_err_host(ref.dq, as_double(dq)) },
         { "dk", rel_err_host(ref.dk, as_double(dk)) }, { "dv", rel_err_host(ref.dv, as_double(dv)) },
-        { "dalpha", rel_err_host(ref.da, as_double(da)) },
+        { cs.chain ? "dbeta" : "dalpha", cs.chain ? rel_err_host(ref_dbeta, as_double(dbeta)) : rel_err_host(ref.da, as_double(da)) },
         { "s_final", cs.packed ? rel_err_host(ref.sf, as_double(sf)) : 0.0 },
         { "ds0", cs.packed ? rel_err_host(ref.ds0, as_double(ds0)) : 0.0 },
     };
     bool bad = false;
     for (auto &e : errs) bad |= !(e.err < tol);
     failures += bad;
-    printf("%s C=%-2d d=%-3d B=%d T=%-3d H=%d %-6s %-10s scan tile %-2d %-11s |", f32 ? "f32 " : "bf16", C, D, B, T, H, cs.packed ? "packed" : "rows",
-           cs.recompute ? "recomputed" : "saved", cs.scan_bv < D ? cs.scan_bv : D, cs.prefetch ? "prefetch" : "no prefetch");
+    printf("%s C=%-2d d=%-3d B=%d T=%-3d H=%d %-6s %-10s scan tile %-2d %-11s%s |", f32 ? "f32 " : "bf16", C, D, B, T, H, cs.packed ? "packed" : "rows",
+           cs.recompute ? "recomputed" : "saved", cs.scan_bv < D ? cs.scan_bv : D, cs.prefetch ? "prefetch" : "no prefetch", cs.chain ? " chain" : "");
     for (auto &e : errs) printf(" %s %.1e", e.name, e.err);
     if (bad) printf("  FAIL (%.0e)", tol);
     printf("\n");
@@ -169,6 +193,9 @@ int main() {
     run_case<float, 32, 64>({ 1, 90, 1, true, true, true, 64 });
     run_case<float, 64, 64>({ 1, 130, 1, false, false, true, 32 });
     run_case<float, 32, 128>({ 1, 70, 1, true, false, false, 32 });
+    // the chain through alpha inside bwd_chunk
+    run_case<bf16, 64, 64>({ 1, 100, 2, true, false, false, 32, true });
+    run_case<float, 32, 64>({ 1, 90, 1, false, true, false, 64, true });
     if (failures) { printf("%d case(s) FAILED\n", failures); return 1; }
     printf("every case within its tolerance (bf16 1e-2, float32 1e-5)\n");
     return 0;
