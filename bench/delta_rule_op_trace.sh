@@ -18,7 +18,7 @@ import csv, re, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 14 and r[0].isdigit()]
 calls = None
 for line in open(sys.argv[1]):
-    m = re.search(r"delta_rule_op_trace: (\d+) forward\+backward calls", line)
+    m = re.search(r"delta_rule_op_trace: (\d+) (forward\+backward|decoding step) calls", line)
     if m: calls = int(m.group(1))
 if not rows or not calls:
     sys.exit("delta_rule_op_trace: no kernel rows in ncu's output (see %s)" % sys.argv[1])

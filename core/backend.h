@@ -48,11 +48,16 @@ typedef struct efla_delta_rule_buffers {
     void *o, *s_final, *chunk_states;                            /* forward outputs */
     const void *d_o, *d_s_final;                                 /* backward inputs */
     void *dq, *dk, *dv, *dalpha, *dalpha_v, *dlog_decay, *ds0;   /* backward outputs */
-    /* backward, optional (ungated calls): the chain through alpha (docs/MATH.md §3) inside the
-     * backward, when the backend can: from beta and lambda (float64), dbeta written and
-     * 2 k dlambda added into dk; the backend then sets *alpha_chained = 1 (dalpha may be left
-     * unwritten). Otherwise the front end runs delta_rule_alpha_bwd on dalpha. */
+    /* beta: in a forward whose alpha is NULL (delta_rule_fwd_makes_alpha said so), what the
+     * backend makes alpha from, writing it to alpha_out and lambda = |k|^2 (float64) to
+     * lambda_out where those are set (a backward will need them).
+     * In a backward, optional (ungated calls): the chain through alpha (docs/MATH.md §3) inside
+     * the backward, when the backend can: from beta and lambda, dbeta written and 2 k dlambda
+     * added into dk; the backend then sets *alpha_chained = 1 (dalpha may be left unwritten).
+     * Otherwise the front end runs delta_rule_alpha_bwd on dalpha. */
     const void *beta;
+    void *alpha_out;
+    double *lambda_out;
     const double *lambda;
     void *dbeta;
     int *alpha_chained;
@@ -99,6 +104,11 @@ typedef struct efla_backend {
      * groups tokens (the same maths at any size), so a backend may pick a smaller one where its
      * fast kernels do not fit the one asked for (CUDA: float32 at head size 128). */
     int (*delta_rule_chunk_size)(const efla_delta_rule_args *a, int gated);
+    /* whether the delta rule's forward of these arguments makes alpha itself (from beta and
+     * |k|^2, inside its kernel: one launch for a decoding step), so the front end passes
+     * buffers->alpha = NULL with beta, alpha_out and lambda_out set; NULL or 0: the front end
+     * makes alpha first (delta_rule_alpha_fwd) */
+    int (*delta_rule_fwd_makes_alpha)(const efla_delta_rule_args *a, int gated);
 
     /* The kernels, one per row of EFLA_BACKEND_OPS. What each one does:
      *

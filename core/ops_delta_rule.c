@@ -460,7 +460,14 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
     efla_tensor *lam = NULL, *alpha = NULL, *alpha_v = NULL, *o_t = NULL, *sf = NULL, *cs = NULL;
     int rc = -1;
     if (!qc || !kc || !vc || !bc || (initial_state && !sc) || (o.log_decay && !gc)) goto out;
-    if (b->delta_rule_alpha_fwd) {
+    /* the forward may make alpha inside its kernel (CUDA's scan: a decoding step is one launch);
+     * lambda and alpha then exist only where a backward needs them */
+    const int kernel_alpha = !gc && b->delta_rule_fwd_makes_alpha && b->delta_rule_fwd_makes_alpha(&a, 0);
+    if (kernel_alpha) {
+        if (want_grad && (!(lam = efla_empty(3, q->shape, EFLA_FLOAT64, q->device)) ||
+                          !(alpha = efla_empty(3, q->shape, q->dtype, q->device))))
+            goto out;
+    } else if (b->delta_rule_alpha_fwd) {
         if (!(lam = efla_empty(3, q->shape, EFLA_FLOAT64, q->device))) goto out;
         if (!(alpha = efla_empty(3, q->shape, q->dtype, q->device))) goto out;
         if (b->delta_rule_alpha_fwd(B * T * H, head_dim_k, q->dtype, efla_cpu_ptr(kc), efla_cpu_ptr(bc), o.order,
@@ -497,9 +504,15 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
         if (!(cs = efla_empty(4, cshape, a.chunk_state_dtype, q->device))) goto out;
     }
     efla_delta_rule_buffers buf = {
-        .q = efla_cpu_ptr(qc), .k = efla_cpu_ptr(kc), .v = efla_cpu_ptr(vc), .alpha = efla_cpu_ptr(alpha),
+        .q = efla_cpu_ptr(qc), .k = efla_cpu_ptr(kc), .v = efla_cpu_ptr(vc), .alpha = ptr_or_null(alpha),
         .alpha_v = ptr_or_null(alpha_v), .log_decay = ptr_or_null(gc), .s0 = ptr_or_null(sc),
         .o = efla_cpu_ptr(o_t), .s_final = ptr_or_null(sf), .chunk_states = ptr_or_null(cs)};
+    if (kernel_alpha) {
+        buf.alpha = NULL;
+        buf.beta = efla_cpu_ptr(bc);
+        buf.alpha_out = ptr_or_null(alpha);
+        buf.lambda_out = lam ? efla_cpu_ptr(lam) : NULL;
+    }
     if (b->delta_rule_fwd(&a, &buf)) goto out;
 
     if (want_grad) {

@@ -26,6 +26,7 @@
  *
  * float32 and float64, and bfloat16 inputs with float32 state and accumulation. */
 #include "delta_rule_scan.cuh"
+#include "delta_rule_alpha_kernels.cuh"   /* alpha's formulas and loads, for a forward that makes alpha */
 #include <string.h>
 #include <mutex>
 #include <vector>
@@ -44,6 +45,12 @@ struct DRParams {
     void *o, *sf, *cs, *dvo, *ds0;
     void *dq_acc, *dk_acc, *da_acc;   /* A-typed accumulators (zeroed) */
     const void *states;               /* backward: chunk states (A) */
+    /* forward with al NULL: alpha made here from beta and |k|^2 (order, ref), and written with
+     * lambda to alpha_out / lambda_out when set */
+    const void *beta;
+    void *alpha_out;
+    double *lambda_out;
+    int order, ref;
 };
 
 /* Shared memory carve-up; the same for both kernels (the forward leaves G and U unused). */
@@ -74,6 +81,28 @@ __device__ __forceinline__ void stage(A *dst, const T *src, int64_t dk, bool zer
     for (int64_t i = threadIdx.x; i < dk; i += blockDim.x) dst[i] = zero ? (A)0 : (A)load_as_acc(src + i);
 }
 
+/* alpha of token row r, by every lane of one warp: the given one (p.al), or, when the forward
+ * makes alpha (p.al NULL), from beta and lambda = |k_r|^2 of the row staged in kn: the sum of
+ * alpha_fwd_kernel in its order (a lane's strided terms, then the warp's butterfly), the same
+ * formulas and the same rounding to T, so the same alpha bit for bit as the two-launch path.
+ * The block of column tile 0 writes alpha and lambda out where they are wanted. */
+template <typename T, typename A>
+__device__ A token_alpha(const DRParams &p, const A *kn, int64_t r) {
+    if (p.al) return (A)load_as_acc((const T *)p.al + r);
+    double s = 0;
+    for (int64_t d = threadIdx.x % 32; d < p.dk; d += 32) { const double x = kn[d]; s += x * x; }
+    s = warp_sum_d(s);
+    double a;
+    alpha_eval(ld((const T *)p.beta + r), s, p.order, p.ref, &a, nullptr, nullptr);
+    T at;
+    st(&at, a);
+    if (threadIdx.x % 32 == 0 && blockIdx.x % p.ntiles == 0) {
+        if (p.alpha_out) ((T *)p.alpha_out)[r] = at;
+        if (p.lambda_out) p.lambda_out[r] = s;
+    }
+    return (A)load_as_acc(&at);
+}
+
 /* Runs tokens [t0, t1) of one pair over the tile, starting from the tile in sm.S.
  * row(t) = token row index of token t (for q/k/v/o: row*d; alpha: row).
  * Writes o (when o != NULL), the chunk states (when cs != NULL; chunk c at cs + c*cs_stride)
@@ -82,7 +111,7 @@ template <typename T, typename A>
 __device__ void fwd_steps(const DRParams &p, Smem<A> &sm, int64_t row0, int64_t t0, int64_t t1, int j0, int tj,
                           T *o, A *cs, int64_t cs_stride, A *U) {
     const int64_t dk = p.dk, dv = p.dv, H = p.H, C = p.C;
-    const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v, *al = (const T *)p.al;
+    const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
     const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t rpw = (dk + NW - 1) / NW, i0 = w * rpw, i1 = i0 + rpw < dk ? i0 + rpw : dk;
     const bool col = lane < tj;
@@ -98,13 +127,16 @@ __device__ void fwd_steps(const DRParams &p, Smem<A> &sm, int64_t row0, int64_t 
         sm.pu[w * TJ + lane] = uacc;
     }
     __syncthreads();
-    if (w == 0 && col) {
-        A s = 0;
-        for (int x = 0; x < NW; x++) s += sm.pu[x * TJ + lane];
-        int64_t r = row0 + t0 * H;
-        A u = (A)load_as_acc(v + r * dv + j) - s;
-        if (U) U[lane] = u;
-        sm.wv[lane] = (A)load_as_acc(al + r) * u;
+    if (w == 0) {
+        const int64_t r = row0 + t0 * H;
+        const A a0 = token_alpha<T, A>(p, sm.kn, r);   /* the whole warp: kn still holds k_{t0} */
+        if (col) {
+            A s = 0;
+            for (int x = 0; x < NW; x++) s += sm.pu[x * TJ + lane];
+            A u = (A)load_as_acc(v + r * dv + j) - s;
+            if (U) U[lane] = u;
+            sm.wv[lane] = a0 * u;
+        }
     }
     for (int64_t t = t0; t < t1; t++) {
         if (cs && t % C == 0) {
@@ -136,14 +168,18 @@ __device__ void fwd_steps(const DRParams &p, Smem<A> &sm, int64_t row0, int64_t 
             sm.pu[w * TJ + lane] = uacc;
         }
         __syncthreads();
-        if (w == 0 && col) {
-            A so = 0, su = 0;
-            for (int x = 0; x < NW; x++) { so += sm.po[x * TJ + lane]; su += sm.pu[x * TJ + lane]; }
-            if (o) store_to(o + r * dv + j, (A)p.scale * so);
-            if (t + 1 < t1) {
-                A u = (A)load_as_acc(v + (r + H) * dv + j) - su;
-                if (U) U[(t + 1 - t0) * TJ + lane] = u;
-                sm.wv[lane] = (A)load_as_acc(al + r + H) * u;
+        if (w == 0) {
+            /* the whole warp (the branch is uniform): kn holds k_{t+1} */
+            const A an = t + 1 < t1 ? token_alpha<T, A>(p, sm.kn, r + H) : (A)0;
+            if (col) {
+                A so = 0, su = 0;
+                for (int x = 0; x < NW; x++) { so += sm.po[x * TJ + lane]; su += sm.pu[x * TJ + lane]; }
+                if (o) store_to(o + r * dv + j, (A)p.scale * so);
+                if (t + 1 < t1) {
+                    A u = (A)load_as_acc(v + (r + H) * dv + j) - su;
+                    if (U) U[(t + 1 - t0) * TJ + lane] = u;
+                    sm.wv[lane] = an * u;
+                }
             }
         }
     }
@@ -447,6 +483,14 @@ int efla_cuda_delta_rule_chunk_size(const efla_delta_rule_args *a, int gated) {
     return a->chunk_size;
 }
 
+/* The scan's forward makes alpha itself (token_alpha), so a decoding step or any recurrent
+ * call is one launch: where the scan takes the call for sure (the recurrent algorithm,
+ * ungated; the tensor-core chunk kernels read a given alpha) */
+int efla_cuda_delta_rule_fwd_makes_alpha(const efla_delta_rule_args *a, int gated) {
+    return !gated && a->algorithm == EFLA_ALGO_RECURRENT &&
+           (a->dtype == EFLA_FLOAT32 || a->dtype == EFLA_FLOAT64 || a->dtype == EFLA_BFLOAT16);
+}
+
 /* The backend contract has no device argument here: the front end's tensors live on the
  * current device (made current by the ops that allocated them). */
 int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
@@ -472,6 +516,11 @@ int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rul
     DRParams p = base_params(a, seq);
     p.q = buf->q; p.k = buf->k; p.v = buf->v; p.al = buf->alpha; p.s0 = buf->s0;
     p.o = buf->o; p.sf = buf->s_final; p.cs = buf->chunk_states;
+    if (!buf->alpha) {   /* delta_rule_fwd_makes_alpha said so: alpha from beta, here */
+        if (!buf->beta) return efla_fail("delta_rule: neither alpha nor beta was given to the cuda forward");
+        p.beta = buf->beta; p.alpha_out = buf->alpha_out; p.lambda_out = buf->lambda_out;
+        p.order = a->alpha_order; p.ref = a->alpha_reference_eps;
+    }
     switch (a->dtype) {
     case EFLA_FLOAT32: return fwd_launch<float, float>(a, p);
     case EFLA_FLOAT64: return fwd_launch<double, double>(a, p);

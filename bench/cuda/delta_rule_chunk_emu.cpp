@@ -46,7 +46,8 @@ template <class T> static std::vector<T> poison(size_t n) {   // every element m
 // chain: alpha from beta and lambda = |k|^2 (exact EFLA), and bwd_chunk takes the chain
 // through alpha (dbeta and dk's 2 k dlambda term, checked against the reference's dalpha
 // carried through core/alpha_formulas.h in double) instead of writing dalpha
-struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool chain; };
+// key_norm: |k| about key_norm (1: unit keys; larger: saturating steps, beta |k|^2 >> 1)
+struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool chain; double key_norm = 1; };
 
 // E: bf16 (the fast path, checked within 1e-2) or float (the float32 path, within 1e-5)
 template <class E, int C, int D> static void run_case(const Case &cs) {
@@ -59,7 +60,7 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     uint64_t seed = 977 + 31 * C + D + T;
     std::vector<float> q(n), k(n), v(n), al(nb), dO(n);
     for (size_t i = 0; i < n; i++) {
-        q[i] = in(nrand(&seed)); k[i] = in(nrand(&seed) * scale);
+        q[i] = in(nrand(&seed)); k[i] = in(nrand(&seed) * scale * cs.key_norm);
         v[i] = in(nrand(&seed)); dO[i] = in(nrand(&seed));
     }
     for (size_t i = 0; i < nb; i++) al[i] = in(urand(&seed));
@@ -196,6 +197,7 @@ int main() {
     // the chain through alpha inside bwd_chunk
     run_case<bf16, 64, 64>({ 1, 100, 2, true, false, false, 32, true });
     run_case<float, 32, 64>({ 1, 90, 1, false, true, false, 64, true });
+    run_case<float, 32, 128>({ 1, 200, 1, false, false, false, 32, true, 5.66 });   // large keys (test_cuda's |k| = 0.5 sqrt(dk))
     if (failures) { printf("%d case(s) FAILED\n", failures); return 1; }
     printf("every case within its tolerance (bf16 1e-2, float32 1e-5)\n");
     return 0;

@@ -241,15 +241,30 @@ static dr_result dr_run(efla_tensor *const *in_cpu, const efla_tensor *cu_cpu, e
     return r;
 }
 
-static void dr_compare(const char *label, int B, int T, int H, int dk, int dv, int packed, efla_dtype dt, int order,
-                       int chunk, int recompute) {
+/* t rounded to dt's precision, kept in t's dtype (t released) */
+static efla_tensor *rounded(efla_tensor *t, efla_dtype dt) {
+    efla_tensor *r = MUST(efla_to(t, dt, CPU)), *back = MUST(efla_to(r, efla_tensor_dtype(t), CPU));
+    efla_tensor_release(r);
+    efla_tensor_release(t);
+    return back;
+}
+
+/* the delta rule on the GPU (gpu_algorithm: the tensor-core chunks or their scan fallback for
+ * EFLA_ALGO_CHUNKED; the scan, which makes alpha in its kernel, for EFLA_ALGO_RECURRENT) against
+ * the CPU's plain recurrence: output, final state and every gradient */
+static void dr_compare_on(const char *label, int B, int T, int H, int dk, int dv, int packed, efla_dtype dt, int order,
+                          int chunk, int recompute, int gpu_algorithm) {
     int64_t sq[4] = { B, T, H, dk }, sv[4] = { B, T, H, dv }, sb[3] = { B, T, H };
     int64_t cuv[4] = { 0, 13, 41, T };
     int64_t ncu = 4, N = packed ? 3 : B;
     int64_t ss[4] = { N, H, dk, dv };
     efla_tensor *in[5];
-    /* inputs on the CPU in the test dtype's precision (so both devices see the same values) */
-    efla_dtype cdt = dt == EFLA_BFLOAT16 ? EFLA_FLOAT32 : dt;
+    /* inputs on the CPU in the test dtype's precision (so both devices see the same values); the
+     * CPU reference computes in cdt: float32 for bfloat16 inputs, and float64 for float32 ones
+     * (the float32 target is 1e-5 of the float64 recurrence: a float32 CPU recurrence has errors
+     * of that size of its own at large keys) */
+    efla_dtype cdt = dt == EFLA_BFLOAT16 ? EFLA_FLOAT32 : dt == EFLA_FLOAT32 ? EFLA_FLOAT64 : dt;
+    efla_dtype sdt = dt == EFLA_BFLOAT16 ? EFLA_FLOAT32 : dt;   /* the state's dtype on the device */
     /* bfloat16 and the truncated orders: |k|^2 about 1, where every order is stable (orders 1, 2
      * and 4 diverge once beta |k|^2 > 2, and the two sides then compare exploding values summed
      * in different orders); EFLA (exact) is stable at any |k|, so it gets large keys */
@@ -257,20 +272,20 @@ static void dr_compare(const char *label, int B, int T, int H, int dk, int dv, i
     efla_tensor *raw[5] = { rnd(4, sq, EFLA_FLOAT64, 1), rnd(4, sq, EFLA_FLOAT64, kscale), rnd(4, sv, EFLA_FLOAT64, 1),
                             MUST(efla_rand(3, sb, EFLA_FLOAT64, CPU)), rnd(4, ss, EFLA_FLOAT64, 0.3) };
     for (int i = 0; i < 5; i++) {
-        efla_tensor *r = MUST(efla_to(raw[i], i == 4 ? cdt : dt, CPU));
+        efla_tensor *r = MUST(efla_to(raw[i], i == 4 ? sdt : dt, CPU));
         in[i] = MUST(efla_to(r, cdt, CPU));
         efla_tensor_release(r);
         efla_tensor_release(raw[i]);
     }
     efla_tensor *cu = packed ? MUST(efla_from_buffer(1, &ncu, EFLA_INT64, cuv, sizeof cuv)) : NULL;
-    efla_tensor *wo = rnd(4, sv, cdt, 1), *ws = rnd(4, ss, cdt, 1);
+    efla_tensor *wo = rounded(rnd(4, sv, cdt, 1), dt), *ws = rounded(rnd(4, ss, cdt, 1), sdt);
     efla_delta_rule_opts o;
     efla_delta_rule_default_opts(&o);
     o.order = order;
     o.chunk_size = chunk;
     o.algorithm = EFLA_ALGO_RECURRENT;   /* the CPU reference: the plain recurrence */
     dr_result rc = dr_run(in, cu, wo, ws, CPU, cdt, &o);
-    o.algorithm = EFLA_ALGO_CHUNKED;
+    o.algorithm = gpu_algorithm;
     o.recompute_states = recompute;
     dr_result rg = dr_run(in, cu, wo, ws, GPU, dt, &o);
     double tol = dt == EFLA_FLOAT64 ? 1e-10 : dt == EFLA_FLOAT32 ? 1e-5 : 1e-2;
@@ -291,6 +306,47 @@ static void dr_compare(const char *label, int B, int T, int H, int dk, int dv, i
     efla_tensor_release(rg.o);
     for (int i = 0; i < 5; i++) efla_tensor_release(in[i]);
     efla_tensor_release(cu); efla_tensor_release(wo); efla_tensor_release(ws);
+}
+
+static void dr_compare(const char *label, int B, int T, int H, int dk, int dv, int packed, efla_dtype dt, int order,
+                       int chunk, int recompute) {
+    dr_compare_on(label, B, T, H, dk, dv, packed, dt, order, chunk, recompute, EFLA_ALGO_CHUNKED);
+}
+
+/* Decoding on the GPU: delta_rule_step token by token (one launch each: the scan makes alpha)
+ * gives the recurrent sequence form's outputs and final state bit for bit. */
+static void dr_step_gpu(efla_dtype dt) {
+    const int64_t B = 2, T = 6, H = 3, dk = 32, dv = 40;
+    int64_t sq[4] = { B, T, H, dk }, sv[4] = { B, T, H, dv }, sb[3] = { B, T, H }, ss[4] = { B, H, dk, dv };
+    efla_dtype sdt = dt == EFLA_BFLOAT16 ? EFLA_FLOAT32 : dt;
+    efla_tensor *q = grnd(4, sq, dt, 1), *k = grnd(4, sq, dt, 0.3), *v = grnd(4, sv, dt, 1), *s0 = grnd(4, ss, sdt, 0.3);
+    efla_tensor *bc = MUST(efla_rand(3, sb, dt == EFLA_BFLOAT16 ? EFLA_FLOAT32 : dt, CPU));
+    efla_tensor *beta = MUST(efla_to(bc, dt, GPU));
+    efla_tensor_release(bc);
+    efla_delta_rule_opts o;
+    efla_delta_rule_default_opts(&o);
+    o.algorithm = EFLA_ALGO_RECURRENT;
+    o.output_final_state = 1;
+    efla_tensor *o_seq = NULL, *sf_seq = NULL;
+    MUST_OK(efla_delta_rule(q, k, v, beta, s0, NULL, &o, &o_seq, &sf_seq));
+    efla_tensor *state = MUST(efla_clone(s0));
+    for (int64_t t = 0; t < T; t++) {
+        efla_tensor *qt = MUST(efla_select(q, 1, t)), *kt = MUST(efla_select(k, 1, t)), *vt = MUST(efla_select(v, 1, t));
+        efla_tensor *bt = MUST(efla_select(beta, 1, t)), *out = NULL, *next = NULL;
+        MUST_OK(efla_delta_rule_step(qt, kt, vt, bt, state, NULL, &out, &next));
+        char what[96];
+        snprintf(what, sizeof what, "delta_rule_step %s on the GPU, token %lld = the sequence form", efla_dtype_name(dt),
+                 (long long)t);
+        expect_close(what, out, MUST(efla_select(o_seq, 1, t)), 0);
+        efla_tensor_release(state);
+        state = next;
+        efla_tensor_release(qt); efla_tensor_release(kt); efla_tensor_release(vt); efla_tensor_release(bt);
+    }
+    expect_close("delta_rule_step on the GPU: the state after the last token = the sequence's final state", state,
+                 sf_seq, 0);
+    efla_tensor_release(o_seq);
+    efla_tensor_release(q); efla_tensor_release(k); efla_tensor_release(v); efla_tensor_release(beta);
+    efla_tensor_release(s0);
 }
 
 /* The chunk states written by the CUDA forward equal the CPU's (same layout), through the
@@ -470,6 +526,15 @@ static void test_delta_rule(void) {
     dr_compare("float32 tensor cores packed dk=dv=64 chunk 64 DeltaNet", 1, 130, 2, 64, 64, 1, EFLA_FLOAT32, 1, 64, 0);
     dr_compare("bfloat16 chunk 128 (scan fallback)", 1, 150, 2, 64, 64, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 128, 0);
     dr_compare("bfloat16 dk=24 (scan fallback)", 1, 70, 2, 24, 40, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
+    /* the recurrent algorithm: the scan makes alpha (and lambda, for the backward) in its kernel */
+    dr_compare_on("recurrent, alpha in the scan kernel", 2, 70, 2, 24, 40, 0, EFLA_FLOAT32, EFLA_ORDER_EXACT, 32, 0,
+                  EFLA_ALGO_RECURRENT);
+    dr_compare_on("recurrent packed order 2, alpha in the scan kernel", 1, 64, 3, 16, 16, 1, EFLA_FLOAT64, 2, 16, 0,
+                  EFLA_ALGO_RECURRENT);
+    dr_compare_on("recurrent, alpha in the scan kernel", 2, 50, 2, 32, 32, 0, EFLA_BFLOAT16, 3, 16, 0,
+                  EFLA_ALGO_RECURRENT);
+    dr_step_gpu(EFLA_FLOAT32);
+    dr_step_gpu(EFLA_BFLOAT16);
     dr_chunk_states();
     dr_chunk_state_dtype();
     dr_gated_cuda();
