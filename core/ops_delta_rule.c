@@ -462,7 +462,8 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
     if (!qc || !kc || !vc || !bc || (initial_state && !sc) || (o.log_decay && !gc)) goto out;
     /* the forward may make alpha inside its kernel (CUDA's scan: a decoding step is one launch);
      * lambda and alpha then exist only where a backward needs them */
-    const int kernel_alpha = !gc && b->delta_rule_fwd_makes_alpha && b->delta_rule_fwd_makes_alpha(&a, 0);
+    const int kernel_alpha = !gc && head_dim_k > 0 && head_dim_v > 0 && b->delta_rule_fwd_makes_alpha &&
+                             b->delta_rule_fwd_makes_alpha(&a, 0);
     if (kernel_alpha) {
         if (want_grad && (!(lam = efla_empty(3, q->shape, EFLA_FLOAT64, q->device)) ||
                           !(alpha = efla_empty(3, q->shape, q->dtype, q->device))))

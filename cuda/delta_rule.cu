@@ -483,12 +483,11 @@ int efla_cuda_delta_rule_chunk_size(const efla_delta_rule_args *a, int gated) {
     return a->chunk_size;
 }
 
-/* The scan's forward makes alpha itself (token_alpha), so a decoding step or any recurrent
- * call is one launch: where the scan takes the call for sure (the recurrent algorithm,
- * ungated; the tensor-core chunk kernels read a given alpha) */
+/* The forward makes alpha itself from beta and |k|^2: the scan (token_alpha; a decoding step
+ * is one launch) and version 2's tensor-core prep (make_alpha: no separate alpha kernel before
+ * it); not the gated scan, nor version 1, which read a given alpha */
 int efla_cuda_delta_rule_fwd_makes_alpha(const efla_delta_rule_args *a, int gated) {
-    return !gated && a->algorithm == EFLA_ALGO_RECURRENT &&
-           (a->dtype == EFLA_FLOAT32 || a->dtype == EFLA_FLOAT64 || a->dtype == EFLA_BFLOAT16);
+    return !gated && !chunk_v1() && (a->dtype == EFLA_FLOAT32 || a->dtype == EFLA_FLOAT64 || a->dtype == EFLA_BFLOAT16);
 }
 
 /* The backend contract has no device argument here: the front end's tensors live on the

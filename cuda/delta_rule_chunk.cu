@@ -118,6 +118,13 @@ template <class E> constexpr efla_dtype chunk_state_dtype_for() {
     return std::is_same<E, bf16>::value ? EFLA_BFLOAT16 : EFLA_FLOAT32;
 }
 const bool CHUNK_FLOAT32 = true;   /* float32 inputs take these kernels too (mm()'s three-TF32 products) */
+/* prep makes the forward's alpha from beta (make_alpha), writing alpha and lambda for a backward */
+template <class E> bool make_alpha_from_beta(ArgsT<E> &p, const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
+    p.beta = (const E *)buf->beta; p.alpha_out = (E *)buf->alpha_out; p.lambda_out = buf->lambda_out;
+    p.order = a->alpha_order; p.ref = a->alpha_reference_eps;
+    return p.beta != nullptr;
+}
+
 /* bwd_chunk takes the chain through alpha (dbeta, dk += 2 k dlambda) from beta and lambda */
 template <class E> bool take_alpha_chain(ArgsT<E> &p, const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
     p.beta = (const E *)buf->beta; p.lambda = buf->lambda; p.dbeta = (E *)buf->dbeta;

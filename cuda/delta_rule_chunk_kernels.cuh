@@ -24,13 +24,53 @@ template <class E> struct ArgsT {
     E *dcs;   /* backward: the state gradient leaving every chunk (in E: on the bf16 path its one reader rounds to bf16 anyway) */
     E *cs;    /* forward: the state entering every chunk (in E: on the bf16 path its readers round to bf16 anyway) */
     float *sf, *ds0;
-    /* backward, when dbeta is set: bwd_chunk takes the chain through alpha itself (dbeta, and
+    /* forward, when alpha is NULL: prep makes alpha from beta and lambda = |k|^2 (order, ref),
+     * writing them to alpha_out and lambda_out where set.
+     * backward, when dbeta is set: bwd_chunk takes the chain through alpha itself (dbeta, and
      * 2 k dlambda added into dk before dk is stored) instead of writing dalpha */
     const E *beta;
+    E *alpha_out;
+    double *lambda_out;
     const double *lambda;
     E *dbeta;
     int order, ref;
 };
+
+/* alpha = beta phi(beta lambda) in double, by the host's formulas (core/alpha_formulas.h); out of
+ * line, so that their registers stay out of the kernels' products (one lane per row calls it) */
+__device__ __noinline__ double alpha_of(double beta, double lambda, int order, int ref) {
+    double a;
+    efla_alpha_eval_of(beta, lambda, order, ref, &a, nullptr, nullptr);
+    return a;
+}
+
+/* The forward's alpha of a chunk's rows, made from K in shared memory: lambda = |k|^2 summed as
+ * alpha_fwd_kernel sums it (a lane's strided terms in double, then the warp's butterfly), the
+ * same formulas and the same rounding to E, so the same alpha bit for bit as the separate
+ * kernel; a[r] for the solve, alpha and lambda to global where p asks. A warp per row. */
+template <int C, int DK, class E>
+__device__ void make_alpha(const ArgsT<E> &p, Tm<E> K, const ChunkRows &cr, float *a) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int r = warp; r < C; r += NWARP) {   /* warp-uniform */
+        if (r >= cr.len) {
+            if (lane == 0) a[r] = 0.0f;
+            continue;
+        }
+        double s = 0;
+        for (int d = lane; d < DK; d += 32) {
+            const double x = to_f(K.p[r * K.ld + d]);
+            s += x * x;
+        }
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) {
+            const int64_t row = cr.first + (int64_t)r * p.H;
+            const E at = from_f<E>((float)alpha_of(to_f(p.beta[row]), s, p.order, p.ref));
+            a[r] = to_f(at);
+            if (p.alpha_out) p.alpha_out[row] = at;
+            if (p.lambda_out) p.lambda_out[row] = s;
+        }
+    }
+}
 
 /* EFLA_PHASE_CLOCK (the workbench's measuring aid, never in the library): thread 0 of each block
  * adds the cycles since its previous mark to phase_cycles[kernel][phase], so a run shows where
@@ -121,7 +161,7 @@ __device__ void scale_rows(Tm<E> m, float mult) {
 
 /* ---- prep: W = T K and U = T V of every chunk (W alone when p.u is NULL; T and X to p.tx when set;
  * tril(Q K^T) to p.pq when set, which the run sets only where U is not made: Q then takes V's
- * space, so DV >= DK) ---- */
+ * space, so DV >= DK; alpha itself when p.alpha is NULL: make_alpha) ---- */
 template <class E, int C, int DK, int DV>
 constexpr size_t prep_smem() {
     return 2 * tm_bytes<E>(C, DK > DV ? DK : DV) + tm_bytes<E>(C, C) + 2 * fm_bytes(C, C) + fm_bytes(C, DK > DV ? DK : DV) +
@@ -145,11 +185,13 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())
     const bool make_pq = DV >= DK && p.pq;   /* DV >= DK: Q fits V's space */
     if (make_pq) load_rows_async<C, DK>(Q, p.q + cr.first * DK, rs * DK, cr.len);
     cp_async_commit();
-    for (int i = threadIdx.x; i < C; i += THREADS)
-        a[i] = i < cr.len ? to_f(p.alpha[cr.first + i * rs]) : 0.0f;
+    if (p.alpha)
+        for (int i = threadIdx.x; i < C; i += THREADS)
+            a[i] = i < cr.len ? to_f(p.alpha[cr.first + i * rs]) : 0.0f;
     cp_async_wait_all();
     __syncthreads(); PHASE(0, 1);
     mm<false, true>(K, K, G, C, C, DK, false);
+    if (!p.alpha) make_alpha<C, DK>(p, K, cr, a);   /* the forward makes alpha (reads K only) */
     __syncthreads(); PHASE(0, 2);
     unit_lower_inverse<C>(X, G, a, F.p);   /* F is free until W */
     each<C, C>([&](int r, int c) {

@@ -317,8 +317,10 @@ template <int DV> struct Tile { static const int BV = DV >= 64 ? 64 : DV; };
  * inputs only */
 template <class E> constexpr efla_dtype chunk_state_dtype_for() { return EFLA_FLOAT32; }
 const bool CHUNK_FLOAT32 = false;
-/* version 1 writes dalpha: the front end takes the chain */
+/* version 1 reads a given alpha and writes dalpha: the front end makes alpha and takes the chain
+ * (delta_rule_fwd_makes_alpha answers 0 while version 1 takes the calls) */
 bool take_alpha_chain(Args &, const efla_delta_rule_args *, const efla_delta_rule_buffers *) { return false; }
+bool make_alpha_from_beta(Args &, const efla_delta_rule_args *, const efla_delta_rule_buffers *) { return false; }
 template <class E> using ArgsT = Args;
 
 /* plan: only say whether the kernels fit (*done), launch nothing */

@@ -43,7 +43,8 @@ template <class T> static std::vector<T> poison(size_t n) {   // every element m
     return v;
 }
 
-// chain: alpha from beta and lambda = |k|^2 (exact EFLA), and bwd_chunk takes the chain
+// chain: alpha from beta and lambda = |k|^2 (exact EFLA), made by the forward's prep (checked
+// against the host's: alpha bit for bit, lambda to 1e-14), and bwd_chunk takes the chain
 // through alpha (dbeta and dk's 2 k dlambda term, checked against the reference's dalpha
 // carried through core/alpha_formulas.h in double) instead of writing dalpha
 // key_norm: |k| about key_norm (1: unit keys; larger: saturating steps, beta |k|^2 >> 1)
@@ -73,7 +74,7 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
             for (int d = 0; d < D; d++) l += (double)k[i * D + d] * k[i * D + d];
             lam[i] = l;
             efla_alpha_eval_of(beta[i], l, EFLA_ORDER_EXACT_OF, 0, &a, &dbeta_of[i], &dlam_of[i]);
-            al[i] = in(a);
+            al[i] = to_f(from_f<E>((float)a));   // rounded as the kernels round it: double -> float -> E
         }
     const Seqs sq = cs.packed ? split_rows(B, T) : whole_rows(B, T);
     const int64_t N = (int64_t)sq.len.size();
@@ -110,9 +111,27 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     p.q = qb.data(); p.k = kb.data(); p.v = vb.data(); p.alpha = ab.data(); p.s0 = s0.empty() ? nullptr : s0.data();
     p.w = w.data(); p.u = u.data();
 
-    // forward: W, U; the states and V' (the state-only scan); the outputs
+    // forward: W, U (chain: and alpha, lambda); the states and V' (the state-only scan); the outputs
     const dim3 block(THREADS);
-    launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, D, D>(p); });
+    std::vector<E> alpha_made = poison<E>(nb), betab = to_elems<E>(beta);
+    std::vector<double> lambda_made = poison<double>(nb);
+    if (cs.chain) {
+        ArgsT<E> m = p;
+        m.alpha = nullptr; m.beta = betab.data(); m.alpha_out = alpha_made.data(); m.lambda_out = lambda_made.data();
+        m.order = EFLA_ORDER_EXACT_OF; m.ref = 0;
+        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, D, D>(m); });
+        int bad_alpha = 0, bad_lambda = 0;
+        for (size_t i = 0; i < nb; i++) {
+            bad_alpha += memcmp(&alpha_made[i], &ab[i], sizeof(E)) != 0;
+            bad_lambda += !(fabs(lambda_made[i] - lam[i]) <= 1e-14 * lam[i]);
+        }
+        if (bad_alpha || bad_lambda) {
+            printf("prep's alpha: %d of %zu rows differ from the host's, lambda: %d\n", bad_alpha, nb, bad_lambda);
+            failures++;
+        }
+    } else {
+        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, D, D>(p); });
+    }
     auto scan = [&](ArgsT<E> a) {
         const dim3 grid((unsigned)(N * H), (unsigned)(D / (cs.scan_bv < D ? cs.scan_bv : D)));
         if (cs.scan_bv >= D || cs.scan_bv == 64) {
@@ -134,7 +153,7 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     // backward: W, U again; the states (saved, or recomputed by the state-only scan); dV' and
     // the state gradients; the per-chunk gradients
     std::vector<E> dvp(tile * D), tx = poison<E>((size_t)nch * H * 2 * C * C), dcs(states), dq = poison<E>(n), dk = poison<E>(n),
-                   dv = poison<E>(n), da = poison<E>(nb), dbeta = poison<E>(nb), betab = to_elems<E>(beta);
+                   dv = poison<E>(n), da = poison<E>(nb), dbeta = poison<E>(nb);
     std::vector<float> ds0 = poison<float>(ns);
     std::vector<E> recomputed(states);
     ArgsT<E> g = p;
