@@ -46,6 +46,8 @@ typedef struct efla_delta_rule_args {
 typedef struct efla_delta_rule_buffers {
     const void *q, *k, *v, *alpha, *alpha_v, *log_decay, *s0;   /* inputs */
     void *o, *s_final, *chunk_states;                            /* forward outputs */
+    void *chunk_solves;   /* written by a forward, read by its backward, where delta_rule_chunk_solves
+                           * said so (NULL: not kept; the backward solves again) */
     const void *d_o, *d_s_final;                                 /* backward inputs */
     void *dq, *dk, *dv, *dalpha, *dalpha_v, *dlog_decay, *ds0;   /* backward outputs */
     /* beta: in a forward whose alpha is NULL (delta_rule_fwd_makes_alpha said so), what the
@@ -109,6 +111,10 @@ typedef struct efla_backend {
      * buffers->alpha = NULL with beta, alpha_out and lambda_out set; NULL or 0: the front end
      * makes alpha first (delta_rule_alpha_fwd) */
     int (*delta_rule_fwd_makes_alpha)(const efla_delta_rule_args *a, int gated);
+    /* whether the forward of these arguments can keep its per-chunk triangular solves for the
+     * backward (buffers->chunk_solves, [nch, H, 2, C, C] in the inputs' dtype: T and X of
+     * docs/MATH.md §4), so that the backward need not solve again; NULL or 0: it cannot */
+    int (*delta_rule_chunk_solves)(const efla_delta_rule_args *a, int gated);
 
     /* The kernels, one per row of EFLA_BACKEND_OPS. What each one does:
      *

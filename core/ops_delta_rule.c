@@ -253,7 +253,7 @@ static efla_tensor *compute_alpha(const efla_tensor *bc, const efla_tensor *lam,
 
 /* ---- autograd ----------------------------------------------------------------------------------------- */
 /* saved tensors; alpha_v and g only for gated calls, s0 and the chunk states when present */
-enum { SL_Q, SL_K, SL_V, SL_ALPHA, SL_BETA, SL_LAMBDA, SL_S0, SL_CS, SL_ALPHA_V, SL_LOG_DECAY, SL_COUNT };
+enum { SL_Q, SL_K, SL_V, SL_ALPHA, SL_BETA, SL_LAMBDA, SL_S0, SL_CS, SL_ALPHA_V, SL_LOG_DECAY, SL_SOLVES, SL_COUNT };
 /* the node's inputs (gradient slots) */
 enum { IN_Q, IN_K, IN_V, IN_BETA, IN_S0, IN_LOG_DECAY, IN_COUNT };
 
@@ -344,7 +344,7 @@ static int dr_backward(efla_node *node, efla_tensor *const *go, efla_tensor **gi
     efla_delta_rule_buffers buf = {
         .q = efla_cpu_ptr(q), .k = efla_cpu_ptr(k), .v = efla_cpu_ptr(v), .alpha = efla_cpu_ptr(sv[SL_ALPHA]),
         .alpha_v = ptr_or_null(sv[SL_ALPHA_V]), .log_decay = ptr_or_null(log_decay),
-        .s0 = ptr_or_null(sv[SL_S0]), .chunk_states = ptr_or_null(sv[SL_CS]),
+        .s0 = ptr_or_null(sv[SL_S0]), .chunk_states = ptr_or_null(sv[SL_CS]), .chunk_solves = ptr_or_null(sv[SL_SOLVES]),
         .d_o = efla_cpu_ptr(grad_o), .d_s_final = ptr_or_null(grad_sf),
         .dq = efla_cpu_ptr(grad[IN_Q]), .dk = efla_cpu_ptr(grad[IN_K]), .dv = efla_cpu_ptr(grad[IN_V]),
         .dalpha = efla_cpu_ptr(grad_alpha), .dalpha_v = ptr_or_null(grad_alpha_v),
@@ -457,7 +457,7 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
     efla_tensor *qc = efla_plain(q), *kc = efla_plain(k), *vc = efla_plain(v), *bc = efla_plain(beta);
     efla_tensor *sc = initial_state ? efla_plain(initial_state) : NULL;
     efla_tensor *gc = o.log_decay ? efla_plain(o.log_decay) : NULL;
-    efla_tensor *lam = NULL, *alpha = NULL, *alpha_v = NULL, *o_t = NULL, *sf = NULL, *cs = NULL;
+    efla_tensor *lam = NULL, *alpha = NULL, *alpha_v = NULL, *o_t = NULL, *sf = NULL, *cs = NULL, *solves = NULL;
     int rc = -1;
     if (!qc || !kc || !vc || !bc || (initial_state && !sc) || (o.log_decay && !gc)) goto out;
     /* the forward may make alpha inside its kernel (CUDA's scan: a decoding step is one launch);
@@ -503,11 +503,18 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
         for (int64_t n = 0; n < s.N; n++) nch += (s.len[n] + a.chunk_size - 1) / a.chunk_size;
         int64_t cshape[4] = {nch, H, head_dim_k, head_dim_v};
         if (!(cs = efla_empty(4, cshape, a.chunk_state_dtype, q->device))) goto out;
+        /* the per-chunk solves too, where the backend keeps them (the backward then skips its
+         * triangular solves; they are as large as k at C = 64) */
+        if (b->delta_rule_chunk_solves && b->delta_rule_chunk_solves(&a, o.log_decay != NULL)) {
+            int64_t tshape[5] = {nch, H, 2, a.chunk_size, a.chunk_size};
+            if (!(solves = efla_empty(5, tshape, q->dtype, q->device))) goto out;
+        }
     }
     efla_delta_rule_buffers buf = {
         .q = efla_cpu_ptr(qc), .k = efla_cpu_ptr(kc), .v = efla_cpu_ptr(vc), .alpha = ptr_or_null(alpha),
         .alpha_v = ptr_or_null(alpha_v), .log_decay = ptr_or_null(gc), .s0 = ptr_or_null(sc),
-        .o = efla_cpu_ptr(o_t), .s_final = ptr_or_null(sf), .chunk_states = ptr_or_null(cs)};
+        .o = efla_cpu_ptr(o_t), .s_final = ptr_or_null(sf), .chunk_states = ptr_or_null(cs),
+        .chunk_solves = ptr_or_null(solves)};
     if (kernel_alpha) {
         buf.alpha = NULL;
         buf.beta = efla_cpu_ptr(bc);
@@ -529,7 +536,7 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
         c->order = o.order;
         c->reference_eps = o.reference_eps != 0;
         efla_node_set_ctx(node, c, dr_ctx_free);
-        efla_tensor *save[SL_COUNT] = {qc, kc, vc, alpha, bc, lam, sc, cs, alpha_v, gc};
+        efla_tensor *save[SL_COUNT] = {qc, kc, vc, alpha, bc, lam, sc, cs, alpha_v, gc, solves};
         for (int i = 0, n = 0; i < SL_COUNT; i++) {
             c->slot[i] = save[i] ? n++ : -1;
             if (save[i] && efla_node_save(node, save[i]) < 0) goto out;
@@ -544,7 +551,7 @@ out:
     efla_tensor_release(qc); efla_tensor_release(kc); efla_tensor_release(vc); efla_tensor_release(bc);
     efla_tensor_release(sc); efla_tensor_release(lam); efla_tensor_release(alpha);
     efla_tensor_release(gc); efla_tensor_release(alpha_v);
-    efla_tensor_release(o_t); efla_tensor_release(sf); efla_tensor_release(cs);
+    efla_tensor_release(o_t); efla_tensor_release(sf); efla_tensor_release(cs); efla_tensor_release(solves);
     return rc;
 }
 

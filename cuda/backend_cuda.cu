@@ -126,6 +126,7 @@ extern "C" const efla_backend efla_cuda_backend = {
     .delta_rule_chunk_state_dtype = efla_cuda_delta_rule_chunk_state_dtype,
     .delta_rule_chunk_size = efla_cuda_delta_rule_chunk_size,
     .delta_rule_fwd_makes_alpha = efla_cuda_delta_rule_fwd_makes_alpha,
+    .delta_rule_chunk_solves = efla_cuda_delta_rule_chunk_solves,
     EFLA_BACKEND_OPS(EFLA_OP_ENTRY_CUDA)
 };
 

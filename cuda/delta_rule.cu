@@ -490,6 +490,12 @@ int efla_cuda_delta_rule_fwd_makes_alpha(const efla_delta_rule_args *a, int gate
     return !gated && !chunk_v1() && (a->dtype == EFLA_FLOAT32 || a->dtype == EFLA_FLOAT64 || a->dtype == EFLA_BFLOAT16);
 }
 
+/* The forward keeps its per-chunk solves (T and X) for the backward where version 2's kernels
+ * take both directions (its backward's prep then skips G and the triangular inverse) */
+int efla_cuda_delta_rule_chunk_solves(const efla_delta_rule_args *a, int gated) {
+    return !gated && !chunk_v1() && efla_cuda_delta_rule_chunk_plan(a, 1);
+}
+
 /* The backend contract has no device argument here: the front end's tensors live on the
  * current device (made current by the ops that allocated them). */
 int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
@@ -508,6 +514,9 @@ int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rul
     int fast = chunk_v1() ? efla_cuda_delta_rule_chunk_v1_fwd(a, buf, seq, nch, device)
                           : efla_cuda_delta_rule_chunk_fwd(a, buf, seq, nch, device);
     if (fast <= 0) return fast;
+    if (buf->chunk_solves)   /* delta_rule_chunk_solves promised the tensor-core forward */
+        return efla_fail("delta_rule: the per-chunk solves were asked for, but the tensor-core kernels did not take "
+                         "this forward (an internal inconsistency: please report it with the call's shapes)");
     if (buf->chunk_states && a->chunk_state_dtype != a->state_dtype)
         return efla_fail("delta_rule: the chunk states were allocated as %s but the scan kernels that take this call "
                          "write %s; allocate them with the dtype that backend->delta_rule_chunk_state_dtype gives",

@@ -125,6 +125,13 @@ template <class E> bool make_alpha_from_beta(ArgsT<E> &p, const efla_delta_rule_
     return p.beta != nullptr;
 }
 
+/* the forward's prep writes T and X to the kept solves; the backward's prep reads T there */
+template <class E> void keep_solves(ArgsT<E> &p, const efla_delta_rule_buffers *buf) { p.tx = (E *)buf->chunk_solves; }
+template <class E> void use_solves(ArgsT<E> &p, const efla_delta_rule_buffers *buf) {
+    p.tx = (E *)buf->chunk_solves;
+    p.solved = 1;
+}
+
 /* bwd_chunk takes the chain through alpha (dbeta, dk += 2 k dlambda) from beta and lambda */
 template <class E> bool take_alpha_chain(ArgsT<E> &p, const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf) {
     p.beta = (const E *)buf->beta; p.lambda = buf->lambda; p.dbeta = (E *)buf->dbeta;
@@ -207,8 +214,10 @@ int run_bwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
     TRY(wbuf.alloc(sizeof(E) * (size_t)(p.nch * p.H * C * (DK + (p.states ? 0 : DV))), device));
     p.w = wbuf.as<E>();
     p.u = p.states ? nullptr : p.w + p.nch * p.H * C * DK;
-    TRY(txbuf.alloc(sizeof(E) * (size_t)(p.nch * p.H * 2 * C * C), device));
-    p.tx = txbuf.as<E>();
+    if (!p.solved) {   /* the backward's prep solves and keeps T and X for bwd_chunk */
+        TRY(txbuf.alloc(sizeof(E) * (size_t)(p.nch * p.H * 2 * C * C), device));
+        p.tx = txbuf.as<E>();
+    }
     /* tril(Q K^T) made once per chunk by prep instead of once per dv tile and chunk by the
      * backward scan; prep has room for Q only where it makes no U (saved states).
      * EFLA_DELTA_RULE_SCAN_QK=1: the scan makes it (a measuring aid for the workbench). */

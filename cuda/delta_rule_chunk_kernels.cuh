@@ -19,7 +19,9 @@ template <class E> struct ArgsT {
     const float *s0, *dsf;
     const E *states;   /* backward: the state entering every chunk (cs of the forward) */
     E *o, *w, *u, *vp, *dvp, *dq, *dk_out, *dv_out, *dalpha;
-    E *tx;    /* backward: T then X (C x C each) of every chunk, from prep for bwd_chunk */
+    E *tx;    /* T then X (C x C each) of every chunk: written by prep (the forward's, where the
+               * solves are kept; else the backward's) for bwd_chunk */
+    int solved;   /* backward: tx holds the forward's solves, so prep reads T there instead of solving */
     E *pq;    /* backward: tril(Q K^T) of every chunk (C x C), from prep for bwd_scan, when set */
     E *dcs;   /* backward: the state gradient leaving every chunk (in E: on the bf16 path its one reader rounds to bf16 anyway) */
     E *cs;    /* forward: the state entering every chunk (in E: on the bf16 path its readers round to bf16 anyway) */
@@ -159,7 +161,8 @@ __device__ void scale_rows(Tm<E> m, float mult) {
     each<R, N / V>([&](int r, int v) { scale_vec(m.p + r * m.ld + v * V, mult); });
 }
 
-/* ---- prep: W = T K and U = T V of every chunk (W alone when p.u is NULL; T and X to p.tx when set;
+/* ---- prep: W = T K and U = T V of every chunk (W alone when p.u is NULL; T and X to p.tx when set,
+ * or T read from p.tx when p.solved, the forward's solves kept for the backward;
  * tril(Q K^T) to p.pq when set, which the run sets only where U is not made: Q then takes V's
  * space, so DV >= DK; alpha itself when p.alpha is NULL: make_alpha) ---- */
 template <class E, int C, int DK, int DV>
@@ -184,26 +187,29 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())
     const Tm<E> Q = V;   /* p.pq: Q in V's space (no U then) */
     const bool make_pq = DV >= DK && p.pq;   /* DV >= DK: Q fits V's space */
     if (make_pq) load_rows_async<C, DK>(Q, p.q + cr.first * DK, rs * DK, cr.len);
+    E *const tx = p.tx ? p.tx + (g * p.H + h) * 2 * C * C : nullptr;
+    if (p.solved) load_rows_async<C, C>(Tb, tx, C, C);   /* the forward's T: no solve here */
     cp_async_commit();
-    if (p.alpha)
+    if (p.alpha && !p.solved)
         for (int i = threadIdx.x; i < C; i += THREADS)
             a[i] = i < cr.len ? to_f(p.alpha[cr.first + i * rs]) : 0.0f;
     cp_async_wait_all();
     __syncthreads(); PHASE(0, 1);
-    mm<false, true>(K, K, G, C, C, DK, false);
-    if (!p.alpha) make_alpha<C, DK>(p, K, cr, a);   /* the forward makes alpha (reads K only) */
-    __syncthreads(); PHASE(0, 2);
-    unit_lower_inverse<C>(X, G, a, F.p);   /* F is free until W */
-    each<C, C>([&](int r, int c) {
-        const float x = X.p[r * X.ld + c];
-        Tb.p[r * Tb.ld + c] = from_f<E>(x * a[c]);
-        if (p.tx) {   /* the backward's bwd_chunk reads T and X instead of solving again */
-            E *tx = p.tx + (g * p.H + h) * 2 * C * C;
-            tx[r * C + c] = Tb.p[r * Tb.ld + c];
-            tx[C * C + r * C + c] = from_f<E>(x);
-        }
-    });
-    __syncthreads(); PHASE(0, 3);
+    if (!p.solved) {
+        mm<false, true>(K, K, G, C, C, DK, false);
+        if (!p.alpha) make_alpha<C, DK>(p, K, cr, a);   /* the forward makes alpha (reads K only) */
+        __syncthreads(); PHASE(0, 2);
+        unit_lower_inverse<C>(X, G, a, F.p);   /* F is free until W */
+        each<C, C>([&](int r, int c) {
+            const float x = X.p[r * X.ld + c];
+            Tb.p[r * Tb.ld + c] = from_f<E>(x * a[c]);
+            if (tx) {   /* bwd_chunk (and a backward's prep, when the forward's) reads T and X */
+                tx[r * C + c] = Tb.p[r * Tb.ld + c];
+                tx[C * C + r * C + c] = from_f<E>(x);
+            }
+        });
+        __syncthreads(); PHASE(0, 3);
+    }
     mm<false, false>(Tb, K, F, C, DK, C, false);
     if (make_pq) mm<false, true>(Q, K, G, C, C, DK, false);   /* G is free after the solve */
     __syncthreads(); PHASE(0, 4);

@@ -321,6 +321,9 @@ const bool CHUNK_FLOAT32 = false;
  * (delta_rule_fwd_makes_alpha answers 0 while version 1 takes the calls) */
 bool take_alpha_chain(Args &, const efla_delta_rule_args *, const efla_delta_rule_buffers *) { return false; }
 bool make_alpha_from_beta(Args &, const efla_delta_rule_args *, const efla_delta_rule_buffers *) { return false; }
+/* nor does it keep its solves (delta_rule_chunk_solves answers 0 while version 1 takes the calls) */
+void keep_solves(Args &, const efla_delta_rule_buffers *) {}
+void use_solves(Args &, const efla_delta_rule_buffers *) {}
 template <class E> using ArgsT = Args;
 
 /* plan: only say whether the kernels fit (*done), launch nothing */

@@ -38,12 +38,12 @@ int efla_cuda_delta_rule_chunk_v1_bwd(const efla_delta_rule_args *a, const efla_
                                       const int64_t *seq, int64_t nch, int device);
 int efla_cuda_delta_rule_chunk_v1_plan(const efla_delta_rule_args *a, int with_backward);
 efla_dtype efla_cuda_delta_rule_chunk_v1_states_dtype(const efla_delta_rule_args *a);
-/* delta_rule.cu: the backend services delta_rule_chunk_state_dtype, delta_rule_chunk_size and
- * delta_rule_fwd_makes_alpha
- * (core/backend.h) */
+/* delta_rule.cu: the backend services delta_rule_chunk_state_dtype, delta_rule_chunk_size,
+ * delta_rule_fwd_makes_alpha and delta_rule_chunk_solves (core/backend.h) */
 efla_dtype efla_cuda_delta_rule_chunk_state_dtype(const efla_delta_rule_args *a, int gated);
 int efla_cuda_delta_rule_chunk_size(const efla_delta_rule_args *a, int gated);
 int efla_cuda_delta_rule_fwd_makes_alpha(const efla_delta_rule_args *a, int gated);
+int efla_cuda_delta_rule_chunk_solves(const efla_delta_rule_args *a, int gated);
 /* A scratch tensor on `device` (contiguous copy of t when t is not contiguous): a new ref
  * of t itself when it already is. Used by kernels that need contiguous operands. */
 efla_tensor *cu_contiguous(const efla_tensor *t);

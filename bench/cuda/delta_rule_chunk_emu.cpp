@@ -48,7 +48,9 @@ template <class T> static std::vector<T> poison(size_t n) {   // every element m
 // through alpha (dbeta and dk's 2 k dlambda term, checked against the reference's dalpha
 // carried through core/alpha_formulas.h in double) instead of writing dalpha
 // key_norm: |k| about key_norm (1: unit keys; larger: saturating steps, beta |k|^2 >> 1)
-struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool chain; double key_norm = 1; };
+// solves: the forward's prep keeps T and X (checked bit for bit against what the backward's prep
+// solves again), and the backward's prep reads T there instead of solving
+struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool chain; double key_norm = 1; bool solves = false; };
 
 // E: bf16 (the fast path, checked within 1e-2) or float (the float32 path, within 1e-5)
 template <class E, int C, int D> static void run_case(const Case &cs) {
@@ -115,6 +117,8 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     const dim3 block(THREADS);
     std::vector<E> alpha_made = poison<E>(nb), betab = to_elems<E>(beta);
     std::vector<double> lambda_made = poison<double>(nb);
+    std::vector<E> solves = poison<E>((size_t)nch * H * 2 * C * C);
+    if (cs.solves) p.tx = solves.data();   // the forward's prep keeps its solves
     if (cs.chain) {
         ArgsT<E> m = p;
         m.alpha = nullptr; m.beta = betab.data(); m.alpha_out = alpha_made.data(); m.lambda_out = lambda_made.data();
@@ -144,6 +148,7 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
             else launch(grid, block, [&] { state_scan_kernel<E, C, D, BV, false>(a); });
         }
     };
+    p.tx = nullptr;
     ArgsT<E> f = p;
     f.o = o.data(); f.vp = vp.data(); f.cs = cstates.data(); f.sf = cs.packed ? sf.data() : nullptr;
     scan(f);
@@ -170,6 +175,17 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     std::vector<E> pq = poison<E>((size_t)nch * H * C * C);
     g.pq = cs.recompute ? nullptr : pq.data();   // and tril(Q K^T) from prep where it makes no U
     launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, D, D>(g); });
+    if (cs.solves) {   // the forward's solves = the backward's, bit for bit; then the backward's prep reads them
+        if (memcmp(solves.data(), tx.data(), tx.size() * sizeof(E)) != 0) {
+            printf("the forward's kept solves differ from the backward's prep's\n");
+            failures++;
+        }
+        memset(w.data(), 0xff, w.size() * sizeof(E));
+        if (g.pq) memset(pq.data(), 0xff, pq.size() * sizeof(E));
+        g.tx = solves.data();
+        g.solved = 1;
+        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, D, D>(g); });
+    }
     g.states = cstates.data();
     if (cs.recompute) {
         ArgsT<E> r = g;
@@ -217,6 +233,9 @@ int main() {
     run_case<bf16, 64, 64>({ 1, 100, 2, true, false, false, 32, true });
     run_case<float, 32, 64>({ 1, 90, 1, false, true, false, 64, true });
     run_case<float, 32, 128>({ 1, 200, 1, false, false, false, 32, true, 5.66 });   // large keys (test_cuda's |k| = 0.5 sqrt(dk))
+    // the forward's solves kept for the backward
+    run_case<bf16, 64, 128>({ 1, 100, 1, true, false, false, 32, true, 1, true });
+    run_case<float, 16, 32>({ 1, 70, 2, false, false, true, 32, false, 1, true });
     if (failures) { printf("%d case(s) FAILED\n", failures); return 1; }
     printf("every case within its tolerance (bf16 1e-2, float32 1e-5)\n");
     return 0;
