@@ -49,27 +49,41 @@ __device__ __noinline__ double alpha_of(double beta, double lambda, int order, i
 /* The forward's alpha of a chunk's rows, made from K in shared memory: lambda = |k|^2 summed as
  * alpha_fwd_kernel sums it (a lane's strided terms in double, then the warp's butterfly), the
  * same formulas and the same rounding to E, so the same alpha bit for bit as the separate
- * kernel; a[r] for the solve, alpha and lambda to global where p asks. A warp per row. */
+ * kernel; a[r] for the solve, alpha and lambda to global where p asks. Warp w sums rows w,
+ * w + 16, ... together, then its lane i evaluates alpha of the i-th of them: the warp's rows'
+ * double-precision formulas run side by side, not one after another. */
 template <int C, int DK, class E>
 __device__ void make_alpha(const ArgsT<E> &p, Tm<E> K, const ChunkRows &cr, float *a) {
+    constexpr int ROWS = C / NWARP;   /* rows per warp (C >= 16) */
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    for (int r = warp; r < C; r += NWARP) {   /* warp-uniform */
+    double s[ROWS];
+#pragma unroll
+    for (int i = 0; i < ROWS; i++) {
+        const int r = warp + i * NWARP;
+        s[i] = 0;
+        if (r < cr.len)   /* warp-uniform */
+            for (int d = lane; d < DK; d += 32) {
+                const double x = to_f(K.p[r * K.ld + d]);
+                s[i] += x * x;
+            }
+    }
+#pragma unroll
+    for (int i = 0; i < ROWS; i++)
+        for (int o = 16; o > 0; o >>= 1) s[i] += __shfl_xor_sync(0xffffffffu, s[i], o);
+    if (lane < ROWS) {
+        const int r = warp + lane * NWARP;
+        double mine = 0;
+#pragma unroll
+        for (int i = 0; i < ROWS; i++)
+            if (i == lane) mine = s[i];
         if (r >= cr.len) {
-            if (lane == 0) a[r] = 0.0f;
-            continue;
-        }
-        double s = 0;
-        for (int d = lane; d < DK; d += 32) {
-            const double x = to_f(K.p[r * K.ld + d]);
-            s += x * x;
-        }
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        if (lane == 0) {
+            a[r] = 0.0f;
+        } else {
             const int64_t row = cr.first + (int64_t)r * p.H;
-            const E at = from_f<E>((float)alpha_of(to_f(p.beta[row]), s, p.order, p.ref));
+            const E at = from_f<E>((float)alpha_of(to_f(p.beta[row]), mine, p.order, p.ref));
             a[r] = to_f(at);
             if (p.alpha_out) p.alpha_out[row] = at;
-            if (p.lambda_out) p.lambda_out[row] = s;
+            if (p.lambda_out) p.lambda_out[row] = mine;
         }
     }
 }
@@ -200,12 +214,16 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())
         if (!p.alpha) make_alpha<C, DK>(p, K, cr, a);   /* the forward makes alpha (reads K only) */
         __syncthreads(); PHASE(0, 2);
         unit_lower_inverse<C>(X, G, a, F.p);   /* F is free until W */
-        each<C, C>([&](int r, int c) {
-            const float x = X.p[r * X.ld + c];
-            Tb.p[r * Tb.ld + c] = from_f<E>(x * a[c]);
-            if (tx) {   /* bwd_chunk (and a backward's prep, when the forward's) reads T and X */
-                tx[r * C + c] = Tb.p[r * Tb.ld + c];
-                tx[C * C + r * C + c] = from_f<E>(x);
+        /* T = X diag(a), four columns at a time (vector stores: T and X also to tx, which
+         * bwd_chunk and a backward's prep, when the forward's, read) */
+        each<C, C / 4>([&](int r, int v) {
+            const int c = 4 * v;
+            const float4 x = *(const float4 *)(X.p + r * X.ld + c);
+            const float4 t = make_float4(x.x * a[c], x.y * a[c + 1], x.z * a[c + 2], x.w * a[c + 3]);
+            put4(Tb.p + r * Tb.ld + c, t);
+            if (tx) {
+                put4(tx + r * C + c, t);
+                put4(tx + C * C + r * C + c, x);
             }
         });
         __syncthreads(); PHASE(0, 3);
@@ -214,7 +232,10 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())
     if (make_pq) mm<false, true>(Q, K, G, C, C, DK, false);   /* G is free after the solve */
     __syncthreads(); PHASE(0, 4);
     store_rows<C, DK>(p.w + (g * p.H + h) * C * DK, DK, F, C);
-    if (make_pq) each<C, C>(tril_to(Tm<E>{p.pq + (g * p.H + h) * C * C, C}, G));
+    if (make_pq) {
+        const auto tril = tril_to(Tm<E>{p.pq + (g * p.H + h) * C * C, C}, G);
+        each<C, C / 4>([&](int r, int v) { tril(r, 4 * v); });
+    }
     if (!p.u) { PHASE(0, 0); return; }   /* a backward with saved chunk states needs W alone */
     __syncthreads(); PHASE(0, 5);
     mm<false, false>(Tb, V, F, C, DV, C, false);
@@ -296,9 +317,9 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<E, C, DK, 
             E *dst = p.vp ? p.vp + (g * p.H + h) * C * dv + j0 : nullptr;
             const Tm<E> U = Ut(b);
             mm_then<false, false>(Wt(b), Sb, F, C, BV, DK, false, [&](int r, int c) {
-                const E x = from_f<E>(to_f(U.p[r * U.ld + c]) - F.p[r * F.ld + c]);
-                U.p[r * U.ld + c] = x;
-                if (dst) dst[r * dv + c] = x;
+                const float4 x = sub4(get4(U.p + r * U.ld + c), get4(F.p + r * F.ld + c));
+                put4(U.p + r * U.ld + c, x);
+                if (dst) put4(dst + r * dv + c, x);   /* rounded to E as U is */
             });
         }
         if (!PF) cp_async_wait<0>();   /* K */
@@ -426,9 +447,9 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<E, C, DK, BV
         {   /* dV' to dvp and -dV' to dVn, by the warp that owns each tile */
             E *dst = p.dvp + (g * p.H + h) * C * dv + j0;
             mm_then<false, false>(K, dSb, F, C, BV, DK, true, [&](int r, int c) {
-                const float x = F.p[r * F.ld + c];
-                dst[r * dv + c] = from_f<E>(x);
-                dVn.p[r * dVn.ld + c] = from_f<E>(-x);
+                const float4 x = get4(F.p + r * F.ld + c);
+                put4(dst + r * dv + c, x);
+                put4(dVn.p + r * dVn.ld + c, scale4(x, -1.0f));
             });
         }
         if (!PF) cp_async_wait<0>();
@@ -539,11 +560,11 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     /* each elementwise pass below right after its product, by the warp that owns the tile
      * (mm_then): none of them writes what another warp reads during the product */
     mm_then<false, false>(K, Mat, F, C, DV, DK, false, [&](int r, int c) {
-        bufD.p[r * bufD.ld + c] = from_f<E>(to_f(bufD.p[r * bufD.ld + c]) - F.p[r * F.ld + c]);
+        put4(bufD.p + r * bufD.ld + c, sub4(get4(bufD.p + r * bufD.ld + c), get4(F.p + r * F.ld + c)));
     });
     __syncthreads(); PHASE(4, 5);
     mm_then<false, false>(Tb, bufD, F, C, DV, C, false,
-                          [&](int r, int c) { Vp.p[r * Vp.ld + c] = from_f<E>(F.p[r * F.ld + c]); });
+                          [&](int r, int c) { put4(Vp.p + r * Vp.ld + c, get4(F.p + r * F.ld + c)); });
     cp_async_wait_all();                            /* the second group: X, Q, dO */
     scale_rows<C, DV>(bufO, p.scale);
     /* phase 3: dP = tril(dO V'^T) with dO scaled (bufO), dQ = dO S^T + dP K */
@@ -598,9 +619,13 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     });
     __syncthreads(); PHASE(4, 20);
     mm_then<false, false>(dXb, K, F, C, DK, C, true, [&](int r, int c) {   /* dk stored by the tile's warp */
-        float x = F.p[r * F.ld + c];
-        if (p.dbeta) x += chain[r] * to_f(K.p[r * K.ld + c]);   /* + 2 dlambda k */
-        if (r < cr.len) p.dk_out[(cr.first + r * rs) * DK + c] = from_f<E>(x);
+        float4 x = get4(F.p + r * F.ld + c);
+        if (p.dbeta) {   /* + 2 dlambda k */
+            const float4 k4 = get4(K.p + r * K.ld + c);
+            const float s = chain[r];
+            x = make_float4(x.x + s * k4.x, x.y + s * k4.y, x.z + s * k4.z, x.w + s * k4.w);
+        }
+        if (r < cr.len) put4(p.dk_out + (cr.first + r * rs) * DK + c, x);
     });
     PHASE(4, 21);
     if (!p.dbeta)

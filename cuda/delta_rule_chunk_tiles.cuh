@@ -169,8 +169,9 @@ __device__ void mm(Tm<E> A, Tm<E> B, Fm Cm, int M, int N, int K, bool acc) {
     }
 }
 
-/* mm(), then f(r, c) for every element of every output tile this warp wrote (after a
- * __syncwarp: the tile's stores are then visible to all its lanes). An elementwise pass that
+/* mm(), then f(r, c) for every four adjacent elements (r, c .. c + 3; c a multiple of 4) of
+ * every output tile this warp wrote (after a __syncwarp: the tile's stores are then visible
+ * to all its lanes), so that f loads and stores vectors (get4, put4). An elementwise pass that
  * reads only the product's own tiles, and writes only where no other warp reads during the
  * product, needs no block barrier between the two: a barrier fewer on a latency-bound path. */
 template <bool TA, bool TB, class E, class F>
@@ -180,14 +181,8 @@ __device__ void mm_then(Tm<E> A, Tm<E> B, Fm Cm, int M, int N, int K, bool acc, 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tn = N / 16, tiles = (M / 16) * tn;
     for (int t = warp; t < tiles; t += NWARP) {   /* mm's tiles of this warp, in mm's order */
         const int r0 = t / tn * 16, c0 = t % tn * 16;
-        for (int e = lane; e < 256; e += 32) f(r0 + e / 16, c0 + e % 16);
+        for (int e = lane; e < 64; e += 32) f(r0 + e / 4, c0 + e % 4 * 4);
     }
-}
-
-/* f(r, c) for each<> or mm_then: dst = tril(src) in dst's element type, zero above the
- * diagonal (dst may be global memory: a tile is a pointer and a row stride) */
-template <class E> __device__ __forceinline__ auto tril_to(Tm<E> dst, Fm src) {
-    return [=](int r, int c) { dst.p[r * dst.ld + c] = from_f<E>(c <= r ? src.p[r * src.ld + c] : 0.0f); };
 }
 
 /* f(r, c) over a ROWS x COLS index space, spread over the block (compile-time sizes: the
@@ -243,6 +238,26 @@ __device__ __forceinline__ void put4(bf16 *dst, float4 x) {
     *(uint2 *)dst = u;
 }
 __device__ __forceinline__ float4 scale4(float4 x, float m) { return make_float4(x.x * m, x.y * m, x.z * m, x.w * m); }
+
+/* four elements of E as floats (a vector load: 8-byte aligned bf16, 16-byte aligned float) */
+__device__ __forceinline__ float4 get4(const float *src) { return *(const float4 *)src; }
+__device__ __forceinline__ float4 get4(const bf16 *src) {
+    union { uint2 u; bf16 h[4]; } v;
+    v.u = *(const uint2 *)src;
+    return make_float4(to_f(v.h[0]), to_f(v.h[1]), to_f(v.h[2]), to_f(v.h[3]));
+}
+__device__ __forceinline__ float4 sub4(float4 x, float4 y) { return make_float4(x.x - y.x, x.y - y.y, x.z - y.z, x.w - y.w); }
+
+/* f(r, c) for mm_then: dst = tril(src) in dst's element type at (r, c .. c + 3), zero above
+ * the diagonal, one vector store (dst may be global memory: a tile is a pointer and a row
+ * stride; its rows keep 8 bytes' alignment). For each<R, N / 4>: call it with (r, 4 v). */
+template <class E> __device__ __forceinline__ auto tril_to(Tm<E> dst, Fm src) {
+    return [=](int r, int c) {
+        const float4 x = *(const float4 *)(src.p + r * src.ld + c);
+        put4(dst.p + r * dst.ld + c, make_float4(c <= r ? x.x : 0.0f, c + 1 <= r ? x.y : 0.0f, c + 2 <= r ? x.z : 0.0f,
+                                                 c + 3 <= r ? x.w : 0.0f));
+    };
+}
 
 /* a row-major R x N float32 global matrix (leading dimension ldg) into shared bf16 */
 template <int R, int N>
