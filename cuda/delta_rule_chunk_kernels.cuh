@@ -589,7 +589,11 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     add_sums<C>(da, [&](int j, int i) {               /* da_j += sum_{i >= j} X_ij dT_ij */
         return i >= j ? to_f(Xb.p[i * C + j]) * CC.p[i * CC.ld + j] : 0.0f;
     });
-    each<C, C>([&](int r, int c) { dXb.p[r * C + c] = from_f<E>(CC.p[r * CC.ld + c] * a[c]); });
+    each<C, C / 4>([&](int r, int v) {              /* dX = dT diag(a), four columns at a time */
+        const int c = 4 * v;
+        const float4 x = get4(CC.p + r * CC.ld + c);
+        put4(dXb.p + r * C + c, make_float4(x.x * a[c], x.y * a[c + 1], x.z * a[c + 2], x.w * a[c + 3]));
+    });
     __syncthreads(); PHASE(4, 14);
     /* phase 5: dK = dP^T Q - dD S^T + V' dS_out^T + (dG + dG^T) K */
     mm<true, false>(dPb, Qb, F, C, DK, C, false);
@@ -602,7 +606,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     cp_async_wait_all();
     __syncthreads(); PHASE(4, 16);
     mm<false, true>(Vp, Mat, F, C, DK, DV, true);      /* + V' dS_out^T */
-    each<C, C>([&](int r, int c) { dXb.p[r * C + c] = from_f<E>(CC.p[r * CC.ld + c]); });   /* Y, in E */
+    each<C, C / 4>([&](int r, int v) { put4(dXb.p + r * C + 4 * v, get4(CC.p + r * CC.ld + 4 * v)); });   /* Y, in E */
     __syncthreads(); PHASE(4, 18);
     mm<true, false>(Xb, dXb, CC, C, C, C, false);      /* CC = X^T Y = -dL */
     __syncthreads(); PHASE(4, 19);
@@ -611,11 +615,13 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     }, [&](int i, float dai) {                        /* da_i is final: the chain through alpha */
         if (p.dbeta) chain[i] = i < cr.len ? alpha_chain_row(p.beta, p.lambda, p.dbeta, p.order, p.ref, cr.first + i * rs, dai) : 0.0f;
     });
-    each<C, C>([&](int r, int c) {                    /* dGs = dG + dG^T into dXb */
-        float x = 0;
-        if (r > c) x = -a[r] * CC.p[r * CC.ld + c];
-        else if (c > r) x = -a[c] * CC.p[c * CC.ld + r];
-        dXb.p[r * C + c] = from_f<E>(x);
+    each<C, C / 4>([&](int r, int v) {                /* dGs = dG + dG^T into dXb, four columns at a time */
+        float x[4];
+        for (int i = 0; i < 4; i++) {
+            const int c = 4 * v + i;
+            x[i] = r > c ? -a[r] * CC.p[r * CC.ld + c] : c > r ? -a[c] * CC.p[c * CC.ld + r] : 0.0f;
+        }
+        put4(dXb.p + r * C + 4 * v, make_float4(x[0], x[1], x[2], x[3]));
     });
     __syncthreads(); PHASE(4, 20);
     mm_then<false, false>(dXb, K, F, C, DK, C, true, [&](int r, int c) {   /* dk stored by the tile's warp */

@@ -305,7 +305,9 @@ __device__ void load_state(Fm dst, const float *src, int64_t ldg) {
 template <int C> __device__ void unit_lower_inverse(Fm X, Fm G, const float *a, float *scratch) {
     constexpr int NB = C / 16;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    each<C, C>([&](int r, int c) { if (r / 16 < c / 16) X.p[r * X.ld + c] = 0.0f; });   /* above the diagonal blocks */
+    each<C, C / 4>([&](int r, int v) {   /* zero above the diagonal blocks (four columns never straddle a block) */
+        if (r / 16 < v / 4) *(float4 *)(X.p + r * X.ld + 4 * v) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    });
     if (warp < NB) {
         const int b0 = warp * 16, j = lane % 16, h8 = (lane / 16) * 8;   /* this lane: X[b0 + h8 + r][b0 + j] */
         float x[8], al[8];
