@@ -7,9 +7,10 @@
 #   bash scripts/make_bundle.sh                    here; carry bundle/, .peers/fla and, when you
 #   bash bench/gpu_call.sh [PARTS]                 have it, .peers/triton-autotune.tgz; there:
 #
-# PARTS (default "tests trace lm workbench sanitize op vs_fla"), in this order:
+# PARTS (default "tests trace lm workbench sanitize op smnist vs_fla"), in this order:
 #   tests      test_backend_ops -b cuda (every op against the CPU), test_cuda, the CUDA Lua tests
 #   trace      bench/delta_rule_op_trace.sh: every kernel of one operator forward+backward under ncu
+#              (bfloat16, float32) and of a decoding step
 #   lm         bench/lm_step_vs_fla.sh: efla and fla, byte and 125m, real and no-op delta rule,
 #              efla with --recompute-states and the per-op memory report, REPEAT=${LM_REPEAT:-2}
 #              rounds interleaved (fla's step time moves between calls: see docs/BENCHMARKS.md)
@@ -17,11 +18,12 @@
 #              bench/cuda/build_dev.sh): validate every kernel version against the float64
 #              recurrence (bfloat16, and float32 inputs within 1e-5), then time them at the
 #              issue's shapes (float32 at chunk 32, where d = 128 runs it)
-#   sanitize   compute-sanitizer memcheck and racecheck of the workbench's kernels (the commands
-#              docs/RELIABILITY.md records)
+#   sanitize   compute-sanitizer memcheck and racecheck of the workbench's kernels, then of the
+#              operator and a decoding step (the commands docs/RELIABILITY.md records)
 #   op         bench/delta_rule_gpu.lua at the four shapes: the operator in bfloat16 and
 #              float32 (the float32 target: at most 2x the bfloat16 time; fla has no
 #              float32) and its achieved TFLOP/s against the bf16 GEMM ceiling measured there
+#   smnist     the sMNIST training step in efla and in the published model's PyTorch token loop
 #   vs_fla     bench/delta_rule_vs_fla.sh (the operator against fla's chunk_delta_rule)
 # Out: $OUT/gpu_call.tgz (every log; the device returns at most 8 files) and
 # $OUT/triton-autotune.tgz (copy it to .peers/ here: the next call's fla skips its autotuning).
@@ -30,7 +32,7 @@ cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-/tmp/efla-gpu-call}
 LOGS=$OUTDIR/logs
 mkdir -p "$LOGS"
-PARTS=${1:-"tests trace lm workbench sanitize op vs_fla"}
+PARTS=${1:-"tests trace lm workbench sanitize op smnist vs_fla"}
 BUDGET=${BUDGET:-540}
 [[ -x bundle/bin/efla ]] || { echo "gpu_call: no bundle at ./bundle (bash scripts/make_bundle.sh, then carry it)" >&2; exit 2; }
 . bundle/bin/efla-env.sh
@@ -68,6 +70,8 @@ fi
 if has trace; then
   TAIL=14 OUT=$LOGS/trace run op_trace 90 bash bench/delta_rule_op_trace.sh
   TAIL=14 OUT=$LOGS/trace_f32 run op_trace_f32 90 bash bench/delta_rule_op_trace.sh --dtype float32
+  # a decoding step: one kernel (the scan makes alpha itself)
+  TAIL=6 OUT=$LOGS/trace_step run op_trace_step 40 bash bench/delta_rule_op_trace.sh --step --shape 8,1,16,128
 fi
 if has lm; then
   TAIL=40 OUT=$LOGS/lm REPEAT=${LM_REPEAT:-2} GENERIC=0 run lm 360 bash bench/lm_step_vs_fla.sh
@@ -93,9 +97,21 @@ if has sanitize && [[ -x $WB ]]; then
   TAIL=4 run racecheck_c64_d64 100 compute-sanitizer --tool racecheck "$WB" 2 1 130 1 64 64
   TAIL=4 run racecheck_c64 150 compute-sanitizer --tool racecheck "$WB" 2 1 130 1 128 64
 fi
+if has sanitize; then   # through the operator: what the workbench does not run (alpha made in prep
+  # and in the scan, the chain in bwd_chunk, the kept solves, a decoding step)
+  OP=bench/delta_rule_op_trace.lua
+  TAIL=3 run memcheck_op 60 compute-sanitizer --tool memcheck bundle/bin/efla $OP --shape 1,130,2,128 --warmup 0
+  TAIL=3 run racecheck_op 90 compute-sanitizer --tool racecheck bundle/bin/efla $OP --shape 1,130,1,128 --warmup 0
+  TAIL=3 run racecheck_op_f32 90 compute-sanitizer --tool racecheck bundle/bin/efla $OP --shape 1,100,1,128 --dtype float32 --warmup 0
+  TAIL=3 run racecheck_step 60 compute-sanitizer --tool racecheck bundle/bin/efla $OP --step --shape 2,1,3,64 --warmup 0
+fi
 if has op; then
   TAIL=24 run delta_rule_op 150 bundle/bin/efla bench/delta_rule_gpu.lua \
     --shapes '8,2048,16,128;4,8192,16,128;16,4096,32,64;128,784,1,64' --deadline 120
+fi
+if has smnist; then   # the sMNIST training step against the published model's PyTorch token loop
+  TAIL=6 run smnist_efla 60 bundle/bin/efla bench/smnist_step_efla.lua
+  TAIL=4 run smnist_torch 90 python3 bench/torch_smnist_ref.py --methods efla
 fi
 if has vs_fla; then
   TAIL=30 OUT=$OUTDIR/vs_fla run delta_rule_vs_fla 400 bash bench/delta_rule_vs_fla.sh
