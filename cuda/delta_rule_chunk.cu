@@ -43,11 +43,15 @@ namespace {
 
 /* dv tile of out_kernel: 64 when dv allows it (fewer redundant Q K^T products), else dv; of the
  * state-only forward scan: 32 or 64 (scan_plan picks); of the backward scan: 64 when two of its
- * blocks fit a multiprocessor at 64, else 32 (more blocks) */
+ * blocks fit a multiprocessor at 64, and for bf16 also where one does (d = 128: half the blocks,
+ * each loading Q, K and W for twice the columns, measured 2-2.5 % faster forward+backward at
+ * B=8 T=2048 and B=4 T=8192 in docs/BENCHMARKS.md run 9), else 32 (more blocks) */
 template <int DV> struct Tile { static const int BV = DV >= 64 ? 64 : DV; };
 template <int DV> struct ScanTile { static const int BV = DV >= 32 ? 32 : DV; };
 template <class E, int C, int DK, int DV> struct BwdTile {
-    static const int BV = DV >= 64 && fit_blocks(bwd_scan_smem<E, C, DK, 64>()) == 2 ? 64 : ScanTile<DV>::BV;
+    static const int BV = DV >= 64 && (fit_blocks(bwd_scan_smem<E, C, DK, 64>()) == 2 ||
+                                       (std::is_same<E, bf16>::value && bwd_scan_smem<E, C, DK, 64>() <= 232448))
+                              ? 64 : ScanTile<DV>::BV;
 };
 
 /* Which version of a scan kernel runs: *mode = 1 the one with the cross-chunk cp.async

@@ -193,9 +193,16 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
         scan(r);
         g.states = recomputed.data();
     }
-    constexpr int BVB = D >= 32 ? 32 : D;
-    if (cs.prefetch) launch(dim3((unsigned)(N * H), D / BVB), block, [&] { bwd_scan_kernel<E, C, D, BVB, true>(g); });
-    else launch(dim3((unsigned)(N * H), D / BVB), block, [&] { bwd_scan_kernel<E, C, D, BVB, false>(g); });
+    // the backward scan's tile: 64 columns where the case asks for them (scan_bv 64), else 32
+    constexpr int BVB = D >= 32 ? 32 : D, BVW = D >= 64 ? 64 : BVB;
+    if (cs.scan_bv == 64 && D >= 64) {
+        if (cs.prefetch) launch(dim3((unsigned)(N * H), D / BVW), block, [&] { bwd_scan_kernel<E, C, D, BVW, true>(g); });
+        else launch(dim3((unsigned)(N * H), D / BVW), block, [&] { bwd_scan_kernel<E, C, D, BVW, false>(g); });
+    } else if (cs.prefetch) {
+        launch(dim3((unsigned)(N * H), D / BVB), block, [&] { bwd_scan_kernel<E, C, D, BVB, true>(g); });
+    } else {
+        launch(dim3((unsigned)(N * H), D / BVB), block, [&] { bwd_scan_kernel<E, C, D, BVB, false>(g); });
+    }
     launch(dim3((unsigned)nch, H), block, [&] { bwd_chunk_kernel<E, C, D, D>(g); });
 
     struct { const char *name; double err; } errs[] = {
@@ -224,6 +231,7 @@ int main() {
     run_case<bf16, 64, 64>({ 1, 130, 1, true, true, true, 64 });
     run_case<bf16, 32, 64>({ 1, 90, 2, false, true, true, 64 });
     run_case<bf16, 64, 128>({ 1, 80, 1, true, false, true, 32 });   // the LMs' head size
+    run_case<bf16, 64, 128>({ 1, 100, 2, false, false, false, 64 });   // 64-column scans at d = 128 (the library's backward tile)
     // the float32 path (three-TF32 products, float tiles and states)
     run_case<float, 16, 32>({ 1, 70, 2, true, false, false, 32 });
     run_case<float, 32, 64>({ 1, 90, 1, true, true, true, 64 });
