@@ -287,7 +287,7 @@ typedef struct efla_delta_rule_opts {
     int algorithm;          /* EFLA_ALGO_* */
     int reference_eps;      /* 1: the published reference's lambda clamp and +1e-6 */
     int output_final_state; /* 1: fill *final_state */
-    int recompute_states;   /* 1: backward recomputes per-chunk states instead of saving them */
+    int recompute_states;   /* 1: backward recomputes per-chunk states (and CUDA solves) instead of saving them */
     const efla_tensor *log_decay; /* NULL, or the gate g <= 0 [B,T,H] ([B,H] for _step): the state
                                      decays by e^g per token (gated EFLA; order 1 = Gated DeltaNet;
                                      docs/MATH.md §6). Differentiable. */

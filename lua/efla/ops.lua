@@ -150,7 +150,8 @@ local QK, V, BETA = '[B,T,H,dk]', '[B,T,H,dv]', '[B,T,H]'
 --- (EFLA) | 1 (DeltaNet) | 2..4 (Runge-Kutta); scale (default dk^-1/2); initial_state;
 --- output_final_state = true; chunk_size = 64; algorithm = 'auto' | 'chunked' | 'recurrent';
 --- cu_seqlens (packed variable-length sequences, B = 1); reference_eps (the published
---- reference's epsilon); recompute_states (less memory, more time in backward); log_decay
+--- reference's epsilon); recompute_states (the backward recomputes the chunk states, and on
+--- CUDA the per-chunk solves, instead of keeping them: less memory, more time); log_decay
 --- (g <= 0 [B,T,H]: gated EFLA with order 'exact', Gated DeltaNet with order 1; cpu for now).
 --- check_finite = true (or efla.set_debug_checks(true)) names the first batch, token and head
 --- where a NaN or Inf enters. Differentiable in q, k, v, beta, initial_state and log_decay. On CUDA,
