@@ -349,21 +349,19 @@ static int dr_backward(efla_node *node, efla_tensor *const *go, efla_tensor **gi
         .dq = efla_cpu_ptr(grad[IN_Q]), .dk = efla_cpu_ptr(grad[IN_K]), .dv = efla_cpu_ptr(grad[IN_V]),
         .dalpha = efla_cpu_ptr(grad_alpha), .dalpha_v = ptr_or_null(grad_alpha_v),
         .dlog_decay = ptr_or_null(grad[IN_LOG_DECAY]), .ds0 = ptr_or_null(grad[IN_S0])};
-    int alpha_chained = 0;
-    if (b->delta_rule_alpha_bwd && !log_decay) {   /* offer the chain through alpha to the backward */
-        const efla_tensor *beta = sv[SL_BETA];
-        if (!(grad[IN_BETA] = efla_empty(3, beta->shape, beta->dtype, beta->device))) goto out;
+    const efla_tensor *beta = sv[SL_BETA];
+    const int device_chain = b->delta_rule_alpha_bwd && (!log_decay || b->delta_rule_alpha_v_bwd);
+    if (device_chain && !(grad[IN_BETA] = efla_empty(3, beta->shape, beta->dtype, beta->device))) goto out;
+    int alpha_chained = 0;   /* set by a backward that takes the chain through alpha itself */
+    if (device_chain && !log_decay) {   /* offered to ungated calls */
         buf.beta = efla_cpu_ptr(beta);
-        buf.lambda = efla_cpu_ptr(sv[SL_LAMBDA]);
+        buf.lambda = (const double *)efla_cpu_ptr(sv[SL_LAMBDA]);
         buf.dbeta = efla_cpu_ptr(grad[IN_BETA]);
         buf.alpha_chained = &alpha_chained;
     }
     if (b->delta_rule_bwd(a, &buf)) goto out;
-    if (alpha_chained) {
-        /* the backward took the chain: dbeta and dk are final */
-    } else if (b->delta_rule_alpha_bwd && (!log_decay || b->delta_rule_alpha_v_bwd)) {
-        const efla_tensor *beta = sv[SL_BETA];
-        if (!grad[IN_BETA] && !(grad[IN_BETA] = efla_empty(3, beta->shape, beta->dtype, beta->device))) goto out;
+    if (alpha_chained) {   /* dbeta and dk are final */
+    } else if (device_chain) {
         if (b->delta_rule_alpha_bwd(efla_tensor_numel(beta), a->dk, q->dtype, efla_cpu_ptr(k), efla_cpu_ptr(beta),
                                     efla_cpu_ptr(sv[SL_LAMBDA]), efla_cpu_ptr(grad_alpha), c->order,
                                     c->reference_eps, efla_cpu_ptr(grad[IN_K]), efla_cpu_ptr(grad[IN_BETA])))
@@ -378,7 +376,7 @@ static int dr_backward(efla_node *node, efla_tensor *const *go, efla_tensor **gi
     } else if (q->device != EFLA_DEVICE_CPU) {
         efla_no_kernel("delta_rule backward (alpha chain)", q->device);
         goto out;
-    } else if (chain_alpha(c, k, sv[SL_BETA], sv[SL_LAMBDA], grad_alpha, log_decay, grad_alpha_v, grad[IN_K],
+    } else if (chain_alpha(c, k, beta, sv[SL_LAMBDA], grad_alpha, log_decay, grad_alpha_v, grad[IN_K],
                            grad[IN_LOG_DECAY], &grad[IN_BETA])) {
         goto out;
     }
@@ -519,7 +517,7 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
         buf.alpha = NULL;
         buf.beta = efla_cpu_ptr(bc);
         buf.alpha_out = ptr_or_null(alpha);
-        buf.lambda_out = lam ? efla_cpu_ptr(lam) : NULL;
+        buf.lambda_out = lam ? (double *)efla_cpu_ptr(lam) : NULL;
     }
     if (b->delta_rule_fwd(&a, &buf)) goto out;
 

@@ -82,20 +82,15 @@ __device__ __forceinline__ void stage(A *dst, const T *src, int64_t dk, bool zer
 }
 
 /* alpha of token row r, by every lane of one warp: the given one (p.al), or, when the forward
- * makes alpha (p.al NULL), from beta and lambda = |k_r|^2 of the row staged in kn: the sum of
- * alpha_fwd_kernel in its order (a lane's strided terms, then the warp's butterfly), the same
- * formulas and the same rounding to T, so the same alpha bit for bit as the two-launch path.
+ * makes alpha (p.al NULL), from beta and lambda = |k_r|^2 of the row staged in kn, summed and
+ * rounded as alpha_fwd_kernel does it (lane_sum_squares, warp_sum_d, alpha_as): the same alpha
+ * bit for bit as the two-launch path.
  * The block of column tile 0 writes alpha and lambda out where they are wanted. */
 template <typename T, typename A>
 __device__ A token_alpha(const DRParams &p, const A *kn, int64_t r) {
     if (p.al) return (A)load_as_acc((const T *)p.al + r);
-    double s = 0;
-    for (int64_t d = threadIdx.x % 32; d < p.dk; d += 32) { const double x = kn[d]; s += x * x; }
-    s = warp_sum_d(s);
-    double a;
-    alpha_eval(ld((const T *)p.beta + r), s, p.order, p.ref, &a, nullptr, nullptr);
-    T at;
-    st(&at, a);
+    const double s = warp_sum_d(lane_sum_squares([&](int64_t d) { return (double)kn[d]; }, p.dk));
+    const T at = alpha_as<T>(ld((const T *)p.beta + r), s, p.order, p.ref);
     if (threadIdx.x % 32 == 0 && blockIdx.x % p.ntiles == 0) {
         if (p.alpha_out) ((T *)p.alpha_out)[r] = at;
         if (p.lambda_out) p.lambda_out[r] = s;

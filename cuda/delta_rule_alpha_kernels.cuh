@@ -37,20 +37,48 @@ __device__ __forceinline__ double warp_sum_d(double v) {
     return v;
 }
 
+/* What every kernel that makes alpha shares (alpha_fwd_kernel here; the scan's token_alpha in
+ * delta_rule.cu; make_alpha of the tensor-core prep), so that all of them give the same alpha
+ * bit for bit: lambda = |k|^2 of one row summed by a warp as lane_sum_squares, then warp_sum_d
+ * (x(d) loads element d of the row as a double), and alpha rounded to T as alpha_as rounds it. */
+template <class Load> __device__ __forceinline__ double lane_sum_squares(Load x, int64_t dk) {
+    double s = 0;
+    for (int64_t d = threadIdx.x % 32; d < dk; d += 32) {
+        const double v = x(d);
+        s += v * v;
+    }
+    return s;
+}
+template <typename T> __device__ __forceinline__ T alpha_as(double beta, double lambda, int order, int ref) {
+    double a;
+    alpha_eval(beta, lambda, order, ref, &a, nullptr, nullptr);
+    T t;
+    st(&t, a);
+    return t;
+}
+
+/* The chain through alpha for one row with dalpha = g: dbeta written (when dbeta is set), the
+ * factor 2 g dalpha/dlambda of dk += factor k returned (alpha_bwd_kernel; the tensor-core
+ * bwd_chunk) */
+template <typename T>
+__device__ __forceinline__ double chain_row(const T *beta, const double *lambda, int64_t row, double g, int order, int ref,
+                                            T *dbeta) {
+    double a, db, dl;
+    alpha_eval(ld(beta + row), lambda[row], order, ref, &a, &db, &dl);
+    if (dbeta) st(dbeta + row, g * db);
+    return 2 * g * dl;
+}
+
 template <typename T>
 __global__ void alpha_fwd_kernel(int64_t n, int64_t dk, const T *k, const T *beta, int order, int ref, T *alpha,
                                  double *lambda) {
     const int lane = threadIdx.x % 32;
     const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
     for (int64_t row = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; row < n; row += warps) {
-        double s = 0;
-        for (int64_t d = lane; d < dk; d += 32) { double x = ld(k + row * dk + d); s += x * x; }
-        s = warp_sum_d(s);
+        const double s = warp_sum_d(lane_sum_squares([&](int64_t d) { return ld(k + row * dk + d); }, dk));
         if (lane == 0) {
-            double a, db, dl;
-            alpha_eval(ld(beta + row), s, order, ref, &a, &db, &dl);
             lambda[row] = s;
-            st(alpha + row, a);
+            alpha[row] = alpha_as<T>(ld(beta + row), s, order, ref);
         }
     }
 }
@@ -98,12 +126,7 @@ __device__ void chain_rows(int64_t n, int64_t dk, const T *k, T *dkk, RowFactor 
 template <typename T>
 __global__ void alpha_bwd_kernel(int64_t n, int64_t dk, const T *k, const T *beta, const double *lambda,
                                  const T *g, int order, int ref, T *dkk, T *dbeta) {
-    chain_rows(n, dk, k, dkk, [&](int64_t row) {
-        double a, db, dl, gi = ld(g + row);
-        alpha_eval(ld(beta + row), lambda[row], order, ref, &a, &db, &dl);
-        if (dbeta) st(dbeta + row, gi * db);
-        return 2 * gi * dl;
-    });
+    chain_rows(n, dk, k, dkk, [&](int64_t row) { return chain_row(beta, lambda, row, ld(g + row), order, ref, dbeta); });
 }
 
 /* ---- gated calls: alpha' (docs/MATH.md §6) ------------------------------------------------------

@@ -5,7 +5,7 @@
 #ifndef EFLA_CUDA_DELTA_RULE_CHUNK_KERNELS_CUH
 #define EFLA_CUDA_DELTA_RULE_CHUNK_KERNELS_CUH
 #include "delta_rule_chunk_tiles.cuh"
-#include "../core/alpha_formulas.h"
+#include "delta_rule_alpha_kernels.cuh"   /* alpha's formulas, its row sum and rounding, the chain */
 
 namespace {
 
@@ -38,20 +38,19 @@ template <class E> struct ArgsT {
     int order, ref;
 };
 
-/* alpha = beta phi(beta lambda) in double, by the host's formulas (core/alpha_formulas.h); out of
- * line, so that their registers stay out of the kernels' products (one lane per row calls it) */
-__device__ __noinline__ double alpha_of(double beta, double lambda, int order, int ref) {
-    double a;
-    efla_alpha_eval_of(beta, lambda, order, ref, &a, nullptr, nullptr);
-    return a;
+/* alpha of (beta, lambda) rounded to E as alpha_as rounds it; out of line, so that the
+ * double-precision formulas' registers stay out of the kernels' products (one lane per row
+ * calls it) */
+template <class E> __device__ __noinline__ E alpha_of(double beta, double lambda, int order, int ref) {
+    return alpha_as<E>(beta, lambda, order, ref);
 }
 
-/* The forward's alpha of a chunk's rows, made from K in shared memory: lambda = |k|^2 summed as
- * alpha_fwd_kernel sums it (a lane's strided terms in double, then the warp's butterfly), the
- * same formulas and the same rounding to E, so the same alpha bit for bit as the separate
- * kernel; a[r] for the solve, alpha and lambda to global where p asks. Warp w sums rows w,
- * w + 16, ... together, then its lane i evaluates alpha of the i-th of them: the warp's rows'
- * double-precision formulas run side by side, not one after another. */
+/* The forward's alpha of a chunk's rows, made from K in shared memory, summed and rounded as
+ * alpha_fwd_kernel does it (lane_sum_squares, warp_sum_d, alpha_as: delta_rule_alpha_kernels.cuh),
+ * so the same alpha bit for bit as the separate kernel; a[r] for the solve, alpha and lambda to
+ * global where p asks. Warp w sums rows w, w + 16, ... together, then its lane i evaluates alpha
+ * of the i-th of them: the warp's rows' double-precision formulas run side by side, not one
+ * after another. */
 template <int C, int DK, class E>
 __device__ void make_alpha(const ArgsT<E> &p, Tm<E> K, const ChunkRows &cr, float *a) {
     constexpr int ROWS = C / NWARP;   /* rows per warp (C >= 16) */
@@ -60,16 +59,10 @@ __device__ void make_alpha(const ArgsT<E> &p, Tm<E> K, const ChunkRows &cr, floa
 #pragma unroll
     for (int i = 0; i < ROWS; i++) {
         const int r = warp + i * NWARP;
-        s[i] = 0;
-        if (r < cr.len)   /* warp-uniform */
-            for (int d = lane; d < DK; d += 32) {
-                const double x = to_f(K.p[r * K.ld + d]);
-                s[i] += x * x;
-            }
+        s[i] = r < cr.len ? lane_sum_squares([&](int64_t d) { return (double)to_f(K.p[r * K.ld + d]); }, DK) : 0.0;
     }
 #pragma unroll
-    for (int i = 0; i < ROWS; i++)
-        for (int o = 16; o > 0; o >>= 1) s[i] += __shfl_xor_sync(0xffffffffu, s[i], o);
+    for (int i = 0; i < ROWS; i++) s[i] = warp_sum_d(s[i]);   /* r < cr.len is warp-uniform */
     if (lane < ROWS) {
         const int r = warp + lane * NWARP;
         double mine = 0;
@@ -80,7 +73,7 @@ __device__ void make_alpha(const ArgsT<E> &p, Tm<E> K, const ChunkRows &cr, floa
             a[r] = 0.0f;
         } else {
             const int64_t row = cr.first + (int64_t)r * p.H;
-            const E at = from_f<E>((float)alpha_of(to_f(p.beta[row]), mine, p.order, p.ref));
+            const E at = alpha_of<E>(ld(p.beta + row), mine, p.order, p.ref);
             a[r] = to_f(at);
             if (p.alpha_out) p.alpha_out[row] = at;
             if (p.lambda_out) p.lambda_out[row] = mine;
@@ -487,17 +480,13 @@ template <int C, class F, class Done> __device__ void add_sums(float *da, F term
     }
 }
 
-/* The chain through alpha for token row `row` (docs/MATH.md §3) with dalpha = g: dbeta written,
- * the factor s of dk += s k returned (s = 2 g dalpha/dlambda). The formulas are the host's
- * (core/alpha_formulas.h, in double); out of line, so that their registers stay out of the
- * kernel's products (64 threads of a block call it once each). */
+/* The chain through alpha for token row `row` (docs/MATH.md §3) with dalpha = g: chain_row
+ * (delta_rule_alpha_kernels.cuh, as alpha_bwd_kernel takes it) out of line, so that its
+ * registers stay out of the kernel's products (64 threads of a block call it once each) */
 template <class E>
 __device__ __noinline__ float alpha_chain_row(const E *beta, const double *lambda, E *dbeta, int order, int ref,
                                               int64_t row, float g) {
-    double a, db, dl;
-    efla_alpha_eval_of((double)to_f(beta[row]), lambda[row], order, ref, &a, &db, &dl);
-    dbeta[row] = from_f<E>((float)(g * db));
-    return (float)(2 * g * dl);
+    return (float)chain_row(beta, lambda, row, g, order, ref, dbeta);
 }
 
 /* ---- backward within each chunk ----------------------------------------------------------------- */
