@@ -181,6 +181,7 @@ constexpr size_t prep_smem() {
 template <class E, int C, int DK, int DV>
 __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())) prep_kernel(ArgsT<E> p) {
     EFLA_DYNAMIC_SMEM(smem);
+    constexpr int WT = warp_tiles<E>(prep_smem<E, C, DK, DV>());   /* mm's tiles per warp */
     PHASE_START;
     const int64_t g = blockIdx.x, h = blockIdx.y;
     const ChunkRows cr = chunk_rows(p, g, h, C);
@@ -203,7 +204,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())
     cp_async_wait_all();
     __syncthreads(); PHASE(0, 1);
     if (!p.solved) {
-        mm<false, true>(K, K, G, C, C, DK, false);
+        mm<false, true, WT>(K, K, G, C, C, DK, false);
         if (!p.alpha) make_alpha<C, DK>(p, K, cr, a);   /* the forward makes alpha (reads K only) */
         __syncthreads(); PHASE(0, 2);
         unit_lower_inverse<C>(X, G, a, F.p);   /* F is free until W */
@@ -221,8 +222,8 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())
         });
         __syncthreads(); PHASE(0, 3);
     }
-    mm<false, false>(Tb, K, F, C, DK, C, false);
-    if (make_pq) mm<false, true>(Q, K, G, C, C, DK, false);   /* G is free after the solve */
+    mm<false, false, WT>(Tb, K, F, C, DK, C, false);
+    if (make_pq) mm<false, true, WT>(Q, K, G, C, C, DK, false, blocks_of<WT>(C, DK));   /* G is free after the solve; on the warps W's product leaves */
     __syncthreads(); PHASE(0, 4);
     store_rows<C, DK>(p.w + (g * p.H + h) * C * DK, DK, F, C);
     if (make_pq) {
@@ -231,7 +232,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())
     }
     if (!p.u) { PHASE(0, 0); return; }   /* a backward with saved chunk states needs W alone */
     __syncthreads(); PHASE(0, 5);
-    mm<false, false>(Tb, V, F, C, DV, C, false);
+    mm<false, false, WT>(Tb, V, F, C, DV, C, false);
     __syncthreads(); PHASE(0, 6);
     store_rows<C, DV>(p.u + (g * p.H + h) * C * DV, DV, F, C);
     PHASE(0, 0);
@@ -252,6 +253,7 @@ constexpr size_t state_scan_smem() {
 template <class E, int C, int DK, int BV, bool PF>
 __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<E, C, DK, BV, PF>())) state_scan_kernel(ArgsT<E> p) {
     EFLA_DYNAMIC_SMEM(smem);
+    constexpr int WT = warp_tiles<E>(state_scan_smem<E, C, DK, BV, PF>());   /* mm's tiles per warp */
     PHASE_START;
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, j0 = (int64_t)blockIdx.y * BV;
     const int64_t dv = p.dv;
@@ -309,7 +311,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<E, C, DK, 
         {
             E *dst = p.vp ? p.vp + (g * p.H + h) * C * dv + j0 : nullptr;
             const Tm<E> U = Ut(b);
-            mm_then<false, false>(Wt(b), Sb, F, C, BV, DK, false, [&](int r, int c) {
+            mm_then<false, false, WT>(Wt(b), Sb, F, C, BV, DK, false, [&](int r, int c) {
                 const float4 x = sub4(get4(U.p + r * U.ld + c), get4(F.p + r * F.ld + c));
                 put4(U.p + r * U.ld + c, x);
                 if (dst) put4(dst + r * dv + c, x);   /* rounded to E as U is */
@@ -318,7 +320,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<E, C, DK, 
         if (!PF) cp_async_wait<0>();   /* K */
         __syncthreads(); PHASE(1, 4);
         /* S += K^T V' */
-        mm<true, false>(Kt(b), Ut(b), S, DK, BV, C, true);
+        mm<true, false, WT>(Kt(b), Ut(b), S, DK, BV, C, true);
     }
     __syncthreads(); PHASE(1, 5);
     if (p.sf) store_state<DK, BV>(p.sf + (n * p.H + h) * DK * dv + j0, dv, S);
@@ -337,6 +339,7 @@ constexpr size_t out_smem() {
 template <class E, int C, int DK, int BV>
 __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<E, C, DK, BV>())) out_kernel(ArgsT<E> p) {
     EFLA_DYNAMIC_SMEM(smem);
+    constexpr int WT = warp_tiles<E>(out_smem<E, C, DK, BV>());   /* mm's tiles per warp */
     PHASE_START;
     const int64_t g = blockIdx.x, h = blockIdx.y, j0 = (int64_t)blockIdx.z * BV;
     const int64_t dv = p.dv, rs = p.H;
@@ -351,10 +354,10 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<E, C, DK, BV>()))
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads(); PHASE(2, 1);
-    mm_then<false, true>(Q, K, P, C, C, DK, false, tril_to(Pb, P));   /* by the warp that owns the tile */
-    mm<false, false>(Q, Sb, F, C, BV, DK, false);
+    mm_then<false, true, WT>(Q, K, P, C, C, DK, false, tril_to(Pb, P));   /* by the warp that owns the tile */
+    mm<false, false, WT>(Q, Sb, F, C, BV, DK, false, blocks_of<WT>(C, C));   /* on the warps the first leaves */
     __syncthreads(); PHASE(2, 3);
-    mm<false, false>(Pb, Vp, F, C, BV, C, true);
+    mm<false, false, WT>(Pb, Vp, F, C, BV, C, true);
     __syncthreads(); PHASE(2, 4);
     store_rows<C, BV>(p.o + cr.first * dv + j0, rs * dv, F, cr.len, p.scale);
     PHASE(2, 0);
@@ -379,6 +382,7 @@ constexpr size_t bwd_scan_smem() {
 template <class E, int C, int DK, int BV, bool PF>
 __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<E, C, DK, BV, PF>())) bwd_scan_kernel(ArgsT<E> p) {
     EFLA_DYNAMIC_SMEM(smem);
+    constexpr int WT = warp_tiles<E>(bwd_scan_smem<E, C, DK, BV, PF>());   /* mm's tiles per warp */
     PHASE_START;
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, j0 = (int64_t)blockIdx.y * BV;
     const int64_t dv = p.dv;
@@ -430,16 +434,16 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<E, C, DK, BV
         else cp_async_wait_all();
         if (!p.pq) {   /* P = tril(Q K^T) here (to E by the warp that owns the tile), unless prep made it */
             __syncthreads(); PHASE(3, 2);
-            mm_then<false, true>(Q, K, P, C, C, DK, false, tril_to(Pb, P));
+            mm_then<false, true, WT>(Q, K, P, C, C, DK, false, tril_to(Pb, P));
         }
         if (!PF) cp_async_wait<1>();
         scale_rows<C, BV>(dO, p.scale);
         __syncthreads(); PHASE(3, 4);
-        /* dV' = P^T (scale dO) + K dS_out (the same warp owns a tile in both products) */
-        mm<true, false>(Pb, dO, F, C, BV, C, false);
+        /* dV' = P^T (scale dO) + K dS_out, summed in registers */
+        mm2<true, false, false, false, WT>(Pb, dO, C, K, dSb, DK, F, C, BV, false);
         {   /* dV' to dvp and -dV' to dVn, by the warp that owns each tile */
             E *dst = p.dvp + (g * p.H + h) * C * dv + j0;
-            mm_then<false, false>(K, dSb, F, C, BV, DK, true, [&](int r, int c) {
+            then_each<WT>(C, BV, [&](int r, int c) {
                 const float4 x = get4(F.p + r * F.ld + c);
                 put4(dst + r * dv + c, x);
                 put4(dVn.p + r * dVn.ld + c, scale4(x, -1.0f));
@@ -448,8 +452,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<E, C, DK, BV
         if (!PF) cp_async_wait<0>();
         __syncthreads(); PHASE(3, 6);
         /* dS_in = dS_out + Q^T (scale dO) - W^T dV' */
-        mm<true, false>(Q, dO, dS, DK, BV, C, true);
-        mm<true, false>(W, dVn, dS, DK, BV, C, true);
+        mm2<true, false, true, false, WT>(Q, dO, C, W, dVn, C, dS, DK, BV, true);
     }
     __syncthreads(); PHASE(3, 7);
     if (p.ds0) store_state<DK, BV>(p.ds0 + (n * p.H + h) * DK * dv + j0, dv, dS);
@@ -504,6 +507,7 @@ constexpr size_t bwd_chunk_smem() {
 template <class E, int C, int DK, int DV>
 __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, DV>())) bwd_chunk_kernel(ArgsT<E> p) {
     EFLA_DYNAMIC_SMEM(smem);
+    constexpr int WT = warp_tiles<E>(bwd_chunk_smem<E, C, DK, DV>());   /* mm's tiles per warp */
     PHASE_START;
     const int64_t g = blockIdx.x, h = blockIdx.y;
     const ChunkRows cr = chunk_rows(p, g, h, C);
@@ -548,20 +552,19 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     __syncthreads(); PHASE(4, 3);    /* everyone's */
     /* each elementwise pass below right after its product, by the warp that owns the tile
      * (mm_then): none of them writes what another warp reads during the product */
-    mm_then<false, false>(K, Mat, F, C, DV, DK, false, [&](int r, int c) {
+    mm_then<false, false, WT>(K, Mat, F, C, DV, DK, false, [&](int r, int c) {
         put4(bufD.p + r * bufD.ld + c, sub4(get4(bufD.p + r * bufD.ld + c), get4(F.p + r * F.ld + c)));
     });
     __syncthreads(); PHASE(4, 5);
-    mm_then<false, false>(Tb, bufD, F, C, DV, C, false,
+    mm_then<false, false, WT>(Tb, bufD, F, C, DV, C, false,
                           [&](int r, int c) { put4(Vp.p + r * Vp.ld + c, get4(F.p + r * F.ld + c)); });
     cp_async_wait_all();                            /* the second group: X, Q, dO */
     scale_rows<C, DV>(bufO, p.scale);
     /* phase 3: dP = tril(dO V'^T) with dO scaled (bufO), dQ = dO S^T + dP K */
     __syncthreads(); PHASE(4, 7);
-    mm_then<false, true>(bufO, Vp, CC, C, C, DV, false, tril_to(dPb, CC));
+    mm_then<false, true, WT>(bufO, Vp, CC, C, C, DV, false, tril_to(dPb, CC));
     __syncthreads(); PHASE(4, 9);
-    mm<false, true>(bufO, Mat, F, C, DK, DV, false);
-    mm<false, false>(dPb, K, F, C, DK, C, true);     /* same tiles, same warp: no barrier needed */
+    mm2<false, true, false, false, WT>(bufO, Mat, DV, dPb, K, C, F, C, DK, false);
     __syncthreads(); PHASE(4, 10);
     /* phase 4: dV' (bufO: dO is done), fetched while dq is stored; dD = T^T dV' = dv,
      * dT = dV' D^T, da from T */
@@ -570,8 +573,8 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     store_rows<C, DK>(p.dq + cr.first * DK, rs * DK, F, cr.len);
     cp_async_wait_all();
     __syncthreads(); PHASE(4, 12);
-    mm<true, false>(Tb, bufO, F, C, DV, C, false);
-    mm<false, true>(bufO, bufD, CC, C, C, DV, false);   /* CC = dT */
+    mm<true, false, WT>(Tb, bufO, F, C, DV, C, false);
+    mm<false, true, WT>(bufO, bufD, CC, C, C, DV, false, blocks_of<WT>(C, DV));   /* CC = dT, on the warps dv's product leaves */
     __syncthreads(); PHASE(4, 13);   /* dV' is done: dX may take its space */
     store_rows<C, DV>(p.dv_out + cr.first * DV, rs * DV, F, cr.len);
     to_tile<C, DV>(bufD, F, -1.0f);                    /* bufD = -dD (D is done) */
@@ -585,19 +588,18 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     });
     __syncthreads(); PHASE(4, 14);
     /* phase 5: dK = dP^T Q - dD S^T + V' dS_out^T + (dG + dG^T) K */
-    mm<true, false>(dPb, Qb, F, C, DK, C, false);
-    mm<false, true>(bufD, Mat, F, C, DK, DV, true);
+    mm2<true, false, false, true, WT>(dPb, Qb, C, bufD, Mat, DV, F, C, DK, false);
     __syncthreads(); PHASE(4, 15);   /* T and dP are done: G may take their space; S is done: dS_out takes Mat */
     load_rows_async<DK, DV>(Mat, p.dcs + (g * p.H + h) * DK * DV, DV, DK);   /* arrives during the two products */
     cp_async_commit();
-    mm<false, true>(dXb, Xb, CC, C, C, C, false);      /* CC = Y = dX X^T */
-    mm<false, true>(K, K, Gf, C, C, DK, false);        /* Gf = G again (as phase 1 had it) */
-    cp_async_wait_all();
+    mm<false, true, WT>(dXb, Xb, CC, C, C, C, false);      /* CC = Y = dX X^T */
+    mm<false, true, WT>(K, K, Gf, C, C, DK, false, blocks_of<WT>(C, C));   /* Gf = G again (as phase 1 had it) */
     __syncthreads(); PHASE(4, 16);
-    mm<false, true>(Vp, Mat, F, C, DK, DV, true);      /* + V' dS_out^T */
     each<C, C / 4>([&](int r, int v) { put4(dXb.p + r * C + 4 * v, get4(CC.p + r * CC.ld + 4 * v)); });   /* Y, in E */
+    cp_async_wait_all();
     __syncthreads(); PHASE(4, 18);
-    mm<true, false>(Xb, dXb, CC, C, C, C, false);      /* CC = X^T Y = -dL */
+    mm<true, false, WT>(Xb, dXb, CC, C, C, C, false);      /* CC = X^T Y = -dL */
+    mm<false, true, WT>(Vp, Mat, F, C, DK, DV, true, blocks_of<WT>(C, C));   /* + V' dS_out^T, on the warps the first leaves */
     __syncthreads(); PHASE(4, 19);
     add_sums<C>(da, [&](int i, int j) {               /* da_i += sum_{j < i} dL_ij G_ij */
         return j < i ? -CC.p[i * CC.ld + j] * Gf.p[i * Gf.ld + j] : 0.0f;
@@ -613,7 +615,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
         put4(dXb.p + r * C + 4 * v, make_float4(x[0], x[1], x[2], x[3]));
     });
     __syncthreads(); PHASE(4, 20);
-    mm_then<false, false>(dXb, K, F, C, DK, C, true, [&](int r, int c) {   /* dk stored by the tile's warp */
+    mm_then<false, false, WT>(dXb, K, F, C, DK, C, true, [&](int r, int c) {   /* dk stored by the tile's warp */
         float4 x = get4(F.p + r * F.ld + c);
         if (p.dbeta) {   /* + 2 dlambda k */
             const float4 k4 = get4(K.p + r * K.ld + c);

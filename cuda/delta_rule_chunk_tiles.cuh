@@ -97,23 +97,22 @@ constexpr size_t max_bytes(size_t x, size_t y) { return x > y ? x : y; }
  * that registers don't keep the second block out. */
 constexpr int fit_blocks(size_t bytes) { return 2 * (bytes + 1024) <= 233472 ? 2 : 1; }
 
-/* One k step of a 16 x 16 output tile on the tensor cores, by operand element: bf16, one
- * 16x16x16 product; float (the float32 path), three 16x16x8 TF32 products of a split of each
- * operand into a TF32 head and the TF32 rounding of what the head misses (x = hi + lo to about
- * 21 bits), taken as lo_A hi_B + hi_A lo_B + hi_A hi_B (the lo_A lo_B term is below float32's
- * precision; the small terms go first): float32 accuracy (about 1e-6 relative) where a plain
- * TF32 product keeps 11 bits. LA, LB: the operands' layouts in shared memory. */
+/* The tensor-core product of one k step, by operand element: the fragments of a 16-row slice
+ * of A and a 16-column slice of B (A<L>, B<L>, loaded from shared memory by load()) and
+ * mma(c, a, b): c += a b on a 16 x 16 accumulator. bf16: one 16x16x16 product. float (the
+ * float32 path): three 16x16x8 TF32 products of a split of each operand into a TF32 head and the
+ * TF32 rounding of what the head misses (x = hi + lo to about 21 bits), taken as
+ * lo_A hi_B + hi_A lo_B + hi_A hi_B (the lo_A lo_B term is below float32's precision; the small
+ * terms go first): float32 accuracy (about 1e-6 relative) where a plain TF32 product keeps 11
+ * bits. LA, LB: the operands' layouts in shared memory. */
 template <class E> struct TileMma;
 template <> struct TileMma<bf16> {
     static const int K = 16;
     typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> Acc;
-    template <class LA, class LB> __device__ static void step(Acc &c, const bf16 *a, int lda, const bf16 *b, int ldb) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, LA> fa;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, LB> fb;
-        wmma::load_matrix_sync(fa, a, lda);
-        wmma::load_matrix_sync(fb, b, ldb);
-        wmma::mma_sync(c, fa, fb, c);
-    }
+    template <class L> using A = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, L>;
+    template <class L> using B = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, L>;
+    template <class Frag> __device__ static void load(Frag &f, const bf16 *p, int ld) { wmma::load_matrix_sync(f, p, ld); }
+    template <class FA, class FB> __device__ static void mma(Acc &c, const FA &a, const FB &b) { wmma::mma_sync(c, a, b, c); }
 };
 template <class Frag> __device__ __forceinline__ void split_tf32(Frag &hi, Frag &lo) {
     for (int i = 0; i < hi.num_elements; i++) {
@@ -122,67 +121,158 @@ template <class Frag> __device__ __forceinline__ void split_tf32(Frag &hi, Frag 
         lo.x[i] = wmma::__float_to_tf32(x - h);
     }
 }
+template <class Frag> struct SplitTf32 { Frag hi, lo; };
 template <> struct TileMma<float> {
     static const int K = 8;
     typedef wmma::fragment<wmma::accumulator, 16, 16, 8, float> Acc;
-    template <class LA, class LB> __device__ static void step(Acc &c, const float *a, int lda, const float *b, int ldb) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> fa, fal;
-        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> fb, fbl;
-        wmma::load_matrix_sync(fa, a, lda);
-        wmma::load_matrix_sync(fb, b, ldb);
-        split_tf32(fa, fal);
-        split_tf32(fb, fbl);
-        /* the step's three products into a fresh accumulator, then added to c in float on the
-         * CUDA cores: the tensor cores' own addition of their accumulator input truncates, and
-         * over a long k loop (three products per 8 of k) that bias reached 1e-5 of float32's
-         * results (the float32 dbeta of test_cuda's large keys); so each truncation is now
-         * relative to one step's partial sum only */
+    template <class L> using A = SplitTf32<wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, L>>;
+    template <class L> using B = SplitTf32<wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, L>>;
+    template <class S> __device__ static void load(S &s, const float *p, int ld) {
+        wmma::load_matrix_sync(s.hi, p, ld);
+        split_tf32(s.hi, s.lo);
+    }
+    /* the step's three products into a fresh accumulator, then added to c in float on the
+     * CUDA cores: the tensor cores' own addition of their accumulator input truncates, and
+     * over a long k loop (three products per 8 of k) that bias reached 1e-5 of float32's
+     * results (the float32 dbeta of test_cuda's large keys); so each truncation is now
+     * relative to one step's partial sum only */
+    template <class SA, class SB> __device__ static void mma(Acc &c, const SA &a, const SB &b) {
         Acc t;
         wmma::fill_fragment(t, 0.0f);
-        wmma::mma_sync(t, fal, fb, t);
-        wmma::mma_sync(t, fa, fbl, t);
-        wmma::mma_sync(t, fa, fb, t);
+        wmma::mma_sync(t, a.lo, b.hi, t);
+        wmma::mma_sync(t, a.hi, b.lo, t);
+        wmma::mma_sync(t, a.hi, b.hi, t);
         for (int i = 0; i < c.num_elements; i++) c.x[i] += t.x[i];
     }
 };
 
-/* C (M x N, float) (+)= op(A) op(B), op(A) M x K, op(B) K x N, every size a multiple of 16.
- * TA: A is stored K x M (so op(A) = A^T); TB: B is stored N x K. Each warp owns output
- * tiles round-robin. Callers synchronise before reading C. The operands' element E picks the
- * product (TileMma<E>: bf16, or the float32 path's three TF32 products). */
-template <bool TA, bool TB, class E>
-__device__ void mm(Tm<E> A, Tm<E> B, Fm Cm, int M, int N, int K, bool acc) {
+/* How mm() spreads an M x N output (in 16 x 16 tiles) over the warps: blocks of bm x bn tiles,
+ * one warp's accumulators in registers for the whole k loop, the blocks round-robin over the
+ * warps. A block loads bm + bn fragments per k step for bm bn products, so 2 x 2 blocks read
+ * half the shared memory of single tiles (the products are bound by shared-memory reads, not by
+ * the tensor cores); but a block shape is taken only while it leaves at least 4 blocks, one per
+ * warp scheduler, so that every scheduler's tensor cores have work, and only up to TILES tiles
+ * (warp_tiles: what the kernel's registers hold). Block b goes to warp (warp0 + b) % NWARP: a
+ * product that follows an independent one without a barrier starts its blocks on the warps the
+ * first left idle (warp0 = the first's count). */
+struct WarpBlocks {
+    int bm, bn, per_row, count;   /* block shape in tiles; blocks per block row; blocks in all */
+    int first;                    /* this warp's first block */
+};
+template <int TILES> __device__ __forceinline__ WarpBlocks warp_blocks(int M, int N, int warp0) {
+    const int tm = M / 16, tn = N / 16;
+    int bm = 1, bn = 1;
+    if (TILES >= 4 && tm % 2 == 0 && tn % 2 == 0 && (tm / 2) * (tn / 2) >= 4) bm = bn = 2;
+    else if (TILES >= 2 && tn % 2 == 0 && tm * (tn / 2) >= 4) bn = 2;
+    else if (TILES >= 2 && tm % 2 == 0 && (tm / 2) * tn >= 4) bm = 2;
+    return WarpBlocks{bm, bn, tn / bn, (tm / bm) * (tn / bn), (int)(threadIdx.x / 32 + NWARP - warp0 % NWARP) % NWARP};
+}
+
+/* the number of warp blocks of an M x N product: the warp0 of an independent product after it */
+template <int TILES> __device__ __forceinline__ int blocks_of(int M, int N) { return warp_blocks<TILES>(M, N, 0).count; }
+
+/* c[][] += op(A) op(B) over k in [0, K) for the block at tile (i0, j0), k in order */
+template <int BM, int BN, bool TA, bool TB, class E>
+__device__ __forceinline__ void mm_accumulate(typename TileMma<E>::Acc (&c)[BM][BN], Tm<E> A, Tm<E> B, int K, int i0, int j0) {
     typedef typename std::conditional<TA, wmma::col_major, wmma::row_major>::type LA;
     typedef typename std::conditional<TB, wmma::col_major, wmma::row_major>::type LB;
     typedef TileMma<E> Op;
-    const int warp = threadIdx.x / 32, tn = N / 16, tiles = (M / 16) * tn;
-    for (int t = warp; t < tiles; t += NWARP) {
-        const int i = t / tn, j = t % tn;
-        typename Op::Acc c;
-        float *cp = Cm.p + i * 16 * Cm.ld + j * 16;
-        if (acc) wmma::load_matrix_sync(c, cp, Cm.ld, wmma::mem_row_major);
-        else wmma::fill_fragment(c, 0.0f);
-        for (int k = 0; k < K; k += Op::K)
-            Op::template step<LA, LB>(c, TA ? A.p + k * A.ld + i * 16 : A.p + i * 16 * A.ld + k, A.ld,
-                                      TB ? B.p + j * 16 * B.ld + k : B.p + k * B.ld + j * 16, B.ld);
-        wmma::store_matrix_sync(cp, c, Cm.ld, wmma::mem_row_major);
+    for (int k = 0; k < K; k += Op::K) {
+        typename Op::template A<LA> fa[BM];
+        typename Op::template B<LB> fb[BN];
+#pragma unroll
+        for (int x = 0; x < BM; x++) {
+            const int i = (i0 + x) * 16;
+            Op::load(fa[x], TA ? A.p + k * A.ld + i : A.p + i * A.ld + k, A.ld);
+        }
+#pragma unroll
+        for (int y = 0; y < BN; y++) {
+            const int j = (j0 + y) * 16;
+            Op::load(fb[y], TB ? B.p + j * B.ld + k : B.p + k * B.ld + j, B.ld);
+        }
+#pragma unroll
+        for (int x = 0; x < BM; x++)
+#pragma unroll
+            for (int y = 0; y < BN; y++) Op::mma(c[x][y], fa[x], fb[y]);
     }
 }
 
-/* mm(), then f(r, c) for every four adjacent elements (r, c .. c + 3; c a multiple of 4) of
- * every output tile this warp wrote (after a __syncwarp: the tile's stores are then visible
- * to all its lanes), so that f loads and stores vectors (get4, put4). An elementwise pass that
- * reads only the product's own tiles, and writes only where no other warp reads during the
- * product, needs no block barrier between the two: a barrier fewer on a latency-bound path. */
-template <bool TA, bool TB, class E, class F>
-__device__ void mm_then(Tm<E> A, Tm<E> B, Fm Cm, int M, int N, int K, bool acc, F f) {
-    mm<TA, TB>(A, B, Cm, M, N, K, acc);
-    __syncwarp();
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tn = N / 16, tiles = (M / 16) * tn;
-    for (int t = warp; t < tiles; t += NWARP) {   /* mm's tiles of this warp, in mm's order */
-        const int r0 = t / tn * 16, c0 = t % tn * 16;
-        for (int e = lane; e < 64; e += 32) f(r0 + e / 4, c0 + e % 4 * 4);
+/* mm2()'s work for one block shape BM x BN (tiles): each of this warp's blocks, its
+ * accumulators loaded (acc) or zeroed, both products, one store */
+template <int BM, int BN, bool TA1, bool TB1, bool TA2, bool TB2, class E>
+__device__ void mm_blocks(Tm<E> A1, Tm<E> B1, int K1, Tm<E> A2, Tm<E> B2, int K2, Fm Cm, bool acc, const WarpBlocks wb) {
+    for (int t = wb.first; t < wb.count; t += NWARP) {
+        const int i0 = t / wb.per_row * BM, j0 = t % wb.per_row * BN;   /* the block's first tile */
+        typename TileMma<E>::Acc c[BM][BN];
+#pragma unroll
+        for (int x = 0; x < BM; x++)
+#pragma unroll
+            for (int y = 0; y < BN; y++) {
+                if (acc) wmma::load_matrix_sync(c[x][y], Cm.p + (i0 + x) * 16 * Cm.ld + (j0 + y) * 16, Cm.ld, wmma::mem_row_major);
+                else wmma::fill_fragment(c[x][y], 0.0f);
+            }
+        mm_accumulate<BM, BN, TA1, TB1>(c, A1, B1, K1, i0, j0);
+        if (K2 > 0) mm_accumulate<BM, BN, TA2, TB2>(c, A2, B2, K2, i0, j0);
+#pragma unroll
+        for (int x = 0; x < BM; x++)
+#pragma unroll
+            for (int y = 0; y < BN; y++)
+                wmma::store_matrix_sync(Cm.p + (i0 + x) * 16 * Cm.ld + (j0 + y) * 16, c[x][y], Cm.ld, wmma::mem_row_major);
     }
+}
+
+/* Output tiles a warp may keep in registers in mm() (its blocks' accumulators and their
+ * fragments), for a kernel of this much shared memory: two blocks per multiprocessor leave 64
+ * registers a thread, one block 128; float's fragments are split in two (TileMma<float>). */
+template <class E> constexpr int warp_tiles(size_t smem_bytes) {
+    return (fit_blocks(smem_bytes) == 2 ? 2 : 4) / (sizeof(E) == 4 ? 2 : 1);
+}
+
+/* C (M x N, float) (+)= op(A1) op(B1) + op(A2) op(B2), op(A1) M x K1, op(B1) K1 x N (and the
+ * same with K2; K2 = 0: the first product alone), every size a multiple of 16, the sum kept in
+ * registers between the two. TA: A is stored K x M (so op(A) = A^T); TB: B is stored N x K.
+ * Each warp owns the output tiles of its blocks (warp_blocks: the same for every product of the
+ * same M, N, TILES and warp0, which lets two products into the same C follow each other without
+ * a barrier). Callers synchronise before reading C. The operands' element E picks the product
+ * (TileMma<E>: bf16, or the float32 path's three TF32 products). TILES: warp_tiles of the
+ * calling kernel (1: one tile at a time, as version 1 runs). */
+template <bool TA1, bool TB1, bool TA2, bool TB2, int TILES = 1, class E>
+__device__ void mm2(Tm<E> A1, Tm<E> B1, int K1, Tm<E> A2, Tm<E> B2, int K2, Fm Cm, int M, int N, bool acc, int warp0 = 0) {
+    const WarpBlocks wb = warp_blocks<TILES>(M, N, warp0);
+    if (wb.bm == 2 && wb.bn == 2) mm_blocks<2, 2, TA1, TB1, TA2, TB2>(A1, B1, K1, A2, B2, K2, Cm, acc, wb);
+    else if (wb.bn == 2) mm_blocks<1, 2, TA1, TB1, TA2, TB2>(A1, B1, K1, A2, B2, K2, Cm, acc, wb);
+    else if (wb.bm == 2) mm_blocks<2, 1, TA1, TB1, TA2, TB2>(A1, B1, K1, A2, B2, K2, Cm, acc, wb);
+    else mm_blocks<1, 1, TA1, TB1, TA2, TB2>(A1, B1, K1, A2, B2, K2, Cm, acc, wb);
+}
+
+/* C (M x N, float) (+)= op(A) op(B): mm2's first product alone */
+template <bool TA, bool TB, int TILES = 1, class E>
+__device__ void mm(Tm<E> A, Tm<E> B, Fm Cm, int M, int N, int K, bool acc, int warp0 = 0) {
+    mm2<TA, TB, TA, TB, TILES>(A, B, K, A, B, 0, Cm, M, N, acc, warp0);
+}
+
+/* f(r, c) for every four adjacent elements (r, c .. c + 3; c a multiple of 4) of every output
+ * tile this warp wrote in the last mm() or mm2() of this M, N, TILES and warp0 (after a
+ * __syncwarp: the tile's stores are then visible to all its lanes), so that f loads and stores
+ * vectors (get4, put4). An elementwise pass that reads only the product's own tiles, and writes
+ * only where no other warp reads during the product, needs no block barrier between the two: a
+ * barrier fewer on a latency-bound path. */
+template <int TILES, class F> __device__ void then_each(int M, int N, F f, int warp0 = 0) {
+    __syncwarp();
+    const int lane = threadIdx.x % 32;
+    const WarpBlocks wb = warp_blocks<TILES>(M, N, warp0);
+    for (int t = wb.first; t < wb.count; t += NWARP) {   /* mm's blocks of this warp */
+        const int r0 = t / wb.per_row * wb.bm * 16, c0 = t % wb.per_row * wb.bn * 16;
+        for (int e = lane; e < 64 * wb.bm * wb.bn; e += 32)   /* the block's rows, four columns a call */
+            f(r0 + e / (4 * wb.bn), c0 + e % (4 * wb.bn) * 4);
+    }
+}
+
+/* mm(), then f over this warp's tiles of it (then_each) */
+template <bool TA, bool TB, int TILES = 1, class E, class F>
+__device__ void mm_then(Tm<E> A, Tm<E> B, Fm Cm, int M, int N, int K, bool acc, F f) {
+    mm<TA, TB, TILES>(A, B, Cm, M, N, K, acc);
+    then_each<TILES>(M, N, f);
 }
 
 /* f(r, c) over a ROWS x COLS index space, spread over the block (compile-time sizes: the
