@@ -190,18 +190,22 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())
     Fm G = cv.fm(C, C), X = cv.fm(C, C), F = cv.fm(C, DK > DV ? DK : DV);
     float *a = (float *)(smem + cv.off);
     const int64_t rs = p.H;   /* rows between consecutive tokens */
+    /* two commit groups: what the first products need (K; T where it is read, not solved),
+     * then V and Q, which arrive during the solve */
     load_rows_async<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
+    E *const tx = p.tx ? p.tx + (g * p.H + h) * 2 * C * C : nullptr;
+    if (p.solved) load_rows_async<C, C>(Tb, tx, C, C);   /* the forward's T: no solve here */
+    cp_async_commit();
     if (p.u) load_rows_async<C, DV>(V, p.v + cr.first * DV, rs * DV, cr.len);
     const Tm<E> Q = V;   /* p.pq: Q in V's space (no U then) */
     const bool make_pq = DV >= DK && p.pq;   /* DV >= DK: Q fits V's space */
     if (make_pq) load_rows_async<C, DK>(Q, p.q + cr.first * DK, rs * DK, cr.len);
-    E *const tx = p.tx ? p.tx + (g * p.H + h) * 2 * C * C : nullptr;
-    if (p.solved) load_rows_async<C, C>(Tb, tx, C, C);   /* the forward's T: no solve here */
     cp_async_commit();
     if (p.alpha && !p.solved)
         for (int i = threadIdx.x; i < C; i += THREADS)
             a[i] = i < cr.len ? to_f(p.alpha[cr.first + i * rs]) : 0.0f;
-    cp_async_wait_all();
+    if (p.solved) cp_async_wait_all();   /* W's and tril(Q K^T)'s products come first */
+    else cp_async_wait_one();
     __syncthreads(); PHASE(0, 1);
     if (!p.solved) {
         mm<false, true, WT>(K, K, G, C, C, DK, false);
@@ -220,6 +224,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())
                 put4(tx + C * C + r * C + c, x);
             }
         });
+        cp_async_wait_all();   /* V and Q */
         __syncthreads(); PHASE(0, 3);
     }
     mm<false, false, WT>(Tb, K, F, C, DK, C, false);
@@ -244,10 +249,13 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())
  * tile in shared memory: V' = U - W S (to vp when vp is set), the entering state to cs
  * (when set), S += K^T V'. The output product is not here (out_kernel runs it in parallel over
  * chunks), so the critical path per chunk is two products (BV: 32 or 64, scan_plan picks).
- * PF: the next chunk's W, K and U are fetched with cp.async while the current chunk computes. */
+ * PF: the next chunk's W and U are fetched with cp.async while the current chunk computes (two
+ * buffer sets), and K, needed last, at the top of its own chunk into one buffer: which keeps
+ * two blocks per multiprocessor at d = 128 with 32 columns (W, K and U double-buffered did not). */
 template <class E, int C, int DK, int BV, bool PF>
 constexpr size_t state_scan_smem() {
-    return fm_bytes(DK, BV) + fm_bytes(C, BV) + tm_bytes<E>(DK, BV) + (PF ? 2 : 1) * (2 * tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV)) + 128;
+    return fm_bytes(DK, BV) + fm_bytes(C, BV) + tm_bytes<E>(DK, BV) + (PF ? 2 : 1) * (tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV)) +
+           tm_bytes<E>(C, DK) + 128;
 }
 
 template <class E, int C, int DK, int BV, bool PF>
@@ -259,52 +267,50 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<E, C, DK, 
     const int64_t dv = p.dv;
     Carver cv(smem);
     Fm S = cv.fm(DK, BV), F = cv.fm(C, BV);
-    Tm<E> Sb = cv.tm<E>(DK, BV);
-    constexpr int NB = PF ? 2 : 1;   /* buffer sets: two when prefetching */
+    Tm<E> Sb = cv.tm<E>(DK, BV), K = cv.tm<E>(C, DK);
+    constexpr int NB = PF ? 2 : 1;   /* buffer sets of W and U: two when prefetching */
     /* set b is set 0 moved by b * SET bytes (pointer arithmetic rather than arrays of tiles,
      * which the compiler would keep in local memory) */
-    constexpr size_t SET = 2 * tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV);
+    constexpr size_t SET = tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV);
     char *const set0 = smem + cv.off;
     cv.off += NB * SET;
     auto Wt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET), DK + pad_of<E>()}; };
-    auto Kt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + tm_bytes<E>(C, DK)), DK + pad_of<E>()}; };
-    auto Ut = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + 2 * tm_bytes<E>(C, DK)), BV + pad_of<E>()}; };
+    auto Ut = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + tm_bytes<E>(C, DK)), BV + pad_of<E>()}; };
     load_state<DK, BV>(S, p.s0 ? p.s0 + (n * p.H + h) * DK * dv + j0 : nullptr, dv);   /* the entering state */
     const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
     const int64_t nchunks = (len + C - 1) / C;
     const int64_t rs = p.H;
-    /* chunk c's tiles into buffer set c % NB: one commit group per chunk when prefetching; else
-     * three (W, U, K in the order the chunk uses them), so that the products start on W and U
-     * while K is still on its way */
-    auto fetch = [&](int64_t c) {
-        const int64_t g = first + c, row = p.seq[3 * n] + c * C * p.H + h;
-        const int clen = (int)(len - c * C < C ? len - c * C : C);
+    /* chunk c's W and U into buffer set c % NB, then (without prefetch) each its own commit
+     * group, in the order the chunk uses them, so that the product starts on W while U is still
+     * on its way; chunk c's K into K, one group */
+    auto fetch_wu = [&](int64_t c) {
+        const int64_t g = first + c;
         const int b = (int)(c % NB);
-        if (PF) {
-            load_rows_async<C, DK>(Wt(b), p.w + (g * p.H + h) * C * DK, DK, C);
-            load_rows_async<C, DK>(Kt(b), p.k + row * DK, rs * DK, clen);
-            load_rows_async<C, BV>(Ut(b), p.u + (g * p.H + h) * C * dv + j0, dv, C);
-            cp_async_commit();
-        } else {
-            load_rows_async<C, DK>(Wt(b), p.w + (g * p.H + h) * C * DK, DK, C);
-            cp_async_commit();
-            load_rows_async<C, BV>(Ut(b), p.u + (g * p.H + h) * C * dv + j0, dv, C);
-            cp_async_commit();
-            load_rows_async<C, DK>(Kt(b), p.k + row * DK, rs * DK, clen);
-            cp_async_commit();
-        }
+        load_rows_async<C, DK>(Wt(b), p.w + (g * p.H + h) * C * DK, DK, C);
+        if (!PF) cp_async_commit();
+        load_rows_async<C, BV>(Ut(b), p.u + (g * p.H + h) * C * dv + j0, dv, C);
+        cp_async_commit();
     };
-    if (PF && nchunks > 0) fetch(0);
+    auto fetch_k = [&](int64_t c) {
+        const int64_t row = p.seq[3 * n] + c * C * p.H + h;
+        const int clen = (int)(len - c * C < C ? len - c * C : C);
+        load_rows_async<C, DK>(K, p.k + row * DK, rs * DK, clen);
+        cp_async_commit();
+    };
+    if (PF && nchunks > 0) fetch_wu(0);
     for (int64_t c = 0; c < nchunks; c++) {
         const int64_t g = first + c;
         const int b = (int)(c % NB);
-        __syncthreads(); PHASE(1, 1);   /* S final from the previous chunk; F, Sb and the other buffer set free */
-        if (!PF) fetch(c);
-        else if (c + 1 < nchunks) { fetch(c + 1); cp_async_wait_one(); }
-        else cp_async_wait_all();
+        __syncthreads(); PHASE(1, 1);   /* S final from the previous chunk; F, Sb, K and the other buffer set free */
+        /* groups in flight after these: without prefetch W(c), U(c), K(c); with it W and U of c,
+         * K(c), and W and U of c + 1 unless c is the last */
+        if (!PF) { fetch_wu(c); fetch_k(c); }
+        else { fetch_k(c); if (c + 1 < nchunks) fetch_wu(c + 1); }
         if (p.cs) store_state<DK, BV>(p.cs + (g * p.H + h) * DK * dv + j0, dv, S);
         to_tile<DK, BV>(Sb, S);
         if (!PF) cp_async_wait<1>();   /* W and U */
+        else if (c + 1 < nchunks) cp_async_wait<2>();
+        else cp_async_wait<1>();
         __syncthreads(); PHASE(1, 2);   /* every thread's part of chunk c's tiles (W, U) and Sb are in */
         /* V' = U - W S, by the warp that owns each tile of the product right after it (no other
          * warp reads U meanwhile), into U's space and to vp */
@@ -317,10 +323,11 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<E, C, DK, 
                 if (dst) put4(dst + r * dv + c, x);   /* rounded to E as U is */
             });
         }
-        if (!PF) cp_async_wait<0>();   /* K */
+        if (!PF || c + 1 == nchunks) cp_async_wait<0>();   /* K */
+        else cp_async_wait<1>();
         __syncthreads(); PHASE(1, 4);
         /* S += K^T V' */
-        mm<true, false, WT>(Kt(b), Ut(b), S, DK, BV, C, true);
+        mm<true, false, WT>(K, Ut(b), S, DK, BV, C, true);
     }
     __syncthreads(); PHASE(1, 5);
     if (p.sf) store_state<DK, BV>(p.sf + (n * p.H + h) * DK * dv + j0, dv, S);
@@ -347,19 +354,26 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<E, C, DK, BV>()))
     Carver cv(smem);
     Fm P = cv.fm(C, C), F = cv.fm(C, BV);
     Tm<E> Q = cv.tm<E>(C, DK), K = cv.tm<E>(C, DK), Sb = cv.tm<E>(DK, BV), Vp = cv.tm<E>(C, BV), Pb = cv.tm<E>(C, C);
+    /* Q and K first: tril(Q K^T) is made while S and V' arrive (the kernel waited on its loads
+     * for half its time when they came in one group) */
     load_rows_async<C, DK>(Q, p.q + cr.first * DK, rs * DK, cr.len);
     load_rows_async<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
+    cp_async_commit();
     load_rows_async<C, BV>(Vp, p.vp + (g * p.H + h) * C * dv + j0, dv, C);
     load_rows_async<DK, BV>(Sb, p.cs + (g * p.H + h) * DK * dv + j0, dv, DK);
     cp_async_commit();
-    cp_async_wait_all();
+    cp_async_wait_one();
     __syncthreads(); PHASE(2, 1);
     mm_then<false, true, WT>(Q, K, P, C, C, DK, false, tril_to(Pb, P));   /* by the warp that owns the tile */
-    mm<false, false, WT>(Q, Sb, F, C, BV, DK, false, blocks_of<WT>(C, C));   /* on the warps the first leaves */
+    cp_async_wait_all();
     __syncthreads(); PHASE(2, 3);
-    mm<false, false, WT>(Pb, Vp, F, C, BV, C, true);
-    __syncthreads(); PHASE(2, 4);
-    store_rows<C, BV>(p.o + cr.first * dv + j0, rs * dv, F, cr.len, p.scale);
+    /* O = scale (Q S + tril(Q K^T) V'), the two products summed in registers, each tile stored
+     * to o by the warp that made it */
+    mm2<false, false, false, false, WT>(Q, Sb, DK, Pb, Vp, C, F, C, BV, false);
+    E *const o = p.o + cr.first * dv + j0;
+    then_each<WT>(C, BV, [&](int r, int c) {
+        if (r < cr.len) put4(o + r * rs * dv + c, scale4(get4(F.p + r * F.ld + c), p.scale));
+    });
     PHASE(2, 0);
 }
 
