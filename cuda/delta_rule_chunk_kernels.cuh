@@ -249,13 +249,10 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())
  * tile in shared memory: V' = U - W S (to vp when vp is set), the entering state to cs
  * (when set), S += K^T V'. The output product is not here (out_kernel runs it in parallel over
  * chunks), so the critical path per chunk is two products (BV: 32 or 64, scan_plan picks).
- * PF: the next chunk's W and U are fetched with cp.async while the current chunk computes (two
- * buffer sets), and K, needed last, at the top of its own chunk into one buffer: which keeps
- * two blocks per multiprocessor at d = 128 with 32 columns (W, K and U double-buffered did not). */
+ * PF: the next chunk's W, K and U are fetched with cp.async while the current chunk computes. */
 template <class E, int C, int DK, int BV, bool PF>
 constexpr size_t state_scan_smem() {
-    return fm_bytes(DK, BV) + fm_bytes(C, BV) + tm_bytes<E>(DK, BV) + (PF ? 2 : 1) * (tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV)) +
-           tm_bytes<E>(C, DK) + 128;
+    return fm_bytes(DK, BV) + fm_bytes(C, BV) + tm_bytes<E>(DK, BV) + (PF ? 2 : 1) * (2 * tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV)) + 128;
 }
 
 template <class E, int C, int DK, int BV, bool PF>
@@ -267,50 +264,52 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<E, C, DK, 
     const int64_t dv = p.dv;
     Carver cv(smem);
     Fm S = cv.fm(DK, BV), F = cv.fm(C, BV);
-    Tm<E> Sb = cv.tm<E>(DK, BV), K = cv.tm<E>(C, DK);
-    constexpr int NB = PF ? 2 : 1;   /* buffer sets of W and U: two when prefetching */
+    Tm<E> Sb = cv.tm<E>(DK, BV);
+    constexpr int NB = PF ? 2 : 1;   /* buffer sets: two when prefetching */
     /* set b is set 0 moved by b * SET bytes (pointer arithmetic rather than arrays of tiles,
      * which the compiler would keep in local memory) */
-    constexpr size_t SET = tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV);
+    constexpr size_t SET = 2 * tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV);
     char *const set0 = smem + cv.off;
     cv.off += NB * SET;
     auto Wt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET), DK + pad_of<E>()}; };
-    auto Ut = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + tm_bytes<E>(C, DK)), BV + pad_of<E>()}; };
+    auto Kt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + tm_bytes<E>(C, DK)), DK + pad_of<E>()}; };
+    auto Ut = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + 2 * tm_bytes<E>(C, DK)), BV + pad_of<E>()}; };
     load_state<DK, BV>(S, p.s0 ? p.s0 + (n * p.H + h) * DK * dv + j0 : nullptr, dv);   /* the entering state */
     const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
     const int64_t nchunks = (len + C - 1) / C;
     const int64_t rs = p.H;
-    /* chunk c's W and U into buffer set c % NB, then (without prefetch) each its own commit
-     * group, in the order the chunk uses them, so that the product starts on W while U is still
-     * on its way; chunk c's K into K, one group */
-    auto fetch_wu = [&](int64_t c) {
-        const int64_t g = first + c;
-        const int b = (int)(c % NB);
-        load_rows_async<C, DK>(Wt(b), p.w + (g * p.H + h) * C * DK, DK, C);
-        if (!PF) cp_async_commit();
-        load_rows_async<C, BV>(Ut(b), p.u + (g * p.H + h) * C * dv + j0, dv, C);
-        cp_async_commit();
-    };
-    auto fetch_k = [&](int64_t c) {
-        const int64_t row = p.seq[3 * n] + c * C * p.H + h;
+    /* chunk c's tiles into buffer set c % NB: one commit group per chunk when prefetching; else
+     * three (W, U, K in the order the chunk uses them), so that the products start on W and U
+     * while K is still on its way */
+    auto fetch = [&](int64_t c) {
+        const int64_t g = first + c, row = p.seq[3 * n] + c * C * p.H + h;
         const int clen = (int)(len - c * C < C ? len - c * C : C);
-        load_rows_async<C, DK>(K, p.k + row * DK, rs * DK, clen);
-        cp_async_commit();
+        const int b = (int)(c % NB);
+        if (PF) {
+            load_rows_async<C, DK>(Wt(b), p.w + (g * p.H + h) * C * DK, DK, C);
+            load_rows_async<C, DK>(Kt(b), p.k + row * DK, rs * DK, clen);
+            load_rows_async<C, BV>(Ut(b), p.u + (g * p.H + h) * C * dv + j0, dv, C);
+            cp_async_commit();
+        } else {
+            load_rows_async<C, DK>(Wt(b), p.w + (g * p.H + h) * C * DK, DK, C);
+            cp_async_commit();
+            load_rows_async<C, BV>(Ut(b), p.u + (g * p.H + h) * C * dv + j0, dv, C);
+            cp_async_commit();
+            load_rows_async<C, DK>(Kt(b), p.k + row * DK, rs * DK, clen);
+            cp_async_commit();
+        }
     };
-    if (PF && nchunks > 0) fetch_wu(0);
+    if (PF && nchunks > 0) fetch(0);
     for (int64_t c = 0; c < nchunks; c++) {
         const int64_t g = first + c;
         const int b = (int)(c % NB);
-        __syncthreads(); PHASE(1, 1);   /* S final from the previous chunk; F, Sb, K and the other buffer set free */
-        /* groups in flight after these: without prefetch W(c), U(c), K(c); with it W and U of c,
-         * K(c), and W and U of c + 1 unless c is the last */
-        if (!PF) { fetch_wu(c); fetch_k(c); }
-        else { fetch_k(c); if (c + 1 < nchunks) fetch_wu(c + 1); }
+        __syncthreads(); PHASE(1, 1);   /* S final from the previous chunk; F, Sb and the other buffer set free */
+        if (!PF) fetch(c);
+        else if (c + 1 < nchunks) { fetch(c + 1); cp_async_wait_one(); }
+        else cp_async_wait_all();
         if (p.cs) store_state<DK, BV>(p.cs + (g * p.H + h) * DK * dv + j0, dv, S);
         to_tile<DK, BV>(Sb, S);
         if (!PF) cp_async_wait<1>();   /* W and U */
-        else if (c + 1 < nchunks) cp_async_wait<2>();
-        else cp_async_wait<1>();
         __syncthreads(); PHASE(1, 2);   /* every thread's part of chunk c's tiles (W, U) and Sb are in */
         /* V' = U - W S, by the warp that owns each tile of the product right after it (no other
          * warp reads U meanwhile), into U's space and to vp */
@@ -323,11 +322,10 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<E, C, DK, 
                 if (dst) put4(dst + r * dv + c, x);   /* rounded to E as U is */
             });
         }
-        if (!PF || c + 1 == nchunks) cp_async_wait<0>();   /* K */
-        else cp_async_wait<1>();
+        if (!PF) cp_async_wait<0>();   /* K */
         __syncthreads(); PHASE(1, 4);
         /* S += K^T V' */
-        mm<true, false, WT>(K, Ut(b), S, DK, BV, C, true);
+        mm<true, false, WT>(Kt(b), Ut(b), S, DK, BV, C, true);
     }
     __syncthreads(); PHASE(1, 5);
     if (p.sf) store_state<DK, BV>(p.sf + (n * p.H + h) * DK * dv + j0, dv, S);
