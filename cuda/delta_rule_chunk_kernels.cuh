@@ -379,7 +379,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<E, C, DK, BV>()))
 /* ---- backward scan over chunks: dV' and the state gradients ----------------------------------- */
 /* P = Q K^T (float) is dead once Pb holds it, before F is written, so the two share one space,
  * and -dV' (bf16) takes that space's room past F (P's rows, dead by then): its own room, so that
- * each warp writes it from its own tiles of F right after the products (mm_then), while other
+ * each warp writes it from its own tiles of F right after the products (then_each), while other
  * warps may still read dS_out in bf16 (which fits d = 64, and d = 128 with 32-column tiles, two
  * blocks per multiprocessor).
  * PF: the next chunk's Q, K, dO and W are fetched with cp.async while the current chunk
