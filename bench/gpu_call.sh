@@ -7,7 +7,7 @@
 #   bash scripts/make_bundle.sh                    here; carry bundle/, .peers/fla and, when you
 #   bash bench/gpu_call.sh [PARTS]                 have it, .peers/triton-autotune.tgz; there:
 #
-# PARTS (default "tests trace lm workbench sanitize op smnist vs_fla"), in this order:
+# PARTS (default "tests trace lm workbench kernels sanitize op smnist vs_fla"), in this order:
 #   tests      test_backend_ops -b cuda (every op against the CPU), test_cuda, the CUDA Lua tests
 #   trace      bench/delta_rule_op_trace.sh: every kernel of one operator forward+backward under ncu
 #              (bfloat16, float32) and of a decoding step
@@ -18,6 +18,8 @@
 #              bench/cuda/build_dev.sh): validate every kernel version against the float64
 #              recurrence (bfloat16, and float32 inputs within 1e-5), then time them at the
 #              issue's shapes (float32 at chunk 32, where d = 128 runs it)
+#   kernels    the workbench's library row at the three large shapes with EFLA_DELTA_RULE_PROFILE=1:
+#              each kernel's mean time (prep, state_scan, out; the backward's prep, bwd_scan, bwd_chunk)
 #   sanitize   compute-sanitizer memcheck and racecheck of the workbench's kernels, then of the
 #              operator and a decoding step (the commands docs/RELIABILITY.md records)
 #   op         bench/delta_rule_gpu.lua at the four shapes: the operator in bfloat16 and
@@ -32,7 +34,7 @@ cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-/tmp/efla-gpu-call}
 LOGS=$OUTDIR/logs
 mkdir -p "$LOGS"
-PARTS=${1:-"tests trace lm workbench sanitize op smnist vs_fla"}
+PARTS=${1:-"tests trace lm workbench kernels sanitize op smnist vs_fla"}
 BUDGET=${BUDGET:-540}
 [[ -x bundle/bin/efla ]] || { echo "gpu_call: no bundle at ./bundle (bash scripts/make_bundle.sh, then carry it)" >&2; exit 2; }
 . bundle/bin/efla-env.sh
@@ -87,6 +89,14 @@ if has workbench; then
     TAIL=4 run workbench_b8_f32 60 "$WB" 2 8 2048 16 128 32 time f32
     TAIL=10 run workbench_b16_d64 120 "$WB" -1 16 4096 32 64 64 time
   fi
+fi
+if has kernels && [[ -x $WB ]]; then   # each kernel's mean time over a row's calls (events around
+  # each launch: EFLA_DELTA_RULE_PROFILE, so the row's totals carry that synchronisation)
+  for sh in "8 2048 16 128" "4 8192 16 128" "16 4096 32 64"; do
+    k=kernels_${sh// /_}
+    TAIL=1 run "$k" 60 env EFLA_DELTA_RULE_PROFILE=1 "$WB" 2 $sh 64 time
+    awk '/^delta_rule_chunk/ {s[$2] += $3; n[$2]++} END {for (x in s) printf "   %s %.3f ms", x, s[x] / n[x]; print ""}' "$LOGS/$k.log"
+  done
 fi
 if has sanitize && [[ -x $WB ]]; then
   TAIL=4 run memcheck 90 compute-sanitizer --tool memcheck "$WB" 2 1 200 2 64 64
