@@ -15,6 +15,7 @@
 //       bench/cuda/delta_rule_chunk_emu.cpp -o /tmp/chunk_emu && /tmp/chunk_emu
 //   (ctest runs it as cuda_delta_rule_chunk_emu; a new kernel version can be checked here before
 //   any GPU time is spent on it)
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -222,8 +223,33 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     printf("\n");
 }
 
+// How the products spread over the warps (warp_blocks, then_each): for every output shape the
+// kernels can ask for and beyond (tile counts odd and even), every TILES and several warp0, one
+// block's warps must visit every four-column group of the output exactly once. A wrong block
+// index, shape or warp rotation leaves groups unvisited or visited twice.
+template <int TILES> static void check_warp_blocks() {
+    const int sizes[] = { 16, 32, 48, 64, 128, 256 }, firsts[] = { 0, 3, 8 };
+    for (int M : sizes)
+        for (int N : sizes)
+            for (int w0 : firsts) {
+                std::vector<std::atomic<int>> seen(M * N / 4);
+                for (auto &x : seen) x = 0;
+                launch(dim3(1), dim3(THREADS), [&] { then_each<TILES>(M, N, [&](int r, int c) { seen[(r * N + c) / 4]++; }, w0); });
+                int bad = 0;
+                for (auto &x : seen) bad += x != 1;
+                if (bad) {
+                    printf("warp blocks: TILES=%d M=%d N=%d warp0=%d: %d of %d four-column groups not visited once  FAIL\n", TILES, M, N, w0, bad, M * N / 4);
+                    failures++;
+                }
+            }
+}
+
 int main() {
     printf("delta_rule_chunk_emu: the tensor-core chunk kernels on the host against the float64 recurrence\n");
+    check_warp_blocks<1>();
+    check_warp_blocks<2>();
+    check_warp_blocks<4>();
+    if (!failures) printf("warp blocks: every output element visited once (TILES 1, 2, 4; 36 shapes; warp0 0, 3, 8)\n");
     run_case<bf16, 16, 32>({ 1, 70, 2, false, false, false, 32 });
     run_case<bf16, 32, 32>({ 2, 100, 1, true, true, true, 32 });
     run_case<bf16, 64, 32>({ 1, 150, 1, true, false, true, 32 });
