@@ -50,7 +50,7 @@ template <int DV> struct Tile { static const int BV = DV >= 64 ? 64 : DV; };
 template <int DV> struct ScanTile { static const int BV = DV >= 32 ? 32 : DV; };
 template <class E, int C, int DK, int DV> struct BwdTile {
     static const int BV = DV >= 64 && (fit_blocks(bwd_scan_smem<E, C, DK, 64>()) == 2 ||
-                                       (std::is_same<E, bf16>::value && bwd_scan_smem<E, C, DK, 64>() <= 232448))
+                                       (std::is_same<E, bf16>::value && bwd_scan_smem<E, C, DK, 64>() <= SMEM_PER_BLOCK_MAX))
                               ? 64 : ScanTile<DV>::BV;
 };
 

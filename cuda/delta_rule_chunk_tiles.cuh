@@ -91,11 +91,14 @@ template <> __device__ __forceinline__ bf16 from_f<bf16>(float x) { return __flo
 template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
 constexpr size_t max_bytes(size_t x, size_t y) { return x > y ? x : y; }
 
-/* Blocks of THREADS threads with this much dynamic shared memory that fit on a multiprocessor
- * of an H100 (228 KB, 1 KB reserved per block), at most 2 (the register file's limit at 64
- * registers a thread). A kernel whose two blocks fit is compiled for 2 (__launch_bounds__), so
- * that registers don't keep the second block out. */
-constexpr int fit_blocks(size_t bytes) { return 2 * (bytes + 1024) <= 233472 ? 2 : 1; }
+/* An H100's shared memory: 228 KB a multiprocessor (1 KB of it reserved per block), at most
+ * 227 KB for one block (the opt-in limit) */
+constexpr size_t SMEM_PER_SM = 233472, SMEM_PER_BLOCK_MAX = 232448;
+
+/* Blocks of THREADS threads with this much dynamic shared memory that fit on a multiprocessor,
+ * at most 2 (the register file's limit at 64 registers a thread). A kernel whose two blocks fit
+ * is compiled for 2 (__launch_bounds__), so that registers don't keep the second block out. */
+constexpr int fit_blocks(size_t bytes) { return 2 * (bytes + 1024) <= SMEM_PER_SM ? 2 : 1; }
 
 /* The tensor-core product of one k step, by operand element: the fragments of a 16-row slice
  * of A and a 16-column slice of B (A<L>, B<L>, loaded from shared memory by load()) and
@@ -343,7 +346,7 @@ __device__ __forceinline__ float4 sub4(float4 x, float4 y) { return make_float4(
  * stride; its rows keep 8 bytes' alignment). For each<R, N / 4>: call it with (r, 4 v). */
 template <class E> __device__ __forceinline__ auto tril_to(Tm<E> dst, Fm src) {
     return [=](int r, int c) {
-        const float4 x = *(const float4 *)(src.p + r * src.ld + c);
+        const float4 x = get4(src.p + r * src.ld + c);
         put4(dst.p + r * dst.ld + c, make_float4(c <= r ? x.x : 0.0f, c + 1 <= r ? x.y : 0.0f, c + 2 <= r ? x.z : 0.0f,
                                                  c + 3 <= r ? x.w : 0.0f));
     };
