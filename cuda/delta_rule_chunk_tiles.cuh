@@ -391,17 +391,19 @@ __device__ void load_state(Fm dst, const float *src, int64_t ldg) {
 /* X = (I + L)^-1 for L_ij = a_i G_ij (i > j), unit lower triangular, blockwise with 16 x 16
  * blocks. Each diagonal block is inverted by forward substitution inside one warp, in
  * registers (lane: one column, eight rows; row m of the block reaches the other lanes by a
- * shuffle at step m). Then the blocks below the diagonal, one sub-diagonal at a time:
- *   X_ij = -X_ii sum_{j <= k < i} L_ik X_kj
- * with 16-term inner products of fixed length (unrolled, so their loads overlap). That is
- * 2 C/16 - 1 block barriers instead of C - 1. scratch: (C/16 - 1) * 256 floats. */
+ * shuffle at step m). Then blocks of twice the size are assembled from pairs of finished ones,
+ * 16 -> 32 -> 64, on the tensor cores:
+ *   [X11 0; X21 X22] with X21 = -X22 L21 X11 = X22 Y,  Y = -diag(a) G21 X11
+ * (each level's pairs side by side on different warps; mm() on float operands: the three-TF32
+ * products, float32's accuracy). Two block barriers a level. The earlier scalar merge, one
+ * sub-diagonal at a time, read two shared-memory floats per multiply-add and took a third of
+ * prep's time. scratch: (C / 2) x (C / 2 + 4) floats. */
 template <int C> __device__ void unit_lower_inverse(Fm X, Fm G, const float *a, float *scratch) {
-    constexpr int NB = C / 16;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     each<C, C / 4>([&](int r, int v) {   /* zero above the diagonal blocks (four columns never straddle a block) */
         if (r / 16 < v / 4) *(float4 *)(X.p + r * X.ld + 4 * v) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     });
-    if (warp < NB) {
+    if (warp < C / 16) {
         const int b0 = warp * 16, j = lane % 16, h8 = (lane / 16) * 8;   /* this lane: X[b0 + h8 + r][b0 + j] */
         float x[8], al[8];
 #pragma unroll
@@ -420,27 +422,24 @@ template <int C> __device__ void unit_lower_inverse(Fm X, Fm G, const float *a, 
         for (int r = 0; r < 8; r++) X.p[(b0 + h8 + r) * X.ld + b0 + j] = x[r];
     }
     __syncthreads();
-    for (int d = 1; d < NB; d++) {
-        /* Y(bj) = sum_{k=bj}^{bi-1} L[bi][k] X[k][bj] for the NB - d blocks (bi = bj + d) */
-        for (int e = threadIdx.x; e < (NB - d) * 256; e += THREADS) {
-            const int bj = e / 256, r = (e / 16) % 16, c = e % 16, bi = bj + d;
-            const int row = bi * 16 + r;
-            const float *grow = G.p + row * G.ld;
-            float y = 0;
-            for (int kb = bj; kb < bi; kb++) {
 #pragma unroll
-                for (int t = 0; t < 16; t++) y += grow[kb * 16 + t] * X.p[(kb * 16 + t) * X.ld + bj * 16 + c];
-            }
-            scratch[e] = a[row] * y;
+    for (int b = 16; b < C; b *= 2) {   /* pairs of b x b blocks into 2b x 2b ones */
+        const int pairs = C / (2 * b), tiles = (b / 16) * (b / 16);
+        auto Y = [&](int pr) { return Fm{scratch + pr * b * (b + 4), b + 4}; };
+        auto at = [&](Fm m, int r, int c) { return Fm{m.p + r * m.ld + c, m.ld}; };
+        for (int pr = 0; pr < pairs; pr++) {   /* Y = -diag(a) G21 X11, pair pr on warps pr * tiles ... */
+            const int r0 = 2 * b * pr;
+            const Fm y = Y(pr);
+            mm<false, false>(at(G, r0 + b, r0), at(X, r0, r0), y, b, b, b, false, pr * tiles);
+            then_each<1>(b, b, [&](int r, int c) {
+                const float s = -a[r0 + b + r];
+                put4(y.p + r * y.ld + c, scale4(get4(y.p + r * y.ld + c), s));
+            }, pr * tiles);
         }
         __syncthreads();
-        /* X[bi][bj] = -X[bi][bi] Y(bj) */
-        for (int e = threadIdx.x; e < (NB - d) * 256; e += THREADS) {
-            const int bj = e / 256, r = (e / 16) % 16, c = e % 16, bi = bj + d;
-            float x = 0;
-#pragma unroll
-            for (int t = 0; t < 16; t++) x += X.p[(bi * 16 + r) * X.ld + bi * 16 + t] * scratch[bj * 256 + t * 16 + c];
-            X.p[(bi * 16 + r) * X.ld + bj * 16 + c] = -x;
+        for (int pr = 0; pr < pairs; pr++) {   /* X21 = X22 Y */
+            const int r0 = 2 * b * pr;
+            mm<false, false>(at(X, r0 + b, r0 + b), Y(pr), at(X, r0 + b, r0), b, b, b, false, pr * tiles);
         }
         __syncthreads();
     }
