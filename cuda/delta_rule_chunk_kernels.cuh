@@ -307,8 +307,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<E, C, DK, 
         if (!PF) fetch(c);
         else if (c + 1 < nchunks) { fetch(c + 1); cp_async_wait_one(); }
         else cp_async_wait_all();
-        if (p.cs) store_state<DK, BV>(p.cs + (g * p.H + h) * DK * dv + j0, dv, S);
-        to_tile<DK, BV>(Sb, S);
+        to_tile_and_store<DK, BV>(Sb, p.cs ? p.cs + (g * p.H + h) * DK * dv + j0 : nullptr, dv, S);   /* and the entering state to cs */
         if (!PF) cp_async_wait<1>();   /* W and U */
         __syncthreads(); PHASE(1, 2);   /* every thread's part of chunk c's tiles (W, U) and Sb are in */
         /* V' = U - W S, by the warp that owns each tile of the product right after it (no other
@@ -439,8 +438,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<E, C, DK, BV
         const int b = PF ? (int)(c % 2) : 0;
         const Tm<E> Q = Qt(b), K = Kt(b), W = Wt(b), dO = dOt(b), Pb = Pbt(b);
         __syncthreads(); PHASE(3, 1);   /* dS final from the previous chunk; the other buffer set free */
-        store_state<DK, BV>(p.dcs + (g * p.H + h) * DK * dv + j0, dv, dS);   /* the gradient leaving chunk g */
-        to_tile<DK, BV>(dSb, dS);
+        to_tile_and_store<DK, BV>(dSb, p.dcs + (g * p.H + h) * DK * dv + j0, dv, dS);   /* and the gradient leaving chunk g to dcs */
         if (!PF) { fetch(c); cp_async_wait<2>(); }
         else if (c > 0) { fetch(c - 1); cp_async_wait_one(); }
         else cp_async_wait_all();

@@ -365,6 +365,18 @@ __device__ void to_tile(Tm<E> dst, Fm src, float mult = 1.0f) {
     each<R, N / 4>([&](int r, int v) { put4(dst.p + r * dst.ld + v * 4, scale4(*(float4 *)(src.p + r * src.ld + v * 4), mult)); });
 }
 
+/* to_tile and store_state in one pass (the scans' chunk-step top: each float of the state read
+ * once, rounded once, to the shared tile and, where g is set, to global rows of leading
+ * dimension ldg) */
+template <int R, int N, class E>
+__device__ void to_tile_and_store(Tm<E> dst, E *g, int64_t ldg, Fm src) {
+    each<R, N / 4>([&](int r, int v) {
+        const float4 x = *(const float4 *)(src.p + r * src.ld + v * 4);
+        put4(dst.p + r * dst.ld + v * 4, x);
+        if (g) put4(g + r * ldg + v * 4, x);
+    });
+}
+
 /* shared float rows [0, len) -> global token-major rows of element E */
 template <int R, int N, class E>
 __device__ void store_rows(E *dst, int64_t stride, Fm src, int len, float mult = 1.0f) {
