@@ -478,9 +478,13 @@ template <int C, class F> __device__ void add_sums(float *da, F term) {
 }
 
 /* add_sums, then done(o, da[o]) by the one thread that wrote da[o] (no barrier needed for it) */
+/* the output o whose done(o, ...) this thread runs in add_sums, or -1 (so a kernel can prepare
+ * what that call will need in the same thread's registers) */
+__device__ __forceinline__ int add_sums_output() { return threadIdx.x % 8 == 0 ? (int)threadIdx.x / 8 : -1; }
+
 template <int C, class F, class Done> __device__ void add_sums(float *da, F term, Done done) {
     static_assert(8 * C <= THREADS, "eight threads per output");
-    const int o = threadIdx.x / 8, part = threadIdx.x % 8;
+    const int o = threadIdx.x / 8, part = threadIdx.x % 8;   /* part 0: add_sums_output() */
     float s = 0;
     if (o < C)
         for (int t = part; t < C; t += 8) s += term(o, t);
@@ -493,13 +497,17 @@ template <int C, class F, class Done> __device__ void add_sums(float *da, F term
     }
 }
 
-/* The chain through alpha for token row `row` (docs/MATH.md §3) with dalpha = g: chain_row
- * (delta_rule_alpha_kernels.cuh, as alpha_bwd_kernel takes it) out of line, so that its
- * registers stay out of the kernel's products (64 threads of a block call it once each) */
+/* alpha's two derivatives for token row `row` (docs/MATH.md §3): the chain through alpha is then
+ * dbeta = dalpha db and dk += 2 dalpha dl k (as chain_row in delta_rule_alpha_kernels.cuh takes
+ * it). Out of line, so that the double-precision formulas' registers stay out of the kernel's
+ * products; bwd_chunk evaluates them while its first loads are in flight, since they depend on
+ * beta and lambda alone, and only multiplies by dalpha at the end. */
+struct AlphaSlopes { double db, dl; };
 template <class E>
-__device__ __noinline__ float alpha_chain_row(const E *beta, const double *lambda, E *dbeta, int order, int ref,
-                                              int64_t row, float g) {
-    return (float)chain_row(beta, lambda, row, g, order, ref, dbeta);
+__device__ __noinline__ AlphaSlopes alpha_slopes(const E *beta, const double *lambda, int order, int ref, int64_t row) {
+    double a, db, dl;
+    alpha_eval(ld(beta + row), lambda[row], order, ref, &a, &db, &dl);
+    return AlphaSlopes{db, dl};
 }
 
 /* ---- backward within each chunk ----------------------------------------------------------------- */
@@ -557,6 +565,11 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
         a[i] = i < cr.len ? to_f(p.alpha[cr.first + i * rs]) : 0.0f;
         da[i] = 0.0f;
     }
+    /* the chain's derivatives of the row whose da this thread finishes (add_sums_output), while
+     * the loads are in flight: at the end they were a double-precision stretch on the path */
+    const int my_row = add_sums_output();
+    AlphaSlopes slope{0.0, 0.0};
+    if (p.dbeta && my_row >= 0 && my_row < cr.len) slope = alpha_slopes(p.beta, p.lambda, p.order, p.ref, cr.first + my_row * rs);
     /* phase 2: D = V - K S_in (bufD), V' = T D (Vp) */
     cp_async_wait_one();                            /* this thread's part of the first group */
     __syncthreads(); PHASE(4, 3);    /* everyone's */
@@ -613,8 +626,11 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     __syncthreads(); PHASE(4, 19);
     add_sums<C>(da, [&](int i, int j) {               /* da_i += sum_{j < i} dL_ij G_ij */
         return j < i ? -CC.p[i * CC.ld + j] * Gf.p[i * Gf.ld + j] : 0.0f;
-    }, [&](int i, float dai) {                        /* da_i is final: the chain through alpha */
-        if (p.dbeta) chain[i] = i < cr.len ? alpha_chain_row(p.beta, p.lambda, p.dbeta, p.order, p.ref, cr.first + i * rs, dai) : 0.0f;
+    }, [&](int i, float dai) {                        /* da_i is final: the chain through alpha (i = my_row) */
+        if (!p.dbeta) return;
+        const double g = dai;
+        if (i < cr.len) st(p.dbeta + cr.first + i * rs, g * slope.db);
+        chain[i] = i < cr.len ? (float)(2 * g * slope.dl) : 0.0f;
     });
     each<C, C / 4>([&](int r, int v) {                /* dGs = dG + dG^T into dXb, four columns at a time */
         float x[4];
