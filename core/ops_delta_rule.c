@@ -360,25 +360,28 @@ static int dr_backward(efla_node *node, efla_tensor *const *go, efla_tensor **gi
         buf.alpha_chained = &alpha_chained;
     }
     if (b->delta_rule_bwd(a, &buf)) goto out;
-    if (alpha_chained) {   /* dbeta and dk are final */
-    } else if (device_chain) {
-        if (b->delta_rule_alpha_bwd(efla_tensor_numel(beta), a->dk, q->dtype, efla_cpu_ptr(k), efla_cpu_ptr(beta),
-                                    efla_cpu_ptr(sv[SL_LAMBDA]), efla_cpu_ptr(grad_alpha), c->order,
-                                    c->reference_eps, efla_cpu_ptr(grad[IN_K]), efla_cpu_ptr(grad[IN_BETA])))
+    /* the chain through alpha into dbeta and dk, unless the backward took it (alpha_chained:
+     * dbeta and dk are final) */
+    if (!alpha_chained) {
+        if (device_chain) {
+            if (b->delta_rule_alpha_bwd(efla_tensor_numel(beta), a->dk, q->dtype, efla_cpu_ptr(k), efla_cpu_ptr(beta),
+                                        efla_cpu_ptr(sv[SL_LAMBDA]), efla_cpu_ptr(grad_alpha), c->order,
+                                        c->reference_eps, efla_cpu_ptr(grad[IN_K]), efla_cpu_ptr(grad[IN_BETA])))
+                goto out;
+            /* gated: alpha' adds into dbeta, dk and the kernel's dlog_decay */
+            if (log_decay &&
+                b->delta_rule_alpha_v_bwd(efla_tensor_numel(beta), a->dk, q->dtype, efla_cpu_ptr(k), efla_cpu_ptr(beta),
+                                          efla_cpu_ptr(sv[SL_LAMBDA]), efla_cpu_ptr(log_decay), efla_cpu_ptr(grad_alpha_v),
+                                          c->order, efla_cpu_ptr(grad[IN_K]), efla_cpu_ptr(grad[IN_BETA]),
+                                          efla_cpu_ptr(grad[IN_LOG_DECAY])))
+                goto out;
+        } else if (q->device != EFLA_DEVICE_CPU) {
+            efla_no_kernel("delta_rule backward (alpha chain)", q->device);
             goto out;
-        /* gated: alpha' adds into dbeta, dk and the kernel's dlog_decay */
-        if (log_decay &&
-            b->delta_rule_alpha_v_bwd(efla_tensor_numel(beta), a->dk, q->dtype, efla_cpu_ptr(k), efla_cpu_ptr(beta),
-                                      efla_cpu_ptr(sv[SL_LAMBDA]), efla_cpu_ptr(log_decay), efla_cpu_ptr(grad_alpha_v),
-                                      c->order, efla_cpu_ptr(grad[IN_K]), efla_cpu_ptr(grad[IN_BETA]),
-                                      efla_cpu_ptr(grad[IN_LOG_DECAY])))
+        } else if (chain_alpha(c, k, beta, sv[SL_LAMBDA], grad_alpha, log_decay, grad_alpha_v, grad[IN_K],
+                               grad[IN_LOG_DECAY], &grad[IN_BETA])) {
             goto out;
-    } else if (q->device != EFLA_DEVICE_CPU) {
-        efla_no_kernel("delta_rule backward (alpha chain)", q->device);
-        goto out;
-    } else if (chain_alpha(c, k, beta, sv[SL_LAMBDA], grad_alpha, log_decay, grad_alpha_v, grad[IN_K],
-                           grad[IN_LOG_DECAY], &grad[IN_BETA])) {
-        goto out;
+        }
     }
     for (int i = 0; i < IN_COUNT; i++)
         if (grad[i] && efla_node_needs_grad(node, i)) {
