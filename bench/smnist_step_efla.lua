@@ -1,7 +1,9 @@
 -- bench/smnist_step_efla.lua: one training step of the sequential-MNIST model on the GPU, as
 -- lua/efla/tasks/smnist.lua trains it: the SequenceClassifier of S.model_config (d_model 64,
 -- T = 784, one head, chunk 64), cross-entropy, backward, global-norm clip 1.0, AdamW
--- (weight decay 0.01, groups as S.param_groups), loss:item() (the step's synchronisation).
+-- (weight decay 0.01, groups as S.param_groups), loss:item() (the step's synchronisation),
+-- in the compute dtype the recipe resolves (--compute, tasks/precision.lua: auto = mixed
+-- precision, bfloat16 compute with float32 master weights, on a GPU; float32 on the CPU).
 --
 --   efla bench/smnist_step_efla.lua                        (H200: batch 128, both methods)
 --   efla bench/smnist_step_efla.lua --device cpu --batch 8 --steps 3     (a check here)
@@ -17,6 +19,7 @@
 -- slower of the two.
 local efla = require 'efla'
 local S = require 'efla.tasks.smnist'
+local precision = require 'efla.tasks.precision'
 local wall = require('efla.progress').wall
 
 local opts = efla.args.parse(arg, {
@@ -28,8 +31,10 @@ local opts = efla.args.parse(arg, {
   { '--warmup', type = 'number', default = 3, help = 'untimed steps first' },
   { '--steps', type = 'number', default = 20, help = 'timed steps' },
   { '--budget', type = 'number', default = 20, help = 'seconds at most per method for the timed steps (after 3)' },
+  precision.option(),   -- --compute auto|bfloat16|float32, as the recipe takes it
 })
 local dev = S.device_of(opts.device)
+local compute = precision.resolve(opts.compute, dev)
 local T = 784
 local t_start = wall()
 
@@ -46,6 +51,7 @@ local function run(method)
   efla.manual_seed(0)
   local model = efla.nn.build(cfg)
   if dev ~= 'cpu' then model:to(dev) end
+  precision.apply(model, compute)   -- as the recipe does, before the optimizer sees the parameters
   model:train()
   local optimizer = efla.optim.AdamW(S.param_groups(model, 0.01), { lr = S.METHODS[method].lr })
   local x = efla.rand(opts.batch, T, { device = dev })
@@ -85,8 +91,8 @@ local function run(method)
   results[method .. '_ms'] = math.max(med, loop) * 1e3
   results[method .. '_step_ms'] = med * 1e3
   results[method .. '_loop_ms'] = loop * 1e3
-  row(string.format('| sMNIST train step, efla, %s (order %s, key norm %s) | batch %d, T %d, d_model %d, %s | %.2f (%.2f) | %.3g k tokens/s | loop %.2f ms/step; median of %d; loss %.3f |',
-    NAMES[method] or method, tostring(cfg.order), cfg.key_norm, opts.batch, T, cfg.d_model, dev, med * 1e3, best * 1e3,
+  row(string.format('| sMNIST train step, efla, %s (order %s, key norm %s) | batch %d, T %d, d_model %d, %s, compute %s | %.2f (%.2f) | %.3g k tokens/s | loop %.2f ms/step; median of %d; loss %.3f |',
+    NAMES[method] or method, tostring(cfg.order), cfg.key_norm, opts.batch, T, cfg.d_model, dev, compute, med * 1e3, best * 1e3,
     opts.batch * T / med / 1e3, loop * 1e3, n, last_loss))
 end
 
