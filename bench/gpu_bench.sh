@@ -89,7 +89,7 @@ speedup_row() {   # label efla_key torch_key target_note
     awk -v e="$e" -v t="$t" -v l="$1" -v target="$4" 'BEGIN {
       r = t / e
       note = target ? ("target >= 20x: " (r >= 20 ? "met" : "NOT met")) : "for comparison (the target is for EFLA)"
-      printf "| sMNIST step speed-up, %s: PyTorch loop / efla | same step as above (efla: the slower of step and loop) | %.1f / %.2f | **%.1fx** | %s |\n",
+      printf "| sMNIST step speed-up, %s: PyTorch loop / efla | same step as above (efla: the slower of step and loop, as the recipe computes: bfloat16 mixed on a GPU; PyTorch: float32, as published) | %.1f / %.2f | **%.1fx** | %s |\n",
         l, t, e, r, note }'
   else
     echo "| sMNIST step speed-up, $1 | same step as above | n/a | n/a | efla: ${e:-missing} ms, torch: ${t:-missing} ms |"

@@ -7,7 +7,7 @@
 #   bash scripts/make_bundle.sh                    here; carry bundle/, .peers/fla and, when you
 #   bash bench/gpu_call.sh [PARTS]                 have it, .peers/triton-autotune.tgz; there:
 #
-# PARTS (default "tests trace lm workbench kernels sanitize op smnist vs_fla"), in this order:
+# PARTS (default "tests trace lm workbench kernels ncu sanitize op smnist vs_fla"), in this order:
 #   tests      test_backend_ops -b cuda (every op against the CPU), test_cuda, the CUDA Lua tests
 #   trace      bench/delta_rule_op_trace.sh: every kernel of one operator forward+backward under ncu
 #              (bfloat16, float32) and of a decoding step
@@ -20,12 +20,15 @@
 #              issue's shapes (float32 at chunk 32, where d = 128 runs it)
 #   kernels    the workbench's library row at the three large shapes with EFLA_DELTA_RULE_PROFILE=1:
 #              each kernel's mean time (prep, state_scan, out; the backward's prep, bwd_scan, bwd_chunk)
+#   ncu        bench/delta_rule_ncu.sh on the workbench at B=8 T=2048 H=16 d=128: each kernel's
+#              shared-memory and SM throughput, occupancy, bank conflicts and barrier share
 #   sanitize   compute-sanitizer memcheck and racecheck of the workbench's kernels, then of the
 #              operator and a decoding step (the commands docs/RELIABILITY.md records)
 #   op         bench/delta_rule_gpu.lua at the four shapes: the operator in bfloat16 and
 #              float32 (the float32 target: at most 2x the bfloat16 time; fla has no
 #              float32) and its achieved TFLOP/s against the bf16 GEMM ceiling measured there
-#   smnist     the sMNIST training step in efla and in the published model's PyTorch token loop
+#   smnist     the sMNIST training step in efla (in the recipe's compute, bfloat16 mixed, and in
+#              float32) and in the published model's PyTorch token loop (float32)
 #   vs_fla     bench/delta_rule_vs_fla.sh (the operator against fla's chunk_delta_rule)
 # Out: $OUT/gpu_call.tgz (every log; the device returns at most 8 files) and
 # $OUT/triton-autotune.tgz (copy it to .peers/ here: the next call's fla skips its autotuning).
@@ -34,7 +37,7 @@ cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-/tmp/efla-gpu-call}
 LOGS=$OUTDIR/logs
 mkdir -p "$LOGS"
-PARTS=${1:-"tests trace lm workbench kernels sanitize op smnist vs_fla"}
+PARTS=${1:-"tests trace lm workbench kernels ncu sanitize op smnist vs_fla"}
 BUDGET=${BUDGET:-540}
 [[ -x bundle/bin/efla ]] || { echo "gpu_call: no bundle at ./bundle (bash scripts/make_bundle.sh, then carry it)" >&2; exit 2; }
 . bundle/bin/efla-env.sh
@@ -98,6 +101,9 @@ if has kernels && [[ -x $WB ]]; then   # each kernel's mean time over a row's ca
     awk '/^delta_rule_chunk/ {s[$2] += $3; n[$2]++} END {for (x in s) printf "   %s %.3f ms", x, s[x] / n[x]; print ""}' "$LOGS/$k.log"
   done
 fi
+if has ncu && [[ -x $WB ]]; then
+  TAIL=9 OUT=$LOGS/ncu run ncu 120 bash bench/delta_rule_ncu.sh "$WB"
+fi
 if has sanitize && [[ -x $WB ]]; then
   TAIL=4 run memcheck 90 compute-sanitizer --tool memcheck "$WB" 2 1 200 2 64 64
   TAIL=4 run racecheck 120 compute-sanitizer --tool racecheck "$WB" 2 1 130 1 64 32
@@ -120,7 +126,8 @@ if has op; then
     --shapes '8,2048,16,128;4,8192,16,128;16,4096,32,64;128,784,1,64' --deadline 120
 fi
 if has smnist; then   # the sMNIST training step against the published model's PyTorch token loop
-  TAIL=6 run smnist_efla 60 bundle/bin/efla bench/smnist_step_efla.lua
+  TAIL=6 run smnist_efla 60 bundle/bin/efla bench/smnist_step_efla.lua   # the recipe's compute: bfloat16 mixed
+  TAIL=6 run smnist_efla_f32 60 bundle/bin/efla bench/smnist_step_efla.lua --compute float32
   TAIL=4 run smnist_torch 90 python3 bench/torch_smnist_ref.py --methods efla
 fi
 if has vs_fla; then

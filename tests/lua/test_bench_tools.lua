@@ -1,0 +1,102 @@
+-- test_bench_tools.lua: the benchmark helpers that run here as well as on the GPU machine:
+-- bench/ncu_summary.py (Nsight Compute's details page -> one row per kernel) on a fixture in
+-- ncu's format, and bench/smnist_step_efla.lua's --compute (resolved as the sMNIST recipe does).
+-- Run: build/efla tests/lua/test_bench_tools.lua
+local t = dofile((arg[0]:match('^(.*[/\\])') or './') .. 'testlib.lua')
+local test, ok, eq = t.test, t.ok, t.eq
+
+local bin = os.getenv('EFLA_BIN') or 'build/efla'
+local tmp = (os.getenv('EFLA_TEST_TMP') or '/tmp') .. '/lua_test_bench_tools'
+os.execute("mkdir -p '" .. tmp .. "'")
+
+local function python()
+  for _, p in ipairs({ '/usr/bin/python3', '/usr/local/bin/python3' }) do
+    local f = io.open(p, 'r')
+    if f then f:close(); return p end
+  end
+end
+
+local function run(cmd)   -- output and whether the command exited 0
+  local p = io.popen(cmd .. ' 2>&1; echo "exit=$?"')
+  local out = p:read('*a')
+  p:close()
+  local code = tonumber(out:match('exit=(%d+)%s*$'))
+  return out:gsub('exit=%d+%s*$', ''), code == 0
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, 'w'))
+  f:write(text)
+  f:close()
+end
+
+-- two kernels as ncu prints them: the first with every figure the summary reads, the second
+-- without bank-conflict or barrier advice (ncu prints none where it sees nothing to say)
+local DETAILS = [[
+==PROF== Connected to process 1
+  void <unnamed>::bwd_chunk_kernel<__nv_bfloat16, 64, 128, 128>(<unnamed>::ArgsT<T1>) (256, 16, 1)x(512, 1, 1), Context 1, Stream 7, Device 0, CC 9.0
+    Section: GPU Speed Of Light Throughput
+    ----------------------- ----------- ------------
+    Metric Name             Metric Unit Metric Value
+    ----------------------- ----------- ------------
+    Duration                         ms         1.04
+    L1/TEX Cache Throughput           %        71.03
+    Compute (SM) Throughput           %        29.24
+    ----------------------- ----------- ------------
+    OPT   Est. Speedup: 39.81%
+          The memory access pattern for shared loads might not be optimal and causes on average a 2.7 - way bank
+          conflict across all 43458560 shared load requests.This results in 65106209 bank conflicts,  which represent
+          56.05% of the overall 116166945 wavefronts for shared loads. Check the Source Counters section for
+    OPT   Est. Speedup: 38.73%
+          The memory access pattern for shared stores might not be optimal and causes on average a 3.9 - way bank
+          conflict across all 7749632 shared store requests.This results in 16523289 bank conflicts,  which represent
+          54.53% of the overall 30302233 wavefronts for shared stores. Check the Source Counters section for
+    Section: Warp State Statistics
+    OPT   Est. Speedup: 30.9%
+          On average, each warp of this workload spends 4.5 cycles being stalled waiting for sibling warps at a CTA
+          barrier. A high number of warps waiting at a barrier is commonly caused by diverging code paths before a
+          first. This stall type represents about 31.8% of the total average of 14.3 cycles between issuing two
+    Section: Occupancy
+    Achieved Occupancy                        %        23.73
+  void <unnamed>::out_kernel<float, 64, 64, 64>(<unnamed>::ArgsT<T1>) (13, 1, 1)x(512, 1, 1), Context 1, Stream 7, Device 0, CC 9.0
+    Section: GPU Speed Of Light Throughput
+    Duration                         us       217.89
+    L1/TEX Cache Throughput           %        76.71
+    Compute (SM) Throughput           %        58.81
+]]
+
+test('ncu_summary.py: one row per kernel, every figure where ncu gave it, - where not', function()
+  local py = python()
+  if not py then t.skip('ncu_summary.py', 'python3 is not installed (scripts/install-deps.sh installs it)'); return end
+  local path = tmp .. '/details.txt'
+  write(path, DETAILS)
+  local out, success = run(py .. " bench/ncu_summary.py '" .. path .. "'")
+  ok(success, 'ncu_summary.py failed: ' .. out)
+  local lines = {}
+  for line in out:gmatch('[^\n]+') do lines[#lines + 1] = line end
+  eq(#lines, 4, 'a header, its rule and two kernels: ' .. out)
+  eq(lines[3], '| `bwd_chunk_kernel<bf16, 64, 128, 128>` | 1.04 ms | 71.03 | 29.24 | 23.73 | 56.05 % (2.7-way) | 54.53 % (3.9-way) | 31.8 % |')
+  eq(lines[4], '| `out_kernel<float, 64, 64, 64>` | 217.89 us | 76.71 | 58.81 | - | - | - | - |')
+end)
+
+test('ncu_summary.py: a file that is not ncu output, or none, is a clear error', function()
+  local py = python()
+  if not py then t.skip('ncu_summary.py errors', 'python3 is not installed'); return end
+  local out, success = run(py .. ' bench/ncu_summary.py README.md')
+  ok(not success and out:find('no kernel in README.md', 1, true), out)
+  out, success = run(py .. " bench/ncu_summary.py '" .. tmp .. "/missing.txt'")
+  ok(not success and out:find('cannot read', 1, true), out)
+end)
+
+test('smnist_step_efla.lua: --compute as the recipe takes it, named in the row', function()
+  local out, success = run(bin .. ' bench/smnist_step_efla.lua --device cpu --batch 2 --warmup 0 --steps 1 --methods efla --compute bfloat16')
+  ok(success, out)
+  ok(out:find('compute bfloat16', 1, true), 'the row names the compute dtype: ' .. out)
+  ok(out:find('RESULT efla_ms=', 1, true), out)
+  out, success = run(bin .. ' bench/smnist_step_efla.lua --device cpu --steps 1 --compute float16')
+  ok(not success and out:find('--compute', 1, true) and not out:find('stack traceback', 1, true), 'a bad --compute names the option: ' .. out)
+  out, success = run(bin .. ' bench/smnist_step_efla.lua --device cpu --batch 2 --warmup 0 --steps 1 --methods efla')
+  ok(success and out:find('compute float32', 1, true), 'auto on the CPU is float32: ' .. out)
+end)
+
+t.done()
