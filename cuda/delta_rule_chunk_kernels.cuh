@@ -189,6 +189,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(prep_smem<E, C, DK, DV>())
     Tm<E> K = cv.tm<E>(C, DK), V = cv.tm<E>(C, DV), Tb = cv.tm<E>(C, C);
     Fm G = cv.fm(C, C), X = cv.fm(C, C), F = cv.fm(C, DK > DV ? DK : DV);
     float *a = (float *)(smem + cv.off);
+    EFLA_SMEM_FITS(cv.off + C * 4, (prep_smem<E, C, DK, DV>()));
     const int64_t rs = p.H;   /* rows between consecutive tokens */
     /* two commit groups: what the first products need (K; T where it is read, not solved),
      * then V and Q, which arrive during the solve */
@@ -271,6 +272,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(state_scan_smem<E, C, DK, 
     constexpr size_t SET = 2 * tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV);
     char *const set0 = smem + cv.off;
     cv.off += NB * SET;
+    EFLA_SMEM_FITS(cv.off, (state_scan_smem<E, C, DK, BV, PF>()));
     auto Wt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET), DK + pad_of<E>()}; };
     auto Kt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + tm_bytes<E>(C, DK)), DK + pad_of<E>()}; };
     auto Ut = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + 2 * tm_bytes<E>(C, DK)), BV + pad_of<E>()}; };
@@ -351,6 +353,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(out_smem<E, C, DK, BV>()))
     Carver cv(smem);
     Fm P = cv.fm(C, C), F = cv.fm(C, BV);
     Tm<E> Q = cv.tm<E>(C, DK), K = cv.tm<E>(C, DK), Sb = cv.tm<E>(DK, BV), Vp = cv.tm<E>(C, BV), Pb = cv.tm<E>(C, C);
+    EFLA_SMEM_FITS(cv.off, (out_smem<E, C, DK, BV>()));
     /* Q and K first: tril(Q K^T) is made while S and V' arrive (the kernel waited on its loads
      * for half its time when they came in one group) */
     load_rows_async<C, DK>(Q, p.q + cr.first * DK, rs * DK, cr.len);
@@ -408,6 +411,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<E, C, DK, BV
      * pointer arithmetic, not arrays of tiles) */
     constexpr size_t SET = 3 * tm_bytes<E>(C, DK) + tm_bytes<E>(C, BV) + tm_bytes<E>(C, C);
     char *const set0 = smem + cv.off;
+    EFLA_SMEM_FITS(cv.off + (PF ? 2 : 1) * SET, (bwd_scan_smem<E, C, DK, BV, PF>()));
     auto Qt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET), DK + pad_of<E>()}; };
     auto Kt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + tm_bytes<E>(C, DK)), DK + pad_of<E>()}; };
     auto Wt = [&](int b) { return Tm<E>{(E *)(set0 + b * SET + 2 * tm_bytes<E>(C, DK)), DK + pad_of<E>()}; };
@@ -547,6 +551,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     float *a = (float *)(smem + cv.off);
     float *da = a + C;
     float *chain = da + C;   /* p.dbeta set: each row's factor s of dk += s k */
+    EFLA_SMEM_FITS(cv.off + 3 * C * 4, (bwd_chunk_smem<E, C, DK, DV>()));
 
     /* phase 1: every load up to phase 3 in flight at once, in two commit groups: what phase 2
      * needs (T, K, V and the entering state), then X, Q and dO (scaled once, before phase

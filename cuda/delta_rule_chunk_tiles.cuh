@@ -17,11 +17,16 @@
 #include <vector>
 #endif
 
-/* the block's dynamic shared memory (on the host emulator: one buffer, blocks run one at a time) */
+/* the block's dynamic shared memory (on the host emulator: one buffer, blocks run one at a time).
+ * EFLA_SMEM_FITS(used, declared): on the emulator, a kernel's carving (used bytes) must fit the
+ * size its launch asks for (declared; its *_smem() function), or the case fails; a GPU would
+ * write past the block's allocation unseen until compute-sanitizer's memcheck. Empty on the GPU. */
 #ifdef EFLA_EMULATE_CUDA
 #define EFLA_DYNAMIC_SMEM(name) char *const name = emu_dynamic_smem
+#define EFLA_SMEM_FITS(used, declared) emu_check_smem(__func__, (size_t)(used), (size_t)(declared))
 #else
 #define EFLA_DYNAMIC_SMEM(name) extern __shared__ __align__(128) char name[]
+#define EFLA_SMEM_FITS(used, declared) ((void)0)
 #endif
 
 namespace {

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -71,6 +72,16 @@ static inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 using std::min;
 #define CU_GRID_STRIDE(i, n) \
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+// EFLA_SMEM_FITS's check: a kernel's carving against the shared memory its launch asks for;
+// each thread of each block checks, the first overflow of a kernel is printed, and a harness
+// reads emu_smem_overflows to fail its run
+static std::atomic<int> emu_smem_overflows{0};
+static inline void emu_check_smem(const char *kernel, size_t used, size_t declared) {
+    if (used <= declared) return;
+    if (emu_smem_overflows.fetch_add(1) == 0)
+        printf("shared memory: %s carves %zu bytes but its launch asks for %zu\n", kernel, used, declared);
+}
 
 // runs f() as the kernel body of every thread of every block of the grid
 template <class F> static inline void launch(dim3 grid, dim3 block, F f) {
