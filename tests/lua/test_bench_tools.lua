@@ -5,8 +5,10 @@
 local t = dofile((arg[0]:match('^(.*[/\\])') or './') .. 'testlib.lua')
 local test, ok, eq = t.test, t.ok, t.eq
 
-local bin = os.getenv('EFLA_BIN') or 'build/efla'
+local bin = os.getenv('EFLA_BIN') or require('efla.cli').executable()   -- this efla (a build or a bundle)
 local tmp = (os.getenv('EFLA_TEST_TMP') or '/tmp') .. '/lua_test_bench_tools'
+local root = (arg[0]:match('^(.*[/\\])') or './') .. '../../'   -- the repository, from any directory
+local summary, smnist = "'" .. root .. "bench/ncu_summary.py'", "'" .. root .. "bench/smnist_step_efla.lua'"
 os.execute("mkdir -p '" .. tmp .. "'")
 
 local function python()
@@ -70,7 +72,7 @@ test('ncu_summary.py: one row per kernel, every figure where ncu gave it, - wher
   if not py then t.skip('ncu_summary.py', 'python3 is not installed (scripts/install-deps.sh installs it)'); return end
   local path = tmp .. '/details.txt'
   write(path, DETAILS)
-  local out, success = run(py .. " bench/ncu_summary.py '" .. path .. "'")
+  local out, success = run(py .. ' ' .. summary .. " '" .. path .. "'")
   ok(success, 'ncu_summary.py failed: ' .. out)
   local lines = {}
   for line in out:gmatch('[^\n]+') do lines[#lines + 1] = line end
@@ -82,20 +84,20 @@ end)
 test('ncu_summary.py: a file that is not ncu output, or none, is a clear error', function()
   local py = python()
   if not py then t.skip('ncu_summary.py errors', 'python3 is not installed'); return end
-  local out, success = run(py .. ' bench/ncu_summary.py README.md')
-  ok(not success and out:find('no kernel in README.md', 1, true), out)
-  out, success = run(py .. " bench/ncu_summary.py '" .. tmp .. "/missing.txt'")
+  local out, success = run(py .. ' ' .. summary .. " '" .. root .. "README.md'")
+  ok(not success and out:find('no kernel in', 1, true) and out:find('README.md', 1, true), out)
+  out, success = run(py .. ' ' .. summary .. " '" .. tmp .. "/missing.txt'")
   ok(not success and out:find('cannot read', 1, true), out)
 end)
 
 test('smnist_step_efla.lua: --compute as the recipe takes it, named in the row', function()
-  local out, success = run(bin .. ' bench/smnist_step_efla.lua --device cpu --batch 2 --warmup 0 --steps 1 --methods efla --compute bfloat16')
+  local out, success = run(bin .. ' ' .. smnist .. ' --device cpu --batch 2 --warmup 0 --steps 1 --methods efla --compute bfloat16')
   ok(success, out)
   ok(out:find('compute bfloat16', 1, true), 'the row names the compute dtype: ' .. out)
   ok(out:find('RESULT efla_ms=', 1, true), out)
-  out, success = run(bin .. ' bench/smnist_step_efla.lua --device cpu --steps 1 --compute float16')
+  out, success = run(bin .. ' ' .. smnist .. ' --device cpu --steps 1 --compute float16')
   ok(not success and out:find('--compute', 1, true) and not out:find('stack traceback', 1, true), 'a bad --compute names the option: ' .. out)
-  out, success = run(bin .. ' bench/smnist_step_efla.lua --device cpu --batch 2 --warmup 0 --steps 1 --methods efla')
+  out, success = run(bin .. ' ' .. smnist .. ' --device cpu --batch 2 --warmup 0 --steps 1 --methods efla')
   ok(success and out:find('compute float32', 1, true), 'auto on the CPU is float32: ' .. out)
 end)
 
