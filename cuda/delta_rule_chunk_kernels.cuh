@@ -481,11 +481,11 @@ template <int C, class F> __device__ void add_sums(float *da, F term) {
     add_sums<C>(da, term, [](int, float) {});
 }
 
-/* add_sums, then done(o, da[o]) by the one thread that wrote da[o] (no barrier needed for it) */
 /* the output o whose done(o, ...) this thread runs in add_sums, or -1 (so a kernel can prepare
  * what that call will need in the same thread's registers) */
 __device__ __forceinline__ int add_sums_output() { return threadIdx.x % 8 == 0 ? (int)threadIdx.x / 8 : -1; }
 
+/* add_sums, then done(o, da[o]) by the one thread that wrote da[o] (no barrier needed for it) */
 template <int C, class F, class Done> __device__ void add_sums(float *da, F term, Done done) {
     static_assert(8 * C <= THREADS, "eight threads per output");
     const int o = threadIdx.x / 8, part = threadIdx.x % 8;   /* part 0: add_sums_output() */
