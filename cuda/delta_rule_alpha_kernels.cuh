@@ -57,16 +57,26 @@ template <typename T> __device__ __forceinline__ T alpha_as(double beta, double 
     return t;
 }
 
-/* The chain through alpha for one row with dalpha = g: dbeta written (when dbeta is set), the
- * factor 2 g dalpha/dlambda of dk += factor k returned (alpha_bwd_kernel; the tensor-core
- * bwd_chunk) */
+/* The chain through alpha for one row with dalpha = g, in two halves: alpha's two derivatives,
+ * which depend on beta and lambda alone (alpha_slopes_row: the tensor-core bwd_chunk evaluates
+ * them early, while its loads are in flight), then chain_with: dbeta = g dalpha/dbeta written
+ * where dbeta_row is set, and the factor 2 g dalpha/dlambda of dk += factor k returned.
+ * chain_row is both at once (alpha_bwd_kernel). */
+struct AlphaSlopes { double db, dl; };
+template <typename T>
+__device__ __forceinline__ AlphaSlopes alpha_slopes_row(const T *beta, const double *lambda, int64_t row, int order, int ref) {
+    double a, db, dl;
+    alpha_eval(ld(beta + row), lambda[row], order, ref, &a, &db, &dl);
+    return AlphaSlopes{db, dl};
+}
+template <typename T> __device__ __forceinline__ double chain_with(AlphaSlopes s, double g, T *dbeta_row) {
+    if (dbeta_row) st(dbeta_row, g * s.db);
+    return 2 * g * s.dl;
+}
 template <typename T>
 __device__ __forceinline__ double chain_row(const T *beta, const double *lambda, int64_t row, double g, int order, int ref,
                                             T *dbeta) {
-    double a, db, dl;
-    alpha_eval(ld(beta + row), lambda[row], order, ref, &a, &db, &dl);
-    if (dbeta) st(dbeta + row, g * db);
-    return 2 * g * dl;
+    return chain_with(alpha_slopes_row(beta, lambda, row, order, ref), g, dbeta ? dbeta + row : nullptr);
 }
 
 template <typename T>

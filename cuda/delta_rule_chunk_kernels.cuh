@@ -501,17 +501,11 @@ template <int C, class F, class Done> __device__ void add_sums(float *da, F term
     }
 }
 
-/* alpha's two derivatives for token row `row` (docs/MATH.md §3): the chain through alpha is then
- * dbeta = dalpha db and dk += 2 dalpha dl k (as chain_row in delta_rule_alpha_kernels.cuh takes
- * it). Out of line, so that the double-precision formulas' registers stay out of the kernel's
- * products; bwd_chunk evaluates them while its first loads are in flight, since they depend on
- * beta and lambda alone, and only multiplies by dalpha at the end. */
-struct AlphaSlopes { double db, dl; };
+/* alpha_slopes_row (delta_rule_alpha_kernels.cuh) out of line, so that the double-precision
+ * formulas' registers stay out of the kernel's products */
 template <class E>
 __device__ __noinline__ AlphaSlopes alpha_slopes(const E *beta, const double *lambda, int order, int ref, int64_t row) {
-    double a, db, dl;
-    alpha_eval(ld(beta + row), lambda[row], order, ref, &a, &db, &dl);
-    return AlphaSlopes{db, dl};
+    return alpha_slopes_row(beta, lambda, row, order, ref);
 }
 
 /* ---- backward within each chunk ----------------------------------------------------------------- */
@@ -632,10 +626,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     add_sums<C>(da, [&](int i, int j) {               /* da_i += sum_{j < i} dL_ij G_ij */
         return j < i ? -CC.p[i * CC.ld + j] * Gf.p[i * Gf.ld + j] : 0.0f;
     }, [&](int i, float dai) {                        /* da_i is final: the chain through alpha (i = my_row) */
-        if (!p.dbeta) return;
-        const double g = dai;
-        if (i < cr.len) st(p.dbeta + cr.first + i * rs, g * slope.db);
-        chain[i] = i < cr.len ? (float)(2 * g * slope.dl) : 0.0f;
+        if (p.dbeta) chain[i] = i < cr.len ? (float)chain_with(slope, dai, p.dbeta + cr.first + i * rs) : 0.0f;
     });
     each<C, C / 4>([&](int r, int v) {                /* dGs = dG + dG^T into dXb, four columns at a time */
         float x[4];

@@ -376,7 +376,7 @@ __device__ void to_tile(Tm<E> dst, Fm src, float mult = 1.0f) {
 template <int R, int N, class E>
 __device__ void to_tile_and_store(Tm<E> dst, E *g, int64_t ldg, Fm src) {
     each<R, N / 4>([&](int r, int v) {
-        const float4 x = *(const float4 *)(src.p + r * src.ld + v * 4);
+        const float4 x = get4(src.p + r * src.ld + v * 4);
         put4(dst.p + r * dst.ld + v * 4, x);
         if (g) put4(g + r * ldg + v * 4, x);
     });

@@ -11,12 +11,7 @@ local root = (arg[0]:match('^(.*[/\\])') or './') .. '../../'   -- the repositor
 local summary, smnist = "'" .. root .. "bench/ncu_summary.py'", "'" .. root .. "bench/smnist_step_efla.lua'"
 os.execute("mkdir -p '" .. tmp .. "'")
 
-local function python()
-  for _, p in ipairs({ '/usr/bin/python3', '/usr/local/bin/python3' }) do
-    local f = io.open(p, 'r')
-    if f then f:close(); return p end
-  end
-end
+local python = t.python
 
 local function run(cmd)   -- output and whether the command exited 0
   local p = io.popen(cmd .. ' 2>&1; echo "exit=$?"')

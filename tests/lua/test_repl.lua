@@ -11,12 +11,7 @@ local exe = require('efla.cli').executable()
 local tmp = (os.getenv('EFLA_TEST_TMP') or '/tmp') .. '/lua_test_repl'
 os.execute("mkdir -p '" .. tmp .. "'")
 
-local function python()
-  for _, p in ipairs({ '/usr/bin/python3', '/usr/local/bin/python3' }) do
-    local f = io.open(p, 'r')
-    if f then f:close(); return p end
-  end
-end
+local python = t.python
 
 -- the line-editing session needs what the REPL needs for it (a bundle may lack them)
 local has_readline = pcall(require, 'readline') and pcall(require, 'posix.poll')

@@ -119,6 +119,15 @@ function M.raises(fn, pattern, msg)
   return err
 end
 
+--- t.python(): the path of python3 (the Debian one first), or nil where there is none; for the
+--- tests that drive a helper script
+function M.python()
+  for _, p in ipairs({ '/usr/bin/python3', '/usr/local/bin/python3' }) do
+    local f = io.open(p, 'r')
+    if f then f:close(); return p end
+  end
+end
+
 --- t.skip(name, why): records nothing, prints why
 function M.skip(name, why) print(string.format('skip %s (%s)', name, why)) end
 
