@@ -7,6 +7,8 @@ on identical inputs, in one run on the GPU machine (driven by bench/delta_rule_v
                   its autotuning) and writes fla's outputs and gradients of the accuracy cases
   phase 'report'  reads efla's timings and outputs (written by delta_rule_vs_fla.lua), computes
                   an fp64 recurrence for the accuracy cases, prints both tables
+  phase 'kernels' fla's time per kernel in one forward+backward (torch.profiler), at the timing
+                  shapes or --shape B T H D: PYTHONPATH=.peers python3 bench/delta_rule_vs_fla.py kernels
 
 fla computes DeltaNet's update S += b k (v - S^T k); fed b = alpha (EFLA's exact step size,
 computed here from beta and |k|^2 with autograd, so that fla's gradients reach beta and k
@@ -117,6 +119,34 @@ def phase_fla(a):
             save(a.dir, f"{c['name']}.fla.{n}", x.float())
 
 
+def phase_kernels(a):
+    """fla's time per kernel (torch.profiler, CUDA time a call) in one forward+backward at each
+    timing shape, to set beside efla's EFLA_DELTA_RULE_PROFILE=1 workbench rows: which of fla's
+    steps is faster than efla's counterpart. The alpha made in PyTorch (efla_alpha) is counted
+    too, under its elementwise kernels' names."""
+    from torch.profiler import profile, ProfilerActivity
+    shapes = [tuple(a.shape)] if a.shape else TIME_SHAPES
+    for (B, T, H, d) in shapes:
+        q, k, v, beta, do = inputs(B, T, H, d, 1.0, 1)
+        leaves = make_leaves(q, k, v, beta, True)
+        for _ in range(5):   # autotuning and compilation out of the way
+            fla_run(leaves, do, True)
+        torch.cuda.synchronize()
+        n = 20
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(n):
+                fla_run(leaves, do, True)
+            torch.cuda.synchronize()
+        rows = [(e.self_device_time_total / n, e.count // n, e.key) for e in prof.key_averages()
+                if e.self_device_time_total > 0]
+        rows.sort(reverse=True)
+        total = sum(r[0] for r in rows)
+        print(f"fla kernels, B={B} T={T} H={H} d={d}, one forward+backward: {total / 1000:.3f} ms of kernel time")
+        print("| us a call | launches | kernel |\n|---|---|---|")
+        for us, cnt, name in rows:
+            print(f"| {us:.1f} | {cnt} | {name[:90]} |")
+
+
 def reference(q, k, v, beta, do):
     """fp64 recurrence with autograd: S_t = S + alpha k (v - S^T k)^T, o_t = scale S_t^T q"""
     leaves = [x.double().detach().requires_grad_(True) for x in (q, k, v, beta)]
@@ -186,12 +216,14 @@ def phase_report(a):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=["inputs", "fla", "report"])
+    ap.add_argument("phase", choices=["inputs", "fla", "report", "kernels"])
     ap.add_argument("--dir", default="/tmp/efla-vs-fla", help="exchange folder for inputs, outputs and timings")
+    ap.add_argument("--shape", type=int, nargs=4, metavar=("B", "T", "H", "D"),
+                    help="kernels phase: one shape instead of the four timing shapes")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("delta_rule_vs_fla.py: needs a CUDA GPU")
-    {"inputs": phase_inputs, "fla": phase_fla, "report": phase_report}[a.phase](a)
+    {"inputs": phase_inputs, "fla": phase_fla, "report": phase_report, "kernels": phase_kernels}[a.phase](a)
 
 
 if __name__ == "__main__":
