@@ -514,11 +514,24 @@ __device__ __noinline__ AlphaSlopes alpha_slopes(const E *beta, const double *la
  * fifth bf16 C x C tile; here G is recomputed where phase 5 needs it, into the bf16 tiles T and
  * dP that are done by then, and dX takes dO's / dV''s space), which brings d = 64, C = 64 to two
  * blocks per multiprocessor. */
-template <class E, int C, int DK, int DV>
-constexpr size_t bwd_chunk_smem() {
-    return 2 * tm_bytes<E>(C, DK) + 2 * tm_bytes<E>(C, DV) + max_bytes(tm_bytes<E>(C, DV), (size_t)C * C * sizeof(E)) + tm_bytes<E>(DK, DV) +
-           fm_bytes(C, DK > DV ? DK : DV) + fm_bytes(C, C) + 3 * (size_t)C * C * sizeof(E) + 3 * C * 4;
+template <class E, int C, int DK, int DV, bool PAD>
+constexpr size_t bwd_chunk_smem_as() {   /* PAD: the four C x C tiles of E padded, else packed */
+    const size_t cc = PAD ? tm_bytes<E>(C, C) : (size_t)C * C * sizeof(E);
+    return 2 * tm_bytes<E>(C, DK) + 2 * tm_bytes<E>(C, DV) + max_bytes(tm_bytes<E>(C, DV), cc) + tm_bytes<E>(DK, DV) +
+           fm_bytes(C, DK > DV ? DK : DV) + fm_bytes(C, C) + 3 * cc + 3 * C * 4;
 }
+/* The C x C tiles (T, dP, X, dX) padded wherever that keeps as many blocks on a multiprocessor
+ * as packed ones (d = 128; at d = 64 the second block needs them packed): a fragment load of
+ * packed 64-element bf16 rows reads 16-byte pieces 128 bytes apart, eight of them in the same
+ * banks (ncu, docs/BENCHMARKS.md run 11: 56 % of bwd_chunk's shared-load wavefronts were bank
+ * conflicts); G, in their room as floats, then gets padded rows too */
+template <class E, int C, int DK, int DV>
+constexpr bool bwd_chunk_padded() {
+    return bwd_chunk_smem_as<E, C, DK, DV, true>() <= SMEM_PER_BLOCK_MAX &&
+           fit_blocks(bwd_chunk_smem_as<E, C, DK, DV, true>()) == fit_blocks(bwd_chunk_smem_as<E, C, DK, DV, false>());
+}
+template <class E, int C, int DK, int DV>
+constexpr size_t bwd_chunk_smem() { return bwd_chunk_smem_as<E, C, DK, DV, bwd_chunk_padded<E, C, DK, DV>()>(); }
 
 template <class E, int C, int DK, int DV>
 __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, DV>())) bwd_chunk_kernel(ArgsT<E> p) {
@@ -529,19 +542,21 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     const ChunkRows cr = chunk_rows(p, g, h, C);
     const int64_t rs = p.H;
     const int D = DK > DV ? DK : DV;
+    constexpr bool PAD = bwd_chunk_padded<E, C, DK, DV>();
+    constexpr int CCLD = PAD ? C + pad_of<E>() : C;   /* row length of the C x C tiles of E */
     Carver cv(smem);
     /* C-row buffers of E, reused phase by phase (see the comments at each phase); the C x C
-     * tiles go unpadded to save shared memory */
+     * tiles go unpadded where shared memory is short (bwd_chunk_padded) */
     Tm<E> K = cv.tm<E>(C, DK), Qb = cv.tm<E>(C, DK), bufD = cv.tm<E>(C, DV), Vp = cv.tm<E>(C, DV);
     char *const o_space = smem + cv.off;            /* dO, then dV', then dX */
-    cv.off += max_bytes(tm_bytes<E>(C, DV), (size_t)C * C * sizeof(E));
-    Tm<E> bufO{(E *)o_space, DV + pad_of<E>()}, dXb{(E *)o_space, C};   /* dX unpadded */
+    cv.off += max_bytes(tm_bytes<E>(C, DV), (size_t)C * CCLD * sizeof(E));
+    Tm<E> bufO{(E *)o_space, DV + pad_of<E>()}, dXb{(E *)o_space, CCLD};
     Tm<E> Mat = cv.tm<E>(DK, DV);                         /* S_in, later dS_out */
     Fm F = cv.fm(C, D);                             /* the staging of C x d products */
     Fm CC = cv.fm(C, C);                            /* float C x C scratch */
-    Tm<E> Tb = cv.packed<E>(C, C), dPb = cv.packed<E>(C, C);
-    Fm Gf{(float *)Tb.p, C};                        /* G in phase 5, over Tb and dPb (adjacent) */
-    Tm<E> Xb = cv.packed<E>(C, C);
+    Tm<E> Tb = PAD ? cv.tm<E>(C, C) : cv.packed<E>(C, C), dPb = PAD ? cv.tm<E>(C, C) : cv.packed<E>(C, C);
+    Fm Gf{(float *)Tb.p, PAD ? C + 4 : C};          /* G in phase 5, over Tb and dPb (adjacent; room for padded float rows where they are padded) */
+    Tm<E> Xb = PAD ? cv.tm<E>(C, C) : cv.packed<E>(C, C);
     float *a = (float *)(smem + cv.off);
     float *da = a + C;
     float *chain = da + C;   /* p.dbeta set: each row's factor s of dk += s k */
@@ -601,12 +616,12 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     store_rows<C, DV>(p.dv_out + cr.first * DV, rs * DV, F, cr.len);
     to_tile<C, DV>(bufD, F, -1.0f);                    /* bufD = -dD (D is done) */
     add_sums<C>(da, [&](int j, int i) {               /* da_j += sum_{i >= j} X_ij dT_ij */
-        return i >= j ? to_f(Xb.p[i * C + j]) * CC.p[i * CC.ld + j] : 0.0f;
+        return i >= j ? to_f(Xb.p[i * Xb.ld + j]) * CC.p[i * CC.ld + j] : 0.0f;
     });
     each<C, C / 4>([&](int r, int v) {              /* dX = dT diag(a), four columns at a time */
         const int c = 4 * v;
         const float4 x = get4(CC.p + r * CC.ld + c);
-        put4(dXb.p + r * C + c, make_float4(x.x * a[c], x.y * a[c + 1], x.z * a[c + 2], x.w * a[c + 3]));
+        put4(dXb.p + r * dXb.ld + c, make_float4(x.x * a[c], x.y * a[c + 1], x.z * a[c + 2], x.w * a[c + 3]));
     });
     __syncthreads(); PHASE(4, 14);
     /* phase 5: dK = dP^T Q - dD S^T + V' dS_out^T + (dG + dG^T) K */
@@ -617,7 +632,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     mm<false, true, WT>(dXb, Xb, CC, C, C, C, false);      /* CC = Y = dX X^T */
     mm<false, true, WT>(K, K, Gf, C, C, DK, false, blocks_of<WT>(C, C));   /* Gf = G again (as phase 1 had it) */
     __syncthreads(); PHASE(4, 16);
-    each<C, C / 4>([&](int r, int v) { put4(dXb.p + r * C + 4 * v, get4(CC.p + r * CC.ld + 4 * v)); });   /* Y, in E */
+    each<C, C / 4>([&](int r, int v) { put4(dXb.p + r * dXb.ld + 4 * v, get4(CC.p + r * CC.ld + 4 * v)); });   /* Y, in E */
     cp_async_wait_all();
     __syncthreads(); PHASE(4, 18);
     mm<true, false, WT>(Xb, dXb, CC, C, C, C, false);      /* CC = X^T Y = -dL */
@@ -634,7 +649,7 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
             const int c = 4 * v + i;
             x[i] = r > c ? -a[r] * CC.p[r * CC.ld + c] : c > r ? -a[c] * CC.p[c * CC.ld + r] : 0.0f;
         }
-        put4(dXb.p + r * C + 4 * v, make_float4(x[0], x[1], x[2], x[3]));
+        put4(dXb.p + r * dXb.ld + 4 * v, make_float4(x[0], x[1], x[2], x[3]));
     });
     __syncthreads(); PHASE(4, 20);
     mm_then<false, false, WT>(dXb, K, F, C, DK, C, true, [&](int r, int c) {   /* dk stored by the tile's warp */
