@@ -32,8 +32,8 @@ typedef struct efla_delta_rule_args {
     int algorithm;          /* EFLA_ALGO_CHUNKED or EFLA_ALGO_RECURRENT (never auto here) */
     efla_dtype dtype;       /* of q, k, v, alpha, o; states are float32 for bf16 inputs */
     efla_dtype state_dtype; /* of s0, s_final, ds0, d_s_final */
-    efla_dtype chunk_state_dtype;   /* of chunk_states: what the backend's delta_rule_chunk_state_dtype
-                                     * answered (state_dtype when it has none) */
+    efla_dtype chunk_state_dtype;   /* of chunk_states: what the backend's plan answered
+                                     * (state_dtype where it keeps none) */
     int alpha_order, alpha_reference_eps;   /* how alpha was made (order, reference option): for a
                                              * backward that takes the chain through alpha itself */
 } efla_delta_rule_args;
@@ -46,11 +46,11 @@ typedef struct efla_delta_rule_args {
 typedef struct efla_delta_rule_buffers {
     const void *q, *k, *v, *alpha, *alpha_v, *log_decay, *s0;   /* inputs */
     void *o, *s_final, *chunk_states;                            /* forward outputs */
-    void *chunk_solves;   /* written by a forward, read by its backward, where delta_rule_chunk_solves
+    void *chunk_solves;   /* written by a forward, read by its backward, where the plan's keeps_solves
                            * said so (NULL: not kept; the backward solves again) */
     const void *d_o, *d_s_final;                                 /* backward inputs */
     void *dq, *dk, *dv, *dalpha, *dalpha_v, *dlog_decay, *ds0;   /* backward outputs */
-    /* beta: in a forward whose alpha is NULL (delta_rule_fwd_makes_alpha said so), what the
+    /* beta: in a forward whose alpha is NULL (the plan's makes_alpha said so), what the
      * backend makes alpha from, writing it to alpha_out and lambda = |k|^2 (float64) to
      * lambda_out where those are set (a backward will need them).
      * In a backward, optional (ungated calls): the chain through alpha (docs/MATH.md §3) inside
@@ -64,6 +64,25 @@ typedef struct efla_delta_rule_buffers {
     void *dbeta;
     int *alpha_chained;
 } efla_delta_rule_buffers;
+
+/* A backend's plan for one delta-rule call (its delta_rule_plan service). */
+typedef struct efla_delta_rule_plan {
+    /* the chunk size it runs with. The chunk size only groups tokens (the same maths at any
+     * size), so a backend may pick a smaller one than asked where its fast kernels do not fit
+     * (CUDA: float32 at head size 128, whose backward's per-chunk kernel needs 32) */
+    int chunk_size;
+    /* the dtype its forward writes chunk_states in (CUDA's tensor-core kernels: bfloat16 for
+     * bfloat16 inputs, since they round the states to bfloat16 wherever they read them) */
+    efla_dtype chunk_state_dtype;
+    /* 1: its forward makes alpha itself from beta and |k|^2 (inside its kernel: one launch for
+     * a decoding step), so the front end passes buffers->alpha = NULL with beta, alpha_out and
+     * lambda_out set; 0: the front end makes alpha first (delta_rule_alpha_fwd) */
+    int makes_alpha;
+    /* 1: its forward can keep the per-chunk triangular solves for the backward
+     * (buffers->chunk_solves, [nch, H, 2, C, C] in the inputs' dtype: T and X of docs/MATH.md
+     * §4), so that the backward need not solve again */
+    int keeps_solves;
+} efla_delta_rule_plan;
 
 /* Raw-pointer arguments of the softmax-attention kernels (core/ops_attention.c): q [B,Tq,H,dk],
  * k [B,Tk,H,dk], v [B,Tk,H,dv], o [B,Tq,H,dv], all contiguous in dtype; lse [B,H,Tq] is float32
@@ -96,25 +115,11 @@ typedef struct efla_backend {
     /* memory statistics (CUDA) */
     int (*memory_stats)(int device, efla_memory_stats *stats);
     int (*empty_cache)(int device);
-    /* the dtype the delta rule's forward writes chunk_states in for these arguments (gated: a
-     * call with log_decay), asked before the front end allocates them; NULL: a->state_dtype.
-     * CUDA's tensor-core kernels round the states to bfloat16 wherever they read them, so they
-     * keep them in bfloat16 (half the memory, no result changes). */
-    efla_dtype (*delta_rule_chunk_state_dtype)(const efla_delta_rule_args *a, int gated);
-    /* the chunk size the delta rule runs these arguments with (a->chunk_size is the one asked
-     * for), asked before anything is sized by it; NULL: a->chunk_size. The chunk size only
-     * groups tokens (the same maths at any size), so a backend may pick a smaller one where its
-     * fast kernels do not fit the one asked for (CUDA: float32 at head size 128). */
-    int (*delta_rule_chunk_size)(const efla_delta_rule_args *a, int gated);
-    /* whether the delta rule's forward of these arguments makes alpha itself (from beta and
-     * |k|^2, inside its kernel: one launch for a decoding step), so the front end passes
-     * buffers->alpha = NULL with beta, alpha_out and lambda_out set; NULL or 0: the front end
-     * makes alpha first (delta_rule_alpha_fwd) */
-    int (*delta_rule_fwd_makes_alpha)(const efla_delta_rule_args *a, int gated);
-    /* whether the forward of these arguments can keep its per-chunk triangular solves for the
-     * backward (buffers->chunk_solves, [nch, H, 2, C, C] in the inputs' dtype: T and X of
-     * docs/MATH.md §4), so that the backward need not solve again; NULL or 0: it cannot */
-    int (*delta_rule_chunk_solves)(const efla_delta_rule_args *a, int gated);
+    /* What the delta rule will do with these arguments (gated: a call with log_decay), asked
+     * once per forward before anything is sized: the front end fills *plan with the answers of
+     * a backend without this service (a->chunk_size, a->state_dtype, 0, 0) and the backend
+     * changes what differs. NULL: those answers. */
+    void (*delta_rule_plan)(const efla_delta_rule_args *a, int gated, efla_delta_rule_plan *plan);
 
     /* The kernels, one per row of EFLA_BACKEND_OPS. What each one does:
      *

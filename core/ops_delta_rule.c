@@ -448,13 +448,14 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
     a.state_dtype = q->dtype == EFLA_BFLOAT16 ? EFLA_FLOAT32 : q->dtype;
     a.alpha_order = o.order;
     a.alpha_reference_eps = o.reference_eps != 0;
-    if (b->delta_rule_chunk_size) a.chunk_size = b->delta_rule_chunk_size(&a, o.log_decay != NULL);
-
+    /* the backend's plan, before anything is sized: its chunk size, the dtype its forward keeps
+     * the chunk states in (CUDA's tensor cores: bfloat16), whether it makes alpha and keeps its
+     * solves */
+    efla_delta_rule_plan plan = {a.chunk_size, a.state_dtype, 0, 0};
+    if (b->delta_rule_plan) b->delta_rule_plan(&a, o.log_decay != NULL, &plan);
+    a.chunk_size = plan.chunk_size;
     const int save_cs = want_grad && !o.recompute_states;
-    /* the backend says which dtype its forward keeps the chunk states in (CUDA's tensor cores:
-     * bfloat16) before they are allocated */
-    a.chunk_state_dtype = save_cs && b->delta_rule_chunk_state_dtype
-                              ? b->delta_rule_chunk_state_dtype(&a, o.log_decay != NULL) : a.state_dtype;
+    a.chunk_state_dtype = save_cs ? plan.chunk_state_dtype : a.state_dtype;
     efla_tensor *qc = efla_plain(q), *kc = efla_plain(k), *vc = efla_plain(v), *bc = efla_plain(beta);
     efla_tensor *sc = initial_state ? efla_plain(initial_state) : NULL;
     efla_tensor *gc = o.log_decay ? efla_plain(o.log_decay) : NULL;
@@ -463,8 +464,7 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
     if (!qc || !kc || !vc || !bc || (initial_state && !sc) || (o.log_decay && !gc)) goto out;
     /* the forward may make alpha inside its kernel (CUDA's scan: a decoding step is one launch);
      * lambda and alpha then exist only where a backward needs them */
-    const int kernel_alpha = !gc && head_dim_k > 0 && head_dim_v > 0 && b->delta_rule_fwd_makes_alpha &&
-                             b->delta_rule_fwd_makes_alpha(&a, 0);
+    const int kernel_alpha = !gc && head_dim_k > 0 && head_dim_v > 0 && plan.makes_alpha;
     if (kernel_alpha) {
         if (want_grad && (!(lam = efla_empty(3, q->shape, EFLA_FLOAT64, q->device)) ||
                           !(alpha = efla_empty(3, q->shape, q->dtype, q->device))))
@@ -506,7 +506,7 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
         if (!(cs = efla_empty(4, cshape, a.chunk_state_dtype, q->device))) goto out;
         /* the per-chunk solves too, where the backend keeps them (the backward then skips its
          * triangular solves; they are as large as k at C = 64) */
-        if (b->delta_rule_chunk_solves && b->delta_rule_chunk_solves(&a, o.log_decay != NULL)) {
+        if (plan.keeps_solves) {
             int64_t tshape[5] = {nch, H, 2, a.chunk_size, a.chunk_size};
             if (!(solves = efla_empty(5, tshape, q->dtype, q->device))) goto out;
         }

@@ -123,10 +123,7 @@ extern "C" const efla_backend efla_cuda_backend = {
     .memcpy_d2h = cuda_memcpy_d2h,
     .memory_stats = efla_cuda_backend_memory_stats,
     .empty_cache = efla_cuda_backend_empty_cache,
-    .delta_rule_chunk_state_dtype = efla_cuda_delta_rule_chunk_state_dtype,
-    .delta_rule_chunk_size = efla_cuda_delta_rule_chunk_size,
-    .delta_rule_fwd_makes_alpha = efla_cuda_delta_rule_fwd_makes_alpha,
-    .delta_rule_chunk_solves = efla_cuda_delta_rule_chunk_solves,
+    .delta_rule_plan = efla_cuda_delta_rule_plan,
     EFLA_BACKEND_OPS(EFLA_OP_ENTRY_CUDA)
 };
 

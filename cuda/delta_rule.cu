@@ -457,38 +457,41 @@ int device_of_current(void) {
 
 } // namespace
 
-/* what the tensor-core version that will take the forward keeps the chunk states in (version 2:
- * bfloat16 for bfloat16 inputs; float32 for float32 ones and in version 1); the state dtype where
- * the scan kernels take it (and the gated scan) */
-efla_dtype efla_cuda_delta_rule_chunk_state_dtype(const efla_delta_rule_args *a, int gated) {
-    if (gated) return a->state_dtype;
-    return chunk_v1() ? efla_cuda_delta_rule_chunk_v1_states_dtype(a) : efla_cuda_delta_rule_chunk_states_dtype(a);
-}
-
-/* The chunk size a call runs with: the one asked for, except for float32 tensor-core calls whose
- * kernels (float tiles: twice the shared memory of bfloat16's) do not all fit at it (the
- * backward's per-chunk kernel at C = 64, d = 128): the largest smaller one at which they do.
- * The result is the same maths (the chunk size only groups the tokens), and the scan kernels
- * would be several times slower. */
-int efla_cuda_delta_rule_chunk_size(const efla_delta_rule_args *a, int gated) {
-    if (gated || chunk_v1() || a->algorithm != EFLA_ALGO_CHUNKED || a->dtype != EFLA_FLOAT32) return a->chunk_size;
-    efla_delta_rule_args t = *a;
-    for (t.chunk_size = a->chunk_size; t.chunk_size >= 16; t.chunk_size /= 2)
-        if (efla_cuda_delta_rule_chunk_plan(&t, 1)) return t.chunk_size;
-    return a->chunk_size;
-}
-
-/* The forward makes alpha itself from beta and |k|^2: the scan (token_alpha; a decoding step
- * is one launch) and version 2's tensor-core prep (make_alpha: no separate alpha kernel before
- * it); not the gated scan, nor version 1, which read a given alpha */
-int efla_cuda_delta_rule_fwd_makes_alpha(const efla_delta_rule_args *a, int gated) {
-    return !gated && !chunk_v1() && (a->dtype == EFLA_FLOAT32 || a->dtype == EFLA_FLOAT64 || a->dtype == EFLA_BFLOAT16);
-}
-
-/* The forward keeps its per-chunk solves (T and X) for the backward where version 2's kernels
- * take both directions (its backward's prep then skips G and the triangular inverse) */
-int efla_cuda_delta_rule_chunk_solves(const efla_delta_rule_args *a, int gated) {
-    return !gated && !chunk_v1() && efla_cuda_delta_rule_chunk_plan(a, 1);
+/* The delta rule's plan (core/backend.h's delta_rule_plan), one tensor-core plan query for most
+ * calls:
+ * - chunk states: what the tensor-core version that takes the forward keeps them in (version 2:
+ *   bfloat16 for bfloat16 inputs; float32 for float32 ones and in version 1); the state dtype
+ *   where the scan kernels take it, and in the gated scan;
+ * - chunk size: the one asked for, except for float32 tensor-core calls whose kernels (float
+ *   tiles: twice the shared memory of bfloat16's) do not all fit at it (the backward's
+ *   per-chunk kernel at C = 64, d = 128): the largest smaller one at which they do (the same
+ *   maths; the scan kernels would be several times slower);
+ * - alpha: the forward makes it from beta and |k|^2, in the scan (token_alpha; a decoding step is
+ *   one launch) and in version 2's prep (make_alpha); not the gated scan, nor version 1, which
+ *   read a given alpha;
+ * - solves: kept where version 2's kernels take both directions (its backward's prep then skips
+ *   G and the triangular inverse). */
+void efla_cuda_delta_rule_plan(const efla_delta_rule_args *a, int gated, efla_delta_rule_plan *plan) {
+    if (gated) return;   /* the gated scan: the front end's defaults */
+    if (chunk_v1()) {
+        efla_cuda_delta_rule_chunk_v1_plan(a, &plan->chunk_state_dtype);
+        return;
+    }
+    plan->makes_alpha = a->dtype == EFLA_FLOAT32 || a->dtype == EFLA_FLOAT64 || a->dtype == EFLA_BFLOAT16;
+    int runs = efla_cuda_delta_rule_chunk_plan(a, &plan->chunk_state_dtype);
+    if (runs < 2 && a->algorithm == EFLA_ALGO_CHUNKED && a->dtype == EFLA_FLOAT32) {
+        efla_delta_rule_args t = *a;
+        for (t.chunk_size = a->chunk_size / 2; t.chunk_size >= 16; t.chunk_size /= 2) {
+            efla_dtype states = a->state_dtype;
+            if (efla_cuda_delta_rule_chunk_plan(&t, &states) == 2) {
+                plan->chunk_size = t.chunk_size;
+                plan->chunk_state_dtype = states;
+                runs = 2;
+                break;
+            }
+        }
+    }
+    plan->keeps_solves = runs == 2;
 }
 
 /* The backend contract has no device argument here: the front end's tensors live on the
@@ -509,17 +512,17 @@ int efla_cuda_delta_rule_fwd(const efla_delta_rule_args *a, const efla_delta_rul
     int fast = chunk_v1() ? efla_cuda_delta_rule_chunk_v1_fwd(a, buf, seq, nch, device)
                           : efla_cuda_delta_rule_chunk_fwd(a, buf, seq, nch, device);
     if (fast <= 0) return fast;
-    if (buf->chunk_solves)   /* delta_rule_chunk_solves promised the tensor-core forward */
+    if (buf->chunk_solves)   /* the plan's keeps_solves promised the tensor-core forward */
         return efla_fail("delta_rule: the per-chunk solves were asked for, but the tensor-core kernels did not take "
                          "this forward (an internal inconsistency: please report it with the call's shapes)");
     if (buf->chunk_states && a->chunk_state_dtype != a->state_dtype)
         return efla_fail("delta_rule: the chunk states were allocated as %s but the scan kernels that take this call "
-                         "write %s; allocate them with the dtype that backend->delta_rule_chunk_state_dtype gives",
+                         "write %s; allocate them with the dtype of backend->delta_rule_plan",
                          efla_dtype_name(a->chunk_state_dtype), efla_dtype_name(a->state_dtype));
     DRParams p = base_params(a, seq);
     p.q = buf->q; p.k = buf->k; p.v = buf->v; p.al = buf->alpha; p.s0 = buf->s0;
     p.o = buf->o; p.sf = buf->s_final; p.cs = buf->chunk_states;
-    if (!buf->alpha) {   /* delta_rule_fwd_makes_alpha said so: alpha from beta, here */
+    if (!buf->alpha) {   /* the plan's makes_alpha said so: alpha from beta, here */
         if (!buf->beta) return efla_fail("delta_rule: neither alpha nor beta was given to the cuda forward");
         p.beta = buf->beta; p.alpha_out = buf->alpha_out; p.lambda_out = buf->lambda_out;
         p.order = a->alpha_order; p.ref = a->alpha_reference_eps;

@@ -318,10 +318,10 @@ template <int DV> struct Tile { static const int BV = DV >= 64 ? 64 : DV; };
 template <class E> constexpr efla_dtype chunk_state_dtype_for() { return EFLA_FLOAT32; }
 const bool CHUNK_FLOAT32 = false;
 /* version 1 reads a given alpha and writes dalpha: the front end makes alpha and takes the chain
- * (delta_rule_fwd_makes_alpha answers 0 while version 1 takes the calls) */
+ * (the plan's makes_alpha is 0 while version 1 takes the calls) */
 bool take_alpha_chain(Args &, const efla_delta_rule_args *, const efla_delta_rule_buffers *) { return false; }
 bool make_alpha_from_beta(Args &, const efla_delta_rule_args *, const efla_delta_rule_buffers *) { return false; }
-/* nor does it keep its solves (delta_rule_chunk_solves answers 0 while version 1 takes the calls) */
+/* nor does it keep its solves (the plan's keeps_solves is 0 while version 1 takes the calls) */
 void keep_solves(Args &, const efla_delta_rule_buffers *) {}
 void use_solves(Args &, const efla_delta_rule_buffers *) {}
 template <class E> using ArgsT = Args;
@@ -398,5 +398,4 @@ int run_bwd(Args &p, int64_t nseq, int device, bool *done, bool plan) {
 #define EFLA_CHUNK_FWD efla_cuda_delta_rule_chunk_v1_fwd
 #define EFLA_CHUNK_BWD efla_cuda_delta_rule_chunk_v1_bwd
 #define EFLA_CHUNK_PLAN efla_cuda_delta_rule_chunk_v1_plan
-#define EFLA_CHUNK_STATES efla_cuda_delta_rule_chunk_v1_states_dtype
 #include "delta_rule_chunk_entry.inc"

@@ -14,6 +14,6 @@ const efla_backend efla_cpu_backend = {
     .memcpy_d2h = NULL,
     .memory_stats = NULL,
     .empty_cache = NULL,
-    .delta_rule_chunk_state_dtype = NULL,   /* the state dtype */
+    .delta_rule_plan = NULL,   /* the chunk size asked, state-dtype chunk states, alpha made first, no solves kept */
     EFLA_BACKEND_OPS(EFLA_OP_ENTRY_CPU)
 };

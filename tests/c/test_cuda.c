@@ -376,9 +376,16 @@ static void dr_chunk_states(void) {
     efla_tensor_release(gq); efla_tensor_release(gk); efla_tensor_release(gv); efla_tensor_release(gal); efla_tensor_release(gs0);
 }
 
-/* The chunk states' dtype. The backend says bfloat16 where the tensor-core path takes the
- * forward (it rounds the states to bfloat16 wherever it reads them) and the state dtype
- * elsewhere; the bfloat16 states it writes are the cpu's float32 ones rounded; the scan kernels
+/* a backend's delta-rule plan of a (gated or not), from the front end's defaults */
+static efla_delta_rule_plan plan_of(const efla_backend *b, const efla_delta_rule_args *a, int gated) {
+    efla_delta_rule_plan pl = { a->chunk_size, a->state_dtype, 0, 0 };
+    b->delta_rule_plan(a, gated, &pl);
+    return pl;
+}
+
+/* The delta rule's plan, and the chunk states' dtype. The backend says bfloat16 where the
+ * tensor-core path takes the forward (it rounds the states to bfloat16 wherever it reads them)
+ * and the state dtype elsewhere; the bfloat16 states it writes are the cpu's float32 ones rounded; the scan kernels
  * refuse bfloat16 states in a forward and recompute them in a backward (a call whose backward
  * does not fit the tensor-core kernels), so NaN there never reaches a gradient. */
 static void dr_chunk_state_dtype(void) {
@@ -388,25 +395,33 @@ static void dr_chunk_state_dtype(void) {
     efla_delta_rule_args a = { B, T, H, d, d, B, batch, start, len, 0.125, (int)C, EFLA_ALGO_CHUNKED, EFLA_BFLOAT16,
                                EFLA_FLOAT32 };
     const efla_backend *bc = efla_backend_for("test", CPU), *bg = efla_backend_for("test", GPU);
-    CHECK(bc->delta_rule_chunk_state_dtype == NULL, "the cpu keeps its chunk states in the state dtype");
-    CHECK(bg->delta_rule_chunk_state_dtype && bg->delta_rule_chunk_state_dtype(&a, 0) == EFLA_BFLOAT16,
-          "bfloat16, C = 64, d = 64: the tensor-core path keeps bfloat16 chunk states");
-    CHECK(bg->delta_rule_chunk_state_dtype(&a, 1) == EFLA_FLOAT32, "gated (the scan): float32 chunk states");
+    CHECK(bc->delta_rule_plan == NULL, "the cpu has no plan: the chunk size asked, state-dtype chunk states");
+    CHECK(bg->delta_rule_plan != NULL, "the gpu has a delta-rule plan");
+    efla_delta_rule_plan pl = plan_of(bg, &a, 0);
+    CHECK(pl.chunk_state_dtype == EFLA_BFLOAT16 && pl.chunk_size == 64 && pl.makes_alpha && pl.keeps_solves,
+          "bfloat16, C = 64, d = 64: the tensor-core path (bfloat16 chunk states, chunk 64 as asked, alpha made "
+          "in the forward, solves kept), got %s, %d, %d, %d",
+          efla_dtype_name(pl.chunk_state_dtype), pl.chunk_size, pl.makes_alpha, pl.keeps_solves);
+    pl = plan_of(bg, &a, 1);
+    CHECK(pl.chunk_state_dtype == EFLA_FLOAT32 && !pl.makes_alpha && !pl.keeps_solves && pl.chunk_size == 64,
+          "gated (the scan): float32 chunk states, a given alpha, no solves");
     efla_delta_rule_args a128 = a, af = a;
     a128.chunk_size = 128;
     af.dtype = EFLA_FLOAT32;
-    CHECK(bg->delta_rule_chunk_state_dtype(&a128, 0) == EFLA_FLOAT32, "chunk 128 (the scan): float32 chunk states");
-    CHECK(bg->delta_rule_chunk_state_dtype(&af, 0) == EFLA_FLOAT32, "float32 inputs: float32 chunk states");
+    pl = plan_of(bg, &a128, 0);
+    CHECK(pl.chunk_state_dtype == EFLA_FLOAT32 && !pl.keeps_solves && pl.makes_alpha,
+          "chunk 128 (the scan): float32 chunk states, no solves, alpha made in the scan");
     /* the chunk size a call runs with: the one asked for, but float32 at d = 128 (float tiles:
      * the backward's per-chunk kernel does not fit at C = 64) gets 32 */
-    CHECK(bg->delta_rule_chunk_size && bg->delta_rule_chunk_size(&a, 0) == 64, "bfloat16 d = 64: chunk 64 as asked");
-    CHECK(bg->delta_rule_chunk_size(&af, 0) == 64, "float32 d = 64: chunk 64 as asked (its kernels fit)");
+    pl = plan_of(bg, &af, 0);
+    CHECK(pl.chunk_state_dtype == EFLA_FLOAT32 && pl.chunk_size == 64 && pl.keeps_solves,
+          "float32 d = 64: float32 chunk states, chunk 64 as asked (its kernels fit), solves kept");
     efla_delta_rule_args af128 = af;
     af128.dk = af128.dv = 128;
-    CHECK(bg->delta_rule_chunk_size(&af128, 0) == 32, "float32 d = 128 asked for chunk 64: runs with 32, got %d",
-          bg->delta_rule_chunk_size(&af128, 0));
-    CHECK(bg->delta_rule_chunk_size(&af128, 1) == 64, "float32 d = 128 gated (the scan): chunk 64 as asked");
-    CHECK(bc->delta_rule_chunk_size == NULL, "the cpu runs the chunk size asked for");
+    pl = plan_of(bg, &af128, 0);
+    CHECK(pl.chunk_size == 32 && pl.keeps_solves, "float32 d = 128 asked for chunk 64: runs with 32 (solves kept), got %d",
+          pl.chunk_size);
+    CHECK(plan_of(bg, &af128, 1).chunk_size == 64, "float32 d = 128 gated (the scan): chunk 64 as asked");
 
     /* the same values on both sides: float32 on the cpu, bfloat16 on the gpu */
     efla_tensor *x[5], *g[5];
@@ -517,7 +532,7 @@ static void test_delta_rule(void) {
     }
     /* float32 through the same kernels (float tiles, three-TF32 products: within 1e-5 of the
      * float64 recurrence), dk = dv = 64 chunk 64 above included: d = 128 (which runs at chunk 32,
-     * efla_cuda_delta_rule_chunk_size), dk != dv, chunk 16, packed sequences, recomputed states */
+     * efla_cuda_delta_rule_plan), dk != dv, chunk 16, packed sequences, recomputed states */
     dr_compare("float32 tensor cores dk=dv=128 chunk 64 (runs at 32)", 1, 150, 2, 128, 128, 0, EFLA_FLOAT32,
                EFLA_ORDER_EXACT, 64, 0);
     dr_compare("float32 tensor cores dk=64 dv=128 chunk 32 order 2", 2, 77, 2, 64, 128, 0, EFLA_FLOAT32, 2, 32, 0);
