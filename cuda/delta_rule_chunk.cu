@@ -80,15 +80,32 @@ template <class E, int C, int DK, int BV> int scan_mode(int *mode) {
  * at 32 or 64 columns, a little more at 64), so the tile is the one that needs fewer waves of
  * blocks over the multiprocessors: 64 unless 32 needs fewer than 1.3x its waves.
  * EFLA_DELTA_RULE_SCAN_BV=32/64 forces the tile (a measuring aid for the workbench). */
-struct ScanPlan { int bv, mode; };
+struct ScanPlan { int bv, mode; bool mma; };
+/* bfloat16: the scan with the state in registers (state_scan_mma_kernel, 64 columns a block or dv)
+ * wherever it fits, unless EFLA_DELTA_RULE_SCAN_MMA=0 (a measuring aid: the shared-memory scan) */
+template <int DV> struct MmaTile { static const int BV = DV >= 64 ? 64 : DV; };
+template <class E, int C, int DK, int DV> int scan_mma_plan(ScanPlan *sp) {
+    sp->mma = false;
+    if constexpr (std::is_same<E, bf16>::value) {
+        const char *env = getenv("EFLA_DELTA_RULE_SCAN_MMA");
+        if (env && env[0] == '0') return 0;
+        constexpr int BV = MmaTile<DV>::BV;
+        bool fits = false;
+        TRY(set_smem(state_scan_mma_kernel<C, DK, BV>, state_scan_mma_smem<C, DK, BV>(), &fits));
+        if (fits) *sp = ScanPlan{BV, 0, true};
+    }
+    return 0;
+}
 template <class E, int C, int DK, int DV> int scan_plan(int64_t nseq, int64_t H, ScanPlan *sp) {
+    TRY((scan_mma_plan<E, C, DK, DV>(sp)));
+    if (sp->mma) return 0;
     const int N = ScanTile<DV>::BV, W = Tile<DV>::BV;
     int mn = -1, mw = -1;
     TRY((scan_mode<E, C, DK, N>(&mn)));
     if (W != N) TRY((scan_mode<E, C, DK, W>(&mw)));
-    *sp = ScanPlan{N, mn};
+    *sp = ScanPlan{N, mn, false};
     if (mw < 0) return 0;
-    if (mn < 0) { *sp = ScanPlan{W, mw}; return 0; }
+    if (mn < 0) { *sp = ScanPlan{W, mw, false}; return 0; }
     int dev = 0, sms = 0;
     CU_CHECK(cudaGetDevice(&dev));
     CU_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -98,7 +115,7 @@ template <class E, int C, int DK, int DV> int scan_plan(int64_t nseq, int64_t H,
     bool wide = 13 * waves_w < 10 * waves_n;
     const char *force = getenv("EFLA_DELTA_RULE_SCAN_BV");
     if (force && *force) wide = atoi(force) == W;
-    if (wide) *sp = ScanPlan{W, mw};
+    if (wide) *sp = ScanPlan{W, mw, false};
     return 0;
 }
 
@@ -108,6 +125,15 @@ template <class E, int C, int DK, int BV> void launch_state_scan_bv(const ArgsT<
     else state_scan_kernel<E, C, DK, BV, false><<<grid, THREADS, state_scan_smem<E, C, DK, BV, false>()>>>(p);
 }
 template <class E, int C, int DK, int DV> int launch_state_scan(const ArgsT<E> &p, int64_t nseq, ScanPlan sp) {
+    if constexpr (std::is_same<E, bf16>::value) {
+        if (sp.mma) {
+            constexpr int BV = MmaTile<DV>::BV;
+            state_scan_mma_kernel<C, DK, BV><<<dim3((unsigned)(nseq * p.H), (unsigned)(p.dv / BV)), scan_mma_threads<BV>(),
+                                               state_scan_mma_smem<C, DK, BV>()>>>(p);
+            CU_CHECK_LAUNCH("delta_rule_chunk_state_scan_mma");
+            return 0;
+        }
+    }
     if (sp.bv == Tile<DV>::BV) launch_state_scan_bv<E, C, DK, Tile<DV>::BV>(p, nseq, sp.mode);
     else launch_state_scan_bv<E, C, DK, ScanTile<DV>::BV>(p, nseq, sp.mode);
     CU_CHECK_LAUNCH("delta_rule_chunk_state_scan");
@@ -264,5 +290,4 @@ int run_bwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
 #define EFLA_CHUNK_FWD efla_cuda_delta_rule_chunk_fwd
 #define EFLA_CHUNK_BWD efla_cuda_delta_rule_chunk_bwd
 #define EFLA_CHUNK_PLAN efla_cuda_delta_rule_chunk_plan
-#define EFLA_CHUNK_STATES efla_cuda_delta_rule_chunk_states_dtype
 #include "delta_rule_chunk_entry.inc"

@@ -668,4 +668,6 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
 }
 
 } // namespace
+
+#include "delta_rule_chunk_scan_mma.cuh"   /* the forward's state scan with the state in registers (bf16) */
 #endif

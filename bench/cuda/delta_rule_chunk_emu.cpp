@@ -51,7 +51,9 @@ template <class T> static std::vector<T> poison(size_t n) {   // every element m
 // key_norm: |k| about key_norm (1: unit keys; larger: saturating steps, beta |k|^2 >> 1)
 // solves: the forward's prep keeps T and X (checked bit for bit against what the backward's prep
 // solves again), and the backward's prep reads T there instead of solving
-struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool chain; double key_norm = 1; bool solves = false; };
+// mma: the forward's state scan with the state in registers (state_scan_mma_kernel, bf16)
+struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool chain; double key_norm = 1; bool solves = false;
+              bool mma = false; };
 
 // E: bf16 (the fast path, checked within 1e-2) or float (the float32 path, within 1e-5)
 template <class E, int C, int D> static void run_case(const Case &cs) {
@@ -138,6 +140,13 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
         launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, D, D>(p); });
     }
     auto scan = [&](ArgsT<E> a) {
+        if constexpr (std::is_same<E, bf16>::value) {
+            if (cs.mma) {
+                constexpr int BV = D >= 64 ? 64 : D;
+                launch(dim3((unsigned)(N * H), D / BV), dim3(scan_mma_threads<BV>()), [&] { state_scan_mma_kernel<C, D, BV>(a); });
+                return;
+            }
+        }
         const dim3 grid((unsigned)(N * H), (unsigned)(D / (cs.scan_bv < D ? cs.scan_bv : D)));
         if (cs.scan_bv >= D || cs.scan_bv == 64) {
             constexpr int BV = D >= 64 ? 64 : D;
@@ -217,7 +226,7 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     for (auto &e : errs) bad |= !(e.err < tol);
     failures += bad;
     printf("%s C=%-2d d=%-3d B=%d T=%-3d H=%d %-6s %-10s scan tile %-2d %-11s%s |", f32 ? "f32 " : "bf16", C, D, B, T, H, cs.packed ? "packed" : "rows",
-           cs.recompute ? "recomputed" : "saved", cs.scan_bv < D ? cs.scan_bv : D, cs.prefetch ? "prefetch" : "no prefetch", cs.chain ? " chain" : "");
+           cs.recompute ? "recomputed" : "saved", cs.scan_bv < D ? cs.scan_bv : D, cs.prefetch ? "prefetch" : "no prefetch", cs.chain ? " chain" : cs.mma ? " mma scan" : "");
     for (auto &e : errs) printf(" %s %.1e", e.name, e.err);
     if (bad) printf("  FAIL (%.0e)", tol);
     printf("\n");
@@ -270,6 +279,12 @@ int main() {
     // the forward's solves kept for the backward
     run_case<bf16, 64, 128>({ 1, 100, 1, true, false, false, 32, true, 1, true });
     run_case<float, 16, 32>({ 1, 70, 2, false, false, true, 32, false, 1, true });
+    // the forward's state scan with the state in registers (mma.sync fragments), saved and recomputed states
+    run_case<bf16, 64, 128>({ 1, 150, 2, true, false, false, 64, false, 1, false, true });
+    run_case<bf16, 64, 128>({ 2, 100, 1, false, true, false, 64, true, 1, false, true });
+    run_case<bf16, 32, 64>({ 1, 90, 2, true, true, false, 64, false, 1, true, true });
+    run_case<bf16, 16, 32>({ 1, 70, 1, true, false, false, 32, false, 1, false, true });
+    run_case<bf16, 64, 64>({ 1, 200, 1, false, false, false, 64, false, 1, false, true });
     if (emu_smem_overflows) {   // a kernel's carving past what its launch asks for (EFLA_SMEM_FITS)
         printf("%d thread(s) saw a kernel carve past its shared memory (the first is named above)\n", emu_smem_overflows.load());
         failures++;

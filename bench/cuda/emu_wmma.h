@@ -104,4 +104,5 @@ static inline void mma_sync(fragment<accumulator, M, N, K, float> &d, const frag
 }
 }  // namespace wmma
 }  // namespace nvcuda
+#include "emu_mma.h"   // mma.sync, ldmatrix, movmatrix (cuda/mma_fragments.cuh)
 #endif

@@ -1,0 +1,80 @@
+// emu_mma.h: host stand-ins for cuda/mma_fragments.cuh's PTX building blocks (ldmatrix, mma
+// m16n8k16 with bfloat16 operands, movmatrix), with the register layouts that file documents.
+// Each is collective over a warp: every lane posts its registers (or its row address) to a
+// per-warp buffer, the warp meets at a barrier, each lane reads what its result needs, and the
+// warp meets again before the buffer is reused. The products accumulate in float in k order.
+#ifndef EFLA_EMU_MMA_H
+#define EFLA_EMU_MMA_H
+#include "emu_cuda.h"
+
+static uint32_t emu_mma_regs[32][32][6];      // per warp and lane: a[4], b0, b1 (or one value)
+static const void *emu_mma_rows[32][32];      // per warp and lane: ldmatrix's row address
+
+static inline int emu_mma_warp() { return (int)((threadIdx.y * blockDim.x + threadIdx.x) / 32); }
+static inline int emu_mma_lane() { return (int)((threadIdx.y * blockDim.x + threadIdx.x) % 32); }
+
+static inline uint32_t pack_bf16(float lo, float hi) {
+    return (uint32_t)__float2bfloat16(lo).h | ((uint32_t)__float2bfloat16(hi).h << 16);
+}
+static inline float bf16_lo(uint32_t x) { return __uint_as_float(x << 16); }
+static inline float bf16_hi(uint32_t x) { return __uint_as_float(x & 0xffff0000u); }
+static inline uint16_t emu_half(uint32_t x, int hi) { return (uint16_t)(hi ? x >> 16 : x & 0xffffu); }
+
+static inline void emu_ldsm(uint32_t r[4], const void *p, bool trans) {
+    const int w = emu_mma_warp(), l = emu_mma_lane(), g = l / 4, t = l % 4;
+    emu_mma_rows[w][l] = p;
+    pthread_barrier_wait(&emu_warp_bar[w]);
+    for (int j = 0; j < 4; j++) {
+        uint16_t lo, hi;
+        if (!trans) {   // M_j[g][2t], M_j[g][2t + 1]
+            const uint16_t *row = (const uint16_t *)emu_mma_rows[w][8 * j + g];
+            lo = row[2 * t];
+            hi = row[2 * t + 1];
+        } else {        // M_j[2t][g], M_j[2t + 1][g]
+            lo = ((const uint16_t *)emu_mma_rows[w][8 * j + 2 * t])[g];
+            hi = ((const uint16_t *)emu_mma_rows[w][8 * j + 2 * t + 1])[g];
+        }
+        r[j] = (uint32_t)lo | ((uint32_t)hi << 16);
+    }
+    pthread_barrier_wait(&emu_warp_bar[w]);
+}
+static inline void ldsm_x4(uint32_t r[4], const void *p) { emu_ldsm(r, p, false); }
+static inline void ldsm_x4_trans(uint32_t r[4], const void *p) { emu_ldsm(r, p, true); }
+
+static inline void mma_bf16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    const int w = emu_mma_warp(), l = emu_mma_lane(), g = l / 4, t = l % 4;
+    uint32_t *mine = emu_mma_regs[w][l];
+    for (int i = 0; i < 4; i++) mine[i] = a[i];
+    mine[4] = b0;
+    mine[5] = b1;
+    pthread_barrier_wait(&emu_warp_bar[w]);
+    auto A = [&](int r, int k) {   // held by lane (r % 8) * 4 + (k % 8) / 2, register (r >= 8) + 2 (k >= 8)
+        const uint32_t x = emu_mma_regs[w][(r % 8) * 4 + (k % 8) / 2][(r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)];
+        return __bfloat162float(bf16{ emu_half(x, k % 2) });
+    };
+    auto B = [&](int k, int n) {   // held by lane n * 4 + (k % 8) / 2, register b0 (k < 8) or b1
+        const uint32_t x = emu_mma_regs[w][n * 4 + (k % 8) / 2][k >= 8 ? 5 : 4];
+        return __bfloat162float(bf16{ emu_half(x, k % 2) });
+    };
+    float out[4];
+    for (int i = 0; i < 4; i++) {
+        const int r = g + (i >= 2 ? 8 : 0), c = 2 * t + (i % 2);
+        float s = d[i];
+        for (int k = 0; k < 16; k++) s += A(r, k) * B(k, c);
+        out[i] = s;
+    }
+    pthread_barrier_wait(&emu_warp_bar[w]);
+    for (int i = 0; i < 4; i++) d[i] = out[i];
+}
+
+static inline uint32_t movmatrix_trans(uint32_t x) {
+    const int w = emu_mma_warp(), l = emu_mma_lane(), g = l / 4, t = l % 4;
+    emu_mma_regs[w][l][0] = x;
+    pthread_barrier_wait(&emu_warp_bar[w]);
+    // M[r][c] is held by lane r * 4 + c / 2, half c % 2; this lane gets M[2t][g], M[2t + 1][g]
+    const uint16_t lo = emu_half(emu_mma_regs[w][(2 * t) * 4 + g / 2][0], g % 2);
+    const uint16_t hi = emu_half(emu_mma_regs[w][(2 * t + 1) * 4 + g / 2][0], g % 2);
+    pthread_barrier_wait(&emu_warp_bar[w]);
+    return (uint32_t)lo | ((uint32_t)hi << 16);
+}
+#endif

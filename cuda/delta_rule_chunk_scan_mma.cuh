@@ -1,0 +1,165 @@
+/* delta_rule_chunk_scan_mma.cuh: the forward's state recurrence with the state in registers
+ * (bfloat16 inputs), the fast form of state_scan_kernel (delta_rule_chunk_kernels.cuh): the same
+ * outputs (V' to vp, the entering state of every chunk to cs, S_final to sf) from prep's W and U.
+ *
+ * state_scan_kernel keeps S in shared memory and multiplies with WMMA over 16 warps: each chunk
+ * step converts S, stores and reloads the accumulators and meets at three block barriers, so
+ * the step is bound by shared memory and barriers (docs/BENCHMARKS.md run 12: about 5 us a step,
+ * fla's scan 2.2 us). Here each warp owns 16 columns of the state and holds them, transposed,
+ * as mma.sync accumulators (mma_fragments.cuh): S^T (16 x dk) is A's layout already, so
+ *   V'^T = U^T - S^T W^T     (A: S^T from registers; B: W by ldmatrix; U^T by ldmatrix.trans)
+ *   S^T  = S^T + V'^T K      (A: V'^T, the accumulators of the first product; B: K by ldmatrix.trans)
+ * and only W, K and the U columns pass through shared memory (cp.async, the next chunk's while
+ * this one computes). Warps share nothing but those tiles: one block barrier a chunk. V' and the
+ * chunk states go to global memory from registers (movmatrix turns a lane's row pair into a
+ * column pair, so each store is 4 bytes of one row).
+ *
+ * Block: BV / 16 warps for BV state columns (BV = 64, or dv when smaller); grid (sequence x
+ * head, dv / BV). C, DK multiples of 16. */
+#ifndef EFLA_CUDA_DELTA_RULE_CHUNK_SCAN_MMA_CUH
+#define EFLA_CUDA_DELTA_RULE_CHUNK_SCAN_MMA_CUH
+#include "mma_fragments.cuh"
+
+namespace {
+
+/* W, K (C x DK) and the U columns (C x BV), bfloat16 with padded rows (ldmatrix's eight rows of
+ * 16 bytes then fall on distinct banks), two buffer sets */
+template <int C, int DK, int BV> constexpr size_t scan_mma_set_bytes() { return 2 * bm_bytes(C, DK) + bm_bytes(C, BV); }
+template <int C, int DK, int BV> constexpr size_t state_scan_mma_smem() { return 2 * scan_mma_set_bytes<C, DK, BV>(); }
+template <int BV> constexpr int scan_mma_threads() { return 32 * (BV / 16); }
+
+template <int C, int DK, int BV>
+__global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(ArgsT<bf16> p) {
+    static_assert(C % 16 == 0 && DK % 16 == 0 && BV % 16 == 0, "state_scan_mma_kernel: C, DK, BV multiples of 16");
+    constexpr int NT = scan_mma_threads<BV>(), LDK = DK + 8, LDU = BV + 8;
+    constexpr int KT = DK / 8, CT = C / 8;   /* n8 tiles of the state's and of V''s rows */
+    constexpr size_t SET = scan_mma_set_bytes<C, DK, BV>();
+    EFLA_DYNAMIC_SMEM(smem);
+    EFLA_SMEM_FITS(2 * SET, (state_scan_mma_smem<C, DK, BV>()));
+    const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, dv = p.dv;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int64_t j0 = (int64_t)blockIdx.y * BV, col0 = j0 + 16 * warp;   /* the block's, this warp's first state column */
+    auto Wb = [&](int b) { return (bf16 *)(smem + b * SET); };
+    auto Kb = [&](int b) { return (bf16 *)(smem + b * SET + bm_bytes(C, DK)); };
+    auto Ub = [&](int b) { return (bf16 *)(smem + b * SET + 2 * bm_bytes(C, DK)); };
+    const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
+    const int64_t nchunks = (len + C - 1) / C;
+
+    /* rows x cols of bfloat16 from global (row stride `stride`) into shared (row length ld) by
+     * this block's threads, rows from `valid` on zero */
+    auto copy_rows = [&](bf16 *dst, int ld, const bf16 *src, int64_t stride, int rows, int cols, int valid) {
+        const int vecs = cols / 8;
+        for (int e = threadIdx.x; e < rows * vecs; e += NT) {
+            const int r = e / vecs, v = e % vecs;
+            const bool ok = r < valid;
+            cp_async16(dst + r * ld + 8 * v, ok ? src + r * stride + 8 * v : src, ok);
+        }
+    };
+    auto fetch = [&](int64_t c) {
+        const int64_t gc = first + c, row = p.seq[3 * n] + c * C * p.H + h;
+        const int clen = (int)(len - c * C < C ? len - c * C : C), b = (int)(c & 1);
+        copy_rows(Wb(b), LDK, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
+        copy_rows(Kb(b), LDK, p.k + row * DK, p.H * DK, C, DK, clen);
+        copy_rows(Ub(b), LDU, p.u + (gc * p.H + h) * C * dv + j0, dv, C, BV, C);
+        cp_async_commit();
+    };
+    if (nchunks > 0) fetch(0);
+
+    /* S^T: rows = this warp's 16 state columns (g, g + 8), n8 tile j = state rows 8 j .. 8 j + 7 */
+    float s[KT][4];
+    const float *s0 = p.s0 ? p.s0 + (n * p.H + h) * DK * dv + col0 : nullptr;
+#pragma unroll
+    for (int j = 0; j < KT; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            s[j][i] = s0 ? s0[(8 * j + 2 * t + i % 2) * dv + g + (i >= 2 ? 8 : 0)] : 0.0f;
+
+    for (int64_t c = 0; c < nchunks; c++) {
+        const int b = (int)(c & 1);
+        const int64_t gc = first + c;
+        cp_async_wait_all();
+        __syncthreads();   /* chunk c's tiles are in; every warp is done with chunk c - 1's set */
+        if (c + 1 < nchunks) fetch(c + 1);
+
+        /* S^T as A fragments (bfloat16), and the entering state to cs: row pairs turned into
+         * column pairs, S[8 j + g][2t, 2t + 1] of this warp's columns (and + 8) */
+        uint32_t sa[DK / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < DK / 16; kk++) acc_to_a(sa[kk], s, kk);
+        if (p.cs) {
+            bf16 *cs = p.cs + (gc * p.H + h) * DK * dv + col0;
+#pragma unroll
+            for (int kk = 0; kk < DK / 16; kk++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {   /* sa[kk][i]: tile 2 kk + i / 2, rows + 8 (i odd) */
+                    const int64_t r = 8 * (2 * kk + i / 2) + g;
+                    *(uint32_t *)(cs + r * dv + 2 * t + (i % 2) * 8) = movmatrix_trans(sa[kk][i]);
+                }
+        }
+
+        /* V'^T = U^T - S^T W^T: U^T by ldmatrix.trans of U (matrices: tile j's rows, columns +0 / +8;
+         * then tile j + 1's), the product with -S^T (the sign bits flipped) */
+        float vt[CT][4];
+        const bf16 *U = Ub(b);
+#pragma unroll
+        for (int j = 0; j < CT; j += 2) {
+            uint32_t r[4];
+            const int m = lane / 8;
+            ldsm_x4_trans(r, U + (8 * (j + m / 2) + lane % 8) * LDU + 16 * warp + 8 * (m % 2));
+            vt[j][0] = bf16_lo(r[0]); vt[j][1] = bf16_hi(r[0]); vt[j][2] = bf16_lo(r[1]); vt[j][3] = bf16_hi(r[1]);
+            vt[j + 1][0] = bf16_lo(r[2]); vt[j + 1][1] = bf16_hi(r[2]); vt[j + 1][2] = bf16_lo(r[3]); vt[j + 1][3] = bf16_hi(r[3]);
+        }
+        const bf16 *W = Wb(b);
+#pragma unroll
+        for (int kk = 0; kk < DK / 16; kk++) {
+            const uint32_t an[4] = {sa[kk][0] ^ 0x80008000u, sa[kk][1] ^ 0x80008000u, sa[kk][2] ^ 0x80008000u,
+                                    sa[kk][3] ^ 0x80008000u};
+#pragma unroll
+            for (int j = 0; j < CT; j += 2) {   /* B = W^T: W's rows 8 j .., columns 16 kk (+8); tile j + 1 */
+                uint32_t r[4];
+                const int m = lane / 8;
+                ldsm_x4(r, W + (8 * (j + m / 2) + lane % 8) * LDK + 16 * kk + 8 * (m % 2));
+                mma_bf16(vt[j], an, r[0], r[1]);
+                mma_bf16(vt[j + 1], an, r[2], r[3]);
+            }
+        }
+
+        /* V' in bfloat16: the A fragments of the next product, and to vp */
+        uint32_t va[C / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < C / 16; kk++) acc_to_a(va[kk], vt, kk);
+        if (p.vp) {
+            bf16 *vp = p.vp + (gc * p.H + h) * C * dv + col0;
+#pragma unroll
+            for (int kk = 0; kk < C / 16; kk++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int64_t r = 8 * (2 * kk + i / 2) + g;
+                    *(uint32_t *)(vp + r * dv + 2 * t + (i % 2) * 8) = movmatrix_trans(va[kk][i]);
+                }
+        }
+
+        /* S^T += V'^T K: B = K by ldmatrix.trans (matrices: rows 16 kk (+8), columns 8 j; then 8 j + 8) */
+        const bf16 *K = Kb(b);
+#pragma unroll
+        for (int kk = 0; kk < C / 16; kk++)
+#pragma unroll
+            for (int j = 0; j < KT; j += 2) {
+                uint32_t r[4];
+                const int m = lane / 8;
+                ldsm_x4_trans(r, K + (16 * kk + 8 * (m % 2) + lane % 8) * LDK + 8 * j + 8 * (m / 2));
+                mma_bf16(s[j], va[kk], r[0], r[1]);
+                mma_bf16(s[j + 1], va[kk], r[2], r[3]);
+            }
+    }
+    if (p.sf) {
+        float *sf = p.sf + (n * p.H + h) * DK * dv + col0;
+#pragma unroll
+        for (int j = 0; j < KT; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) sf[(8 * j + 2 * t + i % 2) * dv + g + (i >= 2 ? 8 : 0)] = s[j][i];
+    }
+}
+
+} // namespace
+#endif
