@@ -28,6 +28,18 @@ template <int C, int DK, int BV> constexpr size_t scan_mma_set_bytes() { return 
 template <int C, int DK, int BV> constexpr size_t state_scan_mma_smem() { return 2 * scan_mma_set_bytes<C, DK, BV>(); }
 template <int BV> constexpr int scan_mma_threads() { return 32 * (BV / 16); }
 
+/* A fragments a[kk] of a 16-row matrix M (16 x 16 KK) stored transposed: dst[c * ld + r] = M[r][c]
+ * (bfloat16; dst: M's row 0 and column 0). a[kk][i] holds rows g (+8 for odd i) of the 8 columns
+ * 8 (2 kk + i / 2) ..; movmatrix gives the lane column 8 (2 kk + i / 2) + g, rows 2t, 2t + 1 */
+template <int KK> __device__ __forceinline__ void store_transposed(bf16 *dst, int64_t ld, const uint32_t (&a)[KK][4]) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int kk = 0; kk < KK; kk++)
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            *(uint32_t *)(dst + (int64_t)(8 * (2 * kk + i / 2) + g) * ld + 2 * t + (i % 2) * 8) = movmatrix_trans(a[kk][i]);
+}
+
 template <int C, int DK, int BV>
 __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(ArgsT<bf16> p) {
     static_assert(C % 16 == 0 && DK % 16 == 0 && BV % 16 == 0, "state_scan_mma_kernel: C, DK, BV multiples of 16");
@@ -81,21 +93,11 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
         __syncthreads();   /* chunk c's tiles are in; every warp is done with chunk c - 1's set */
         if (c + 1 < nchunks) fetch(c + 1);
 
-        /* S^T as A fragments (bfloat16), and the entering state to cs: row pairs turned into
-         * column pairs, S[8 j + g][2t, 2t + 1] of this warp's columns (and + 8) */
+        /* S^T as A fragments (bfloat16), and the entering state (S, the transpose) to cs */
         uint32_t sa[DK / 16][4];
 #pragma unroll
         for (int kk = 0; kk < DK / 16; kk++) acc_to_a(sa[kk], s, kk);
-        if (p.cs) {
-            bf16 *cs = p.cs + (gc * p.H + h) * DK * dv + col0;
-#pragma unroll
-            for (int kk = 0; kk < DK / 16; kk++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) {   /* sa[kk][i]: tile 2 kk + i / 2, rows + 8 (i odd) */
-                    const int64_t r = 8 * (2 * kk + i / 2) + g;
-                    *(uint32_t *)(cs + r * dv + 2 * t + (i % 2) * 8) = movmatrix_trans(sa[kk][i]);
-                }
-        }
+        if (p.cs) store_transposed(p.cs + (gc * p.H + h) * DK * dv + col0, dv, sa);
 
         /* V'^T = U^T - S^T W^T: U^T by ldmatrix.trans of U (matrices: tile j's rows, columns +0 / +8;
          * then tile j + 1's), the product with -S^T (the sign bits flipped) */
@@ -128,16 +130,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
         uint32_t va[C / 16][4];
 #pragma unroll
         for (int kk = 0; kk < C / 16; kk++) acc_to_a(va[kk], vt, kk);
-        if (p.vp) {
-            bf16 *vp = p.vp + (gc * p.H + h) * C * dv + col0;
-#pragma unroll
-            for (int kk = 0; kk < C / 16; kk++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const int64_t r = 8 * (2 * kk + i / 2) + g;
-                    *(uint32_t *)(vp + r * dv + 2 * t + (i % 2) * 8) = movmatrix_trans(va[kk][i]);
-                }
-        }
+        if (p.vp) store_transposed(p.vp + (gc * p.H + h) * C * dv + col0, dv, va);
 
         /* S^T += V'^T K: B = K by ldmatrix.trans (matrices: rows 16 kk (+8), columns 8 j; then 8 j + 8) */
         const bf16 *K = Kb(b);
