@@ -462,10 +462,12 @@ int device_of_current(void) {
  * - chunk states: what the tensor-core version that takes the forward keeps them in (version 2:
  *   bfloat16 for bfloat16 inputs; float32 for float32 ones and in version 1); the state dtype
  *   where the scan kernels take it, and in the gated scan;
- * - chunk size: the one asked for, except for float32 tensor-core calls whose kernels (float
- *   tiles: twice the shared memory of bfloat16's) do not all fit at it (the backward's
- *   per-chunk kernel at C = 64, d = 128): the largest smaller one at which they do (the same
- *   maths; the scan kernels would be several times slower);
+ * - chunk size: the one asked for, except for float32 tensor-core calls: at most 32, or the
+ *   largest smaller one at which both directions' kernels fit (the same maths). Float tiles take
+ *   twice bfloat16's shared memory, so at C = 64 the backward's per-chunk kernel runs one block
+ *   per multiprocessor at d = 64 and does not fit at d = 128; at 32 it runs two, and the
+ *   forward+backward measured 21 % faster at B=16 T=4096 H=32 d=64 and 18 % at the sMNIST shape
+ *   (docs/BENCHMARKS.md, run 12);
  * - alpha: the forward makes it from beta and |k|^2, in the scan (token_alpha; a decoding step is
  *   one launch) and in version 2's prep (make_alpha); not the gated scan, nor version 1, which
  *   read a given alpha;
@@ -478,20 +480,19 @@ void efla_cuda_delta_rule_plan(const efla_delta_rule_args *a, int gated, efla_de
         return;
     }
     plan->makes_alpha = a->dtype == EFLA_FLOAT32 || a->dtype == EFLA_FLOAT64 || a->dtype == EFLA_BFLOAT16;
-    int runs = efla_cuda_delta_rule_chunk_plan(a, &plan->chunk_state_dtype);
-    if (runs < 2 && a->algorithm == EFLA_ALGO_CHUNKED && a->dtype == EFLA_FLOAT32) {
+    if (a->algorithm == EFLA_ALGO_CHUNKED && a->dtype == EFLA_FLOAT32) {
         efla_delta_rule_args t = *a;
-        for (t.chunk_size = a->chunk_size / 2; t.chunk_size >= 16; t.chunk_size /= 2) {
+        for (t.chunk_size = a->chunk_size < 32 ? a->chunk_size : 32; t.chunk_size >= 16; t.chunk_size /= 2) {
             efla_dtype states = a->state_dtype;
             if (efla_cuda_delta_rule_chunk_plan(&t, &states) == 2) {
                 plan->chunk_size = t.chunk_size;
                 plan->chunk_state_dtype = states;
-                runs = 2;
-                break;
+                plan->keeps_solves = 1;
+                return;
             }
         }
-    }
-    plan->keeps_solves = runs == 2;
+    }   /* else, or where no size fits both directions: the size asked for */
+    plan->keeps_solves = efla_cuda_delta_rule_chunk_plan(a, &plan->chunk_state_dtype) == 2;
 }
 
 /* The backend contract has no device argument here: the front end's tensors live on the

@@ -221,6 +221,34 @@ template <class E, int C, int DK, int BV> void launch_bwd_scan(const ArgsT<E> &p
     else bwd_scan_kernel<E, C, DK, BV, false><<<grid, THREADS, bwd_scan_smem<E, C, DK, BV, false>()>>>(p);
 }
 
+/* bfloat16 with prep's tril(Q K^T) (the states saved): the backward scan with dS in registers
+ * (bwd_scan_mma_kernel) where it fits, unless EFLA_DELTA_RULE_BWD_MMA=0 (a measuring aid); 64
+ * columns a block, or 128 where 64 would take more than one wave of blocks. *launched says
+ * whether it ran (else the caller launches bwd_scan_kernel). */
+template <class E, int C, int DK, int DV> int launch_bwd_scan_mma(const ArgsT<E> &p, int64_t nseq, bool *launched) {
+    *launched = false;
+    if constexpr (std::is_same<E, bf16>::value) {
+        const char *env = getenv("EFLA_DELTA_RULE_BWD_MMA");
+        if (!p.pq || (env && env[0] == '0')) return 0;
+        constexpr int N = MmaTile<DV>::BV, W = DV >= 128 ? 128 : N;
+        bool fn = false, fw = false;
+        TRY(set_smem(bwd_scan_mma_kernel<C, DK, N>, bwd_scan_mma_smem<C, DK, N>(), &fn));
+        if (W != N) TRY(set_smem(bwd_scan_mma_kernel<C, DK, W>, bwd_scan_mma_smem<C, DK, W>(), &fw));
+        int dev = 0, sms = 0;
+        CU_CHECK(cudaGetDevice(&dev));
+        CU_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        const bool wide = fw && (!fn || nseq * p.H * (DV / N) > (int64_t)sms * fit_blocks(bwd_scan_mma_smem<C, DK, N>()));
+        if (wide)
+            bwd_scan_mma_kernel<C, DK, W><<<dim3((unsigned)(nseq * p.H), DV / W), scan_mma_threads<W>(), bwd_scan_mma_smem<C, DK, W>()>>>(p);
+        else if (fn)
+            bwd_scan_mma_kernel<C, DK, N><<<dim3((unsigned)(nseq * p.H), DV / N), scan_mma_threads<N>(), bwd_scan_mma_smem<C, DK, N>()>>>(p);
+        else
+            return 0;
+        *launched = true;
+    }
+    return 0;
+}
+
 /* plan: only say whether the kernels fit (*done), launch nothing */
 template <class E, int C, int DK, int DV>
 int run_bwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
@@ -272,7 +300,10 @@ int run_bwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
         p.states = csbuf.as<E>();
     }
     prof.mark("prep+fwd");
-    if (bmode64 >= 0) launch_bwd_scan<E, C, DK, BV64>(p, nseq, bmode64 == 1);
+    bool mma = false;
+    TRY((launch_bwd_scan_mma<E, C, DK, DV>(p, nseq, &mma)));
+    if (mma) {}
+    else if (bmode64 >= 0) launch_bwd_scan<E, C, DK, BV64>(p, nseq, bmode64 == 1);
     else launch_bwd_scan<E, C, DK, BV>(p, nseq, bmode == 1);
     CU_CHECK_LAUNCH("delta_rule_chunk_bwd_scan");
     prof.mark("bwd_scan");

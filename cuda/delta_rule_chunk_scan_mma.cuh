@@ -154,5 +154,150 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
     }
 }
 
+/* ---- the backward scan: dV' and the state gradients, with dS^T in registers ---------------------- */
+/* bwd_scan_kernel's outputs (dV' to dvp, the gradient leaving every chunk to dcs, dS0) from Q, K,
+ * W, dO and prep's tril(Q K^T) (p.pq: where the states were saved), walking the chunks backwards
+ * with each warp's 16 columns of dS, transposed, in registers:
+ *   dV'^T = (scale dO)^T P + dS^T K^T       (A: (scale dO)^T by ldmatrix.trans of dO, then dS^T)
+ *   dS^T += (scale dO)^T Q - dV'^T W         (A: the same dO fragments, then -dV'^T from registers)
+ * with P = tril(Q K^T), scale dO rounded to bfloat16 and dV' rounded before the second product,
+ * as bwd_scan_kernel rounds them. */
+template <int C, int DK, int BV> constexpr size_t bwd_scan_mma_set_bytes() {
+    return 3 * bm_bytes(C, DK) + bm_bytes(C, BV) + bm_bytes(C, C);
+}
+template <int C, int DK, int BV> constexpr size_t bwd_scan_mma_smem() { return 2 * bwd_scan_mma_set_bytes<C, DK, BV>(); }
+
+template <int C, int DK, int BV>
+__global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(ArgsT<bf16> p) {
+    static_assert(C % 16 == 0 && DK % 16 == 0 && BV % 16 == 0, "bwd_scan_mma_kernel: C, DK, BV multiples of 16");
+    constexpr int NT = scan_mma_threads<BV>(), LDK = DK + 8, LDV = BV + 8, LDC = C + 8;
+    constexpr int KT = DK / 8, CT = C / 8;
+    constexpr size_t SET = bwd_scan_mma_set_bytes<C, DK, BV>();
+    EFLA_DYNAMIC_SMEM(smem);
+    EFLA_SMEM_FITS(2 * SET, (bwd_scan_mma_smem<C, DK, BV>()));
+    const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, dv = p.dv;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, m = lane / 8;
+    const int64_t j0 = (int64_t)blockIdx.y * BV, col0 = j0 + 16 * warp;
+    auto Qb = [&](int b) { return (bf16 *)(smem + b * SET); };
+    auto Kb = [&](int b) { return (bf16 *)(smem + b * SET + bm_bytes(C, DK)); };
+    auto Wb = [&](int b) { return (bf16 *)(smem + b * SET + 2 * bm_bytes(C, DK)); };
+    auto dOb = [&](int b) { return (bf16 *)(smem + b * SET + 3 * bm_bytes(C, DK)); };
+    auto Pb = [&](int b) { return (bf16 *)(smem + b * SET + 3 * bm_bytes(C, DK) + bm_bytes(C, BV)); };
+    const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
+    const int64_t nchunks = (len + C - 1) / C;
+
+    /* this thread's 16-byte pieces of a rows x cols copy: e = threadIdx.x + i NT, row e / (cols / 8) */
+    auto copy_rows = [&](bf16 *dst, int ld, const bf16 *src, int64_t stride, int rows, int cols, int valid) {
+        const int vecs = cols / 8;
+        for (int e = threadIdx.x; e < rows * vecs; e += NT) {
+            const int r = e / vecs, v = e % vecs;
+            const bool ok = r < valid;
+            cp_async16(dst + r * ld + 8 * v, ok ? src + r * stride + 8 * v : src, ok);
+        }
+    };
+    auto fetch = [&](int64_t c) {
+        const int64_t gc = first + c, row = p.seq[3 * n] + c * C * p.H + h;
+        const int clen = (int)(len - c * C < C ? len - c * C : C), b = (int)(c & 1);
+        copy_rows(Qb(b), LDK, p.q + row * DK, p.H * DK, C, DK, clen);
+        copy_rows(Kb(b), LDK, p.k + row * DK, p.H * DK, C, DK, clen);
+        copy_rows(Wb(b), LDK, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
+        copy_rows(dOb(b), LDV, p.d_o + row * dv + j0, p.H * dv, C, BV, clen);
+        copy_rows(Pb(b), LDC, p.pq + (gc * p.H + h) * C * C, C, C, C, C);
+        cp_async_commit();
+    };
+    if (nchunks > 0) fetch(nchunks - 1);
+
+    float ds[KT][4];   /* dS^T: rows = this warp's 16 columns (g, g + 8), n8 tile j = rows 8 j .. of dS */
+    const float *dsf = p.dsf ? p.dsf + (n * p.H + h) * DK * dv + col0 : nullptr;
+#pragma unroll
+    for (int j = 0; j < KT; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            ds[j][i] = dsf ? dsf[(8 * j + 2 * t + i % 2) * dv + g + (i >= 2 ? 8 : 0)] : 0.0f;
+
+    for (int64_t c = nchunks - 1; c >= 0; c--) {
+        const int b = (int)(c & 1);
+        const int64_t gc = first + c;
+        cp_async_wait_all();
+        {   /* scale dO: the pieces this thread copied (so its own wait covers them) */
+            bf16 *dO = dOb(b);
+            for (int e = threadIdx.x; e < C * (BV / 8); e += NT) scale_vec(dO + (e / (BV / 8)) * LDV + 8 * (e % (BV / 8)), p.scale);
+        }
+        __syncthreads();   /* chunk c's tiles are in and scaled; every warp is done with chunk c + 1's set */
+        if (c > 0) fetch(c - 1);
+
+        /* dS_out^T as A fragments, and dS_out (the gradient leaving chunk c) to dcs */
+        uint32_t sa[DK / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < DK / 16; kk++) acc_to_a(sa[kk], ds, kk);
+        store_transposed(p.dcs + (gc * p.H + h) * DK * dv + col0, dv, sa);
+
+        /* (scale dO)^T as A fragments: matrices rows 16 kk (+8), columns 16 warp (+8), transposed */
+        uint32_t oa[C / 16][4];
+        const bf16 *dO = dOb(b);
+#pragma unroll
+        for (int kk = 0; kk < C / 16; kk++)
+            ldsm_x4_trans(oa[kk], dO + (16 * kk + 8 * (m / 2) + lane % 8) * LDV + 16 * warp + 8 * (m % 2));
+
+        /* dV'^T = (scale dO)^T P + dS_out^T K^T */
+        float dvt[CT][4];
+#pragma unroll
+        for (int j = 0; j < CT; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) dvt[j][i] = 0.0f;
+        const bf16 *P = Pb(b), *K = Kb(b);
+#pragma unroll
+        for (int kk = 0; kk < C / 16; kk++)
+#pragma unroll
+            for (int j = 0; j < CT; j += 2) {   /* B = P: rows 16 kk (+8), columns 8 j (+8), transposed */
+                uint32_t r[4];
+                ldsm_x4_trans(r, P + (16 * kk + 8 * (m % 2) + lane % 8) * LDC + 8 * j + 8 * (m / 2));
+                mma_bf16(dvt[j], oa[kk], r[0], r[1]);
+                mma_bf16(dvt[j + 1], oa[kk], r[2], r[3]);
+            }
+#pragma unroll
+        for (int kk = 0; kk < DK / 16; kk++)
+#pragma unroll
+            for (int j = 0; j < CT; j += 2) {   /* B = K^T: K's rows 8 j .., columns 16 kk (+8) */
+                uint32_t r[4];
+                ldsm_x4(r, K + (8 * (j + m / 2) + lane % 8) * LDK + 16 * kk + 8 * (m % 2));
+                mma_bf16(dvt[j], sa[kk], r[0], r[1]);
+                mma_bf16(dvt[j + 1], sa[kk], r[2], r[3]);
+            }
+
+        /* dV' in bfloat16: to dvp, and negated as the A operand of dS's update */
+        uint32_t va[C / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < C / 16; kk++) acc_to_a(va[kk], dvt, kk);
+        store_transposed(p.dvp + (gc * p.H + h) * C * dv + col0, dv, va);
+
+        /* dS^T += (scale dO)^T Q - dV'^T W: B = Q, then W (rows 16 kk (+8), columns 8 j (+8), transposed) */
+        const bf16 *Q = Qb(b), *W = Wb(b);
+#pragma unroll
+        for (int kk = 0; kk < C / 16; kk++) {
+            const uint32_t vn[4] = {va[kk][0] ^ 0x80008000u, va[kk][1] ^ 0x80008000u, va[kk][2] ^ 0x80008000u,
+                                    va[kk][3] ^ 0x80008000u};
+#pragma unroll
+            for (int j = 0; j < KT; j += 2) {
+                uint32_t r[4];
+                const int off = (16 * kk + 8 * (m % 2) + lane % 8) * LDK + 8 * j + 8 * (m / 2);
+                ldsm_x4_trans(r, Q + off);
+                mma_bf16(ds[j], oa[kk], r[0], r[1]);
+                mma_bf16(ds[j + 1], oa[kk], r[2], r[3]);
+                ldsm_x4_trans(r, W + off);
+                mma_bf16(ds[j], vn, r[0], r[1]);
+                mma_bf16(ds[j + 1], vn, r[2], r[3]);
+            }
+        }
+    }
+    if (p.ds0) {
+        float *ds0 = p.ds0 + (n * p.H + h) * DK * dv + col0;
+#pragma unroll
+        for (int j = 0; j < KT; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) ds0[(8 * j + 2 * t + i % 2) * dv + g + (i >= 2 ? 8 : 0)] = ds[j][i];
+    }
+}
+
 } // namespace
 #endif

@@ -51,7 +51,8 @@ template <class T> static std::vector<T> poison(size_t n) {   // every element m
 // key_norm: |k| about key_norm (1: unit keys; larger: saturating steps, beta |k|^2 >> 1)
 // solves: the forward's prep keeps T and X (checked bit for bit against what the backward's prep
 // solves again), and the backward's prep reads T there instead of solving
-// mma: the forward's state scan with the state in registers (state_scan_mma_kernel, bf16)
+// mma: the scans with the state in registers (state_scan_mma_kernel; bwd_scan_mma_kernel where the
+// states are saved), bf16
 struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool chain; double key_norm = 1; bool solves = false;
               bool mma = false; };
 
@@ -205,7 +206,19 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     }
     // the backward scan's tile: 64 columns where the case asks for them (scan_bv 64), else 32
     constexpr int BVB = D >= 32 ? 32 : D, BVW = D >= 64 ? 64 : BVB;
-    if (cs.scan_bv == 64 && D >= 64) {
+    bool mma_bwd = false;
+    if constexpr (std::is_same<E, bf16>::value) {
+        if (cs.mma && g.pq) {   // the backward scan with dS in registers (64 columns a block; 128 where the case asks)
+            constexpr int BVM = D >= 64 ? 64 : D, BVW = D >= 128 ? 128 : BVM;
+            if (cs.scan_bv == 128)
+                launch(dim3((unsigned)(N * H), D / BVW), dim3(scan_mma_threads<BVW>()), [&] { bwd_scan_mma_kernel<C, D, BVW>(g); });
+            else
+                launch(dim3((unsigned)(N * H), D / BVM), dim3(scan_mma_threads<BVM>()), [&] { bwd_scan_mma_kernel<C, D, BVM>(g); });
+            mma_bwd = true;
+        }
+    }
+    if (mma_bwd) {
+    } else if (cs.scan_bv == 64 && D >= 64) {
         if (cs.prefetch) launch(dim3((unsigned)(N * H), D / BVW), block, [&] { bwd_scan_kernel<E, C, D, BVW, true>(g); });
         else launch(dim3((unsigned)(N * H), D / BVW), block, [&] { bwd_scan_kernel<E, C, D, BVW, false>(g); });
     } else if (cs.prefetch) {
@@ -279,12 +292,14 @@ int main() {
     // the forward's solves kept for the backward
     run_case<bf16, 64, 128>({ 1, 100, 1, true, false, false, 32, true, 1, true });
     run_case<float, 16, 32>({ 1, 70, 2, false, false, true, 32, false, 1, true });
-    // the forward's state scan with the state in registers (mma.sync fragments), saved and recomputed states
+    // the scans with the state in registers (mma.sync fragments): the forward's (saved and recomputed
+    // states), the backward's where prep makes tril(Q K^T) (saved states)
     run_case<bf16, 64, 128>({ 1, 150, 2, true, false, false, 64, false, 1, false, true });
     run_case<bf16, 64, 128>({ 2, 100, 1, false, true, false, 64, true, 1, false, true });
     run_case<bf16, 32, 64>({ 1, 90, 2, true, true, false, 64, false, 1, true, true });
     run_case<bf16, 16, 32>({ 1, 70, 1, true, false, false, 32, false, 1, false, true });
     run_case<bf16, 64, 64>({ 1, 200, 1, false, false, false, 64, false, 1, false, true });
+    run_case<bf16, 64, 128>({ 2, 130, 2, true, false, false, 128, false, 1, false, true });   // the backward's 128 columns
     if (emu_smem_overflows) {   // a kernel's carving past what its launch asks for (EFLA_SMEM_FITS)
         printf("%d thread(s) saw a kernel carve past its shared memory (the first is named above)\n", emu_smem_overflows.load());
         failures++;

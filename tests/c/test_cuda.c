@@ -411,11 +411,15 @@ static void dr_chunk_state_dtype(void) {
     pl = plan_of(bg, &a128, 0);
     CHECK(pl.chunk_state_dtype == EFLA_FLOAT32 && !pl.keeps_solves && pl.makes_alpha,
           "chunk 128 (the scan): float32 chunk states, no solves, alpha made in the scan");
-    /* the chunk size a call runs with: the one asked for, but float32 at d = 128 (float tiles:
-     * the backward's per-chunk kernel does not fit at C = 64) gets 32 */
+    /* the chunk size a call runs with: the one asked for, but float32 tensor-core calls at most 32
+     * (float tiles: the backward's per-chunk kernel runs one block per multiprocessor at C = 64
+     * and d = 64, none at d = 128) */
     pl = plan_of(bg, &af, 0);
-    CHECK(pl.chunk_state_dtype == EFLA_FLOAT32 && pl.chunk_size == 64 && pl.keeps_solves,
-          "float32 d = 64: float32 chunk states, chunk 64 as asked (its kernels fit), solves kept");
+    CHECK(pl.chunk_state_dtype == EFLA_FLOAT32 && pl.chunk_size == 32 && pl.keeps_solves,
+          "float32 d = 64 asked for chunk 64: float32 chunk states, runs with 32, solves kept, got %d", pl.chunk_size);
+    efla_delta_rule_args af16 = af;
+    af16.chunk_size = 16;
+    CHECK(plan_of(bg, &af16, 0).chunk_size == 16, "float32 d = 64 asked for chunk 16: 16 as asked");
     efla_delta_rule_args af128 = af;
     af128.dk = af128.dv = 128;
     pl = plan_of(bg, &af128, 0);
@@ -504,7 +508,7 @@ static void test_delta_rule(void) {
     dr_compare("B=2 T=70 H=2 dk=24 dv=40", 2, 70, 2, 24, 40, 0, EFLA_FLOAT64, EFLA_ORDER_EXACT, 32, 0);
     dr_compare("packed cu_seqlens order 2, recomputed states", 1, 64, 3, 16, 16, 1, EFLA_FLOAT32, 2, 16, 1);
     dr_compare("packed cu_seqlens order 1 (DeltaNet)", 1, 64, 3, 16, 16, 1, EFLA_FLOAT64, 1, 64, 0);
-    dr_compare("dk=dv=64 chunk 64", 1, 150, 2, 64, 64, 0, EFLA_FLOAT32, EFLA_ORDER_EXACT, 64, 0);
+    dr_compare("dk=dv=64 chunk 64 (runs at 32)", 1, 150, 2, 64, 64, 0, EFLA_FLOAT32, EFLA_ORDER_EXACT, 64, 0);
     dr_compare("dk=dv=128 chunk 128", 1, 200, 1, 128, 128, 0, EFLA_FLOAT32, EFLA_ORDER_EXACT, 128, 0);
     dr_compare("bfloat16 inputs", 2, 50, 2, 32, 32, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 16, 0);
     /* bfloat16 through the tensor-core chunked kernels (delta_rule_chunk.cu): every chunk
@@ -531,14 +535,15 @@ static void test_delta_rule(void) {
         unsetenv(other_way[i]);
     }
     /* float32 through the same kernels (float tiles, three-TF32 products: within 1e-5 of the
-     * float64 recurrence), dk = dv = 64 chunk 64 above included: d = 128 (which runs at chunk 32,
+     * float64 recurrence), dk = dv = 64 above included: d = 128 (float32 runs at chunk 32 at most,
      * efla_cuda_delta_rule_plan), dk != dv, chunk 16, packed sequences, recomputed states */
     dr_compare("float32 tensor cores dk=dv=128 chunk 64 (runs at 32)", 1, 150, 2, 128, 128, 0, EFLA_FLOAT32,
                EFLA_ORDER_EXACT, 64, 0);
     dr_compare("float32 tensor cores dk=64 dv=128 chunk 32 order 2", 2, 77, 2, 64, 128, 0, EFLA_FLOAT32, 2, 32, 0);
     dr_compare("float32 tensor cores packed dk=dv=32 chunk 16 order 4, recomputed states", 1, 64, 3, 32, 32, 1,
                EFLA_FLOAT32, 4, 16, 1);
-    dr_compare("float32 tensor cores packed dk=dv=64 chunk 64 DeltaNet", 1, 130, 2, 64, 64, 1, EFLA_FLOAT32, 1, 64, 0);
+    dr_compare("float32 tensor cores packed dk=dv=64 chunk 64 (runs at 32) DeltaNet", 1, 130, 2, 64, 64, 1, EFLA_FLOAT32, 1, 64,
+               0);
     dr_compare("bfloat16 chunk 128 (scan fallback)", 1, 150, 2, 64, 64, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 128, 0);
     dr_compare("bfloat16 dk=24 (scan fallback)", 1, 70, 2, 24, 40, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
     /* the recurrent algorithm: the scan makes alpha (and lambda, for the backward) in its kernel */
