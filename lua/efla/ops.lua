@@ -156,8 +156,8 @@ local QK, V, BETA = '[B,T,H,dk]', '[B,T,H,dv]', '[B,T,H]'
 --- check_finite = true (or efla.set_debug_checks(true)) names the first batch, token and head
 --- where a NaN or Inf enters. Differentiable in q, k, v, beta, initial_state and log_decay. On CUDA,
 --- bfloat16 and float32 inputs run on tensor cores (chunk 16/32/64, head sizes 32/64/128; float32
---- as three TF32 products, within 1e-5 of float64, and at chunk 32 where 64 does not fit, e.g. head
---- size 128: the chunk size only groups tokens, the result is the same). The maths: docs/MATH.md.
+--- as three TF32 products, within 1e-5 of float64, at chunk 32 at most, where its kernels run
+--- fastest: the chunk size only groups tokens, the result is the same). The maths: docs/MATH.md.
 function ops.delta_rule(q, k, v, beta, opts)
   local fn = 'delta_rule'
   local o, raw = fill_opts(opts, fn)
