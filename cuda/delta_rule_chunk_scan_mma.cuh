@@ -40,6 +40,36 @@ template <int KK> __device__ __forceinline__ void store_transposed(bf16 *dst, in
             *(uint32_t *)(dst + (int64_t)(8 * (2 * kk + i / 2) + g) * ld + 2 * t + (i % 2) * 8) = movmatrix_trans(a[kk][i]);
 }
 
+/* rows x cols of bfloat16 from global memory (row r at src + r stride) into shared memory (row
+ * length ld) by the block's NT threads, 16 bytes a copy (cp.async), rows from `valid` on zero */
+template <int NT>
+__device__ __forceinline__ void copy_rows_async(bf16 *dst, int ld, const bf16 *src, int64_t stride, int rows, int cols, int valid) {
+    const int vecs = cols / 8;
+    for (int e = threadIdx.x; e < rows * vecs; e += NT) {
+        const int r = e / vecs, v = e % vecs;
+        const bool ok = r < valid;
+        cp_async16(dst + r * ld + 8 * v, ok ? src + r * stride + 8 * v : src, ok);
+    }
+}
+
+/* A state (float, row length ld, from its warp's first column) to and from the transposed
+ * accumulators st[j] of a warp: rows g and g + 8 of S^T are columns g, g + 8 of S, and tile j's
+ * columns 2t, 2t + 1 are rows 8 j + 2t, 8 j + 2t + 1. load_transposed: zero where src is NULL. */
+template <int KT> __device__ __forceinline__ void load_transposed(float (&st)[KT][4], const float *src, int64_t ld) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int j = 0; j < KT; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) st[j][i] = src ? src[(8 * j + 2 * t + i % 2) * ld + g + (i >= 2 ? 8 : 0)] : 0.0f;
+}
+template <int KT> __device__ __forceinline__ void store_transposed(float *dst, int64_t ld, const float (&st)[KT][4]) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int j = 0; j < KT; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) dst[(8 * j + 2 * t + i % 2) * ld + g + (i >= 2 ? 8 : 0)] = st[j][i];
+}
+
 template <int C, int DK, int BV>
 __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(ArgsT<bf16> p) {
     static_assert(C % 16 == 0 && DK % 16 == 0 && BV % 16 == 0, "state_scan_mma_kernel: C, DK, BV multiples of 16");
@@ -49,7 +79,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
     EFLA_DYNAMIC_SMEM(smem);
     EFLA_SMEM_FITS(2 * SET, (state_scan_mma_smem<C, DK, BV>()));
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, dv = p.dv;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, m = lane / 8;   /* m: ldmatrix's matrix */
     const int64_t j0 = (int64_t)blockIdx.y * BV, col0 = j0 + 16 * warp;   /* the block's, this warp's first state column */
     auto Wb = [&](int b) { return (bf16 *)(smem + b * SET); };
     auto Kb = [&](int b) { return (bf16 *)(smem + b * SET + bm_bytes(C, DK)); };
@@ -57,34 +87,19 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
     const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
     const int64_t nchunks = (len + C - 1) / C;
 
-    /* rows x cols of bfloat16 from global (row stride `stride`) into shared (row length ld) by
-     * this block's threads, rows from `valid` on zero */
-    auto copy_rows = [&](bf16 *dst, int ld, const bf16 *src, int64_t stride, int rows, int cols, int valid) {
-        const int vecs = cols / 8;
-        for (int e = threadIdx.x; e < rows * vecs; e += NT) {
-            const int r = e / vecs, v = e % vecs;
-            const bool ok = r < valid;
-            cp_async16(dst + r * ld + 8 * v, ok ? src + r * stride + 8 * v : src, ok);
-        }
-    };
     auto fetch = [&](int64_t c) {
         const int64_t gc = first + c, row = p.seq[3 * n] + c * C * p.H + h;
         const int clen = (int)(len - c * C < C ? len - c * C : C), b = (int)(c & 1);
-        copy_rows(Wb(b), LDK, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
-        copy_rows(Kb(b), LDK, p.k + row * DK, p.H * DK, C, DK, clen);
-        copy_rows(Ub(b), LDU, p.u + (gc * p.H + h) * C * dv + j0, dv, C, BV, C);
+        copy_rows_async<NT>(Wb(b), LDK, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
+        copy_rows_async<NT>(Kb(b), LDK, p.k + row * DK, p.H * DK, C, DK, clen);
+        copy_rows_async<NT>(Ub(b), LDU, p.u + (gc * p.H + h) * C * dv + j0, dv, C, BV, C);
         cp_async_commit();
     };
     if (nchunks > 0) fetch(0);
 
-    /* S^T: rows = this warp's 16 state columns (g, g + 8), n8 tile j = state rows 8 j .. 8 j + 7 */
+    /* S^T: rows = this warp's 16 state columns, n8 tile j = state rows 8 j .. 8 j + 7 */
     float s[KT][4];
-    const float *s0 = p.s0 ? p.s0 + (n * p.H + h) * DK * dv + col0 : nullptr;
-#pragma unroll
-    for (int j = 0; j < KT; j++)
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            s[j][i] = s0 ? s0[(8 * j + 2 * t + i % 2) * dv + g + (i >= 2 ? 8 : 0)] : 0.0f;
+    load_transposed(s, p.s0 ? p.s0 + (n * p.H + h) * DK * dv + col0 : nullptr, dv);
 
     for (int64_t c = 0; c < nchunks; c++) {
         const int b = (int)(c & 1);
@@ -106,7 +121,6 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
 #pragma unroll
         for (int j = 0; j < CT; j += 2) {
             uint32_t r[4];
-            const int m = lane / 8;
             ldsm_x4_trans(r, U + (8 * (j + m / 2) + lane % 8) * LDU + 16 * warp + 8 * (m % 2));
             vt[j][0] = bf16_lo(r[0]); vt[j][1] = bf16_hi(r[0]); vt[j][2] = bf16_lo(r[1]); vt[j][3] = bf16_hi(r[1]);
             vt[j + 1][0] = bf16_lo(r[2]); vt[j + 1][1] = bf16_hi(r[2]); vt[j + 1][2] = bf16_lo(r[3]); vt[j + 1][3] = bf16_hi(r[3]);
@@ -119,8 +133,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
 #pragma unroll
             for (int j = 0; j < CT; j += 2) {   /* B = W^T: W's rows 8 j .., columns 16 kk (+8); tile j + 1 */
                 uint32_t r[4];
-                const int m = lane / 8;
-                ldsm_x4(r, W + (8 * (j + m / 2) + lane % 8) * LDK + 16 * kk + 8 * (m % 2));
+                    ldsm_x4(r, W + (8 * (j + m / 2) + lane % 8) * LDK + 16 * kk + 8 * (m % 2));
                 mma_bf16(vt[j], an, r[0], r[1]);
                 mma_bf16(vt[j + 1], an, r[2], r[3]);
             }
@@ -139,19 +152,12 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
 #pragma unroll
             for (int j = 0; j < KT; j += 2) {
                 uint32_t r[4];
-                const int m = lane / 8;
-                ldsm_x4_trans(r, K + (16 * kk + 8 * (m % 2) + lane % 8) * LDK + 8 * j + 8 * (m / 2));
+                    ldsm_x4_trans(r, K + (16 * kk + 8 * (m % 2) + lane % 8) * LDK + 8 * j + 8 * (m / 2));
                 mma_bf16(s[j], va[kk], r[0], r[1]);
                 mma_bf16(s[j + 1], va[kk], r[2], r[3]);
             }
     }
-    if (p.sf) {
-        float *sf = p.sf + (n * p.H + h) * DK * dv + col0;
-#pragma unroll
-        for (int j = 0; j < KT; j++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) sf[(8 * j + 2 * t + i % 2) * dv + g + (i >= 2 ? 8 : 0)] = s[j][i];
-    }
+    if (p.sf) store_transposed(p.sf + (n * p.H + h) * DK * dv + col0, dv, s);
 }
 
 /* ---- the backward scan: dV' and the state gradients, with dS^T in registers ---------------------- */
@@ -176,7 +182,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
     EFLA_DYNAMIC_SMEM(smem);
     EFLA_SMEM_FITS(2 * SET, (bwd_scan_mma_smem<C, DK, BV>()));
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, dv = p.dv;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, m = lane / 8;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, m = lane / 8;
     const int64_t j0 = (int64_t)blockIdx.y * BV, col0 = j0 + 16 * warp;
     auto Qb = [&](int b) { return (bf16 *)(smem + b * SET); };
     auto Kb = [&](int b) { return (bf16 *)(smem + b * SET + bm_bytes(C, DK)); };
@@ -186,40 +192,26 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
     const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
     const int64_t nchunks = (len + C - 1) / C;
 
-    /* this thread's 16-byte pieces of a rows x cols copy: e = threadIdx.x + i NT, row e / (cols / 8) */
-    auto copy_rows = [&](bf16 *dst, int ld, const bf16 *src, int64_t stride, int rows, int cols, int valid) {
-        const int vecs = cols / 8;
-        for (int e = threadIdx.x; e < rows * vecs; e += NT) {
-            const int r = e / vecs, v = e % vecs;
-            const bool ok = r < valid;
-            cp_async16(dst + r * ld + 8 * v, ok ? src + r * stride + 8 * v : src, ok);
-        }
-    };
     auto fetch = [&](int64_t c) {
         const int64_t gc = first + c, row = p.seq[3 * n] + c * C * p.H + h;
         const int clen = (int)(len - c * C < C ? len - c * C : C), b = (int)(c & 1);
-        copy_rows(Qb(b), LDK, p.q + row * DK, p.H * DK, C, DK, clen);
-        copy_rows(Kb(b), LDK, p.k + row * DK, p.H * DK, C, DK, clen);
-        copy_rows(Wb(b), LDK, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
-        copy_rows(dOb(b), LDV, p.d_o + row * dv + j0, p.H * dv, C, BV, clen);
-        copy_rows(Pb(b), LDC, p.pq + (gc * p.H + h) * C * C, C, C, C, C);
+        copy_rows_async<NT>(Qb(b), LDK, p.q + row * DK, p.H * DK, C, DK, clen);
+        copy_rows_async<NT>(Kb(b), LDK, p.k + row * DK, p.H * DK, C, DK, clen);
+        copy_rows_async<NT>(Wb(b), LDK, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
+        copy_rows_async<NT>(dOb(b), LDV, p.d_o + row * dv + j0, p.H * dv, C, BV, clen);
+        copy_rows_async<NT>(Pb(b), LDC, p.pq + (gc * p.H + h) * C * C, C, C, C, C);
         cp_async_commit();
     };
     if (nchunks > 0) fetch(nchunks - 1);
 
-    float ds[KT][4];   /* dS^T: rows = this warp's 16 columns (g, g + 8), n8 tile j = rows 8 j .. of dS */
-    const float *dsf = p.dsf ? p.dsf + (n * p.H + h) * DK * dv + col0 : nullptr;
-#pragma unroll
-    for (int j = 0; j < KT; j++)
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            ds[j][i] = dsf ? dsf[(8 * j + 2 * t + i % 2) * dv + g + (i >= 2 ? 8 : 0)] : 0.0f;
+    float ds[KT][4];   /* dS^T: rows = this warp's 16 columns, n8 tile j = rows 8 j .. of dS */
+    load_transposed(ds, p.dsf ? p.dsf + (n * p.H + h) * DK * dv + col0 : nullptr, dv);
 
     for (int64_t c = nchunks - 1; c >= 0; c--) {
         const int b = (int)(c & 1);
         const int64_t gc = first + c;
         cp_async_wait_all();
-        {   /* scale dO: the pieces this thread copied (so its own wait covers them) */
+        {   /* scale dO: the pieces this thread copied (copy_rows_async's map, so its own wait covers them) */
             bf16 *dO = dOb(b);
             for (int e = threadIdx.x; e < C * (BV / 8); e += NT) scale_vec(dO + (e / (BV / 8)) * LDV + 8 * (e % (BV / 8)), p.scale);
         }
@@ -290,13 +282,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
             }
         }
     }
-    if (p.ds0) {
-        float *ds0 = p.ds0 + (n * p.H + h) * DK * dv + col0;
-#pragma unroll
-        for (int j = 0; j < KT; j++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) ds0[(8 * j + 2 * t + i % 2) * dv + g + (i >= 2 ? 8 : 0)] = ds[j][i];
-    }
+    if (p.ds0) store_transposed(p.ds0 + (n * p.H + h) * DK * dv + col0, dv, ds);
 }
 
 } // namespace
