@@ -9,7 +9,8 @@
 # Env: KERNELS (ncu's -k regex, default every chunk kernel), COUNT (launches to profile, default
 # 6: one of each kernel of a forward+backward), OUT (default /tmp/efla-ncu).
 # Out: the table on stdout; $OUT/chunk.ncu-rep (ncu --import it for more pages, e.g. the source
-# page with --page source --csv --print-source sass), $OUT/details.txt.
+# page with --page source --csv --print-source sass, which bench/ncu_wavefronts.py sums by
+# opcode), $OUT/details.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WB=${1:-./delta_rule_dev}

@@ -1,6 +1,7 @@
 -- test_bench_tools.lua: the benchmark helpers that run here as well as on the GPU machine:
--- bench/ncu_summary.py (Nsight Compute's details page -> one row per kernel) on a fixture in
--- ncu's format, and bench/smnist_step_efla.lua's --compute (resolved as the sMNIST recipe does).
+-- bench/ncu_summary.py (Nsight Compute's details page -> one row per kernel) and
+-- bench/ncu_wavefronts.py (its source page -> shared wavefronts by opcode) on fixtures in ncu's
+-- format, and bench/smnist_step_efla.lua's --compute (resolved as the sMNIST recipe does).
 -- Run: build/efla tests/lua/test_bench_tools.lua
 local t = dofile((arg[0]:match('^(.*[/\\])') or './') .. 'testlib.lua')
 local test, ok, eq = t.test, t.ok, t.eq
@@ -9,6 +10,7 @@ local bin = os.getenv('EFLA_BIN') or require('efla.cli').executable()   -- this 
 local tmp = (os.getenv('EFLA_TEST_TMP') or '/tmp') .. '/lua_test_bench_tools'
 local root = (arg[0]:match('^(.*[/\\])') or './') .. '../../'   -- the repository, from any directory
 local summary, smnist = "'" .. root .. "bench/ncu_summary.py'", "'" .. root .. "bench/smnist_step_efla.lua'"
+local wavefronts = "'" .. root .. "bench/ncu_wavefronts.py'"
 os.execute("mkdir -p '" .. tmp .. "'")
 
 local python = t.python
@@ -83,6 +85,37 @@ test('ncu_summary.py: a file that is not ncu output, or none, is a clear error',
   ok(not success and out:find('no kernel in', 1, true) and out:find('README.md', 1, true), out)
   out, success = run(py .. ' ' .. summary .. " '" .. tmp .. "/missing.txt'")
   ok(not success and out:find('cannot read', 1, true), out)
+end)
+
+-- ncu's source page (--csv --print-source sass), cut to the columns the summary reads: one
+-- kernel with two STS.64 (one 2-way), a cp.async, a predicated load and an instruction with no
+-- shared traffic
+local SOURCE = [[
+"Kernel Name","void v2::<unnamed>::state_scan_kernel<__nv_bfloat16, (int)64, (int)128, (int)64, (bool)0>(v2::<unnamed>::ArgsT<T1>)",
+"Address","Source","# Samples","L1 Wavefronts Shared Excessive","L1 Wavefronts Shared","L1 Wavefronts Shared Ideal"
+"0x10","      LDC R1, c[0x0][0x28]","45","0","0","0"
+"0x20","      STS.64 [R3], R4","3","100","200","100"
+"0x30","      STS.64 [R3+0x8], R6","3","0","100","100"
+"0x40","      LDGSTS.E.BYPASS.128 [R11+0x11400], desc[UR24][R8.64]","7","1,620","2,620","1,000"
+"0x50","  @P0 LDS.64 R8, [R2]","1","0","50","50"
+]]
+
+test('ncu_wavefronts.py: shared wavefronts by opcode, largest first, predicates skipped', function()
+  local py = python()
+  if not py then t.skip('ncu_wavefronts.py', 'python3 is not installed'); return end
+  local path = tmp .. '/source.csv'
+  write(path, SOURCE)
+  local out, success = run(py .. ' ' .. wavefronts .. " '" .. path .. "'")
+  ok(success, 'ncu_wavefronts.py failed: ' .. out)
+  local lines = {}
+  for line in out:gmatch('[^\n]+') do lines[#lines + 1] = line end
+  eq(#lines, 6, 'a title, a header, its rule and three opcodes: ' .. out)
+  eq(lines[1], 'state_scan_kernel<bf16, 64, 128, 64, 0>: 2.97e+03 shared wavefronts, ideal 1.25e+03, excess 1.72e+03')
+  eq(lines[4], '| LDGSTS.E.BYPASS.128 | 2.62e+03 | 1e+03 | 1.62e+03 | 1.62 |')
+  eq(lines[5], '| STS.64 | 300 | 200 | 100 | 0.50 |')
+  eq(lines[6], '| LDS.64 | 50 | 50 | 0 | 0.00 |')
+  out, success = run(py .. ' ' .. wavefronts .. " '" .. root .. "README.md'")
+  ok(not success and out:find('no kernel with shared-memory wavefront counters', 1, true), out)
 end)
 
 test('smnist_step_efla.lua: --compute as the recipe takes it, named in the row', function()
