@@ -140,6 +140,28 @@ template <class E, int C, int DK, int DV> int launch_state_scan(const ArgsT<E> &
     return 0;
 }
 
+/* bfloat16: the outputs in the register style (out_mma_kernel: a warp per 16 rows, all dv
+ * columns) wherever it fits, unless EFLA_DELTA_RULE_OUT_MMA=0 (a measuring aid: out_kernel) */
+template <class E, int C, int DK, int DV> int out_mma_fits(bool *fits) {
+    *fits = false;
+    if constexpr (std::is_same<E, bf16>::value) {
+        const char *env = getenv("EFLA_DELTA_RULE_OUT_MMA");
+        if (env && env[0] == '0') return 0;
+        TRY(set_smem(out_mma_kernel<C, DK, DV>, out_mma_smem<C, DK, DV>(), fits));
+    }
+    return 0;
+}
+template <class E, int C, int DK, int DV> void launch_out(const ArgsT<E> &p, bool mma) {
+    if constexpr (std::is_same<E, bf16>::value) {
+        if (mma) {
+            out_mma_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), out_mma_threads<C>(), out_mma_smem<C, DK, DV>()>>>(p);
+            return;
+        }
+    }
+    constexpr int BVO = Tile<DV>::BV;
+    out_kernel<E, C, DK, BVO><<<dim3((unsigned)p.nch, (unsigned)p.H, DV / BVO), THREADS, out_smem<E, C, DK, BVO>()>>>(p);
+}
+
 /* version 2 keeps the chunk states in its element type: bfloat16 on the fast path (out_kernel
  * and bwd_chunk_kernel, their only readers, multiply them on the tensor cores in bfloat16, so
  * rounding them once when the scan stores them changes no result and halves what a training
@@ -179,6 +201,8 @@ int run_fwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
     TRY((scan_plan<E, C, DK, DV>(nseq, p.H, &sp)));
     const int mode = sp.mode;
     TRY(set_smem(out_kernel<E, C, DK, BVO>, out_smem<E, C, DK, BVO>(), &f3));
+    bool out_mma = false;
+    TRY((out_mma_fits<E, C, DK, DV>(&out_mma)));
     if (!f1 || mode < 0 || !f3 || plan) { *done = f1 && mode >= 0 && f3; return 0; }
     const size_t tile_elems = (size_t)(p.nch * p.H * C);
     CuBuffer wbuf, csbuf;
@@ -200,7 +224,7 @@ int run_fwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
     TRY((launch_state_scan<E, C, DK, DV>(p, nseq, sp)));
     prof.mark("state_scan");
     if (p.o && p.nch > 0) {
-        out_kernel<E, C, DK, BVO><<<dim3((unsigned)p.nch, (unsigned)p.H, DV / BVO), THREADS, out_smem<E, C, DK, BVO>()>>>(p);
+        launch_out<E, C, DK, DV>(p, out_mma);
         CU_CHECK_LAUNCH("delta_rule_chunk_out");
     }
     prof.mark("out");

@@ -285,5 +285,108 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
     if (p.ds0) store_transposed(p.ds0 + (n * p.H + h) * DK * dv + col0, dv, ds);
 }
 
+/* ---- the outputs, one warp per 16 rows of a chunk ------------------------------------------------ */
+/* out_kernel's output O = scale (Q S + tril(Q K^T) V') (S the state entering the chunk, cs; V' from
+ * the scan, vp), in the register style: warp w owns the chunk's rows 16 w .. 16 w + 15, makes its
+ * rows of P = tril(Q K^T) as accumulators (only the n8 tiles at or left of its diagonal), rounds
+ * them to the A operand of P V' and sums Q S + P V' in the same accumulators, then stores O from
+ * them (a lane's pair is two neighbouring columns of one row). Q's A fragments serve both Q K^T
+ * and Q S. Blocks: (chunk, head), C / 16 warps, all dv columns. */
+template <int C, int DK, int DV> constexpr size_t out_mma_smem() {
+    return 2 * bm_bytes(C, DK) + bm_bytes(DK, DV) + bm_bytes(C, DV);
+}
+template <int C> constexpr int out_mma_threads() { return 32 * (C / 16); }
+
+template <int C, int DK, int DV>
+__global__ void __launch_bounds__(out_mma_threads<C>()) out_mma_kernel(ArgsT<bf16> p) {
+    static_assert(C % 16 == 0 && DK % 16 == 0 && DV % 16 == 0, "out_mma_kernel: C, DK, DV multiples of 16");
+    constexpr int NT = out_mma_threads<C>(), LDK = DK + 8, LDV = DV + 8, CT = C / 8, VT = DV / 8;
+    EFLA_DYNAMIC_SMEM(smem);
+    EFLA_SMEM_FITS((size_t)(2 * C * LDK + DK * LDV + C * LDV) * sizeof(bf16), (out_mma_smem<C, DK, DV>()));
+    const int64_t g0 = blockIdx.x, h = blockIdx.y, dv = p.dv;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, m = lane / 8;
+    const ChunkRows cr = chunk_rows(p, g0, h, C);
+    bf16 *const Q = (bf16 *)smem, *const K = Q + C * LDK, *const S = K + C * LDK, *const Vp = S + DK * LDV;
+    copy_rows_async<NT>(Q, LDK, p.q + cr.first * DK, p.H * DK, C, DK, cr.len);
+    copy_rows_async<NT>(K, LDK, p.k + cr.first * DK, p.H * DK, C, DK, cr.len);
+    cp_async_commit();
+    copy_rows_async<NT>(S, LDV, p.cs + (g0 * p.H + h) * DK * dv, dv, DK, DV, DK);
+    copy_rows_async<NT>(Vp, LDV, p.vp + (g0 * p.H + h) * C * dv, dv, C, DV, C);
+    cp_async_commit();
+    cp_async_wait_one();
+    __syncthreads();   /* Q and K are in (S and V' may still be on their way) */
+
+    /* Q's A fragments: rows 16 warp (+8), columns 16 kk (+8) */
+    uint32_t qa[DK / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < DK / 16; kk++)
+        ldsm_x4(qa[kk], Q + (16 * warp + 8 * (m % 2) + lane % 8) * LDK + 16 * kk + 8 * (m / 2));
+
+    /* P = Q K^T on this warp's rows, the tiles j <= 2 warp + 1 (the others are above the diagonal) */
+    float pt[CT][4];
+#pragma unroll
+    for (int j = 0; j < CT; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) pt[j][i] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < DK / 16; kk++)
+#pragma unroll
+        for (int j = 0; j < CT; j += 2) {   /* B = K^T: K's rows 8 j .., columns 16 kk (+8) */
+            if (j > 2 * warp + 1) break;
+            uint32_t r[4];
+            ldsm_x4(r, K + (8 * (j + m / 2) + lane % 8) * LDK + 16 * kk + 8 * (m % 2));
+            mma_bf16(pt[j], qa[kk], r[0], r[1]);
+            mma_bf16(pt[j + 1], qa[kk], r[2], r[3]);
+        }
+    /* tril: keep column <= row */
+#pragma unroll
+    for (int j = 0; j < CT; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            if (8 * j + 2 * t + i % 2 > 16 * warp + g + (i >= 2 ? 8 : 0)) pt[j][i] = 0.0f;
+    uint32_t pa[C / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < C / 16; kk++) acc_to_a(pa[kk], pt, kk);
+
+    cp_async_wait_all();
+    __syncthreads();   /* S and V' are in */
+    /* O = Q S + P V': B = S, then V' (rows 16 kk (+8), columns 8 j (+8), transposed) */
+    float ot[VT][4];
+#pragma unroll
+    for (int j = 0; j < VT; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) ot[j][i] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < DK / 16; kk++)
+#pragma unroll
+        for (int j = 0; j < VT; j += 2) {
+            uint32_t r[4];
+            ldsm_x4_trans(r, S + (16 * kk + 8 * (m % 2) + lane % 8) * LDV + 8 * j + 8 * (m / 2));
+            mma_bf16(ot[j], qa[kk], r[0], r[1]);
+            mma_bf16(ot[j + 1], qa[kk], r[2], r[3]);
+        }
+#pragma unroll
+    for (int kk = 0; kk < C / 16; kk++) {
+        if (kk > warp) break;   /* P's columns past this warp's rows are zero */
+#pragma unroll
+        for (int j = 0; j < VT; j += 2) {
+            uint32_t r[4];
+            ldsm_x4_trans(r, Vp + (16 * kk + 8 * (m % 2) + lane % 8) * LDV + 8 * j + 8 * (m / 2));
+            mma_bf16(ot[j], pa[kk], r[0], r[1]);
+            mma_bf16(ot[j + 1], pa[kk], r[2], r[3]);
+        }
+    }
+    /* O (scaled, bfloat16) from the accumulators: row 16 warp + g (+8), columns 8 j + 2t, + 1 */
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int r = 16 * warp + g + 8 * half;
+        if (r >= cr.len) continue;
+        bf16 *const o = p.o + (cr.first + (int64_t)r * p.H) * dv;
+#pragma unroll
+        for (int j = 0; j < VT; j++)
+            *(uint32_t *)(o + 8 * j + 2 * t) = pack_bf16(ot[j][2 * half] * p.scale, ot[j][2 * half + 1] * p.scale);
+    }
+}
+
 } // namespace
 #endif

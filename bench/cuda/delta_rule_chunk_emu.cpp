@@ -164,7 +164,14 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     f.o = o.data(); f.vp = vp.data(); f.cs = cstates.data(); f.sf = cs.packed ? sf.data() : nullptr;
     scan(f);
     constexpr int BVO = D >= 64 ? 64 : D;
-    launch(dim3((unsigned)nch, H, D / BVO), block, [&] { out_kernel<E, C, D, BVO>(f); });
+    bool mma_out = false;
+    if constexpr (std::is_same<E, bf16>::value) {
+        if (cs.mma) {   // the outputs in the register style (a warp per 16 rows)
+            launch(dim3((unsigned)nch, H), dim3(out_mma_threads<C>()), [&] { out_mma_kernel<C, D, D>(f); });
+            mma_out = true;
+        }
+    }
+    if (!mma_out) launch(dim3((unsigned)nch, H, D / BVO), block, [&] { out_kernel<E, C, D, BVO>(f); });
 
     // backward: W, U again; the states (saved, or recomputed by the state-only scan); dV' and
     // the state gradients; the per-chunk gradients
