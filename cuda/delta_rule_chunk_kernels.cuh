@@ -160,14 +160,6 @@ __device__ void load_rows_async(Tm<E> dst, const E *src, int64_t stride, int len
     });
 }
 
-/* load_rows' scaling after load_rows_async: each thread scales the vectors it copied (the same
- * mapping), so after its own wait no barrier is needed in between */
-template <int R, int N, class E>
-__device__ void scale_rows(Tm<E> m, float mult) {
-    constexpr int V = pad_of<E>();
-    each<R, N / V>([&](int r, int v) { scale_vec(m.p + r * m.ld + v * V, mult); });
-}
-
 /* ---- prep: W = T K and U = T V of every chunk (W alone when p.u is NULL; T and X to p.tx when set,
  * or T read from p.tx when p.solved, the forward's solves kept for the backward;
  * tril(Q K^T) to p.pq when set, which the run sets only where U is not made: Q then takes V's
@@ -451,10 +443,10 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<E, C, DK, BV
             mm_then<false, true, WT>(Q, K, P, C, C, DK, false, tril_to(Pb, P));
         }
         if (!PF) cp_async_wait<1>();
-        scale_rows<C, BV>(dO, p.scale);
         __syncthreads(); PHASE(3, 4);
-        /* dV' = P^T (scale dO) + K dS_out, summed in registers */
-        mm2<true, false, false, false, WT>(Pb, dO, C, K, dSb, DK, F, C, BV, false);
+        /* dV' = scale P^T dO + K dS_out, summed in registers (the scale in float: dO is not
+         * rounded again) */
+        mm2<true, false, false, false, WT>(Pb, dO, C, K, dSb, DK, F, C, BV, false, 0, p.scale);
         {   /* dV' to dvp and -dV' to dVn, by the warp that owns each tile */
             E *dst = p.dvp + (g * p.H + h) * C * dv + j0;
             then_each<WT>(C, BV, [&](int r, int c) {
@@ -465,8 +457,8 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_scan_smem<E, C, DK, BV
         }
         if (!PF) cp_async_wait<0>();
         __syncthreads(); PHASE(3, 6);
-        /* dS_in = dS_out + Q^T (scale dO) - W^T dV' */
-        mm2<true, false, true, false, WT>(Q, dO, C, W, dVn, C, dS, DK, BV, true);
+        /* dS_in = dS_out + scale Q^T dO - W^T dV' */
+        mm2<true, false, true, false, WT>(Q, dO, C, W, dVn, C, dS, DK, BV, true, 0, p.scale);
     }
     __syncthreads(); PHASE(3, 7);
     if (p.ds0) store_state<DK, BV>(p.ds0 + (n * p.H + h) * DK * dv + j0, dv, dS);
@@ -563,8 +555,8 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     EFLA_SMEM_FITS(cv.off + 3 * C * 4, (bwd_chunk_smem<E, C, DK, DV>()));
 
     /* phase 1: every load up to phase 3 in flight at once, in two commit groups: what phase 2
-     * needs (T, K, V and the entering state), then X, Q and dO (scaled once, before phase
-     * 3), which arrive while phase 2 computes; meanwhile, a */
+     * needs (T, K, V and the entering state), then X, Q and dO, which arrive while phase 2
+     * computes; meanwhile, a */
     const E *tx = p.tx + (g * p.H + h) * 2 * C * C;
     load_rows_async<C, C>(Tb, tx, C, C);
     load_rows_async<C, DK>(K, p.k + cr.first * DK, rs * DK, cr.len);
@@ -596,12 +588,12 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
     mm_then<false, false, WT>(Tb, bufD, F, C, DV, C, false,
                           [&](int r, int c) { put4(Vp.p + r * Vp.ld + c, get4(F.p + r * F.ld + c)); });
     cp_async_wait_all();                            /* the second group: X, Q, dO */
-    scale_rows<C, DV>(bufO, p.scale);
-    /* phase 3: dP = tril(dO V'^T) with dO scaled (bufO), dQ = dO S^T + dP K */
+    /* phase 3: dP = scale tril(dO V'^T), dQ = scale dO S^T + dP K (the scale in float, before
+     * dP's one rounding: dO itself is not rounded again) */
     __syncthreads(); PHASE(4, 7);
-    mm_then<false, true, WT>(bufO, Vp, CC, C, C, DV, false, tril_to(dPb, CC));
+    mm_then<false, true, WT>(bufO, Vp, CC, C, C, DV, false, tril_to(dPb, CC, p.scale));
     __syncthreads(); PHASE(4, 9);
-    mm2<false, true, false, false, WT>(bufO, Mat, DV, dPb, K, C, F, C, DK, false);
+    mm2<false, true, false, false, WT>(bufO, Mat, DV, dPb, K, C, F, C, DK, false, 0, p.scale);
     __syncthreads(); PHASE(4, 10);
     /* phase 4: dV' (bufO: dO is done), fetched while dq is stored; dD = T^T dV' = dv,
      * dT = dV' D^T, da from T */

@@ -164,10 +164,11 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
 /* bwd_scan_kernel's outputs (dV' to dvp, the gradient leaving every chunk to dcs, dS0) from Q, K,
  * W, dO and prep's tril(Q K^T) (p.pq: where the states were saved), walking the chunks backwards
  * with each warp's 16 columns of dS, transposed, in registers:
- *   dV'^T = (scale dO)^T P + dS^T K^T       (A: (scale dO)^T by ldmatrix.trans of dO, then dS^T)
- *   dS^T += (scale dO)^T Q - dV'^T W         (A: the same dO fragments, then -dV'^T from registers)
- * with P = tril(Q K^T), scale dO rounded to bfloat16 and dV' rounded before the second product,
- * as bwd_scan_kernel rounds them. */
+ *   dV'^T = scale dO^T P + dS^T K^T        (A: dO^T by ldmatrix.trans of dO, then dS^T)
+ *   dS^T += scale dO^T Q - dV'^T W         (A: the same dO fragments, then -dV'^T from registers)
+ * with P = tril(Q K^T), the scale applied in float to the dO products (dO is used as given,
+ * not rounded again after scaling) and dV' rounded before the second product, as
+ * bwd_scan_kernel does. */
 template <int C, int DK, int BV> constexpr size_t bwd_scan_mma_set_bytes() {
     return 3 * bm_bytes(C, DK) + bm_bytes(C, BV) + bm_bytes(C, C);
 }
@@ -211,11 +212,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
         const int b = (int)(c & 1);
         const int64_t gc = first + c;
         cp_async_wait_all();
-        {   /* scale dO: the pieces this thread copied (copy_rows_async's map, so its own wait covers them) */
-            bf16 *dO = dOb(b);
-            for (int e = threadIdx.x; e < C * (BV / 8); e += NT) scale_vec(dO + (e / (BV / 8)) * LDV + 8 * (e % (BV / 8)), p.scale);
-        }
-        __syncthreads();   /* chunk c's tiles are in and scaled; every warp is done with chunk c + 1's set */
+        __syncthreads();   /* chunk c's tiles are in; every warp is done with chunk c + 1's set */
         if (c > 0) fetch(c - 1);
 
         /* dS_out^T as A fragments, and dS_out (the gradient leaving chunk c) to dcs */
@@ -224,14 +221,14 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
         for (int kk = 0; kk < DK / 16; kk++) acc_to_a(sa[kk], ds, kk);
         store_transposed(p.dcs + (gc * p.H + h) * DK * dv + col0, dv, sa);
 
-        /* (scale dO)^T as A fragments: matrices rows 16 kk (+8), columns 16 warp (+8), transposed */
+        /* dO^T as A fragments: matrices rows 16 kk (+8), columns 16 warp (+8), transposed */
         uint32_t oa[C / 16][4];
         const bf16 *dO = dOb(b);
 #pragma unroll
         for (int kk = 0; kk < C / 16; kk++)
             ldsm_x4_trans(oa[kk], dO + (16 * kk + 8 * (m / 2) + lane % 8) * LDV + 16 * warp + 8 * (m % 2));
 
-        /* dV'^T = (scale dO)^T P + dS_out^T K^T */
+        /* dV'^T = scale dO^T P + dS_out^T K^T (the scale in float, on the first product) */
         float dvt[CT][4];
 #pragma unroll
         for (int j = 0; j < CT; j++)
@@ -248,6 +245,10 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
                 mma_bf16(dvt[j + 1], oa[kk], r[2], r[3]);
             }
 #pragma unroll
+        for (int j = 0; j < CT; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) dvt[j][i] *= p.scale;
+#pragma unroll
         for (int kk = 0; kk < DK / 16; kk++)
 #pragma unroll
             for (int j = 0; j < CT; j += 2) {   /* B = K^T: K's rows 8 j .., columns 16 kk (+8) */
@@ -263,20 +264,30 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
         for (int kk = 0; kk < C / 16; kk++) acc_to_a(va[kk], dvt, kk);
         store_transposed(p.dvp + (gc * p.H + h) * C * dv + col0, dv, va);
 
-        /* dS^T += (scale dO)^T Q - dV'^T W: B = Q, then W (rows 16 kk (+8), columns 8 j (+8), transposed) */
+        /* dS^T += scale dO^T Q - dV'^T W: B = Q, then W (rows 16 kk (+8), columns 8 j (+8),
+         * transposed), two n8 tiles at a time, dO^T Q in its own accumulators for the scale */
         const bf16 *Q = Qb(b), *W = Wb(b);
 #pragma unroll
-        for (int kk = 0; kk < C / 16; kk++) {
-            const uint32_t vn[4] = {va[kk][0] ^ 0x80008000u, va[kk][1] ^ 0x80008000u, va[kk][2] ^ 0x80008000u,
-                                    va[kk][3] ^ 0x80008000u};
+        for (int j = 0; j < KT; j += 2) {
+            float qo[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
-            for (int j = 0; j < KT; j += 2) {
+            for (int kk = 0; kk < C / 16; kk++) {
                 uint32_t r[4];
-                const int off = (16 * kk + 8 * (m % 2) + lane % 8) * LDK + 8 * j + 8 * (m / 2);
-                ldsm_x4_trans(r, Q + off);
-                mma_bf16(ds[j], oa[kk], r[0], r[1]);
-                mma_bf16(ds[j + 1], oa[kk], r[2], r[3]);
-                ldsm_x4_trans(r, W + off);
+                ldsm_x4_trans(r, Q + (16 * kk + 8 * (m % 2) + lane % 8) * LDK + 8 * j + 8 * (m / 2));
+                mma_bf16(qo[0], oa[kk], r[0], r[1]);
+                mma_bf16(qo[1], oa[kk], r[2], r[3]);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                ds[j][i] += p.scale * qo[0][i];
+                ds[j + 1][i] += p.scale * qo[1][i];
+            }
+#pragma unroll
+            for (int kk = 0; kk < C / 16; kk++) {
+                uint32_t r[4];
+                const uint32_t vn[4] = {va[kk][0] ^ 0x80008000u, va[kk][1] ^ 0x80008000u, va[kk][2] ^ 0x80008000u,
+                                        va[kk][3] ^ 0x80008000u};   /* -dV'^T */
+                ldsm_x4_trans(r, W + (16 * kk + 8 * (m % 2) + lane % 8) * LDK + 8 * j + 8 * (m / 2));
                 mma_bf16(ds[j], vn, r[0], r[1]);
                 mma_bf16(ds[j + 1], vn, r[2], r[3]);
             }

@@ -206,9 +206,11 @@ __device__ __forceinline__ void mm_accumulate(typename TileMma<E>::Acc (&c)[BM][
 }
 
 /* mm2()'s work for one block shape BM x BN (tiles): each of this warp's blocks, its
- * accumulators loaded (acc) or zeroed, both products, one store */
+ * accumulators loaded (acc) or zeroed, both products, one store. s1 != 1: the first product
+ * times s1 in float (it then starts from zero, and what C held is added after the scaling) */
 template <int BM, int BN, bool TA1, bool TB1, bool TA2, bool TB2, class E>
-__device__ void mm_blocks(Tm<E> A1, Tm<E> B1, int K1, Tm<E> A2, Tm<E> B2, int K2, Fm Cm, bool acc, const WarpBlocks wb) {
+__device__ void mm_blocks(Tm<E> A1, Tm<E> B1, int K1, Tm<E> A2, Tm<E> B2, int K2, Fm Cm, bool acc, const WarpBlocks wb,
+                          float s1) {
     for (int t = wb.first; t < wb.count; t += NWARP) {
         const int i0 = t / wb.per_row * BM, j0 = t % wb.per_row * BN;   /* the block's first tile */
         typename TileMma<E>::Acc c[BM][BN];
@@ -216,10 +218,23 @@ __device__ void mm_blocks(Tm<E> A1, Tm<E> B1, int K1, Tm<E> A2, Tm<E> B2, int K2
         for (int x = 0; x < BM; x++)
 #pragma unroll
             for (int y = 0; y < BN; y++) {
-                if (acc) wmma::load_matrix_sync(c[x][y], Cm.p + (i0 + x) * 16 * Cm.ld + (j0 + y) * 16, Cm.ld, wmma::mem_row_major);
+                if (acc && s1 == 1.0f) wmma::load_matrix_sync(c[x][y], Cm.p + (i0 + x) * 16 * Cm.ld + (j0 + y) * 16, Cm.ld, wmma::mem_row_major);
                 else wmma::fill_fragment(c[x][y], 0.0f);
             }
         mm_accumulate<BM, BN, TA1, TB1>(c, A1, B1, K1, i0, j0);
+        if (s1 != 1.0f) {
+#pragma unroll
+            for (int x = 0; x < BM; x++)
+#pragma unroll
+                for (int y = 0; y < BN; y++) {
+                    for (int i = 0; i < c[x][y].num_elements; i++) c[x][y].x[i] *= s1;
+                    if (acc) {
+                        typename TileMma<E>::Acc held;
+                        wmma::load_matrix_sync(held, Cm.p + (i0 + x) * 16 * Cm.ld + (j0 + y) * 16, Cm.ld, wmma::mem_row_major);
+                        for (int i = 0; i < c[x][y].num_elements; i++) c[x][y].x[i] += held.x[i];
+                    }
+                }
+        }
         if (K2 > 0) mm_accumulate<BM, BN, TA2, TB2>(c, A2, B2, K2, i0, j0);
 #pragma unroll
         for (int x = 0; x < BM; x++)
@@ -243,14 +258,16 @@ template <class E> constexpr int warp_tiles(size_t smem_bytes) {
  * same M, N, TILES and warp0, which lets two products into the same C follow each other without
  * a barrier). Callers synchronise before reading C. The operands' element E picks the product
  * (TileMma<E>: bf16, or the float32 path's three TF32 products). TILES: warp_tiles of the
- * calling kernel (1: one tile at a time, as version 1 runs). */
+ * calling kernel (1: one tile at a time, as version 1 runs). s1: a factor on the first product,
+ * applied in float (a scale there costs no rounding of an operand). */
 template <bool TA1, bool TB1, bool TA2, bool TB2, int TILES = 1, class E>
-__device__ void mm2(Tm<E> A1, Tm<E> B1, int K1, Tm<E> A2, Tm<E> B2, int K2, Fm Cm, int M, int N, bool acc, int warp0 = 0) {
+__device__ void mm2(Tm<E> A1, Tm<E> B1, int K1, Tm<E> A2, Tm<E> B2, int K2, Fm Cm, int M, int N, bool acc, int warp0 = 0,
+                    float s1 = 1.0f) {
     const WarpBlocks wb = warp_blocks<TILES>(M, N, warp0);
-    if (wb.bm == 2 && wb.bn == 2) mm_blocks<2, 2, TA1, TB1, TA2, TB2>(A1, B1, K1, A2, B2, K2, Cm, acc, wb);
-    else if (wb.bn == 2) mm_blocks<1, 2, TA1, TB1, TA2, TB2>(A1, B1, K1, A2, B2, K2, Cm, acc, wb);
-    else if (wb.bm == 2) mm_blocks<2, 1, TA1, TB1, TA2, TB2>(A1, B1, K1, A2, B2, K2, Cm, acc, wb);
-    else mm_blocks<1, 1, TA1, TB1, TA2, TB2>(A1, B1, K1, A2, B2, K2, Cm, acc, wb);
+    if (wb.bm == 2 && wb.bn == 2) mm_blocks<2, 2, TA1, TB1, TA2, TB2>(A1, B1, K1, A2, B2, K2, Cm, acc, wb, s1);
+    else if (wb.bn == 2) mm_blocks<1, 2, TA1, TB1, TA2, TB2>(A1, B1, K1, A2, B2, K2, Cm, acc, wb, s1);
+    else if (wb.bm == 2) mm_blocks<2, 1, TA1, TB1, TA2, TB2>(A1, B1, K1, A2, B2, K2, Cm, acc, wb, s1);
+    else mm_blocks<1, 1, TA1, TB1, TA2, TB2>(A1, B1, K1, A2, B2, K2, Cm, acc, wb, s1);
 }
 
 /* C (M x N, float) (+)= op(A) op(B): mm2's first product alone */
@@ -308,7 +325,7 @@ template <int ROWS, int COLS, class Load, class Store> __device__ __forceinline_
 }
 
 /* the elements of one 16-byte vector (8 bf16 / 4 float) times mult, rounded back to E (how
- * load_rows and scale_rows scale) */
+ * load_rows scales) */
 template <class E> __device__ __forceinline__ void scale_vec(E *h, float mult) {
     for (int x = 0; x < pad_of<E>(); x++) h[x] = from_f<E>(to_f(h[x]) * mult);
 }
@@ -349,9 +366,9 @@ __device__ __forceinline__ float4 sub4(float4 x, float4 y) { return make_float4(
 /* f(r, c) for mm_then: dst = tril(src) in dst's element type at (r, c .. c + 3), zero above
  * the diagonal, one vector store (dst may be global memory: a tile is a pointer and a row
  * stride; its rows keep 8 bytes' alignment). For each<R, N / 4>: call it with (r, 4 v). */
-template <class E> __device__ __forceinline__ auto tril_to(Tm<E> dst, Fm src) {
+template <class E> __device__ __forceinline__ auto tril_to(Tm<E> dst, Fm src, float s = 1.0f) {
     return [=](int r, int c) {
-        const float4 x = get4(src.p + r * src.ld + c);
+        const float4 x = scale4(get4(src.p + r * src.ld + c), s);
         put4(dst.p + r * dst.ld + c, make_float4(c <= r ? x.x : 0.0f, c + 1 <= r ? x.y : 0.0f, c + 2 <= r ? x.z : 0.0f,
                                                  c + 3 <= r ? x.w : 0.0f));
     };
