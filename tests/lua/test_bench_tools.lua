@@ -29,6 +29,19 @@ local function write(path, text)
   f:close()
 end
 
+-- a python tool on a fixture written to tmp/file: its output lines, or nil (skipped) without python3
+local function tool_lines(script, name, file, fixture)
+  local py = python()
+  if not py then t.skip(name, 'python3 is not installed (scripts/install-deps.sh installs it)'); return nil end
+  local path = tmp .. '/' .. file
+  write(path, fixture)
+  local out, success = run(py .. ' ' .. script .. " '" .. path .. "'")
+  ok(success, name .. ' failed: ' .. out)
+  local lines = {}
+  for line in out:gmatch('[^\n]+') do lines[#lines + 1] = line end
+  return lines, out
+end
+
 -- two kernels as ncu prints them: the first with every figure the summary reads, the second
 -- without bank-conflict or barrier advice (ncu prints none where it sees nothing to say)
 local DETAILS = [[
@@ -65,14 +78,8 @@ local DETAILS = [[
 ]]
 
 test('ncu_summary.py: one row per kernel, every figure where ncu gave it, - where not', function()
-  local py = python()
-  if not py then t.skip('ncu_summary.py', 'python3 is not installed (scripts/install-deps.sh installs it)'); return end
-  local path = tmp .. '/details.txt'
-  write(path, DETAILS)
-  local out, success = run(py .. ' ' .. summary .. " '" .. path .. "'")
-  ok(success, 'ncu_summary.py failed: ' .. out)
-  local lines = {}
-  for line in out:gmatch('[^\n]+') do lines[#lines + 1] = line end
+  local lines, out = tool_lines(summary, 'ncu_summary.py', 'details.txt', DETAILS)
+  if not lines then return end
   eq(#lines, 4, 'a header, its rule and two kernels: ' .. out)
   eq(lines[3], '| `bwd_chunk_kernel<bf16, 64, 128, 128>` | 1.04 ms | 71.03 | 29.24 | 23.73 | 56.05 % (2.7-way) | 54.53 % (3.9-way) | 31.8 % |')
   eq(lines[4], '| `out_kernel<float, 64, 64, 64>` | 217.89 us | 76.71 | 58.81 | - | - | - | - |')
@@ -101,20 +108,15 @@ local SOURCE = [[
 ]]
 
 test('ncu_wavefronts.py: shared wavefronts by opcode, largest first, predicates skipped', function()
-  local py = python()
-  if not py then t.skip('ncu_wavefronts.py', 'python3 is not installed'); return end
-  local path = tmp .. '/source.csv'
-  write(path, SOURCE)
-  local out, success = run(py .. ' ' .. wavefronts .. " '" .. path .. "'")
-  ok(success, 'ncu_wavefronts.py failed: ' .. out)
-  local lines = {}
-  for line in out:gmatch('[^\n]+') do lines[#lines + 1] = line end
+  local lines, out = tool_lines(wavefronts, 'ncu_wavefronts.py', 'source.csv', SOURCE)
+  if not lines then return end
   eq(#lines, 6, 'a title, a header, its rule and three opcodes: ' .. out)
   eq(lines[1], 'state_scan_kernel<bf16, 64, 128, 64, 0>: 2.97e+03 shared wavefronts, ideal 1.25e+03, excess 1.72e+03')
   eq(lines[4], '| LDGSTS.E.BYPASS.128 | 2.62e+03 | 1e+03 | 1.62e+03 | 1.62 |')
   eq(lines[5], '| STS.64 | 300 | 200 | 100 | 0.50 |')
   eq(lines[6], '| LDS.64 | 50 | 50 | 0 | 0.00 |')
-  out, success = run(py .. ' ' .. wavefronts .. " '" .. root .. "README.md'")
+  local success
+  out, success = run(python() .. ' ' .. wavefronts .. " '" .. root .. "README.md'")
   ok(not success and out:find('no kernel with shared-memory wavefront counters', 1, true), out)
 end)
 
