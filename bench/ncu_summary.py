@@ -31,12 +31,19 @@ def barrier(block):
     return "%s %%" % m.group(1) if m else "-"
 
 
+def kernel_name(text):
+    """a kernel's name as ncu prints it (details or source page), short: no return type,
+    namespaces, template casts or argument list; __nv_bfloat16 as bf16"""
+    name = re.sub(r"\(anonymous namespace\)::|\((?:int|bool)\)", "", text)
+    name = re.sub(r"^void\s+", "", name.split("(")[0].strip())
+    return re.sub(r"^(?:\w+::)*(?:<?unnamed>::)?", "", name).replace("__nv_bfloat16", "bf16")
+
+
 def rows(text):
     """(kernel, duration, L1 %, SM %, occupancy %, load conflicts, store conflicts, barrier) per kernel"""
     out = []
     for block in re.split(r"\n  (?=\S.*\(\d+, \d+, \d+\)x\(\d+, \d+, \d+\))", "\n" + text)[1:]:
-        name = re.sub(r"^void\s+", "", block.split("(")[0].strip())
-        name = re.sub(r"\(anonymous namespace\)::|<?unnamed>::", "", name).replace("__nv_bfloat16", "bf16")
+        name = kernel_name(block)
         m = re.search(r"\n\s+Duration\s+(\S+)\s+([\d.,]+)(?:\n|$)", block)
         duration = "%s %s" % (m.group(2), m.group(1)) if m else "-"
         out.append((name, duration, metric(block, "L1/TEX Cache Throughput"), metric(block, "Compute (SM) Throughput"),

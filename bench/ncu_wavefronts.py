@@ -17,8 +17,9 @@ import argparse
 import collections
 import csv
 import gzip
-import re
 import sys
+
+from ncu_summary import kernel_name   # the same short names as the details page's table
 
 COLS = ("L1 Wavefronts Shared", "L1 Wavefronts Shared Ideal", "L1 Wavefronts Shared Excessive")
 
@@ -28,12 +29,6 @@ def number(text):
         return float(text.replace(",", ""))
     except ValueError:
         return 0.0
-
-
-def kernel_name(text):
-    name = re.sub(r"^void\s+", "", text)
-    name = re.sub(r"\(.*$", "", re.sub(r"\(int\)|\(bool\)", "", name))   # the argument list
-    return re.sub(r"^(\w+::)*(<unnamed>::)?", "", name).replace("__nv_bfloat16", "bf16")
 
 
 def read(path):

@@ -84,6 +84,12 @@ typedef struct efla_delta_rule_plan {
     int keeps_solves;
 } efla_delta_rule_plan;
 
+/* the plan of a backend without the delta_rule_plan service (the front end's starting point) */
+static inline efla_delta_rule_plan efla_delta_rule_plan_defaults(const efla_delta_rule_args *a) {
+    efla_delta_rule_plan pl = {a->chunk_size, a->state_dtype, 0, 0};
+    return pl;
+}
+
 /* Raw-pointer arguments of the softmax-attention kernels (core/ops_attention.c): q [B,Tq,H,dk],
  * k [B,Tk,H,dk], v [B,Tk,H,dv], o [B,Tq,H,dv], all contiguous in dtype; lse [B,H,Tq] is float32
  * (float64 for float64 data). Query i sits at position Tk - Tq + i (a KV cache holds the
@@ -116,8 +122,8 @@ typedef struct efla_backend {
     int (*memory_stats)(int device, efla_memory_stats *stats);
     int (*empty_cache)(int device);
     /* What the delta rule will do with these arguments (gated: a call with log_decay), asked
-     * once per forward before anything is sized: the front end fills *plan with the answers of
-     * a backend without this service (a->chunk_size, a->state_dtype, 0, 0) and the backend
+     * once per forward before anything is sized: the front end fills *plan with
+     * efla_delta_rule_plan_defaults (a->chunk_size, a->state_dtype, 0, 0) and the backend
      * changes what differs. NULL: those answers. */
     void (*delta_rule_plan)(const efla_delta_rule_args *a, int gated, efla_delta_rule_plan *plan);
 

@@ -451,7 +451,7 @@ int efla_delta_rule(const efla_tensor *q, const efla_tensor *k, const efla_tenso
     /* the backend's plan, before anything is sized: its chunk size, the dtype its forward keeps
      * the chunk states in (CUDA's tensor cores: bfloat16), whether it makes alpha and keeps its
      * solves */
-    efla_delta_rule_plan plan = {a.chunk_size, a.state_dtype, 0, 0};
+    efla_delta_rule_plan plan = efla_delta_rule_plan_defaults(&a);
     if (b->delta_rule_plan) b->delta_rule_plan(&a, o.log_decay != NULL, &plan);
     a.chunk_size = plan.chunk_size;
     const int save_cs = want_grad && !o.recompute_states;

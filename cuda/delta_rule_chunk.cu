@@ -81,15 +81,15 @@ template <class E, int C, int DK, int BV> int scan_mode(int *mode) {
  * blocks over the multiprocessors: 64 unless 32 needs fewer than 1.3x its waves.
  * EFLA_DELTA_RULE_SCAN_BV=32/64 forces the tile (a measuring aid for the workbench). */
 struct ScanPlan { int bv, mode; bool mma; };
-/* bfloat16: the scan with the state in registers (state_scan_mma_kernel, 64 columns a block or dv)
- * wherever it fits, unless EFLA_DELTA_RULE_SCAN_MMA=0 (a measuring aid: the shared-memory scan) */
-template <int DV> struct MmaTile { static const int BV = DV >= 64 ? 64 : DV; };
+/* bfloat16: the scan with the state in registers (state_scan_mma_kernel, 64 columns a block or dv:
+ * Tile's) wherever it fits, unless EFLA_DELTA_RULE_SCAN_MMA=0 (a measuring aid: the shared-memory
+ * scan) */
 template <class E, int C, int DK, int DV> int scan_mma_plan(ScanPlan *sp) {
     sp->mma = false;
     if constexpr (std::is_same<E, bf16>::value) {
         const char *env = getenv("EFLA_DELTA_RULE_SCAN_MMA");
         if (env && env[0] == '0') return 0;
-        constexpr int BV = MmaTile<DV>::BV;
+        constexpr int BV = Tile<DV>::BV;
         bool fits = false;
         TRY(set_smem(state_scan_mma_kernel<C, DK, BV>, state_scan_mma_smem<C, DK, BV>(), &fits));
         if (fits) *sp = ScanPlan{BV, 0, true};
@@ -106,9 +106,7 @@ template <class E, int C, int DK, int DV> int scan_plan(int64_t nseq, int64_t H,
     *sp = ScanPlan{N, mn, false};
     if (mw < 0) return 0;
     if (mn < 0) { *sp = ScanPlan{W, mw, false}; return 0; }
-    int dev = 0, sms = 0;
-    CU_CHECK(cudaGetDevice(&dev));
-    CU_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const int sms = cu_sm_count();
     const int64_t slots_n = (int64_t)sms * fit_blocks(mn == 1 ? state_scan_smem<E, C, DK, N, true>() : state_scan_smem<E, C, DK, N, false>());
     const int64_t slots_w = (int64_t)sms * fit_blocks(mw == 1 ? state_scan_smem<E, C, DK, W, true>() : state_scan_smem<E, C, DK, W, false>());
     const int64_t waves_n = (nseq * H * (DV / N) + slots_n - 1) / slots_n, waves_w = (nseq * H * (DV / W) + slots_w - 1) / slots_w;
@@ -127,7 +125,7 @@ template <class E, int C, int DK, int BV> void launch_state_scan_bv(const ArgsT<
 template <class E, int C, int DK, int DV> int launch_state_scan(const ArgsT<E> &p, int64_t nseq, ScanPlan sp) {
     if constexpr (std::is_same<E, bf16>::value) {
         if (sp.mma) {
-            constexpr int BV = MmaTile<DV>::BV;
+            constexpr int BV = Tile<DV>::BV;
             state_scan_mma_kernel<C, DK, BV><<<dim3((unsigned)(nseq * p.H), (unsigned)(p.dv / BV)), scan_mma_threads<BV>(),
                                                state_scan_mma_smem<C, DK, BV>()>>>(p);
             CU_CHECK_LAUNCH("delta_rule_chunk_state_scan_mma");
@@ -254,14 +252,11 @@ template <class E, int C, int DK, int DV> int launch_bwd_scan_mma(const ArgsT<E>
     if constexpr (std::is_same<E, bf16>::value) {
         const char *env = getenv("EFLA_DELTA_RULE_BWD_MMA");
         if (!p.pq || (env && env[0] == '0')) return 0;
-        constexpr int N = MmaTile<DV>::BV, W = DV >= 128 ? 128 : N;
+        constexpr int N = Tile<DV>::BV, W = DV >= 128 ? 128 : N;
         bool fn = false, fw = false;
         TRY(set_smem(bwd_scan_mma_kernel<C, DK, N>, bwd_scan_mma_smem<C, DK, N>(), &fn));
         if (W != N) TRY(set_smem(bwd_scan_mma_kernel<C, DK, W>, bwd_scan_mma_smem<C, DK, W>(), &fw));
-        int dev = 0, sms = 0;
-        CU_CHECK(cudaGetDevice(&dev));
-        CU_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        const bool wide = fw && (!fn || nseq * p.H * (DV / N) > (int64_t)sms * fit_blocks(bwd_scan_mma_smem<C, DK, N>()));
+        const bool wide = fw && (!fn || nseq * p.H * (DV / N) > (int64_t)cu_sm_count() * fit_blocks(bwd_scan_mma_smem<C, DK, N>()));
         if (wide)
             bwd_scan_mma_kernel<C, DK, W><<<dim3((unsigned)(nseq * p.H), DV / W), scan_mma_threads<W>(), bwd_scan_mma_smem<C, DK, W>()>>>(p);
         else if (fn)
@@ -326,9 +321,10 @@ int run_bwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
     prof.mark("prep+fwd");
     bool mma = false;
     TRY((launch_bwd_scan_mma<E, C, DK, DV>(p, nseq, &mma)));
-    if (mma) {}
-    else if (bmode64 >= 0) launch_bwd_scan<E, C, DK, BV64>(p, nseq, bmode64 == 1);
-    else launch_bwd_scan<E, C, DK, BV>(p, nseq, bmode == 1);
+    if (!mma) {
+        if (bmode64 >= 0) launch_bwd_scan<E, C, DK, BV64>(p, nseq, bmode64 == 1);
+        else launch_bwd_scan<E, C, DK, BV>(p, nseq, bmode == 1);
+    }
     CU_CHECK_LAUNCH("delta_rule_chunk_bwd_scan");
     prof.mark("bwd_scan");
     bwd_chunk_kernel<E, C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, bwd_chunk_smem<E, C, DK, DV>()>>>(p);

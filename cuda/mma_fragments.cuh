@@ -19,14 +19,18 @@
 #ifndef EFLA_EMULATE_CUDA
 #include <cuda_bf16.h>
 #include <stdint.h>
+#endif
 
-/* lo and hi rounded to bfloat16 (to nearest even), lo in the low half */
+/* lo and hi rounded to bfloat16 (to nearest even), lo in the low half; and back (the host emulator
+ * supplies the conversions) */
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *(const uint32_t *)&v;
 }
 __device__ __forceinline__ float bf16_lo(uint32_t x) { return __uint_as_float(x << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t x) { return __uint_as_float(x & 0xffff0000u); }
+
+#ifndef EFLA_EMULATE_CUDA
 
 /* the "memory" clobbers keep the loads after the barriers and cp.async waits that make their data */
 __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p) {

@@ -45,6 +45,18 @@ using v2::v2_chunk_bwd;
 #include <string.h>
 #include <vector>
 
+/* libefla keeps its cached multiprocessor count (backend_cuda.cu) internal: the versions' launch
+ * plans get it from here */
+int cu_sm_count(void) {
+    static int n = 0;
+    if (!n) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+            n = 16;
+    }
+    return n;
+}
+
 typedef int (*fwd_fn)(const efla_delta_rule_args *, const efla_delta_rule_buffers *, const int64_t *, int64_t, int);
 typedef fwd_fn bwd_fn;
 

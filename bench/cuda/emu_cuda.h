@@ -32,9 +32,12 @@ static pthread_barrier_t emu_block_bar, emu_warp_bar[32];
 static double emu_lanes[32][32];
 
 static inline void __syncthreads() { pthread_barrier_wait(&emu_block_bar); }
+// this thread's warp in its block, and its lane in the warp
+static inline int emu_warp() { return (int)((threadIdx.y * blockDim.x + threadIdx.x) / 32); }
+static inline int emu_lane() { return (int)((threadIdx.y * blockDim.x + threadIdx.x) % 32); }
 // v from lane `src(lane)` of this warp (its own v where src gives -1)
 template <class A, class Src> static inline A emu_shuffle(A v, Src src) {
-    int t = threadIdx.y * blockDim.x + threadIdx.x, w = t / 32, l = t % 32, s = src(l);
+    const int w = emu_warp(), l = emu_lane(), s = src(l);
     emu_lanes[w][l] = (double)v;
     pthread_barrier_wait(&emu_warp_bar[w]);
     A r = s >= 0 ? (A)emu_lanes[w][s] : v;

@@ -5,23 +5,15 @@
 // warp meets again before the buffer is reused. The products accumulate in float in k order.
 #ifndef EFLA_EMU_MMA_H
 #define EFLA_EMU_MMA_H
-#include "emu_cuda.h"
+#include "emu_cuda.h"   // emu_warp, emu_lane; pack_bf16 and bf16_lo/hi come from mma_fragments.cuh
 
 static uint32_t emu_mma_regs[32][32][6];      // per warp and lane: a[4], b0, b1 (or one value)
 static const void *emu_mma_rows[32][32];      // per warp and lane: ldmatrix's row address
 
-static inline int emu_mma_warp() { return (int)((threadIdx.y * blockDim.x + threadIdx.x) / 32); }
-static inline int emu_mma_lane() { return (int)((threadIdx.y * blockDim.x + threadIdx.x) % 32); }
-
-static inline uint32_t pack_bf16(float lo, float hi) {
-    return (uint32_t)__float2bfloat16(lo).h | ((uint32_t)__float2bfloat16(hi).h << 16);
-}
-static inline float bf16_lo(uint32_t x) { return __uint_as_float(x << 16); }
-static inline float bf16_hi(uint32_t x) { return __uint_as_float(x & 0xffff0000u); }
 static inline uint16_t emu_half(uint32_t x, int hi) { return (uint16_t)(hi ? x >> 16 : x & 0xffffu); }
 
 static inline void emu_ldsm(uint32_t r[4], const void *p, bool trans) {
-    const int w = emu_mma_warp(), l = emu_mma_lane(), g = l / 4, t = l % 4;
+    const int w = emu_warp(), l = emu_lane(), g = l / 4, t = l % 4;
     emu_mma_rows[w][l] = p;
     pthread_barrier_wait(&emu_warp_bar[w]);
     for (int j = 0; j < 4; j++) {
@@ -42,7 +34,7 @@ static inline void ldsm_x4(uint32_t r[4], const void *p) { emu_ldsm(r, p, false)
 static inline void ldsm_x4_trans(uint32_t r[4], const void *p) { emu_ldsm(r, p, true); }
 
 static inline void mma_bf16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    const int w = emu_mma_warp(), l = emu_mma_lane(), g = l / 4, t = l % 4;
+    const int w = emu_warp(), l = emu_lane(), g = l / 4, t = l % 4;
     uint32_t *mine = emu_mma_regs[w][l];
     for (int i = 0; i < 4; i++) mine[i] = a[i];
     mine[4] = b0;
@@ -68,7 +60,7 @@ static inline void mma_bf16(float d[4], const uint32_t a[4], uint32_t b0, uint32
 }
 
 static inline uint32_t movmatrix_trans(uint32_t x) {
-    const int w = emu_mma_warp(), l = emu_mma_lane(), g = l / 4, t = l % 4;
+    const int w = emu_warp(), l = emu_lane(), g = l / 4, t = l % 4;
     emu_mma_regs[w][l][0] = x;
     pthread_barrier_wait(&emu_warp_bar[w]);
     // M[r][c] is held by lane r * 4 + c / 2, half c % 2; this lane gets M[2t][g], M[2t + 1][g]

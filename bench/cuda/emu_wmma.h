@@ -20,8 +20,7 @@ struct uint2 { unsigned x, y; };
 struct __nv_bfloat162 { bf16 x, y; };
 static inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) { return __nv_bfloat162{ __float2bfloat16(a), __float2bfloat16(b) }; }
 
-static inline int emu_lane() { return (int)((threadIdx.y * blockDim.x + threadIdx.x) % 32); }
-static inline void __syncwarp() { pthread_barrier_wait(&emu_warp_bar[(threadIdx.y * blockDim.x + threadIdx.x) / 32]); }
+static inline void __syncwarp() { pthread_barrier_wait(&emu_warp_bar[emu_warp()]); }
 
 // the dynamic shared memory of the block that runs (blocks run one at a time); an H100's 227 KB
 alignas(128) static char emu_dynamic_smem[232448];

@@ -378,7 +378,7 @@ static void dr_chunk_states(void) {
 
 /* a backend's delta-rule plan of a (gated or not), from the front end's defaults */
 static efla_delta_rule_plan plan_of(const efla_backend *b, const efla_delta_rule_args *a, int gated) {
-    efla_delta_rule_plan pl = { a->chunk_size, a->state_dtype, 0, 0 };
+    efla_delta_rule_plan pl = efla_delta_rule_plan_defaults(a);
     b->delta_rule_plan(a, gated, &pl);
     return pl;
 }

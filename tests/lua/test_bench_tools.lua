@@ -16,17 +16,8 @@ os.execute("mkdir -p '" .. tmp .. "'")
 local python = t.python
 
 local function run(cmd)   -- output and whether the command exited 0
-  local p = io.popen(cmd .. ' 2>&1; echo "exit=$?"')
-  local out = p:read('*a')
-  p:close()
-  local code = tonumber(out:match('exit=(%d+)%s*$'))
-  return out:gsub('exit=%d+%s*$', ''), code == 0
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, 'w'))
-  f:write(text)
-  f:close()
+  local out, code = t.run(cmd)
+  return out, code == 0
 end
 
 -- a python tool on a fixture written to tmp/file: its output lines, or nil (skipped) without python3
@@ -34,7 +25,7 @@ local function tool_lines(script, name, file, fixture)
   local py = python()
   if not py then t.skip(name, 'python3 is not installed (scripts/install-deps.sh installs it)'); return nil end
   local path = tmp .. '/' .. file
-  write(path, fixture)
+  t.write_file(path, fixture)
   local out, success = run(py .. ' ' .. script .. " '" .. path .. "'")
   ok(success, name .. ' failed: ' .. out)
   local lines = {}

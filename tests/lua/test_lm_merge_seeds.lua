@@ -10,11 +10,7 @@ local bin = os.getenv('EFLA_BIN') or 'build/efla'
 local tmp = (os.getenv('EFLA_TEST_TMP') or '/tmp') .. '/test_lm_merge_seeds'
 os.execute('rm -rf ' .. tmp .. ' && mkdir -p ' .. tmp)
 
-local function write(path, text)
-  local f = assert(io.open(path, 'w'))
-  f:write(text)
-  f:close()
-end
+local write = t.write_file
 
 -- one lm.lua-shaped results.json: final bpb, a two-point validation curve, throughput
 local function fake_run(name, seed, bpb, tps)

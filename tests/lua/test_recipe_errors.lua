@@ -10,11 +10,9 @@ local bin = os.getenv('EFLA_BIN') or 'build/efla'
 local tmp = (os.getenv('EFLA_TEST_TMP') or '/tmp') .. '/test_recipe_errors'
 os.execute("rm -rf '" .. tmp .. "' && mkdir -p '" .. tmp .. "'")
 
-local function run(cmd)
-  local p = io.popen(cmd .. ' 2>&1; echo "exit=$?"')
-  local out = p:read('*a')
-  p:close()
-  return tonumber(out:match('exit=(%d+)%s*$')), out
+local function run(cmd)   -- exit status, output
+  local out, code = t.run(cmd)
+  return code, out
 end
 
 -- a user error: status 2, the phrase, no traceback

@@ -11,11 +11,8 @@ local bin = os.getenv('EFLA_BIN') or 'build/efla'
 local tmp = (os.getenv('EFLA_TEST_TMP') or '/tmp') .. '/test_recipes'
 os.execute('rm -rf ' .. tmp .. ' && mkdir -p ' .. tmp)
 
-local function run(cmd)
-  local p = io.popen(cmd .. ' 2>&1; echo "exit=$?"')
-  local out = p:read('*a')
-  p:close()
-  local code = tonumber(out:match('exit=(%d+)%s*$'))
+local function run(cmd)   -- exit status, output
+  local out, code = t.run(cmd)
   return code, out
 end
 

@@ -128,6 +128,23 @@ function M.python()
   end
 end
 
+--- t.run(cmd): a shell command's output (stdout and stderr together) and its exit status
+function M.run(cmd)
+  local p = io.popen(cmd .. ' 2>&1; echo "exit=$?"')
+  local out = p:read('*a')
+  p:close()
+  local code = tonumber(out:match('exit=(%d+)%s*$'))
+  return (out:gsub('exit=%d+%s*$', '')), code
+end
+
+--- t.write_file(path, text): writes text to path (replacing it); returns path
+function M.write_file(path, text)
+  local f = assert(io.open(path, 'w'))
+  f:write(text)
+  f:close()
+  return path
+end
+
 --- t.skip(name, why): records nothing, prints why
 function M.skip(name, why) print(string.format('skip %s (%s)', name, why)) end
 
