@@ -268,6 +268,23 @@ template <class E, int C, int DK, int DV> int launch_bwd_scan_mma(const ArgsT<E>
     return 0;
 }
 
+/* bfloat16 up to d = 128: bwd_chunk in the register style (bwd_chunk_mma_kernel) where it fits,
+ * unless EFLA_DELTA_RULE_BWD_CHUNK_MMA=0 (a measuring aid: bwd_chunk_kernel) */
+template <class E, int C, int DK, int DV> int launch_bwd_chunk(const ArgsT<E> &p) {
+    if constexpr (std::is_same<E, bf16>::value && DK <= 128 && DV <= 128) {
+        const char *env = getenv("EFLA_DELTA_RULE_BWD_CHUNK_MMA");
+        bool fits = false;
+        if (!(env && env[0] == '0')) TRY(set_smem(bwd_chunk_mma_kernel<C, DK, DV>, bwd_chunk_mma_smem<C, DK, DV>(), &fits));
+        if (fits) {
+            bwd_chunk_mma_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), bwd_chunk_mma_threads<C>(),
+                                              bwd_chunk_mma_smem<C, DK, DV>()>>>(p);
+            return 0;
+        }
+    }
+    bwd_chunk_kernel<E, C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, bwd_chunk_smem<E, C, DK, DV>()>>>(p);
+    return 0;
+}
+
 /* plan: only say whether the kernels fit (*done), launch nothing */
 template <class E, int C, int DK, int DV>
 int run_bwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
@@ -327,7 +344,7 @@ int run_bwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
     }
     CU_CHECK_LAUNCH("delta_rule_chunk_bwd_scan");
     prof.mark("bwd_scan");
-    bwd_chunk_kernel<E, C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, bwd_chunk_smem<E, C, DK, DV>()>>>(p);
+    TRY((launch_bwd_chunk<E, C, DK, DV>(p)));
     CU_CHECK_LAUNCH("delta_rule_chunk_bwd_chunk");
     prof.mark("bwd_chunk");
     *done = true;

@@ -662,4 +662,5 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
 } // namespace
 
 #include "delta_rule_chunk_scan_mma.cuh"   /* the forward's state scan with the state in registers (bf16) */
+#include "delta_rule_chunk_bwd_mma.cuh"    /* bwd_chunk in the register style (bf16) */
 #endif

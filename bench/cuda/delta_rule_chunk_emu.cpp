@@ -54,8 +54,8 @@ template <class T> static std::vector<T> poison(size_t n) {   // every element m
 // 0.01: tiny keys, where the gradients' error must stay at the outputs' level)
 // solves: the forward's prep keeps T and X (checked bit for bit against what the backward's prep
 // solves again), and the backward's prep reads T there instead of solving
-// mma: the scans with the state in registers (state_scan_mma_kernel; bwd_scan_mma_kernel where the
-// states are saved), bf16
+// mma: the register-style kernels (state_scan_mma_kernel, out_mma_kernel, bwd_chunk_mma_kernel;
+// bwd_scan_mma_kernel where the states are saved), bf16
 struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool chain; double key_norm = 1; bool solves = false;
               bool mma = false; };
 
@@ -236,7 +236,14 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     } else {
         launch(dim3((unsigned)(N * H), D / BVB), block, [&] { bwd_scan_kernel<E, C, D, BVB, false>(g); });
     }
-    launch(dim3((unsigned)nch, H), block, [&] { bwd_chunk_kernel<E, C, D, D>(g); });
+    bool mma_chunk = false;
+    if constexpr (std::is_same<E, bf16>::value) {
+        if (cs.mma) {   // bwd_chunk in the register style
+            launch(dim3((unsigned)nch, H), dim3(bwd_chunk_mma_threads<C>()), [&] { bwd_chunk_mma_kernel<C, D, D>(g); });
+            mma_chunk = true;
+        }
+    }
+    if (!mma_chunk) launch(dim3((unsigned)nch, H), block, [&] { bwd_chunk_kernel<E, C, D, D>(g); });
 
     struct { const char *name; double err; } errs[] = {
         { "o", rel_err_host(ref.o, as_double(o)) },   { "dq", rel_err_host(ref.dq, as_double(dq)) },
