@@ -43,10 +43,16 @@ template <int N> __device__ __forceinline__ void zero_acc(float (&acc)[N][4]) {
         for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
 }
 
-/* acc (16 rows x 8 N columns) += A B over the k16 steps kk0 <= kk < KK: a(frag, kk) loads A's
- * fragment of step kk, b(r, kk, j) B's two n8 tiles j, j + 1 (ldsm_b_rows / ldsm_b_cols) */
-template <int KK, int N, class LoadA, class LoadB>
-__device__ __forceinline__ void mma_steps(float (&acc)[N][4], LoadA a, LoadB b, int kk0 = 0, int kk1 = KK) {
+/* every k16 step and n8 tile pair of a product: mma_steps' default */
+struct AllTiles {
+    __device__ __forceinline__ bool operator()(int, int) const { return true; }
+};
+
+/* acc (16 rows x 8 N columns) += A B over the k16 steps kk0 <= kk < kk1: a(frag, kk) loads A's
+ * fragment of step kk, b(r, kk, j) B's two n8 tiles j, j + 1; keep(kk, j) false skips a step's
+ * tile pair where A's or B's part is known to be zero (a triangular factor) */
+template <int KK, int N, class LoadA, class LoadB, class Keep = AllTiles>
+__device__ __forceinline__ void mma_steps(float (&acc)[N][4], LoadA a, LoadB b, int kk0 = 0, int kk1 = KK, Keep keep = Keep()) {
 #pragma unroll
     for (int kk = 0; kk < KK; kk++) {
         if (kk < kk0 || kk >= kk1) continue;
@@ -54,6 +60,7 @@ __device__ __forceinline__ void mma_steps(float (&acc)[N][4], LoadA a, LoadB b, 
         a(af, kk);
 #pragma unroll
         for (int j = 0; j < N; j += 2) {
+            if (!keep(kk, j)) continue;
             uint32_t r[4];
             b(r, kk, j);
             mma_bf16(acc[j], af, r[0], r[1]);
@@ -112,6 +119,9 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
         ldsm_x4(r, B + (8 * j + 8 * (m / 2) + r8) * ld + 16 * kk + 8 * (m % 2));
     };
 
+    /* C x C products wanted on and below the diagonal: the n8 tile pairs at or left of this warp's rows */
+    const auto diagonal_left = [=](int, int j) { return j <= 2 * warp; };
+
     /* loads in three groups: what D and V' need; then what dP, dQ, dD, dT and Y need; then dS_out */
     const bf16 *tx = p.tx + (g0 * p.H + h) * 2 * C * C;
     copy_rows_async<NT>(K, LDK, p.k + cr.first * DK, rs * DK, C, DK, cr.len);
@@ -158,7 +168,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
         float acc[VT][4];
         zero_acc(acc);
         mma_steps<C / 16>(acc, [&](uint32_t (&f)[4], int kk) { a_rows(f, T, LDC, kk); },
-                          [&](uint32_t (&r)[4], int kk, int j) { b_rows(r, D, LDV, kk, j); });
+                          [&](uint32_t (&r)[4], int kk, int j) { b_rows(r, D, LDV, kk, j); }, 0, warp + 1);
         store_acc(Vp, LDV, row0, acc);
     }
     cp_async_wait<1>();
@@ -170,19 +180,8 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     {
         float acc[CT][4];
         zero_acc(acc);
-#pragma unroll
-        for (int kk = 0; kk < DV / 16; kk++) {
-            uint32_t af[4];
-            a_rows(af, dO, LDV, kk);
-#pragma unroll
-            for (int j = 0; j < CT; j += 2) {
-                if (j > 2 * warp + 1) break;
-                uint32_t r[4];
-                b_cols(r, Vp, LDV, kk, j);
-                mma_bf16(acc[j], af, r[0], r[1]);
-                mma_bf16(acc[j + 1], af, r[2], r[3]);
-            }
-        }
+        mma_steps<DV / 16>(acc, [&](uint32_t (&f)[4], int kk) { a_rows(f, dO, LDV, kk); },
+                           [&](uint32_t (&r)[4], int kk, int j) { b_cols(r, Vp, LDV, kk, j); }, 0, DV / 16, diagonal_left);
 #pragma unroll
         for (int j = 0; j < CT; j++)
 #pragma unroll
@@ -217,7 +216,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
         float acc[VT][4];
         zero_acc(acc);
         mma_steps<C / 16>(acc, [&](uint32_t (&f)[4], int kk) { a_cols(f, T, LDC, kk); },
-                          [&](uint32_t (&r)[4], int kk, int j) { b_rows(r, dVp, LDV, kk, j); });
+                          [&](uint32_t (&r)[4], int kk, int j) { b_rows(r, dVp, LDV, kk, j); }, warp);
         store_acc(p.dv_out + cr.first * DV, rs * DV, row0, acc, cr.len);
 #pragma unroll
         for (int j = 0; j < VT; j++)
@@ -262,7 +261,8 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
         mma_steps<C / 16>(y, [&](uint32_t (&f)[4], int kk) {
 #pragma unroll
             for (int i = 0; i < 4; i++) f[i] = xa[kk][i];
-        }, [&](uint32_t (&r)[4], int kk, int j) { b_cols(r, X, LDC, kk, j); });
+        }, [&](uint32_t (&r)[4], int kk, int j) { b_cols(r, X, LDC, kk, j); }, 0, C / 16,
+           [](int kk, int j) { return j >= 2 * kk; });
         store_acc(Y, LDC, row0, y);
     }
     cp_async_wait<0>();
@@ -282,20 +282,9 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
         zero_acc(ndl);
         zero_acc(gk);
         mma_steps<C / 16>(ndl, [&](uint32_t (&f)[4], int kk) { a_cols(f, X, LDC, kk); },
-                          [&](uint32_t (&r)[4], int kk, int j) { b_rows(r, Y, LDC, kk, j); });
-#pragma unroll
-        for (int kk = 0; kk < DK / 16; kk++) {
-            uint32_t af[4];
-            a_rows(af, K, LDK, kk);
-#pragma unroll
-            for (int j = 0; j < CT; j += 2) {
-                if (j > 2 * warp + 1) break;
-                uint32_t r[4];
-                b_cols(r, K, LDK, kk, j);
-                mma_bf16(gk[j], af, r[0], r[1]);
-                mma_bf16(gk[j + 1], af, r[2], r[3]);
-            }
-        }
+                          [&](uint32_t (&r)[4], int kk, int j) { b_rows(r, Y, LDC, kk, j); }, warp);
+        mma_steps<DK / 16>(gk, [&](uint32_t (&f)[4], int kk) { a_rows(f, K, LDK, kk); },
+                           [&](uint32_t (&r)[4], int kk, int j) { b_cols(r, K, LDK, kk, j); }, 0, DK / 16, diagonal_left);
         float rsum[2] = {0.0f, 0.0f};   /* da_i += sum_{j < i} dL_ij G_ij, rows row0 + g (+8) */
 #pragma unroll
         for (int j = 0; j < CT; j++)
