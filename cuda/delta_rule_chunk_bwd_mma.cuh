@@ -35,54 +35,6 @@ template <int C, int DK, int DV> constexpr size_t bwd_chunk_mma_smem() {
 }
 template <int C> constexpr int bwd_chunk_mma_threads() { return 32 * (C / 16); }
 
-/* zero n8 accumulator tiles */
-template <int N> __device__ __forceinline__ void zero_acc(float (&acc)[N][4]) {
-#pragma unroll
-    for (int j = 0; j < N; j++)
-#pragma unroll
-        for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
-}
-
-/* every k16 step and n8 tile pair of a product: mma_steps' default */
-struct AllTiles {
-    __device__ __forceinline__ bool operator()(int, int) const { return true; }
-};
-
-/* acc (16 rows x 8 N columns) += A B over the k16 steps kk0 <= kk < kk1: a(frag, kk) loads A's
- * fragment of step kk, b(r, kk, j) B's two n8 tiles j, j + 1; keep(kk, j) false skips a step's
- * tile pair where A's or B's part is known to be zero (a triangular factor) */
-template <int KK, int N, class LoadA, class LoadB, class Keep = AllTiles>
-__device__ __forceinline__ void mma_steps(float (&acc)[N][4], LoadA a, LoadB b, int kk0 = 0, int kk1 = KK, Keep keep = Keep()) {
-#pragma unroll
-    for (int kk = 0; kk < KK; kk++) {
-        if (kk < kk0 || kk >= kk1) continue;
-        uint32_t af[4];
-        a(af, kk);
-#pragma unroll
-        for (int j = 0; j < N; j += 2) {
-            if (!keep(kk, j)) continue;
-            uint32_t r[4];
-            b(r, kk, j);
-            mma_bf16(acc[j], af, r[0], r[1]);
-            mma_bf16(acc[j + 1], af, r[2], r[3]);
-        }
-    }
-}
-
-/* 16 rows of accumulators (row0 + g (+8), columns 8 j + 2t (+1)) to a bfloat16 tile: row-major
- * in shared memory or global memory (rows from `valid` on skipped), four bytes a lane and row */
-template <int N> __device__ __forceinline__ void store_acc(bf16 *dst, int64_t ld, int row0, const float (&acc)[N][4], int valid = 1 << 30) {
-    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        const int r = row0 + g + 8 * half;
-        if (r >= valid) continue;
-#pragma unroll
-        for (int j = 0; j < N; j++)
-            *(uint32_t *)(dst + (int64_t)r * ld + 8 * j + 2 * t) = pack_bf16(acc[j][2 * half], acc[j][2 * half + 1]);
-    }
-}
-
 template <int C, int DK, int DV>
 __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kernel(ArgsT<bf16> p) {
     static_assert(C % 16 == 0 && DK % 16 == 0 && DV % 16 == 0 && DK <= 128 && DV <= 128,
@@ -98,26 +50,10 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     double *const slopes = (double *)(da_cols + NW * C);                 /* per row: dalpha/dbeta, dalpha/dlambda */
     EFLA_SMEM_FITS((size_t)((char *)(slopes + 2 * C) - smem), (bwd_chunk_mma_smem<C, DK, DV>()));
     const int64_t g0 = blockIdx.x, h = blockIdx.y, rs = p.H;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, m = lane / 8, r8 = lane % 8;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int row0 = 16 * warp;   /* this warp's rows */
     const ChunkRows cr = chunk_rows(p, g0, h, C);
     const int64_t state = (g0 * p.H + h) * DK * DV;
-
-    /* ldmatrix addresses by role (mma_fragments.cuh's layouts): A from a row-major tile (rows =
-     * this warp's, k along a row) or from its transpose (k down a column); B's two n8 tiles
-     * j, j + 1 from a row-major k x n tile, or from the transpose of an n x k one */
-    auto a_rows = [&](uint32_t (&f)[4], const bf16 *A, int ld, int kk) {
-        ldsm_x4(f, A + (row0 + 8 * (m % 2) + r8) * ld + 16 * kk + 8 * (m / 2));
-    };
-    auto a_cols = [&](uint32_t (&f)[4], const bf16 *A, int ld, int kk) {
-        ldsm_x4_trans(f, A + (16 * kk + 8 * (m / 2) + r8) * ld + row0 + 8 * (m % 2));
-    };
-    auto b_rows = [&](uint32_t (&r)[4], const bf16 *B, int ld, int kk, int j) {
-        ldsm_x4_trans(r, B + (16 * kk + 8 * (m % 2) + r8) * ld + 8 * j + 8 * (m / 2));
-    };
-    auto b_cols = [&](uint32_t (&r)[4], const bf16 *B, int ld, int kk, int j) {
-        ldsm_x4(r, B + (8 * j + 8 * (m / 2) + r8) * ld + 16 * kk + 8 * (m % 2));
-    };
 
     /* C x C products wanted on and below the diagonal: the n8 tile pairs at or left of this warp's rows */
     const auto diagonal_left = [=](int, int j) { return j <= 2 * warp; };
@@ -151,8 +87,8 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     {
         float acc[VT][4];
         zero_acc(acc);
-        mma_steps<DK / 16>(acc, [&](uint32_t (&f)[4], int kk) { a_rows(f, K, LDK, kk); },
-                           [&](uint32_t (&r)[4], int kk, int j) { b_rows(r, S, LDV, kk, j); });
+        mma_steps<DK / 16>(acc, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, K, LDK, row0, kk); },
+                           [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, S, LDV, kk, j); });
 #pragma unroll
         for (int j = 0; j < VT; j++)
 #pragma unroll
@@ -167,8 +103,8 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     {
         float acc[VT][4];
         zero_acc(acc);
-        mma_steps<C / 16>(acc, [&](uint32_t (&f)[4], int kk) { a_rows(f, T, LDC, kk); },
-                          [&](uint32_t (&r)[4], int kk, int j) { b_rows(r, D, LDV, kk, j); }, 0, warp + 1);
+        mma_steps<C / 16>(acc, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, T, LDC, row0, kk); },
+                          [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, D, LDV, kk, j); }, 0, warp + 1);
         store_acc(Vp, LDV, row0, acc);
     }
     cp_async_wait<1>();
@@ -180,8 +116,8 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     {
         float acc[CT][4];
         zero_acc(acc);
-        mma_steps<DV / 16>(acc, [&](uint32_t (&f)[4], int kk) { a_rows(f, dO, LDV, kk); },
-                           [&](uint32_t (&r)[4], int kk, int j) { b_cols(r, Vp, LDV, kk, j); }, 0, DV / 16, diagonal_left);
+        mma_steps<DV / 16>(acc, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, dO, LDV, row0, kk); },
+                           [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, Vp, LDV, kk, j); }, 0, DV / 16, diagonal_left);
 #pragma unroll
         for (int j = 0; j < CT; j++)
 #pragma unroll
@@ -196,8 +132,8 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     {
         float acc[KT][4];
         zero_acc(acc);
-        mma_steps<DV / 16>(acc, [&](uint32_t (&f)[4], int kk) { a_rows(f, dO, LDV, kk); },
-                           [&](uint32_t (&r)[4], int kk, int j) { b_cols(r, S, LDV, kk, j); });
+        mma_steps<DV / 16>(acc, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, dO, LDV, row0, kk); },
+                           [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, S, LDV, kk, j); });
 #pragma unroll
         for (int j = 0; j < KT; j++)
 #pragma unroll
@@ -205,7 +141,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
         mma_steps<C / 16>(acc, [&](uint32_t (&f)[4], int kk) {
 #pragma unroll
             for (int i = 0; i < 4; i++) f[i] = pa[kk][i];
-        }, [&](uint32_t (&r)[4], int kk, int j) { b_rows(r, K, LDK, kk, j); }, 0, warp + 1);
+        }, [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, K, LDK, kk, j); }, 0, warp + 1);
         store_acc(p.dq + cr.first * DK, rs * DK, row0, acc, cr.len);
     }
 
@@ -215,15 +151,15 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     {
         float acc[VT][4];
         zero_acc(acc);
-        mma_steps<C / 16>(acc, [&](uint32_t (&f)[4], int kk) { a_cols(f, T, LDC, kk); },
-                          [&](uint32_t (&r)[4], int kk, int j) { b_rows(r, dVp, LDV, kk, j); }, warp);
+        mma_steps<C / 16>(acc, [&](uint32_t (&f)[4], int kk) { ldsm_a_cols(f, T, LDC, row0, kk); },
+                          [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, dVp, LDV, kk, j); }, warp);
         store_acc(p.dv_out + cr.first * DV, rs * DV, row0, acc, cr.len);
 #pragma unroll
         for (int j = 0; j < VT; j++)
 #pragma unroll
             for (int i = 0; i < 4; i++) acc[j][i] = -acc[j][i];
         mma_steps<DV / 16>(dk, [&](uint32_t (&f)[4], int kk) { acc_to_a(f, acc, kk); },
-                           [&](uint32_t (&r)[4], int kk, int j) { b_cols(r, S, LDV, kk, j); });
+                           [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, S, LDV, kk, j); });
     }
 
     /* dT = dV' D^T; its column sums with X (rows i >= j) for da; dX = dT diag(a) as A fragments;
@@ -231,8 +167,8 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     {
         float acc[CT][4];
         zero_acc(acc);
-        mma_steps<DV / 16>(acc, [&](uint32_t (&f)[4], int kk) { a_rows(f, dVp, LDV, kk); },
-                           [&](uint32_t (&r)[4], int kk, int j) { b_cols(r, D, LDV, kk, j); });
+        mma_steps<DV / 16>(acc, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, dVp, LDV, row0, kk); },
+                           [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, D, LDV, kk, j); });
 #pragma unroll
         for (int j = 0; j < CT; j++)
 #pragma unroll
@@ -261,7 +197,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
         mma_steps<C / 16>(y, [&](uint32_t (&f)[4], int kk) {
 #pragma unroll
             for (int i = 0; i < 4; i++) f[i] = xa[kk][i];
-        }, [&](uint32_t (&r)[4], int kk, int j) { b_cols(r, X, LDC, kk, j); }, 0, C / 16,
+        }, [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, X, LDC, kk, j); }, 0, C / 16,
            [](int kk, int j) { return j >= 2 * kk; });
         store_acc(Y, LDC, row0, y);
     }
@@ -269,11 +205,11 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     __syncthreads();   /* Y, dP and the column sums are whole; dS_out is in; T is free for M */
 
     /* dK += dP^T Q (dP^T's rows here are dP's columns, zero above its diagonal: kk >= warp) */
-    mma_steps<C / 16>(dk, [&](uint32_t (&f)[4], int kk) { a_cols(f, dP, LDC, kk); },
-                      [&](uint32_t (&r)[4], int kk, int j) { b_rows(r, Q, LDK, kk, j); }, warp, C / 16);
+    mma_steps<C / 16>(dk, [&](uint32_t (&f)[4], int kk) { ldsm_a_cols(f, dP, LDC, row0, kk); },
+                      [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, Q, LDK, kk, j); }, warp, C / 16);
     /* dK += V' dS_out^T */
-    mma_steps<DV / 16>(dk, [&](uint32_t (&f)[4], int kk) { a_rows(f, Vp, LDV, kk); },
-                       [&](uint32_t (&r)[4], int kk, int j) { b_cols(r, dS, LDV, kk, j); });
+    mma_steps<DV / 16>(dk, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, Vp, LDV, row0, kk); },
+                       [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, dS, LDV, kk, j); });
 
     /* -dL = X^T Y and G = K K^T (the tiles left of this warp's diagonal); da's row sums; M */
     float chain_lo = 0.0f, chain_hi = 0.0f;   /* with the chain: rows row0 + g, + 8's factor of dk += s k */
@@ -281,10 +217,10 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
         float ndl[CT][4], gk[CT][4];
         zero_acc(ndl);
         zero_acc(gk);
-        mma_steps<C / 16>(ndl, [&](uint32_t (&f)[4], int kk) { a_cols(f, X, LDC, kk); },
-                          [&](uint32_t (&r)[4], int kk, int j) { b_rows(r, Y, LDC, kk, j); }, warp);
-        mma_steps<DK / 16>(gk, [&](uint32_t (&f)[4], int kk) { a_rows(f, K, LDK, kk); },
-                           [&](uint32_t (&r)[4], int kk, int j) { b_cols(r, K, LDK, kk, j); }, 0, DK / 16, diagonal_left);
+        mma_steps<C / 16>(ndl, [&](uint32_t (&f)[4], int kk) { ldsm_a_cols(f, X, LDC, row0, kk); },
+                          [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, Y, LDC, kk, j); }, warp);
+        mma_steps<DK / 16>(gk, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, K, LDK, row0, kk); },
+                           [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, K, LDK, kk, j); }, 0, DK / 16, diagonal_left);
         float rsum[2] = {0.0f, 0.0f};   /* da_i += sum_{j < i} dL_ij G_ij, rows row0 + g (+8) */
 #pragma unroll
         for (int j = 0; j < CT; j++)
@@ -318,11 +254,11 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     /* dK += (M + M^T) K: M's rows (kk <= warp) and M^T's (kk >= warp), one of each pair zero */
     mma_steps<C / 16>(dk, [&](uint32_t (&f)[4], int kk) {
         uint32_t lo[4] = {0u, 0u, 0u, 0u}, up[4] = {0u, 0u, 0u, 0u};
-        if (kk <= warp) a_rows(lo, M, LDC, kk);
-        if (kk >= warp) a_cols(up, M, LDC, kk);
+        if (kk <= warp) ldsm_a_rows(lo, M, LDC, row0, kk);
+        if (kk >= warp) ldsm_a_cols(up, M, LDC, row0, kk);
 #pragma unroll
         for (int i = 0; i < 4; i++) f[i] = lo[i] | up[i];
-    }, [&](uint32_t (&r)[4], int kk, int j) { b_rows(r, K, LDK, kk, j); });
+    }, [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, K, LDK, kk, j); });
     if (p.dbeta) {   /* + 2 dlambda k */
 #pragma unroll
         for (int j = 0; j < KT; j++)

@@ -315,7 +315,7 @@ __global__ void __launch_bounds__(out_mma_threads<C>()) out_mma_kernel(ArgsT<bf1
     EFLA_DYNAMIC_SMEM(smem);
     EFLA_SMEM_FITS((size_t)(2 * C * LDK + DK * LDV + C * LDV) * sizeof(bf16), (out_mma_smem<C, DK, DV>()));
     const int64_t g0 = blockIdx.x, h = blockIdx.y, dv = p.dv;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, m = lane / 8;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const ChunkRows cr = chunk_rows(p, g0, h, C);
     bf16 *const Q = (bf16 *)smem, *const K = Q + C * LDK, *const S = K + C * LDK, *const Vp = S + DK * LDV;
     copy_rows_async<NT>(Q, LDK, p.q + cr.first * DK, p.H * DK, C, DK, cr.len);
@@ -327,76 +327,41 @@ __global__ void __launch_bounds__(out_mma_threads<C>()) out_mma_kernel(ArgsT<bf1
     cp_async_wait_one();
     __syncthreads();   /* Q and K are in (S and V' may still be on their way) */
 
-    /* Q's A fragments: rows 16 warp (+8), columns 16 kk (+8) */
+    /* Q's A fragments (they serve both Q K^T and Q S) */
+    const int row0 = 16 * warp;
     uint32_t qa[DK / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < DK / 16; kk++)
-        ldsm_x4(qa[kk], Q + (16 * warp + 8 * (m % 2) + lane % 8) * LDK + 16 * kk + 8 * (m / 2));
+    for (int kk = 0; kk < DK / 16; kk++) ldsm_a_rows(qa[kk], Q, LDK, row0, kk);
+    auto q_frag = [&](uint32_t (&f)[4], int kk) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) f[i] = qa[kk][i];
+    };
 
-    /* P = Q K^T on this warp's rows, the tiles j <= 2 warp + 1 (the others are above the diagonal) */
+    /* P = Q K^T on this warp's rows, the tile pairs at or left of its diagonal, then tril */
     float pt[CT][4];
-#pragma unroll
-    for (int j = 0; j < CT; j++)
-#pragma unroll
-        for (int i = 0; i < 4; i++) pt[j][i] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < DK / 16; kk++)
-#pragma unroll
-        for (int j = 0; j < CT; j += 2) {   /* B = K^T: K's rows 8 j .., columns 16 kk (+8) */
-            if (j > 2 * warp + 1) break;
-            uint32_t r[4];
-            ldsm_x4(r, K + (8 * (j + m / 2) + lane % 8) * LDK + 16 * kk + 8 * (m % 2));
-            mma_bf16(pt[j], qa[kk], r[0], r[1]);
-            mma_bf16(pt[j + 1], qa[kk], r[2], r[3]);
-        }
-    /* tril: keep column <= row */
+    zero_acc(pt);
+    mma_steps<DK / 16>(pt, q_frag, [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, K, LDK, kk, j); }, 0, DK / 16,
+                       [=](int, int j) { return j <= 2 * warp; });
 #pragma unroll
     for (int j = 0; j < CT; j++)
 #pragma unroll
         for (int i = 0; i < 4; i++)
-            if (8 * j + 2 * t + i % 2 > 16 * warp + g + (i >= 2 ? 8 : 0)) pt[j][i] = 0.0f;
+            if (8 * j + 2 * t + i % 2 > row0 + g + (i >= 2 ? 8 : 0)) pt[j][i] = 0.0f;
     uint32_t pa[C / 16][4];
 #pragma unroll
     for (int kk = 0; kk < C / 16; kk++) acc_to_a(pa[kk], pt, kk);
 
     cp_async_wait_all();
     __syncthreads();   /* S and V' are in */
-    /* O = Q S + P V': B = S, then V' (rows 16 kk (+8), columns 8 j (+8), transposed) */
+    /* O = Q S + P V' (P's columns past this warp's rows are zero), stored scaled */
     float ot[VT][4];
+    zero_acc(ot);
+    mma_steps<DK / 16>(ot, q_frag, [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, S, LDV, kk, j); });
+    mma_steps<C / 16>(ot, [&](uint32_t (&f)[4], int kk) {
 #pragma unroll
-    for (int j = 0; j < VT; j++)
-#pragma unroll
-        for (int i = 0; i < 4; i++) ot[j][i] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < DK / 16; kk++)
-#pragma unroll
-        for (int j = 0; j < VT; j += 2) {
-            uint32_t r[4];
-            ldsm_x4_trans(r, S + (16 * kk + 8 * (m % 2) + lane % 8) * LDV + 8 * j + 8 * (m / 2));
-            mma_bf16(ot[j], qa[kk], r[0], r[1]);
-            mma_bf16(ot[j + 1], qa[kk], r[2], r[3]);
-        }
-#pragma unroll
-    for (int kk = 0; kk < C / 16; kk++) {
-        if (kk > warp) break;   /* P's columns past this warp's rows are zero */
-#pragma unroll
-        for (int j = 0; j < VT; j += 2) {
-            uint32_t r[4];
-            ldsm_x4_trans(r, Vp + (16 * kk + 8 * (m % 2) + lane % 8) * LDV + 8 * j + 8 * (m / 2));
-            mma_bf16(ot[j], pa[kk], r[0], r[1]);
-            mma_bf16(ot[j + 1], pa[kk], r[2], r[3]);
-        }
-    }
-    /* O (scaled, bfloat16) from the accumulators: row 16 warp + g (+8), columns 8 j + 2t, + 1 */
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        const int r = 16 * warp + g + 8 * half;
-        if (r >= cr.len) continue;
-        bf16 *const o = p.o + (cr.first + (int64_t)r * p.H) * dv;
-#pragma unroll
-        for (int j = 0; j < VT; j++)
-            *(uint32_t *)(o + 8 * j + 2 * t) = pack_bf16(ot[j][2 * half] * p.scale, ot[j][2 * half + 1] * p.scale);
-    }
+        for (int i = 0; i < 4; i++) f[i] = pa[kk][i];
+    }, [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, Vp, LDV, kk, j); }, 0, warp + 1);
+    store_acc(p.o + cr.first * dv, p.H * dv, row0, ot, cr.len, p.scale);
 }
 
 } // namespace

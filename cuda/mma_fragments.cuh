@@ -57,6 +57,28 @@ __device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
 }
 #endif
 
+/* ldmatrix by role, for a warp's product over 16 rows row0 .. row0 + 15 (bfloat16 tiles in shared
+ * memory, row length ld, 16-byte aligned rows): A's fragment of k16 step kk from a row-major tile
+ * whose rows are the product's (ldsm_a_rows) or from one whose columns are (ldsm_a_cols: A is its
+ * transpose); B's two n8 tiles j, j + 1 of step kk from a row-major k x n tile (ldsm_b_rows) or
+ * from an n x k one (ldsm_b_cols: B is its transpose) */
+__device__ __forceinline__ void ldsm_a_rows(uint32_t (&f)[4], const __nv_bfloat16 *A, int ld, int row0, int kk) {
+    const int lane = threadIdx.x % 32, m = lane / 8;
+    ldsm_x4(f, A + (row0 + 8 * (m % 2) + lane % 8) * ld + 16 * kk + 8 * (m / 2));
+}
+__device__ __forceinline__ void ldsm_a_cols(uint32_t (&f)[4], const __nv_bfloat16 *A, int ld, int row0, int kk) {
+    const int lane = threadIdx.x % 32, m = lane / 8;
+    ldsm_x4_trans(f, A + (16 * kk + 8 * (m / 2) + lane % 8) * ld + row0 + 8 * (m % 2));
+}
+__device__ __forceinline__ void ldsm_b_rows(uint32_t (&r)[4], const __nv_bfloat16 *B, int ld, int kk, int j) {
+    const int lane = threadIdx.x % 32, m = lane / 8;
+    ldsm_x4_trans(r, B + (16 * kk + 8 * (m % 2) + lane % 8) * ld + 8 * j + 8 * (m / 2));
+}
+__device__ __forceinline__ void ldsm_b_cols(uint32_t (&r)[4], const __nv_bfloat16 *B, int ld, int kk, int j) {
+    const int lane = threadIdx.x % 32, m = lane / 8;
+    ldsm_x4(r, B + (8 * j + 8 * (m / 2) + lane % 8) * ld + 16 * kk + 8 * (m % 2));
+}
+
 /* The A fragment (16 rows x 16 columns, k16 step kk) of accumulators acc[n8 tile][4] that hold
  * rows 0..15 and columns 8 j .. 8 j + 7 in tile j: tiles 2 kk and 2 kk + 1, rounded to bfloat16 */
 template <int TILES>
@@ -66,4 +88,56 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float (&acc)[TILES
     a[2] = pack_bf16(acc[2 * kk + 1][0], acc[2 * kk + 1][1]);
     a[3] = pack_bf16(acc[2 * kk + 1][2], acc[2 * kk + 1][3]);
 }
+
+/* zero n8 accumulator tiles */
+template <int N> __device__ __forceinline__ void zero_acc(float (&acc)[N][4]) {
+#pragma unroll
+    for (int j = 0; j < N; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
+}
+
+/* every k16 step and n8 tile pair of a product: mma_steps' default */
+struct AllTiles {
+    __device__ __forceinline__ bool operator()(int, int) const { return true; }
+};
+
+/* acc (16 rows x 8 N columns) += A B over the k16 steps kk0 <= kk < kk1: a(frag, kk) loads A's
+ * fragment of step kk, b(r, kk, j) B's two n8 tiles j, j + 1; keep(kk, j) false skips a step's
+ * tile pair where A's or B's part is known to be zero (a triangular factor) */
+template <int KK, int N, class LoadA, class LoadB, class Keep = AllTiles>
+__device__ __forceinline__ void mma_steps(float (&acc)[N][4], LoadA a, LoadB b, int kk0 = 0, int kk1 = KK, Keep keep = Keep()) {
+#pragma unroll
+    for (int kk = 0; kk < KK; kk++) {
+        if (kk < kk0 || kk >= kk1) continue;
+        uint32_t af[4];
+        a(af, kk);
+#pragma unroll
+        for (int j = 0; j < N; j += 2) {
+            if (!keep(kk, j)) continue;
+            uint32_t r[4];
+            b(r, kk, j);
+            mma_bf16(acc[j], af, r[0], r[1]);
+            mma_bf16(acc[j + 1], af, r[2], r[3]);
+        }
+    }
+}
+
+/* 16 rows of accumulators (row0 + g (+8), columns 8 j + 2t (+1)) times mult to a bfloat16 tile:
+ * row-major in shared memory or global memory (rows from `valid` on skipped), four bytes a lane
+ * and row */
+template <int N>
+__device__ __forceinline__ void store_acc(__nv_bfloat16 *dst, int64_t ld, int row0, const float (&acc)[N][4], int valid = 1 << 30,
+                                          float mult = 1.0f) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int r = row0 + g + 8 * half;
+        if (r >= valid) continue;
+#pragma unroll
+        for (int j = 0; j < N; j++)
+            *(uint32_t *)(dst + (int64_t)r * ld + 8 * j + 2 * t) = pack_bf16(mult * acc[j][2 * half], mult * acc[j][2 * half + 1]);
+    }
+}
+
 #endif
