@@ -138,10 +138,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
         for (int j = 0; j < KT; j++)
 #pragma unroll
             for (int i = 0; i < 4; i++) acc[j][i] *= p.scale;
-        mma_steps<C / 16>(acc, [&](uint32_t (&f)[4], int kk) {
-#pragma unroll
-            for (int i = 0; i < 4; i++) f[i] = pa[kk][i];
-        }, [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, K, LDK, kk, j); }, 0, warp + 1);
+        mma_steps<C / 16>(acc, held_frags(pa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, K, LDK, kk, j); }, 0, warp + 1);
         store_acc(p.dq + cr.first * DK, rs * DK, row0, acc, cr.len);
     }
 
@@ -194,10 +191,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
         for (int kk = 0; kk < C / 16; kk++) acc_to_a(xa[kk], acc, kk);
         float y[CT][4];
         zero_acc(y);
-        mma_steps<C / 16>(y, [&](uint32_t (&f)[4], int kk) {
-#pragma unroll
-            for (int i = 0; i < 4; i++) f[i] = xa[kk][i];
-        }, [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, X, LDC, kk, j); }, 0, C / 16,
+        mma_steps<C / 16>(y, held_frags(xa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, X, LDC, kk, j); }, 0, C / 16,
            [](int kk, int j) { return j >= 2 * kk; });
         store_acc(Y, LDC, row0, y);
     }

@@ -332,10 +332,7 @@ __global__ void __launch_bounds__(out_mma_threads<C>()) out_mma_kernel(ArgsT<bf1
     uint32_t qa[DK / 16][4];
 #pragma unroll
     for (int kk = 0; kk < DK / 16; kk++) ldsm_a_rows(qa[kk], Q, LDK, row0, kk);
-    auto q_frag = [&](uint32_t (&f)[4], int kk) {
-#pragma unroll
-        for (int i = 0; i < 4; i++) f[i] = qa[kk][i];
-    };
+    auto q_frag = held_frags(qa);
 
     /* P = Q K^T on this warp's rows, the tile pairs at or left of its diagonal, then tril */
     float pt[CT][4];
@@ -357,10 +354,7 @@ __global__ void __launch_bounds__(out_mma_threads<C>()) out_mma_kernel(ArgsT<bf1
     float ot[VT][4];
     zero_acc(ot);
     mma_steps<DK / 16>(ot, q_frag, [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, S, LDV, kk, j); });
-    mma_steps<C / 16>(ot, [&](uint32_t (&f)[4], int kk) {
-#pragma unroll
-        for (int i = 0; i < 4; i++) f[i] = pa[kk][i];
-    }, [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, Vp, LDV, kk, j); }, 0, warp + 1);
+    mma_steps<C / 16>(ot, held_frags(pa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, Vp, LDV, kk, j); }, 0, warp + 1);
     store_acc(p.o + cr.first * dv, p.H * dv, row0, ot, cr.len, p.scale);
 }
 

@@ -12,6 +12,10 @@
  *     shared memory); register j receives M_j[g][2t, 2t+1]; ldsm_x4_trans: M_j[2t][g], M_j[2t+1][g]
  *   movmatrix_trans: a lane holding M[g][2t, 2t+1] of an 8 x 8 bfloat16 matrix gets
  *     M[2t][g], M[2t+1][g] (the transpose, for stores)
+ * Above those, a warp's product over its 16 rows: ldsm_a_rows/a_cols and ldsm_b_rows/b_cols load
+ * A and B by role (from a tile or its transpose), mma_steps runs the k16 steps and n8 tile pairs
+ * (skipping pairs known to be zero), held_frags feeds it A fragments kept in registers, and
+ * store_acc writes the accumulators to a bfloat16 tile.
  * On the host emulator bench/cuda/emu_mma.h defines the same functions (lanes exchange their
  * registers through a per-warp buffer), so the kernels that use them run there too. */
 #ifndef EFLA_CUDA_MMA_FRAGMENTS_CUH
@@ -95,6 +99,14 @@ template <int N> __device__ __forceinline__ void zero_acc(float (&acc)[N][4]) {
     for (int j = 0; j < N; j++)
 #pragma unroll
         for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
+}
+
+/* mma_steps' A loader for fragments already in registers (a[kk] for step kk) */
+template <int KK> __device__ __forceinline__ auto held_frags(const uint32_t (&a)[KK][4]) {
+    return [&a](uint32_t (&f)[4], int kk) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) f[i] = a[kk][i];
+    };
 }
 
 /* every k16 step and n8 tile pair of a product: mma_steps' default */
