@@ -54,6 +54,13 @@ template <class E, int C, int DK, int DV> struct BwdTile {
                               ? 64 : ScanTile<DV>::BV;
 };
 
+/* A measuring aid's switch: the environment variable `name` set to 0 or 1 (its first
+ * character), else dflt */
+bool env_switch(const char *name, bool dflt) {
+    const char *v = getenv(name);
+    return v && (v[0] == '0' || v[0] == '1') ? v[0] == '1' : dflt;
+}
+
 /* Which version of a scan kernel runs: *mode = 1 the one with the cross-chunk cp.async
  * prefetch (two buffer sets, `with`) unless only the one without it fits two blocks on a
  * multiprocessor (then 0); -1 when neither fits the device. The variable named by env, set to
@@ -64,8 +71,7 @@ int prefetch_mode(K with, size_t with_bytes, K without, size_t without_bytes, co
     TRY(set_smem(with, with_bytes, &fp));
     TRY(set_smem(without, without_bytes, &fn));
     bool want = fit_blocks(with_bytes) == 2 || fit_blocks(without_bytes) == 1;
-    const char *force = getenv(env);
-    if (force && *force) want = force[0] != '0';
+    want = env_switch(env, want);
     *mode = fp && (want || !fn) ? 1 : fn ? 0 : -1;
     return 0;
 }
@@ -87,8 +93,7 @@ struct ScanPlan { int bv, mode; bool mma; };
 template <class E, int C, int DK, int DV> int scan_mma_plan(ScanPlan *sp) {
     sp->mma = false;
     if constexpr (std::is_same<E, bf16>::value) {
-        const char *env = getenv("EFLA_DELTA_RULE_SCAN_MMA");
-        if (env && env[0] == '0') return 0;
+        if (!env_switch("EFLA_DELTA_RULE_SCAN_MMA", true)) return 0;
         constexpr int BV = Tile<DV>::BV;
         bool fits = false;
         TRY(set_smem(state_scan_mma_kernel<C, DK, BV>, state_scan_mma_smem<C, DK, BV>(), &fits));
@@ -143,8 +148,7 @@ template <class E, int C, int DK, int DV> int launch_state_scan(const ArgsT<E> &
 template <class E, int C, int DK, int DV> int out_mma_fits(bool *fits) {
     *fits = false;
     if constexpr (std::is_same<E, bf16>::value) {
-        const char *env = getenv("EFLA_DELTA_RULE_OUT_MMA");
-        if (env && env[0] == '0') return 0;
+        if (!env_switch("EFLA_DELTA_RULE_OUT_MMA", true)) return 0;
         TRY(set_smem(out_mma_kernel<C, DK, DV>, out_mma_smem<C, DK, DV>(), fits));
     }
     return 0;
@@ -250,8 +254,7 @@ template <class E, int C, int DK, int BV> void launch_bwd_scan(const ArgsT<E> &p
 template <class E, int C, int DK, int DV> int launch_bwd_scan_mma(const ArgsT<E> &p, int64_t nseq, bool *launched) {
     *launched = false;
     if constexpr (std::is_same<E, bf16>::value) {
-        const char *env = getenv("EFLA_DELTA_RULE_BWD_MMA");
-        if (!p.pq || (env && env[0] == '0')) return 0;
+        if (!p.pq || !env_switch("EFLA_DELTA_RULE_BWD_MMA", true)) return 0;
         constexpr int N = Tile<DV>::BV, W = DV >= 128 ? 128 : N;
         bool fn = false, fw = false;
         TRY(set_smem(bwd_scan_mma_kernel<C, DK, N>, bwd_scan_mma_smem<C, DK, N>(), &fn));
@@ -272,9 +275,8 @@ template <class E, int C, int DK, int DV> int launch_bwd_scan_mma(const ArgsT<E>
  * unless EFLA_DELTA_RULE_BWD_CHUNK_MMA=0 (a measuring aid: bwd_chunk_kernel) */
 template <class E, int C, int DK, int DV> int launch_bwd_chunk(const ArgsT<E> &p) {
     if constexpr (std::is_same<E, bf16>::value && DK <= 128 && DV <= 128) {
-        const char *env = getenv("EFLA_DELTA_RULE_BWD_CHUNK_MMA");
         bool fits = false;
-        if (!(env && env[0] == '0')) TRY(set_smem(bwd_chunk_mma_kernel<C, DK, DV>, bwd_chunk_mma_smem<C, DK, DV>(), &fits));
+        if (env_switch("EFLA_DELTA_RULE_BWD_CHUNK_MMA", true)) TRY(set_smem(bwd_chunk_mma_kernel<C, DK, DV>, bwd_chunk_mma_smem<C, DK, DV>(), &fits));
         if (fits) {
             bwd_chunk_mma_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), bwd_chunk_mma_threads<C>(),
                                               bwd_chunk_mma_smem<C, DK, DV>()>>>(p);
@@ -315,8 +317,7 @@ int run_bwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
     /* tril(Q K^T) made once per chunk by prep instead of once per dv tile and chunk by the
      * backward scan; prep has room for Q only where it makes no U (saved states).
      * EFLA_DELTA_RULE_SCAN_QK=1: the scan makes it (a measuring aid for the workbench). */
-    const char *scan_qk = getenv("EFLA_DELTA_RULE_SCAN_QK");
-    if (p.states && DV >= DK && !(scan_qk && scan_qk[0] == '1')) {
+    if (p.states && DV >= DK && !env_switch("EFLA_DELTA_RULE_SCAN_QK", false)) {
         TRY(pqbuf.alloc(sizeof(E) * (size_t)(p.nch * p.H * C * C), device));
         p.pq = pqbuf.as<E>();
     }
