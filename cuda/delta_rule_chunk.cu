@@ -144,11 +144,13 @@ template <class E, int C, int DK, int DV> int launch_state_scan(const ArgsT<E> &
 }
 
 /* bfloat16: the outputs in the register style (out_mma_kernel: a warp per 16 rows, all dv
- * columns) wherever it fits, unless EFLA_DELTA_RULE_OUT_MMA=0 (a measuring aid: out_kernel) */
+ * columns) where EFLA_DELTA_RULE_OUT_MMA=1 and it fits. Off by default until a GPU has timed it
+ * against out_kernel (the host emulator checks it; no device was lent when it landed). */
+const bool OUT_MMA_DEFAULT = false;
 template <class E, int C, int DK, int DV> int out_mma_fits(bool *fits) {
     *fits = false;
     if constexpr (std::is_same<E, bf16>::value) {
-        if (!env_switch("EFLA_DELTA_RULE_OUT_MMA", true)) return 0;
+        if (!env_switch("EFLA_DELTA_RULE_OUT_MMA", OUT_MMA_DEFAULT)) return 0;
         TRY(set_smem(out_mma_kernel<C, DK, DV>, out_mma_smem<C, DK, DV>(), fits));
     }
     return 0;
@@ -271,12 +273,15 @@ template <class E, int C, int DK, int DV> int launch_bwd_scan_mma(const ArgsT<E>
     return 0;
 }
 
-/* bfloat16 up to d = 128: bwd_chunk in the register style (bwd_chunk_mma_kernel) where it fits,
- * unless EFLA_DELTA_RULE_BWD_CHUNK_MMA=0 (a measuring aid: bwd_chunk_kernel) */
+/* bfloat16 up to d = 128: bwd_chunk in the register style (bwd_chunk_mma_kernel) where
+ * EFLA_DELTA_RULE_BWD_CHUNK_MMA=1 and it fits, else bwd_chunk_kernel. Off by default until a GPU
+ * has timed it against bwd_chunk_kernel (the host emulator checks it; no device was lent when it
+ * landed). */
+const bool BWD_CHUNK_MMA_DEFAULT = false;
 template <class E, int C, int DK, int DV> int launch_bwd_chunk(const ArgsT<E> &p) {
     if constexpr (std::is_same<E, bf16>::value && DK <= 128 && DV <= 128) {
         bool fits = false;
-        if (env_switch("EFLA_DELTA_RULE_BWD_CHUNK_MMA", true)) TRY(set_smem(bwd_chunk_mma_kernel<C, DK, DV>, bwd_chunk_mma_smem<C, DK, DV>(), &fits));
+        if (env_switch("EFLA_DELTA_RULE_BWD_CHUNK_MMA", BWD_CHUNK_MMA_DEFAULT)) TRY(set_smem(bwd_chunk_mma_kernel<C, DK, DV>, bwd_chunk_mma_smem<C, DK, DV>(), &fits));
         if (fits) {
             bwd_chunk_mma_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), bwd_chunk_mma_threads<C>(),
                                               bwd_chunk_mma_smem<C, DK, DV>()>>>(p);
