@@ -7,8 +7,12 @@
 #   bash scripts/make_bundle.sh                    here; carry bundle/, .peers/fla and, when you
 #   bash bench/gpu_call.sh [PARTS]                 have it, .peers/triton-autotune.tgz; there:
 #
-# PARTS (default "tests trace lm workbench kernels ncu sanitize op smnist vs_fla"), in this order:
+# PARTS (default "tests register trace lm workbench kernels ncu sanitize op smnist vs_fla"), in this order:
 #   tests      test_backend_ops -b cuda (every op against the CPU), test_cuda, the CUDA Lua tests
+#   register   the register-style out and bwd_chunk (opt-in until a GPU has timed them:
+#              EFLA_DELTA_RULE_OUT_MMA=1, EFLA_DELTA_RULE_BWD_CHUNK_MMA=1) in the workbench: validated
+#              at d = 128 and 64, racecheck, then each of the shapes timed with neither, out
+#              alone, and both (the A/B that decides their defaults in cuda/delta_rule_chunk.cu)
 #   trace      bench/delta_rule_op_trace.sh: every kernel of one operator forward+backward under ncu
 #              (bfloat16, float32) and of a decoding step
 #   lm         bench/lm_step_vs_fla.sh: efla and fla, byte and 125m, real and no-op delta rule,
@@ -30,6 +34,7 @@
 #   smnist     the sMNIST training step in efla (in the recipe's compute, bfloat16 mixed, and in
 #              float32) and in the published model's PyTorch token loop (float32)
 #   vs_fla     bench/delta_rule_vs_fla.sh (the operator against fla's chunk_delta_rule)
+#   vs_fla_register  the same with both register-style kernels switched on (not in the default)
 # Out: $OUT/gpu_call.tgz (every log; the device returns at most 8 files) and
 # $OUT/triton-autotune.tgz (copy it to .peers/ here: the next call's fla skips its autotuning).
 set -u
@@ -37,7 +42,7 @@ cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-/tmp/efla-gpu-call}
 LOGS=$OUTDIR/logs
 mkdir -p "$LOGS"
-PARTS=${1:-"tests trace lm workbench kernels ncu sanitize op smnist vs_fla"}
+PARTS=${1:-"tests register trace lm workbench kernels ncu sanitize op smnist vs_fla"}
 BUDGET=${BUDGET:-540}
 [[ -x bundle/bin/efla ]] || { echo "gpu_call: no bundle at ./bundle (bash scripts/make_bundle.sh, then carry it)" >&2; exit 2; }
 . bundle/bin/efla-env.sh
@@ -72,6 +77,23 @@ if has tests; then
     TAIL=1 run "$t" 60 bundle/bin/efla "tests/lua/$t.lua"
   done
 fi
+WB=${WORKBENCH:-./delta_rule_dev}
+REGISTER_ON="EFLA_DELTA_RULE_OUT_MMA=1 EFLA_DELTA_RULE_BWD_CHUNK_MMA=1"
+if has register; then
+  [[ -x $WB ]] || run workbench_build 120 bash bench/cuda/build_dev.sh
+  if [[ -x $WB ]]; then
+    TAIL=10 run register_validate 60 env $REGISTER_ON "$WB" 2 2 512 4 128 64
+    TAIL=10 run register_validate_d64 60 env $REGISTER_ON "$WB" 2 1 300 2 64 32
+    TAIL=4 run register_racecheck 120 env $REGISTER_ON compute-sanitizer --tool racecheck "$WB" 2 1 130 1 128 64
+    for sh in "8 2048 16 128" "4 8192 16 128" "16 4096 32 64" "128 784 1 64"; do
+      for mode in "0 0" "1 0" "1 1"; do   # OUT_MMA, BWD_CHUNK_MMA
+        set -- $mode
+        TAIL=1 run "register_${sh// /_}_out$1_chunk$2" 40 \
+          env EFLA_DELTA_RULE_OUT_MMA=$1 EFLA_DELTA_RULE_BWD_CHUNK_MMA=$2 "$WB" 2 $sh 64 time
+      done
+    done
+  fi
+fi
 if has trace; then
   TAIL=14 OUT=$LOGS/trace run op_trace 90 bash bench/delta_rule_op_trace.sh
   TAIL=14 OUT=$LOGS/trace_f32 run op_trace_f32 90 bash bench/delta_rule_op_trace.sh --dtype float32
@@ -81,7 +103,6 @@ fi
 if has lm; then
   TAIL=40 OUT=$LOGS/lm REPEAT=${LM_REPEAT:-2} GENERIC=0 run lm 360 bash bench/lm_step_vs_fla.sh
 fi
-WB=${WORKBENCH:-./delta_rule_dev}
 if has workbench; then
   [[ -x $WB ]] || run workbench_build 120 bash bench/cuda/build_dev.sh
   if [[ -x $WB ]]; then
@@ -132,6 +153,9 @@ if has smnist; then   # the sMNIST training step against the published model's P
 fi
 if has vs_fla; then
   TAIL=30 OUT=$OUTDIR/vs_fla run delta_rule_vs_fla 400 bash bench/delta_rule_vs_fla.sh
+fi
+if has vs_fla_register; then
+  TAIL=30 OUT=$OUTDIR/vs_fla_register run delta_rule_vs_fla_register 400 env $REGISTER_ON bash bench/delta_rule_vs_fla.sh
 fi
 echo "== T+$(elapsed)s end"
 triton_autotune_save "$OUTDIR"
