@@ -17,6 +17,8 @@
  *   M = strict_lower(diag(a) dL) (stored),  dK += (M + M^T) K   (+ 2 dlambda k with the chain)
  * The roundings to bfloat16 are bwd_chunk_kernel's (D, V', dP, dX, Y, -dD and dG + dG^T once
  * each; M + M^T is exact since one of the two is zero), so both kernels agree to float sums.
+ * T and X are block lower triangular (prep's inverse zeroes the 16 x 16 blocks above the
+ * diagonal), so the products with them skip those blocks' k16 steps (mma_steps' range and keep).
  *
  * Block: C / 16 warps, grid (chunk, head). C, DK, DV multiples of 16, up to 128 (accumulators
  * of 16 x 128 floats, 64 registers). */
