@@ -6,7 +6,7 @@
 // cuda/delta_rule_chunk.cu launches them, and checks o, dq, dk, dv, dalpha (and s_final, ds0)
 // against the float64 recurrence of delta_rule_ref.h with the workbench's tolerance (1e-2
 // norm-relative; bfloat16 inputs). Cases: chunk sizes 16, 32 and 64, head sizes 32, 64 and 128
-// (the LMs'), T not a multiple of C, packed sequences with an initial state and a final-state
+// (the LMs'), dk != dv (64 and 128 both ways), T not a multiple of C, packed sequences with an initial state and a final-state
 // gradient, states saved or recomputed, both state-scan tiles, with and without the prefetch
 // (of both scans), and the chain through alpha taken in bwd_chunk. Asynchronous copies land only at the wait that covers them (NaN until then),
 // so a missing or misplaced cp_async_wait fails here: removing any one of bwd_chunk's waits
@@ -60,18 +60,18 @@ struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool c
               bool mma = false; };
 
 // E: bf16 (the fast path, checked within 1e-2) or float (the float32 path, within 1e-5)
-template <class E, int C, int D> static void run_case(const Case &cs) {
+template <class E, int C, int DK, int DV = DK> static void run_case(const Case &cs) {
     const bool f32 = std::is_same<E, float>::value;
     const double tol = f32 ? 1e-5 : 1e-2;
     auto in = [&](double x) { return f32 ? (float)x : bf16_round(x); };   // inputs as E holds them
     const int B = cs.B, T = cs.T, H = cs.H;
-    const double scale = 1 / sqrt((double)D);
-    const size_t n = (size_t)B * T * H * D, nb = (size_t)B * T * H;
-    uint64_t seed = 977 + 31 * C + D + T;
-    std::vector<float> q(n), k(n), v(n), al(nb), dO(n);
-    for (size_t i = 0; i < n; i++) {
-        q[i] = in(nrand(&seed)); k[i] = in(nrand(&seed) * scale * cs.key_norm);
-        v[i] = in(nrand(&seed)); dO[i] = in(nrand(&seed));
+    const double scale = 1 / sqrt((double)DK);
+    const size_t nb = (size_t)B * T * H, n = nb * DK, nv = nb * DV;   // n: q, k (and dq, dk); nv: v, dO, o, dv
+    uint64_t seed = 977 + 31 * C + DK + (DV - DK) + T;
+    std::vector<float> q(n), k(n), v(nv), al(nb), dO(nv);
+    for (size_t i = 0; i < std::max(n, nv); i++) {   // drawn in this order: dk = dv keeps its inputs
+        if (i < n) { q[i] = in(nrand(&seed)); k[i] = in(nrand(&seed) * scale * cs.key_norm); }
+        if (i < nv) { v[i] = in(nrand(&seed)); dO[i] = in(nrand(&seed)); }
     }
     for (size_t i = 0; i < nb; i++) al[i] = in(urand(&seed));
     std::vector<double> lam(nb), dbeta_of(nb), dlam_of(nb);   // chain: per row, lambda and alpha's derivatives
@@ -80,25 +80,25 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
         for (size_t i = 0; i < nb; i++) {   // alpha = beta phi(beta lambda), as the forward's alpha kernel makes it
             beta[i] = in(urand(&seed));
             double l = 0, a;
-            for (int d = 0; d < D; d++) l += (double)k[i * D + d] * k[i * D + d];
+            for (int d = 0; d < DK; d++) l += (double)k[i * DK + d] * k[i * DK + d];
             lam[i] = l;
             efla_alpha_eval_of(beta[i], l, EFLA_ORDER_EXACT_OF, 0, &a, &dbeta_of[i], &dlam_of[i]);
             al[i] = to_f(from_f<E>((float)a));   // rounded as the kernels round it: double -> float -> E
         }
     const Seqs sq = cs.packed ? split_rows(B, T) : whole_rows(B, T);
     const int64_t N = (int64_t)sq.len.size();
-    const size_t dd = (size_t)D * D, ns = (size_t)N * H * dd;
+    const size_t dd = (size_t)DK * DV, ns = (size_t)N * H * dd;
     std::vector<float> s0, dsf;
     if (cs.packed) {   // the packed case also carries an initial state and a final-state gradient
         s0.resize(ns); dsf.resize(ns);
         for (size_t i = 0; i < ns; i++) { s0[i] = (float)(0.5 * nrand(&seed)); dsf[i] = (float)(0.5 * nrand(&seed)); }
     }
-    Ref ref = reference(B, T, H, D, sq, q, k, v, al, dO, s0, dsf, scale);
+    Ref ref = reference(B, T, H, DK, DV, sq, q, k, v, al, dO, s0, dsf, scale);
     std::vector<double> ref_dbeta(nb);
     if (cs.chain)   // dbeta = dalpha dalpha/dbeta, dk += 2 k dalpha dalpha/dlambda
         for (size_t i = 0; i < nb; i++) {
             ref_dbeta[i] = ref.da[i] * dbeta_of[i];
-            for (int d = 0; d < D; d++) ref.dk[i * D + d] += 2 * ref.da[i] * dlam_of[i] * k[i * D + d];
+            for (int d = 0; d < DK; d++) ref.dk[i * DK + d] += 2 * ref.da[i] * dlam_of[i] * k[i * DK + d];
         }
 
     // the sequence table as the library uploads it: (row of token 0, length, first chunk)
@@ -110,13 +110,13 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     }
     std::vector<E> qb = to_elems<E>(q), kb = to_elems<E>(k), vb = to_elems<E>(v), ab = to_elems<E>(al), dob = to_elems<E>(dO);
     const size_t tile = (size_t)nch * H * C, states = (size_t)nch * H * dd;
-    std::vector<E> w(tile * D), u(tile * D), vp(tile * D), o = poison<E>(n);
+    std::vector<E> w(tile * DK), u(tile * DV), vp(tile * DV), o = poison<E>(nv);
     std::vector<E> cstates(states);   // the chunk states, in E as the library keeps them
     std::vector<float> sf = poison<float>(ns);
 
     ArgsT<E> p;
     memset(&p, 0, sizeof p);
-    p.H = H; p.dk = D; p.dv = D; p.nseq = N; p.nch = nch; p.seq = tab.data(); p.scale = (float)scale;
+    p.H = H; p.dk = DK; p.dv = DV; p.nseq = N; p.nch = nch; p.seq = tab.data(); p.scale = (float)scale;
     p.q = qb.data(); p.k = kb.data(); p.v = vb.data(); p.alpha = ab.data(); p.s0 = s0.empty() ? nullptr : s0.data();
     p.w = w.data(); p.u = u.data();
 
@@ -130,7 +130,7 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
         ArgsT<E> m = p;
         m.alpha = nullptr; m.beta = betab.data(); m.alpha_out = alpha_made.data(); m.lambda_out = lambda_made.data();
         m.order = EFLA_ORDER_EXACT_OF; m.ref = 0;
-        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, D, D>(m); });
+        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, DK, DV>(m); });
         int bad_alpha = 0, bad_lambda = 0;
         for (size_t i = 0; i < nb; i++) {
             bad_alpha += memcmp(&alpha_made[i], &ab[i], sizeof(E)) != 0;
@@ -141,45 +141,45 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
             failures++;
         }
     } else {
-        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, D, D>(p); });
+        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, DK, DV>(p); });
     }
     auto scan = [&](ArgsT<E> a) {
         if constexpr (std::is_same<E, bf16>::value) {
             if (cs.mma) {
-                constexpr int BV = D >= 64 ? 64 : D;
-                launch(dim3((unsigned)(N * H), D / BV), dim3(scan_mma_threads<BV>()), [&] { state_scan_mma_kernel<C, D, BV>(a); });
+                constexpr int BV = DV >= 64 ? 64 : DV;
+                launch(dim3((unsigned)(N * H), DV / BV), dim3(scan_mma_threads<BV>()), [&] { state_scan_mma_kernel<C, DK, BV>(a); });
                 return;
             }
         }
-        const dim3 grid((unsigned)(N * H), (unsigned)(D / (cs.scan_bv < D ? cs.scan_bv : D)));
-        if (cs.scan_bv >= D || cs.scan_bv == 64) {
-            constexpr int BV = D >= 64 ? 64 : D;
-            if (cs.prefetch) launch(grid, block, [&] { state_scan_kernel<E, C, D, BV, true>(a); });
-            else launch(grid, block, [&] { state_scan_kernel<E, C, D, BV, false>(a); });
+        const dim3 grid((unsigned)(N * H), (unsigned)(DV / (cs.scan_bv < DV ? cs.scan_bv : DV)));
+        if (cs.scan_bv >= DV || cs.scan_bv == 64) {
+            constexpr int BV = DV >= 64 ? 64 : DV;
+            if (cs.prefetch) launch(grid, block, [&] { state_scan_kernel<E, C, DK, BV, true>(a); });
+            else launch(grid, block, [&] { state_scan_kernel<E, C, DK, BV, false>(a); });
         } else {
-            constexpr int BV = D >= 32 ? 32 : D;
-            if (cs.prefetch) launch(grid, block, [&] { state_scan_kernel<E, C, D, BV, true>(a); });
-            else launch(grid, block, [&] { state_scan_kernel<E, C, D, BV, false>(a); });
+            constexpr int BV = DV >= 32 ? 32 : DV;
+            if (cs.prefetch) launch(grid, block, [&] { state_scan_kernel<E, C, DK, BV, true>(a); });
+            else launch(grid, block, [&] { state_scan_kernel<E, C, DK, BV, false>(a); });
         }
     };
     p.tx = nullptr;
     ArgsT<E> f = p;
     f.o = o.data(); f.vp = vp.data(); f.cs = cstates.data(); f.sf = cs.packed ? sf.data() : nullptr;
     scan(f);
-    constexpr int BVO = D >= 64 ? 64 : D;
+    constexpr int BVO = DV >= 64 ? 64 : DV;
     bool mma_out = false;
     if constexpr (std::is_same<E, bf16>::value) {
         if (cs.mma) {   // the outputs in the register style (a warp per 16 rows)
-            launch(dim3((unsigned)nch, H), dim3(out_mma_threads<C>()), [&] { out_mma_kernel<C, D, D>(f); });
+            launch(dim3((unsigned)nch, H), dim3(out_mma_threads<C>()), [&] { out_mma_kernel<C, DK, DV>(f); });
             mma_out = true;
         }
     }
-    if (!mma_out) launch(dim3((unsigned)nch, H, D / BVO), block, [&] { out_kernel<E, C, D, BVO>(f); });
+    if (!mma_out) launch(dim3((unsigned)nch, H, DV / BVO), block, [&] { out_kernel<E, C, DK, BVO>(f); });
 
     // backward: W, U again; the states (saved, or recomputed by the state-only scan); dV' and
     // the state gradients; the per-chunk gradients
-    std::vector<E> dvp(tile * D), tx = poison<E>((size_t)nch * H * 2 * C * C), dcs(states), dq = poison<E>(n), dk = poison<E>(n),
-                   dv = poison<E>(n), da = poison<E>(nb), dbeta = poison<E>(nb);
+    std::vector<E> dvp(tile * DV), tx = poison<E>((size_t)nch * H * 2 * C * C), dcs(states), dq = poison<E>(n), dk = poison<E>(n),
+                   dv = poison<E>(nv), da = poison<E>(nb), dbeta = poison<E>(nb);
     std::vector<float> ds0 = poison<float>(ns);
     std::vector<E> recomputed(states);
     ArgsT<E> g = p;
@@ -195,7 +195,7 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     g.u = cs.recompute ? u.data() : nullptr;   // as run_bwd: U only for the state recompute
     std::vector<E> pq = poison<E>((size_t)nch * H * C * C);
     g.pq = cs.recompute ? nullptr : pq.data();   // and tril(Q K^T) from prep where it makes no U
-    launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, D, D>(g); });
+    launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, DK, DV>(g); });
     if (cs.solves) {   // the forward's solves = the backward's, bit for bit; then the backward's prep reads them
         if (memcmp(solves.data(), tx.data(), tx.size() * sizeof(E)) != 0) {
             printf("the forward's kept solves differ from the backward's prep's\n");
@@ -205,7 +205,7 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
         if (g.pq) memset(pq.data(), 0xff, pq.size() * sizeof(E));
         g.tx = solves.data();
         g.solved = 1;
-        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, D, D>(g); });
+        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, DK, DV>(g); });
     }
     g.states = cstates.data();
     if (cs.recompute) {
@@ -215,35 +215,35 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
         g.states = recomputed.data();
     }
     // the backward scan's tile: 64 columns where the case asks for them (scan_bv 64), else 32
-    constexpr int BVB = D >= 32 ? 32 : D, BVW = D >= 64 ? 64 : BVB;
+    constexpr int BVB = DV >= 32 ? 32 : DV, BVW = DV >= 64 ? 64 : BVB;
     bool mma_bwd = false;
     if constexpr (std::is_same<E, bf16>::value) {
         if (cs.mma && g.pq) {   // the backward scan with dS in registers (64 columns a block; 128 where the case asks)
-            constexpr int BVM = D >= 64 ? 64 : D, BVW = D >= 128 ? 128 : BVM;
+            constexpr int BVM = DV >= 64 ? 64 : DV, BVW = DV >= 128 ? 128 : BVM;
             if (cs.scan_bv == 128)
-                launch(dim3((unsigned)(N * H), D / BVW), dim3(scan_mma_threads<BVW>()), [&] { bwd_scan_mma_kernel<C, D, BVW>(g); });
+                launch(dim3((unsigned)(N * H), DV / BVW), dim3(scan_mma_threads<BVW>()), [&] { bwd_scan_mma_kernel<C, DK, BVW>(g); });
             else
-                launch(dim3((unsigned)(N * H), D / BVM), dim3(scan_mma_threads<BVM>()), [&] { bwd_scan_mma_kernel<C, D, BVM>(g); });
+                launch(dim3((unsigned)(N * H), DV / BVM), dim3(scan_mma_threads<BVM>()), [&] { bwd_scan_mma_kernel<C, DK, BVM>(g); });
             mma_bwd = true;
         }
     }
     if (mma_bwd) {
-    } else if (cs.scan_bv == 64 && D >= 64) {
-        if (cs.prefetch) launch(dim3((unsigned)(N * H), D / BVW), block, [&] { bwd_scan_kernel<E, C, D, BVW, true>(g); });
-        else launch(dim3((unsigned)(N * H), D / BVW), block, [&] { bwd_scan_kernel<E, C, D, BVW, false>(g); });
+    } else if (cs.scan_bv == 64 && DV >= 64) {
+        if (cs.prefetch) launch(dim3((unsigned)(N * H), DV / BVW), block, [&] { bwd_scan_kernel<E, C, DK, BVW, true>(g); });
+        else launch(dim3((unsigned)(N * H), DV / BVW), block, [&] { bwd_scan_kernel<E, C, DK, BVW, false>(g); });
     } else if (cs.prefetch) {
-        launch(dim3((unsigned)(N * H), D / BVB), block, [&] { bwd_scan_kernel<E, C, D, BVB, true>(g); });
+        launch(dim3((unsigned)(N * H), DV / BVB), block, [&] { bwd_scan_kernel<E, C, DK, BVB, true>(g); });
     } else {
-        launch(dim3((unsigned)(N * H), D / BVB), block, [&] { bwd_scan_kernel<E, C, D, BVB, false>(g); });
+        launch(dim3((unsigned)(N * H), DV / BVB), block, [&] { bwd_scan_kernel<E, C, DK, BVB, false>(g); });
     }
     bool mma_chunk = false;
     if constexpr (std::is_same<E, bf16>::value) {
         if (cs.mma) {   // bwd_chunk in the register style
-            launch(dim3((unsigned)nch, H), dim3(bwd_chunk_mma_threads<C>()), [&] { bwd_chunk_mma_kernel<C, D, D>(g); });
+            launch(dim3((unsigned)nch, H), dim3(bwd_chunk_mma_threads<C>()), [&] { bwd_chunk_mma_kernel<C, DK, DV>(g); });
             mma_chunk = true;
         }
     }
-    if (!mma_chunk) launch(dim3((unsigned)nch, H), block, [&] { bwd_chunk_kernel<E, C, D, D>(g); });
+    if (!mma_chunk) launch(dim3((unsigned)nch, H), block, [&] { bwd_chunk_kernel<E, C, DK, DV>(g); });
 
     struct { const char *name; double err; } errs[] = {
         { "o", rel_err_host(ref.o, as_double(o)) },   { "dq", rel_err_host(ref.dq, as_double(dq)) },
@@ -256,8 +256,10 @@ template <class E, int C, int D> static void run_case(const Case &cs) {
     for (int i = 0; i < 7; i++) last_errs[i] = errs[i].err;
     for (auto &e : errs) bad |= !(e.err < tol);
     failures += bad;
-    printf("%s C=%-2d d=%-3d B=%d T=%-3d H=%d %-6s %-10s scan tile %-2d %-11s%s |", f32 ? "f32 " : "bf16", C, D, B, T, H, cs.packed ? "packed" : "rows",
-           cs.recompute ? "recomputed" : "saved", cs.scan_bv < D ? cs.scan_bv : D, cs.prefetch ? "prefetch" : "no prefetch", cs.chain ? " chain" : cs.mma ? " mma scan" : "");
+    char dvs[16] = "";
+    if (DV != DK) snprintf(dvs, sizeof dvs, " dv=%d", DV);
+    printf("%s C=%-2d d=%-3d%s B=%d T=%-3d H=%d %-6s %-10s scan tile %-2d %-11s%s |", f32 ? "f32 " : "bf16", C, DK, dvs, B, T, H, cs.packed ? "packed" : "rows",
+           cs.recompute ? "recomputed" : "saved", cs.scan_bv < DV ? cs.scan_bv : DV, cs.prefetch ? "prefetch" : "no prefetch", cs.chain ? " chain" : cs.mma ? " mma scan" : "");
     for (auto &e : errs) printf(" %s %.1e", e.name, e.err);
     if (bad) printf("  FAIL (%.0e)", tol);
     printf("\n");
@@ -318,6 +320,11 @@ int main() {
     run_case<bf16, 16, 32>({ 1, 70, 1, true, false, false, 32, false, 1, false, true });
     run_case<bf16, 64, 64>({ 1, 200, 1, false, false, false, 64, false, 1, false, true });
     run_case<bf16, 64, 128>({ 2, 130, 2, true, false, false, 128, false, 1, false, true });   // the backward's 128 columns
+    // dk != dv (the states dk x dv, q and k against v and dO): the shared-memory kernels, then the
+    // register-style ones with the chain and recomputed states
+    run_case<bf16, 64, 64, 128>({ 1, 130, 2, true, false, false, 64 });
+    run_case<bf16, 64, 64, 128>({ 1, 130, 1, true, false, false, 64, false, 1, false, true });
+    run_case<bf16, 32, 128, 64>({ 1, 90, 2, false, true, false, 64, true, 1, false, true });
     // tiny keys at d = 128 (scale 128^-1/2, not a power of two): the gradients' errors at the
     // outputs' level, no extra rounding (the scale on dO applied in float, not by rounding a
     // scaled dO to bf16 first, which took them from 2.9e-3 to 3.3e-3, above fla's)

@@ -36,16 +36,18 @@ static Seqs split_rows(int B, int T) {
 /* float64 recurrence over every (sequence, head) (token t of sequence n, head h, at row
  * ((batch[n]*T + start[n] + t)*H + h)): S_t = S + a k (v - S^T k)^T, o_t = scale S_t^T q_t,
  * starting from s0 (empty: zero) and ending in sf; the backward keeps every state, starts from
- * dsf (empty: zero) and ends in ds0. States are [N, H, d, d]. */
+ * dsf (empty: zero) and ends in ds0. q, k have dk columns; v, dO, o have dv; states are
+ * [N, H, dk, dv]. */
 struct Ref { std::vector<double> o, dq, dk, dv, da, sf, ds0; };
-static Ref reference(int B, int T, int H, int d, const Seqs &sq, const std::vector<float> &q, const std::vector<float> &k,
-                     const std::vector<float> &v, const std::vector<float> &al, const std::vector<float> &dO,
-                     const std::vector<float> &s0, const std::vector<float> &dsf, double scale) {
+static Ref reference(int B, int T, int H, int dk, int dv, const Seqs &sq, const std::vector<float> &q,
+                     const std::vector<float> &k, const std::vector<float> &v, const std::vector<float> &al,
+                     const std::vector<float> &dO, const std::vector<float> &s0, const std::vector<float> &dsf, double scale) {
     Ref r;
-    const size_t n = (size_t)B * T * H * d, N = sq.len.size(), dd = (size_t)d * d;
-    r.o.assign(n, 0); r.dq.assign(n, 0); r.dk.assign(n, 0); r.dv.assign(n, 0); r.da.assign((size_t)B * T * H, 0);
+    const size_t rows = (size_t)B * T * H, N = sq.len.size(), dd = (size_t)dk * dv;
+    r.o.assign(rows * dv, 0); r.dq.assign(rows * dk, 0); r.dk.assign(rows * dk, 0); r.dv.assign(rows * dv, 0);
+    r.da.assign(rows, 0);
     r.sf.assign(N * H * dd, 0); r.ds0.assign(N * H * dd, 0);
-    std::vector<double> S((size_t)(T + 1) * dd), dS(dd), u(d), du(d);
+    std::vector<double> S((size_t)(T + 1) * dd), dS(dd), u(dv), du(dv);
     for (size_t sn = 0; sn < N; sn++)
         for (int h = 0; h < H; h++) {
             const size_t st = (sn * H + h) * dd;
@@ -55,56 +57,62 @@ static Ref reference(int B, int T, int H, int d, const Seqs &sq, const std::vect
                 size_t row = ((size_t)sq.batch[sn] * T + sq.start[sn] + t) * H + h;
                 const double *Sp = &S[(size_t)t * dd];
                 double *Sn = &S[(size_t)(t + 1) * dd];
-                for (int j = 0; j < d; j++) {
+                for (int j = 0; j < dv; j++) {
                     double s = 0;
-                    for (int i = 0; i < d; i++) s += Sp[i * d + j] * k[row * d + i];
-                    u[j] = v[row * d + j] - s;
+                    for (int i = 0; i < dk; i++) s += Sp[i * dv + j] * k[row * dk + i];
+                    u[j] = v[row * dv + j] - s;
                 }
-                for (int i = 0; i < d; i++)
-                    for (int j = 0; j < d; j++) Sn[i * d + j] = Sp[i * d + j] + al[row] * k[row * d + i] * u[j];
-                for (int j = 0; j < d; j++) {
+                for (int i = 0; i < dk; i++)
+                    for (int j = 0; j < dv; j++) Sn[i * dv + j] = Sp[i * dv + j] + al[row] * k[row * dk + i] * u[j];
+                for (int j = 0; j < dv; j++) {
                     double s = 0;
-                    for (int i = 0; i < d; i++) s += Sn[i * d + j] * q[row * d + i];
-                    r.o[row * d + j] = scale * s;
+                    for (int i = 0; i < dk; i++) s += Sn[i * dv + j] * q[row * dk + i];
+                    r.o[row * dv + j] = scale * s;
                 }
             }
             for (size_t e = 0; e < dd; e++) { r.sf[st + e] = S[(size_t)L * dd + e]; dS[e] = dsf.empty() ? 0.0 : dsf[st + e]; }
             for (int t = L - 1; t >= 0; t--) {
                 size_t row = ((size_t)sq.batch[sn] * T + sq.start[sn] + t) * H + h;
                 const double *Sp = &S[(size_t)t * dd], *Sn = &S[(size_t)(t + 1) * dd];
-                for (int i = 0; i < d; i++) {
+                for (int i = 0; i < dk; i++) {
                     double s = 0;
-                    for (int j = 0; j < d; j++) {
-                        dS[i * d + j] += scale * q[row * d + i] * dO[row * d + j];
-                        s += Sn[i * d + j] * dO[row * d + j];
+                    for (int j = 0; j < dv; j++) {
+                        dS[i * dv + j] += scale * q[row * dk + i] * dO[row * dv + j];
+                        s += Sn[i * dv + j] * dO[row * dv + j];
                     }
-                    r.dq[row * d + i] = scale * s;
+                    r.dq[row * dk + i] = scale * s;
                 }
-                for (int j = 0; j < d; j++) {
+                for (int j = 0; j < dv; j++) {
                     double s = 0;
-                    for (int i = 0; i < d; i++) s += Sp[i * d + j] * k[row * d + i];
-                    u[j] = v[row * d + j] - s;
+                    for (int i = 0; i < dk; i++) s += Sp[i * dv + j] * k[row * dk + i];
+                    u[j] = v[row * dv + j] - s;
                 }
                 double da = 0;
-                for (int j = 0; j < d; j++) {
+                for (int j = 0; j < dv; j++) {
                     double s = 0;
-                    for (int i = 0; i < d; i++) s += dS[i * d + j] * k[row * d + i];
+                    for (int i = 0; i < dk; i++) s += dS[i * dv + j] * k[row * dk + i];
                     du[j] = al[row] * s;
                     da += s * u[j];
                 }
                 r.da[row] = da;
-                for (int i = 0; i < d; i++) {
+                for (int i = 0; i < dk; i++) {
                     double gu = 0, sd = 0;
-                    for (int j = 0; j < d; j++) { gu += dS[i * d + j] * u[j]; sd += Sp[i * d + j] * du[j]; }
-                    r.dk[row * d + i] = al[row] * gu - sd;
+                    for (int j = 0; j < dv; j++) { gu += dS[i * dv + j] * u[j]; sd += Sp[i * dv + j] * du[j]; }
+                    r.dk[row * dk + i] = al[row] * gu - sd;
                 }
-                for (int j = 0; j < d; j++) r.dv[row * d + j] = du[j];
-                for (int i = 0; i < d; i++)
-                    for (int j = 0; j < d; j++) dS[i * d + j] -= k[row * d + i] * du[j];
+                for (int j = 0; j < dv; j++) r.dv[row * dv + j] = du[j];
+                for (int i = 0; i < dk; i++)
+                    for (int j = 0; j < dv; j++) dS[i * dv + j] -= k[row * dk + i] * du[j];
             }
             for (size_t e = 0; e < dd; e++) r.ds0[st + e] = dS[e];
         }
     return r;
+}
+/* dk = dv = d */
+static Ref reference(int B, int T, int H, int d, const Seqs &sq, const std::vector<float> &q, const std::vector<float> &k,
+                     const std::vector<float> &v, const std::vector<float> &al, const std::vector<float> &dO,
+                     const std::vector<float> &s0, const std::vector<float> &dsf, double scale) {
+    return reference(B, T, H, d, d, sq, q, k, v, al, dO, s0, dsf, scale);
 }
 
 static double rel_err_host(const std::vector<double> &ref, const std::vector<double> &x) {
