@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
         for (int j = 0; j < CT; j++)
 #pragma unroll
             for (int i = 0; i < 4; i++)
-                acc[j][i] = 8 * j + 2 * t + i % 2 <= row0 + g + 8 * (i / 2) ? acc[j][i] * p.scale : 0.0f;
+                acc[j][i] = acc_col(j, i) <= acc_row(row0, i) ? acc[j][i] * p.scale : 0.0f;
 #pragma unroll
         for (int kk = 0; kk < C / 16; kk++) acc_to_a(pa[kk], acc, kk);
         store_acc(dP, LDC, row0, acc);
@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
 #pragma unroll
         for (int j = 0; j < CT; j++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) acc[j][i] *= a[8 * j + 2 * t + i % 2];
+            for (int i = 0; i < 4; i++) acc[j][i] *= a[acc_col(j, i)];
         uint32_t xa[C / 16][4];
 #pragma unroll
         for (int kk = 0; kk < C / 16; kk++) acc_to_a(xa[kk], acc, kk);
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
         for (int j = 0; j < CT; j++)
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                const int r = row0 + g + 8 * (i / 2), c = 8 * j + 2 * t + i % 2;
+                const int r = acc_row(row0, i), c = acc_col(j, i);
                 if (c < r) rsum[i / 2] -= ndl[j][i] * gk[j][i];
                 ndl[j][i] = c < r ? -a[r] * ndl[j][i] : 0.0f;   /* M = strict_lower(diag(a) dL) */
             }

@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
     EFLA_DYNAMIC_SMEM(smem);
     EFLA_SMEM_FITS(2 * SET, (state_scan_mma_smem<C, DK, BV>()));
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, dv = p.dv;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, m = lane / 8;   /* m: ldmatrix's matrix */
+    const int warp = threadIdx.x / 32;
     const int64_t j0 = (int64_t)blockIdx.y * BV, col0 = j0 + 16 * warp;   /* the block's, this warp's first state column */
     auto Wb = [&](int b) { return (bf16 *)(smem + b * SET); };
     auto Kb = [&](int b) { return (bf16 *)(smem + b * SET + bm_bytes(C, DK)); };
@@ -121,23 +121,12 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
 #pragma unroll
         for (int j = 0; j < CT; j += 2) {
             uint32_t r[4];
-            ldsm_x4_trans(r, U + (8 * (j + m / 2) + lane % 8) * LDU + 16 * warp + 8 * (m % 2));
+            ldsm_a_cols(r, U, LDU, 16 * warp, j / 2);
             vt[j][0] = bf16_lo(r[0]); vt[j][1] = bf16_hi(r[0]); vt[j][2] = bf16_lo(r[1]); vt[j][3] = bf16_hi(r[1]);
             vt[j + 1][0] = bf16_lo(r[2]); vt[j + 1][1] = bf16_hi(r[2]); vt[j + 1][2] = bf16_lo(r[3]); vt[j + 1][3] = bf16_hi(r[3]);
         }
-        const bf16 *W = Wb(b);
-#pragma unroll
-        for (int kk = 0; kk < DK / 16; kk++) {
-            const uint32_t an[4] = {sa[kk][0] ^ 0x80008000u, sa[kk][1] ^ 0x80008000u, sa[kk][2] ^ 0x80008000u,
-                                    sa[kk][3] ^ 0x80008000u};
-#pragma unroll
-            for (int j = 0; j < CT; j += 2) {   /* B = W^T: W's rows 8 j .., columns 16 kk (+8); tile j + 1 */
-                uint32_t r[4];
-                    ldsm_x4(r, W + (8 * (j + m / 2) + lane % 8) * LDK + 16 * kk + 8 * (m % 2));
-                mma_bf16(vt[j], an, r[0], r[1]);
-                mma_bf16(vt[j + 1], an, r[2], r[3]);
-            }
-        }
+        const bf16 *W = Wb(b);   /* B = W^T */
+        mma_steps<DK / 16>(vt, negated_frags(sa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, W, LDK, kk, j); });
 
         /* V' in bfloat16: the A fragments of the next product, and to vp */
         uint32_t va[C / 16][4];
@@ -145,17 +134,9 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
         for (int kk = 0; kk < C / 16; kk++) acc_to_a(va[kk], vt, kk);
         if (p.vp) store_transposed(p.vp + (gc * p.H + h) * C * dv + col0, dv, va);
 
-        /* S^T += V'^T K: B = K by ldmatrix.trans (matrices: rows 16 kk (+8), columns 8 j; then 8 j + 8) */
+        /* S^T += V'^T K */
         const bf16 *K = Kb(b);
-#pragma unroll
-        for (int kk = 0; kk < C / 16; kk++)
-#pragma unroll
-            for (int j = 0; j < KT; j += 2) {
-                uint32_t r[4];
-                    ldsm_x4_trans(r, K + (16 * kk + 8 * (m % 2) + lane % 8) * LDK + 8 * j + 8 * (m / 2));
-                mma_bf16(s[j], va[kk], r[0], r[1]);
-                mma_bf16(s[j + 1], va[kk], r[2], r[3]);
-            }
+        mma_steps<C / 16>(s, held_frags(va), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, K, LDK, kk, j); });
     }
     if (p.sf) store_transposed(p.sf + (n * p.H + h) * DK * dv + col0, dv, s);
 }
@@ -183,7 +164,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
     EFLA_DYNAMIC_SMEM(smem);
     EFLA_SMEM_FITS(2 * SET, (bwd_scan_mma_smem<C, DK, BV>()));
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, dv = p.dv;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, m = lane / 8;
+    const int warp = threadIdx.x / 32;
     const int64_t j0 = (int64_t)blockIdx.y * BV, col0 = j0 + 16 * warp;
     auto Qb = [&](int b) { return (bf16 *)(smem + b * SET); };
     auto Kb = [&](int b) { return (bf16 *)(smem + b * SET + bm_bytes(C, DK)); };
@@ -221,42 +202,22 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
         for (int kk = 0; kk < DK / 16; kk++) acc_to_a(sa[kk], ds, kk);
         store_transposed(p.dcs + (gc * p.H + h) * DK * dv + col0, dv, sa);
 
-        /* dO^T as A fragments: matrices rows 16 kk (+8), columns 16 warp (+8), transposed */
+        /* dO^T as A fragments (dO's columns are this warp's rows) */
         uint32_t oa[C / 16][4];
         const bf16 *dO = dOb(b);
 #pragma unroll
-        for (int kk = 0; kk < C / 16; kk++)
-            ldsm_x4_trans(oa[kk], dO + (16 * kk + 8 * (m / 2) + lane % 8) * LDV + 16 * warp + 8 * (m % 2));
+        for (int kk = 0; kk < C / 16; kk++) ldsm_a_cols(oa[kk], dO, LDV, 16 * warp, kk);
 
         /* dV'^T = scale dO^T P + dS_out^T K^T (the scale in float, on the first product) */
         float dvt[CT][4];
-#pragma unroll
-        for (int j = 0; j < CT; j++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) dvt[j][i] = 0.0f;
+        zero_acc(dvt);
         const bf16 *P = Pb(b), *K = Kb(b);
-#pragma unroll
-        for (int kk = 0; kk < C / 16; kk++)
-#pragma unroll
-            for (int j = 0; j < CT; j += 2) {   /* B = P: rows 16 kk (+8), columns 8 j (+8), transposed */
-                uint32_t r[4];
-                ldsm_x4_trans(r, P + (16 * kk + 8 * (m % 2) + lane % 8) * LDC + 8 * j + 8 * (m / 2));
-                mma_bf16(dvt[j], oa[kk], r[0], r[1]);
-                mma_bf16(dvt[j + 1], oa[kk], r[2], r[3]);
-            }
+        mma_steps<C / 16>(dvt, held_frags(oa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, P, LDC, kk, j); });
 #pragma unroll
         for (int j = 0; j < CT; j++)
 #pragma unroll
             for (int i = 0; i < 4; i++) dvt[j][i] *= p.scale;
-#pragma unroll
-        for (int kk = 0; kk < DK / 16; kk++)
-#pragma unroll
-            for (int j = 0; j < CT; j += 2) {   /* B = K^T: K's rows 8 j .., columns 16 kk (+8) */
-                uint32_t r[4];
-                ldsm_x4(r, K + (8 * (j + m / 2) + lane % 8) * LDK + 16 * kk + 8 * (m % 2));
-                mma_bf16(dvt[j], sa[kk], r[0], r[1]);
-                mma_bf16(dvt[j + 1], sa[kk], r[2], r[3]);
-            }
+        mma_steps<DK / 16>(dvt, held_frags(sa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, K, LDK, kk, j); });
 
         /* dV' in bfloat16: to dvp, and negated as the A operand of dS's update */
         uint32_t va[C / 16][4];
@@ -264,8 +225,8 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
         for (int kk = 0; kk < C / 16; kk++) acc_to_a(va[kk], dvt, kk);
         store_transposed(p.dvp + (gc * p.H + h) * C * dv + col0, dv, va);
 
-        /* dS^T += scale dO^T Q - dV'^T W: B = Q, then W (rows 16 kk (+8), columns 8 j (+8),
-         * transposed), two n8 tiles at a time, dO^T Q in its own accumulators for the scale */
+        /* dS^T += scale dO^T Q - dV'^T W: B = Q, then W, two n8 tiles at a time (dO^T Q in its own
+         * accumulators for the scale: a whole row of them would not fit beside dS^T) */
         const bf16 *Q = Qb(b), *W = Wb(b);
 #pragma unroll
         for (int j = 0; j < KT; j += 2) {
@@ -273,7 +234,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
 #pragma unroll
             for (int kk = 0; kk < C / 16; kk++) {
                 uint32_t r[4];
-                ldsm_x4_trans(r, Q + (16 * kk + 8 * (m % 2) + lane % 8) * LDK + 8 * j + 8 * (m / 2));
+                ldsm_b_rows(r, Q, LDK, kk, j);
                 mma_bf16(qo[0], oa[kk], r[0], r[1]);
                 mma_bf16(qo[1], oa[kk], r[2], r[3]);
             }
@@ -284,10 +245,9 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
             }
 #pragma unroll
             for (int kk = 0; kk < C / 16; kk++) {
-                uint32_t r[4];
-                const uint32_t vn[4] = {va[kk][0] ^ 0x80008000u, va[kk][1] ^ 0x80008000u, va[kk][2] ^ 0x80008000u,
-                                        va[kk][3] ^ 0x80008000u};   /* -dV'^T */
-                ldsm_x4_trans(r, W + (16 * kk + 8 * (m % 2) + lane % 8) * LDK + 8 * j + 8 * (m / 2));
+                uint32_t r[4], vn[4];
+                negated_frags(va)(vn, kk);   /* -dV'^T */
+                ldsm_b_rows(r, W, LDK, kk, j);
                 mma_bf16(ds[j], vn, r[0], r[1]);
                 mma_bf16(ds[j + 1], vn, r[2], r[3]);
             }
@@ -315,7 +275,7 @@ __global__ void __launch_bounds__(out_mma_threads<C>()) out_mma_kernel(ArgsT<bf1
     EFLA_DYNAMIC_SMEM(smem);
     EFLA_SMEM_FITS((size_t)(2 * C * LDK + DK * LDV + C * LDV) * sizeof(bf16), (out_mma_smem<C, DK, DV>()));
     const int64_t g0 = blockIdx.x, h = blockIdx.y, dv = p.dv;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int warp = threadIdx.x / 32;
     const ChunkRows cr = chunk_rows(p, g0, h, C);
     bf16 *const Q = (bf16 *)smem, *const K = Q + C * LDK, *const S = K + C * LDK, *const Vp = S + DK * LDV;
     copy_rows_async<NT>(Q, LDK, p.q + cr.first * DK, p.H * DK, C, DK, cr.len);
@@ -343,7 +303,7 @@ __global__ void __launch_bounds__(out_mma_threads<C>()) out_mma_kernel(ArgsT<bf1
     for (int j = 0; j < CT; j++)
 #pragma unroll
         for (int i = 0; i < 4; i++)
-            if (8 * j + 2 * t + i % 2 > row0 + g + (i >= 2 ? 8 : 0)) pt[j][i] = 0.0f;
+            if (acc_col(j, i) > acc_row(row0, i)) pt[j][i] = 0.0f;
     uint32_t pa[C / 16][4];
 #pragma unroll
     for (int kk = 0; kk < C / 16; kk++) acc_to_a(pa[kk], pt, kk);

@@ -109,6 +109,20 @@ template <int KK> __device__ __forceinline__ auto held_frags(const uint32_t (&a)
     };
 }
 
+/* mma_steps' A loader for fragments in registers with every element negated (the bfloat16 sign
+ * bits flipped: -A exactly) */
+template <int KK> __device__ __forceinline__ auto negated_frags(const uint32_t (&a)[KK][4]) {
+    return [&a](uint32_t (&f)[4], int kk) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) f[i] = a[kk][i] ^ 0x80008000u;
+    };
+}
+
+/* Where accumulator element acc[j][i] of a warp's 16 rows from row0 sits: row row0 + g (+8 for
+ * i >= 2), column 8 j + 2t (+1 for odd i) */
+__device__ __forceinline__ int acc_row(int row0, int i) { return row0 + (int)(threadIdx.x % 32) / 4 + (i >= 2 ? 8 : 0); }
+__device__ __forceinline__ int acc_col(int j, int i) { return 8 * j + 2 * (int)(threadIdx.x % 4) + i % 2; }
+
 /* every k16 step and n8 tile pair of a product: mma_steps' default */
 struct AllTiles {
     __device__ __forceinline__ bool operator()(int, int) const { return true; }

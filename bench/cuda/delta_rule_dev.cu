@@ -176,7 +176,7 @@ int main(int argc, char **argv) {
             for (size_t i = 0; i < ns; i++) { s0[i] = (float)(0.5 * nrand(&seed)); dsf[i] = (float)(0.5 * nrand(&seed)); }
         }
         Ref ref;
-        if (validate) ref = reference(B, T, H, d, sq, q, k, v, al, dO, s0, dsf, scale);
+        if (validate) ref = reference(B, T, H, d, d, sq, q, k, v, al, dO, s0, dsf, scale);
         /* the sequence table (as upload_seqs builds it) */
         std::vector<int64_t> tab(3 * N);
         int64_t nch = 0;

@@ -108,13 +108,6 @@ static Ref reference(int B, int T, int H, int dk, int dv, const Seqs &sq, const 
         }
     return r;
 }
-/* dk = dv = d */
-static Ref reference(int B, int T, int H, int d, const Seqs &sq, const std::vector<float> &q, const std::vector<float> &k,
-                     const std::vector<float> &v, const std::vector<float> &al, const std::vector<float> &dO,
-                     const std::vector<float> &s0, const std::vector<float> &dsf, double scale) {
-    return reference(B, T, H, d, d, sq, q, k, v, al, dO, s0, dsf, scale);
-}
-
 static double rel_err_host(const std::vector<double> &ref, const std::vector<double> &x) {
     double num = 0, den = 0;
     for (size_t i = 0; i < x.size(); i++) {
