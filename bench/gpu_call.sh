@@ -9,10 +9,10 @@
 #
 # PARTS (default "tests register trace lm workbench kernels ncu sanitize op smnist vs_fla"), in this order:
 #   tests      test_backend_ops -b cuda (every op against the CPU), test_cuda, the CUDA Lua tests
-#   register   the register-style out and bwd_chunk (opt-in until a GPU has timed them:
-#              EFLA_DELTA_RULE_OUT_MMA=1, EFLA_DELTA_RULE_BWD_CHUNK_MMA=1) in the workbench: validated
-#              at d = 128 and 64, racecheck, then each of the shapes timed with neither, out
-#              alone, and both (the A/B that decides their defaults in cuda/delta_rule_chunk.cu)
+#   register   the register-style prep, out and bwd_chunk (opt-in until a GPU has timed them:
+#              EFLA_DELTA_RULE_PREP_MMA=1, _OUT_MMA=1, _BWD_CHUNK_MMA=1) in the workbench: validated
+#              at d = 128 and 64, racecheck, then each of the shapes timed with none, each
+#              alone, and all three (the A/B that decides their defaults in cuda/delta_rule_chunk.cu)
 #   trace      bench/delta_rule_op_trace.sh: every kernel of one operator forward+backward under ncu
 #              (bfloat16, float32) and of a decoding step
 #   lm         bench/lm_step_vs_fla.sh: efla and fla, byte and 125m, real and no-op delta rule,
@@ -34,7 +34,7 @@
 #   smnist     the sMNIST training step in efla (in the recipe's compute, bfloat16 mixed, and in
 #              float32) and in the published model's PyTorch token loop (float32)
 #   vs_fla     bench/delta_rule_vs_fla.sh (the operator against fla's chunk_delta_rule)
-#   vs_fla_register  the same with both register-style kernels switched on (not in the default)
+#   vs_fla_register  the same with the three register-style kernels switched on (not in the default)
 # Out: $OUT/gpu_call.tgz (every log; the device returns at most 8 files) and
 # $OUT/triton-autotune.tgz (copy it to .peers/ here: the next call's fla skips its autotuning).
 set -u
@@ -78,7 +78,7 @@ if has tests; then
   done
 fi
 WB=${WORKBENCH:-./delta_rule_dev}
-REGISTER_ON="EFLA_DELTA_RULE_OUT_MMA=1 EFLA_DELTA_RULE_BWD_CHUNK_MMA=1"
+REGISTER_ON="EFLA_DELTA_RULE_PREP_MMA=1 EFLA_DELTA_RULE_OUT_MMA=1 EFLA_DELTA_RULE_BWD_CHUNK_MMA=1"
 if has register; then
   [[ -x $WB ]] || run workbench_build 120 bash bench/cuda/build_dev.sh
   if [[ -x $WB ]]; then
@@ -86,10 +86,10 @@ if has register; then
     TAIL=10 run register_validate_d64 60 env $REGISTER_ON "$WB" 2 1 300 2 64 32
     TAIL=4 run register_racecheck 120 env $REGISTER_ON compute-sanitizer --tool racecheck "$WB" 2 1 130 1 128 64
     for sh in "8 2048 16 128" "4 8192 16 128" "16 4096 32 64" "128 784 1 64"; do
-      for mode in "0 0" "1 0" "1 1"; do   # OUT_MMA, BWD_CHUNK_MMA
+      for mode in "0 0 0" "1 0 0" "0 1 0" "0 0 1" "1 1 1"; do   # PREP_MMA, OUT_MMA, BWD_CHUNK_MMA
         set -- $mode
-        TAIL=1 run "register_${sh// /_}_out$1_chunk$2" 40 \
-          env EFLA_DELTA_RULE_OUT_MMA=$1 EFLA_DELTA_RULE_BWD_CHUNK_MMA=$2 "$WB" 2 $sh 64 time
+        TAIL=1 run "register_${sh// /_}_prep$1_out$2_chunk$3" 40 \
+          env EFLA_DELTA_RULE_PREP_MMA=$1 EFLA_DELTA_RULE_OUT_MMA=$2 EFLA_DELTA_RULE_BWD_CHUNK_MMA=$3 "$WB" 2 $sh 64 time
       done
     done
   fi

@@ -29,6 +29,10 @@
  *   dL = -X^T dX X^T (strictly lower),  dG_ij = a_i dL_ij,  da_i += sum_j dL_ij G_ij
  *   dK = scale dP^T Q + V' dS_out^T - dD S^T + (dG + dG^T) K
  * The chain from alpha into beta and k runs afterwards (delta_rule_alpha.cu).
+ * bfloat16 has register-style forms (mma.sync, accumulators in registers): of the state scans
+ * (delta_rule_chunk_scan_mma.cuh, on by default), and, opt-in until a GPU has timed them, of
+ * out (same file), bwd_chunk (delta_rule_chunk_bwd_mma.cuh) and prep's products
+ * (delta_rule_chunk_prep_mma.cuh).
  *
  * Coverage: bfloat16, C in {16, 32, 64}, dk and dv multiples of 16 up to 128 whose shared
  * memory fits; efla_cuda_delta_rule_chunk_* return 1 for anything else and the caller
@@ -166,6 +170,23 @@ template <class E, int C, int DK, int DV> void launch_out(const ArgsT<E> &p, boo
     out_kernel<E, C, DK, BVO><<<dim3((unsigned)p.nch, (unsigned)p.H, DV / BVO), THREADS, out_smem<E, C, DK, BVO>()>>>(p);
 }
 
+/* bfloat16 up to d = 128: prep's products in the register style (prep_mma_kernel) where
+ * EFLA_DELTA_RULE_PREP_MMA=1 and it fits, else prep_kernel. Off by default until a GPU has timed
+ * it against prep_kernel (the host emulator checks it; no device was lent when it landed). */
+const bool PREP_MMA_DEFAULT = false;
+template <class E, int C, int DK, int DV> int launch_prep(const ArgsT<E> &p) {
+    if constexpr (std::is_same<E, bf16>::value && DK <= 128 && DV <= 128) {
+        bool fits = false;
+        if (env_switch("EFLA_DELTA_RULE_PREP_MMA", PREP_MMA_DEFAULT)) TRY(set_smem(prep_mma_kernel<C, DK, DV>, prep_mma_smem<C, DK, DV>(), &fits));
+        if (fits) {
+            prep_mma_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_mma_smem<C, DK, DV>()>>>(p);
+            return 0;
+        }
+    }
+    prep_kernel<E, C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_smem<E, C, DK, DV>()>>>(p);
+    return 0;
+}
+
 /* version 2 keeps the chunk states in its element type: bfloat16 on the fast path (out_kernel
  * and bwd_chunk_kernel, their only readers, multiply them on the tensor cores in bfloat16, so
  * rounding them once when the scan stores them changes no result and halves what a training
@@ -222,7 +243,7 @@ int run_fwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
     }
     Profile prof;
     prof.mark("start");
-    prep_kernel<E, C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_smem<E, C, DK, DV>()>>>(p);
+    TRY((launch_prep<E, C, DK, DV>(p)));
     CU_CHECK_LAUNCH("delta_rule_chunk_prep");
     prof.mark("prep");
     TRY((launch_state_scan<E, C, DK, DV>(p, nseq, sp)));
@@ -332,7 +353,7 @@ int run_bwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
     p.dcs = dcsbuf.as<E>();
     Profile prof;
     prof.mark("start");
-    prep_kernel<E, C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_smem<E, C, DK, DV>()>>>(p);
+    TRY((launch_prep<E, C, DK, DV>(p)));
     CU_CHECK_LAUNCH("delta_rule_chunk_prep");
     if (!p.states) {   /* recompute the chunk states with a state-only forward */
         TRY(csbuf.alloc(sizeof(E) * state_elems, device));

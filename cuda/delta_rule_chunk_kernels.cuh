@@ -663,4 +663,5 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
 
 #include "delta_rule_chunk_scan_mma.cuh"   /* the forward's state scan with the state in registers (bf16) */
 #include "delta_rule_chunk_bwd_mma.cuh"    /* bwd_chunk in the register style (bf16) */
+#include "delta_rule_chunk_prep_mma.cuh"   /* prep's products in the register style (bf16) */
 #endif

@@ -26,7 +26,8 @@
 #include "delta_rule_ref.h"
 
 static int failures;
-static double last_errs[7];   // run_case's last errors: o, dq, dk, dv, dalpha (or dbeta), s_final, ds0
+static double last_errs[7];
+static double prep_mma_worst = -1;   // prep_mma_kernel's largest difference from prep_kernel (-1: never run)   // run_case's last errors: o, dq, dk, dv, dalpha (or dbeta), s_final, ds0
 
 template <class T> static std::vector<double> as_double(const std::vector<T> &v);
 template <> std::vector<double> as_double(const std::vector<bf16> &v) {
@@ -54,8 +55,9 @@ template <class T> static std::vector<T> poison(size_t n) {   // every element m
 // 0.01: tiny keys, where the gradients' error must stay at the outputs' level)
 // solves: the forward's prep keeps T and X (checked bit for bit against what the backward's prep
 // solves again), and the backward's prep reads T there instead of solving
-// mma: the register-style kernels (state_scan_mma_kernel, out_mma_kernel, bwd_chunk_mma_kernel;
-// bwd_scan_mma_kernel where the states are saved), bf16
+// mma: the register-style kernels (prep_mma_kernel, checked output for output against
+// prep_kernel; state_scan_mma_kernel, out_mma_kernel, bwd_chunk_mma_kernel; bwd_scan_mma_kernel
+// where the states are saved), bf16
 struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool chain; double key_norm = 1; bool solves = false;
               bool mma = false; };
 
@@ -122,6 +124,33 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
 
     // forward: W, U (chain: and alpha, lambda); the states and V' (the state-only scan); the outputs
     const dim3 block(THREADS);
+    // prep: in the mma cases the register-style kernel, whose W, U, T, X and tril(Q K^T) must
+    // match prep_kernel's run on the same arguments (the same roundings; float sums in another
+    // order may flip a last bfloat16 bit: within 1e-3 norm-relative)
+    auto prep = [&](ArgsT<E> a, const char *what) {
+        bool mma_prep = false;
+        if constexpr (std::is_same<E, bf16>::value && DK <= 128 && DV <= 128) mma_prep = cs.mma;
+        if (!mma_prep) { launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, DK, DV>(a); }); return; }
+        if constexpr (std::is_same<E, bf16>::value && DK <= 128 && DV <= 128)
+            launch(dim3((unsigned)nch, H), block, [&] { prep_mma_kernel<C, DK, DV>(a); });
+        ArgsT<E> b = a;   // prep_kernel with outputs of its own, alpha read where the first made it
+        std::vector<E> w2 = poison<E>(tile * DK), u2 = poison<E>(tile * DV), tx2 = poison<E>((size_t)nch * H * 2 * C * C),
+                       pq2 = poison<E>((size_t)nch * H * C * C);
+        b.w = w2.data(); b.u = a.u ? u2.data() : nullptr; b.pq = a.pq ? pq2.data() : nullptr;
+        b.tx = a.tx && !a.solved ? tx2.data() : a.tx;
+        if (!a.alpha && a.alpha_out) { b.alpha = a.alpha_out; b.alpha_out = nullptr; b.lambda_out = nullptr; }
+        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, DK, DV>(b); });
+        auto differ = [&](const char *name, const E *x, const std::vector<E> &y) {
+            const std::vector<E> xs(x, x + y.size());
+            const double d = rel_err_host(as_double(y), as_double(xs));
+            prep_mma_worst = std::max(prep_mma_worst, d);
+            if (!(d < 1e-3)) { printf("prep_mma (%s): %s differs from prep_kernel's by %.1e  FAIL\n", what, name, d); failures++; }
+        };
+        differ("W", a.w, w2);
+        if (a.u) differ("U", a.u, u2);
+        if (a.pq && !a.u) differ("tril(Q K^T)", a.pq, pq2);
+        if (a.tx && !a.solved) differ("T and X", a.tx, tx2);
+    };
     std::vector<E> alpha_made = poison<E>(nb), betab = to_elems<E>(beta);
     std::vector<double> lambda_made = poison<double>(nb);
     std::vector<E> solves = poison<E>((size_t)nch * H * 2 * C * C);
@@ -130,7 +159,7 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
         ArgsT<E> m = p;
         m.alpha = nullptr; m.beta = betab.data(); m.alpha_out = alpha_made.data(); m.lambda_out = lambda_made.data();
         m.order = EFLA_ORDER_EXACT_OF; m.ref = 0;
-        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, DK, DV>(m); });
+        prep(m, "forward, alpha made");
         int bad_alpha = 0, bad_lambda = 0;
         for (size_t i = 0; i < nb; i++) {
             bad_alpha += memcmp(&alpha_made[i], &ab[i], sizeof(E)) != 0;
@@ -141,7 +170,7 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
             failures++;
         }
     } else {
-        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, DK, DV>(p); });
+        prep(p, "forward");
     }
     auto scan = [&](ArgsT<E> a) {
         if constexpr (std::is_same<E, bf16>::value) {
@@ -195,7 +224,7 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
     g.u = cs.recompute ? u.data() : nullptr;   // as run_bwd: U only for the state recompute
     std::vector<E> pq = poison<E>((size_t)nch * H * C * C);
     g.pq = cs.recompute ? nullptr : pq.data();   // and tril(Q K^T) from prep where it makes no U
-    launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, DK, DV>(g); });
+    prep(g, "backward");
     if (cs.solves) {   // the forward's solves = the backward's, bit for bit; then the backward's prep reads them
         if (memcmp(solves.data(), tx.data(), tx.size() * sizeof(E)) != 0) {
             printf("the forward's kept solves differ from the backward's prep's\n");
@@ -205,7 +234,7 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
         if (g.pq) memset(pq.data(), 0xff, pq.size() * sizeof(E));
         g.tx = solves.data();
         g.solved = 1;
-        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, DK, DV>(g); });
+        prep(g, "backward, T read");
     }
     g.states = cstates.data();
     if (cs.recompute) {
@@ -338,6 +367,8 @@ int main() {
             failures++;
         }
     }
+    if (prep_mma_worst < 0) { printf("prep_mma_kernel never ran  FAIL\n"); failures++; }
+    else printf("prep_mma_kernel against prep_kernel: every output within %.1e norm-relative\n", prep_mma_worst);
     if (emu_smem_overflows) {   // a kernel's carving past what its launch asks for (EFLA_SMEM_FITS)
         printf("%d thread(s) saw a kernel carve past its shared memory (the first is named above)\n", emu_smem_overflows.load());
         failures++;

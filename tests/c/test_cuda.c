@@ -534,13 +534,14 @@ static void test_delta_rule(void) {
         dr_compare(label, 1, 130, 2, 64, 64, 1, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
         unsetenv(other_way[i]);
     }
-    /* the register-style outputs and backward within each chunk (out_mma_kernel,
-     * bwd_chunk_mma_kernel) forced on and off, whatever the defaults: every chunk size, dk != dv,
-     * orders, packed sequences, recomputed states */
-    static const char *const register_style[2] = { "EFLA_DELTA_RULE_OUT_MMA", "EFLA_DELTA_RULE_BWD_CHUNK_MMA" };
+    /* the register-style prep, outputs and backward within each chunk (prep_mma_kernel,
+     * out_mma_kernel, bwd_chunk_mma_kernel) forced on and off, whatever the defaults: every chunk
+     * size, dk != dv, orders, packed sequences, recomputed states */
+    static const char *const register_style[3] = { "EFLA_DELTA_RULE_PREP_MMA", "EFLA_DELTA_RULE_OUT_MMA",
+                                                    "EFLA_DELTA_RULE_BWD_CHUNK_MMA" };
     for (int on = 0; on < 2; on++) {
         char label[112];
-        for (int i = 0; i < 2; i++) setenv(register_style[i], on ? "1" : "0", 1);
+        for (int i = 0; i < 3; i++) setenv(register_style[i], on ? "1" : "0", 1);
         snprintf(label, sizeof label, "register-style kernels %s: dk=dv=128 chunk 64 DeltaNet", on ? "on" : "off");
         dr_compare(label, 1, 200, 2, 128, 128, 0, EFLA_BFLOAT16, 1, 64, 0);
         snprintf(label, sizeof label, "register-style kernels %s: dk=64 dv=128 chunk 32 order 2", on ? "on" : "off");
@@ -549,7 +550,7 @@ static void test_delta_rule(void) {
         dr_compare(label, 1, 45, 2, 128, 64, 0, EFLA_BFLOAT16, 4, 16, 0);
         snprintf(label, sizeof label, "register-style kernels %s: packed, recomputed states", on ? "on" : "off");
         dr_compare(label, 1, 64, 3, 32, 32, 1, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 16, 1);
-        for (int i = 0; i < 2; i++) unsetenv(register_style[i]);
+        for (int i = 0; i < 3; i++) unsetenv(register_style[i]);
     }
     /* float32 through the same kernels (float tiles, three-TF32 products: within 1e-5 of the
      * float64 recurrence), dk = dv = 64 above included: d = 128 (float32 runs at chunk 32 at most,
