@@ -151,12 +151,16 @@ template <class E, int C, int DK, int DV> int launch_state_scan(const ArgsT<E> &
  * columns) where EFLA_DELTA_RULE_OUT_MMA=1 and it fits. Off by default until a GPU has timed it
  * against out_kernel (the host emulator checks it; no device was lent when it landed). */
 const bool OUT_MMA_DEFAULT = false;
+/* *runs: whether an opt-in register-style kernel runs, by its switch `name` (dflt) and its fit */
+template <typename K> int register_style_runs(const char *name, bool dflt, K kernel, size_t bytes, bool *runs) {
+    *runs = false;
+    if (env_switch(name, dflt)) TRY(set_smem(kernel, bytes, runs));
+    return 0;
+}
 template <class E, int C, int DK, int DV> int out_mma_fits(bool *fits) {
     *fits = false;
-    if constexpr (std::is_same<E, bf16>::value) {
-        if (!env_switch("EFLA_DELTA_RULE_OUT_MMA", OUT_MMA_DEFAULT)) return 0;
-        TRY(set_smem(out_mma_kernel<C, DK, DV>, out_mma_smem<C, DK, DV>(), fits));
-    }
+    if constexpr (std::is_same<E, bf16>::value)
+        TRY(register_style_runs("EFLA_DELTA_RULE_OUT_MMA", OUT_MMA_DEFAULT, out_mma_kernel<C, DK, DV>, out_mma_smem<C, DK, DV>(), fits));
     return 0;
 }
 template <class E, int C, int DK, int DV> void launch_out(const ArgsT<E> &p, bool mma) {
@@ -176,9 +180,9 @@ template <class E, int C, int DK, int DV> void launch_out(const ArgsT<E> &p, boo
 const bool PREP_MMA_DEFAULT = false;
 template <class E, int C, int DK, int DV> int launch_prep(const ArgsT<E> &p) {
     if constexpr (std::is_same<E, bf16>::value && DK <= 128 && DV <= 128) {
-        bool fits = false;
-        if (env_switch("EFLA_DELTA_RULE_PREP_MMA", PREP_MMA_DEFAULT)) TRY(set_smem(prep_mma_kernel<C, DK, DV>, prep_mma_smem<C, DK, DV>(), &fits));
-        if (fits) {
+        bool runs = false;
+        TRY(register_style_runs("EFLA_DELTA_RULE_PREP_MMA", PREP_MMA_DEFAULT, prep_mma_kernel<C, DK, DV>, prep_mma_smem<C, DK, DV>(), &runs));
+        if (runs) {
             prep_mma_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_mma_smem<C, DK, DV>()>>>(p);
             return 0;
         }
@@ -301,9 +305,10 @@ template <class E, int C, int DK, int DV> int launch_bwd_scan_mma(const ArgsT<E>
 const bool BWD_CHUNK_MMA_DEFAULT = false;
 template <class E, int C, int DK, int DV> int launch_bwd_chunk(const ArgsT<E> &p) {
     if constexpr (std::is_same<E, bf16>::value && DK <= 128 && DV <= 128) {
-        bool fits = false;
-        if (env_switch("EFLA_DELTA_RULE_BWD_CHUNK_MMA", BWD_CHUNK_MMA_DEFAULT)) TRY(set_smem(bwd_chunk_mma_kernel<C, DK, DV>, bwd_chunk_mma_smem<C, DK, DV>(), &fits));
-        if (fits) {
+        bool runs = false;
+        TRY(register_style_runs("EFLA_DELTA_RULE_BWD_CHUNK_MMA", BWD_CHUNK_MMA_DEFAULT, bwd_chunk_mma_kernel<C, DK, DV>,
+                                bwd_chunk_mma_smem<C, DK, DV>(), &runs));
+        if (runs) {
             bwd_chunk_mma_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), bwd_chunk_mma_threads<C>(),
                                               bwd_chunk_mma_smem<C, DK, DV>()>>>(p);
             return 0;
