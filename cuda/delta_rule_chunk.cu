@@ -157,21 +157,18 @@ template <typename K> int register_style_runs(const char *name, bool dflt, K ker
     if (env_switch(name, dflt)) TRY(set_smem(kernel, bytes, runs));
     return 0;
 }
-template <class E, int C, int DK, int DV> int out_mma_fits(bool *fits) {
-    *fits = false;
-    if constexpr (std::is_same<E, bf16>::value)
-        TRY(register_style_runs("EFLA_DELTA_RULE_OUT_MMA", OUT_MMA_DEFAULT, out_mma_kernel<C, DK, DV>, out_mma_smem<C, DK, DV>(), fits));
-    return 0;
-}
-template <class E, int C, int DK, int DV> void launch_out(const ArgsT<E> &p, bool mma) {
+template <class E, int C, int DK, int DV> int launch_out(const ArgsT<E> &p) {
     if constexpr (std::is_same<E, bf16>::value) {
-        if (mma) {
+        bool runs = false;
+        TRY(register_style_runs("EFLA_DELTA_RULE_OUT_MMA", OUT_MMA_DEFAULT, out_mma_kernel<C, DK, DV>, out_mma_smem<C, DK, DV>(), &runs));
+        if (runs) {
             out_mma_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), out_mma_threads<C>(), out_mma_smem<C, DK, DV>()>>>(p);
-            return;
+            return 0;
         }
     }
     constexpr int BVO = Tile<DV>::BV;
     out_kernel<E, C, DK, BVO><<<dim3((unsigned)p.nch, (unsigned)p.H, DV / BVO), THREADS, out_smem<E, C, DK, BVO>()>>>(p);
+    return 0;
 }
 
 /* bfloat16 up to d = 128: prep's products in the register style (prep_mma_kernel) where
@@ -230,8 +227,6 @@ int run_fwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
     TRY((scan_plan<E, C, DK, DV>(nseq, p.H, &sp)));
     const int mode = sp.mode;
     TRY(set_smem(out_kernel<E, C, DK, BVO>, out_smem<E, C, DK, BVO>(), &f3));
-    bool out_mma = false;
-    TRY((out_mma_fits<E, C, DK, DV>(&out_mma)));
     if (!f1 || mode < 0 || !f3 || plan) { *done = f1 && mode >= 0 && f3; return 0; }
     const size_t tile_elems = (size_t)(p.nch * p.H * C);
     CuBuffer wbuf, csbuf;
@@ -253,7 +248,7 @@ int run_fwd(ArgsT<E> &p, int64_t nseq, int device, bool *done, bool plan) {
     TRY((launch_state_scan<E, C, DK, DV>(p, nseq, sp)));
     prof.mark("state_scan");
     if (p.o && p.nch > 0) {
-        launch_out<E, C, DK, DV>(p, out_mma);
+        TRY((launch_out<E, C, DK, DV>(p)));
         CU_CHECK_LAUNCH("delta_rule_chunk_out");
     }
     prof.mark("out");

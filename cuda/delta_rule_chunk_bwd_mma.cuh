@@ -57,9 +57,6 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     const ChunkRows cr = chunk_rows(p, g0, h, C);
     const int64_t state = (g0 * p.H + h) * DK * DV;
 
-    /* C x C products wanted on and below the diagonal: the n8 tile pairs at or left of this warp's rows */
-    const auto diagonal_left = [=](int, int j) { return j <= 2 * warp; };
-
     /* loads in three groups: what D and V' need; then what dP, dQ, dD, dT and Y need; then dS_out */
     const bf16 *tx = p.tx + (g0 * p.H + h) * 2 * C * C;
     copy_rows_async<NT>(K, LDK, p.k + cr.first * DK, rs * DK, C, DK, cr.len);
@@ -88,9 +85,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     /* D = V - K S, this warp's rows, in place of V */
     {
         float acc[VT][4];
-        zero_acc(acc);
-        mma_steps<DK / 16>(acc, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, K, LDK, row0, kk); },
-                           [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, S, LDV, kk, j); });
+        strip_product<DV, DK / 16, false>(acc, K, LDK, S, LDV, warp, 0, DK / 16, false);
 #pragma unroll
         for (int j = 0; j < VT; j++)
 #pragma unroll
@@ -104,9 +99,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     /* V' = T D */
     {
         float acc[VT][4];
-        zero_acc(acc);
-        mma_steps<C / 16>(acc, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, T, LDC, row0, kk); },
-                          [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, D, LDV, kk, j); }, 0, warp + 1);
+        strip_product<DV, C / 16, false>(acc, T, LDC, D, LDV, warp, 0, warp + 1, false);
         store_acc(Vp, LDV, row0, acc);
     }
     cp_async_wait<1>();
@@ -117,14 +110,8 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     uint32_t pa[C / 16][4];
     {
         float acc[CT][4];
-        zero_acc(acc);
-        mma_steps<DV / 16>(acc, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, dO, LDV, row0, kk); },
-                           [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, Vp, LDV, kk, j); }, 0, DV / 16, diagonal_left);
-#pragma unroll
-        for (int j = 0; j < CT; j++)
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-                acc[j][i] = acc_col(j, i) <= acc_row(row0, i) ? acc[j][i] * p.scale : 0.0f;
+        strip_product<C, DV / 16, true>(acc, dO, LDV, Vp, LDV, warp, 0, DV / 16, true);
+        scale_acc(acc, p.scale);
 #pragma unroll
         for (int kk = 0; kk < C / 16; kk++) acc_to_a(pa[kk], acc, kk);
         store_acc(dP, LDC, row0, acc);
@@ -133,13 +120,8 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     /* dQ = scale dO S^T + dP K, stored from the accumulators */
     {
         float acc[KT][4];
-        zero_acc(acc);
-        mma_steps<DV / 16>(acc, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, dO, LDV, row0, kk); },
-                           [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, S, LDV, kk, j); });
-#pragma unroll
-        for (int j = 0; j < KT; j++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) acc[j][i] *= p.scale;
+        strip_product<DK, DV / 16, true>(acc, dO, LDV, S, LDV, warp, 0, DV / 16, false);
+        scale_acc(acc, p.scale);
         mma_steps<C / 16>(acc, held_frags(pa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, K, LDK, kk, j); }, 0, warp + 1);
         store_acc(p.dq + cr.first * DK, rs * DK, row0, acc, cr.len);
     }
@@ -165,9 +147,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
      * Y = dX X^T to shared memory */
     {
         float acc[CT][4];
-        zero_acc(acc);
-        mma_steps<DV / 16>(acc, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, dVp, LDV, row0, kk); },
-                           [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, D, LDV, kk, j); });
+        strip_product<C, DV / 16, true>(acc, dVp, LDV, D, LDV, warp, 0, DV / 16, false);
 #pragma unroll
         for (int j = 0; j < CT; j++)
 #pragma unroll
@@ -212,11 +192,12 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     {
         float ndl[CT][4], gk[CT][4];
         zero_acc(ndl);
-        zero_acc(gk);
         mma_steps<C / 16>(ndl, [&](uint32_t (&f)[4], int kk) { ldsm_a_cols(f, X, LDC, row0, kk); },
                           [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, Y, LDC, kk, j); }, warp);
+        zero_acc(gk);   /* not strip_product: its tril mask, needless here, took this kernel to 255 registers at d = 128 */
         mma_steps<DK / 16>(gk, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, K, LDK, row0, kk); },
-                           [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, K, LDK, kk, j); }, 0, DK / 16, diagonal_left);
+                           [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, K, LDK, kk, j); }, 0, DK / 16,
+                           [=](int, int j) { return j <= 2 * warp; });   /* the tile pairs at or left of this warp's diagonal */
         float rsum[2] = {0.0f, 0.0f};   /* da_i += sum_{j < i} dL_ij G_ij, rows row0 + g (+8) */
 #pragma unroll
         for (int j = 0; j < CT; j++)

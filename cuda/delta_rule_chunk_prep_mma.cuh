@@ -24,29 +24,6 @@ namespace {
  * for fewer columns */
 constexpr int prep_strip_width(int n) { return n % 64 == 0 ? 64 : n % 32 == 0 ? 32 : 16; }
 
-/* Rows 16 rw .. 16 rw + 15, columns c0 .. c0 + SW - 1 of A B over the k16 steps kk < kk1: A a
- * row-major tile of the product's rows (lda), B row-major k x n (ldb), or n x k when BT (B is
- * its transpose); with tril, columns past the row are zero (and the tile pairs wholly past the
- * strip's last row are skipped). The accumulators go to acc. */
-template <int SW, int KK, bool BT>
-__device__ __forceinline__ void strip_product(float (&acc)[SW / 8][4], const bf16 *A, int lda, const bf16 *B, int ldb, int rw,
-                                              int c0, int kk1, bool tril) {
-    const int row0 = 16 * rw;
-    zero_acc(acc);
-    mma_steps<KK>(acc, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, A, lda, row0, kk); },
-                  [&](uint32_t (&r)[4], int kk, int j) {
-                      if (BT) ldsm_b_cols(r, B + c0 * ldb, ldb, kk, j);
-                      else ldsm_b_rows(r, B + c0, ldb, kk, j);
-                  },
-                  0, kk1, [=](int, int j) { return !tril || c0 + 8 * j <= row0; });
-    if (tril)
-#pragma unroll
-        for (int j = 0; j < SW / 8; j++)
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-                if (c0 + acc_col(j, i) > acc_row(row0, i)) acc[j][i] = 0.0f;
-}
-
 /* K (C x DK); V, or Q where tril(Q K^T) is made (C x max(DK, DV)); G (C x C floats; T in
  * bfloat16 after the solve, or T read); X (C x C floats); the solve's scratch; a */
 template <int C, int DK, int DV> constexpr size_t prep_mma_smem() {
@@ -91,7 +68,7 @@ __global__ void __launch_bounds__(THREADS, 2) prep_mma_kernel(ArgsT<bf16> p) {
             strip_product<C, DK / 16, true>(acc, K.p, K.ld, K.p, K.ld, warp, 0, DK / 16, true);
             const int lane = threadIdx.x % 32;
 #pragma unroll
-            for (int j = 0; j < C / 8; j++)
+            for (int j = 0; j <= 2 * warp + 1; j++)   /* the solve reads nothing past the diagonal block */
 #pragma unroll
                 for (int half = 0; half < 2; half++)
                     *(float2 *)(G.p + (16 * warp + lane / 4 + 8 * half) * G.ld + 8 * j + 2 * (lane % 4)) =

@@ -14,8 +14,9 @@
  *     M[2t][g], M[2t+1][g] (the transpose, for stores)
  * Above those, a warp's product over its 16 rows: ldsm_a_rows/a_cols and ldsm_b_rows/b_cols load
  * A and B by role (from a tile or its transpose), mma_steps runs the k16 steps and n8 tile pairs
- * (skipping pairs known to be zero), held_frags feeds it A fragments kept in registers, and
- * store_acc writes the accumulators to a bfloat16 tile.
+ * (skipping pairs known to be zero), held_frags feeds it A fragments kept in registers,
+ * strip_product runs a whole product of two shared-memory tiles into fresh accumulators (tril
+ * optional), and store_acc writes the accumulators to a bfloat16 tile.
  * On the host emulator bench/cuda/emu_mma.h defines the same functions (lanes exchange their
  * registers through a per-warp buffer), so the kernels that use them run there too. */
 #ifndef EFLA_CUDA_MMA_FRAGMENTS_CUH
@@ -101,6 +102,14 @@ template <int N> __device__ __forceinline__ void zero_acc(float (&acc)[N][4]) {
         for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
 }
 
+/* every accumulator times s (in float) */
+template <int N> __device__ __forceinline__ void scale_acc(float (&acc)[N][4], float s) {
+#pragma unroll
+    for (int j = 0; j < N; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[j][i] *= s;
+}
+
 /* mma_steps' A loader for fragments already in registers (a[kk] for step kk) */
 template <int KK> __device__ __forceinline__ auto held_frags(const uint32_t (&a)[KK][4]) {
     return [&a](uint32_t (&f)[4], int kk) {
@@ -147,6 +156,30 @@ __device__ __forceinline__ void mma_steps(float (&acc)[N][4], LoadA a, LoadB b, 
             mma_bf16(acc[j + 1], af, r[2], r[3]);
         }
     }
+}
+
+/* Fresh accumulators acc = rows 16 rw .. 16 rw + 15, columns c0 .. c0 + SW - 1 of A B over the
+ * k16 steps kk < kk1, both operands bfloat16 tiles in shared memory: A row-major over the
+ * product's rows (lda), B row-major k x n (ldb), or n x k when BT (B is its transpose). With
+ * tril, columns past the row are zero (and the tile pairs wholly past the strip's last row are
+ * skipped). */
+template <int SW, int KK, bool BT>
+__device__ __forceinline__ void strip_product(float (&acc)[SW / 8][4], const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B,
+                                              int ldb, int rw, int c0, int kk1, bool tril) {
+    const int row0 = 16 * rw;
+    zero_acc(acc);
+    mma_steps<KK>(acc, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, A, lda, row0, kk); },
+                  [&](uint32_t (&r)[4], int kk, int j) {
+                      if constexpr (BT) ldsm_b_cols(r, B + c0 * ldb, ldb, kk, j);
+                      else ldsm_b_rows(r, B + c0, ldb, kk, j);
+                  },
+                  0, kk1, [=](int, int j) { return !tril || c0 + 8 * j <= row0; });
+    if (tril)
+#pragma unroll
+        for (int j = 0; j < SW / 8; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                if (c0 + acc_col(j, i) > acc_row(row0, i)) acc[j][i] = 0.0f;
 }
 
 /* 16 rows of accumulators (row0 + g (+8), columns 8 j + 2t (+1)) times mult to a bfloat16 tile:

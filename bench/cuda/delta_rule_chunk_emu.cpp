@@ -128,28 +128,30 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
     // match prep_kernel's run on the same arguments (the same roundings; float sums in another
     // order may flip a last bfloat16 bit: within 1e-3 norm-relative)
     auto prep = [&](ArgsT<E> a, const char *what) {
-        bool mma_prep = false;
-        if constexpr (std::is_same<E, bf16>::value && DK <= 128 && DV <= 128) mma_prep = cs.mma;
-        if (!mma_prep) { launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, DK, DV>(a); }); return; }
-        if constexpr (std::is_same<E, bf16>::value && DK <= 128 && DV <= 128)
-            launch(dim3((unsigned)nch, H), block, [&] { prep_mma_kernel<C, DK, DV>(a); });
-        ArgsT<E> b = a;   // prep_kernel with outputs of its own, alpha read where the first made it
-        std::vector<E> w2 = poison<E>(tile * DK), u2 = poison<E>(tile * DV), tx2 = poison<E>((size_t)nch * H * 2 * C * C),
-                       pq2 = poison<E>((size_t)nch * H * C * C);
-        b.w = w2.data(); b.u = a.u ? u2.data() : nullptr; b.pq = a.pq ? pq2.data() : nullptr;
-        b.tx = a.tx && !a.solved ? tx2.data() : a.tx;
-        if (!a.alpha && a.alpha_out) { b.alpha = a.alpha_out; b.alpha_out = nullptr; b.lambda_out = nullptr; }
-        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, DK, DV>(b); });
-        auto differ = [&](const char *name, const E *x, const std::vector<E> &y) {
-            const std::vector<E> xs(x, x + y.size());
-            const double d = rel_err_host(as_double(y), as_double(xs));
-            prep_mma_worst = std::max(prep_mma_worst, d);
-            if (!(d < 1e-3)) { printf("prep_mma (%s): %s differs from prep_kernel's by %.1e  FAIL\n", what, name, d); failures++; }
-        };
-        differ("W", a.w, w2);
-        if (a.u) differ("U", a.u, u2);
-        if (a.pq && !a.u) differ("tril(Q K^T)", a.pq, pq2);
-        if (a.tx && !a.solved) differ("T and X", a.tx, tx2);
+        if constexpr (std::is_same<E, bf16>::value && DK <= 128 && DV <= 128) {
+            if (cs.mma) {
+                launch(dim3((unsigned)nch, H), block, [&] { prep_mma_kernel<C, DK, DV>(a); });
+                ArgsT<E> b = a;   // prep_kernel with outputs of its own, alpha read where the first made it
+                std::vector<E> w2 = poison<E>(tile * DK), u2 = poison<E>(tile * DV), tx2 = poison<E>((size_t)nch * H * 2 * C * C),
+                               pq2 = poison<E>((size_t)nch * H * C * C);
+                b.w = w2.data(); b.u = a.u ? u2.data() : nullptr; b.pq = a.pq ? pq2.data() : nullptr;
+                b.tx = a.tx && !a.solved ? tx2.data() : a.tx;
+                if (!a.alpha && a.alpha_out) { b.alpha = a.alpha_out; b.alpha_out = nullptr; b.lambda_out = nullptr; }
+                launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, DK, DV>(b); });
+                auto differ = [&](const char *name, const E *x, const std::vector<E> &y) {
+                    const std::vector<E> xs(x, x + y.size());
+                    const double d = rel_err_host(as_double(y), as_double(xs));
+                    prep_mma_worst = std::max(prep_mma_worst, d);
+                    if (!(d < 1e-3)) { printf("prep_mma (%s): %s differs from prep_kernel's by %.1e  FAIL\n", what, name, d); failures++; }
+                };
+                differ("W", a.w, w2);
+                if (a.u) differ("U", a.u, u2);
+                if (a.pq && !a.u) differ("tril(Q K^T)", a.pq, pq2);
+                if (a.tx && !a.solved) differ("T and X", a.tx, tx2);
+                return;
+            }
+        }
+        launch(dim3((unsigned)nch, H), block, [&] { prep_kernel<E, C, DK, DV>(a); });
     };
     std::vector<E> alpha_made = poison<E>(nb), betab = to_elems<E>(beta);
     std::vector<double> lambda_made = poison<double>(nb);
