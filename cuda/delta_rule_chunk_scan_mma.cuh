@@ -213,10 +213,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
         zero_acc(dvt);
         const bf16 *P = Pb(b), *K = Kb(b);
         mma_steps<C / 16>(dvt, held_frags(oa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, P, LDC, kk, j); });
-#pragma unroll
-        for (int j = 0; j < CT; j++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) dvt[j][i] *= p.scale;
+        scale_acc(dvt, p.scale);
         mma_steps<DK / 16>(dvt, held_frags(sa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, K, LDK, kk, j); });
 
         /* dV' in bfloat16: to dvp, and negated as the A operand of dS's update */
