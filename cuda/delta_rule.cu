@@ -33,10 +33,6 @@
 
 namespace {
 
-const int TJ = 32;        /* state columns per block */
-const int NW = 4;         /* warps per block */
-const int LDS = TJ + 1;   /* padded row of the shared state tile (no bank conflicts across rows) */
-
 struct DRParams {
     int64_t H, dk, dv, C, ntiles;
     const int64_t *seq;      /* device, per sequence: first token row (b*T+start)*H, length, first chunk */
@@ -52,34 +48,6 @@ struct DRParams {
     double *lambda_out;
     int order, ref;
 };
-
-/* Shared memory carve-up; the same for both kernels (the forward leaves G and U unused). */
-template <typename A> struct Smem {
-    A *S, *G, *U, *kt, *qt, *kn, *po, *pu, *wv, *dos, *du;
-    __device__ Smem(A *base, int64_t dk, int64_t C, bool bwd) {
-        S = base;
-        G = S + dk * LDS;
-        U = G + (bwd ? dk * LDS : 0);
-        kt = U + (bwd ? C * TJ : 0);
-        qt = kt + dk;
-        kn = qt + dk;
-        po = kn + dk;
-        pu = po + NW * TJ;
-        wv = pu + NW * TJ;
-        dos = wv + TJ;
-        du = dos + TJ;
-    }
-    static size_t bytes(int64_t dk, int64_t C, bool bwd) {
-        int64_t n = dk * LDS + (bwd ? dk * LDS + C * TJ : 0) + 3 * dk + 2 * NW * TJ + 3 * TJ;
-        return sizeof(A) * (size_t)n;
-    }
-};
-
-/* Block-cooperative copy of a dk-vector (token row `row` of a [.,dk] buffer) into shared. */
-template <typename T, typename A>
-__device__ __forceinline__ void stage(A *dst, const T *src, int64_t dk, bool zero) {
-    for (int64_t i = threadIdx.x; i < dk; i += blockDim.x) dst[i] = zero ? (A)0 : (A)load_as_acc(src + i);
-}
 
 /* alpha of token row r, by every lane of one warp: the given one (p.al), or, when the forward
  * makes alpha (p.al NULL), from beta and lambda = |k_r|^2 of the row staged in kn, summed and
@@ -103,14 +71,11 @@ __device__ A token_alpha(const DRParams &p, const A *kn, int64_t r) {
  * Writes o (when o != NULL), the chunk states (when cs != NULL; chunk c at cs + c*cs_stride)
  * and, when U != NULL, u_t of token t0+m into U[m*TJ + lane]. Ends synchronised. */
 template <typename T, typename A>
-__device__ void fwd_steps(const DRParams &p, Smem<A> &sm, int64_t row0, int64_t t0, int64_t t1, int j0, int tj,
+__device__ void fwd_steps(const DRParams &p, ScanSmem<A> &sm, int64_t row0, int64_t t0, int64_t t1, int j0, int tj,
                           T *o, A *cs, int64_t cs_stride, A *U) {
     const int64_t dk = p.dk, dv = p.dv, H = p.H, C = p.C;
     const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v;
-    const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t rpw = (dk + NW - 1) / NW, i0 = w * rpw, i1 = i0 + rpw < dk ? i0 + rpw : dk;
-    const bool col = lane < tj;
-    const int64_t j = j0 + lane;
+    const auto [w, lane, i0, i1, j, col] = scan_lane(dk, j0, tj);
     if (t0 >= t1) return;
     /* u_{t0} = v_{t0} - S^T k_{t0} */
     stage<T, A>(sm.kn, k + (row0 + t0 * H) * dk, dk, false);
@@ -136,11 +101,7 @@ __device__ void fwd_steps(const DRParams &p, Smem<A> &sm, int64_t row0, int64_t 
     for (int64_t t = t0; t < t1; t++) {
         if (cs && t % C == 0) {
             __syncthreads();
-            A *dst = cs + (t / C) * cs_stride;
-            for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
-                int64_t i = e / tj, jj = e % tj;
-                dst[i * dv + j0 + jj] = sm.S[i * LDS + jj];
-            }
+            put_tile(cs + (t / C) * cs_stride, dv, j0, sm.S, dk, tj);
         }
         const int64_t r = row0 + t * H;
         __syncthreads();
@@ -185,59 +146,35 @@ __device__ void fwd_steps(const DRParams &p, Smem<A> &sm, int64_t row0, int64_t 
 template <typename T, typename A>
 __global__ void __launch_bounds__(NW * 32) dr_fwd_kernel(DRParams p) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    Smem<A> sm((A *)smem_raw, p.dk, p.C, false);
-    const int64_t pair = blockIdx.x / p.ntiles, tile = blockIdx.x % p.ntiles;
-    const int64_t n = pair / p.H, h = pair % p.H, dk = p.dk, dv = p.dv, sz = dk * dv;
-    const int64_t row0 = p.seq[3 * n] + h, L = p.seq[3 * n + 1], coff = p.seq[3 * n + 2];
-    const int j0 = (int)(tile * TJ), tj = (int)(dv - j0 < TJ ? dv - j0 : TJ);
-    const A *s0 = (const A *)p.s0;
-    for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
-        int64_t i = e / tj, jj = e % tj;
-        sm.S[i * LDS + jj] = s0 ? s0[pair * sz + i * dv + j0 + jj] : (A)0;
-    }
+    ScanSmem<A> sm((A *)smem_raw, p.dk, p.C, false);
+    const auto [pair, n, h, row0, L, coff, j0, tj] = scan_block(p);
+    const int64_t dk = p.dk, dv = p.dv, sz = dk * dv;
+    get_tile(sm.S, p.s0 ? (const A *)p.s0 + pair * sz : nullptr, dv, j0, dk, tj);
     __syncthreads();
     A *cs = p.cs ? (A *)p.cs + (coff * p.H + h) * sz : nullptr;
     fwd_steps<T, A>(p, sm, row0, 0, L, j0, tj, (T *)p.o, cs, p.H * sz, nullptr);
-    if (p.sf) {
-        A *sf = (A *)p.sf + pair * sz;
-        for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
-            int64_t i = e / tj, jj = e % tj;
-            sf[i * dv + j0 + jj] = sm.S[i * LDS + jj];
-        }
-    }
+    if (p.sf) put_tile((A *)p.sf + pair * sz, dv, j0, sm.S, dk, tj);
 }
 
 template <typename T, typename A>
 __global__ void __launch_bounds__(NW * 32) dr_bwd_kernel(DRParams p) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    Smem<A> sm((A *)smem_raw, p.dk, p.C, true);
-    const int64_t pair = blockIdx.x / p.ntiles, tile = blockIdx.x % p.ntiles;
-    const int64_t n = pair / p.H, h = pair % p.H, dk = p.dk, dv = p.dv, sz = dk * dv, H = p.H, C = p.C;
-    const int64_t row0 = p.seq[3 * n] + h, L = p.seq[3 * n + 1], coff = p.seq[3 * n + 2];
-    const int j0 = (int)(tile * TJ), tj = (int)(dv - j0 < TJ ? dv - j0 : TJ);
-    const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t rpw = (dk + NW - 1) / NW, i0 = w * rpw, i1 = i0 + rpw < dk ? i0 + rpw : dk;
-    const bool col = lane < tj;
-    const int64_t j = j0 + lane;
+    ScanSmem<A> sm((A *)smem_raw, p.dk, p.C, true);
+    const auto [pair, n, h, row0, L, coff, j0, tj] = scan_block(p);
+    const int64_t dk = p.dk, dv = p.dv, sz = dk * dv, H = p.H, C = p.C;
+    const ScanLane sl = scan_lane(dk, j0, tj);
+    const auto [w, lane, i0, i1, j, col] = sl;
     const T *q = (const T *)p.q, *k = (const T *)p.k, *al = (const T *)p.al, *d_o = (const T *)p.d_o;
     T *dvo = (T *)p.dvo;
     A *dq = (A *)p.dq_acc, *dk_sum = (A *)p.dk_acc, *da = (A *)p.da_acc;
     const A *states = (const A *)p.states + (coff * H + h) * sz;
 
-    const A *dsf = (const A *)p.dsf;
-    for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
-        int64_t i = e / tj, jj = e % tj;
-        sm.G[i * LDS + jj] = dsf ? dsf[pair * sz + i * dv + j0 + jj] : (A)0;
-    }
+    get_tile(sm.G, p.dsf ? (const A *)p.dsf + pair * sz : nullptr, dv, j0, dk, tj);
     const int64_t nch = (L + C - 1) / C;
     for (int64_t ci = nch - 1; ci >= 0; ci--) {
         const int64_t c0 = ci * C, nn = L - c0 < C ? L - c0 : C;
         __syncthreads();
-        const A *st = states + ci * H * sz;
-        for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
-            int64_t i = e / tj, jj = e % tj;
-            sm.S[i * LDS + jj] = st[i * dv + j0 + jj];
-        }
+        get_tile(sm.S, states + ci * H * sz, dv, j0, dk, tj);
         __syncthreads();
         fwd_steps<T, A>(p, sm, row0, c0, c0 + nn, j0, tj, nullptr, nullptr, 0, sm.U);
         for (int64_t m = nn - 1; m >= 0; m--) {
@@ -252,19 +189,7 @@ __global__ void __launch_bounds__(NW * 32) dr_bwd_kernel(DRParams p) {
                 sm.wv[lane] = a * u;
             }
             __syncthreads();
-            /* column phase: G += q dos^T; partial G^T k */
-            {
-                A gk = 0;
-                if (col) {
-                    const A ds = sm.dos[lane];
-                    for (int64_t i = i0; i < i1; i++) {
-                        A g = sm.G[i * LDS + lane] + sm.qt[i] * ds;
-                        sm.G[i * LDS + lane] = g;
-                        gk += sm.kt[i] * g;
-                    }
-                }
-                sm.po[w * TJ + lane] = gk;
-            }
+            column_phase(sm, sl);   /* G += q dos^T; partial G^T k to po */
             __syncthreads();
             if (w == 0) {
                 A s = 0;
@@ -299,18 +224,7 @@ __global__ void __launch_bounds__(NW * 32) dr_bwd_kernel(DRParams p) {
         }
     }
     __syncthreads();
-    if (p.ds0) {
-        A *ds0 = (A *)p.ds0 + pair * sz;
-        for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
-            int64_t i = e / tj, jj = e % tj;
-            ds0[i * dv + j0 + jj] = sm.G[i * LDS + jj];
-        }
-    }
-}
-
-/* A-typed accumulator -> T-typed output. */
-template <typename T, typename A> __global__ void convert_kernel(T *dst, const A *src, int64_t n) {
-    CU_GRID_STRIDE(i, n) store_to(dst + i, src[i]);
+    if (p.ds0) put_tile((A *)p.ds0 + pair * sz, dv, j0, sm.G, dk, tj);
 }
 
 int check_args(const char *op, const efla_delta_rule_args *a) {
@@ -385,20 +299,9 @@ int upload_seqs(const efla_delta_rule_args *a, int device, const int64_t **table
     return 0;
 }
 
-template <typename K> int prepare_launch(K kernel, size_t smem, const char *op, int64_t dk) {
-    int dev = 0, maxs = 0;
-    CU_CHECK(cudaGetDevice(&dev));
-    CU_CHECK(cudaDeviceGetAttribute(&maxs, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (smem > (size_t)maxs)
-        return efla_fail("%s: dk = %lld needs %zu bytes of shared memory per block, the device has %d; use a "
-                         "smaller head size, a smaller chunk_size, or float32", op, (long long)dk, smem, maxs);
-    if (smem > 48 * 1024) CU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    return 0;
-}
-
 template <typename T, typename A>
 int fwd_launch(const efla_delta_rule_args *a, DRParams &p) {
-    size_t smem = Smem<A>::bytes(a->dk, a->chunk_size, false);
+    size_t smem = ScanSmem<A>::bytes(a->dk, a->chunk_size, false);
     TRY(prepare_launch(dr_fwd_kernel<T, A>, smem, "delta_rule", a->dk));
     dr_fwd_kernel<T, A><<<(unsigned)(a->N * a->H * p.ntiles), NW * 32, smem>>>(p);
     CU_CHECK_LAUNCH("delta_rule_fwd");
@@ -420,7 +323,7 @@ int bwd_run(const efla_delta_rule_args *a, DRParams &p, int device, void *dq, vo
     CU_CHECK(cudaMemsetAsync(p.dq_acc, 0, sizeof(A) * (size_t)(bth * a->dk), 0));
     CU_CHECK(cudaMemsetAsync(p.dk_acc, 0, sizeof(A) * (size_t)(bth * a->dk), 0));
     CU_CHECK(cudaMemsetAsync(p.da_acc, 0, sizeof(A) * (size_t)bth, 0));
-    size_t smem = Smem<A>::bytes(a->dk, a->chunk_size, true);
+    size_t smem = ScanSmem<A>::bytes(a->dk, a->chunk_size, true);
     TRY(prepare_launch(dr_bwd_kernel<T, A>, smem, "delta_rule backward", a->dk));
     dr_bwd_kernel<T, A><<<(unsigned)(a->N * a->H * p.ntiles), NW * 32, smem>>>(p);
     CU_CHECK_LAUNCH("delta_rule_bwd");

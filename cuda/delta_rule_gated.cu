@@ -23,13 +23,11 @@
 #ifndef EFLA_GATED_EMULATE   /* bench/cuda/gated_scan_emu.cpp runs the kernels below on the host */
 #include "delta_rule_scan.cuh"
 #include <string.h>
+#else
+#include "delta_rule_scan_tile.cuh"
 #endif
 
 namespace {
-
-const int TJ = 32;        /* state columns per block */
-const int NW = 4;         /* warps per block */
-const int LDS = TJ + 1;   /* padded row of the shared state tiles */
 
 struct GParams {
     int64_t H, dk, dv, C, ntiles;
@@ -42,33 +40,6 @@ struct GParams {
     void *scratch;           /* backward: `slots` states of dk x TJ (A) per block */
     int64_t slots;           /* min(C, longest sequence) + 1 */
 };
-
-/* Shared memory: S (and, backward, G and the update rows U of a chunk) plus vectors. */
-template <typename A> struct GSmem {
-    A *S, *G, *U, *kt, *qt, *kn, *po, *pu, *wv, *dos, *du;
-    __device__ GSmem(A *base, int64_t dk, int64_t C, bool bwd) {
-        S = base;
-        G = S + dk * LDS;
-        U = G + (bwd ? dk * LDS : 0);
-        kt = U + (bwd ? C * TJ : 0);
-        qt = kt + dk;
-        kn = qt + dk;
-        po = kn + dk;
-        pu = po + NW * TJ;
-        wv = pu + NW * TJ;
-        dos = wv + TJ;
-        du = dos + TJ;
-    }
-    static size_t bytes(int64_t dk, int64_t C, bool bwd) {
-        int64_t n = dk * LDS + (bwd ? dk * LDS + C * TJ : 0) + 3 * dk + 2 * NW * TJ + 3 * TJ;
-        return sizeof(A) * (size_t)n;
-    }
-};
-
-template <typename T, typename A>
-__device__ __forceinline__ void stage(A *dst, const T *src, int64_t dk, bool zero) {
-    for (int64_t i = threadIdx.x; i < dk; i += blockDim.x) dst[i] = zero ? (A)0 : (A)load_as_acc(src + i);
-}
 
 /* e^{g} of the token at row r, computed in double as the CPU does */
 template <typename T, typename A> __device__ __forceinline__ A decay_at(const T *lg, int64_t r) {
@@ -83,29 +54,17 @@ __device__ __forceinline__ A update_row(const GParams &p, int64_t r, int64_t j, 
     return b * (A)load_as_acc(v + r * p.dv + j) - ad * sk;
 }
 
-/* Block-cooperative copy of the dk x tj tile sm.S to dst (row stride ld, column offset c0). */
-template <typename A>
-__device__ __forceinline__ void put_tile(A *dst, int64_t ld, int64_t c0, const A *S, int64_t dk, int tj) {
-    for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
-        int64_t i = e / tj, jj = e % tj;
-        dst[i * ld + c0 + jj] = S[i * LDS + jj];
-    }
-}
-
 /* Runs tokens [t0, t1) of one pair over the tile, starting from the tile in sm.S.
  * Writes o (when o != NULL), the chunk states (when cs != NULL; chunk c at cs + c*cs_stride),
  * and for the backward (U != NULL) the update row of token t0+m into U[m*TJ + lane] and the
  * state entering token t0+m into slot m of `scr` (dk x TJ per slot; slot t1-t0 = the state
  * after the last token). Ends synchronised. */
 template <typename T, typename A>
-__device__ void gated_steps(const GParams &p, GSmem<A> &sm, int64_t row0, int64_t t0, int64_t t1, int j0,
+__device__ void gated_steps(const GParams &p, ScanSmem<A> &sm, int64_t row0, int64_t t0, int64_t t1, int j0,
                             int tj, T *o, A *cs, int64_t cs_stride, A *U, A *scr) {
     const int64_t dk = p.dk, dv = p.dv, H = p.H, C = p.C;
     const T *q = (const T *)p.q, *k = (const T *)p.k, *lg = (const T *)p.lg;
-    const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t rpw = (dk + NW - 1) / NW, i0 = w * rpw, i1 = i0 + rpw < dk ? i0 + rpw : dk;
-    const bool col = lane < tj;
-    const int64_t j = j0 + lane;
+    const auto [w, lane, i0, i1, j, col] = scan_lane(dk, j0, tj);
     if (t0 >= t1) return;
     /* the update row of token t0 from p = S^T k_{t0} */
     stage<T, A>(sm.kn, k + (row0 + t0 * H) * dk, dk, false);
@@ -174,16 +133,10 @@ __device__ void gated_steps(const GParams &p, GSmem<A> &sm, int64_t row0, int64_
 template <typename T, typename A>
 __global__ void __launch_bounds__(NW * 32) gated_fwd_kernel(GParams p) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    GSmem<A> sm((A *)smem_raw, p.dk, p.C, false);
-    const int64_t pair = blockIdx.x / p.ntiles, tile = blockIdx.x % p.ntiles;
-    const int64_t n = pair / p.H, h = pair % p.H, dk = p.dk, dv = p.dv, sz = dk * dv;
-    const int64_t row0 = p.seq[3 * n] + h, L = p.seq[3 * n + 1], coff = p.seq[3 * n + 2];
-    const int j0 = (int)(tile * TJ), tj = (int)(dv - j0 < TJ ? dv - j0 : TJ);
-    const A *s0 = (const A *)p.s0;
-    for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
-        int64_t i = e / tj, jj = e % tj;
-        sm.S[i * LDS + jj] = s0 ? s0[pair * sz + i * dv + j0 + jj] : (A)0;
-    }
+    ScanSmem<A> sm((A *)smem_raw, p.dk, p.C, false);
+    const auto [pair, n, h, row0, L, coff, j0, tj] = scan_block(p);
+    const int64_t dk = p.dk, dv = p.dv, sz = dk * dv;
+    get_tile(sm.S, p.s0 ? (const A *)p.s0 + pair * sz : nullptr, dv, j0, dk, tj);
     __syncthreads();
     A *cs = p.cs ? (A *)p.cs + (coff * p.H + h) * sz : nullptr;
     gated_steps<T, A>(p, sm, row0, 0, L, j0, tj, (T *)p.o, cs, p.H * sz, nullptr, nullptr);
@@ -193,15 +146,11 @@ __global__ void __launch_bounds__(NW * 32) gated_fwd_kernel(GParams p) {
 template <typename T, typename A>
 __global__ void __launch_bounds__(NW * 32) gated_bwd_kernel(GParams p) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    GSmem<A> sm((A *)smem_raw, p.dk, p.C, true);
-    const int64_t pair = blockIdx.x / p.ntiles, tile = blockIdx.x % p.ntiles;
-    const int64_t n = pair / p.H, h = pair % p.H, dk = p.dk, dv = p.dv, sz = dk * dv, H = p.H, C = p.C;
-    const int64_t row0 = p.seq[3 * n] + h, L = p.seq[3 * n + 1], coff = p.seq[3 * n + 2];
-    const int j0 = (int)(tile * TJ), tj = (int)(dv - j0 < TJ ? dv - j0 : TJ);
-    const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t rpw = (dk + NW - 1) / NW, i0 = w * rpw, i1 = i0 + rpw < dk ? i0 + rpw : dk;
-    const bool col = lane < tj;
-    const int64_t j = j0 + lane;
+    ScanSmem<A> sm((A *)smem_raw, p.dk, p.C, true);
+    const auto [pair, n, h, row0, L, coff, j0, tj] = scan_block(p);
+    const int64_t dk = p.dk, dv = p.dv, sz = dk * dv, H = p.H, C = p.C;
+    const ScanLane sl = scan_lane(dk, j0, tj);
+    const auto [w, lane, i0, i1, j, col] = sl;
     const T *q = (const T *)p.q, *k = (const T *)p.k, *v = (const T *)p.v, *al = (const T *)p.al;
     const T *bv = (const T *)p.bv, *lg = (const T *)p.lg, *d_o = (const T *)p.d_o;
     T *dvo = (T *)p.dvo;
@@ -209,20 +158,12 @@ __global__ void __launch_bounds__(NW * 32) gated_bwd_kernel(GParams p) {
     const A *states = (const A *)p.states + (coff * H + h) * sz;
     A *scr = (A *)p.scratch + (int64_t)blockIdx.x * p.slots * dk * TJ;
 
-    const A *dsf = (const A *)p.dsf;
-    for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
-        int64_t i = e / tj, jj = e % tj;
-        sm.G[i * LDS + jj] = dsf ? dsf[pair * sz + i * dv + j0 + jj] : (A)0;
-    }
+    get_tile(sm.G, p.dsf ? (const A *)p.dsf + pair * sz : nullptr, dv, j0, dk, tj);
     const int64_t nch = (L + C - 1) / C;
     for (int64_t ci = nch - 1; ci >= 0; ci--) {
         const int64_t c0 = ci * C, nn = L - c0 < C ? L - c0 : C;
         __syncthreads();
-        const A *st = states + ci * H * sz;
-        for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
-            int64_t i = e / tj, jj = e % tj;
-            sm.S[i * LDS + jj] = st[i * dv + j0 + jj];
-        }
+        get_tile(sm.S, states + ci * H * sz, dv, j0, dk, tj);
         __syncthreads();
         gated_steps<T, A>(p, sm, row0, c0, c0 + nn, j0, tj, nullptr, nullptr, 0, sm.U, scr);
         for (int64_t m = nn - 1; m >= 0; m--) {
@@ -234,19 +175,7 @@ __global__ void __launch_bounds__(NW * 32) gated_bwd_kernel(GParams p) {
             stage<T, A>(sm.qt, q + r * dk, dk, false);
             if (w == 0) sm.dos[lane] = col ? (A)p.scale * (A)load_as_acc(d_o + r * dv + j) : (A)0;
             __syncthreads();
-            /* column phase: G += q dos^T; partial du = G^T k */
-            {
-                A gk = 0;
-                if (col) {
-                    const A ds = sm.dos[lane];
-                    for (int64_t i = i0; i < i1; i++) {
-                        A g = sm.G[i * LDS + lane] + sm.qt[i] * ds;
-                        sm.G[i * LDS + lane] = g;
-                        gk += sm.kt[i] * g;
-                    }
-                }
-                sm.po[w * TJ + lane] = gk;
-            }
+            column_phase(sm, sl);   /* G += q dos^T; partial G^T k to po */
             __syncthreads();
             if (w == 0) {
                 A s = 0;
@@ -297,22 +226,6 @@ __global__ void __launch_bounds__(NW * 32) gated_bwd_kernel(GParams p) {
 #ifdef EFLA_GATED_EMULATE
 } // namespace
 #else
-/* A-typed accumulator -> T-typed output. */
-template <typename T, typename A> __global__ void gated_convert_kernel(T *dst, const A *src, int64_t n) {
-    CU_GRID_STRIDE(i, n) store_to(dst + i, src[i]);
-}
-
-template <typename K> int gated_prepare(K kernel, size_t smem, const char *op, int64_t dk) {
-    int dev = 0, maxs = 0;
-    CU_CHECK(cudaGetDevice(&dev));
-    CU_CHECK(cudaDeviceGetAttribute(&maxs, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (smem > (size_t)maxs)
-        return efla_fail("%s: gated, dk = %lld needs %zu bytes of shared memory per block, the device has %d; "
-                         "use a smaller head size, a smaller chunk_size, or float32", op, (long long)dk, smem, maxs);
-    if (smem > 48 * 1024) CU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    return 0;
-}
-
 GParams gated_params(const efla_delta_rule_args *a, const efla_delta_rule_buffers *buf, const int64_t *seq) {
     GParams p;
     memset(&p, 0, sizeof p);
@@ -326,8 +239,8 @@ GParams gated_params(const efla_delta_rule_args *a, const efla_delta_rule_buffer
 }
 
 template <typename T, typename A> int gated_fwd_launch(const efla_delta_rule_args *a, GParams &p) {
-    size_t smem = GSmem<A>::bytes(a->dk, a->chunk_size, false);
-    TRY(gated_prepare(gated_fwd_kernel<T, A>, smem, "delta_rule", a->dk));
+    size_t smem = ScanSmem<A>::bytes(a->dk, a->chunk_size, false);
+    TRY(prepare_launch(gated_fwd_kernel<T, A>, smem, "delta_rule (gated)", a->dk));
     gated_fwd_kernel<T, A><<<(unsigned)(a->N * a->H * p.ntiles), NW * 32, smem>>>(p);
     CU_CHECK_LAUNCH("delta_rule_gated_fwd");
     return 0;
@@ -368,16 +281,16 @@ int gated_bwd_run(const efla_delta_rule_args *a, const efla_delta_rule_buffers *
     p.slots = (longest < a->chunk_size ? longest : a->chunk_size) + 1;
     TRY(scratch.alloc(sizeof(A) * (size_t)(blocks * p.slots * a->dk * TJ), device));
     p.scratch = scratch.ptr;
-    size_t smem = GSmem<A>::bytes(a->dk, a->chunk_size, true);
-    TRY(gated_prepare(gated_bwd_kernel<T, A>, smem, "delta_rule backward", a->dk));
+    size_t smem = ScanSmem<A>::bytes(a->dk, a->chunk_size, true);
+    TRY(prepare_launch(gated_bwd_kernel<T, A>, smem, "delta_rule backward (gated)", a->dk));
     gated_bwd_kernel<T, A><<<(unsigned)blocks, NW * 32, smem>>>(p);
     CU_CHECK_LAUNCH("delta_rule_gated_bwd");
     if (!same) {
-        gated_convert_kernel<T, A><<<cu_blocks(bth * a->dk, 256), 256>>>((T *)buf->dq, (const A *)p.dq_acc, bth * a->dk);
-        gated_convert_kernel<T, A><<<cu_blocks(bth * a->dk, 256), 256>>>((T *)buf->dk, (const A *)p.dk_acc, bth * a->dk);
-        gated_convert_kernel<T, A><<<cu_blocks(bth, 256), 256>>>((T *)buf->dalpha, (const A *)p.da_acc, bth);
-        gated_convert_kernel<T, A><<<cu_blocks(bth, 256), 256>>>((T *)buf->dalpha_v, (const A *)p.db_acc, bth);
-        gated_convert_kernel<T, A><<<cu_blocks(bth, 256), 256>>>((T *)buf->dlog_decay, (const A *)p.dg_acc, bth);
+        convert_kernel<T, A><<<cu_blocks(bth * a->dk, 256), 256>>>((T *)buf->dq, (const A *)p.dq_acc, bth * a->dk);
+        convert_kernel<T, A><<<cu_blocks(bth * a->dk, 256), 256>>>((T *)buf->dk, (const A *)p.dk_acc, bth * a->dk);
+        convert_kernel<T, A><<<cu_blocks(bth, 256), 256>>>((T *)buf->dalpha, (const A *)p.da_acc, bth);
+        convert_kernel<T, A><<<cu_blocks(bth, 256), 256>>>((T *)buf->dalpha_v, (const A *)p.db_acc, bth);
+        convert_kernel<T, A><<<cu_blocks(bth, 256), 256>>>((T *)buf->dlog_decay, (const A *)p.dg_acc, bth);
         CU_CHECK_LAUNCH("delta_rule_gated_bwd_convert");
     }
     return 0;
