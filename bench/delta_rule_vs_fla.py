@@ -210,7 +210,7 @@ def phase_report(a):
                     errs.append("missing")
                     continue
                 x = load(a.dir, f"{n}.{who}.{t}", shp[t], torch.float32).double()
-                errs.append(f"{((x - r).norm() / r.norm().clamp_min(1e-300)).item():.2e}")
+                errs.append(f"{((x - r).norm() / r.norm().clamp_min(1e-300)).item():.3e}")   # 4 digits: close cells
             print(f"| {c['label']} B={B} T={T} H={H} d={d} | {t} | {errs[0]} | {errs[1]} |")
 
 
