@@ -9,8 +9,8 @@
 #
 # PARTS (default "tests register trace lm workbench kernels ncu sanitize op smnist vs_fla"), in this order:
 #   tests      test_backend_ops -b cuda (every op against the CPU), test_cuda, the CUDA Lua tests
-#   register   the register-style prep, out and bwd_chunk (opt-in until a GPU has timed them:
-#              EFLA_DELTA_RULE_PREP_MMA=1, _OUT_MMA=1, _BWD_CHUNK_MMA=1) in the workbench: validated
+#   register   the register-style prep, out and bwd_chunk (EFLA_DELTA_RULE_PREP_MMA, _OUT_MMA,
+#              _BWD_CHUNK_MMA; out and bwd_chunk on by default since run 13) in the workbench: validated
 #              at d = 128 and 64, racecheck, then each of the shapes timed with none, each
 #              alone, and all three (the A/B that decides their defaults in cuda/delta_rule_chunk.cu)
 #   trace      bench/delta_rule_op_trace.sh: every kernel of one operator forward+backward under ncu

@@ -29,10 +29,10 @@
  *   dL = -X^T dX X^T (strictly lower),  dG_ij = a_i dL_ij,  da_i += sum_j dL_ij G_ij
  *   dK = scale dP^T Q + V' dS_out^T - dD S^T + (dG + dG^T) K
  * The chain from alpha into beta and k runs afterwards (delta_rule_alpha.cu).
- * bfloat16 has register-style forms (mma.sync, accumulators in registers): of the state scans
- * (delta_rule_chunk_scan_mma.cuh, on by default), and, opt-in until a GPU has timed them, of
- * out (same file), bwd_chunk (delta_rule_chunk_bwd_mma.cuh) and prep's products
- * (delta_rule_chunk_prep_mma.cuh).
+ * bfloat16 has register-style forms (mma.sync, accumulators in registers), on by default where
+ * they fit: of the state scans and out (delta_rule_chunk_scan_mma.cuh) and of bwd_chunk
+ * (delta_rule_chunk_bwd_mma.cuh); and, opt-in because run 13 timed it slower than prep_kernel,
+ * of prep's products (delta_rule_chunk_prep_mma.cuh).
  *
  * Coverage: bfloat16, C in {16, 32, 64}, dk and dv multiples of 16 up to 128 whose shared
  * memory fits; efla_cuda_delta_rule_chunk_* return 1 for anything else and the caller
