@@ -91,18 +91,26 @@ template <class E, int C, int DK, int BV> int scan_mode(int *mode) {
  * blocks over the multiprocessors: 64 unless 32 needs fewer than 1.3x its waves.
  * EFLA_DELTA_RULE_SCAN_BV=32/64 forces the tile (a measuring aid for the workbench). */
 struct ScanPlan { int bv, mode; bool mma; };
+/* float32: the scan with the state in registers and 3xTF32 products (state_scan_mma_f32_kernel)
+ * where EFLA_DELTA_RULE_SCAN_MMA_F32=1 and it fits. Off by default until a GPU has timed it
+ * against state_scan_kernel<float> (the host emulator checks it; no device time was left when it
+ * landed). */
+const bool SCAN_MMA_F32_DEFAULT = false;
 /* bfloat16: the scan with the state in registers (state_scan_mma_kernel, 64 columns a block or dv:
  * Tile's) wherever it fits, unless EFLA_DELTA_RULE_SCAN_MMA=0 (a measuring aid: the shared-memory
  * scan) */
 template <class E, int C, int DK, int DV> int scan_mma_plan(ScanPlan *sp) {
     sp->mma = false;
+    constexpr int BV = Tile<DV>::BV;
+    bool fits = false;
     if constexpr (std::is_same<E, bf16>::value) {
         if (!env_switch("EFLA_DELTA_RULE_SCAN_MMA", true)) return 0;
-        constexpr int BV = Tile<DV>::BV;
-        bool fits = false;
         TRY(set_smem(state_scan_mma_kernel<C, DK, BV>, state_scan_mma_smem<C, DK, BV>(), &fits));
-        if (fits) *sp = ScanPlan{BV, 0, true};
+    } else if constexpr (std::is_same<E, float>::value) {
+        if (!env_switch("EFLA_DELTA_RULE_SCAN_MMA_F32", SCAN_MMA_F32_DEFAULT)) return 0;
+        TRY(set_smem(state_scan_mma_f32_kernel<C, DK, BV>, state_scan_mma_f32_smem<C, DK, BV>(), &fits));
     }
+    if (fits) *sp = ScanPlan{BV, 0, true};
     return 0;
 }
 template <class E, int C, int DK, int DV> int scan_plan(int64_t nseq, int64_t H, ScanPlan *sp) {
@@ -132,14 +140,15 @@ template <class E, int C, int DK, int BV> void launch_state_scan_bv(const ArgsT<
     else state_scan_kernel<E, C, DK, BV, false><<<grid, THREADS, state_scan_smem<E, C, DK, BV, false>()>>>(p);
 }
 template <class E, int C, int DK, int DV> int launch_state_scan(const ArgsT<E> &p, int64_t nseq, ScanPlan sp) {
-    if constexpr (std::is_same<E, bf16>::value) {
-        if (sp.mma) {
-            constexpr int BV = Tile<DV>::BV;
-            state_scan_mma_kernel<C, DK, BV><<<dim3((unsigned)(nseq * p.H), (unsigned)(p.dv / BV)), scan_mma_threads<BV>(),
-                                               state_scan_mma_smem<C, DK, BV>()>>>(p);
-            CU_CHECK_LAUNCH("delta_rule_chunk_state_scan_mma");
-            return 0;
-        }
+    if (sp.mma) {
+        constexpr int BV = Tile<DV>::BV;
+        const dim3 grid((unsigned)(nseq * p.H), (unsigned)(p.dv / BV));
+        if constexpr (std::is_same<E, bf16>::value)
+            state_scan_mma_kernel<C, DK, BV><<<grid, scan_mma_threads<BV>(), state_scan_mma_smem<C, DK, BV>()>>>(p);
+        else
+            state_scan_mma_f32_kernel<C, DK, BV><<<grid, scan_mma_threads<BV>(), state_scan_mma_f32_smem<C, DK, BV>()>>>(p);
+        CU_CHECK_LAUNCH("delta_rule_chunk_state_scan_mma");
+        return 0;
     }
     if (sp.bv == Tile<DV>::BV) launch_state_scan_bv<E, C, DK, Tile<DV>::BV>(p, nseq, sp.mode);
     else launch_state_scan_bv<E, C, DK, ScanTile<DV>::BV>(p, nseq, sp.mode);

@@ -40,15 +40,17 @@ template <int KK> __device__ __forceinline__ void store_transposed(bf16 *dst, in
             *(uint32_t *)(dst + (int64_t)(8 * (2 * kk + i / 2) + g) * ld + 2 * t + (i % 2) * 8) = movmatrix_trans(a[kk][i]);
 }
 
-/* rows x cols of bfloat16 from global memory (row r at src + r stride) into shared memory (row
- * length ld) by the block's NT threads, 16 bytes a copy (cp.async), rows from `valid` on zero */
-template <int NT>
-__device__ __forceinline__ void copy_rows_async(bf16 *dst, int ld, const bf16 *src, int64_t stride, int rows, int cols, int valid) {
-    const int vecs = cols / 8;
+/* rows x cols of T (bfloat16 or float) from global memory (row r at src + r stride) into shared
+ * memory (row length ld) by the block's NT threads, 16 bytes a copy (cp.async), rows from `valid`
+ * on zero */
+template <int NT, class T>
+__device__ __forceinline__ void copy_rows_async(T *dst, int ld, const T *src, int64_t stride, int rows, int cols, int valid) {
+    constexpr int V = 16 / (int)sizeof(T);   /* elements a copy */
+    const int vecs = cols / V;
     for (int e = threadIdx.x; e < rows * vecs; e += NT) {
         const int r = e / vecs, v = e % vecs;
         const bool ok = r < valid;
-        cp_async16(dst + r * ld + 8 * v, ok ? src + r * stride + 8 * v : src, ok);
+        cp_async16(dst + r * ld + V * v, ok ? src + r * stride + V * v : src, ok);
     }
 }
 

@@ -60,7 +60,36 @@ __device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
     asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(y) : "r"(x));
     return y;
 }
+/* x rounded to TF32 (nearest, ties away from zero: 10 mantissa bits, the low 13 bits zero) */
+__device__ __forceinline__ uint32_t tf32_round(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+/* d += A B, mma.m16n8k8 with TF32 operands and float accumulators. With g = lane / 4, t = lane % 4:
+ * a[0] = A[g][t], a[1] = A[g+8][t], a[2] = A[g][t+4], a[3] = A[g+8][t+4]; b0 = B[t][g],
+ * b1 = B[t+4][g]; d as m16n8k16's. */
+__device__ __forceinline__ void mma_tf32(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 #endif
+
+/* 3xTF32, for float32 inputs: x = hi + lo with hi = tf32(x) and lo = tf32(x - hi), and a product
+ * A B ~ lo_A hi_B + hi_A lo_B + hi_A hi_B (the small terms first; about 21 bits, the same split
+ * as the WMMA float32 path's) */
+__device__ __forceinline__ void tf32_split(float x, uint32_t &hi, uint32_t &lo) {
+    hi = tf32_round(x);
+    lo = tf32_round(x - __uint_as_float(hi));
+}
+__device__ __forceinline__ void mma_3xtf32(float d[4], const uint32_t (&ah)[4], const uint32_t (&al)[4], const uint32_t (&bh)[2],
+                                           const uint32_t (&bl)[2]) {
+    mma_tf32(d, al, bh[0], bh[1]);
+    mma_tf32(d, ah, bl[0], bl[1]);
+    mma_tf32(d, ah, bh[0], bh[1]);
+}
 
 /* ldmatrix by role, for a warp's product over 16 rows row0 .. row0 + 15 (bfloat16 tiles in shared
  * memory, row length ld, 16-byte aligned rows): A's fragment of k16 step kk from a row-major tile

@@ -57,7 +57,7 @@ template <class T> static std::vector<T> poison(size_t n) {   // every element m
 // solves again), and the backward's prep reads T there instead of solving
 // mma: the register-style kernels (prep_mma_kernel, checked output for output against
 // prep_kernel; state_scan_mma_kernel, out_mma_kernel, bwd_chunk_mma_kernel; bwd_scan_mma_kernel
-// where the states are saved), bf16
+// where the states are saved), bf16; float32: state_scan_mma_f32_kernel
 struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool chain; double key_norm = 1; bool solves = false;
               bool mma = false; };
 
@@ -175,12 +175,14 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
         prep(p, "forward");
     }
     auto scan = [&](ArgsT<E> a) {
-        if constexpr (std::is_same<E, bf16>::value) {
-            if (cs.mma) {
-                constexpr int BV = DV >= 64 ? 64 : DV;
-                launch(dim3((unsigned)(N * H), DV / BV), dim3(scan_mma_threads<BV>()), [&] { state_scan_mma_kernel<C, DK, BV>(a); });
-                return;
-            }
+        if (cs.mma) {
+            constexpr int BV = DV >= 64 ? 64 : DV;
+            const dim3 grid((unsigned)(N * H), DV / BV);
+            if constexpr (std::is_same<E, bf16>::value)
+                launch(grid, dim3(scan_mma_threads<BV>()), [&] { state_scan_mma_kernel<C, DK, BV>(a); });
+            else
+                launch(grid, dim3(scan_mma_threads<BV>()), [&] { state_scan_mma_f32_kernel<C, DK, BV>(a); });
+            return;
         }
         const dim3 grid((unsigned)(N * H), (unsigned)(DV / (cs.scan_bv < DV ? cs.scan_bv : DV)));
         if (cs.scan_bv >= DV || cs.scan_bv == 64) {
@@ -351,6 +353,11 @@ int main() {
     run_case<bf16, 16, 32>({ 1, 70, 1, true, false, false, 32, false, 1, false, true });
     run_case<bf16, 64, 64>({ 1, 200, 1, false, false, false, 64, false, 1, false, true });
     run_case<bf16, 64, 128>({ 2, 130, 2, true, false, false, 128, false, 1, false, true });   // the backward's 128 columns
+    // float32's forward scan with the state in registers (3xTF32 mma.sync, state_scan_mma_f32_kernel):
+    // packed sequences with an initial and a final state, recomputed states, the chain
+    run_case<float, 32, 128>({ 1, 70, 1, true, false, false, 32, false, 1, false, true });
+    run_case<float, 16, 32>({ 1, 70, 2, true, true, false, 32, false, 1, false, true });
+    run_case<float, 32, 64>({ 2, 90, 1, false, true, false, 64, true, 1, false, true });
     // dk != dv (the states dk x dv, q and k against v and dO): the shared-memory kernels, then the
     // register-style ones with the chain and recomputed states
     run_case<bf16, 64, 64, 128>({ 1, 130, 2, true, false, false, 64 });

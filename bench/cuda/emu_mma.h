@@ -1,5 +1,6 @@
 // emu_mma.h: host stand-ins for cuda/mma_fragments.cuh's PTX building blocks (ldmatrix, mma
-// m16n8k16 with bfloat16 operands, movmatrix), with the register layouts that file documents.
+// m16n8k16 with bfloat16 operands, mma m16n8k8 with TF32 ones and cvt to TF32, movmatrix), with
+// the register layouts that file documents.
 // Each is collective over a warp: every lane posts its registers (or its row address) to a
 // per-warp buffer, the warp meets at a barrier, each lane reads what its result needs, and the
 // warp meets again before the buffer is reused. The products accumulate in float in k order.
@@ -33,30 +34,51 @@ static inline void emu_ldsm(uint32_t r[4], const void *p, bool trans) {
 static inline void ldsm_x4(uint32_t r[4], const void *p) { emu_ldsm(r, p, false); }
 static inline void ldsm_x4_trans(uint32_t r[4], const void *p) { emu_ldsm(r, p, true); }
 
-static inline void mma_bf16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+// d += A B over a warp (m16n8kK): every lane posts a[4], b0, b1, and computes its four outputs
+// from the posted registers; A(regs, r, k) and B(regs, k, n) read an operand's element
+template <int K, class FA, class FB>
+static inline void emu_mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1, FA A, FB B) {
     const int w = emu_warp(), l = emu_lane(), g = l / 4, t = l % 4;
     uint32_t *mine = emu_mma_regs[w][l];
     for (int i = 0; i < 4; i++) mine[i] = a[i];
     mine[4] = b0;
     mine[5] = b1;
     pthread_barrier_wait(&emu_warp_bar[w]);
-    auto A = [&](int r, int k) {   // held by lane (r % 8) * 4 + (k % 8) / 2, register (r >= 8) + 2 (k >= 8)
-        const uint32_t x = emu_mma_regs[w][(r % 8) * 4 + (k % 8) / 2][(r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)];
-        return __bfloat162float(bf16{ emu_half(x, k % 2) });
-    };
-    auto B = [&](int k, int n) {   // held by lane n * 4 + (k % 8) / 2, register b0 (k < 8) or b1
-        const uint32_t x = emu_mma_regs[w][n * 4 + (k % 8) / 2][k >= 8 ? 5 : 4];
-        return __bfloat162float(bf16{ emu_half(x, k % 2) });
-    };
     float out[4];
     for (int i = 0; i < 4; i++) {
         const int r = g + (i >= 2 ? 8 : 0), c = 2 * t + (i % 2);
         float s = d[i];
-        for (int k = 0; k < 16; k++) s += A(r, k) * B(k, c);
+        for (int k = 0; k < K; k++) s += A(emu_mma_regs[w], r, k) * B(emu_mma_regs[w], k, c);
         out[i] = s;
     }
     pthread_barrier_wait(&emu_warp_bar[w]);
     for (int i = 0; i < 4; i++) d[i] = out[i];
+}
+
+typedef uint32_t emu_warp_regs[32][6];
+// m16n8k16, bfloat16: A[r][k] held by lane (r % 8) * 4 + (k % 8) / 2, register (r >= 8) + 2 (k >= 8),
+// half k % 2; B[k][n] by lane n * 4 + (k % 8) / 2, register b0 (k < 8) or b1, half k % 2
+static inline void mma_bf16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    emu_mma<16>(d, a, b0, b1,
+        [](const emu_warp_regs &x, int r, int k) {
+            return __bfloat162float(bf16{ emu_half(x[(r % 8) * 4 + (k % 8) / 2][(r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2) });
+        },
+        [](const emu_warp_regs &x, int k, int n) { return __bfloat162float(bf16{ emu_half(x[n * 4 + (k % 8) / 2][k >= 8 ? 5 : 4], k % 2) }); });
+}
+
+// cvt.rna.tf32.f32: to nearest, ties away from zero (adding half of the dropped field to the
+// magnitude bits, then clearing it)
+static inline uint32_t tf32_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (u + 0x1000u) & 0xffffe000u;
+}
+// m16n8k8, TF32: A[r][k] held by lane (r % 8) * 4 + k % 4, register (r >= 8) + 2 (k >= 4); B[k][n]
+// by lane n * 4 + k % 4, register b0 (k < 4) or b1
+static inline void mma_tf32(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    emu_mma<8>(d, a, b0, b1,
+        [](const emu_warp_regs &x, int r, int k) { return __uint_as_float(x[(r % 8) * 4 + k % 4][(r >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)]); },
+        [](const emu_warp_regs &x, int k, int n) { return __uint_as_float(x[n * 4 + k % 4][k >= 4 ? 5 : 4]); });
 }
 
 static inline uint32_t movmatrix_trans(uint32_t x) {

@@ -562,6 +562,15 @@ static void test_delta_rule(void) {
                EFLA_FLOAT32, 4, 16, 1);
     dr_compare("float32 tensor cores packed dk=dv=64 chunk 64 (runs at 32) DeltaNet", 1, 130, 2, 64, 64, 1, EFLA_FLOAT32, 1, 64,
                0);
+    /* float32's forward scan with the state in registers (state_scan_mma_f32_kernel, 3xTF32 mma.sync;
+     * opt-in until a GPU has timed it) forced on: the same rows, the same tolerance */
+    setenv("EFLA_DELTA_RULE_SCAN_MMA_F32", "1", 1);
+    dr_compare("float32 register scan: dk=dv=128 chunk 64 (runs at 32)", 1, 150, 2, 128, 128, 0, EFLA_FLOAT32,
+               EFLA_ORDER_EXACT, 64, 0);
+    dr_compare("float32 register scan: dk=64 dv=128 chunk 32 order 2", 2, 77, 2, 64, 128, 0, EFLA_FLOAT32, 2, 32, 0);
+    dr_compare("float32 register scan: packed dk=dv=32 chunk 16 order 4, recomputed states", 1, 64, 3, 32, 32, 1,
+               EFLA_FLOAT32, 4, 16, 1);
+    unsetenv("EFLA_DELTA_RULE_SCAN_MMA_F32");
     dr_compare("bfloat16 chunk 128 (scan fallback)", 1, 150, 2, 64, 64, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 128, 0);
     dr_compare("bfloat16 dk=24 (scan fallback)", 1, 70, 2, 24, 40, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
     /* the recurrent algorithm: the scan makes alpha (and lambda, for the backward) in its kernel */

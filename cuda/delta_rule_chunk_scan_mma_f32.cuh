@@ -1,0 +1,128 @@
+/* delta_rule_chunk_scan_mma_f32.cuh: the forward's state recurrence for float32 inputs with the
+ * state in registers, the float32 form of state_scan_mma_kernel (delta_rule_chunk_scan_mma.cuh):
+ * the same outputs (V' to vp, the entering state of every chunk to cs, S_final to sf) from
+ * prep's W and U, each product three TF32 mma.sync products (tf32_split, mma_3xtf32 in
+ * mma_fragments.cuh), where state_scan_kernel<float> makes them with WMMA through shared memory.
+ *
+ * Each warp owns 16 columns of the state and holds them, transposed, as m16n8 accumulators:
+ *   V'^T = U^T - S^T W^T     (A: S^T from registers; B: W's rows)
+ *   S^T  = S^T + V'^T K      (A: V'^T, the accumulators of the first product; B: K's rows)
+ * m16n8k8's A fragment holds columns t and t + 4 of its 8, the accumulators columns 2t and
+ * 2t + 1. A product's k index may be permuted if A's and B's are permuted alike: reading k slot t
+ * as column 2t and slot t + 4 as column 2t + 1 of each 8-column block, an accumulator tile
+ * (c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1]) is A's fragment {c0, c2, c1, c3} as it
+ * stands, and B's fragment is rows 2t and 2t + 1 of the block: b0 = B[2t][g], b1 = B[2t+1][g].
+ * The state and V' stay in float; each product is summed in fresh accumulators and then added
+ * (subtracted) once, as the WMMA float32 path does, so the state takes one rounding a chunk.
+ *
+ * Opt-in (EFLA_DELTA_RULE_SCAN_MMA_F32=1) until a GPU has timed it: the host emulator checks it.
+ * Block: BV / 16 warps for BV state columns; grid (sequence x head, dv / BV). C, DK multiples of 8. */
+#ifndef EFLA_CUDA_DELTA_RULE_CHUNK_SCAN_MMA_F32_CUH
+#define EFLA_CUDA_DELTA_RULE_CHUNK_SCAN_MMA_F32_CUH
+#include "delta_rule_chunk_scan_mma.cuh"   /* copy_rows_async, load/store_transposed, scan_mma_threads */
+
+namespace {
+
+/* W (row length DK + 8: a half-warp's 8-byte loads of 4 rows fall on distinct banks), K (DK + 4:
+ * the loads of rows 2t, 2t + 1 do) and the U columns (BV + 4), float, two buffer sets */
+template <int C, int DK, int BV> constexpr size_t scan_f32_set_bytes() {
+    return sizeof(float) * ((size_t)C * (DK + 8) + (size_t)C * (DK + 4) + (size_t)C * (BV + 4));
+}
+template <int C, int DK, int BV> constexpr size_t state_scan_mma_f32_smem() { return 2 * scan_f32_set_bytes<C, DK, BV>(); }
+
+/* an accumulator tile as m16n8k8's A fragment under the permuted k order above, split to TF32 */
+__device__ __forceinline__ void acc_to_tf32_a(uint32_t (&hi)[4], uint32_t (&lo)[4], const float (&c)[4]) {
+    tf32_split(c[0], hi[0], lo[0]);
+    tf32_split(c[2], hi[1], lo[1]);
+    tf32_split(c[1], hi[2], lo[2]);
+    tf32_split(c[3], hi[3], lo[3]);
+}
+
+template <int C, int DK, int BV>
+__global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_f32_kernel(ArgsT<float> p) {
+    static_assert(C % 8 == 0 && DK % 8 == 0 && BV % 16 == 0, "state_scan_mma_f32_kernel: C, DK multiples of 8, BV of 16");
+    constexpr int NT = scan_mma_threads<BV>(), LDW = DK + 8, LDK = DK + 4, LDU = BV + 4;
+    constexpr int KT = DK / 8, CT = C / 8;   /* n8 tiles of the state's and of V''s rows */
+    constexpr size_t SET = scan_f32_set_bytes<C, DK, BV>();
+    EFLA_DYNAMIC_SMEM(smem);
+    EFLA_SMEM_FITS(2 * SET, (state_scan_mma_f32_smem<C, DK, BV>()));
+    const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, dv = p.dv;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int64_t j0 = (int64_t)blockIdx.y * BV, col0 = j0 + 16 * warp;   /* the block's, this warp's first state column */
+    auto Wb = [&](int b) { return (float *)(smem + b * SET); };
+    auto Kb = [&](int b) { return (float *)(smem + b * SET + sizeof(float) * C * LDW); };
+    auto Ub = [&](int b) { return (float *)(smem + b * SET + sizeof(float) * C * (LDW + LDK)); };
+    const int64_t first = p.seq[3 * n + 2], len = p.seq[3 * n + 1];
+    const int64_t nchunks = (len + C - 1) / C;
+
+    auto fetch = [&](int64_t c) {
+        const int64_t gc = first + c, row = p.seq[3 * n] + c * C * p.H + h;
+        const int clen = (int)(len - c * C < C ? len - c * C : C), b = (int)(c & 1);
+        copy_rows_async<NT>(Wb(b), LDW, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
+        copy_rows_async<NT>(Kb(b), LDK, p.k + row * DK, p.H * DK, C, DK, clen);
+        copy_rows_async<NT>(Ub(b), LDU, p.u + (gc * p.H + h) * C * dv + j0, dv, C, BV, C);
+        cp_async_commit();
+    };
+    if (nchunks > 0) fetch(0);
+
+    /* S^T: rows = this warp's 16 state columns, n8 tile j = state rows 8 j .. 8 j + 7 */
+    float s[KT][4];
+    load_transposed(s, p.s0 ? p.s0 + (n * p.H + h) * DK * dv + col0 : nullptr, dv);
+
+    for (int64_t c = 0; c < nchunks; c++) {
+        const int b = (int)(c & 1);
+        const int64_t gc = first + c;
+        cp_async_wait_all();
+        __syncthreads();   /* chunk c's tiles are in; every warp is done with chunk c - 1's set */
+        if (c + 1 < nchunks) fetch(c + 1);
+        if (p.cs) store_transposed(p.cs + (gc * p.H + h) * DK * dv + col0, dv, s);   /* the entering state */
+
+        /* V'^T = U^T - S^T W^T: U^T from U's columns; k-step j is the state's tile j, and B's rows
+         * 2t, 2t + 1 of the block are W[c][8 j + 2t, + 1] for chunk row c = 8 jn + g (one 8-byte load) */
+        const float *U = Ub(b), *W = Wb(b);
+        float vt[CT][4];   /* S^T W^T in fresh accumulators, then U^T minus it (one rounding into V') */
+        zero_acc(vt);
+#pragma unroll
+        for (int j = 0; j < KT; j++) {
+            uint32_t ah[4], al[4];
+            acc_to_tf32_a(ah, al, s[j]);
+#pragma unroll
+            for (int jn = 0; jn < CT; jn++) {
+                const float2 w = *(const float2 *)(W + (8 * jn + g) * LDW + 8 * j + 2 * t);
+                uint32_t bh[2], bl[2];
+                tf32_split(w.x, bh[0], bl[0]);
+                tf32_split(w.y, bh[1], bl[1]);
+                mma_3xtf32(vt[jn], ah, al, bh, bl);
+            }
+        }
+#pragma unroll
+        for (int jn = 0; jn < CT; jn++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) vt[jn][i] = U[(8 * jn + 2 * t + i % 2) * LDU + 16 * warp + g + (i >= 2 ? 8 : 0)] - vt[jn][i];
+        if (p.vp) store_transposed(p.vp + (gc * p.H + h) * C * dv + col0, dv, vt);
+
+        /* S^T += V'^T K: k-step jc is V''s tile jc, and B's rows are K[8 jc + 2t, + 1][8 jn + g]; each
+         * n8 tile of the update in a fresh accumulator, added to the state once (one rounding) */
+        const float *K = Kb(b);
+        uint32_t vh[CT][4], vl[CT][4];
+#pragma unroll
+        for (int jc = 0; jc < CT; jc++) acc_to_tf32_a(vh[jc], vl[jc], vt[jc]);
+#pragma unroll
+        for (int jn = 0; jn < KT; jn++) {
+            float upd[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (int jc = 0; jc < CT; jc++) {
+                uint32_t bh[2], bl[2];
+                tf32_split(K[(8 * jc + 2 * t) * LDK + 8 * jn + g], bh[0], bl[0]);
+                tf32_split(K[(8 * jc + 2 * t + 1) * LDK + 8 * jn + g], bh[1], bl[1]);
+                mma_3xtf32(upd, vh[jc], vl[jc], bh, bl);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++) s[jn][i] += upd[i];
+        }
+    }
+    if (p.sf) store_transposed(p.sf + (n * p.H + h) * DK * dv + col0, dv, s);
+}
+
+} // namespace
+#endif
