@@ -72,6 +72,32 @@ template <int KT> __device__ __forceinline__ void store_transposed(float *dst, i
         for (int i = 0; i < 4; i++) dst[(8 * j + 2 * t + i % 2) * ld + g + (i >= 2 ? 8 : 0)] = st[j][i];
 }
 
+/* The forward scans' chunk c of sequence n (its first chunk `first`, length len) into one buffer
+ * set: W and K (C x DK) and the block's U columns (C x BV from column j0), K's rows past the
+ * sequence zero; one cp.async commit group */
+template <int NT, int C, int DK, int BV, class E>
+__device__ __forceinline__ void fetch_scan_chunk(const ArgsT<E> &p, int64_t n, int64_t h, int64_t first, int64_t len, int64_t j0,
+                                                 int64_t c, E *W, int ldw, E *K, int ldk, E *U, int ldu) {
+    const int64_t gc = first + c, row = p.seq[3 * n] + c * C * p.H + h;
+    const int clen = (int)(len - c * C < C ? len - c * C : C);
+    copy_rows_async<NT>(W, ldw, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
+    copy_rows_async<NT>(K, ldk, p.k + row * DK, p.H * DK, C, DK, clen);
+    copy_rows_async<NT>(U, ldu, p.u + (gc * p.H + h) * C * p.dv + j0, p.dv, C, BV, C);
+    cp_async_commit();
+}
+
+/* A sequence's nchunks chunks in order, chunk c + 1's tiles in flight (fetch(c + 1), buffer set
+ * (c + 1) & 1) while step(c, c & 1) computes on chunk c's: one block barrier a chunk */
+template <class Fetch, class Step> __device__ __forceinline__ void scan_chunks(int64_t nchunks, Fetch fetch, Step step) {
+    if (nchunks > 0) fetch(0);
+    for (int64_t c = 0; c < nchunks; c++) {
+        cp_async_wait_all();
+        __syncthreads();   /* chunk c's tiles are in; every warp is done with chunk c - 1's set */
+        if (c + 1 < nchunks) fetch(c + 1);
+        step(c, (int)(c & 1));
+    }
+}
+
 template <int C, int DK, int BV>
 __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(ArgsT<bf16> p) {
     static_assert(C % 16 == 0 && DK % 16 == 0 && BV % 16 == 0, "state_scan_mma_kernel: C, DK, BV multiples of 16");
@@ -90,25 +116,16 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
     const int64_t nchunks = (len + C - 1) / C;
 
     auto fetch = [&](int64_t c) {
-        const int64_t gc = first + c, row = p.seq[3 * n] + c * C * p.H + h;
-        const int clen = (int)(len - c * C < C ? len - c * C : C), b = (int)(c & 1);
-        copy_rows_async<NT>(Wb(b), LDK, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
-        copy_rows_async<NT>(Kb(b), LDK, p.k + row * DK, p.H * DK, C, DK, clen);
-        copy_rows_async<NT>(Ub(b), LDU, p.u + (gc * p.H + h) * C * dv + j0, dv, C, BV, C);
-        cp_async_commit();
+        const int b = (int)(c & 1);
+        fetch_scan_chunk<NT, C, DK, BV>(p, n, h, first, len, j0, c, Wb(b), LDK, Kb(b), LDK, Ub(b), LDU);
     };
-    if (nchunks > 0) fetch(0);
 
     /* S^T: rows = this warp's 16 state columns, n8 tile j = state rows 8 j .. 8 j + 7 */
     float s[KT][4];
     load_transposed(s, p.s0 ? p.s0 + (n * p.H + h) * DK * dv + col0 : nullptr, dv);
 
-    for (int64_t c = 0; c < nchunks; c++) {
-        const int b = (int)(c & 1);
+    scan_chunks(nchunks, fetch, [&](int64_t c, int b) {
         const int64_t gc = first + c;
-        cp_async_wait_all();
-        __syncthreads();   /* chunk c's tiles are in; every warp is done with chunk c - 1's set */
-        if (c + 1 < nchunks) fetch(c + 1);
 
         /* S^T as A fragments (bfloat16), and the entering state (S, the transpose) to cs */
         uint32_t sa[DK / 16][4];
@@ -139,7 +156,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
         /* S^T += V'^T K */
         const bf16 *K = Kb(b);
         mma_steps<C / 16>(s, held_frags(va), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, K, LDK, kk, j); });
-    }
+    });
     if (p.sf) store_transposed(p.sf + (n * p.H + h) * DK * dv + col0, dv, s);
 }
 

@@ -19,7 +19,7 @@
  * Block: BV / 16 warps for BV state columns; grid (sequence x head, dv / BV). C, DK multiples of 8. */
 #ifndef EFLA_CUDA_DELTA_RULE_CHUNK_SCAN_MMA_F32_CUH
 #define EFLA_CUDA_DELTA_RULE_CHUNK_SCAN_MMA_F32_CUH
-#include "delta_rule_chunk_scan_mma.cuh"   /* copy_rows_async, load/store_transposed, scan_mma_threads */
+#include "delta_rule_chunk_scan_mma.cuh"   /* fetch_scan_chunk, scan_chunks, load/store_transposed, scan_mma_threads */
 
 namespace {
 
@@ -56,25 +56,16 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_f32_ker
     const int64_t nchunks = (len + C - 1) / C;
 
     auto fetch = [&](int64_t c) {
-        const int64_t gc = first + c, row = p.seq[3 * n] + c * C * p.H + h;
-        const int clen = (int)(len - c * C < C ? len - c * C : C), b = (int)(c & 1);
-        copy_rows_async<NT>(Wb(b), LDW, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
-        copy_rows_async<NT>(Kb(b), LDK, p.k + row * DK, p.H * DK, C, DK, clen);
-        copy_rows_async<NT>(Ub(b), LDU, p.u + (gc * p.H + h) * C * dv + j0, dv, C, BV, C);
-        cp_async_commit();
+        const int b = (int)(c & 1);
+        fetch_scan_chunk<NT, C, DK, BV>(p, n, h, first, len, j0, c, Wb(b), LDW, Kb(b), LDK, Ub(b), LDU);
     };
-    if (nchunks > 0) fetch(0);
 
     /* S^T: rows = this warp's 16 state columns, n8 tile j = state rows 8 j .. 8 j + 7 */
     float s[KT][4];
     load_transposed(s, p.s0 ? p.s0 + (n * p.H + h) * DK * dv + col0 : nullptr, dv);
 
-    for (int64_t c = 0; c < nchunks; c++) {
-        const int b = (int)(c & 1);
+    scan_chunks(nchunks, fetch, [&](int64_t c, int b) {
         const int64_t gc = first + c;
-        cp_async_wait_all();
-        __syncthreads();   /* chunk c's tiles are in; every warp is done with chunk c - 1's set */
-        if (c + 1 < nchunks) fetch(c + 1);
         if (p.cs) store_transposed(p.cs + (gc * p.H + h) * DK * dv + col0, dv, s);   /* the entering state */
 
         /* V'^T = U^T - S^T W^T: U^T from U's columns; k-step j is the state's tile j, and B's rows
@@ -120,7 +111,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_f32_ker
 #pragma unroll
             for (int i = 0; i < 4; i++) s[jn][i] += upd[i];
         }
-    }
+    });
     if (p.sf) store_transposed(p.sf + (n * p.H + h) * DK * dv + col0, dv, s);
 }
 
