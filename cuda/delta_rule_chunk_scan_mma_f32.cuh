@@ -30,14 +30,6 @@ template <int C, int DK, int BV> constexpr size_t scan_f32_set_bytes() {
 }
 template <int C, int DK, int BV> constexpr size_t state_scan_mma_f32_smem() { return 2 * scan_f32_set_bytes<C, DK, BV>(); }
 
-/* an accumulator tile as m16n8k8's A fragment under the permuted k order above, split to TF32 */
-__device__ __forceinline__ void acc_to_tf32_a(uint32_t (&hi)[4], uint32_t (&lo)[4], const float (&c)[4]) {
-    tf32_split(c[0], hi[0], lo[0]);
-    tf32_split(c[2], hi[1], lo[1]);
-    tf32_split(c[1], hi[2], lo[2]);
-    tf32_split(c[3], hi[3], lo[3]);
-}
-
 template <int C, int DK, int BV>
 __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_f32_kernel(ArgsT<float> p) {
     static_assert(C % 8 == 0 && DK % 8 == 0 && BV % 16 == 0, "state_scan_mma_f32_kernel: C, DK multiples of 8, BV of 16");
@@ -89,7 +81,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_f32_ker
 #pragma unroll
         for (int jn = 0; jn < CT; jn++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) vt[jn][i] = U[(8 * jn + 2 * t + i % 2) * LDU + 16 * warp + g + (i >= 2 ? 8 : 0)] - vt[jn][i];
+            for (int i = 0; i < 4; i++) vt[jn][i] = U[acc_col(jn, i) * LDU + acc_row(16 * warp, i)] - vt[jn][i];
         if (p.vp) store_transposed(p.vp + (gc * p.H + h) * C * dv + col0, dv, vt);
 
         /* S^T += V'^T K: k-step jc is V''s tile jc, and B's rows are K[8 jc + 2t, + 1][8 jn + g]; each

@@ -89,9 +89,13 @@ __device__ __forceinline__ void put_tile(A *dst, int64_t ld, int64_t c0, const A
 }
 template <typename A>
 __device__ __forceinline__ void get_tile(A *S, const A *src, int64_t ld, int64_t c0, int64_t dk, int tj) {
+    if (!src) {   /* tested once: the backward scans read a state every chunk */
+        for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) S[(e / tj) * LDS + e % tj] = (A)0;
+        return;
+    }
     for (int64_t e = threadIdx.x; e < dk * tj; e += blockDim.x) {
         int64_t i = e / tj, jj = e % tj;
-        S[i * LDS + jj] = src ? src[i * ld + c0 + jj] : (A)0;
+        S[i * LDS + jj] = src[i * ld + c0 + jj];
     }
 }
 

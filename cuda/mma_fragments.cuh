@@ -17,6 +17,9 @@
  * (skipping pairs known to be zero), held_frags feeds it A fragments kept in registers,
  * strip_product runs a whole product of two shared-memory tiles into fresh accumulators (tril
  * optional), and store_acc writes the accumulators to a bfloat16 tile.
+ * For float32 inputs: mma_tf32 (m16n8k8, TF32 operands), tf32_split and mma_3xtf32 (three TF32
+ * products of a head/remainder split, about 21 bits), and acc_to_tf32_a (an accumulator tile as
+ * the next product's split A fragment, under a permuted k order).
  * On the host emulator bench/cuda/emu_mma.h defines the same functions (lanes exchange their
  * registers through a per-warp buffer), so the kernels that use them run there too. */
 #ifndef EFLA_CUDA_MMA_FRAGMENTS_CUH
@@ -83,6 +86,15 @@ __device__ __forceinline__ void mma_tf32(float d[4], const uint32_t a[4], uint32
 __device__ __forceinline__ void tf32_split(float x, uint32_t &hi, uint32_t &lo) {
     hi = tf32_round(x);
     lo = tf32_round(x - __uint_as_float(hi));
+}
+/* an accumulator tile (c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1]) as m16n8k8's A
+ * fragment, split to TF32, with the tile's 8 columns as the k index in a permuted order (slot t
+ * = column 2t, slot t + 4 = column 2t + 1): B's fragment must then be its rows 2t and 2t + 1 */
+__device__ __forceinline__ void acc_to_tf32_a(uint32_t (&hi)[4], uint32_t (&lo)[4], const float (&c)[4]) {
+    tf32_split(c[0], hi[0], lo[0]);
+    tf32_split(c[2], hi[1], lo[1]);
+    tf32_split(c[1], hi[2], lo[2]);
+    tf32_split(c[3], hi[3], lo[3]);
 }
 __device__ __forceinline__ void mma_3xtf32(float d[4], const uint32_t (&ah)[4], const uint32_t (&al)[4], const uint32_t (&bh)[2],
                                            const uint32_t (&bl)[2]) {
