@@ -166,6 +166,24 @@ template <typename K> int register_style_runs(const char *name, bool dflt, K ker
     if (env_switch(name, dflt)) TRY(set_smem(kernel, bytes, runs));
     return 0;
 }
+/* float32: the outputs in the register style (out_mma_f32_kernel, 3xTF32) where
+ * EFLA_DELTA_RULE_OUT_MMA_F32=1 and it fits; off until a GPU has timed it against out_kernel<float>.
+ * BV columns a block: 32 (more blocks a multiprocessor), or 64 where EFLA_DELTA_RULE_OUT_F32_BV=64
+ * (a measuring aid). *runs: whether it ran. */
+const bool OUT_MMA_F32_DEFAULT = false;
+template <int C, int DK, int DV, int BV> int launch_out_f32_bv(const ArgsT<float> &p, bool *runs) {
+    TRY(register_style_runs("EFLA_DELTA_RULE_OUT_MMA_F32", OUT_MMA_F32_DEFAULT, out_mma_f32_kernel<C, DK, BV>, out_mma_f32_smem<C, DK, BV>(),
+                            runs));
+    if (*runs)
+        out_mma_f32_kernel<C, DK, BV><<<dim3((unsigned)p.nch, (unsigned)p.H, DV / BV), out_mma_threads<C>(), out_mma_f32_smem<C, DK, BV>()>>>(p);
+    return 0;
+}
+template <int C, int DK, int DV> int launch_out_f32(const ArgsT<float> &p, bool *runs) {
+    const char *bv = getenv("EFLA_DELTA_RULE_OUT_F32_BV");
+    if constexpr (DV % 64 == 0)
+        if (bv && atoi(bv) == 64) return launch_out_f32_bv<C, DK, DV, 64>(p, runs);
+    return launch_out_f32_bv<C, DK, DV, (DV % 32 == 0 ? 32 : 16)>(p, runs);
+}
 template <class E, int C, int DK, int DV> int launch_out(const ArgsT<E> &p) {
     if constexpr (std::is_same<E, bf16>::value) {
         bool runs = false;
@@ -174,6 +192,11 @@ template <class E, int C, int DK, int DV> int launch_out(const ArgsT<E> &p) {
             out_mma_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), out_mma_threads<C>(), out_mma_smem<C, DK, DV>()>>>(p);
             return 0;
         }
+    }
+    if constexpr (std::is_same<E, float>::value) {
+        bool runs = false;
+        TRY((launch_out_f32<C, DK, DV>(p, &runs)));
+        if (runs) return 0;
     }
     constexpr int BVO = Tile<DV>::BV;
     out_kernel<E, C, DK, BVO><<<dim3((unsigned)p.nch, (unsigned)p.H, DV / BVO), THREADS, out_smem<E, C, DK, BVO>()>>>(p);
@@ -278,6 +301,10 @@ template <class E, int C, int DK, int BV> void launch_bwd_scan(const ArgsT<E> &p
     else bwd_scan_kernel<E, C, DK, BV, false><<<grid, THREADS, bwd_scan_smem<E, C, DK, BV, false>()>>>(p);
 }
 
+/* float32: the backward scan with dS in registers and 3xTF32 products (bwd_scan_mma_f32_kernel, 64
+ * columns a block or dv) where prep made tril(Q K^T), EFLA_DELTA_RULE_BWD_MMA_F32=1 and it fits; off
+ * until a GPU has timed it against bwd_scan_kernel<float> */
+const bool BWD_SCAN_MMA_F32_DEFAULT = false;
 /* bfloat16 with prep's tril(Q K^T) (the states saved): the backward scan with dS in registers
  * (bwd_scan_mma_kernel) where it fits, unless EFLA_DELTA_RULE_BWD_MMA=0 (a measuring aid); 64
  * columns a block, or 128 where 64 would take more than one wave of blocks. *launched says
@@ -297,6 +324,14 @@ template <class E, int C, int DK, int DV> int launch_bwd_scan_mma(const ArgsT<E>
             bwd_scan_mma_kernel<C, DK, N><<<dim3((unsigned)(nseq * p.H), DV / N), scan_mma_threads<N>(), bwd_scan_mma_smem<C, DK, N>()>>>(p);
         else
             return 0;
+        *launched = true;
+    } else if constexpr (std::is_same<E, float>::value) {
+        if (!p.pq || !env_switch("EFLA_DELTA_RULE_BWD_MMA_F32", BWD_SCAN_MMA_F32_DEFAULT)) return 0;
+        constexpr int BV = Tile<DV>::BV;
+        bool fits = false;
+        TRY(set_smem(bwd_scan_mma_f32_kernel<C, DK, BV>, bwd_scan_mma_f32_smem<C, DK, BV>(), &fits));
+        if (!fits) return 0;
+        bwd_scan_mma_f32_kernel<C, DK, BV><<<dim3((unsigned)(nseq * p.H), DV / BV), scan_mma_threads<BV>(), bwd_scan_mma_f32_smem<C, DK, BV>()>>>(p);
         *launched = true;
     }
     return 0;

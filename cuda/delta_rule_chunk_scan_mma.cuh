@@ -42,16 +42,25 @@ template <int KK> __device__ __forceinline__ void store_transposed(bf16 *dst, in
 
 /* rows x cols of T (bfloat16 or float) from global memory (row r at src + r stride) into shared
  * memory (row length ld) by the block's NT threads, 16 bytes a copy (cp.async), rows from `valid`
- * on zero */
+ * on zero. copy_rows_rolled: the same with its loop kept rolled, for the float32 scans: unrolled,
+ * its per-copy addresses were hoisted out of the chunk loop and held beside the state, and the
+ * float32 scans spilled */
+template <class T> __device__ __forceinline__ void copy_row_vec(T *dst, int ld, const T *src, int64_t stride, int vecs, int valid, int e) {
+    constexpr int V = 16 / (int)sizeof(T);   /* elements a copy */
+    const int r = e / vecs, v = e % vecs;
+    const bool ok = r < valid;
+    cp_async16(dst + r * ld + V * v, ok ? src + r * stride + V * v : src, ok);
+}
 template <int NT, class T>
 __device__ __forceinline__ void copy_rows_async(T *dst, int ld, const T *src, int64_t stride, int rows, int cols, int valid) {
-    constexpr int V = 16 / (int)sizeof(T);   /* elements a copy */
-    const int vecs = cols / V;
-    for (int e = threadIdx.x; e < rows * vecs; e += NT) {
-        const int r = e / vecs, v = e % vecs;
-        const bool ok = r < valid;
-        cp_async16(dst + r * ld + V * v, ok ? src + r * stride + V * v : src, ok);
-    }
+    const int vecs = cols / (16 / (int)sizeof(T));
+    for (int e = threadIdx.x; e < rows * vecs; e += NT) copy_row_vec(dst, ld, src, stride, vecs, valid, e);
+}
+template <int NT, class T>
+__device__ __forceinline__ void copy_rows_rolled(T *dst, int ld, const T *src, int64_t stride, int rows, int cols, int valid) {
+    const int vecs = cols / (16 / (int)sizeof(T));
+#pragma unroll 1
+    for (int e = threadIdx.x; e < rows * vecs; e += NT) copy_row_vec(dst, ld, src, stride, vecs, valid, e);
 }
 
 /* A state (float, row length ld, from its warp's first column) to and from the transposed
@@ -80,9 +89,13 @@ __device__ __forceinline__ void fetch_scan_chunk(const ArgsT<E> &p, int64_t n, i
                                                  int64_t c, E *W, int ldw, E *K, int ldk, E *U, int ldu) {
     const int64_t gc = first + c, row = p.seq[3 * n] + c * C * p.H + h;
     const int clen = (int)(len - c * C < C ? len - c * C : C);
-    copy_rows_async<NT>(W, ldw, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
-    copy_rows_async<NT>(K, ldk, p.k + row * DK, p.H * DK, C, DK, clen);
-    copy_rows_async<NT>(U, ldu, p.u + (gc * p.H + h) * C * p.dv + j0, p.dv, C, BV, C);
+    auto copy = [](auto *dst, int ld, auto *src, int64_t stride, int rows, int cols, int valid) {
+        if constexpr (std::is_same<E, float>::value) copy_rows_rolled<NT>(dst, ld, src, stride, rows, cols, valid);
+        else copy_rows_async<NT>(dst, ld, src, stride, rows, cols, valid);
+    };
+    copy(W, ldw, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
+    copy(K, ldk, p.k + row * DK, p.H * DK, C, DK, clen);
+    copy(U, ldu, p.u + (gc * p.H + h) * C * p.dv + j0, p.dv, C, BV, C);
     cp_async_commit();
 }
 

@@ -96,11 +96,18 @@ __device__ __forceinline__ void acc_to_tf32_a(uint32_t (&hi)[4], uint32_t (&lo)[
     tf32_split(c[1], hi[2], lo[2]);
     tf32_split(c[3], hi[3], lo[3]);
 }
+/* The three products go to a fresh accumulator, added to d in float on the CUDA cores: the tensor
+ * cores truncate where they add into their accumulator, and that bias, piled up over a long chain
+ * of products into one accumulator, reached 1e-5 of float32's results (TileMma<float> in
+ * delta_rule_chunk_tiles.cuh; the host emulator rounds its products toward zero likewise) */
 __device__ __forceinline__ void mma_3xtf32(float d[4], const uint32_t (&ah)[4], const uint32_t (&al)[4], const uint32_t (&bh)[2],
                                            const uint32_t (&bl)[2]) {
-    mma_tf32(d, al, bh[0], bh[1]);
-    mma_tf32(d, ah, bl[0], bl[1]);
-    mma_tf32(d, ah, bh[0], bh[1]);
+    float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    mma_tf32(t, al, bh[0], bh[1]);
+    mma_tf32(t, ah, bl[0], bl[1]);
+    mma_tf32(t, ah, bh[0], bh[1]);
+#pragma unroll
+    for (int i = 0; i < 4; i++) d[i] += t[i];
 }
 
 /* ldmatrix by role, for a warp's product over 16 rows row0 .. row0 + 15 (bfloat16 tiles in shared

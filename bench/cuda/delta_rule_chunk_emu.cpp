@@ -57,7 +57,8 @@ template <class T> static std::vector<T> poison(size_t n) {   // every element m
 // solves again), and the backward's prep reads T there instead of solving
 // mma: the register-style kernels (prep_mma_kernel, checked output for output against
 // prep_kernel; state_scan_mma_kernel, out_mma_kernel, bwd_chunk_mma_kernel; bwd_scan_mma_kernel
-// where the states are saved), bf16; float32: state_scan_mma_f32_kernel
+// where the states are saved), bf16; float32: state_scan_mma_f32_kernel, out_mma_f32_kernel, and
+// bwd_scan_mma_f32_kernel where the states are saved
 struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool chain; double key_norm = 1; bool solves = false;
               bool mma = false; };
 
@@ -207,6 +208,14 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
             mma_out = true;
         }
     }
+    if constexpr (std::is_same<E, float>::value) {
+        if (cs.mma) {   // float32's, 3xTF32 (32 columns a block; 64 where the case's scan tile is 64)
+            constexpr int BVN = DV % 32 == 0 ? 32 : 16, BVW = DV % 64 == 0 ? 64 : BVN;
+            if (cs.scan_bv == 64) launch(dim3((unsigned)nch, H, DV / BVW), dim3(out_mma_threads<C>()), [&] { out_mma_f32_kernel<C, DK, BVW>(f); });
+            else launch(dim3((unsigned)nch, H, DV / BVN), dim3(out_mma_threads<C>()), [&] { out_mma_f32_kernel<C, DK, BVN>(f); });
+            mma_out = true;
+        }
+    }
     if (!mma_out) launch(dim3((unsigned)nch, H, DV / BVO), block, [&] { out_kernel<E, C, DK, BVO>(f); });
 
     // backward: W, U again; the states (saved, or recomputed by the state-only scan); dV' and
@@ -257,6 +266,15 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
                 launch(dim3((unsigned)(N * H), DV / BVW), dim3(scan_mma_threads<BVW>()), [&] { bwd_scan_mma_kernel<C, DK, BVW>(g); });
             else
                 launch(dim3((unsigned)(N * H), DV / BVM), dim3(scan_mma_threads<BVM>()), [&] { bwd_scan_mma_kernel<C, DK, BVM>(g); });
+            mma_bwd = true;
+        }
+    } else {
+        if (cs.mma && g.pq) {   // float32's, 3xTF32 (64 columns a block; 32 where the case asks)
+            constexpr int BVM = DV >= 64 ? 64 : DV, BVN = DV >= 32 ? 32 : DV;
+            if (cs.scan_bv == 32)
+                launch(dim3((unsigned)(N * H), DV / BVN), dim3(scan_mma_threads<BVN>()), [&] { bwd_scan_mma_f32_kernel<C, DK, BVN>(g); });
+            else
+                launch(dim3((unsigned)(N * H), DV / BVM), dim3(scan_mma_threads<BVM>()), [&] { bwd_scan_mma_f32_kernel<C, DK, BVM>(g); });
             mma_bwd = true;
         }
     }
@@ -353,11 +371,17 @@ int main() {
     run_case<bf16, 16, 32>({ 1, 70, 1, true, false, false, 32, false, 1, false, true });
     run_case<bf16, 64, 64>({ 1, 200, 1, false, false, false, 64, false, 1, false, true });
     run_case<bf16, 64, 128>({ 2, 130, 2, true, false, false, 128, false, 1, false, true });   // the backward's 128 columns
-    // float32's forward scan with the state in registers (3xTF32 mma.sync, state_scan_mma_f32_kernel):
+    // float32's register-style kernels (3xTF32 mma.sync: state_scan_mma_f32_kernel, out_mma_f32_kernel):
     // packed sequences with an initial and a final state, recomputed states, the chain
     run_case<float, 32, 128>({ 1, 70, 1, true, false, false, 32, false, 1, false, true });
     run_case<float, 16, 32>({ 1, 70, 2, true, true, false, 32, false, 1, false, true });
     run_case<float, 32, 64>({ 2, 90, 1, false, true, false, 64, true, 1, false, true });
+    // and its backward scan (bwd_scan_mma_f32_kernel, saved states; the d = 128 case above runs it with
+    // 32 columns): 64 columns at d = 128 with packed sequences, the chain, C = 16
+    run_case<float, 32, 128>({ 2, 90, 1, true, false, false, 64, false, 1, false, true });
+    run_case<float, 32, 64>({ 1, 100, 2, false, false, false, 64, true, 1, false, true });
+    run_case<float, 16, 32>({ 1, 70, 2, true, false, false, 32, false, 1, false, true });
+    run_case<float, 32, 64, 128>({ 1, 100, 1, true, false, false, 64, false, 1, false, true });   // dk != dv, 64-column out
     // dk != dv (the states dk x dv, q and k against v and dO): the shared-memory kernels, then the
     // register-style ones with the chain and recomputed states
     run_case<bf16, 64, 64, 128>({ 1, 130, 2, true, false, false, 64 });

@@ -3,7 +3,10 @@
 // the register layouts that file documents.
 // Each is collective over a warp: every lane posts its registers (or its row address) to a
 // per-warp buffer, the warp meets at a barrier, each lane reads what its result needs, and the
-// warp meets again before the buffer is reused. The products accumulate in float in k order.
+// warp meets again before the buffer is reused. The products and the accumulator are summed
+// exactly (in double) and the sum rounded toward zero: the tensor cores truncate where they add
+// into their accumulator, a bias that a long chain of products into one accumulator piles up (the
+// float32 path sums each step's three TF32 products in a fresh accumulator for that reason).
 #ifndef EFLA_EMU_MMA_H
 #define EFLA_EMU_MMA_H
 #include "emu_cuda.h"   // emu_warp, emu_lane; pack_bf16 and bf16_lo/hi come from mma_fragments.cuh
@@ -47,9 +50,11 @@ static inline void emu_mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_
     float out[4];
     for (int i = 0; i < 4; i++) {
         const int r = g + (i >= 2 ? 8 : 0), c = 2 * t + (i % 2);
-        float s = d[i];
-        for (int k = 0; k < K; k++) s += A(emu_mma_regs[w], r, k) * B(emu_mma_regs[w], k, c);
-        out[i] = s;
+        double s = d[i];
+        for (int k = 0; k < K; k++) s += (double)A(emu_mma_regs[w], r, k) * B(emu_mma_regs[w], k, c);
+        float f = (float)s;   // then rounded toward zero, as the tensor cores add into their accumulator
+        if (fabs((double)f) > fabs(s)) f = nextafterf(f, 0.0f);
+        out[i] = f;
     }
     pthread_barrier_wait(&emu_warp_bar[w]);
     for (int i = 0; i < 4; i++) d[i] = out[i];
