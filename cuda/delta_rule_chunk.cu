@@ -92,10 +92,9 @@ template <class E, int C, int DK, int BV> int scan_mode(int *mode) {
  * EFLA_DELTA_RULE_SCAN_BV=32/64 forces the tile (a measuring aid for the workbench). */
 struct ScanPlan { int bv, mode; bool mma; };
 /* float32: the scan with the state in registers and 3xTF32 products (state_scan_mma_f32_kernel)
- * where EFLA_DELTA_RULE_SCAN_MMA_F32=1 and it fits. Off by default until a GPU has timed it
- * against state_scan_kernel<float> (the host emulator checks it; no device time was left when it
- * landed). */
-const bool SCAN_MMA_F32_DEFAULT = false;
+ * where it fits, unless EFLA_DELTA_RULE_SCAN_MMA_F32=0 (a measuring aid). On by default since run 14
+ * (H100, chunk 32): 0.64 against 1.24 ms at B=8 T=2048 H=16 d=128, 2.03 against 2.48 at B=4 T=8192. */
+const bool SCAN_MMA_F32_DEFAULT = true;
 /* bfloat16: the scan with the state in registers (state_scan_mma_kernel, 64 columns a block or dv:
  * Tile's) wherever it fits, unless EFLA_DELTA_RULE_SCAN_MMA=0 (a measuring aid: the shared-memory
  * scan) */
@@ -166,23 +165,27 @@ template <typename K> int register_style_runs(const char *name, bool dflt, K ker
     if (env_switch(name, dflt)) TRY(set_smem(kernel, bytes, runs));
     return 0;
 }
-/* float32: the outputs in the register style (out_mma_f32_kernel, 3xTF32) where
- * EFLA_DELTA_RULE_OUT_MMA_F32=1 and it fits; off until a GPU has timed it against out_kernel<float>.
- * BV columns a block: 32 (more blocks a multiprocessor), or 64 where EFLA_DELTA_RULE_OUT_F32_BV=64
- * (a measuring aid). *runs: whether it ran. */
-const bool OUT_MMA_F32_DEFAULT = false;
+/* float32: the outputs in the register style (out_mma_f32_kernel, 3xTF32) where they are faster,
+ * up to dk = 64; EFLA_DELTA_RULE_OUT_MMA_F32=0/1 forces the choice (a measuring aid). Run 14 (H100,
+ * chunk 32, out alone): 1.27 against 2.24 ms at B=16 T=4096 H=32 d=64, but 1.87 against 1.69 ms at
+ * B=4 T=8192 H=16 d=128, where a block's Q and K take 35 KB of float and Q's held fragments 64
+ * registers. BV columns a block: 64, or 32 where EFLA_DELTA_RULE_OUT_F32_BV=32 (a measuring aid;
+ * 64 was 10-23 % faster at all three shapes). *runs: whether it ran. */
+template <int DK> constexpr bool out_mma_f32_default() { return DK <= 64; }
 template <int C, int DK, int DV, int BV> int launch_out_f32_bv(const ArgsT<float> &p, bool *runs) {
-    TRY(register_style_runs("EFLA_DELTA_RULE_OUT_MMA_F32", OUT_MMA_F32_DEFAULT, out_mma_f32_kernel<C, DK, BV>, out_mma_f32_smem<C, DK, BV>(),
-                            runs));
+    TRY(register_style_runs("EFLA_DELTA_RULE_OUT_MMA_F32", out_mma_f32_default<DK>(), out_mma_f32_kernel<C, DK, BV>,
+                            out_mma_f32_smem<C, DK, BV>(), runs));
     if (*runs)
         out_mma_f32_kernel<C, DK, BV><<<dim3((unsigned)p.nch, (unsigned)p.H, DV / BV), out_mma_threads<C>(), out_mma_f32_smem<C, DK, BV>()>>>(p);
     return 0;
 }
 template <int C, int DK, int DV> int launch_out_f32(const ArgsT<float> &p, bool *runs) {
-    const char *bv = getenv("EFLA_DELTA_RULE_OUT_F32_BV");
-    if constexpr (DV % 64 == 0)
-        if (bv && atoi(bv) == 64) return launch_out_f32_bv<C, DK, DV, 64>(p, runs);
-    return launch_out_f32_bv<C, DK, DV, (DV % 32 == 0 ? 32 : 16)>(p, runs);
+    constexpr int N = DV % 32 == 0 ? 32 : 16;
+    if constexpr (DV % 64 == 0) {
+        const char *bv = getenv("EFLA_DELTA_RULE_OUT_F32_BV");
+        if (!(bv && atoi(bv) == 32)) return launch_out_f32_bv<C, DK, DV, 64>(p, runs);
+    }
+    return launch_out_f32_bv<C, DK, DV, N>(p, runs);
 }
 template <class E, int C, int DK, int DV> int launch_out(const ArgsT<E> &p) {
     if constexpr (std::is_same<E, bf16>::value) {
@@ -302,9 +305,10 @@ template <class E, int C, int DK, int BV> void launch_bwd_scan(const ArgsT<E> &p
 }
 
 /* float32: the backward scan with dS in registers and 3xTF32 products (bwd_scan_mma_f32_kernel, 64
- * columns a block or dv) where prep made tril(Q K^T), EFLA_DELTA_RULE_BWD_MMA_F32=1 and it fits; off
- * until a GPU has timed it against bwd_scan_kernel<float> */
-const bool BWD_SCAN_MMA_F32_DEFAULT = false;
+ * columns a block or dv) where prep made tril(Q K^T) and it fits, unless EFLA_DELTA_RULE_BWD_MMA_F32=0
+ * (a measuring aid). On by default since run 14 (H100, chunk 32): 1.52 against 1.95 ms at B=8
+ * T=2048 H=16 d=128, 3.02 against 3.85 at B=4 T=8192, 2.10 against 3.70 at B=16 T=4096 H=32 d=64. */
+const bool BWD_SCAN_MMA_F32_DEFAULT = true;
 /* bfloat16 with prep's tril(Q K^T) (the states saved): the backward scan with dS in registers
  * (bwd_scan_mma_kernel) where it fits, unless EFLA_DELTA_RULE_BWD_MMA=0 (a measuring aid); 64
  * columns a block, or 128 where 64 would take more than one wave of blocks. *launched says
