@@ -13,10 +13,15 @@
  *   dD = T^T dV' = dv,  dK = -dD S^T + ...   (-dD's A fragments from registers)
  *   dT = dV' D^T,  da_j += sum_i X_ij dT_ij (per-warp column sums, added up by row owners),
  *   dX = dT diag(a),  Y = dX X^T   (dX's A fragments from registers; Y stored)
- *   dK += dP^T Q,  -dL = X^T Y,  G = K K^T,  da_i += sum_{j<i} dL_ij G_ij,  dK += V' dS_out^T
+ *   dK += dP^T Q,  dK += V' dS_out^T (V' made again from T D, in float: hi + lo products)
+ *   -dL = X^T Y,  G = K K^T,  da_i += sum_{j<i} dL_ij G_ij
  *   M = strict_lower(diag(a) dL) (stored),  dK += (M + M^T) K   (+ 2 dlambda k with the chain)
  * The roundings to bfloat16 are bwd_chunk_kernel's (D, V', dP, dX, Y, -dD and dG + dG^T once
- * each; M + M^T is exact since one of the two is zero), so both kernels agree to float sums.
+ * each; M + M^T is exact since one of the two is zero), so both kernels agree to float sums,
+ * but for V' in dK += V' dS_out^T: there V' is split, hi = bf16(V') and lo = bf16(V' - hi),
+ * two products (672 more mma a chunk at d = 128: V' again, then lo), since bfloat16 V' there
+ * was, with dS_out's rounding, most of dK's error past its own rounding for tiny keys
+ * (the emulator's tiny-keys case: 2.88e-3 -> 2.43e-3).
  * T and X are block lower triangular (prep's inverse zeroes the 16 x 16 blocks above the
  * diagonal), so the products with them skip those blocks' k16 steps (mma_steps' range and keep).
  *
@@ -183,9 +188,33 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     /* dK += dP^T Q (dP^T's rows here are dP's columns, zero above its diagonal: kk >= warp) */
     mma_steps<C / 16>(dk, [&](uint32_t (&f)[4], int kk) { ldsm_a_cols(f, dP, LDC, row0, kk); },
                       [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, Q, LDK, kk, j); }, warp, C / 16);
-    /* dK += V' dS_out^T */
-    mma_steps<DV / 16>(dk, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, Vp, LDV, row0, kk); },
-                       [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, dS, LDV, kk, j); });
+    /* dK += V' dS_out^T with V' in float, as two bfloat16 products (hi = bf16(V'), lo = bf16(V' - hi)):
+     * bfloat16 V' was, with dS_out, most of dK's error past its own rounding for tiny keys. This
+     * warp's rows of V' again from T D, bit for bit as before (T is still whole here: each warp
+     * overwrites only its own rows of it with M, below) */
+    {
+        float acc[VT][4];
+        strip_product<DV, C / 16, false>(acc, T, LDC, D, LDV, warp, 0, warp + 1, false);
+#pragma unroll
+        for (int kk = 0; kk < DV / 16; kk++) {
+            uint32_t hi[4], lo[4];
+            acc_to_a(hi, acc, kk);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {   /* hi[i] holds acc[2 kk + i / 2][2 (i % 2)], [2 (i % 2) + 1] */
+                const float *x = acc[2 * kk + i / 2] + 2 * (i % 2);
+                lo[i] = pack_bf16(x[0] - bf16_lo(hi[i]), x[1] - bf16_hi(hi[i]));
+            }
+#pragma unroll
+            for (int j = 0; j < KT; j += 2) {
+                uint32_t r[4];
+                ldsm_b_cols(r, dS, LDV, kk, j);
+                mma_bf16(dk[j], lo, r[0], r[1]);
+                mma_bf16(dk[j + 1], lo, r[2], r[3]);
+                mma_bf16(dk[j], hi, r[0], r[1]);
+                mma_bf16(dk[j + 1], hi, r[2], r[3]);
+            }
+        }
+    }
 
     /* -dL = X^T Y and G = K K^T (the tiles left of this warp's diagonal); da's row sums; M */
     float chain_lo = 0.0f, chain_hi = 0.0f;   /* with the chain: rows row0 + g, + 8's factor of dk += s k */
