@@ -230,11 +230,15 @@ __device__ __forceinline__ void strip_product(float (&acc)[SW / 8][4], const __n
                 if (c0 + acc_col(j, i) > acc_row(row0, i)) acc[j][i] = 0.0f;
 }
 
-/* 16 rows of accumulators (row0 + g (+8), columns 8 j + 2t (+1)) times mult to a bfloat16 tile:
- * row-major in shared memory or global memory (rows from `valid` on skipped), four bytes a lane
+/* two neighbouring elements of a row: a bfloat16 pair (four bytes) or a float pair (eight) */
+__device__ __forceinline__ void put_pair(__nv_bfloat16 *p, float a, float b) { *(uint32_t *)p = pack_bf16(a, b); }
+__device__ __forceinline__ void put_pair(float *p, float a, float b) { *(float2 *)p = make_float2(a, b); }
+
+/* 16 rows of accumulators (row0 + g (+8), columns 8 j + 2t (+1)) times mult to a bfloat16 or float
+ * tile: row-major in shared memory or global memory (rows from `valid` on skipped), a pair a lane
  * and row */
-template <int N>
-__device__ __forceinline__ void store_acc(__nv_bfloat16 *dst, int64_t ld, int row0, const float (&acc)[N][4], int valid = 1 << 30,
+template <int N, class T>
+__device__ __forceinline__ void store_acc(T *dst, int64_t ld, int row0, const float (&acc)[N][4], int valid = 1 << 30,
                                           float mult = 1.0f) {
     const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 #pragma unroll
@@ -243,7 +247,7 @@ __device__ __forceinline__ void store_acc(__nv_bfloat16 *dst, int64_t ld, int ro
         if (r >= valid) continue;
 #pragma unroll
         for (int j = 0; j < N; j++)
-            *(uint32_t *)(dst + (int64_t)r * ld + 8 * j + 2 * t) = pack_bf16(mult * acc[j][2 * half], mult * acc[j][2 * half + 1]);
+            put_pair(dst + (int64_t)r * ld + 8 * j + 2 * t, mult * acc[j][2 * half], mult * acc[j][2 * half + 1]);
     }
 }
 

@@ -117,20 +117,4 @@ template <int KK> __device__ __forceinline__ auto held_frags_f32(const float (&a
     };
 }
 
-/* 16 rows of accumulators (row0 + g (+8), columns 8 j + 2t (+1)) times mult to a float tile,
- * rows from `valid` on skipped, 8 bytes a lane and row */
-template <int N>
-__device__ __forceinline__ void store_acc(float *dst, int64_t ld, int row0, const float (&acc)[N][4], int valid = 1 << 30,
-                                          float mult = 1.0f) {
-    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        const int r = row0 + g + 8 * half;
-        if (r >= valid) continue;
-#pragma unroll
-        for (int j = 0; j < N; j++)
-            *(float2 *)(dst + (int64_t)r * ld + 8 * j + 2 * t) = make_float2(mult * acc[j][2 * half], mult * acc[j][2 * half + 1]);
-    }
-}
-
 #endif
