@@ -31,8 +31,9 @@
 #   op         bench/delta_rule_gpu.lua at the issue's four shapes: the operator in bfloat16 and
 #              float32 (the issue's float32 target: at most 2x the bfloat16 time; fla has no
 #              float32) and its achieved TFLOP/s against the bf16 GEMM ceiling measured there;
-#              then float32 again with its register-style kernels (EFLA_DELTA_RULE_SCAN_MMA_F32=1,
-#              _OUT_MMA_F32=1, _BWD_MMA_F32=1: the forward scan, out, the backward scan)
+#              then float32 again with its three register-style kernels forced on
+#              (EFLA_DELTA_RULE_SCAN_MMA_F32=1, _OUT_MMA_F32=1, _BWD_MMA_F32=1; by default out's is
+#              off at d = 128, where run 14 timed it slower)
 #   smnist     the sMNIST training step in efla (in the recipe's compute, bfloat16 mixed, and in
 #              float32) and in the published model's PyTorch token loop (float32)
 #   vs_fla     bench/delta_rule_vs_fla.sh (the operator against fla's chunk_delta_rule)
@@ -147,7 +148,7 @@ fi
 if has op; then
   TAIL=24 run delta_rule_op 150 bundle/bin/efla bench/delta_rule_gpu.lua \
     --shapes '8,2048,16,128;4,8192,16,128;16,4096,32,64;128,784,1,64' --deadline 120
-  # float32's register-style kernels (opt-in until timed)
+  # float32's register-style kernels all forced on (out's is off by default at d = 128)
   TAIL=10 run delta_rule_op_f32_register 90 env EFLA_DELTA_RULE_SCAN_MMA_F32=1 EFLA_DELTA_RULE_OUT_MMA_F32=1 \
     EFLA_DELTA_RULE_BWD_MMA_F32=1 bundle/bin/efla bench/delta_rule_gpu.lua \
     --shapes '8,2048,16,128;4,8192,16,128;16,4096,32,64;128,784,1,64' --dtypes float32 --deadline 70
