@@ -32,7 +32,9 @@
  * bfloat16 has register-style forms (mma.sync, accumulators in registers), on by default where
  * they fit: of the state scans and out (delta_rule_chunk_scan_mma.cuh) and of bwd_chunk
  * (delta_rule_chunk_bwd_mma.cuh); and, opt-in because run 13 timed it slower than prep_kernel,
- * of prep's products (delta_rule_chunk_prep_mma.cuh).
+ * of prep's products (delta_rule_chunk_prep_mma.cuh). Float32 has them (three TF32 products each) of
+ * both scans (delta_rule_chunk_scan_mma_f32.cuh, delta_rule_chunk_bwd_scan_mma_f32.cuh) and, up to
+ * dk = 64, of out (delta_rule_chunk_out_mma_f32.cuh); its prep and bwd_chunk are WMMA only.
  *
  * Coverage: bfloat16, C in {16, 32, 64}, dk and dv multiples of 16 up to 128 whose shared
  * memory fits; efla_cuda_delta_rule_chunk_* return 1 for anything else and the caller

@@ -81,6 +81,13 @@ template <int KT> __device__ __forceinline__ void store_transposed(float *dst, i
         for (int i = 0; i < 4; i++) dst[(8 * j + 2 * t + i % 2) * ld + g + (i >= 2 ? 8 : 0)] = st[j][i];
 }
 
+/* the scans' copies: float32's loops kept rolled (copy_rows_rolled), bfloat16's as they were timed */
+template <int NT, class T>
+__device__ __forceinline__ void copy_rows_for_scan(T *dst, int ld, const T *src, int64_t stride, int rows, int cols, int valid) {
+    if constexpr (std::is_same<T, float>::value) copy_rows_rolled<NT>(dst, ld, src, stride, rows, cols, valid);
+    else copy_rows_async<NT>(dst, ld, src, stride, rows, cols, valid);
+}
+
 /* The forward scans' chunk c of sequence n (its first chunk `first`, length len) into one buffer
  * set: W and K (C x DK) and the block's U columns (C x BV from column j0), K's rows past the
  * sequence zero; one cp.async commit group */
@@ -89,13 +96,25 @@ __device__ __forceinline__ void fetch_scan_chunk(const ArgsT<E> &p, int64_t n, i
                                                  int64_t c, E *W, int ldw, E *K, int ldk, E *U, int ldu) {
     const int64_t gc = first + c, row = p.seq[3 * n] + c * C * p.H + h;
     const int clen = (int)(len - c * C < C ? len - c * C : C);
-    auto copy = [](auto *dst, int ld, auto *src, int64_t stride, int rows, int cols, int valid) {
-        if constexpr (std::is_same<E, float>::value) copy_rows_rolled<NT>(dst, ld, src, stride, rows, cols, valid);
-        else copy_rows_async<NT>(dst, ld, src, stride, rows, cols, valid);
-    };
-    copy(W, ldw, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
-    copy(K, ldk, p.k + row * DK, p.H * DK, C, DK, clen);
-    copy(U, ldu, p.u + (gc * p.H + h) * C * p.dv + j0, p.dv, C, BV, C);
+    copy_rows_for_scan<NT>(W, ldw, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
+    copy_rows_for_scan<NT>(K, ldk, p.k + row * DK, p.H * DK, C, DK, clen);
+    copy_rows_for_scan<NT>(U, ldu, p.u + (gc * p.H + h) * C * p.dv + j0, p.dv, C, BV, C);
+    cp_async_commit();
+}
+
+/* The backward scans' chunk c into one buffer set: Q, K, W (C x DK), the block's dO columns (C x
+ * BV from column j0) and prep's tril(Q K^T) (C x C), rows past the sequence zero; one commit group */
+template <int NT, int C, int DK, int BV, class E>
+__device__ __forceinline__ void fetch_bwd_scan_chunk(const ArgsT<E> &p, int64_t n, int64_t h, int64_t first, int64_t len, int64_t j0,
+                                                     int64_t c, E *Q, int ldq, E *K, int ldk, E *W, int ldw, E *dO, int ldo, E *P,
+                                                     int ldp) {
+    const int64_t gc = first + c, row = p.seq[3 * n] + c * C * p.H + h;
+    const int clen = (int)(len - c * C < C ? len - c * C : C);
+    copy_rows_for_scan<NT>(Q, ldq, p.q + row * DK, p.H * DK, C, DK, clen);
+    copy_rows_for_scan<NT>(K, ldk, p.k + row * DK, p.H * DK, C, DK, clen);
+    copy_rows_for_scan<NT>(W, ldw, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
+    copy_rows_for_scan<NT>(dO, ldo, p.d_o + row * p.dv + j0, p.H * p.dv, C, BV, clen);
+    copy_rows_for_scan<NT>(P, ldp, p.pq + (gc * p.H + h) * C * C, C, C, C, C);
     cp_async_commit();
 }
 
@@ -207,14 +226,8 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
     const int64_t nchunks = (len + C - 1) / C;
 
     auto fetch = [&](int64_t c) {
-        const int64_t gc = first + c, row = p.seq[3 * n] + c * C * p.H + h;
-        const int clen = (int)(len - c * C < C ? len - c * C : C), b = (int)(c & 1);
-        copy_rows_async<NT>(Qb(b), LDK, p.q + row * DK, p.H * DK, C, DK, clen);
-        copy_rows_async<NT>(Kb(b), LDK, p.k + row * DK, p.H * DK, C, DK, clen);
-        copy_rows_async<NT>(Wb(b), LDK, p.w + (gc * p.H + h) * C * DK, DK, C, DK, C);
-        copy_rows_async<NT>(dOb(b), LDV, p.d_o + row * dv + j0, p.H * dv, C, BV, clen);
-        copy_rows_async<NT>(Pb(b), LDC, p.pq + (gc * p.H + h) * C * C, C, C, C, C);
-        cp_async_commit();
+        const int b = (int)(c & 1);
+        fetch_bwd_scan_chunk<NT, C, DK, BV>(p, n, h, first, len, j0, c, Qb(b), LDK, Kb(b), LDK, Wb(b), LDK, dOb(b), LDV, Pb(b), LDC);
     };
     if (nchunks > 0) fetch(nchunks - 1);
 

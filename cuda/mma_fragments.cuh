@@ -110,6 +110,15 @@ __device__ __forceinline__ void mma_3xtf32(float d[4], const uint32_t (&ah)[4], 
     for (int i = 0; i < 4; i++) d[i] += t[i];
 }
 
+/* the same with B's two elements given as floats (B[2t][g], B[2t + 1][g] in the permuted k order),
+ * split here */
+__device__ __forceinline__ void mma_3xtf32(float d[4], const uint32_t (&ah)[4], const uint32_t (&al)[4], float b0, float b1) {
+    uint32_t bh[2], bl[2];
+    tf32_split(b0, bh[0], bl[0]);
+    tf32_split(b1, bh[1], bl[1]);
+    mma_3xtf32(d, ah, al, bh, bl);
+}
+
 /* ldmatrix by role, for a warp's product over 16 rows row0 .. row0 + 15 (bfloat16 tiles in shared
  * memory, row length ld, 16-byte aligned rows): A's fragment of k16 step kk from a row-major tile
  * whose rows are the product's (ldsm_a_rows) or from one whose columns are (ldsm_a_cols: A is its

@@ -80,12 +80,7 @@ __device__ __forceinline__ SplitA split_a(const float (&f)[8]) {
 /* d += A B over a k16 step (two m16n8k8 steps of three TF32 products each) */
 __device__ __forceinline__ void mma_k16_3xtf32(float (&d)[4], const SplitA &a, const float (&b)[4]) {
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        uint32_t bh[2], bl[2];
-        tf32_split(b[2 * h], bh[0], bl[0]);
-        tf32_split(b[2 * h + 1], bh[1], bl[1]);
-        mma_3xtf32(d, a.hi[h], a.lo[h], bh, bl);
-    }
+    for (int h = 0; h < 2; h++) mma_3xtf32(d, a.hi[h], a.lo[h], b[2 * h], b[2 * h + 1]);
 }
 
 /* acc (16 rows x 8 N columns) += A B over the k16 steps kk0 <= kk < kk1, float32 operands:
