@@ -172,7 +172,7 @@ template <typename K> int register_style_runs(const char *name, bool dflt, K ker
  * chunk 32, out alone): 1.27 against 2.24 ms at B=16 T=4096 H=32 d=64, but 1.87 against 1.69 ms at
  * B=4 T=8192 H=16 d=128, where a block's Q and K take 35 KB of float and Q's held fragments 64
  * registers. BV columns a block: 64, or 32 where EFLA_DELTA_RULE_OUT_F32_BV=32 (a measuring aid;
- * 64 was 10-23 % faster at all three shapes). *runs: whether it ran. */
+ * 64 was 9-23 % faster at all three shapes). *runs: whether it ran. */
 template <int DK> constexpr bool out_mma_f32_default() { return DK <= 64; }
 template <int C, int DK, int DV, int BV> int launch_out_f32_bv(const ArgsT<float> &p, bool *runs) {
     TRY(register_style_runs("EFLA_DELTA_RULE_OUT_MMA_F32", out_mma_f32_default<DK>(), out_mma_f32_kernel<C, DK, BV>,
@@ -332,11 +332,12 @@ template <class E, int C, int DK, int DV> int launch_bwd_scan_mma(const ArgsT<E>
             return 0;
         *launched = true;
     } else if constexpr (std::is_same<E, float>::value) {
-        if (!p.pq || !env_switch("EFLA_DELTA_RULE_BWD_MMA_F32", BWD_SCAN_MMA_F32_DEFAULT)) return 0;
         constexpr int BV = Tile<DV>::BV;
-        bool fits = false;
-        TRY(set_smem(bwd_scan_mma_f32_kernel<C, DK, BV>, bwd_scan_mma_f32_smem<C, DK, BV>(), &fits));
-        if (!fits) return 0;
+        bool runs = false;
+        if (p.pq)
+            TRY(register_style_runs("EFLA_DELTA_RULE_BWD_MMA_F32", BWD_SCAN_MMA_F32_DEFAULT, bwd_scan_mma_f32_kernel<C, DK, BV>,
+                                    bwd_scan_mma_f32_smem<C, DK, BV>(), &runs));
+        if (!runs) return 0;
         bwd_scan_mma_f32_kernel<C, DK, BV><<<dim3((unsigned)(nseq * p.H), DV / BV), scan_mma_threads<BV>(), bwd_scan_mma_f32_smem<C, DK, BV>()>>>(p);
         *launched = true;
     }
