@@ -34,7 +34,8 @@
  * (delta_rule_chunk_bwd_mma.cuh); and, opt-in because run 13 timed it slower than prep_kernel,
  * of prep's products (delta_rule_chunk_prep_mma.cuh). Float32 has them (three TF32 products each) of
  * both scans (delta_rule_chunk_scan_mma_f32.cuh, delta_rule_chunk_bwd_scan_mma_f32.cuh) and, up to
- * dk = 64, of out (delta_rule_chunk_out_mma_f32.cuh); its prep and bwd_chunk are WMMA only.
+ * dk = 64, of out (delta_rule_chunk_out_mma_f32.cuh); of bwd_chunk up to chunk 32 opt-in, untimed
+ * (delta_rule_chunk_bwd_mma_f32.cuh); its prep is WMMA only.
  *
  * Coverage: bfloat16, C in {16, 32, 64}, dk and dv multiples of 16 up to 128 whose shared
  * memory fits; efla_cuda_delta_rule_chunk_* return 1 for anything else and the caller
@@ -346,8 +347,12 @@ template <class E, int C, int DK, int DV> int launch_bwd_scan_mma(const ArgsT<E>
 
 /* bfloat16 up to d = 128: bwd_chunk in the register style (bwd_chunk_mma_kernel) where it fits,
  * else bwd_chunk_kernel; EFLA_DELTA_RULE_BWD_CHUNK_MMA=0 forces bwd_chunk_kernel (a measuring
- * aid). On by default since run 13 (H100): 1.019 against 1.545 ms at B=4 T=8192. */
+ * aid). On by default since run 13 (H100): 1.019 against 1.545 ms at B=4 T=8192.
+ * float32 up to chunk 32: bwd_chunk_mma_f32_kernel (two warps a strip) where it fits, when
+ * EFLA_DELTA_RULE_BWD_CHUNK_MMA_F32=1: off by default until a GPU has timed it (checked on the
+ * host emulator only, session 19). */
 const bool BWD_CHUNK_MMA_DEFAULT = true;
+const bool BWD_CHUNK_MMA_F32_DEFAULT = false;
 template <class E, int C, int DK, int DV> int launch_bwd_chunk(const ArgsT<E> &p) {
     if constexpr (std::is_same<E, bf16>::value && DK <= 128 && DV <= 128) {
         bool runs = false;
@@ -356,6 +361,15 @@ template <class E, int C, int DK, int DV> int launch_bwd_chunk(const ArgsT<E> &p
         if (runs) {
             bwd_chunk_mma_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), bwd_chunk_mma_threads<C>(),
                                               bwd_chunk_mma_smem<C, DK, DV>()>>>(p);
+            return 0;
+        }
+    } else if constexpr (std::is_same<E, float>::value && C <= 32 && DK <= 128 && DV <= 128) {
+        bool runs = false;
+        TRY(register_style_runs("EFLA_DELTA_RULE_BWD_CHUNK_MMA_F32", BWD_CHUNK_MMA_F32_DEFAULT, bwd_chunk_mma_f32_kernel<C, DK, DV>,
+                                bwd_chunk_mma_f32_smem<C, DK, DV>(), &runs));
+        if (runs) {
+            bwd_chunk_mma_f32_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), bwd_chunk_mma_f32_threads<C>(),
+                                                  bwd_chunk_mma_f32_smem<C, DK, DV>()>>>(p);
             return 0;
         }
     }

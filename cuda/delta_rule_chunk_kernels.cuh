@@ -666,5 +666,6 @@ __global__ void __launch_bounds__(THREADS, fit_blocks(bwd_chunk_smem<E, C, DK, D
 #include "delta_rule_chunk_bwd_scan_mma_f32.cuh"   /* the backward scan for float32 inputs (3xTF32) */
 #include "delta_rule_chunk_out_mma_f32.cuh"   /* the outputs for float32 inputs (3xTF32; up to dk = 64 by default) */
 #include "delta_rule_chunk_bwd_mma.cuh"    /* bwd_chunk in the register style (bf16) */
+#include "delta_rule_chunk_bwd_mma_f32.cuh"   /* the same for float32 inputs (3xTF32; two warps a strip) */
 #include "delta_rule_chunk_prep_mma.cuh"   /* prep's products in the register style (bf16) */
 #endif

@@ -57,8 +57,8 @@ template <class T> static std::vector<T> poison(size_t n) {   // every element m
 // solves again), and the backward's prep reads T there instead of solving
 // mma: the register-style kernels (prep_mma_kernel, checked output for output against
 // prep_kernel; state_scan_mma_kernel, out_mma_kernel, bwd_chunk_mma_kernel; bwd_scan_mma_kernel
-// where the states are saved), bf16; float32: state_scan_mma_f32_kernel, out_mma_f32_kernel, and
-// bwd_scan_mma_f32_kernel where the states are saved
+// where the states are saved), bf16; float32: state_scan_mma_f32_kernel, out_mma_f32_kernel,
+// bwd_scan_mma_f32_kernel where the states are saved, and bwd_chunk_mma_f32_kernel up to chunk 32
 struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool chain; double key_norm = 1; bool solves = false;
               bool mma = false; };
 
@@ -293,6 +293,11 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
             launch(dim3((unsigned)nch, H), dim3(bwd_chunk_mma_threads<C>()), [&] { bwd_chunk_mma_kernel<C, DK, DV>(g); });
             mma_chunk = true;
         }
+    } else if constexpr (C <= 32) {
+        if (cs.mma) {   // float32's, 3xTF32 (two warps a 16-row strip)
+            launch(dim3((unsigned)nch, H), dim3(bwd_chunk_mma_f32_threads<C>()), [&] { bwd_chunk_mma_f32_kernel<C, DK, DV>(g); });
+            mma_chunk = true;
+        }
     }
     if (!mma_chunk) launch(dim3((unsigned)nch, H), block, [&] { bwd_chunk_kernel<E, C, DK, DV>(g); });
 
@@ -382,6 +387,7 @@ int main() {
     run_case<float, 32, 64>({ 1, 100, 2, false, false, false, 64, true, 1, false, true });
     run_case<float, 16, 32>({ 1, 70, 2, true, false, false, 32, false, 1, false, true });
     run_case<float, 32, 64, 128>({ 1, 100, 1, true, false, false, 64, false, 1, false, true });   // dk != dv, 64-column out
+    run_case<float, 32, 128, 64>({ 1, 90, 2, false, true, false, 64, true, 1, false, true });    // and the other way, the chain
     // dk != dv (the states dk x dv, q and k against v and dO): the shared-memory kernels, then the
     // register-style ones with the chain and recomputed states
     run_case<bf16, 64, 64, 128>({ 1, 130, 2, true, false, false, 64 });
