@@ -10,7 +10,7 @@ chunk states and their gradients), so float32 moves twice bfloat16's bytes at th
 it runs at chunk 32 where bfloat16 runs at 64 (float tiles), which doubles the chunk states' share.
 A model, not a measurement: no GPU needed.
 
-  python3 bench/delta_rule_traffic.py [--bandwidth TB/s] [--shapes 'B,T,H,d;...']
+  python3 bench/delta_rule_traffic.py [--bandwidth TB/s] [--shapes 'B,T,H,d;...'] [--float32-chunk C]
 """
 import argparse
 
@@ -29,7 +29,6 @@ KERNELS = [
     # K, Q, V, dO, dV', the state and its gradient, T, X in; dq, dk, dv out
     ("bwd_chunk", lambda C, d: (5 * C * d + 2 * d * d + 2 * C * C, 3 * C * d)),
 ]
-DTYPES = [("bfloat16", 2, 64), ("float32", 4, 32)]   # element bytes, chunk size the library runs
 
 
 def main():
@@ -37,6 +36,8 @@ def main():
     ap.add_argument("--bandwidth", type=float, default=3.35, help="device memory bandwidth in TB/s (default: the H100 SXM's nominal 3.35)")
     ap.add_argument("--shapes", default="8,2048,16,128;4,8192,16,128;16,4096,32,64;128,784,1,64",
                     help="B,T,H,d;... (default: the issue's four)")
+    ap.add_argument("--float32-chunk", type=int, default=32, choices=(16, 32, 64),
+                    help="float32's chunk size (default 32, what the library runs at d = 128; 64: what larger float tiles would save)")
     a = ap.parse_args()
     if a.bandwidth <= 0:
         ap.error("--bandwidth must be positive (TB/s), e.g. --bandwidth 4.8 for an H200")
@@ -48,13 +49,14 @@ def main():
             ap.error(f"--shapes: '{s}' is not B,T,H,d (four integers), e.g. 8,2048,16,128")
         shapes.append((B, T, H, d))
 
+    dtypes = [("bfloat16", 2, 64), ("float32", 4, a.float32_chunk)]   # element bytes, chunk size
     names = [k[0] for k in KERNELS]
     print(f"compulsory device-memory traffic, GB (floor in ms at {a.bandwidth} TB/s)")
     print("| shape | dtype (chunk) | " + " | ".join(names) + " | fwd+bwd | floor ms | float32 / bf16 |")
     print("|---|---|" + "---|" * (len(names) + 3))
     for B, T, H, d in shapes:
         totals = {}
-        for dt, e, C in DTYPES:
+        for dt, e, C in dtypes:
             chunks = B * H * -(-T // C)   # every sequence padded to whole chunks
             gb = [chunks * e * sum(f(C, d)) / 1e9 for _, f in KERNELS]
             totals[dt] = sum(gb)

@@ -42,6 +42,73 @@ template <int C, int DK, int DV> constexpr size_t bwd_chunk_mma_smem() {
 }
 template <int C> constexpr int bwd_chunk_mma_threads() { return 32 * (C / 16); }
 
+/* The elementwise steps of the register-style bwd_chunk kernels (this one and
+ * delta_rule_chunk_bwd_mma_f32.cuh's) on a warp's 16 rows row0 .. of C x C accumulators */
+
+/* da_j += sum_{i >= j} X_ij dT_ij over this warp's rows: column j's sum to cols[j] (x(r, c) reads X) */
+template <int CT, class XAt> __device__ __forceinline__ void da_column_sums(float *cols, const float (&dt)[CT][4], int row0, XAt x) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int j = 0; j < CT; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {   /* column 8 j + 2t + e: this lane's rows, then the warp's */
+            const int c = 8 * j + 2 * t + e;
+            float s = 0.0f;
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                const int r = row0 + g + 8 * half;
+                if (r >= c) s += x(r, c) * dt[j][2 * half + e];
+            }
+            s += __shfl_xor_sync(0xffffffffu, s, 4);
+            s += __shfl_xor_sync(0xffffffffu, s, 8);
+            s += __shfl_xor_sync(0xffffffffu, s, 16);
+            if (g == 0) cols[c] = s;
+        }
+}
+
+/* From -dL (ndl) and G: da_i += sum_{j < i} dL_ij G_ij for rows row0 + g and + 8 (rsum, each summed
+ * over its row's four lanes), and ndl turned into M = strict_lower(diag(a) dL) in place */
+template <int CT>
+__device__ __forceinline__ void da_rows_and_m(float (&rsum)[2], float (&ndl)[CT][4], const float (&gk)[CT][4], const float *a, int row0) {
+    rsum[0] = rsum[1] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < CT; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int r = acc_row(row0, i), c = acc_col(j, i);
+            if (c < r) rsum[i / 2] -= ndl[j][i] * gk[j][i];
+            ndl[j][i] = c < r ? -a[r] * ndl[j][i] : 0.0f;
+        }
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        rsum[half] += __shfl_xor_sync(0xffffffffu, rsum[half], 1);
+        rsum[half] += __shfl_xor_sync(0xffffffffu, rsum[half], 2);
+    }
+}
+
+/* da of rows row0 + g (+ 8) made whole: the column sums of the nw warps that made them
+ * (da_cols[w][j]), then the row sums; stored as dalpha, or with the chain (p.dbeta) taken into dbeta
+ * and each row's factor s of dk += s k returned (chain[half], in every lane of the row) */
+template <class E, int C>
+__device__ __forceinline__ void finish_da(const ArgsT<E> &p, const ChunkRows &cr, const float *da_cols, int nw, const double *slopes,
+                                          int row0, const float (&rsum)[2], float (&chain)[2]) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int r = row0 + g + 8 * half;
+        float s = 0.0f;
+        if (t == 0 && r < cr.len) {
+            float dar = 0.0f;
+            for (int w = 0; w < nw; w++) dar += da_cols[w * C + r];
+            dar += rsum[half];
+            const int64_t row = cr.first + r * (int64_t)p.H;
+            if (p.dbeta) s = (float)chain_with(AlphaSlopes{slopes[2 * r], slopes[2 * r + 1]}, dar, p.dbeta + row);
+            else p.dalpha[row] = from_f<E>(dar);
+        }
+        chain[half] = __shfl_sync(0xffffffffu, s, lane & ~3);
+    }
+}
+
 template <int C, int DK, int DV>
 __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kernel(ArgsT<bf16> p) {
     static_assert(C % 16 == 0 && DK % 16 == 0 && DV % 16 == 0 && DK <= 128 && DV <= 128,
@@ -153,22 +220,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     {
         float acc[CT][4];
         strip_product<C, DV / 16, true>(acc, dVp, LDV, D, LDV, warp, 0, DV / 16, false);
-#pragma unroll
-        for (int j = 0; j < CT; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {   /* column 8 j + 2t + e: this lane's rows, then the warp's */
-                const int c = 8 * j + 2 * t + e;
-                float s = 0.0f;
-#pragma unroll
-                for (int half = 0; half < 2; half++) {
-                    const int r = row0 + g + 8 * half;
-                    if (r >= c) s += __bfloat162float(X[r * LDC + c]) * acc[j][2 * half + e];
-                }
-                s += __shfl_xor_sync(0xffffffffu, s, 4);
-                s += __shfl_xor_sync(0xffffffffu, s, 8);
-                s += __shfl_xor_sync(0xffffffffu, s, 16);
-                if (g == 0) da_cols[warp * C + c] = s;
-            }
+        da_column_sums(da_cols + warp * C, acc, row0, [&](int r, int c) { return __bfloat162float(X[r * LDC + c]); });
 #pragma unroll
         for (int j = 0; j < CT; j++)
 #pragma unroll
@@ -217,7 +269,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
     }
 
     /* -dL = X^T Y and G = K K^T (the tiles left of this warp's diagonal); da's row sums; M */
-    float chain_lo = 0.0f, chain_hi = 0.0f;   /* with the chain: rows row0 + g, + 8's factor of dk += s k */
+    float chain[2] = {0.0f, 0.0f};   /* with the chain: rows row0 + g, + 8's factor of dk += s k */
     {
         float ndl[CT][4], gk[CT][4];
         zero_acc(ndl);
@@ -227,33 +279,10 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
         mma_steps<DK / 16>(gk, [&](uint32_t (&f)[4], int kk) { ldsm_a_rows(f, K, LDK, row0, kk); },
                            [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, K, LDK, kk, j); }, 0, DK / 16,
                            [=](int, int j) { return j <= 2 * warp; });   /* the tile pairs at or left of this warp's diagonal */
-        float rsum[2] = {0.0f, 0.0f};   /* da_i += sum_{j < i} dL_ij G_ij, rows row0 + g (+8) */
-#pragma unroll
-        for (int j = 0; j < CT; j++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int r = acc_row(row0, i), c = acc_col(j, i);
-                if (c < r) rsum[i / 2] -= ndl[j][i] * gk[j][i];
-                ndl[j][i] = c < r ? -a[r] * ndl[j][i] : 0.0f;   /* M = strict_lower(diag(a) dL) */
-            }
+        float rsum[2];
+        da_rows_and_m(rsum, ndl, gk, a, row0);
         store_acc(M, LDC, row0, ndl);
-#pragma unroll
-        for (int half = 0; half < 2; half++) {
-            rsum[half] += __shfl_xor_sync(0xffffffffu, rsum[half], 1);
-            rsum[half] += __shfl_xor_sync(0xffffffffu, rsum[half], 2);
-            const int r = row0 + g + 8 * half;
-            float s = 0.0f;
-            if (t == 0 && r < cr.len) {   /* da_r is whole: the column sums of every warp, then the row sum */
-                float dar = 0.0f;
-                for (int w = 0; w < NW; w++) dar += da_cols[w * C + r];
-                dar += rsum[half];
-                const int64_t row = cr.first + r * rs;
-                if (p.dbeta) s = (float)chain_with(AlphaSlopes{slopes[2 * r], slopes[2 * r + 1]}, dar, p.dbeta + row);
-                else p.dalpha[row] = from_f<bf16>(dar);
-            }
-            s = __shfl_sync(0xffffffffu, s, lane & ~3);
-            (half ? chain_hi : chain_lo) = s;
-        }
+        finish_da<bf16, C>(p, cr, da_cols, NW, slopes, row0, rsum, chain);
     }
     __syncthreads();   /* M is whole */
 
@@ -271,9 +300,8 @@ __global__ void __launch_bounds__(bwd_chunk_mma_threads<C>()) bwd_chunk_mma_kern
 #pragma unroll
             for (int half = 0; half < 2; half++) {
                 const uint32_t kv = *(const uint32_t *)(K + (row0 + g + 8 * half) * LDK + 8 * j + 2 * t);
-                const float s = half ? chain_hi : chain_lo;
-                dk[j][2 * half] += s * bf16_lo(kv);
-                dk[j][2 * half + 1] += s * bf16_hi(kv);
+                dk[j][2 * half] += chain[half] * bf16_lo(kv);
+                dk[j][2 * half + 1] += chain[half] * bf16_hi(kv);
             }
     }
     store_acc(p.dk_out + cr.first * DK, rs * DK, row0, dk, cr.len);

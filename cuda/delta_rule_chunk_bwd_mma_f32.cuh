@@ -29,6 +29,7 @@
  * C, DK, DV multiples of 16, DK and DV up to 128. */
 #ifndef EFLA_CUDA_DELTA_RULE_CHUNK_BWD_MMA_F32_CUH
 #define EFLA_CUDA_DELTA_RULE_CHUNK_BWD_MMA_F32_CUH
+#include "delta_rule_chunk_bwd_mma.cuh"    /* da_column_sums, da_rows_and_m, finish_da */
 #include "delta_rule_chunk_scan_mma.cuh"   /* copy_rows_async */
 #include "mma_fragments_tf32.cuh"
 
@@ -188,22 +189,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_f32_threads<C>()) bwd_chunk_mma_
         zero_acc(acc);
         mma_steps_f32<DV / 16>(acc, [&](float (&f)[8], int kk) { lds_a_rows(f, dVp, L::LDV, row0, kk); },
                                [&](float (&r)[4], int kk, int j) { lds_b_cols(r, D, L::LD, kk, j); });
-#pragma unroll
-        for (int j = 0; j < CT; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {   /* column 8 j + 2t + e: this lane's rows, then the warp's */
-                const int c = 8 * j + 2 * t + e;
-                float s = 0.0f;
-#pragma unroll
-                for (int half = 0; half < 2; half++) {
-                    const int r = row0 + g + 8 * half;
-                    if (r >= c) s += X[r * L::LC + c] * acc[j][2 * half + e];
-                }
-                s += __shfl_xor_sync(0xffffffffu, s, 4);
-                s += __shfl_xor_sync(0xffffffffu, s, 8);
-                s += __shfl_xor_sync(0xffffffffu, s, 16);
-                if (g == 0) da_cols[strip * C + c] = s;
-            }
+        da_column_sums(da_cols + strip * C, acc, row0, [&](int r, int c) { return X[r * L::LC + c]; });
 #pragma unroll
         for (int j = 0; j < CT; j++)
 #pragma unroll
@@ -243,7 +229,7 @@ __global__ void __launch_bounds__(bwd_chunk_mma_f32_threads<C>()) bwd_chunk_mma_
                               [&](float (&r)[4], int kk, int j) { lds_b_rows(r, K, L::LK, kk, j0 + j); });
     };
 
-    float chain_lo = 0.0f, chain_hi = 0.0f;   /* with the chain: rows row0 + g, + 8's factor of dk += s k */
+    float chain[2] = {0.0f, 0.0f};   /* with the chain: rows row0 + g, + 8's factor of dk += s k */
     if (role == 0) {
         zero_acc(dkh);
         dk_dp_q(dkh, 0);
@@ -258,33 +244,10 @@ __global__ void __launch_bounds__(bwd_chunk_mma_f32_threads<C>()) bwd_chunk_mma_
         mma_steps_f32<DK / 16>(gk, [&](float (&f)[8], int kk) { lds_a_rows(f, K, L::LK, row0, kk); },
                                [&](float (&r)[4], int kk, int j) { lds_b_cols(r, K, L::LK, kk, j); }, 0, DK / 16,
                                [=](int, int j) { return 8 * j < row0 + 16; });
-        float rsum[2] = {0.0f, 0.0f};   /* da_i += sum_{j < i} dL_ij G_ij, rows row0 + g (+8) */
-#pragma unroll
-        for (int j = 0; j < CT; j++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int r = acc_row(row0, i), c = acc_col(j, i);
-                if (c < r) rsum[i / 2] -= ndl[j][i] * gk[j][i];
-                ndl[j][i] = c < r ? -a[r] * ndl[j][i] : 0.0f;   /* M = strict_lower(diag(a) dL) */
-            }
+        float rsum[2];
+        da_rows_and_m(rsum, ndl, gk, a, row0);
         store_acc(M, L::LC, row0, ndl);
-#pragma unroll
-        for (int half = 0; half < 2; half++) {
-            rsum[half] += __shfl_xor_sync(0xffffffffu, rsum[half], 1);
-            rsum[half] += __shfl_xor_sync(0xffffffffu, rsum[half], 2);
-            const int r = row0 + g + 8 * half;
-            float s = 0.0f;
-            if (t == 0 && r < cr.len) {   /* da_r is whole: every strip's column sums, then the row sum */
-                float dar = 0.0f;
-                for (int w = 0; w < NS; w++) dar += da_cols[w * C + r];
-                dar += rsum[half];
-                const int64_t row = cr.first + r * rs;
-                if (p.dbeta) s = (float)chain_with(AlphaSlopes{slopes[2 * r], slopes[2 * r + 1]}, dar, p.dbeta + row);
-                else p.dalpha[row] = dar;
-            }
-            s = __shfl_sync(0xffffffffu, s, lane & ~3);
-            (half ? chain_hi : chain_lo) = s;
-        }
+        finish_da<float, C>(p, cr, da_cols, NS, slopes, row0, rsum, chain);
         dk_dp_q(acc_tiles<KH, KH>(dk), KH);
     }
     cp_async_wait<0>();
@@ -302,7 +265,6 @@ __global__ void __launch_bounds__(bwd_chunk_mma_f32_threads<C>()) bwd_chunk_mma_
 #pragma unroll
             for (int half = 0; half < 2; half++) {
                 const int r = row0 + g + 8 * half, c = 8 * j + 2 * t;
-                const float s = half ? chain_hi : chain_lo;
                 if (j < KH) {
                     const float2 o = *(const float2 *)(dKh + r * L::LX + c);
                     dk[j][2 * half] += o.x;
@@ -310,8 +272,8 @@ __global__ void __launch_bounds__(bwd_chunk_mma_f32_threads<C>()) bwd_chunk_mma_
                 }
                 if (p.dbeta) {
                     const float2 k2 = *(const float2 *)(K + r * L::LK + c);
-                    dk[j][2 * half] += s * k2.x;
-                    dk[j][2 * half + 1] += s * k2.y;
+                    dk[j][2 * half] += chain[half] * k2.x;
+                    dk[j][2 * half + 1] += chain[half] * k2.y;
                 }
             }
         store_acc(p.dk_out + cr.first * DK, rs * DK, row0, dk, cr.len);
