@@ -14,9 +14,11 @@
 #              at d = 128 and 64, racecheck, then each of the issue's shapes timed with none, each
 #              alone, and all three (the A/B that decides their defaults in cuda/delta_rule_chunk.cu)
 #   f32_register  float32's four register-style kernels (EFLA_DELTA_RULE_SCAN_MMA_F32, _OUT_MMA_F32,
-#              _BWD_MMA_F32, _BWD_CHUNK_MMA_F32) all on in the workbench: validated at d = 128 and 64,
+#              _BWD_MMA_F32, _BWD_CHUNK_MMA_F32) all on, the scans with two warps a slice
+#              (_SCAN_F32_KS=2, _BWD_F32_KS=2), in the workbench: validated at d = 128 and 64,
 #              memcheck and racecheck, then each kernel's mean time at the three large shapes (chunk
-#              32) with bwd_chunk's register form off and on (the A/B for BWD_CHUNK_MMA_F32_DEFAULT)
+#              32): the defaults, + bwd_chunk's register form, + the split scans (the A/B for
+#              BWD_CHUNK_MMA_F32_DEFAULT, SCAN_MMA_F32_KS_DEFAULT and BWD_SCAN_MMA_F32_KS_DEFAULT)
 #   trace      bench/delta_rule_op_trace.sh: every kernel of one operator forward+backward under ncu
 #              (bfloat16, float32) and of a decoding step
 #   lm         bench/lm_step_vs_fla.sh: efla and fla, byte and 125m, real and no-op delta rule,
@@ -35,10 +37,10 @@
 #   op         bench/delta_rule_gpu.lua at the issue's four shapes: the operator in bfloat16 and
 #              float32 (the issue's float32 target: at most 2x the bfloat16 time; fla has no
 #              float32) and its achieved TFLOP/s against the bf16 GEMM ceiling measured there;
-#              then float32 again with its four register-style kernels forced on
-#              (EFLA_DELTA_RULE_SCAN_MMA_F32=1, _OUT_MMA_F32=1, _BWD_MMA_F32=1, _BWD_CHUNK_MMA_F32=1;
-#              by default out's is off at d = 128, where run 14 timed it slower, and bwd_chunk's is
-#              off until timed), then with the defaults but bwd_chunk's register form
+#              then float32 again with its four register-style kernels forced on and the split
+#              scans (F32_ON below; by default out's is off at d = 128, where run 14 timed it
+#              slower, and bwd_chunk's and the split scans are off until timed), then the defaults
+#              plus bwd_chunk's register form and the split scans (F32_NEW)
 #   smnist     the sMNIST training step in efla (in the recipe's compute, bfloat16 mixed, and in
 #              float32) and in the published model's PyTorch token loop (float32)
 #   vs_fla     bench/delta_rule_vs_fla.sh (the operator against fla's chunk_delta_rule)
@@ -102,7 +104,8 @@ if has register; then
     done
   fi
 fi
-F32_ON="EFLA_DELTA_RULE_SCAN_MMA_F32=1 EFLA_DELTA_RULE_OUT_MMA_F32=1 EFLA_DELTA_RULE_BWD_MMA_F32=1 EFLA_DELTA_RULE_BWD_CHUNK_MMA_F32=1"
+F32_NEW="EFLA_DELTA_RULE_BWD_CHUNK_MMA_F32=1 EFLA_DELTA_RULE_SCAN_F32_KS=2 EFLA_DELTA_RULE_BWD_F32_KS=2"
+F32_ON="EFLA_DELTA_RULE_SCAN_MMA_F32=1 EFLA_DELTA_RULE_OUT_MMA_F32=1 EFLA_DELTA_RULE_BWD_MMA_F32=1 $F32_NEW"
 if has f32_register; then
   [[ -x $WB ]] || run workbench_build 120 bash bench/cuda/build_dev.sh
   if [[ -x $WB ]]; then
@@ -111,9 +114,11 @@ if has f32_register; then
     TAIL=4 run f32_register_memcheck 60 env $F32_ON compute-sanitizer --tool memcheck "$WB" 2 1 100 2 128 32 f32
     TAIL=4 run f32_register_racecheck 90 env $F32_ON compute-sanitizer --tool racecheck "$WB" 2 1 70 1 128 32 f32
     for sh in "8 2048 16 128" "4 8192 16 128" "16 4096 32 64"; do
-      for on in 0 1; do
-        k=f32_kernels_${sh// /_}_chunk$on
-        TAIL=1 run "$k" 60 env EFLA_DELTA_RULE_BWD_CHUNK_MMA_F32=$on EFLA_DELTA_RULE_PROFILE=1 "$WB" 2 $sh 32 time f32
+      for mode in "0 1" "1 1" "1 2"; do   # BWD_CHUNK_MMA_F32, both scans' KS
+        set -- $mode
+        k=f32_kernels_${sh// /_}_chunk$1_ks$2
+        TAIL=1 run "$k" 60 env EFLA_DELTA_RULE_BWD_CHUNK_MMA_F32=$1 EFLA_DELTA_RULE_SCAN_F32_KS=$2 EFLA_DELTA_RULE_BWD_F32_KS=$2 \
+          EFLA_DELTA_RULE_PROFILE=1 "$WB" 2 $sh 32 time f32
         awk '/^delta_rule_chunk/ {s[$2] += $3; n[$2]++} END {for (x in s) printf "   %s %.3f ms", x, s[x] / n[x]; print ""}' "$LOGS/$k.log"
       done
     done
@@ -171,10 +176,10 @@ if has op; then
   TAIL=24 run delta_rule_op 150 bundle/bin/efla bench/delta_rule_gpu.lua \
     --shapes '8,2048,16,128;4,8192,16,128;16,4096,32,64;128,784,1,64' --deadline 120
   # float32's register-style kernels all forced on (out's is off by default at d = 128, bwd_chunk's
-  # until timed), then the defaults with bwd_chunk's register form
+  # and the split scans until timed), then the defaults with bwd_chunk's register form and the split scans
   TAIL=10 run delta_rule_op_f32_register 90 env $F32_ON bundle/bin/efla bench/delta_rule_gpu.lua \
     --shapes '8,2048,16,128;4,8192,16,128;16,4096,32,64;128,784,1,64' --dtypes float32 --deadline 70
-  TAIL=10 run delta_rule_op_f32_chunk_register 90 env EFLA_DELTA_RULE_BWD_CHUNK_MMA_F32=1 bundle/bin/efla bench/delta_rule_gpu.lua \
+  TAIL=10 run delta_rule_op_f32_new 90 env $F32_NEW bundle/bin/efla bench/delta_rule_gpu.lua \
     --shapes '8,2048,16,128;4,8192,16,128;16,4096,32,64;128,784,1,64' --dtypes float32 --deadline 70
 fi
 if has smnist; then   # the sMNIST training step against the published model's PyTorch token loop

@@ -67,6 +67,12 @@ bool env_switch(const char *name, bool dflt) {
     const char *v = getenv(name);
     return v && (v[0] == '0' || v[0] == '1') ? v[0] == '1' : dflt;
 }
+/* ... and a measuring aid's number: `name` set to a positive integer, else dflt */
+int env_int(const char *name, int dflt) {
+    const char *v = getenv(name);
+    const int n = v ? atoi(v) : 0;
+    return n > 0 ? n : dflt;
+}
 
 /* Which version of a scan kernel runs: *mode = 1 the one with the cross-chunk cp.async
  * prefetch (two buffer sets, `with`) unless only the one without it fits two blocks on a
@@ -93,11 +99,14 @@ template <class E, int C, int DK, int BV> int scan_mode(int *mode) {
  * at 32 or 64 columns, a little more at 64), so the tile is the one that needs fewer waves of
  * blocks over the multiprocessors: 64 unless 32 needs fewer than 1.3x its waves.
  * EFLA_DELTA_RULE_SCAN_BV=32/64 forces the tile (a measuring aid for the workbench). */
-struct ScanPlan { int bv, mode; bool mma; };
+struct ScanPlan { int bv, mode; bool mma; int ks = 1; };
 /* float32: the scan with the state in registers and 3xTF32 products (state_scan_mma_f32_kernel)
  * where it fits, unless EFLA_DELTA_RULE_SCAN_MMA_F32=0 (a measuring aid). On by default since run 14
- * (H100, chunk 32): 0.64 against 1.24 ms at B=8 T=2048 H=16 d=128, 2.03 against 2.48 at B=4 T=8192. */
+ * (H100, chunk 32): 0.64 against 1.24 ms at B=8 T=2048 H=16 d=128, 2.03 against 2.48 at B=4 T=8192.
+ * EFLA_DELTA_RULE_SCAN_F32_KS=2: its products' k split over two warps a 16-column slice (KS = 2,
+ * where it fits), opt-in until a GPU has timed it (checked on the host emulator only, session 19). */
 const bool SCAN_MMA_F32_DEFAULT = true;
+const int SCAN_MMA_F32_KS_DEFAULT = 1;
 /* bfloat16: the scan with the state in registers (state_scan_mma_kernel, 64 columns a block or dv:
  * Tile's) wherever it fits, unless EFLA_DELTA_RULE_SCAN_MMA=0 (a measuring aid: the shared-memory
  * scan) */
@@ -110,6 +119,10 @@ template <class E, int C, int DK, int DV> int scan_mma_plan(ScanPlan *sp) {
         TRY(set_smem(state_scan_mma_kernel<C, DK, BV>, state_scan_mma_smem<C, DK, BV>(), &fits));
     } else if constexpr (std::is_same<E, float>::value) {
         if (!env_switch("EFLA_DELTA_RULE_SCAN_MMA_F32", SCAN_MMA_F32_DEFAULT)) return 0;
+        if (env_int("EFLA_DELTA_RULE_SCAN_F32_KS", SCAN_MMA_F32_KS_DEFAULT) == 2) {
+            TRY(set_smem(state_scan_mma_f32_kernel<C, DK, BV, 2>, state_scan_mma_f32_smem<C, DK, BV, 2>(), &fits));
+            if (fits) { *sp = ScanPlan{BV, 0, true, 2}; return 0; }
+        }
         TRY(set_smem(state_scan_mma_f32_kernel<C, DK, BV>, state_scan_mma_f32_smem<C, DK, BV>(), &fits));
     }
     if (fits) *sp = ScanPlan{BV, 0, true};
@@ -147,6 +160,8 @@ template <class E, int C, int DK, int DV> int launch_state_scan(const ArgsT<E> &
         const dim3 grid((unsigned)(nseq * p.H), (unsigned)(p.dv / BV));
         if constexpr (std::is_same<E, bf16>::value)
             state_scan_mma_kernel<C, DK, BV><<<grid, scan_mma_threads<BV>(), state_scan_mma_smem<C, DK, BV>()>>>(p);
+        else if (sp.ks == 2)
+            state_scan_mma_f32_kernel<C, DK, BV, 2><<<grid, scan_mma_f32_threads<BV, 2>(), state_scan_mma_f32_smem<C, DK, BV, 2>()>>>(p);
         else
             state_scan_mma_f32_kernel<C, DK, BV><<<grid, scan_mma_threads<BV>(), state_scan_mma_f32_smem<C, DK, BV>()>>>(p);
         CU_CHECK_LAUNCH("delta_rule_chunk_state_scan_mma");
@@ -185,8 +200,7 @@ template <int C, int DK, int DV, int BV> int launch_out_f32_bv(const ArgsT<float
 template <int C, int DK, int DV> int launch_out_f32(const ArgsT<float> &p, bool *runs) {
     constexpr int N = DV % 32 == 0 ? 32 : 16;
     if constexpr (DV % 64 == 0) {
-        const char *bv = getenv("EFLA_DELTA_RULE_OUT_F32_BV");
-        if (!(bv && atoi(bv) == 32)) return launch_out_f32_bv<C, DK, DV, 64>(p, runs);
+        if (env_int("EFLA_DELTA_RULE_OUT_F32_BV", 64) != 32) return launch_out_f32_bv<C, DK, DV, 64>(p, runs);
     }
     return launch_out_f32_bv<C, DK, DV, N>(p, runs);
 }
@@ -312,6 +326,9 @@ template <class E, int C, int DK, int BV> void launch_bwd_scan(const ArgsT<E> &p
  * (a measuring aid). On by default since run 14 (H100, chunk 32): 1.52 against 1.95 ms at B=8
  * T=2048 H=16 d=128, 3.02 against 3.85 at B=4 T=8192, 2.10 against 3.70 at B=16 T=4096 H=32 d=64. */
 const bool BWD_SCAN_MMA_F32_DEFAULT = true;
+/* EFLA_DELTA_RULE_BWD_F32_KS=2: that scan with dS's rows split over two warps a 16-column slice
+ * (KS = 2, as the forward's EFLA_DELTA_RULE_SCAN_F32_KS), opt-in until a GPU has timed it */
+const int BWD_SCAN_MMA_F32_KS_DEFAULT = 1;
 /* bfloat16 with prep's tril(Q K^T) (the states saved): the backward scan with dS in registers
  * (bwd_scan_mma_kernel) where it fits, unless EFLA_DELTA_RULE_BWD_MMA=0 (a measuring aid); 64
  * columns a block, or 128 where 64 would take more than one wave of blocks. *launched says
@@ -334,12 +351,22 @@ template <class E, int C, int DK, int DV> int launch_bwd_scan_mma(const ArgsT<E>
         *launched = true;
     } else if constexpr (std::is_same<E, float>::value) {
         constexpr int BV = Tile<DV>::BV;
+        const dim3 grid((unsigned)(nseq * p.H), DV / BV);
         bool runs = false;
+        if (p.pq && env_int("EFLA_DELTA_RULE_BWD_F32_KS", BWD_SCAN_MMA_F32_KS_DEFAULT) == 2) {
+            TRY(register_style_runs("EFLA_DELTA_RULE_BWD_MMA_F32", BWD_SCAN_MMA_F32_DEFAULT, bwd_scan_mma_f32_kernel<C, DK, BV, 2>,
+                                    bwd_scan_mma_f32_smem<C, DK, BV, 2>(), &runs));
+            if (runs) {
+                bwd_scan_mma_f32_kernel<C, DK, BV, 2><<<grid, scan_mma_f32_threads<BV, 2>(), bwd_scan_mma_f32_smem<C, DK, BV, 2>()>>>(p);
+                *launched = true;
+                return 0;
+            }
+        }
         if (p.pq)
             TRY(register_style_runs("EFLA_DELTA_RULE_BWD_MMA_F32", BWD_SCAN_MMA_F32_DEFAULT, bwd_scan_mma_f32_kernel<C, DK, BV>,
                                     bwd_scan_mma_f32_smem<C, DK, BV>(), &runs));
         if (!runs) return 0;
-        bwd_scan_mma_f32_kernel<C, DK, BV><<<dim3((unsigned)(nseq * p.H), DV / BV), scan_mma_threads<BV>(), bwd_scan_mma_f32_smem<C, DK, BV>()>>>(p);
+        bwd_scan_mma_f32_kernel<C, DK, BV><<<grid, scan_mma_threads<BV>(), bwd_scan_mma_f32_smem<C, DK, BV>()>>>(p);
         *launched = true;
     }
     return 0;

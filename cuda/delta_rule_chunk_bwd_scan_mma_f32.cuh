@@ -21,11 +21,17 @@
  * this one computes; one block barrier a chunk): 126 KB at C = 32, d = 128, BV = 64, 172 KB at
  * C = 64, d = 64.
  *
+ * KS = 2 splits dS's rows over two warps a 16-column slice, as state_scan_mma_f32_kernel's KS does
+ * (opt-in, untimed): each makes dS^T K^T's partial sum over its rows and, for alternate n8 tiles,
+ * the dO^T P term; after one more block barrier a chunk both add the partner's (add_partner_partial)
+ * and hold the same dV', and each updates its half of dS.
+ *
  * On by default where prep made tril(Q K^T) (run 14, H100: 22-43 % faster than bwd_scan_kernel<float>).
- * Block: BV / 16 warps for BV columns of dS; grid (sequence x head, dv / BV). C, DK multiples of 8. */
+ * Block: KS x BV / 16 warps for BV columns of dS; grid (sequence x head, dv / BV). C, DK multiples
+ * of 8 (DK of 16 with KS = 2). */
 #ifndef EFLA_CUDA_DELTA_RULE_CHUNK_BWD_SCAN_MMA_F32_CUH
 #define EFLA_CUDA_DELTA_RULE_CHUNK_BWD_SCAN_MMA_F32_CUH
-#include "delta_rule_chunk_scan_mma.cuh"   /* load/store_transposed, scan_mma_threads */
+#include "delta_rule_chunk_scan_mma_f32.cuh"   /* load/store_transposed, scan_mma_f32_threads, add_partner_partial */
 
 namespace {
 
@@ -35,19 +41,29 @@ namespace {
 template <int C, int DK, int BV> constexpr size_t bwd_scan_f32_set_bytes() {
     return sizeof(float) * ((size_t)C * (DK + 8) + 2 * (size_t)C * (DK + 4) + (size_t)C * (BV + 4) + (size_t)C * (C + 4));
 }
-template <int C, int DK, int BV> constexpr size_t bwd_scan_mma_f32_smem() { return 2 * bwd_scan_f32_set_bytes<C, DK, BV>(); }
+/* ... and with KS = 2 each warp's posted partial dV'^T (16 x C floats) */
+template <int C, int DK, int BV, int KS = 1> constexpr size_t bwd_scan_mma_f32_smem() {
+    return 2 * bwd_scan_f32_set_bytes<C, DK, BV>() + (KS > 1 ? sizeof(float) * KS * BV * C : 0);
+}
 
-template <int C, int DK, int BV>
-__global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_f32_kernel(ArgsT<float> p) {
-    static_assert(C % 8 == 0 && DK % 8 == 0 && BV % 16 == 0, "bwd_scan_mma_f32_kernel: C, DK multiples of 8, BV of 16");
-    constexpr int NT = scan_mma_threads<BV>(), LDK = DK + 8, LDQ = DK + 4, LDO = BV + 4, LDP = C + 4;
-    constexpr int KT = DK / 8, CT = C / 8;   /* n8 tiles of dS's and of dV''s rows */
+/* KS = 2 asks for one block a multiprocessor at least (its 142 KB at d = 128 allow no more): without
+ * it ptxas held the 256-thread block to 128 registers and spilled; KS = 1 (0: no minimum) is as timed */
+template <int C, int DK, int BV, int KS = 1>
+__global__ void __launch_bounds__(scan_mma_f32_threads<BV, KS>(), KS > 1 ? 1 : 0) bwd_scan_mma_f32_kernel(ArgsT<float> p) {
+    static_assert(C % 8 == 0 && DK % (8 * KS) == 0 && BV % 16 == 0 && (KS == 1 || KS == 2),
+                  "bwd_scan_mma_f32_kernel: C multiple of 8, DK of 8 KS, BV of 16; KS 1 or 2");
+    constexpr int NT = scan_mma_f32_threads<BV, KS>(), LDK = DK + 8, LDQ = DK + 4, LDO = BV + 4, LDP = C + 4;
+    constexpr int KT = DK / 8 / KS, CT = C / 8;   /* n8 tiles of this warp's rows of dS, of dV''s rows */
+    constexpr int SLICES = BV / 16;
     constexpr size_t SET = bwd_scan_f32_set_bytes<C, DK, BV>();
     EFLA_DYNAMIC_SMEM(smem);
-    EFLA_SMEM_FITS(2 * SET, (bwd_scan_mma_f32_smem<C, DK, BV>()));
+    EFLA_SMEM_FITS(2 * SET + (KS > 1 ? sizeof(float) * NT * CT * 4 : 0), (bwd_scan_mma_f32_smem<C, DK, BV, KS>()));
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, dv = p.dv;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int64_t j0 = (int64_t)blockIdx.y * BV, col0 = j0 + 16 * warp;   /* the block's, this warp's first column */
+    const int slice = KS > 1 ? warp % SLICES : warp, part = KS > 1 ? warp / SLICES : 0;   /* 16 columns; which of their KS row parts */
+    const int jr = part * KT;   /* this warp's first n8 tile of dS's rows */
+    const int64_t j0 = (int64_t)blockIdx.y * BV, col0 = j0 + 16 * slice;   /* the block's, this warp's first column */
+    const int64_t row0 = 8 * jr;   /* this warp's first row of dS */
     auto Kb = [&](int b) { return (float *)(smem + b * SET); };
     auto Qb = [&](int b) { return (float *)(smem + b * SET + sizeof(float) * C * LDK); };
     auto Wb = [&](int b) { return (float *)(smem + b * SET + sizeof(float) * C * (LDK + LDQ)); };
@@ -65,7 +81,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_f32_kerne
     /* dO^T's A fragments, split: k-step kk is chunk rows 8 kk .., slot t row 8 kk + 2t, slot t + 4
      * row 8 kk + 2t + 1, so a lane reads dO[8 kk + 2t (+1)][16 w + g (+8)] */
     auto dO_frags = [&](uint32_t (&oh)[CT][4], uint32_t (&ol)[CT][4], int b) {
-        const float *dO = dOb(b) + 16 * warp + g;
+        const float *dO = dOb(b) + 16 * slice + g;
 #pragma unroll
         for (int kk = 0; kk < CT; kk++) {
             const float *r0 = dO + (8 * kk + 2 * t) * LDO, *r1 = r0 + LDO;
@@ -76,8 +92,8 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_f32_kerne
         }
     };
 
-    float ds[KT][4];   /* dS^T: rows = this warp's 16 columns, n8 tile j = rows 8 j .. of dS */
-    load_transposed(ds, p.dsf ? p.dsf + (n * p.H + h) * DK * dv + col0 : nullptr, dv);
+    float ds[KT][4];   /* dS^T: rows = this warp's 16 columns, n8 tile j = rows 8 (jr + j) .. of dS */
+    load_transposed(ds, p.dsf ? p.dsf + (n * p.H + h) * DK * dv + row0 * dv + col0 : nullptr, dv);
 
     /* The products run in four phases with a __syncwarp between them: without it ptxas moved the
      * next phase's shared-memory loads up into the current one, and C = 64 spilled. */
@@ -87,7 +103,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_f32_kerne
         cp_async_wait_all();
         __syncthreads();   /* chunk c's tiles are in; every warp is done with chunk c + 1's set */
         if (c > 0) fetch(c - 1);
-        store_transposed(p.dcs + (gc * p.H + h) * DK * dv + col0, dv, ds);   /* dS_out, leaving chunk c */
+        store_transposed(p.dcs + (gc * p.H + h) * DK * dv + row0 * dv + col0, dv, ds);   /* dS_out, leaving chunk c */
 
         /* dV'^T = dS_out^T K^T + scale dO^T P. First dS^T K^T: k-step j is dS's tile j; B = K^T,
          * rows 2t, 2t + 1 of the block are K[8 jn + g][8 j + 2t, + 1] (one 8-byte load) */
@@ -100,18 +116,20 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_f32_kerne
             acc_to_tf32_a(ah, al, ds[j]);
 #pragma unroll
             for (int jn = 0; jn < CT; jn++) {
-                const float2 k2 = *(const float2 *)(K + (8 * jn + g) * LDK + 8 * j + 2 * t);
+                const float2 k2 = *(const float2 *)(K + (8 * jn + g) * LDK + 8 * (jr + j) + 2 * t);
                 mma_3xtf32(dvt[jn], ah, al, k2.x, k2.y);
             }
         }
         /* then + scale dO^T P, each n8 tile in fresh accumulators, scaled in float and added once:
-         * B is P[8 kk + 2t, + 1][8 jn + g] (P's tile kk, jn is zero for kk < jn) */
+         * B is P[8 kk + 2t, + 1][8 jn + g] (P's tile kk, jn is zero for kk < jn); with KS = 2 each
+         * warp of a slice adds alternate tiles */
         __syncwarp();
         uint32_t oh[CT][4], ol[CT][4];
         dO_frags(oh, ol, b);
         const float *P = Pb(b);
 #pragma unroll
         for (int jn = 0; jn < CT; jn++) {
+            if (KS > 1 && jn % KS != part) continue;
             float po[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
             for (int kk = jn; kk < CT; kk++) {
@@ -120,7 +138,8 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_f32_kerne
 #pragma unroll
             for (int i = 0; i < 4; i++) dvt[jn][i] += p.scale * po[i];
         }
-        store_transposed(p.dvp + (gc * p.H + h) * C * dv + col0, dv, dvt);
+        if constexpr (KS == 2) add_partner_partial<SLICES>(dvt, (float *)(smem + 2 * SET), warp, part);
+        if (part == 0) store_transposed(p.dvp + (gc * p.H + h) * C * dv + col0, dv, dvt);
 
         /* dS^T += scale dO^T Q - dV'^T W: k-step kk is chunk rows 8 kk .., B's rows Q[8 kk + 2t, + 1]
          * and W's alike at columns 8 j + g; each n8 tile of each product in fresh accumulators, added
@@ -133,7 +152,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_f32_kerne
         /* dS^T += mult A B, B = rows 8 kk + 2t, + 1 of a chunk tile (Q or W, row length LDQ) at
          * columns 8 j + g, one n8 tile j at a time in fresh accumulators */
         auto add_to_ds = [&](const uint32_t (&ah)[CT][4], const uint32_t (&al)[CT][4], const float *B, float mult) {
-            B += 2 * t * LDQ + g;
+            B += 2 * t * LDQ + g + 8 * jr;
 #pragma unroll
             for (int j = 0; j < KT; j++) {
                 float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -148,7 +167,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_f32_kerne
         dO_frags(oh, ol, b);
         add_to_ds(oh, ol, Qb(b), p.scale);
     }
-    if (p.ds0) store_transposed(p.ds0 + (n * p.H + h) * DK * dv + col0, dv, ds);
+    if (p.ds0) store_transposed(p.ds0 + (n * p.H + h) * DK * dv + row0 * dv + col0, dv, ds);
 }
 
 } // namespace

@@ -28,8 +28,9 @@ template <int C, int D> static void row_mma_bf16() {
 template <int C, int D> static void row_mma_f32() {
     constexpr int N = D >= 64 ? 64 : D;
     const size_t kb = 1024;
-    printf("| float32 | %d, %d | - | %zu | %zu | %zu | %zu |\n", C, D, state_scan_mma_f32_smem<C, D, N>() / kb, out_mma_f32_smem<C, D, N>() / kb,
-           bwd_scan_mma_f32_smem<C, D, N>() / kb, bwd_chunk_mma_f32_smem<C, D, D>() / kb);
+    printf("| float32 | %d, %d | - | %zu / %zu | %zu | %zu / %zu | %zu |\n", C, D, state_scan_mma_f32_smem<C, D, N>() / kb,
+           state_scan_mma_f32_smem<C, D, N, 2>() / kb, out_mma_f32_smem<C, D, N>() / kb, bwd_scan_mma_f32_smem<C, D, N>() / kb,
+           bwd_scan_mma_f32_smem<C, D, N, 2>() / kb, bwd_chunk_mma_f32_smem<C, D, D>() / kb);
 }
 
 int main() {
@@ -41,7 +42,8 @@ int main() {
     row<float, 32, 128>("float32");
     row<float, 64, 64>("float32");
     row<float, 32, 64>("float32");
-    printf("\n| register-style | C, d | prep | state scan | out | bwd scan | bwd chunk |\n|---|---|---|---|---|---|---|\n");
+    printf("\n| register-style | C, d | prep | state scan (float32: KS 1 / 2) | out | bwd scan (float32: KS 1 / 2) | bwd chunk |\n"
+           "|---|---|---|---|---|---|---|\n");
     row_mma_bf16<64, 128>();
     row_mma_bf16<64, 64>();
     row_mma_f32<32, 128>();

@@ -55,12 +55,14 @@ template <class T> static std::vector<T> poison(size_t n) {   // every element m
 // 0.01: tiny keys, where the gradients' error must stay at the outputs' level)
 // solves: the forward's prep keeps T and X (checked bit for bit against what the backward's prep
 // solves again), and the backward's prep reads T there instead of solving
+// ks: 2 runs float32's register scans (forward, and backward where the states are saved) with
+// their products' k split over two warps a 16-column slice (KS = 2)
 // mma: the register-style kernels (prep_mma_kernel, checked output for output against
 // prep_kernel; state_scan_mma_kernel, out_mma_kernel, bwd_chunk_mma_kernel; bwd_scan_mma_kernel
 // where the states are saved), bf16; float32: state_scan_mma_f32_kernel, out_mma_f32_kernel,
 // bwd_scan_mma_f32_kernel where the states are saved, and bwd_chunk_mma_f32_kernel up to chunk 32
 struct Case { int B, T, H; bool packed, recompute, prefetch; int scan_bv; bool chain; double key_norm = 1; bool solves = false;
-              bool mma = false; };
+              bool mma = false; int ks = 1; };
 
 // E: bf16 (the fast path, checked within 1e-2) or float (the float32 path, within 1e-5)
 template <class E, int C, int DK, int DV = DK> static void run_case(const Case &cs) {
@@ -181,6 +183,8 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
             const dim3 grid((unsigned)(N * H), DV / BV);
             if constexpr (std::is_same<E, bf16>::value)
                 launch(grid, dim3(scan_mma_threads<BV>()), [&] { state_scan_mma_kernel<C, DK, BV>(a); });
+            else if (cs.ks == 2)   // float32's with each product's k split over two warps a slice
+                launch(grid, dim3(scan_mma_f32_threads<BV, 2>()), [&] { state_scan_mma_f32_kernel<C, DK, BV, 2>(a); });
             else
                 launch(grid, dim3(scan_mma_threads<BV>()), [&] { state_scan_mma_f32_kernel<C, DK, BV>(a); });
             return;
@@ -271,7 +275,9 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
     } else {
         if (cs.mma && g.pq) {   // float32's, 3xTF32 (64 columns a block; 32 where the case asks)
             constexpr int BVM = DV >= 64 ? 64 : DV, BVN = DV >= 32 ? 32 : DV;
-            if (cs.scan_bv == 32)
+            if (cs.ks == 2)   // dS's rows split over two warps a slice
+                launch(dim3((unsigned)(N * H), DV / BVM), dim3(scan_mma_f32_threads<BVM, 2>()), [&] { bwd_scan_mma_f32_kernel<C, DK, BVM, 2>(g); });
+            else if (cs.scan_bv == 32)
                 launch(dim3((unsigned)(N * H), DV / BVN), dim3(scan_mma_threads<BVN>()), [&] { bwd_scan_mma_f32_kernel<C, DK, BVN>(g); });
             else
                 launch(dim3((unsigned)(N * H), DV / BVM), dim3(scan_mma_threads<BVM>()), [&] { bwd_scan_mma_f32_kernel<C, DK, BVM>(g); });
@@ -314,8 +320,8 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
     failures += bad;
     char dvs[16] = "";
     if (DV != DK) snprintf(dvs, sizeof dvs, " dv=%d", DV);
-    printf("%s C=%-2d d=%-3d%s B=%d T=%-3d H=%d %-6s %-10s scan tile %-2d %-11s%s |", f32 ? "f32 " : "bf16", C, DK, dvs, B, T, H, cs.packed ? "packed" : "rows",
-           cs.recompute ? "recomputed" : "saved", cs.scan_bv < DV ? cs.scan_bv : DV, cs.prefetch ? "prefetch" : "no prefetch", cs.chain ? " chain" : cs.mma ? " mma scan" : "");
+    printf("%s C=%-2d d=%-3d%s B=%d T=%-3d H=%d %-6s %-10s scan tile %-2d %-11s%s%s |", f32 ? "f32 " : "bf16", C, DK, dvs, B, T, H, cs.packed ? "packed" : "rows",
+           cs.recompute ? "recomputed" : "saved", cs.scan_bv < DV ? cs.scan_bv : DV, cs.prefetch ? "prefetch" : "no prefetch", cs.chain ? " chain" : cs.mma ? " mma scan" : "", cs.ks == 2 ? " ks2" : "");
     for (auto &e : errs) printf(" %s %.1e", e.name, e.err);
     if (bad) printf("  FAIL (%.0e)", tol);
     printf("\n");
@@ -388,6 +394,12 @@ int main() {
     run_case<float, 16, 32>({ 1, 70, 2, true, false, false, 32, false, 1, false, true });
     run_case<float, 32, 64, 128>({ 1, 100, 1, true, false, false, 64, false, 1, false, true });   // dk != dv, 64-column out
     run_case<float, 32, 128, 64>({ 1, 90, 2, false, true, false, 64, true, 1, false, true });    // and the other way, the chain
+    // the scans with two warps a 16-column slice (KS = 2): initial and final states (and their
+    // gradients), packed sequences, the forward scan run twice (recomputed states), dk != dv, C = 16
+    run_case<float, 32, 128>({ 2, 90, 1, true, false, false, 64, false, 1, false, true, 2 });
+    run_case<float, 32, 64>({ 1, 100, 2, true, true, false, 64, true, 1, false, true, 2 });
+    run_case<float, 32, 64, 128>({ 1, 100, 1, true, false, false, 64, false, 1, false, true, 2 });
+    run_case<float, 16, 32>({ 1, 70, 2, true, false, false, 32, false, 1, false, true, 2 });
     // dk != dv (the states dk x dv, q and k against v and dO): the shared-memory kernels, then the
     // register-style ones with the chain and recomputed states
     run_case<bf16, 64, 64, 128>({ 1, 130, 2, true, false, false, 64 });

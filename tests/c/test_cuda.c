@@ -564,13 +564,16 @@ static void test_delta_rule(void) {
                0);
     /* float32's register-style kernels (3xTF32 mma.sync: the forward scan with the state in
      * registers, the outputs, the backward scan where the states are saved, bwd_chunk up to chunk 32;
-     * by default on where they are faster) forced on, then off (the WMMA kernels): the same rows, the
-     * same tolerance, and packed saved states */
+     * by default on where they are faster) forced on, the scans with two warps a 16-column slice
+     * (KS = 2, opt-in), then all off (the WMMA kernels): the same rows, the same tolerance, and
+     * packed saved states */
     static const char *const register_f32[4] = { "EFLA_DELTA_RULE_SCAN_MMA_F32", "EFLA_DELTA_RULE_OUT_MMA_F32",
                                                  "EFLA_DELTA_RULE_BWD_MMA_F32", "EFLA_DELTA_RULE_BWD_CHUNK_MMA_F32" };
+    static const char *const split_f32[2] = { "EFLA_DELTA_RULE_SCAN_F32_KS", "EFLA_DELTA_RULE_BWD_F32_KS" };
     for (int on = 1; on >= 0; on--) {
         char label[112];
         for (int i = 0; i < 4; i++) setenv(register_f32[i], on ? "1" : "0", 1);
+        for (int i = 0; i < 2; i++) setenv(split_f32[i], on ? "2" : "1", 1);
         const char *state = on ? "on" : "off";
         snprintf(label, sizeof label, "float32 register-style kernels %s: dk=dv=128 chunk 64 (runs at 32)", state);
         dr_compare(label, 1, 150, 2, 128, 128, 0, EFLA_FLOAT32, EFLA_ORDER_EXACT, 64, 0);
@@ -583,6 +586,7 @@ static void test_delta_rule(void) {
         snprintf(label, sizeof label, "float32 register-style kernels %s: packed dk=dv=64 chunk 32 DeltaNet", state);
         dr_compare(label, 1, 130, 2, 64, 64, 1, EFLA_FLOAT32, 1, 32, 0);
         for (int i = 0; i < 4; i++) unsetenv(register_f32[i]);
+        for (int i = 0; i < 2; i++) unsetenv(split_f32[i]);
     }
     dr_compare("bfloat16 chunk 128 (scan fallback)", 1, 150, 2, 64, 64, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 128, 0);
     dr_compare("bfloat16 dk=24 (scan fallback)", 1, 70, 2, 24, 40, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
