@@ -12,7 +12,9 @@
 #   register   the register-style prep, out and bwd_chunk (EFLA_DELTA_RULE_PREP_MMA, _OUT_MMA,
 #              _BWD_CHUNK_MMA; out and bwd_chunk on by default since run 13) in the workbench: validated
 #              at d = 128 and 64, racecheck, then each of the issue's shapes timed with none, each
-#              alone, and all three (the A/B that decides their defaults in cuda/delta_rule_chunk.cu)
+#              alone, and all three (the A/B that decides their defaults in cuda/delta_rule_chunk.cu);
+#              and the bf16 register scans with two warps a slice (_SCAN_KS=2, _BWD_KS=2): validated,
+#              racecheck, timed beside the defaults (SCAN_MMA_KS_DEFAULT, BWD_SCAN_MMA_KS_DEFAULT)
 #   f32_register  float32's four register-style kernels (EFLA_DELTA_RULE_SCAN_MMA_F32, _OUT_MMA_F32,
 #              _BWD_MMA_F32, _BWD_CHUNK_MMA_F32) all on, the scans with two warps a slice
 #              (_SCAN_F32_KS=2, _BWD_F32_KS=2), in the workbench: validated at d = 128 and 64,
@@ -95,11 +97,16 @@ if has register; then
     TAIL=10 run register_validate 60 env $REGISTER_ON "$WB" 2 2 512 4 128 64
     TAIL=10 run register_validate_d64 60 env $REGISTER_ON "$WB" 2 1 300 2 64 32
     TAIL=4 run register_racecheck 120 env $REGISTER_ON compute-sanitizer --tool racecheck "$WB" 2 1 130 1 128 64
+    TAIL=10 run register_validate_ks2 60 env EFLA_DELTA_RULE_SCAN_KS=2 EFLA_DELTA_RULE_BWD_KS=2 "$WB" 2 2 512 4 128 64
+    TAIL=4 run register_racecheck_ks2 120 env EFLA_DELTA_RULE_SCAN_KS=2 EFLA_DELTA_RULE_BWD_KS=2 \
+      compute-sanitizer --tool racecheck "$WB" 2 1 130 1 128 64
     for sh in "8 2048 16 128" "4 8192 16 128" "16 4096 32 64" "128 784 1 64"; do
-      for mode in "0 0 0" "1 0 0" "0 1 0" "0 0 1" "1 1 1"; do   # PREP_MMA, OUT_MMA, BWD_CHUNK_MMA
+      # PREP_MMA, OUT_MMA, BWD_CHUNK_MMA, then both scans' KS (1: as timed, 2: two warps a slice)
+      for mode in "0 0 0 1" "1 0 0 1" "0 1 0 1" "0 0 1 1" "1 1 1 1" "0 1 1 2"; do
         set -- $mode
-        TAIL=1 run "register_${sh// /_}_prep$1_out$2_chunk$3" 40 \
-          env EFLA_DELTA_RULE_PREP_MMA=$1 EFLA_DELTA_RULE_OUT_MMA=$2 EFLA_DELTA_RULE_BWD_CHUNK_MMA=$3 "$WB" 2 $sh 64 time
+        TAIL=1 run "register_${sh// /_}_prep$1_out$2_chunk$3_ks$4" 40 \
+          env EFLA_DELTA_RULE_PREP_MMA=$1 EFLA_DELTA_RULE_OUT_MMA=$2 EFLA_DELTA_RULE_BWD_CHUNK_MMA=$3 \
+          EFLA_DELTA_RULE_SCAN_KS=$4 EFLA_DELTA_RULE_BWD_KS=$4 "$WB" 2 $sh 64 time
       done
     done
   fi

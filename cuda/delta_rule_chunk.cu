@@ -109,13 +109,19 @@ const bool SCAN_MMA_F32_DEFAULT = true;
 const int SCAN_MMA_F32_KS_DEFAULT = 1;
 /* bfloat16: the scan with the state in registers (state_scan_mma_kernel, 64 columns a block or dv:
  * Tile's) wherever it fits, unless EFLA_DELTA_RULE_SCAN_MMA=0 (a measuring aid: the shared-memory
- * scan) */
+ * scan). EFLA_DELTA_RULE_SCAN_KS=2: its k split over two warps a slice (KS = 2), opt-in until a GPU
+ * has timed it (checked on the host emulator only, session 19) */
+const int SCAN_MMA_KS_DEFAULT = 1;
 template <class E, int C, int DK, int DV> int scan_mma_plan(ScanPlan *sp) {
     sp->mma = false;
     constexpr int BV = Tile<DV>::BV;
     bool fits = false;
     if constexpr (std::is_same<E, bf16>::value) {
         if (!env_switch("EFLA_DELTA_RULE_SCAN_MMA", true)) return 0;
+        if (env_int("EFLA_DELTA_RULE_SCAN_KS", SCAN_MMA_KS_DEFAULT) == 2) {
+            TRY(set_smem(state_scan_mma_kernel<C, DK, BV, 2>, state_scan_mma_smem_ks2<C, DK, BV>(), &fits));
+            if (fits) { *sp = ScanPlan{BV, 0, true, 2}; return 0; }
+        }
         TRY(set_smem(state_scan_mma_kernel<C, DK, BV>, state_scan_mma_smem<C, DK, BV>(), &fits));
     } else if constexpr (std::is_same<E, float>::value) {
         if (!env_switch("EFLA_DELTA_RULE_SCAN_MMA_F32", SCAN_MMA_F32_DEFAULT)) return 0;
@@ -158,10 +164,11 @@ template <class E, int C, int DK, int DV> int launch_state_scan(const ArgsT<E> &
     if (sp.mma) {
         constexpr int BV = Tile<DV>::BV;
         const dim3 grid((unsigned)(nseq * p.H), (unsigned)(p.dv / BV));
-        if constexpr (std::is_same<E, bf16>::value)
-            state_scan_mma_kernel<C, DK, BV><<<grid, scan_mma_threads<BV>(), state_scan_mma_smem<C, DK, BV>()>>>(p);
-        else if (sp.ks == 2)
-            state_scan_mma_f32_kernel<C, DK, BV, 2><<<grid, scan_mma_f32_threads<BV, 2>(), state_scan_mma_f32_smem<C, DK, BV, 2>()>>>(p);
+        if constexpr (std::is_same<E, bf16>::value) {
+            if (sp.ks == 2) state_scan_mma_kernel<C, DK, BV, 2><<<grid, scan_mma_threads<BV, 2>(), state_scan_mma_smem_ks2<C, DK, BV>()>>>(p);
+            else state_scan_mma_kernel<C, DK, BV><<<grid, scan_mma_threads<BV>(), state_scan_mma_smem<C, DK, BV>()>>>(p);
+        } else if (sp.ks == 2)
+            state_scan_mma_f32_kernel<C, DK, BV, 2><<<grid, scan_mma_threads<BV, 2>(), state_scan_mma_f32_smem<C, DK, BV, 2>()>>>(p);
         else
             state_scan_mma_f32_kernel<C, DK, BV><<<grid, scan_mma_threads<BV>(), state_scan_mma_f32_smem<C, DK, BV>()>>>(p);
         CU_CHECK_LAUNCH("delta_rule_chunk_state_scan_mma");
@@ -331,13 +338,25 @@ const bool BWD_SCAN_MMA_F32_DEFAULT = true;
 const int BWD_SCAN_MMA_F32_KS_DEFAULT = 1;
 /* bfloat16 with prep's tril(Q K^T) (the states saved): the backward scan with dS in registers
  * (bwd_scan_mma_kernel) where it fits, unless EFLA_DELTA_RULE_BWD_MMA=0 (a measuring aid); 64
- * columns a block, or 128 where 64 would take more than one wave of blocks. *launched says
- * whether it ran (else the caller launches bwd_scan_kernel). */
+ * columns a block, or 128 where 64 would take more than one wave of blocks; with
+ * EFLA_DELTA_RULE_BWD_KS=2, 64 columns and dS's rows split over two warps a slice (opt-in, untimed).
+ * *launched says whether it ran (else the caller launches bwd_scan_kernel). */
+const int BWD_SCAN_MMA_KS_DEFAULT = 1;
 template <class E, int C, int DK, int DV> int launch_bwd_scan_mma(const ArgsT<E> &p, int64_t nseq, bool *launched) {
     *launched = false;
     if constexpr (std::is_same<E, bf16>::value) {
         if (!p.pq || !env_switch("EFLA_DELTA_RULE_BWD_MMA", true)) return 0;
         constexpr int N = Tile<DV>::BV, W = DV >= 128 ? 128 : N;
+        if (env_int("EFLA_DELTA_RULE_BWD_KS", BWD_SCAN_MMA_KS_DEFAULT) == 2) {   /* N columns a block, KS = 2 */
+            bool fk = false;
+            TRY(set_smem(bwd_scan_mma_kernel<C, DK, N, 2>, bwd_scan_mma_smem_ks2<C, DK, N>(), &fk));
+            if (fk) {
+                bwd_scan_mma_kernel<C, DK, N, 2><<<dim3((unsigned)(nseq * p.H), DV / N), scan_mma_threads<N, 2>(),
+                                                   bwd_scan_mma_smem_ks2<C, DK, N>()>>>(p);
+                *launched = true;
+                return 0;
+            }
+        }
         bool fn = false, fw = false;
         TRY(set_smem(bwd_scan_mma_kernel<C, DK, N>, bwd_scan_mma_smem<C, DK, N>(), &fn));
         if (W != N) TRY(set_smem(bwd_scan_mma_kernel<C, DK, W>, bwd_scan_mma_smem<C, DK, W>(), &fw));
@@ -357,7 +376,7 @@ template <class E, int C, int DK, int DV> int launch_bwd_scan_mma(const ArgsT<E>
             TRY(register_style_runs("EFLA_DELTA_RULE_BWD_MMA_F32", BWD_SCAN_MMA_F32_DEFAULT, bwd_scan_mma_f32_kernel<C, DK, BV, 2>,
                                     bwd_scan_mma_f32_smem<C, DK, BV, 2>(), &runs));
             if (runs) {
-                bwd_scan_mma_f32_kernel<C, DK, BV, 2><<<grid, scan_mma_f32_threads<BV, 2>(), bwd_scan_mma_f32_smem<C, DK, BV, 2>()>>>(p);
+                bwd_scan_mma_f32_kernel<C, DK, BV, 2><<<grid, scan_mma_threads<BV, 2>(), bwd_scan_mma_f32_smem<C, DK, BV, 2>()>>>(p);
                 *launched = true;
                 return 0;
             }

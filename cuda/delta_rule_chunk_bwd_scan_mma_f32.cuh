@@ -31,7 +31,7 @@
  * of 8 (DK of 16 with KS = 2). */
 #ifndef EFLA_CUDA_DELTA_RULE_CHUNK_BWD_SCAN_MMA_F32_CUH
 #define EFLA_CUDA_DELTA_RULE_CHUNK_BWD_SCAN_MMA_F32_CUH
-#include "delta_rule_chunk_scan_mma_f32.cuh"   /* load/store_transposed, scan_mma_f32_threads, add_partner_partial */
+#include "delta_rule_chunk_scan_mma.cuh"   /* load/store_transposed, scan_mma_threads, add_partner_partial */
 
 namespace {
 
@@ -49,10 +49,10 @@ template <int C, int DK, int BV, int KS = 1> constexpr size_t bwd_scan_mma_f32_s
 /* KS = 2 asks for one block a multiprocessor at least (its 142 KB at d = 128 allow no more): without
  * it ptxas held the 256-thread block to 128 registers and spilled; KS = 1 (0: no minimum) is as timed */
 template <int C, int DK, int BV, int KS = 1>
-__global__ void __launch_bounds__(scan_mma_f32_threads<BV, KS>(), KS > 1 ? 1 : 0) bwd_scan_mma_f32_kernel(ArgsT<float> p) {
+__global__ void __launch_bounds__(scan_mma_threads<BV, KS>(), KS > 1 ? 1 : 0) bwd_scan_mma_f32_kernel(ArgsT<float> p) {
     static_assert(C % 8 == 0 && DK % (8 * KS) == 0 && BV % 16 == 0 && (KS == 1 || KS == 2),
                   "bwd_scan_mma_f32_kernel: C multiple of 8, DK of 8 KS, BV of 16; KS 1 or 2");
-    constexpr int NT = scan_mma_f32_threads<BV, KS>(), LDK = DK + 8, LDQ = DK + 4, LDO = BV + 4, LDP = C + 4;
+    constexpr int NT = scan_mma_threads<BV, KS>(), LDK = DK + 8, LDQ = DK + 4, LDO = BV + 4, LDP = C + 4;
     constexpr int KT = DK / 8 / KS, CT = C / 8;   /* n8 tiles of this warp's rows of dS, of dV''s rows */
     constexpr int SLICES = BV / 16;
     constexpr size_t SET = bwd_scan_f32_set_bytes<C, DK, BV>();

@@ -26,7 +26,9 @@ namespace {
  * 16 bytes then fall on distinct banks), two buffer sets */
 template <int C, int DK, int BV> constexpr size_t scan_mma_set_bytes() { return 2 * bm_bytes(C, DK) + bm_bytes(C, BV); }
 template <int C, int DK, int BV> constexpr size_t state_scan_mma_smem() { return 2 * scan_mma_set_bytes<C, DK, BV>(); }
-template <int BV> constexpr int scan_mma_threads() { return 32 * (BV / 16); }
+/* a scan block's threads: a warp per 16 state columns, KS warps a slice where the products' k
+ * is split (KS = 2) */
+template <int BV, int KS = 1> constexpr int scan_mma_threads() { return 32 * KS * (BV / 16); }
 
 /* A fragments a[kk] of a 16-row matrix M (16 x 16 KK) stored transposed: dst[c * ld + r] = M[r][c]
  * (bfloat16; dst: M's row 0 and column 0). a[kk][i] holds rows g (+8 for odd i) of the 8 columns
@@ -130,17 +132,46 @@ template <class Fetch, class Step> __device__ __forceinline__ void scan_chunks(i
     }
 }
 
-template <int C, int DK, int BV>
-__global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(ArgsT<bf16> p) {
-    static_assert(C % 16 == 0 && DK % 16 == 0 && BV % 16 == 0, "state_scan_mma_kernel: C, DK, BV multiples of 16");
-    constexpr int NT = scan_mma_threads<BV>(), LDK = DK + 8, LDU = BV + 8;
-    constexpr int KT = DK / 8, CT = C / 8;   /* n8 tiles of the state's and of V''s rows */
+/* With KS = 2 (two warps a slice, each with half of a product's k sum): this warp's partial sums
+ * acc posted to post (a lane's floats 32 apart), one block barrier, then its partner's added (the
+ * partner is the warp SLICES away): a + b and b + a are the same float, so both hold one sum */
+template <int SLICES, int N> __device__ __forceinline__ void add_partner_partial(float (&acc)[N][4], float *post, int warp, int part) {
+    const int lane = threadIdx.x % 32, other = part ? warp - SLICES : warp + SLICES;
+#pragma unroll
+    for (int j = 0; j < N; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) post[((warp * N + j) * 4 + i) * 32 + lane] = acc[j][i];
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < N; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[j][i] += post[((other * N + j) * 4 + i) * 32 + lane];
+}
+
+/* KS = 2: each 16-column slice's k split over two warps, as state_scan_mma_f32_kernel's KS
+ * (opt-in, untimed): each holds half of the slice's state rows, makes V'^T's partial sum over them
+ * (U^T in the first warp's), and both round the same exchanged sum to bfloat16 */
+template <int C, int DK, int BV> constexpr size_t state_scan_mma_smem_ks2() {
+    return state_scan_mma_smem<C, DK, BV>() + sizeof(float) * 2 * BV * C;
+}
+
+template <int C, int DK, int BV, int KS = 1>
+__global__ void __launch_bounds__(scan_mma_threads<BV, KS>()) state_scan_mma_kernel(ArgsT<bf16> p) {
+    static_assert(C % 16 == 0 && DK % (16 * KS) == 0 && BV % 16 == 0 && (KS == 1 || KS == 2),
+                  "state_scan_mma_kernel: C, BV multiples of 16, DK of 16 KS; KS 1 or 2");
+    constexpr int NT = scan_mma_threads<BV, KS>(), LDK = DK + 8, LDU = BV + 8;
+    constexpr int KT = DK / 8 / KS, CT = C / 8, KK = DK / 16 / KS;   /* n8 tiles of this warp's state rows, of V''s rows; its k16 steps */
+    constexpr int SLICES = BV / 16;
     constexpr size_t SET = scan_mma_set_bytes<C, DK, BV>();
     EFLA_DYNAMIC_SMEM(smem);
-    EFLA_SMEM_FITS(2 * SET, (state_scan_mma_smem<C, DK, BV>()));
+    EFLA_SMEM_FITS(2 * SET + (KS > 1 ? sizeof(float) * NT * CT * 4 : 0),
+                   (KS > 1 ? state_scan_mma_smem_ks2<C, DK, BV>() : state_scan_mma_smem<C, DK, BV>()));
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, dv = p.dv;
     const int warp = threadIdx.x / 32;
-    const int64_t j0 = (int64_t)blockIdx.y * BV, col0 = j0 + 16 * warp;   /* the block's, this warp's first state column */
+    const int slice = KS > 1 ? warp % SLICES : warp, part = KS > 1 ? warp / SLICES : 0;   /* 16 state columns; which row part */
+    const int kr = part * KK;   /* this warp's first k16 step of the state's rows */
+    const int64_t j0 = (int64_t)blockIdx.y * BV, col0 = j0 + 16 * slice;   /* the block's, this warp's first state column */
+    const int64_t row0 = 16 * kr;   /* this warp's first state row */
     auto Wb = [&](int b) { return (bf16 *)(smem + b * SET); };
     auto Kb = [&](int b) { return (bf16 *)(smem + b * SET + bm_bytes(C, DK)); };
     auto Ub = [&](int b) { return (bf16 *)(smem + b * SET + 2 * bm_bytes(C, DK)); };
@@ -152,44 +183,49 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) state_scan_mma_kernel(
         fetch_scan_chunk<NT, C, DK, BV>(p, n, h, first, len, j0, c, Wb(b), LDK, Kb(b), LDK, Ub(b), LDU);
     };
 
-    /* S^T: rows = this warp's 16 state columns, n8 tile j = state rows 8 j .. 8 j + 7 */
+    /* S^T: rows = this warp's 16 state columns, n8 tile j = state rows row0 + 8 j .. + 7 */
     float s[KT][4];
-    load_transposed(s, p.s0 ? p.s0 + (n * p.H + h) * DK * dv + col0 : nullptr, dv);
+    load_transposed(s, p.s0 ? p.s0 + (n * p.H + h) * DK * dv + row0 * dv + col0 : nullptr, dv);
 
     scan_chunks(nchunks, fetch, [&](int64_t c, int b) {
         const int64_t gc = first + c;
 
         /* S^T as A fragments (bfloat16), and the entering state (S, the transpose) to cs */
-        uint32_t sa[DK / 16][4];
+        uint32_t sa[KK][4];
 #pragma unroll
-        for (int kk = 0; kk < DK / 16; kk++) acc_to_a(sa[kk], s, kk);
-        if (p.cs) store_transposed(p.cs + (gc * p.H + h) * DK * dv + col0, dv, sa);
+        for (int kk = 0; kk < KK; kk++) acc_to_a(sa[kk], s, kk);
+        if (p.cs) store_transposed(p.cs + (gc * p.H + h) * DK * dv + row0 * dv + col0, dv, sa);
 
         /* V'^T = U^T - S^T W^T: U^T by ldmatrix.trans of U (matrices: tile j's rows, columns +0 / +8;
          * then tile j + 1's), the product with -S^T (the sign bits flipped) */
         float vt[CT][4];
         const bf16 *U = Ub(b);
+        if (part == 0) {
 #pragma unroll
-        for (int j = 0; j < CT; j += 2) {
-            uint32_t r[4];
-            ldsm_a_cols(r, U, LDU, 16 * warp, j / 2);
-            vt[j][0] = bf16_lo(r[0]); vt[j][1] = bf16_hi(r[0]); vt[j][2] = bf16_lo(r[1]); vt[j][3] = bf16_hi(r[1]);
-            vt[j + 1][0] = bf16_lo(r[2]); vt[j + 1][1] = bf16_hi(r[2]); vt[j + 1][2] = bf16_lo(r[3]); vt[j + 1][3] = bf16_hi(r[3]);
+            for (int j = 0; j < CT; j += 2) {
+                uint32_t r[4];
+                ldsm_a_cols(r, U, LDU, 16 * slice, j / 2);
+                vt[j][0] = bf16_lo(r[0]); vt[j][1] = bf16_hi(r[0]); vt[j][2] = bf16_lo(r[1]); vt[j][3] = bf16_hi(r[1]);
+                vt[j + 1][0] = bf16_lo(r[2]); vt[j + 1][1] = bf16_hi(r[2]); vt[j + 1][2] = bf16_lo(r[3]); vt[j + 1][3] = bf16_hi(r[3]);
+            }
+        } else {
+            zero_acc(vt);
         }
         const bf16 *W = Wb(b);   /* B = W^T */
-        mma_steps<DK / 16>(vt, negated_frags(sa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, W, LDK, kk, j); });
+        mma_steps<KK>(vt, negated_frags(sa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, W, LDK, kr + kk, j); });
+        if constexpr (KS == 2) add_partner_partial<SLICES>(vt, (float *)(smem + 2 * SET), warp, part);
 
         /* V' in bfloat16: the A fragments of the next product, and to vp */
         uint32_t va[C / 16][4];
 #pragma unroll
         for (int kk = 0; kk < C / 16; kk++) acc_to_a(va[kk], vt, kk);
-        if (p.vp) store_transposed(p.vp + (gc * p.H + h) * C * dv + col0, dv, va);
+        if (p.vp && part == 0) store_transposed(p.vp + (gc * p.H + h) * C * dv + col0, dv, va);
 
-        /* S^T += V'^T K */
+        /* S^T += V'^T K (this warp's state rows: K's columns from row0) */
         const bf16 *K = Kb(b);
-        mma_steps<C / 16>(s, held_frags(va), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, K, LDK, kk, j); });
+        mma_steps<C / 16>(s, held_frags(va), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, K + row0, LDK, kk, j); });
     });
-    if (p.sf) store_transposed(p.sf + (n * p.H + h) * DK * dv + col0, dv, s);
+    if (p.sf) store_transposed(p.sf + (n * p.H + h) * DK * dv + row0 * dv + col0, dv, s);
 }
 
 /* ---- the backward scan: dV' and the state gradients, with dS^T in registers ---------------------- */
@@ -205,18 +241,29 @@ template <int C, int DK, int BV> constexpr size_t bwd_scan_mma_set_bytes() {
     return 3 * bm_bytes(C, DK) + bm_bytes(C, BV) + bm_bytes(C, C);
 }
 template <int C, int DK, int BV> constexpr size_t bwd_scan_mma_smem() { return 2 * bwd_scan_mma_set_bytes<C, DK, BV>(); }
+/* KS = 2: dS's rows split over two warps a slice, as the forward's KS (opt-in, untimed); the first
+ * warp of a slice adds the dO^T P term before the exchange */
+template <int C, int DK, int BV> constexpr size_t bwd_scan_mma_smem_ks2() {
+    return bwd_scan_mma_smem<C, DK, BV>() + sizeof(float) * 2 * BV * C;
+}
 
-template <int C, int DK, int BV>
-__global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(ArgsT<bf16> p) {
-    static_assert(C % 16 == 0 && DK % 16 == 0 && BV % 16 == 0, "bwd_scan_mma_kernel: C, DK, BV multiples of 16");
-    constexpr int NT = scan_mma_threads<BV>(), LDK = DK + 8, LDV = BV + 8, LDC = C + 8;
-    constexpr int KT = DK / 8, CT = C / 8;
+template <int C, int DK, int BV, int KS = 1>
+__global__ void __launch_bounds__(scan_mma_threads<BV, KS>()) bwd_scan_mma_kernel(ArgsT<bf16> p) {
+    static_assert(C % 16 == 0 && DK % (16 * KS) == 0 && BV % 16 == 0 && (KS == 1 || KS == 2),
+                  "bwd_scan_mma_kernel: C, BV multiples of 16, DK of 16 KS; KS 1 or 2");
+    constexpr int NT = scan_mma_threads<BV, KS>(), LDK = DK + 8, LDV = BV + 8, LDC = C + 8;
+    constexpr int KT = DK / 8 / KS, CT = C / 8, KK = DK / 16 / KS;   /* this warp's n8 tiles and k16 steps of dS's rows */
+    constexpr int SLICES = BV / 16;
     constexpr size_t SET = bwd_scan_mma_set_bytes<C, DK, BV>();
     EFLA_DYNAMIC_SMEM(smem);
-    EFLA_SMEM_FITS(2 * SET, (bwd_scan_mma_smem<C, DK, BV>()));
+    EFLA_SMEM_FITS(2 * SET + (KS > 1 ? sizeof(float) * NT * CT * 4 : 0),
+                   (KS > 1 ? bwd_scan_mma_smem_ks2<C, DK, BV>() : bwd_scan_mma_smem<C, DK, BV>()));
     const int64_t n = blockIdx.x / p.H, h = blockIdx.x % p.H, dv = p.dv;
     const int warp = threadIdx.x / 32;
-    const int64_t j0 = (int64_t)blockIdx.y * BV, col0 = j0 + 16 * warp;
+    const int slice = KS > 1 ? warp % SLICES : warp, part = KS > 1 ? warp / SLICES : 0;   /* 16 columns; which row part */
+    const int kr = part * KK;   /* this warp's first k16 step of dS's rows */
+    const int64_t j0 = (int64_t)blockIdx.y * BV, col0 = j0 + 16 * slice;
+    const int64_t row0 = 16 * kr;   /* this warp's first row of dS */
     auto Qb = [&](int b) { return (bf16 *)(smem + b * SET); };
     auto Kb = [&](int b) { return (bf16 *)(smem + b * SET + bm_bytes(C, DK)); };
     auto Wb = [&](int b) { return (bf16 *)(smem + b * SET + 2 * bm_bytes(C, DK)); };
@@ -231,8 +278,8 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
     };
     if (nchunks > 0) fetch(nchunks - 1);
 
-    float ds[KT][4];   /* dS^T: rows = this warp's 16 columns, n8 tile j = rows 8 j .. of dS */
-    load_transposed(ds, p.dsf ? p.dsf + (n * p.H + h) * DK * dv + col0 : nullptr, dv);
+    float ds[KT][4];   /* dS^T: rows = this warp's 16 columns, n8 tile j = rows row0 + 8 j .. of dS */
+    load_transposed(ds, p.dsf ? p.dsf + (n * p.H + h) * DK * dv + row0 * dv + col0 : nullptr, dv);
 
     for (int64_t c = nchunks - 1; c >= 0; c--) {
         const int b = (int)(c & 1);
@@ -242,30 +289,34 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
         if (c > 0) fetch(c - 1);
 
         /* dS_out^T as A fragments, and dS_out (the gradient leaving chunk c) to dcs */
-        uint32_t sa[DK / 16][4];
+        uint32_t sa[KK][4];
 #pragma unroll
-        for (int kk = 0; kk < DK / 16; kk++) acc_to_a(sa[kk], ds, kk);
-        store_transposed(p.dcs + (gc * p.H + h) * DK * dv + col0, dv, sa);
+        for (int kk = 0; kk < KK; kk++) acc_to_a(sa[kk], ds, kk);
+        store_transposed(p.dcs + (gc * p.H + h) * DK * dv + row0 * dv + col0, dv, sa);
 
-        /* dO^T as A fragments (dO's columns are this warp's rows) */
+        /* dO^T as A fragments (dO's columns are this slice's rows) */
         uint32_t oa[C / 16][4];
         const bf16 *dO = dOb(b);
 #pragma unroll
-        for (int kk = 0; kk < C / 16; kk++) ldsm_a_cols(oa[kk], dO, LDV, 16 * warp, kk);
+        for (int kk = 0; kk < C / 16; kk++) ldsm_a_cols(oa[kk], dO, LDV, 16 * slice, kk);
 
-        /* dV'^T = scale dO^T P + dS_out^T K^T (the scale in float, on the first product) */
+        /* dV'^T = scale dO^T P + dS_out^T K^T (the scale in float, on the first product; with KS = 2
+         * the first warp of the slice makes it, and each its rows' part of the second) */
         float dvt[CT][4];
         zero_acc(dvt);
         const bf16 *P = Pb(b), *K = Kb(b);
-        mma_steps<C / 16>(dvt, held_frags(oa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, P, LDC, kk, j); });
-        scale_acc(dvt, p.scale);
-        mma_steps<DK / 16>(dvt, held_frags(sa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, K, LDK, kk, j); });
+        if (part == 0) {
+            mma_steps<C / 16>(dvt, held_frags(oa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_rows(r, P, LDC, kk, j); });
+            scale_acc(dvt, p.scale);
+        }
+        mma_steps<KK>(dvt, held_frags(sa), [&](uint32_t (&r)[4], int kk, int j) { ldsm_b_cols(r, K, LDK, kr + kk, j); });
+        if constexpr (KS == 2) add_partner_partial<SLICES>(dvt, (float *)(smem + 2 * SET), warp, part);
 
         /* dV' in bfloat16: to dvp, and negated as the A operand of dS's update */
         uint32_t va[C / 16][4];
 #pragma unroll
         for (int kk = 0; kk < C / 16; kk++) acc_to_a(va[kk], dvt, kk);
-        store_transposed(p.dvp + (gc * p.H + h) * C * dv + col0, dv, va);
+        if (part == 0) store_transposed(p.dvp + (gc * p.H + h) * C * dv + col0, dv, va);
 
         /* dS^T += scale dO^T Q - dV'^T W: B = Q, then W, two n8 tiles at a time (dO^T Q in its own
          * accumulators for the scale: a whole row of them would not fit beside dS^T) */
@@ -276,7 +327,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
 #pragma unroll
             for (int kk = 0; kk < C / 16; kk++) {
                 uint32_t r[4];
-                ldsm_b_rows(r, Q, LDK, kk, j);
+                ldsm_b_rows(r, Q + row0, LDK, kk, j);
                 mma_bf16(qo[0], oa[kk], r[0], r[1]);
                 mma_bf16(qo[1], oa[kk], r[2], r[3]);
             }
@@ -289,13 +340,13 @@ __global__ void __launch_bounds__(scan_mma_threads<BV>()) bwd_scan_mma_kernel(Ar
             for (int kk = 0; kk < C / 16; kk++) {
                 uint32_t r[4], vn[4];
                 negated_frags(va)(vn, kk);   /* -dV'^T */
-                ldsm_b_rows(r, W, LDK, kk, j);
+                ldsm_b_rows(r, W + row0, LDK, kk, j);
                 mma_bf16(ds[j], vn, r[0], r[1]);
                 mma_bf16(ds[j + 1], vn, r[2], r[3]);
             }
         }
     }
-    if (p.ds0) store_transposed(p.ds0 + (n * p.H + h) * DK * dv + col0, dv, ds);
+    if (p.ds0) store_transposed(p.ds0 + (n * p.H + h) * DK * dv + row0 * dv + col0, dv, ds);
 }
 
 /* ---- the outputs, one warp per 16 rows of a chunk ------------------------------------------------ */

@@ -43,29 +43,12 @@ template <int C, int DK, int BV> constexpr size_t scan_f32_set_bytes() {
 template <int C, int DK, int BV, int KS = 1> constexpr size_t state_scan_mma_f32_smem() {
     return 2 * scan_f32_set_bytes<C, DK, BV>() + (KS > 1 ? sizeof(float) * KS * BV * C : 0);
 }
-template <int BV, int KS = 1> constexpr int scan_mma_f32_threads() { return KS * scan_mma_threads<BV>(); }
-
-/* With KS = 2 (two warps a slice, each with half of a product's k sum): this warp's partial sums
- * acc posted to post (a lane's floats 32 apart), one block barrier, then its partner's added (the
- * partner is the warp SLICES away): a + b and b + a are the same float, so both hold one sum */
-template <int SLICES, int N> __device__ __forceinline__ void add_partner_partial(float (&acc)[N][4], float *post, int warp, int part) {
-    const int lane = threadIdx.x % 32, other = part ? warp - SLICES : warp + SLICES;
-#pragma unroll
-    for (int j = 0; j < N; j++)
-#pragma unroll
-        for (int i = 0; i < 4; i++) post[((warp * N + j) * 4 + i) * 32 + lane] = acc[j][i];
-    __syncthreads();
-#pragma unroll
-    for (int j = 0; j < N; j++)
-#pragma unroll
-        for (int i = 0; i < 4; i++) acc[j][i] += post[((other * N + j) * 4 + i) * 32 + lane];
-}
 
 template <int C, int DK, int BV, int KS = 1>
-__global__ void __launch_bounds__(scan_mma_f32_threads<BV, KS>()) state_scan_mma_f32_kernel(ArgsT<float> p) {
+__global__ void __launch_bounds__(scan_mma_threads<BV, KS>()) state_scan_mma_f32_kernel(ArgsT<float> p) {
     static_assert(C % 8 == 0 && DK % (8 * KS) == 0 && BV % 16 == 0 && (KS == 1 || KS == 2),
                   "state_scan_mma_f32_kernel: C multiple of 8, DK of 8 KS, BV of 16; KS 1 or 2");
-    constexpr int NT = scan_mma_f32_threads<BV, KS>(), LDW = DK + 8, LDK = DK + 4, LDU = BV + 4;
+    constexpr int NT = scan_mma_threads<BV, KS>(), LDW = DK + 8, LDK = DK + 4, LDU = BV + 4;
     constexpr int KT = DK / 8 / KS, CT = C / 8;   /* n8 tiles of this warp's state rows, of V''s rows */
     constexpr int SLICES = BV / 16;
     constexpr size_t SET = scan_f32_set_bytes<C, DK, BV>();

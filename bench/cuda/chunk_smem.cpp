@@ -22,8 +22,9 @@ template <class E, int C, int D> static void row(const char *name) {
 template <int C, int D> static void row_mma_bf16() {
     constexpr int N = D >= 64 ? 64 : D;
     const size_t kb = 1024;
-    printf("| bfloat16 | %d, %d | %zu | %zu | %zu | %zu | %zu |\n", C, D, prep_mma_smem<C, D, D>() / kb, state_scan_mma_smem<C, D, N>() / kb,
-           out_mma_smem<C, D, D>() / kb, bwd_scan_mma_smem<C, D, N>() / kb, bwd_chunk_mma_smem<C, D, D>() / kb);
+    printf("| bfloat16 | %d, %d | %zu | %zu / %zu | %zu | %zu / %zu | %zu |\n", C, D, prep_mma_smem<C, D, D>() / kb,
+           state_scan_mma_smem<C, D, N>() / kb, state_scan_mma_smem_ks2<C, D, N>() / kb, out_mma_smem<C, D, D>() / kb,
+           bwd_scan_mma_smem<C, D, N>() / kb, bwd_scan_mma_smem_ks2<C, D, N>() / kb, bwd_chunk_mma_smem<C, D, D>() / kb);
 }
 template <int C, int D> static void row_mma_f32() {
     constexpr int N = D >= 64 ? 64 : D;
@@ -42,7 +43,7 @@ int main() {
     row<float, 32, 128>("float32");
     row<float, 64, 64>("float32");
     row<float, 32, 64>("float32");
-    printf("\n| register-style | C, d | prep | state scan (float32: KS 1 / 2) | out | bwd scan (float32: KS 1 / 2) | bwd chunk |\n"
+    printf("\n| register-style | C, d | prep | state scan (KS 1 / 2) | out | bwd scan (KS 1 / 2) | bwd chunk |\n"
            "|---|---|---|---|---|---|---|\n");
     row_mma_bf16<64, 128>();
     row_mma_bf16<64, 64>();

@@ -55,8 +55,8 @@ template <class T> static std::vector<T> poison(size_t n) {   // every element m
 // 0.01: tiny keys, where the gradients' error must stay at the outputs' level)
 // solves: the forward's prep keeps T and X (checked bit for bit against what the backward's prep
 // solves again), and the backward's prep reads T there instead of solving
-// ks: 2 runs float32's register scans (forward, and backward where the states are saved) with
-// their products' k split over two warps a 16-column slice (KS = 2)
+// ks: 2 runs the register scans (forward, and backward where the states are saved; bf16 and
+// float32) with their products' k split over two warps a 16-column slice (KS = 2)
 // mma: the register-style kernels (prep_mma_kernel, checked output for output against
 // prep_kernel; state_scan_mma_kernel, out_mma_kernel, bwd_chunk_mma_kernel; bwd_scan_mma_kernel
 // where the states are saved), bf16; float32: state_scan_mma_f32_kernel, out_mma_f32_kernel,
@@ -181,10 +181,11 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
         if (cs.mma) {
             constexpr int BV = DV >= 64 ? 64 : DV;
             const dim3 grid((unsigned)(N * H), DV / BV);
-            if constexpr (std::is_same<E, bf16>::value)
-                launch(grid, dim3(scan_mma_threads<BV>()), [&] { state_scan_mma_kernel<C, DK, BV>(a); });
-            else if (cs.ks == 2)   // float32's with each product's k split over two warps a slice
-                launch(grid, dim3(scan_mma_f32_threads<BV, 2>()), [&] { state_scan_mma_f32_kernel<C, DK, BV, 2>(a); });
+            if constexpr (std::is_same<E, bf16>::value) {
+                if (cs.ks == 2) launch(grid, dim3(scan_mma_threads<BV, 2>()), [&] { state_scan_mma_kernel<C, DK, BV, 2>(a); });
+                else launch(grid, dim3(scan_mma_threads<BV>()), [&] { state_scan_mma_kernel<C, DK, BV>(a); });
+            } else if (cs.ks == 2)   // float32's with each product's k split over two warps a slice
+                launch(grid, dim3(scan_mma_threads<BV, 2>()), [&] { state_scan_mma_f32_kernel<C, DK, BV, 2>(a); });
             else
                 launch(grid, dim3(scan_mma_threads<BV>()), [&] { state_scan_mma_f32_kernel<C, DK, BV>(a); });
             return;
@@ -266,7 +267,9 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
     if constexpr (std::is_same<E, bf16>::value) {
         if (cs.mma && g.pq) {   // the backward scan with dS in registers (64 columns a block; 128 where the case asks)
             constexpr int BVM = DV >= 64 ? 64 : DV, BVW = DV >= 128 ? 128 : BVM;
-            if (cs.scan_bv == 128)
+            if (cs.ks == 2)
+                launch(dim3((unsigned)(N * H), DV / BVM), dim3(scan_mma_threads<BVM, 2>()), [&] { bwd_scan_mma_kernel<C, DK, BVM, 2>(g); });
+            else if (cs.scan_bv == 128)
                 launch(dim3((unsigned)(N * H), DV / BVW), dim3(scan_mma_threads<BVW>()), [&] { bwd_scan_mma_kernel<C, DK, BVW>(g); });
             else
                 launch(dim3((unsigned)(N * H), DV / BVM), dim3(scan_mma_threads<BVM>()), [&] { bwd_scan_mma_kernel<C, DK, BVM>(g); });
@@ -276,7 +279,7 @@ template <class E, int C, int DK, int DV = DK> static void run_case(const Case &
         if (cs.mma && g.pq) {   // float32's, 3xTF32 (64 columns a block; 32 where the case asks)
             constexpr int BVM = DV >= 64 ? 64 : DV, BVN = DV >= 32 ? 32 : DV;
             if (cs.ks == 2)   // dS's rows split over two warps a slice
-                launch(dim3((unsigned)(N * H), DV / BVM), dim3(scan_mma_f32_threads<BVM, 2>()), [&] { bwd_scan_mma_f32_kernel<C, DK, BVM, 2>(g); });
+                launch(dim3((unsigned)(N * H), DV / BVM), dim3(scan_mma_threads<BVM, 2>()), [&] { bwd_scan_mma_f32_kernel<C, DK, BVM, 2>(g); });
             else if (cs.scan_bv == 32)
                 launch(dim3((unsigned)(N * H), DV / BVN), dim3(scan_mma_threads<BVN>()), [&] { bwd_scan_mma_f32_kernel<C, DK, BVN>(g); });
             else
@@ -400,6 +403,10 @@ int main() {
     run_case<float, 32, 64>({ 1, 100, 2, true, true, false, 64, true, 1, false, true, 2 });
     run_case<float, 32, 64, 128>({ 1, 100, 1, true, false, false, 64, false, 1, false, true, 2 });
     run_case<float, 16, 32>({ 1, 70, 2, true, false, false, 32, false, 1, false, true, 2 });
+    run_case<bf16, 64, 128>({ 2, 130, 2, true, false, false, 64, false, 1, false, true, 2 });
+    run_case<bf16, 32, 64>({ 1, 90, 2, true, true, false, 64, true, 1, false, true, 2 });
+    run_case<bf16, 64, 64, 128>({ 1, 130, 1, true, false, false, 64, false, 1, false, true, 2 });
+    run_case<bf16, 16, 32>({ 1, 70, 1, true, false, false, 32, false, 1, false, true, 2 });
     // dk != dv (the states dk x dv, q and k against v and dO): the shared-memory kernels, then the
     // register-style ones with the chain and recomputed states
     run_case<bf16, 64, 64, 128>({ 1, 130, 2, true, false, false, 64 });

@@ -534,6 +534,14 @@ static void test_delta_rule(void) {
         dr_compare(label, 1, 130, 2, 64, 64, 1, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
         unsetenv(other_way[i]);
     }
+    /* the register scans with two warps a 16-column slice (KS = 2, opt-in): both scans split where
+     * the states are saved, dk != dv, packed sequences with recomputed states (the forward scan twice) */
+    static const char *const split_bf16[2] = { "EFLA_DELTA_RULE_SCAN_KS", "EFLA_DELTA_RULE_BWD_KS" };
+    for (int i = 0; i < 2; i++) setenv(split_bf16[i], "2", 1);
+    dr_compare("register scans KS=2: dk=dv=128 chunk 64", 1, 200, 2, 128, 128, 0, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 64, 0);
+    dr_compare("register scans KS=2: dk=64 dv=128 chunk 32 order 2", 2, 77, 3, 64, 128, 0, EFLA_BFLOAT16, 2, 32, 0);
+    dr_compare("register scans KS=2: packed, recomputed states", 1, 64, 3, 32, 32, 1, EFLA_BFLOAT16, EFLA_ORDER_EXACT, 16, 1);
+    for (int i = 0; i < 2; i++) unsetenv(split_bf16[i]);
     /* the register-style prep, outputs and backward within each chunk (prep_mma_kernel,
      * out_mma_kernel, bwd_chunk_mma_kernel) forced on and off, whatever the defaults: every chunk
      * size, dk != dv, orders, packed sequences, recomputed states */
