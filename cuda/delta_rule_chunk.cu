@@ -184,10 +184,13 @@ template <class E, int C, int DK, int DV> int launch_state_scan(const ArgsT<E> &
  * columns) where it fits, else out_kernel; EFLA_DELTA_RULE_OUT_MMA=0 forces out_kernel (a
  * measuring aid). On by default since run 13 (H100): 0.284 against 0.430 ms at B=4 T=8192. */
 const bool OUT_MMA_DEFAULT = true;
-/* *runs: whether a register-style kernel runs, by its switch `name` (default dflt) and its fit */
-template <typename K> int register_style_runs(const char *name, bool dflt, K kernel, size_t bytes, bool *runs) {
-    *runs = false;
-    if (env_switch(name, dflt)) TRY(set_smem(kernel, bytes, runs));
+/* A register-style kernel launched (grid, threads, `bytes` of shared memory) where its switch `name`
+ * (default dflt) is on and it fits; *ran says whether it was */
+template <typename K, class A>
+int launch_register_style(const char *name, bool dflt, K kernel, size_t bytes, dim3 grid, int threads, const A &p, bool *ran) {
+    *ran = false;
+    if (env_switch(name, dflt)) TRY(set_smem(kernel, bytes, ran));
+    if (*ran) kernel<<<grid, threads, bytes>>>(p);
     return 0;
 }
 /* float32: the outputs in the register style (out_mma_f32_kernel, 3xTF32) where they are faster,
@@ -198,11 +201,8 @@ template <typename K> int register_style_runs(const char *name, bool dflt, K ker
  * 64 was 9-23 % faster at all three shapes). *runs: whether it ran. */
 template <int DK> constexpr bool out_mma_f32_default() { return DK <= 64; }
 template <int C, int DK, int DV, int BV> int launch_out_f32_bv(const ArgsT<float> &p, bool *runs) {
-    TRY(register_style_runs("EFLA_DELTA_RULE_OUT_MMA_F32", out_mma_f32_default<DK>(), out_mma_f32_kernel<C, DK, BV>,
-                            out_mma_f32_smem<C, DK, BV>(), runs));
-    if (*runs)
-        out_mma_f32_kernel<C, DK, BV><<<dim3((unsigned)p.nch, (unsigned)p.H, DV / BV), out_mma_threads<C>(), out_mma_f32_smem<C, DK, BV>()>>>(p);
-    return 0;
+    return launch_register_style("EFLA_DELTA_RULE_OUT_MMA_F32", out_mma_f32_default<DK>(), out_mma_f32_kernel<C, DK, BV>,
+                                 out_mma_f32_smem<C, DK, BV>(), dim3((unsigned)p.nch, (unsigned)p.H, DV / BV), out_mma_threads<C>(), p, runs);
 }
 template <int C, int DK, int DV> int launch_out_f32(const ArgsT<float> &p, bool *runs) {
     constexpr int N = DV % 32 == 0 ? 32 : 16;
@@ -214,11 +214,9 @@ template <int C, int DK, int DV> int launch_out_f32(const ArgsT<float> &p, bool 
 template <class E, int C, int DK, int DV> int launch_out(const ArgsT<E> &p) {
     if constexpr (std::is_same<E, bf16>::value) {
         bool runs = false;
-        TRY(register_style_runs("EFLA_DELTA_RULE_OUT_MMA", OUT_MMA_DEFAULT, out_mma_kernel<C, DK, DV>, out_mma_smem<C, DK, DV>(), &runs));
-        if (runs) {
-            out_mma_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), out_mma_threads<C>(), out_mma_smem<C, DK, DV>()>>>(p);
-            return 0;
-        }
+        TRY(launch_register_style("EFLA_DELTA_RULE_OUT_MMA", OUT_MMA_DEFAULT, out_mma_kernel<C, DK, DV>, out_mma_smem<C, DK, DV>(),
+                                  dim3((unsigned)p.nch, (unsigned)p.H), out_mma_threads<C>(), p, &runs));
+        if (runs) return 0;
     }
     if constexpr (std::is_same<E, float>::value) {
         bool runs = false;
@@ -237,11 +235,9 @@ const bool PREP_MMA_DEFAULT = false;
 template <class E, int C, int DK, int DV> int launch_prep(const ArgsT<E> &p) {
     if constexpr (std::is_same<E, bf16>::value && DK <= 128 && DV <= 128) {
         bool runs = false;
-        TRY(register_style_runs("EFLA_DELTA_RULE_PREP_MMA", PREP_MMA_DEFAULT, prep_mma_kernel<C, DK, DV>, prep_mma_smem<C, DK, DV>(), &runs));
-        if (runs) {
-            prep_mma_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_mma_smem<C, DK, DV>()>>>(p);
-            return 0;
-        }
+        TRY(launch_register_style("EFLA_DELTA_RULE_PREP_MMA", PREP_MMA_DEFAULT, prep_mma_kernel<C, DK, DV>, prep_mma_smem<C, DK, DV>(),
+                                  dim3((unsigned)p.nch, (unsigned)p.H), THREADS, p, &runs));
+        if (runs) return 0;
     }
     prep_kernel<E, C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, prep_smem<E, C, DK, DV>()>>>(p);
     return 0;
@@ -371,22 +367,14 @@ template <class E, int C, int DK, int DV> int launch_bwd_scan_mma(const ArgsT<E>
     } else if constexpr (std::is_same<E, float>::value) {
         constexpr int BV = Tile<DV>::BV;
         const dim3 grid((unsigned)(nseq * p.H), DV / BV);
-        bool runs = false;
-        if (p.pq && env_int("EFLA_DELTA_RULE_BWD_F32_KS", BWD_SCAN_MMA_F32_KS_DEFAULT) == 2) {
-            TRY(register_style_runs("EFLA_DELTA_RULE_BWD_MMA_F32", BWD_SCAN_MMA_F32_DEFAULT, bwd_scan_mma_f32_kernel<C, DK, BV, 2>,
-                                    bwd_scan_mma_f32_smem<C, DK, BV, 2>(), &runs));
-            if (runs) {
-                bwd_scan_mma_f32_kernel<C, DK, BV, 2><<<grid, scan_mma_threads<BV, 2>(), bwd_scan_mma_f32_smem<C, DK, BV, 2>()>>>(p);
-                *launched = true;
-                return 0;
-            }
+        if (!p.pq) return 0;
+        if (env_int("EFLA_DELTA_RULE_BWD_F32_KS", BWD_SCAN_MMA_F32_KS_DEFAULT) == 2) {
+            TRY(launch_register_style("EFLA_DELTA_RULE_BWD_MMA_F32", BWD_SCAN_MMA_F32_DEFAULT, bwd_scan_mma_f32_kernel<C, DK, BV, 2>,
+                                      bwd_scan_mma_f32_smem<C, DK, BV, 2>(), grid, scan_mma_threads<BV, 2>(), p, launched));
+            if (*launched) return 0;
         }
-        if (p.pq)
-            TRY(register_style_runs("EFLA_DELTA_RULE_BWD_MMA_F32", BWD_SCAN_MMA_F32_DEFAULT, bwd_scan_mma_f32_kernel<C, DK, BV>,
-                                    bwd_scan_mma_f32_smem<C, DK, BV>(), &runs));
-        if (!runs) return 0;
-        bwd_scan_mma_f32_kernel<C, DK, BV><<<grid, scan_mma_threads<BV>(), bwd_scan_mma_f32_smem<C, DK, BV>()>>>(p);
-        *launched = true;
+        TRY(launch_register_style("EFLA_DELTA_RULE_BWD_MMA_F32", BWD_SCAN_MMA_F32_DEFAULT, bwd_scan_mma_f32_kernel<C, DK, BV>,
+                                  bwd_scan_mma_f32_smem<C, DK, BV>(), grid, scan_mma_threads<BV>(), p, launched));
     }
     return 0;
 }
@@ -402,22 +390,16 @@ const bool BWD_CHUNK_MMA_F32_DEFAULT = false;
 template <class E, int C, int DK, int DV> int launch_bwd_chunk(const ArgsT<E> &p) {
     if constexpr (std::is_same<E, bf16>::value && DK <= 128 && DV <= 128) {
         bool runs = false;
-        TRY(register_style_runs("EFLA_DELTA_RULE_BWD_CHUNK_MMA", BWD_CHUNK_MMA_DEFAULT, bwd_chunk_mma_kernel<C, DK, DV>,
-                                bwd_chunk_mma_smem<C, DK, DV>(), &runs));
-        if (runs) {
-            bwd_chunk_mma_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), bwd_chunk_mma_threads<C>(),
-                                              bwd_chunk_mma_smem<C, DK, DV>()>>>(p);
-            return 0;
-        }
+        TRY(launch_register_style("EFLA_DELTA_RULE_BWD_CHUNK_MMA", BWD_CHUNK_MMA_DEFAULT, bwd_chunk_mma_kernel<C, DK, DV>,
+                                  bwd_chunk_mma_smem<C, DK, DV>(), dim3((unsigned)p.nch, (unsigned)p.H), bwd_chunk_mma_threads<C>(), p,
+                                  &runs));
+        if (runs) return 0;
     } else if constexpr (std::is_same<E, float>::value && C <= 32 && DK <= 128 && DV <= 128) {
         bool runs = false;
-        TRY(register_style_runs("EFLA_DELTA_RULE_BWD_CHUNK_MMA_F32", BWD_CHUNK_MMA_F32_DEFAULT, bwd_chunk_mma_f32_kernel<C, DK, DV>,
-                                bwd_chunk_mma_f32_smem<C, DK, DV>(), &runs));
-        if (runs) {
-            bwd_chunk_mma_f32_kernel<C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), bwd_chunk_mma_f32_threads<C>(),
-                                                  bwd_chunk_mma_f32_smem<C, DK, DV>()>>>(p);
-            return 0;
-        }
+        TRY(launch_register_style("EFLA_DELTA_RULE_BWD_CHUNK_MMA_F32", BWD_CHUNK_MMA_F32_DEFAULT, bwd_chunk_mma_f32_kernel<C, DK, DV>,
+                                  bwd_chunk_mma_f32_smem<C, DK, DV>(), dim3((unsigned)p.nch, (unsigned)p.H),
+                                  bwd_chunk_mma_f32_threads<C>(), p, &runs));
+        if (runs) return 0;
     }
     bwd_chunk_kernel<E, C, DK, DV><<<dim3((unsigned)p.nch, (unsigned)p.H), THREADS, bwd_chunk_smem<E, C, DK, DV>()>>>(p);
     return 0;

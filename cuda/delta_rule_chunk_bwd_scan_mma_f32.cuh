@@ -31,7 +31,7 @@
  * of 8 (DK of 16 with KS = 2). */
 #ifndef EFLA_CUDA_DELTA_RULE_CHUNK_BWD_SCAN_MMA_F32_CUH
 #define EFLA_CUDA_DELTA_RULE_CHUNK_BWD_SCAN_MMA_F32_CUH
-#include "delta_rule_chunk_scan_mma.cuh"   /* load/store_transposed, scan_mma_threads, add_partner_partial */
+#include "delta_rule_chunk_scan_mma_f32.cuh"   /* add_state_product; load/store_transposed, add_partner_partial */
 
 namespace {
 
@@ -76,7 +76,6 @@ __global__ void __launch_bounds__(scan_mma_threads<BV, KS>(), KS > 1 ? 1 : 0) bw
         const int b = (int)(c & 1);
         fetch_bwd_scan_chunk<NT, C, DK, BV>(p, n, h, first, len, j0, c, Qb(b), LDQ, Kb(b), LDK, Wb(b), LDQ, dOb(b), LDO, Pb(b), LDP);
     };
-    if (nchunks > 0) fetch(nchunks - 1);
 
     /* dO^T's A fragments, split: k-step kk is chunk rows 8 kk .., slot t row 8 kk + 2t, slot t + 4
      * row 8 kk + 2t + 1, so a lane reads dO[8 kk + 2t (+1)][16 w + g (+8)] */
@@ -91,6 +90,8 @@ __global__ void __launch_bounds__(scan_mma_threads<BV, KS>(), KS > 1 ? 1 : 0) bw
             tf32_split(r1[8], oh[kk][3], ol[kk][3]);
         }
     };
+
+    if (nchunks > 0) fetch(nchunks - 1);
 
     float ds[KT][4];   /* dS^T: rows = this warp's 16 columns, n8 tile j = rows 8 (jr + j) .. of dS */
     load_transposed(ds, p.dsf ? p.dsf + (n * p.H + h) * DK * dv + row0 * dv + col0 : nullptr, dv);
@@ -110,16 +111,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV, KS>(), KS > 1 ? 1 : 0) bw
         const float *K = Kb(b);
         float dvt[CT][4];
         zero_acc(dvt);
-#pragma unroll
-        for (int j = 0; j < KT; j++) {
-            uint32_t ah[4], al[4];
-            acc_to_tf32_a(ah, al, ds[j]);
-#pragma unroll
-            for (int jn = 0; jn < CT; jn++) {
-                const float2 k2 = *(const float2 *)(K + (8 * jn + g) * LDK + 8 * (jr + j) + 2 * t);
-                mma_3xtf32(dvt[jn], ah, al, k2.x, k2.y);
-            }
-        }
+        add_state_product(dvt, ds, K, LDK, jr);
         /* then + scale dO^T P, each n8 tile in fresh accumulators, scaled in float and added once:
          * B is P[8 kk + 2t, + 1][8 jn + g] (P's tile kk, jn is zero for kk < jn); with KS = 2 each
          * warp of a slice adds alternate tiles */

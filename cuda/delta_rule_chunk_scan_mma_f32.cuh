@@ -44,6 +44,25 @@ template <int C, int DK, int BV, int KS = 1> constexpr size_t state_scan_mma_f32
     return 2 * scan_f32_set_bytes<C, DK, BV>() + (KS > 1 ? sizeof(float) * KS * BV * C : 0);
 }
 
+/* acc (16 x C, n8 tile jn = chunk rows 8 jn ..) += X^T's product with the warp's transposed state
+ * tiles st (k16-free: k-step j is st's tile j, the state rows 8 (jr + j) ..): B's rows 2t, 2t + 1 of
+ * each block are X[8 jn + g][8 (jr + j) + 2t, + 1] of a C x DK float tile X (row length ld), one
+ * 8-byte load. V'^T's S^T W^T in the forward scan, dV'^T's dS^T K^T in the backward one */
+template <int KT, int CT>
+__device__ __forceinline__ void add_state_product(float (&acc)[CT][4], const float (&st)[KT][4], const float *X, int ld, int jr) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int j = 0; j < KT; j++) {
+        uint32_t ah[4], al[4];
+        acc_to_tf32_a(ah, al, st[j]);
+#pragma unroll
+        for (int jn = 0; jn < CT; jn++) {
+            const float2 x = *(const float2 *)(X + (8 * jn + g) * ld + 8 * (jr + j) + 2 * t);
+            mma_3xtf32(acc[jn], ah, al, x.x, x.y);
+        }
+    }
+}
+
 template <int C, int DK, int BV, int KS = 1>
 __global__ void __launch_bounds__(scan_mma_threads<BV, KS>()) state_scan_mma_f32_kernel(ArgsT<float> p) {
     static_assert(C % 8 == 0 && DK % (8 * KS) == 0 && BV % 16 == 0 && (KS == 1 || KS == 2),
@@ -84,16 +103,7 @@ __global__ void __launch_bounds__(scan_mma_threads<BV, KS>()) state_scan_mma_f32
         const float *U = Ub(b), *W = Wb(b);
         float vt[CT][4];   /* S^T W^T in fresh accumulators, then U^T minus it (one rounding into V') */
         zero_acc(vt);
-#pragma unroll
-        for (int j = 0; j < KT; j++) {
-            uint32_t ah[4], al[4];
-            acc_to_tf32_a(ah, al, s[j]);
-#pragma unroll
-            for (int jn = 0; jn < CT; jn++) {
-                const float2 w = *(const float2 *)(W + (8 * jn + g) * LDW + 8 * (jr + j) + 2 * t);
-                mma_3xtf32(vt[jn], ah, al, w.x, w.y);
-            }
-        }
+        add_state_product(vt, s, W, LDW, jr);
         if constexpr (KS == 2) add_partner_partial<SLICES>(vt, (float *)(smem + 2 * SET), warp, part);
 #pragma unroll
         for (int jn = 0; jn < CT; jn++)
